@@ -1,0 +1,147 @@
+"""Japanese normalisation, used wherever data enters Kizuna or is searched.
+
+Operators type phone numbers with full-width digits, carts export kana in half-width katakana
+and customers write their e-mail in upper case. Every such variant must meet the same stored
+key, so each identity kind has exactly one normaliser here and nothing else normalises.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+import jaconv
+import phonenumbers
+
+# Hyphen-like characters seen in Japanese phone numbers and postal codes. NFKC leaves several of
+# them alone (the long-vowel mark ー and the minus sign − in particular), so they are listed.
+_HYPHENS = "-‐‑‒–—―−ーｰ─━－﹣⁃˗"
+_HYPHEN_RE = re.compile(f"[{re.escape(_HYPHENS)}]")
+_SPACE_RE = re.compile(r"\s+")
+_POSTAL_RE = re.compile(r"^(\d{3})(\d{4})$")
+
+
+class NormalisationError(ValueError):
+    """The value cannot be read as the kind of data asked for."""
+
+
+def nfkc(value: str) -> str:
+    """NFKC with surrounding whitespace removed: full-width ASCII becomes ASCII, ｶﾅ becomes カナ."""
+    return unicodedata.normalize("NFKC", value).strip()
+
+
+def clean_text(value: str) -> str:
+    """Free text (names, addresses) in NFKC with runs of whitespace collapsed to one space."""
+    return _SPACE_RE.sub(" ", nfkc(value))
+
+
+def _strip_separators(value: str) -> str:
+    text = _HYPHEN_RE.sub("", nfkc(value))
+    return re.sub(r"[\s()（）.]", "", text)
+
+
+def normalize_phone(value: str) -> str:
+    """A Japanese or international phone number in E.164 (+81…).
+
+    Accepts full-width digits, any hyphen variant, spaces and brackets, a leading 0 (domestic)
+    or +81/0081. Raises NormalisationError when the result is not a possible number.
+    """
+    digits = _strip_separators(value)
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not re.fullmatch(r"\+?\d{6,15}", digits):
+        raise NormalisationError("電話番号として読めません")
+    try:
+        parsed = phonenumbers.parse(digits, "JP")
+    except phonenumbers.NumberParseException as exc:
+        raise NormalisationError("電話番号として読めません") from exc
+    if not phonenumbers.is_possible_number(parsed):
+        raise NormalisationError("電話番号の桁数が正しくありません")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def looks_like_phone(value: str) -> bool:
+    try:
+        normalize_phone(value)
+    except NormalisationError:
+        return False
+    return True
+
+
+def normalize_postal_code(value: str) -> str:
+    """A postal code as seven ASCII digits ("〒１５０－０００２" → "1500002")."""
+    digits = _strip_separators(value).removeprefix("〒")
+    if not _POSTAL_RE.match(digits):
+        raise NormalisationError("郵便番号は7桁の数字で入力してください")
+    return digits
+
+
+def format_postal_code(value: str) -> str:
+    """Seven digits as shown to people: 150-0002."""
+    match = _POSTAL_RE.match(value)
+    return f"{match.group(1)}-{match.group(2)}" if match else value
+
+
+def normalize_email(value: str) -> str:
+    """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display)."""
+    email = nfkc(value).lower()
+    local, sep, domain = email.partition("@")
+    if not sep or not local or "." not in domain or " " in email:
+        raise NormalisationError("メールアドレスとして読めません")
+    return email
+
+
+def normalize_kana(value: str) -> str:
+    """Kana in any script as full-width katakana without spaces: the key that makes
+    "やまだ たろう", "ヤマダ　タロウ" and "ﾔﾏﾀﾞ ﾀﾛｳ" equal."""
+    text = nfkc(value)  # half-width ｶﾀｶﾅ (with its separate dakuten) → full-width カタカナ
+    text = jaconv.hira2kata(text)
+    return _SPACE_RE.sub("", text)
+
+
+def is_kana(value: str) -> bool:
+    key = normalize_kana(value)
+    return bool(key) and all("ァ" <= ch <= "ヿ" or ch == "ー" for ch in key)
+
+
+def name_key(value: str) -> str:
+    """A name as a search key: NFKC without spaces ("山田　太郎" → "山田太郎")."""
+    return _SPACE_RE.sub("", nfkc(value))
+
+
+def normalize_identifier(value: str) -> str:
+    """An external ID (cart member ID, LINE user ID, chat ID): NFKC, trimmed."""
+    ident = nfkc(value)
+    if not ident:
+        raise NormalisationError("IDが空です")
+    return ident
+
+
+PREFECTURES: tuple[str, ...] = (
+    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県",
+    "茨城県", "栃木県", "群馬県", "埼玉県", "千葉県", "東京都", "神奈川県",
+    "新潟県", "富山県", "石川県", "福井県", "山梨県", "長野県", "岐阜県",
+    "静岡県", "愛知県", "三重県", "滋賀県", "京都府", "大阪府", "兵庫県",
+    "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県", "広島県", "山口県",
+    "徳島県", "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県",
+    "熊本県", "大分県", "宮崎県", "鹿児島県", "沖縄県",
+)  # fmt: skip
+"""The 47 都道府県 in JIS X 0401 order; the code of each is its index + 1."""
+
+PREFECTURE_CHOICES = [(i + 1, name) for i, name in enumerate(PREFECTURES)]
+
+
+def prefecture_code(value: str | int) -> int:
+    """A prefecture as its JIS code (1–47), from its code, its full name or its short name."""
+    if isinstance(value, int) or nfkc(str(value)).isdigit():
+        code = int(nfkc(str(value)))
+        if 1 <= code <= 47:
+            return code
+        raise NormalisationError("都道府県コードは1〜47です")
+    name = nfkc(value)
+    for index, full in enumerate(PREFECTURES):
+        # "東京" and "大阪" are written without their suffix; 北海道 has no suffix to drop.
+        short = full if full == "北海道" else full[:-1]
+        if name in (full, short):
+            return index + 1
+    raise NormalisationError("都道府県名として読めません")

@@ -1,0 +1,191 @@
+"""Kizuna settings: one module, every value from the environment.
+
+Defaults give the embedded demo (SQLite under ./var, database task backend); setting
+DATABASE_URL=postgres://… moves the operational store to PostgreSQL with the same code.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+from kizuna.core.env import env_bool, env_int, env_list, env_str
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DATA_DIR = Path(env_str("KIZUNA_DATA_DIR", "var")).resolve()
+
+
+def _secret_key() -> str:
+    """SECRET_KEY from the environment, else one generated once and kept under DATA_DIR.
+
+    The demo must start on a fresh machine without configuration, and sessions must survive a
+    restart, so a generated key is stored rather than regenerated on every start.
+    """
+    key = env_str("SECRET_KEY", "")
+    if key:
+        return key
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50), encoding="utf-8")
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "django_tasks",
+    "django_tasks_db",
+    "kizuna.core",
+    "kizuna.accounts",
+    "kizuna.customers",
+    "kizuna.commerce",
+    "kizuna.subscriptions",
+    "kizuna.loyalty",
+    "kizuna.support",
+    "kizuna.web",
+    "kizuna.demo",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    # Deny by default: every view must declare who may open it (RELIABILITY D2).
+    "kizuna.accounts.middleware.RoleAccessMiddleware",
+]
+
+ROOT_URLCONF = "kizuna.urls"
+WSGI_APPLICATION = "kizuna.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _databases() -> dict[str, Any]:
+    url = env_str("DATABASE_URL", "")
+    if url:
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60))
+        if config["ENGINE"] == "django.db.backends.sqlite3":
+            config["OPTIONS"] = _sqlite_options()
+        return {"default": config}
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    return {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(DATA_DIR / "kizuna.sqlite3"),
+            "OPTIONS": _sqlite_options(),
+            "TEST": {"NAME": str(DATA_DIR / "test-kizuna.sqlite3")},
+        }
+    }
+
+
+def _sqlite_options() -> dict[str, Any]:
+    # WAL lets the web server read while the worker writes; IMMEDIATE transactions take the
+    # write lock up front so two writers queue on busy_timeout instead of failing mid-way.
+    return {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": (
+            "PRAGMA journal_mode=WAL;"
+            "PRAGMA synchronous=NORMAL;"
+            "PRAGMA foreign_keys=ON;"
+            "PRAGMA cache_size=-65536;"
+            "PRAGMA mmap_size=268435456;"
+        ),
+    }
+
+
+DATABASES = _databases()
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_USER_MODEL = "accounts.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "web:home"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "ja"
+LANGUAGES = [("ja", "日本語"), ("en", "English")]
+TIME_ZONE = "Asia/Tokyo"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+# The demo serves static files from the installed packages without a collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+TASKS = {
+    "default": {
+        "BACKEND": env_str("KIZUNA_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
+    }
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = env_bool("KIZUNA_SECURE_COOKIES", False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env_bool("KIZUNA_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("KIZUNA_HSTS_SECONDS", 0)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+
+# Operators page through long histories; these keep every page cheap at 1,000,000 customers.
+KIZUNA_PAGE_SIZE = env_int("KIZUNA_PAGE_SIZE", 20)
+KIZUNA_SEARCH_LIMIT = env_int("KIZUNA_SEARCH_LIMIT", 50)
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("KIZUNA_LOG_LEVEL", "INFO")},
+    "loggers": {
+        # Request logs carry query strings (search terms are PII): keep them at WARNING.
+        "django.server": {"level": "WARNING"},
+        "django.request": {"level": "ERROR"},
+    },
+}
