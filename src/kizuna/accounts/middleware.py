@@ -37,6 +37,6 @@ class RoleAccessMiddleware:
             return None
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        if roles is None or not request.user.has_role(*roles):  # type: ignore[union-attr]
+        if roles is None or not request.user.has_role(*roles):
             raise PermissionDenied
         return None

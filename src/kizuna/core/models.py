@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, TypeVar
 
 from django.db import models
+
+_M = TypeVar("_M", bound=models.Model)
 
 
 class TimeStampedModel(models.Model):
@@ -15,7 +17,7 @@ class TimeStampedModel(models.Model):
         abstract = True
 
 
-class AppendOnlyQuerySet(models.QuerySet[Any]):
+class AppendOnlyQuerySet(models.QuerySet[_M]):
     def update(self, **kwargs: Any) -> int:
         raise AppendOnlyError(f"{self.model.__name__} は追記専用です(更新できません)")
 
@@ -27,6 +29,9 @@ class AppendOnlyError(RuntimeError):
     """Something tried to change or remove a row of an append-only table."""
 
 
+AppendOnlyManager = models.Manager.from_queryset(AppendOnlyQuerySet)
+
+
 class AppendOnlyModel(models.Model):
     """A row that is written once and never changed or deleted.
 
@@ -34,7 +39,7 @@ class AppendOnlyModel(models.Model):
     so raw SQL and other clients cannot rewrite history either.
     """
 
-    objects: ClassVar[models.Manager[Any]] = models.Manager.from_queryset(AppendOnlyQuerySet)()
+    objects = AppendOnlyManager()
 
     class Meta:
         abstract = True
@@ -73,4 +78,5 @@ class AuditLog(AppendOnlyModel):
         ]
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.entity}#{self.entity_id}"
+        when = f"{self.at:%Y-%m-%d %H:%M}"
+        return f"{when} {self.actor_label} {self.action} {self.entity}#{self.entity_id}"

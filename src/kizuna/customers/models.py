@@ -62,7 +62,10 @@ class Customer(TimeStampedModel):
     birthday = models.DateField("生年月日", null=True, blank=True)
     gender = models.CharField("性別", max_length=8, choices=Gender.choices, default=Gender.UNKNOWN)
     acquisition_channel = models.CharField(
-        "獲得経路", max_length=16, choices=AcquisitionChannel.choices, default=AcquisitionChannel.OTHER
+        "獲得経路",
+        max_length=16,
+        choices=AcquisitionChannel.choices,
+        default=AcquisitionChannel.OTHER,
     )
     registered_at = models.DateTimeField("登録日時", db_index=True)
     member_status = models.CharField(

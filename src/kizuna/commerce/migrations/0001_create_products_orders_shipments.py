@@ -4,95 +4,172 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('number', models.CharField(max_length=64, unique=True, verbose_name='注文番号')),
-                ('ordered_at', models.DateTimeField(verbose_name='受注日時')),
-                ('status', models.CharField(choices=[('received', '受注'), ('shipped', '出荷済'), ('delivered', 'お届け済'), ('cancelled', 'キャンセル'), ('returned', '返品')], default='received', max_length=16, verbose_name='状態')),
-                ('channel', models.CharField(choices=[('web', 'Web'), ('phone', '電話'), ('paper', 'はがき・FAX'), ('line', 'LINE'), ('subscription', '定期自動')], default='web', max_length=16, verbose_name='受注経路')),
-                ('subtotal', models.IntegerField(verbose_name='小計')),
-                ('discount', models.IntegerField(default=0, verbose_name='値引き')),
-                ('shipping_fee', models.IntegerField(default=0, verbose_name='送料')),
-                ('points_used', models.IntegerField(default=0, verbose_name='利用ポイント')),
-                ('total', models.IntegerField(verbose_name='合計')),
-                ('payment_method', models.CharField(blank=True, max_length=32, verbose_name='支払方法')),
-                ('source', models.CharField(blank=True, max_length=32, verbose_name='取込元')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("number", models.CharField(max_length=64, unique=True, verbose_name="注文番号")),
+                ("ordered_at", models.DateTimeField(verbose_name="受注日時")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("received", "受注"),
+                            ("shipped", "出荷済"),
+                            ("delivered", "お届け済"),
+                            ("cancelled", "キャンセル"),
+                            ("returned", "返品"),
+                        ],
+                        default="received",
+                        max_length=16,
+                        verbose_name="状態",
+                    ),
+                ),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("web", "Web"),
+                            ("phone", "電話"),
+                            ("paper", "はがき・FAX"),
+                            ("line", "LINE"),
+                            ("subscription", "定期自動"),
+                        ],
+                        default="web",
+                        max_length=16,
+                        verbose_name="受注経路",
+                    ),
+                ),
+                ("subtotal", models.IntegerField(verbose_name="小計")),
+                ("discount", models.IntegerField(default=0, verbose_name="値引き")),
+                ("shipping_fee", models.IntegerField(default=0, verbose_name="送料")),
+                ("points_used", models.IntegerField(default=0, verbose_name="利用ポイント")),
+                ("total", models.IntegerField(verbose_name="合計")),
+                (
+                    "payment_method",
+                    models.CharField(blank=True, max_length=32, verbose_name="支払方法"),
+                ),
+                ("source", models.CharField(blank=True, max_length=32, verbose_name="取込元")),
             ],
             options={
-                'verbose_name': '注文',
-                'verbose_name_plural': '注文',
+                "verbose_name": "注文",
+                "verbose_name_plural": "注文",
             },
         ),
         migrations.CreateModel(
-            name='OrderLine',
+            name="OrderLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('product_name', models.CharField(max_length=200, verbose_name='商品名')),
-                ('unit_price', models.IntegerField(verbose_name='単価')),
-                ('quantity', models.PositiveIntegerField(verbose_name='数量')),
-                ('amount', models.IntegerField(verbose_name='金額')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("product_name", models.CharField(max_length=200, verbose_name="商品名")),
+                ("unit_price", models.IntegerField(verbose_name="単価")),
+                ("quantity", models.PositiveIntegerField(verbose_name="数量")),
+                ("amount", models.IntegerField(verbose_name="金額")),
             ],
             options={
-                'verbose_name': '注文明細',
-                'verbose_name_plural': '注文明細',
+                "verbose_name": "注文明細",
+                "verbose_name_plural": "注文明細",
             },
         ),
         migrations.CreateModel(
-            name='OrderReversal',
+            name="OrderReversal",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('cancel', 'キャンセル'), ('return', '返品')], max_length=8, verbose_name='区分')),
-                ('occurred_at', models.DateTimeField(verbose_name='日時')),
-                ('reason', models.CharField(blank=True, max_length=200, verbose_name='理由')),
-                ('refund_amount', models.IntegerField(default=0, verbose_name='返金額')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("cancel", "キャンセル"), ("return", "返品")],
+                        max_length=8,
+                        verbose_name="区分",
+                    ),
+                ),
+                ("occurred_at", models.DateTimeField(verbose_name="日時")),
+                ("reason", models.CharField(blank=True, max_length=200, verbose_name="理由")),
+                ("refund_amount", models.IntegerField(default=0, verbose_name="返金額")),
             ],
             options={
-                'verbose_name': 'キャンセル・返品',
-                'verbose_name_plural': 'キャンセル・返品',
+                "verbose_name": "キャンセル・返品",
+                "verbose_name_plural": "キャンセル・返品",
             },
         ),
         migrations.CreateModel(
-            name='Product',
+            name="Product",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('code', models.CharField(max_length=64, unique=True, verbose_name='商品コード')),
-                ('name', models.CharField(max_length=200, verbose_name='商品名')),
-                ('kind', models.CharField(choices=[('trial', 'トライアル'), ('main', '本品'), ('subscription', '定期商品'), ('sample', 'サンプル'), ('other', 'その他')], max_length=16, verbose_name='区分')),
-                ('category', models.CharField(blank=True, max_length=50, verbose_name='カテゴリ')),
-                ('price', models.PositiveIntegerField(verbose_name='価格(税込・円)')),
-                ('is_active', models.BooleanField(default=True, verbose_name='販売中')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("code", models.CharField(max_length=64, unique=True, verbose_name="商品コード")),
+                ("name", models.CharField(max_length=200, verbose_name="商品名")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("trial", "トライアル"),
+                            ("main", "本品"),
+                            ("subscription", "定期商品"),
+                            ("sample", "サンプル"),
+                            ("other", "その他"),
+                        ],
+                        max_length=16,
+                        verbose_name="区分",
+                    ),
+                ),
+                ("category", models.CharField(blank=True, max_length=50, verbose_name="カテゴリ")),
+                ("price", models.PositiveIntegerField(verbose_name="価格(税込・円)")),
+                ("is_active", models.BooleanField(default=True, verbose_name="販売中")),
             ],
             options={
-                'verbose_name': '商品',
-                'verbose_name_plural': '商品',
-                'ordering': ['code'],
+                "verbose_name": "商品",
+                "verbose_name_plural": "商品",
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='Shipment',
+            name="Shipment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('shipped_on', models.DateField(verbose_name='出荷日')),
-                ('delivered_on', models.DateField(blank=True, null=True, verbose_name='お届け日')),
-                ('carrier', models.CharField(blank=True, max_length=50, verbose_name='配送業者')),
-                ('tracking_number', models.CharField(blank=True, max_length=50, verbose_name='伝票番号')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("shipped_on", models.DateField(verbose_name="出荷日")),
+                ("delivered_on", models.DateField(blank=True, null=True, verbose_name="お届け日")),
+                ("carrier", models.CharField(blank=True, max_length=50, verbose_name="配送業者")),
+                (
+                    "tracking_number",
+                    models.CharField(blank=True, max_length=50, verbose_name="伝票番号"),
+                ),
             ],
             options={
-                'verbose_name': '出荷',
-                'verbose_name_plural': '出荷',
+                "verbose_name": "出荷",
+                "verbose_name_plural": "出荷",
             },
         ),
     ]

@@ -5,58 +5,98 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('commerce', '0001_create_products_orders_shipments'),
-        ('customers', '0001_create_customers_identities_consent_timeline'),
+        ("commerce", "0001_create_products_orders_shipments"),
+        ("customers", "0001_create_customers_identities_consent_timeline"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='order',
-            name='customer',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='orders', to='customers.customer', verbose_name='顧客'),
+            model_name="order",
+            name="customer",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="orders",
+                to="customers.customer",
+                verbose_name="顧客",
+            ),
         ),
         migrations.AddField(
-            model_name='orderline',
-            name='order',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='commerce.order'),
+            model_name="orderline",
+            name="order",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="lines",
+                to="commerce.order",
+            ),
         ),
         migrations.AddField(
-            model_name='orderreversal',
-            name='order',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reversals', to='commerce.order'),
+            model_name="orderreversal",
+            name="order",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="reversals",
+                to="commerce.order",
+            ),
         ),
         migrations.AddField(
-            model_name='orderline',
-            name='product',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='order_lines', to='commerce.product'),
+            model_name="orderline",
+            name="product",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="order_lines",
+                to="commerce.product",
+            ),
         ),
         migrations.AddField(
-            model_name='shipment',
-            name='order',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='shipments', to='commerce.order'),
+            model_name="shipment",
+            name="order",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="shipments",
+                to="commerce.order",
+            ),
         ),
         migrations.AddIndex(
-            model_name='order',
-            index=models.Index(fields=['customer', '-ordered_at'], name='order_customer_time'),
+            model_name="order",
+            index=models.Index(fields=["customer", "-ordered_at"], name="order_customer_time"),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('total__gte', 0), ('subtotal__gte', 0), ('discount__gte', 0), ('shipping_fee__gte', 0), ('points_used__gte', 0)), name='order_amounts_not_negative'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("total__gte", 0),
+                    ("subtotal__gte", 0),
+                    ("discount__gte", 0),
+                    ("shipping_fee__gte", 0),
+                    ("points_used__gte", 0),
+                ),
+                name="order_amounts_not_negative",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='orderline',
-            constraint=models.CheckConstraint(condition=models.Q(('quantity__gte', 1)), name='line_quantity_pos'),
+            model_name="orderline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("quantity__gte", 1)), name="line_quantity_pos"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='orderline',
-            constraint=models.CheckConstraint(condition=models.Q(('unit_price__gte', 0)), name='line_price_pos'),
+            model_name="orderline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("unit_price__gte", 0)), name="line_price_pos"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='shipment',
-            constraint=models.CheckConstraint(condition=models.Q(('delivered_on__isnull', True), ('delivered_on__gte', models.F('shipped_on')), _connector='OR'), name='shipment_delivered_after_shipped'),
+            model_name="shipment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("delivered_on__isnull", True),
+                    ("delivered_on__gte", models.F("shipped_on")),
+                    _connector="OR",
+                ),
+                name="shipment_delivered_after_shipped",
+            ),
         ),
     ]

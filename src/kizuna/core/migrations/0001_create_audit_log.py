@@ -4,30 +4,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditLog',
+            name="AuditLog",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_index=True, verbose_name='日時')),
-                ('actor_id', models.BigIntegerField(blank=True, null=True, verbose_name='操作者ID')),
-                ('actor_label', models.CharField(max_length=150, verbose_name='操作者')),
-                ('action', models.CharField(max_length=64, verbose_name='操作')),
-                ('entity', models.CharField(max_length=64, verbose_name='対象')),
-                ('entity_id', models.CharField(max_length=64, verbose_name='対象ID')),
-                ('customer_id', models.BigIntegerField(blank=True, null=True, verbose_name='顧客ID')),
-                ('changes', models.JSONField(default=dict, verbose_name='変更内容')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("at", models.DateTimeField(db_index=True, verbose_name="日時")),
+                (
+                    "actor_id",
+                    models.BigIntegerField(blank=True, null=True, verbose_name="操作者ID"),
+                ),
+                ("actor_label", models.CharField(max_length=150, verbose_name="操作者")),
+                ("action", models.CharField(max_length=64, verbose_name="操作")),
+                ("entity", models.CharField(max_length=64, verbose_name="対象")),
+                ("entity_id", models.CharField(max_length=64, verbose_name="対象ID")),
+                (
+                    "customer_id",
+                    models.BigIntegerField(blank=True, null=True, verbose_name="顧客ID"),
+                ),
+                ("changes", models.JSONField(default=dict, verbose_name="変更内容")),
             ],
             options={
-                'verbose_name': '監査ログ',
-                'verbose_name_plural': '監査ログ',
-                'indexes': [models.Index(fields=['customer_id', 'at'], name='audit_customer_at'), models.Index(fields=['entity', 'entity_id'], name='audit_entity')],
+                "verbose_name": "監査ログ",
+                "verbose_name_plural": "監査ログ",
+                "indexes": [
+                    models.Index(fields=["customer_id", "at"], name="audit_customer_at"),
+                    models.Index(fields=["entity", "entity_id"], name="audit_entity"),
+                ],
             },
         ),
     ]

@@ -5,154 +5,516 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('commerce', '0001_create_products_orders_shipments'),
+        ("commerce", "0001_create_products_orders_shipments"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Tag',
+            name="Tag",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=50, unique=True, verbose_name='タグ')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=50, unique=True, verbose_name="タグ")),
             ],
             options={
-                'verbose_name': 'タグ',
-                'verbose_name_plural': 'タグ',
-                'ordering': ['name'],
+                "verbose_name": "タグ",
+                "verbose_name_plural": "タグ",
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Customer',
+            name="Customer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('family_name', models.CharField(max_length=50, verbose_name='姓')),
-                ('given_name', models.CharField(blank=True, max_length=50, verbose_name='名')),
-                ('family_kana', models.CharField(blank=True, max_length=50, verbose_name='セイ')),
-                ('given_kana', models.CharField(blank=True, max_length=50, verbose_name='メイ')),
-                ('name_key', models.CharField(db_index=True, editable=False, max_length=100)),
-                ('kana_key', models.CharField(db_index=True, editable=False, max_length=100)),
-                ('company', models.CharField(blank=True, max_length=100, verbose_name='会社名')),
-                ('postal_code', models.CharField(blank=True, max_length=7, verbose_name='郵便番号')),
-                ('prefecture', models.PositiveSmallIntegerField(blank=True, choices=[(1, '北海道'), (2, '青森県'), (3, '岩手県'), (4, '宮城県'), (5, '秋田県'), (6, '山形県'), (7, '福島県'), (8, '茨城県'), (9, '栃木県'), (10, '群馬県'), (11, '埼玉県'), (12, '千葉県'), (13, '東京都'), (14, '神奈川県'), (15, '新潟県'), (16, '富山県'), (17, '石川県'), (18, '福井県'), (19, '山梨県'), (20, '長野県'), (21, '岐阜県'), (22, '静岡県'), (23, '愛知県'), (24, '三重県'), (25, '滋賀県'), (26, '京都府'), (27, '大阪府'), (28, '兵庫県'), (29, '奈良県'), (30, '和歌山県'), (31, '鳥取県'), (32, '島根県'), (33, '岡山県'), (34, '広島県'), (35, '山口県'), (36, '徳島県'), (37, '香川県'), (38, '愛媛県'), (39, '高知県'), (40, '福岡県'), (41, '佐賀県'), (42, '長崎県'), (43, '熊本県'), (44, '大分県'), (45, '宮崎県'), (46, '鹿児島県'), (47, '沖縄県')], null=True, verbose_name='都道府県')),
-                ('address1', models.CharField(blank=True, max_length=200, verbose_name='住所1(市区町村・番地)')),
-                ('address2', models.CharField(blank=True, max_length=200, verbose_name='住所2(建物名・部屋番号)')),
-                ('birthday', models.DateField(blank=True, null=True, verbose_name='生年月日')),
-                ('gender', models.CharField(choices=[('female', '女性'), ('male', '男性'), ('other', 'その他'), ('unknown', '不明')], default='unknown', max_length=8, verbose_name='性別')),
-                ('acquisition_channel', models.CharField(choices=[('web', 'Web広告'), ('sns', 'SNS'), ('line', 'LINE'), ('phone', '電話・テレビ通販'), ('paper', '新聞・カタログ'), ('affiliate', 'アフィリエイト'), ('other', 'その他')], default='other', max_length=16, verbose_name='獲得経路')),
-                ('registered_at', models.DateTimeField(db_index=True, verbose_name='登録日時')),
-                ('member_status', models.CharField(choices=[('member', '会員'), ('guest', 'ゲスト購入'), ('withdrawn', '退会')], default='member', max_length=16, verbose_name='会員状態')),
-                ('notes', models.TextField(blank=True, verbose_name='メモ')),
-                ('tags', models.ManyToManyField(blank=True, related_name='customers', to='customers.tag', verbose_name='タグ')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("family_name", models.CharField(max_length=50, verbose_name="姓")),
+                ("given_name", models.CharField(blank=True, max_length=50, verbose_name="名")),
+                ("family_kana", models.CharField(blank=True, max_length=50, verbose_name="セイ")),
+                ("given_kana", models.CharField(blank=True, max_length=50, verbose_name="メイ")),
+                ("name_key", models.CharField(db_index=True, editable=False, max_length=100)),
+                ("kana_key", models.CharField(db_index=True, editable=False, max_length=100)),
+                ("company", models.CharField(blank=True, max_length=100, verbose_name="会社名")),
+                (
+                    "postal_code",
+                    models.CharField(blank=True, max_length=7, verbose_name="郵便番号"),
+                ),
+                (
+                    "prefecture",
+                    models.PositiveSmallIntegerField(
+                        blank=True,
+                        choices=[
+                            (1, "北海道"),
+                            (2, "青森県"),
+                            (3, "岩手県"),
+                            (4, "宮城県"),
+                            (5, "秋田県"),
+                            (6, "山形県"),
+                            (7, "福島県"),
+                            (8, "茨城県"),
+                            (9, "栃木県"),
+                            (10, "群馬県"),
+                            (11, "埼玉県"),
+                            (12, "千葉県"),
+                            (13, "東京都"),
+                            (14, "神奈川県"),
+                            (15, "新潟県"),
+                            (16, "富山県"),
+                            (17, "石川県"),
+                            (18, "福井県"),
+                            (19, "山梨県"),
+                            (20, "長野県"),
+                            (21, "岐阜県"),
+                            (22, "静岡県"),
+                            (23, "愛知県"),
+                            (24, "三重県"),
+                            (25, "滋賀県"),
+                            (26, "京都府"),
+                            (27, "大阪府"),
+                            (28, "兵庫県"),
+                            (29, "奈良県"),
+                            (30, "和歌山県"),
+                            (31, "鳥取県"),
+                            (32, "島根県"),
+                            (33, "岡山県"),
+                            (34, "広島県"),
+                            (35, "山口県"),
+                            (36, "徳島県"),
+                            (37, "香川県"),
+                            (38, "愛媛県"),
+                            (39, "高知県"),
+                            (40, "福岡県"),
+                            (41, "佐賀県"),
+                            (42, "長崎県"),
+                            (43, "熊本県"),
+                            (44, "大分県"),
+                            (45, "宮崎県"),
+                            (46, "鹿児島県"),
+                            (47, "沖縄県"),
+                        ],
+                        null=True,
+                        verbose_name="都道府県",
+                    ),
+                ),
+                (
+                    "address1",
+                    models.CharField(
+                        blank=True, max_length=200, verbose_name="住所1(市区町村・番地)"
+                    ),
+                ),
+                (
+                    "address2",
+                    models.CharField(
+                        blank=True, max_length=200, verbose_name="住所2(建物名・部屋番号)"
+                    ),
+                ),
+                ("birthday", models.DateField(blank=True, null=True, verbose_name="生年月日")),
+                (
+                    "gender",
+                    models.CharField(
+                        choices=[
+                            ("female", "女性"),
+                            ("male", "男性"),
+                            ("other", "その他"),
+                            ("unknown", "不明"),
+                        ],
+                        default="unknown",
+                        max_length=8,
+                        verbose_name="性別",
+                    ),
+                ),
+                (
+                    "acquisition_channel",
+                    models.CharField(
+                        choices=[
+                            ("web", "Web広告"),
+                            ("sns", "SNS"),
+                            ("line", "LINE"),
+                            ("phone", "電話・テレビ通販"),
+                            ("paper", "新聞・カタログ"),
+                            ("affiliate", "アフィリエイト"),
+                            ("other", "その他"),
+                        ],
+                        default="other",
+                        max_length=16,
+                        verbose_name="獲得経路",
+                    ),
+                ),
+                ("registered_at", models.DateTimeField(db_index=True, verbose_name="登録日時")),
+                (
+                    "member_status",
+                    models.CharField(
+                        choices=[
+                            ("member", "会員"),
+                            ("guest", "ゲスト購入"),
+                            ("withdrawn", "退会"),
+                        ],
+                        default="member",
+                        max_length=16,
+                        verbose_name="会員状態",
+                    ),
+                ),
+                ("notes", models.TextField(blank=True, verbose_name="メモ")),
+                (
+                    "tags",
+                    models.ManyToManyField(
+                        blank=True,
+                        related_name="customers",
+                        to="customers.tag",
+                        verbose_name="タグ",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '顧客',
-                'verbose_name_plural': '顧客',
+                "verbose_name": "顧客",
+                "verbose_name_plural": "顧客",
             },
         ),
         migrations.CreateModel(
-            name='TimelineEvent',
+            name="TimelineEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('occurred_at', models.DateTimeField(verbose_name='日時')),
-                ('kind', models.CharField(choices=[('profile', '顧客情報'), ('order', '注文'), ('shipment', '出荷'), ('delivery', 'お届け'), ('cancellation', 'キャンセル・返品'), ('subscription', '定期'), ('points', 'ポイント'), ('consent', '配信同意'), ('contact', '問い合わせ'), ('message', 'メッセージ送信')], max_length=16, verbose_name='種類')),
-                ('title', models.CharField(max_length=200, verbose_name='内容')),
-                ('detail', models.JSONField(blank=True, default=dict, verbose_name='詳細')),
-                ('ref_entity', models.CharField(blank=True, max_length=64)),
-                ('ref_id', models.BigIntegerField(blank=True, null=True)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='timeline', to='customers.customer', verbose_name='顧客')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("occurred_at", models.DateTimeField(verbose_name="日時")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("profile", "顧客情報"),
+                            ("order", "注文"),
+                            ("shipment", "出荷"),
+                            ("delivery", "お届け"),
+                            ("cancellation", "キャンセル・返品"),
+                            ("subscription", "定期"),
+                            ("points", "ポイント"),
+                            ("consent", "配信同意"),
+                            ("contact", "問い合わせ"),
+                            ("message", "メッセージ送信"),
+                        ],
+                        max_length=16,
+                        verbose_name="種類",
+                    ),
+                ),
+                ("title", models.CharField(max_length=200, verbose_name="内容")),
+                ("detail", models.JSONField(blank=True, default=dict, verbose_name="詳細")),
+                ("ref_entity", models.CharField(blank=True, max_length=64)),
+                ("ref_id", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="timeline",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'タイムライン',
-                'verbose_name_plural': 'タイムライン',
+                "verbose_name": "タイムライン",
+                "verbose_name_plural": "タイムライン",
             },
         ),
         migrations.CreateModel(
-            name='ConsentEvent',
+            name="ConsentEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('channel', models.CharField(choices=[('email', 'メール'), ('sms', 'SMS'), ('line', 'LINE'), ('postal', '郵送DM'), ('phone', '電話')], max_length=8, verbose_name='チャネル')),
-                ('action', models.CharField(choices=[('grant', '同意'), ('withdraw', '配信停止')], max_length=8, verbose_name='操作')),
-                ('at', models.DateTimeField(verbose_name='日時')),
-                ('method', models.CharField(choices=[('web_form', 'Webフォーム'), ('paper', 'はがき・申込用紙'), ('phone', '電話での口頭同意'), ('line', 'LINE友だち追加'), ('import', 'データ取込'), ('api', 'API'), ('staff', 'スタッフ入力'), ('unsubscribe', '配信停止リンク')], max_length=16, verbose_name='取得方法')),
-                ('source_form', models.CharField(blank=True, max_length=100, verbose_name='取得フォーム')),
-                ('wording_version', models.CharField(blank=True, max_length=32, verbose_name='文言バージョン')),
-                ('recorded_by', models.CharField(max_length=150, verbose_name='記録者')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='consent_events', to='customers.customer', verbose_name='顧客')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("email", "メール"),
+                            ("sms", "SMS"),
+                            ("line", "LINE"),
+                            ("postal", "郵送DM"),
+                            ("phone", "電話"),
+                        ],
+                        max_length=8,
+                        verbose_name="チャネル",
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("grant", "同意"), ("withdraw", "配信停止")],
+                        max_length=8,
+                        verbose_name="操作",
+                    ),
+                ),
+                ("at", models.DateTimeField(verbose_name="日時")),
+                (
+                    "method",
+                    models.CharField(
+                        choices=[
+                            ("web_form", "Webフォーム"),
+                            ("paper", "はがき・申込用紙"),
+                            ("phone", "電話での口頭同意"),
+                            ("line", "LINE友だち追加"),
+                            ("import", "データ取込"),
+                            ("api", "API"),
+                            ("staff", "スタッフ入力"),
+                            ("unsubscribe", "配信停止リンク"),
+                        ],
+                        max_length=16,
+                        verbose_name="取得方法",
+                    ),
+                ),
+                (
+                    "source_form",
+                    models.CharField(blank=True, max_length=100, verbose_name="取得フォーム"),
+                ),
+                (
+                    "wording_version",
+                    models.CharField(blank=True, max_length=32, verbose_name="文言バージョン"),
+                ),
+                ("recorded_by", models.CharField(max_length=150, verbose_name="記録者")),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="consent_events",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '同意履歴',
-                'verbose_name_plural': '同意履歴',
-                'indexes': [models.Index(fields=['customer', 'channel', 'at'], name='consent_event_lookup')],
+                "verbose_name": "同意履歴",
+                "verbose_name_plural": "同意履歴",
+                "indexes": [
+                    models.Index(fields=["customer", "channel", "at"], name="consent_event_lookup")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Consent',
+            name="Consent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('channel', models.CharField(choices=[('email', 'メール'), ('sms', 'SMS'), ('line', 'LINE'), ('postal', '郵送DM'), ('phone', '電話')], max_length=8, verbose_name='チャネル')),
-                ('granted', models.BooleanField(default=False, verbose_name='同意')),
-                ('granted_at', models.DateTimeField(blank=True, null=True, verbose_name='同意日時')),
-                ('method', models.CharField(blank=True, choices=[('web_form', 'Webフォーム'), ('paper', 'はがき・申込用紙'), ('phone', '電話での口頭同意'), ('line', 'LINE友だち追加'), ('import', 'データ取込'), ('api', 'API'), ('staff', 'スタッフ入力'), ('unsubscribe', '配信停止リンク')], max_length=16, verbose_name='取得方法')),
-                ('source_form', models.CharField(blank=True, max_length=100, verbose_name='取得フォーム')),
-                ('wording_version', models.CharField(blank=True, max_length=32, verbose_name='文言バージョン')),
-                ('opted_out_at', models.DateTimeField(blank=True, null=True, verbose_name='配信停止日時')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='consents', to='customers.customer', verbose_name='顧客')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("email", "メール"),
+                            ("sms", "SMS"),
+                            ("line", "LINE"),
+                            ("postal", "郵送DM"),
+                            ("phone", "電話"),
+                        ],
+                        max_length=8,
+                        verbose_name="チャネル",
+                    ),
+                ),
+                ("granted", models.BooleanField(default=False, verbose_name="同意")),
+                (
+                    "granted_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="同意日時"),
+                ),
+                (
+                    "method",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("web_form", "Webフォーム"),
+                            ("paper", "はがき・申込用紙"),
+                            ("phone", "電話での口頭同意"),
+                            ("line", "LINE友だち追加"),
+                            ("import", "データ取込"),
+                            ("api", "API"),
+                            ("staff", "スタッフ入力"),
+                            ("unsubscribe", "配信停止リンク"),
+                        ],
+                        max_length=16,
+                        verbose_name="取得方法",
+                    ),
+                ),
+                (
+                    "source_form",
+                    models.CharField(blank=True, max_length=100, verbose_name="取得フォーム"),
+                ),
+                (
+                    "wording_version",
+                    models.CharField(blank=True, max_length=32, verbose_name="文言バージョン"),
+                ),
+                (
+                    "opted_out_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="配信停止日時"),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="consents",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '配信同意',
-                'verbose_name_plural': '配信同意',
-                'constraints': [models.UniqueConstraint(fields=('customer', 'channel'), name='consent_one_per_channel'), models.CheckConstraint(condition=models.Q(('granted', False), ('granted_at__isnull', False), _connector='OR'), name='consent_granted_has_time')],
+                "verbose_name": "配信同意",
+                "verbose_name_plural": "配信同意",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("customer", "channel"), name="consent_one_per_channel"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("granted", False), ("granted_at__isnull", False), _connector="OR"
+                        ),
+                        name="consent_granted_has_time",
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='BehaviourEvent',
+            name="BehaviourEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('page_view', 'ページ閲覧'), ('product_view', '商品閲覧'), ('cart_add', 'カート追加'), ('checkout_start', '購入手続き開始')], max_length=16, verbose_name='種類')),
-                ('occurred_at', models.DateTimeField(verbose_name='日時')),
-                ('url', models.CharField(blank=True, max_length=500, verbose_name='URL')),
-                ('payload', models.JSONField(blank=True, default=dict, verbose_name='データ')),
-                ('product', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='commerce.product', verbose_name='商品')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='behaviour_events', to='customers.customer', verbose_name='顧客')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("page_view", "ページ閲覧"),
+                            ("product_view", "商品閲覧"),
+                            ("cart_add", "カート追加"),
+                            ("checkout_start", "購入手続き開始"),
+                        ],
+                        max_length=16,
+                        verbose_name="種類",
+                    ),
+                ),
+                ("occurred_at", models.DateTimeField(verbose_name="日時")),
+                ("url", models.CharField(blank=True, max_length=500, verbose_name="URL")),
+                ("payload", models.JSONField(blank=True, default=dict, verbose_name="データ")),
+                (
+                    "product",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="commerce.product",
+                        verbose_name="商品",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="behaviour_events",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '行動イベント',
-                'verbose_name_plural': '行動イベント',
-                'indexes': [models.Index(fields=['customer', 'occurred_at'], name='behaviour_customer_time'), models.Index(fields=['kind', 'occurred_at'], name='behaviour_kind_time')],
+                "verbose_name": "行動イベント",
+                "verbose_name_plural": "行動イベント",
+                "indexes": [
+                    models.Index(
+                        fields=["customer", "occurred_at"], name="behaviour_customer_time"
+                    ),
+                    models.Index(fields=["kind", "occurred_at"], name="behaviour_kind_time"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Identity',
+            name="Identity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('kind', models.CharField(choices=[('email', 'メール'), ('phone', '電話番号'), ('cart_member', 'カート会員ID'), ('line_user', 'LINEユーザーID'), ('pbx_caller', 'PBX発信者番号'), ('chat', 'チャットID')], max_length=16, verbose_name='種類')),
-                ('value', models.CharField(max_length=254, verbose_name='値(正規化)')),
-                ('display_value', models.CharField(blank=True, max_length=254, verbose_name='値(入力どおり)')),
-                ('source', models.CharField(blank=True, max_length=32, verbose_name='取得元')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='identities', to='customers.customer', verbose_name='顧客')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("email", "メール"),
+                            ("phone", "電話番号"),
+                            ("cart_member", "カート会員ID"),
+                            ("line_user", "LINEユーザーID"),
+                            ("pbx_caller", "PBX発信者番号"),
+                            ("chat", "チャットID"),
+                        ],
+                        max_length=16,
+                        verbose_name="種類",
+                    ),
+                ),
+                ("value", models.CharField(max_length=254, verbose_name="値(正規化)")),
+                (
+                    "display_value",
+                    models.CharField(blank=True, max_length=254, verbose_name="値(入力どおり)"),
+                ),
+                ("source", models.CharField(blank=True, max_length=32, verbose_name="取得元")),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="identities",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '識別子',
-                'verbose_name_plural': '識別子',
-                'constraints': [models.UniqueConstraint(fields=('kind', 'value'), name='identity_unique_kind_value')],
+                "verbose_name": "識別子",
+                "verbose_name_plural": "識別子",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("kind", "value"), name="identity_unique_kind_value"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='customer',
-            constraint=models.CheckConstraint(condition=models.Q(('prefecture__isnull', True), models.Q(('prefecture__gte', 1), ('prefecture__lte', 47)), _connector='OR'), name='customer_prefecture_jis'),
+            model_name="customer",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("prefecture__isnull", True),
+                    models.Q(("prefecture__gte", 1), ("prefecture__lte", 47)),
+                    _connector="OR",
+                ),
+                name="customer_prefecture_jis",
+            ),
         ),
         migrations.AddIndex(
-            model_name='timelineevent',
-            index=models.Index(fields=['customer', '-occurred_at', '-id'], name='timeline_customer_time'),
+            model_name="timelineevent",
+            index=models.Index(
+                fields=["customer", "-occurred_at", "-id"], name="timeline_customer_time"
+            ),
         ),
     ]

@@ -5,34 +5,91 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('commerce', '0001_create_products_orders_shipments'),
-        ('customers', '0001_create_customers_identities_consent_timeline'),
+        ("commerce", "0001_create_products_orders_shipments"),
+        ("customers", "0001_create_customers_identities_consent_timeline"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='PointEntry',
+            name="PointEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.PositiveIntegerField(verbose_name='連番')),
-                ('kind', models.CharField(choices=[('earn', '付与'), ('redeem', '利用'), ('expire', '失効'), ('adjust', '調整')], max_length=8, verbose_name='種類')),
-                ('amount', models.IntegerField(verbose_name='ポイント')),
-                ('balance_after', models.IntegerField(verbose_name='残高')),
-                ('occurred_at', models.DateTimeField(verbose_name='日時')),
-                ('expires_on', models.DateField(blank=True, null=True, verbose_name='有効期限')),
-                ('reason', models.CharField(blank=True, max_length=200, verbose_name='理由')),
-                ('recorded_by', models.CharField(max_length=150, verbose_name='記録者')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='point_entries', to='customers.customer', verbose_name='顧客')),
-                ('order', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='commerce.order')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.PositiveIntegerField(verbose_name="連番")),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("earn", "付与"),
+                            ("redeem", "利用"),
+                            ("expire", "失効"),
+                            ("adjust", "調整"),
+                        ],
+                        max_length=8,
+                        verbose_name="種類",
+                    ),
+                ),
+                ("amount", models.IntegerField(verbose_name="ポイント")),
+                ("balance_after", models.IntegerField(verbose_name="残高")),
+                ("occurred_at", models.DateTimeField(verbose_name="日時")),
+                ("expires_on", models.DateField(blank=True, null=True, verbose_name="有効期限")),
+                ("reason", models.CharField(blank=True, max_length=200, verbose_name="理由")),
+                ("recorded_by", models.CharField(max_length=150, verbose_name="記録者")),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="point_entries",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="commerce.order",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'ポイント履歴',
-                'verbose_name_plural': 'ポイント履歴',
-                'constraints': [models.UniqueConstraint(fields=('customer', 'seq'), name='points_linear_history'), models.UniqueConstraint(condition=models.Q(('kind', 'earn')), fields=('order',), name='points_one_accrual_per_order'), models.CheckConstraint(condition=models.Q(('balance_after__gte', 0)), name='points_balance_not_negative'), models.CheckConstraint(condition=models.Q(models.Q(('amount__gt', 0), ('expires_on__isnull', False), ('kind', 'earn')), models.Q(('amount__lt', 0), ('kind__in', ['redeem', 'expire'])), ('kind', 'adjust'), _connector='OR'), name='points_amount_sign')],
+                "verbose_name": "ポイント履歴",
+                "verbose_name_plural": "ポイント履歴",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("customer", "seq"), name="points_linear_history"
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("kind", "earn")),
+                        fields=("order",),
+                        name="points_one_accrual_per_order",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("balance_after__gte", 0)),
+                        name="points_balance_not_negative",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(
+                                ("amount__gt", 0), ("expires_on__isnull", False), ("kind", "earn")
+                            ),
+                            models.Q(("amount__lt", 0), ("kind__in", ["redeem", "expire"])),
+                            ("kind", "adjust"),
+                            _connector="OR",
+                        ),
+                        name="points_amount_sign",
+                    ),
+                ],
             },
         ),
     ]

@@ -5,73 +5,197 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('commerce', '0001_create_products_orders_shipments'),
-        ('customers', '0001_create_customers_identities_consent_timeline'),
+        ("commerce", "0001_create_products_orders_shipments"),
+        ("customers", "0001_create_customers_identities_consent_timeline"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Subscription',
+            name="Subscription",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('quantity', models.PositiveIntegerField(default=1, verbose_name='数量')),
-                ('unit_price', models.PositiveIntegerField(verbose_name='定期価格(円)')),
-                ('cycle_kind', models.CharField(choices=[('days', '日数ごと'), ('monthly_day', '毎月指定日')], max_length=16, verbose_name='周期の種類')),
-                ('cycle_days', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='周期(日)')),
-                ('monthly_day', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='毎月のお届け日')),
-                ('started_on', models.DateField(verbose_name='開始日')),
-                ('next_delivery_on', models.DateField(blank=True, null=True, verbose_name='次回お届け予定日')),
-                ('delivery_count', models.PositiveIntegerField(default=0, verbose_name='お届け回数')),
-                ('commitment_count', models.PositiveSmallIntegerField(default=0, verbose_name='縛り回数')),
-                ('status', models.CharField(choices=[('active', '継続中'), ('paused', '休止中'), ('cancelled', '解約')], default='active', max_length=16, verbose_name='状態')),
-                ('paused_until', models.DateField(blank=True, null=True, verbose_name='休止期限')),
-                ('cancelled_on', models.DateField(blank=True, null=True, verbose_name='解約日')),
-                ('cancel_reason', models.CharField(blank=True, choices=[('surplus', '商品が余っている'), ('no_effect', '効果を実感できない'), ('price', '価格・経済的な理由'), ('skin', '肌・体質に合わない'), ('switched', '他の商品に切り替え'), ('moving', '引っ越し・長期不在'), ('other', 'その他')], max_length=16, verbose_name='解約理由')),
-                ('cancel_note', models.TextField(blank=True, verbose_name='解約メモ')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='customers.customer', verbose_name='顧客')),
-                ('product', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='subscriptions', to='commerce.product')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("quantity", models.PositiveIntegerField(default=1, verbose_name="数量")),
+                ("unit_price", models.PositiveIntegerField(verbose_name="定期価格(円)")),
+                (
+                    "cycle_kind",
+                    models.CharField(
+                        choices=[("days", "日数ごと"), ("monthly_day", "毎月指定日")],
+                        max_length=16,
+                        verbose_name="周期の種類",
+                    ),
+                ),
+                (
+                    "cycle_days",
+                    models.PositiveSmallIntegerField(
+                        blank=True, null=True, verbose_name="周期(日)"
+                    ),
+                ),
+                (
+                    "monthly_day",
+                    models.PositiveSmallIntegerField(
+                        blank=True, null=True, verbose_name="毎月のお届け日"
+                    ),
+                ),
+                ("started_on", models.DateField(verbose_name="開始日")),
+                (
+                    "next_delivery_on",
+                    models.DateField(blank=True, null=True, verbose_name="次回お届け予定日"),
+                ),
+                (
+                    "delivery_count",
+                    models.PositiveIntegerField(default=0, verbose_name="お届け回数"),
+                ),
+                (
+                    "commitment_count",
+                    models.PositiveSmallIntegerField(default=0, verbose_name="縛り回数"),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("active", "継続中"), ("paused", "休止中"), ("cancelled", "解約")],
+                        default="active",
+                        max_length=16,
+                        verbose_name="状態",
+                    ),
+                ),
+                ("paused_until", models.DateField(blank=True, null=True, verbose_name="休止期限")),
+                ("cancelled_on", models.DateField(blank=True, null=True, verbose_name="解約日")),
+                (
+                    "cancel_reason",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("surplus", "商品が余っている"),
+                            ("no_effect", "効果を実感できない"),
+                            ("price", "価格・経済的な理由"),
+                            ("skin", "肌・体質に合わない"),
+                            ("switched", "他の商品に切り替え"),
+                            ("moving", "引っ越し・長期不在"),
+                            ("other", "その他"),
+                        ],
+                        max_length=16,
+                        verbose_name="解約理由",
+                    ),
+                ),
+                ("cancel_note", models.TextField(blank=True, verbose_name="解約メモ")),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="subscriptions",
+                        to="customers.customer",
+                        verbose_name="顧客",
+                    ),
+                ),
+                (
+                    "product",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="subscriptions",
+                        to="commerce.product",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '定期購入',
-                'verbose_name_plural': '定期購入',
+                "verbose_name": "定期購入",
+                "verbose_name_plural": "定期購入",
             },
         ),
         migrations.CreateModel(
-            name='SubscriptionDelivery',
+            name="SubscriptionDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sequence', models.PositiveIntegerField(verbose_name='回数(n回目)')),
-                ('scheduled_on', models.DateField(verbose_name='予定日')),
-                ('status', models.CharField(choices=[('scheduled', '予定'), ('shipped', '出荷済'), ('delivered', 'お届け済'), ('skipped', 'スキップ')], max_length=16, verbose_name='状態')),
-                ('order', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='subscription_delivery', to='commerce.order')),
-                ('subscription', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deliveries', to='subscriptions.subscription')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("sequence", models.PositiveIntegerField(verbose_name="回数(n回目)")),
+                ("scheduled_on", models.DateField(verbose_name="予定日")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("scheduled", "予定"),
+                            ("shipped", "出荷済"),
+                            ("delivered", "お届け済"),
+                            ("skipped", "スキップ"),
+                        ],
+                        max_length=16,
+                        verbose_name="状態",
+                    ),
+                ),
+                (
+                    "order",
+                    models.OneToOneField(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="subscription_delivery",
+                        to="commerce.order",
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deliveries",
+                        to="subscriptions.subscription",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '定期お届け',
-                'verbose_name_plural': '定期お届け',
-                'ordering': ['subscription', 'sequence'],
+                "verbose_name": "定期お届け",
+                "verbose_name_plural": "定期お届け",
+                "ordering": ["subscription", "sequence"],
             },
         ),
         migrations.AddIndex(
-            model_name='subscription',
-            index=models.Index(fields=['status', 'next_delivery_on'], name='subscription_due'),
+            model_name="subscription",
+            index=models.Index(fields=["status", "next_delivery_on"], name="subscription_due"),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('cycle_days__gte', 7), ('cycle_days__lte', 180), ('cycle_kind', 'days')), models.Q(('cycle_kind', 'monthly_day'), ('monthly_day__gte', 1), ('monthly_day__lte', 28)), _connector='OR'), name='subscription_cycle_valid'),
+            model_name="subscription",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("cycle_days__gte", 7), ("cycle_days__lte", 180), ("cycle_kind", "days")
+                    ),
+                    models.Q(
+                        ("cycle_kind", "monthly_day"),
+                        ("monthly_day__gte", 1),
+                        ("monthly_day__lte", 28),
+                    ),
+                    _connector="OR",
+                ),
+                name="subscription_cycle_valid",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscription',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'cancelled'), _negated=True), ('cancelled_on__isnull', False), _connector='OR'), name='subscription_cancel_has_date'),
+            model_name="subscription",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "cancelled"), _negated=True),
+                    ("cancelled_on__isnull", False),
+                    _connector="OR",
+                ),
+                name="subscription_cancel_has_date",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='subscriptiondelivery',
-            constraint=models.UniqueConstraint(fields=('subscription', 'sequence'), name='delivery_unique_sequence'),
+            model_name="subscriptiondelivery",
+            constraint=models.UniqueConstraint(
+                fields=("subscription", "sequence"), name="delivery_unique_sequence"
+            ),
         ),
     ]

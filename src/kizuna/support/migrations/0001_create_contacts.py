@@ -6,38 +6,102 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('commerce', '0001_create_products_orders_shipments'),
-        ('customers', '0001_create_customers_identities_consent_timeline'),
-        ('subscriptions', '0001_create_subscriptions_and_deliveries'),
+        ("commerce", "0001_create_products_orders_shipments"),
+        ("customers", "0001_create_customers_identities_consent_timeline"),
+        ("subscriptions", "0001_create_subscriptions_and_deliveries"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Contact',
+            name="Contact",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('occurred_at', models.DateTimeField(verbose_name='日時')),
-                ('channel', models.CharField(choices=[('phone', '電話'), ('email', 'メール'), ('chat', 'チャット'), ('line', 'LINE'), ('letter', '手紙・はがき')], max_length=8, verbose_name='チャネル')),
-                ('direction', models.CharField(choices=[('inbound', '受信'), ('outbound', '発信')], max_length=8, verbose_name='方向')),
-                ('reason', models.CharField(blank=True, max_length=100, verbose_name='問い合わせ理由')),
-                ('summary', models.CharField(max_length=200, verbose_name='要約')),
-                ('body', models.TextField(blank=True, verbose_name='内容')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='contacts', to='customers.customer')),
-                ('operator', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='contacts', to=settings.AUTH_USER_MODEL, verbose_name='担当者')),
-                ('order', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='contacts', to='commerce.order')),
-                ('subscription', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='contacts', to='subscriptions.subscription')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("occurred_at", models.DateTimeField(verbose_name="日時")),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("phone", "電話"),
+                            ("email", "メール"),
+                            ("chat", "チャット"),
+                            ("line", "LINE"),
+                            ("letter", "手紙・はがき"),
+                        ],
+                        max_length=8,
+                        verbose_name="チャネル",
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[("inbound", "受信"), ("outbound", "発信")],
+                        max_length=8,
+                        verbose_name="方向",
+                    ),
+                ),
+                (
+                    "reason",
+                    models.CharField(blank=True, max_length=100, verbose_name="問い合わせ理由"),
+                ),
+                ("summary", models.CharField(max_length=200, verbose_name="要約")),
+                ("body", models.TextField(blank=True, verbose_name="内容")),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="contacts",
+                        to="customers.customer",
+                    ),
+                ),
+                (
+                    "operator",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="contacts",
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="担当者",
+                    ),
+                ),
+                (
+                    "order",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="contacts",
+                        to="commerce.order",
+                    ),
+                ),
+                (
+                    "subscription",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="contacts",
+                        to="subscriptions.subscription",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '問い合わせ',
-                'verbose_name_plural': '問い合わせ',
-                'indexes': [models.Index(fields=['customer', '-occurred_at'], name='contact_customer_time')],
+                "verbose_name": "問い合わせ",
+                "verbose_name_plural": "問い合わせ",
+                "indexes": [
+                    models.Index(fields=["customer", "-occurred_at"], name="contact_customer_time")
+                ],
             },
         ),
     ]

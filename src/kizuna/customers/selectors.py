@@ -1,0 +1,369 @@
+"""Read paths for the operator's customer view: search and the customer page.
+
+Every query here is shaped for 1,000,000 customers: exact lookups go through unique indexes,
+name and kana searches are prefix ranges on indexed keys, and histories are read one page at a
+time through the (customer, time) indexes. Nothing here logs its input; search terms are PII.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from django.core.paginator import Page, Paginator
+from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
+
+from kizuna.commerce.models import Order, OrderLine
+from kizuna.core import jp
+from kizuna.customers.models import (
+    Consent,
+    ConsentChannel,
+    Customer,
+    Identity,
+    IdentityKind,
+    TimelineEvent,
+)
+from kizuna.loyalty.models import PointEntry
+from kizuna.subscriptions.models import Subscription, SubscriptionDelivery, SubscriptionStatus
+from kizuna.support.models import Contact
+
+T = TypeVar("T")
+
+# Past the last code point, so `key < prefix + _TOP` bounds a prefix range. Name and kana keys
+# compare by code point (SQLite BINARY, PostgreSQL collation "C"), which makes this exact.
+_TOP = "\U0010ffff"
+
+# Longer input is never a name, a phone number or an ID; cutting it keeps a pasted paragraph
+# from turning into a pointless range scan.
+MAX_QUERY_LENGTH = 100
+
+ORDERS_PER_PAGE = 10
+POINTS_PER_PAGE = 20
+TIMELINE_PER_PAGE = 20
+RECENT_CONTACTS = 10
+RECENT_DELIVERIES = 12
+
+_PHONE_KINDS = (IdentityKind.PHONE, IdentityKind.PBX_CALLER)
+_ID_KINDS = (IdentityKind.CART_MEMBER, IdentityKind.LINE_USER)
+
+
+# --- search ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchTerms:
+    """What one search box entry can mean. Every non-empty field is one indexed lookup."""
+
+    phone: str = ""  # E.164
+    email: str = ""
+    identifier: str = ""  # order number, cart member ID or LINE user ID, in NFKC
+    kana_prefix: str = ""
+    name_prefix: str = ""
+
+    def __bool__(self) -> bool:
+        return any((self.phone, self.email, self.identifier, self.kana_prefix, self.name_prefix))
+
+
+def parse_query(query: str) -> SearchTerms:
+    """Read a search box entry as every kind of key it could be."""
+    text = jp.clean_text(query)[:MAX_QUERY_LENGTH]
+    if not text:
+        return SearchTerms()
+    if "@" in text:
+        try:
+            return SearchTerms(email=jp.normalize_email(text))
+        except jp.NormalisationError:
+            return SearchTerms()
+    phone = ""
+    if any(ch.isdigit() for ch in text):
+        try:
+            phone = jp.normalize_phone(text)
+        except jp.NormalisationError:
+            phone = ""
+    # IDs never contain spaces, so "山田 花子" costs no ID lookups.
+    identifier = "" if " " in text else text
+    if jp.is_kana(text):
+        return SearchTerms(phone=phone, identifier=identifier, kana_prefix=jp.normalize_kana(text))
+    name_prefix = ""
+    if not phone and any(unicodedata.category(ch).startswith("L") for ch in text):
+        name_prefix = jp.name_key(text)
+    return SearchTerms(phone=phone, identifier=identifier, name_prefix=name_prefix)
+
+
+def _prefix(column: str, prefix: str) -> Q:
+    # A range, not LIKE/icontains: both backends walk the B-tree index from `prefix` and stop
+    # at the first key past it.
+    return Q(**{f"{column}__gte": prefix, f"{column}__lt": prefix + _TOP})
+
+
+def _exact_hits(terms: SearchTerms) -> list[int]:
+    """Customer ids matched exactly by an identity or order number, strongest match first."""
+    wanted = Q(pk__in=[])
+    if terms.phone:
+        wanted |= Q(kind__in=_PHONE_KINDS, value=terms.phone)
+    if terms.email:
+        wanted |= Q(kind=IdentityKind.EMAIL, value=terms.email)
+    if terms.identifier:
+        wanted |= Q(kind__in=_ID_KINDS, value=terms.identifier)
+    rank = {kind: i for i, kind in enumerate((*_PHONE_KINDS, IdentityKind.EMAIL, *_ID_KINDS))}
+    found: list[tuple[int, int]] = []
+    if terms.phone or terms.email or terms.identifier:
+        found = [
+            (rank[kind], customer_id)
+            for kind, customer_id in Identity.objects.filter(wanted).values_list(
+                "kind", "customer_id"
+            )
+        ]
+    if terms.identifier:
+        found += [
+            (len(rank), customer_id)
+            for customer_id in Order.objects.filter(number=terms.identifier).values_list(
+                "customer_id", flat=True
+            )
+        ]
+    return list(dict.fromkeys(customer_id for _, customer_id in sorted(found)))
+
+
+def customer_search(query: str, *, limit: int) -> list[Customer]:
+    """Customers matching a search box entry: exact ID/phone/email/order hits first, then name or
+    kana prefix matches in kana order. At most `limit` customers."""
+    terms = parse_query(query)
+    if not terms or limit <= 0:
+        return []
+    exact_ids = _exact_hits(terms)[:limit]
+    by_id = Customer.objects.in_bulk(exact_ids) if exact_ids else {}
+    results = [by_id[pk] for pk in exact_ids if pk in by_id]
+    room = limit - len(results)
+    if room > 0 and (terms.kana_prefix or terms.name_prefix):
+        matches = Customer.objects.exclude(pk__in=exact_ids)
+        if terms.kana_prefix:
+            matches = matches.filter(_prefix("kana_key", terms.kana_prefix))
+        else:
+            matches = matches.filter(_prefix("name_key", terms.name_prefix))
+        results += list(matches.order_by("kana_key", "name_key", "id")[:room])
+    return results
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    """One line of the search results list."""
+
+    customer: Customer
+    phone: str
+    email: str
+    last_ordered_at: dt.datetime | None
+
+
+def customer_rows(customers: Sequence[Customer]) -> list[CustomerRow]:
+    """The search list's columns for `customers`, in two queries whatever their number."""
+    if not customers:
+        return []
+    prefetch_related_objects(list(customers), "identities")
+    last_orders: dict[int, dt.datetime] = {
+        row["customer_id"]: row["last"]
+        for row in Order.objects.filter(customer_id__in=[c.pk for c in customers])
+        .values("customer_id")
+        .annotate(last=Max("ordered_at"))
+        .order_by()
+    }
+    rows = []
+    for customer in customers:
+        identities = sorted(customer.identities.all(), key=lambda i: i.pk)
+        rows.append(
+            CustomerRow(
+                customer=customer,
+                phone=_first_display(identities, IdentityKind.PHONE),
+                email=_first_display(identities, IdentityKind.EMAIL),
+                last_ordered_at=last_orders.get(customer.pk),
+            )
+        )
+    return rows
+
+
+def _first_display(identities: Iterable[Identity], kind: IdentityKind) -> str:
+    for identity in identities:
+        if identity.kind == kind:
+            return identity.display_value or identity.value
+    return ""
+
+
+# --- the customer page ----------------------------------------------------------------------
+
+
+def customer_profile(pk: int) -> Customer | None:
+    """The customer with tags, identities and consents loaded, or None when there is none."""
+    return (
+        Customer.objects.prefetch_related(
+            "tags",
+            Prefetch("identities", queryset=Identity.objects.order_by("kind", "id")),
+            "consents",
+        )
+        .filter(pk=pk)
+        .first()
+    )
+
+
+@dataclass(frozen=True)
+class IdentityGroup:
+    kind: IdentityKind
+    identities: list[Identity]
+
+
+def identity_groups(customer: Customer) -> list[IdentityGroup]:
+    """The customer's identities grouped by kind, kinds in their declared order."""
+    identities = list(customer.identities.all())
+    return [
+        IdentityGroup(kind=kind, identities=group)
+        for kind in IdentityKind
+        if (group := [i for i in identities if i.kind == kind])
+    ]
+
+
+@dataclass(frozen=True)
+class ConsentRow:
+    channel: ConsentChannel
+    consent: Consent | None
+
+    @property
+    def state(self) -> str:
+        """同意 / 配信停止 / 未同意: what an operator must respect before contacting."""
+        if self.consent is None:
+            return "none"
+        if self.consent.granted:
+            return "granted"
+        if self.consent.opted_out_at is not None:
+            return "opted_out"
+        return "none"
+
+
+def consent_rows(customer: Customer) -> list[ConsentRow]:
+    """One row per channel, including channels the customer never answered for."""
+    by_channel = {c.channel: c for c in customer.consents.all()}
+    return [ConsentRow(channel=ch, consent=by_channel.get(ch)) for ch in ConsentChannel]
+
+
+def orders_page(customer: Customer, page: object) -> Page[Order]:
+    """One page of the customer's orders, newest first, with lines, shipments and reversals."""
+    orders = (
+        Order.objects.filter(customer=customer)
+        .select_related("subscription_delivery")
+        .prefetch_related(
+            Prefetch("lines", queryset=OrderLine.objects.select_related("product").order_by("id")),
+            "shipments",
+            "reversals",
+        )
+        .order_by("-ordered_at", "-id")
+    )
+    return Paginator(orders, ORDERS_PER_PAGE).get_page(page)
+
+
+def points_balance(customer: Customer) -> int:
+    """The balance after the customer's latest ledger entry (0 before the first)."""
+    latest = (
+        PointEntry.objects.filter(customer=customer)
+        .order_by("-seq")
+        .values_list("balance_after", flat=True)
+        .first()
+    )
+    return latest or 0
+
+
+def points_page(customer: Customer, page: object) -> Page[PointEntry]:
+    entries = PointEntry.objects.filter(customer=customer).order_by("-seq")
+    return Paginator(entries, POINTS_PER_PAGE).get_page(page)
+
+
+@dataclass
+class Window(Generic[T]):
+    """A page without a total: one row past the page tells whether there is a next one.
+
+    The timeline is the longest history a customer has, and a page never needs its size, so
+    this skips Paginator's COUNT.
+    """
+
+    items: list[T]
+    number: int
+    has_next: bool
+    per_page: int = field(default=TIMELINE_PER_PAGE)
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_other_pages(self) -> bool:
+        return self.has_next or self.has_previous
+
+    @property
+    def next_page_number(self) -> int:
+        return self.number + 1
+
+    @property
+    def previous_page_number(self) -> int:
+        return self.number - 1
+
+    @property
+    def start_index(self) -> int:
+        return (self.number - 1) * self.per_page + 1 if self.items else 0
+
+
+def page_number(value: object) -> int:
+    """A page number from a query string; anything unreadable is page 1."""
+    try:
+        number = int(str(value))
+    except (TypeError, ValueError):
+        return 1
+    return max(number, 1)
+
+
+def window(queryset: QuerySet[T], page: object, per_page: int) -> Window[T]:
+    number = page_number(page)
+    offset = (number - 1) * per_page
+    rows = list(queryset[offset : offset + per_page + 1])
+    return Window(
+        items=rows[:per_page], number=number, has_next=len(rows) > per_page, per_page=per_page
+    )
+
+
+def timeline_page(customer: Customer, page: object) -> Window[TimelineEvent]:
+    events = TimelineEvent.objects.filter(customer=customer).order_by("-occurred_at", "-id")
+    return window(events, page, TIMELINE_PER_PAGE)
+
+
+def subscriptions_for(customer: Customer) -> list[Subscription]:
+    """The customer's subscriptions, running ones first, each with its latest deliveries."""
+    status_rank = {
+        SubscriptionStatus.ACTIVE: 0,
+        SubscriptionStatus.PAUSED: 1,
+        SubscriptionStatus.CANCELLED: 2,
+    }
+    subscriptions = list(
+        Subscription.objects.filter(customer=customer)
+        .select_related("product")
+        .prefetch_related(
+            Prefetch(
+                "deliveries",
+                queryset=SubscriptionDelivery.objects.select_related("order").order_by("-sequence")[
+                    :RECENT_DELIVERIES
+                ],
+            )
+        )
+        .order_by("-started_on", "-id")
+    )
+    subscriptions.sort(key=lambda s: status_rank.get(SubscriptionStatus(s.status), 3))
+    return subscriptions
+
+
+def recent_contacts(customer: Customer) -> list[Contact]:
+    return list(
+        Contact.objects.filter(customer=customer)
+        .select_related("operator", "order")
+        .order_by("-occurred_at", "-id")[:RECENT_CONTACTS]
+    )
+
+
+def order_count(customer: Customer) -> int:
+    return Order.objects.filter(customer=customer).count()

@@ -1,0 +1,30 @@
+"""Writing timeline rows. Services call `timeline_add` in the transaction of the change itself."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from django.db import models
+
+from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
+
+
+def timeline_add(
+    *,
+    customer: Customer,
+    kind: TimelineKind,
+    title: str,
+    occurred_at: dt.datetime,
+    ref: models.Model | None = None,
+    detail: dict[str, Any] | None = None,
+) -> TimelineEvent:
+    return TimelineEvent.objects.create(
+        customer=customer,
+        kind=kind,
+        title=title[:200],
+        occurred_at=occurred_at,
+        ref_entity=ref._meta.label if ref is not None else "",
+        ref_id=ref.pk if ref is not None else None,
+        detail=detail or {},
+    )

@@ -1,0 +1,97 @@
+"""`kizuna demo`: build the demo shop if absent, then serve it with a worker running."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+from argparse import ArgumentParser
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from kizuna.accounts.models import Role, User
+from kizuna.customers.models import Customer
+from kizuna.demo.build import build_demo
+from kizuna.loyalty.tasks import expire_points
+
+DEMO_USERS = {
+    Role.ADMIN: "admin",
+    Role.MARKETER: "marketer",
+    Role.OPERATOR: "operator",
+    Role.ANALYST: "analyst",
+}
+
+
+class Command(BaseCommand):
+    help = "デモ用の通販ショップのデータを作成し、画面とワーカーを起動します"
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--customers", type=int, default=20_000, help="顧客数(既定 20,000)")
+        parser.add_argument("--seed", type=int, default=42, help="乱数の種(同じ種なら同じデータ)")
+        parser.add_argument(
+            "--as-of", type=dt.date.fromisoformat, default=None, help="デモの「今日」(YYYY-MM-DD)"
+        )
+        parser.add_argument("--no-serve", action="store_true", help="作成だけして終了します")
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="待ち受けアドレス")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["customers"] < 1:
+            raise CommandError("--customers は1以上にしてください")
+        call_command("migrate", interactive=False, verbosity=0)
+        if Customer.objects.exists():
+            self.stdout.write(f"デモデータは作成済みです({Customer.objects.count():,} 人)。")
+        else:
+            as_of = options["as_of"] or timezone.localdate()
+            self.stdout.write(
+                f"デモデータを作成しています: 顧客 {options['customers']:,} 人、"
+                f"{as_of:%Y-%m-%d} までの3年分…"
+            )
+            summary = build_demo(
+                customers=options["customers"],
+                seed=options["seed"],
+                as_of=as_of,
+                progress=sys.stderr.isatty(),
+            )
+            self.stdout.write(f"作成しました: {summary}")
+        password = self._ensure_users()
+        base = f"http://{options['addr']}/"
+        self.stdout.write(self.style.SUCCESS(f"\nKizuna デモ: {base}"))
+        for role, username in DEMO_USERS.items():
+            self.stdout.write(f"  {role.label:<8} ユーザー名 {username}  パスワード {password}")
+        if options["no_serve"]:
+            return
+        self._serve(options["addr"])
+
+    def _ensure_users(self) -> str:
+        """Create one login per role. The password comes from KIZUNA_DEMO_PASSWORD, else one is
+        generated once and kept under the data directory so later starts print the same."""
+        path = settings.DATA_DIR / "demo-password"
+        password = os.environ.get("KIZUNA_DEMO_PASSWORD", "")
+        if not password:
+            if not path.exists():
+                path.write_text(secrets.token_urlsafe(12), encoding="utf-8")
+                path.chmod(0o600)
+            password = path.read_text(encoding="utf-8").strip()
+        for role, username in DEMO_USERS.items():
+            user, _ = User.objects.get_or_create(username=username, defaults={"role": role})
+            user.role = role
+            user.set_password(password)
+            user.save()
+        return password
+
+    def _serve(self, addr: str) -> None:
+        # Points that expired while the demo was not running are written off by the worker.
+        expire_points.enqueue()
+        worker = subprocess.Popen([sys.executable, "-m", "kizuna", "worker"])
+        self.stdout.write(f"ワーカーを起動しました(pid {worker.pid})。Ctrl+C で終了します。")
+        try:
+            call_command("runserver", addr, use_reloader=False, use_threading=True)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=10)

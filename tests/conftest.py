@@ -1,0 +1,34 @@
+"""Shared fixtures: one staff user per role, and the clients logged in as them.
+
+Access tests follow healthchecks' owner / teammate / outsider pattern: for each page the roles
+that may use it and the roles that may not are both exercised.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.test import Client
+
+from kizuna.accounts.models import Role, User
+from tests.factories import make_user
+
+# Playwright's sync API runs an event loop in the test thread; Django refuses ORM calls from
+# a thread with a running loop unless told this is intended (it is: tests are synchronous).
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@pytest.fixture
+def users(db: None) -> dict[Role, User]:
+    return {role: make_user(role, username=f"{role.value}-user") for role in Role}
+
+
+@pytest.fixture
+def client_for(users: dict[Role, User]):  # type: ignore[no-untyped-def]
+    def login(role: Role) -> Client:
+        client = Client()
+        client.force_login(users[role])
+        return client
+
+    return login

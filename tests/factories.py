@@ -1,0 +1,75 @@
+"""Small builders for test data. Each returns saved rows with believable Japanese values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from django.utils import timezone
+
+from kizuna.accounts.models import Role, User
+from kizuna.commerce.models import Order, OrderLine, Product, ProductKind
+from kizuna.customers.models import Customer, Identity, IdentityKind
+
+_seq = itertools.count(1)
+PASSWORD = "kizuna-test-pass-1"
+
+
+def make_user(role: Role, username: str | None = None) -> User:
+    name = username or f"{role.value}{next(_seq)}"
+    return User.objects.create_user(username=name, password=PASSWORD, role=role)
+
+
+def make_customer(**fields: Any) -> Customer:
+    values: dict[str, Any] = {
+        "family_name": "山田",
+        "given_name": "花子",
+        "family_kana": "ヤマダ",
+        "given_kana": "ハナコ",
+        "postal_code": "1500002",
+        "prefecture": 13,
+        "address1": "渋谷区渋谷2-1-1",
+        "registered_at": timezone.now() - dt.timedelta(days=100),
+    }
+    values.update(fields)
+    return Customer.objects.create(**values)
+
+
+def add_identity(customer: Customer, kind: IdentityKind, value: str, display: str = "") -> Identity:
+    return Identity.objects.create(
+        customer=customer, kind=kind, value=value, display_value=display or value
+    )
+
+
+def make_product(kind: ProductKind = ProductKind.MAIN, price: int = 4980) -> Product:
+    n = next(_seq)
+    return Product.objects.create(code=f"P-{n}", name=f"美容液 {n}", kind=kind, price=price)
+
+
+def make_order(
+    customer: Customer,
+    *,
+    number: str | None = None,
+    product: Product | None = None,
+    quantity: int = 1,
+    ordered_at: dt.datetime | None = None,
+) -> Order:
+    product = product or make_product()
+    amount = product.price * quantity
+    order = Order.objects.create(
+        number=number or f"T{next(_seq):08d}",
+        customer=customer,
+        ordered_at=ordered_at or timezone.now(),
+        subtotal=amount,
+        total=amount,
+    )
+    OrderLine.objects.create(
+        order=order,
+        product=product,
+        product_name=product.name,
+        unit_price=product.price,
+        quantity=quantity,
+        amount=amount,
+    )
+    return order

@@ -1,0 +1,124 @@
+"""Japanese normalisation: the variants operators and carts really produce meet one key."""
+
+from __future__ import annotations
+
+import pytest
+
+from kizuna.core import jp
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("090-1234-5678", "+819012345678"),
+        ("０９０－１２３４－５６７８", "+819012345678"),  # full-width digits, full-width hyphen
+        ("090ー1234ー5678", "+819012345678"),  # katakana long-vowel mark typed as a dash
+        ("090−1234−5678", "+819012345678"),  # minus sign
+        ("090‐1234‐5678", "+819012345678"),  # hyphen U+2010
+        ("090ｰ1234ｰ5678", "+819012345678"),  # half-width long-vowel mark
+        ("090 1234 5678", "+819012345678"),
+        ("(03)1234-5678", "+81312345678"),  # Tokyo landline with bracketed area code
+        ("03（1234）5678", "+81312345678"),  # full-width brackets
+        ("+81 90-1234-5678", "+819012345678"),
+        ("+81-3-1234-5678", "+81312345678"),
+        ("0081312345678", "+81312345678"),  # international prefix written with 00
+        ("0120-123-456", "+81120123456"),  # toll-free
+        ("06-6123-4567", "+81661234567"),  # Osaka
+    ],
+)
+def test_phone_numbers_normalise_to_e164(raw: str, expected: str) -> None:
+    assert jp.normalize_phone(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "12", "090-1234", "メール"])
+def test_unreadable_phone_numbers_are_refused(raw: str) -> None:
+    with pytest.raises(jp.NormalisationError):
+        jp.normalize_phone(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("150-0002", "1500002"),
+        ("〒150-0002", "1500002"),
+        ("〒１５０－０００２", "1500002"),
+        ("１５０ー０００２", "1500002"),
+        ("1500002", "1500002"),
+    ],
+)
+def test_postal_codes_normalise_to_seven_digits(raw: str, expected: str) -> None:
+    assert jp.normalize_postal_code(raw) == expected
+    assert jp.format_postal_code(expected) == "150-0002"
+
+
+@pytest.mark.parametrize("raw", ["150-002", "15000021", "abc-defg", ""])
+def test_bad_postal_codes_are_refused_in_japanese(raw: str) -> None:
+    with pytest.raises(jp.NormalisationError, match="郵便番号"):
+        jp.normalize_postal_code(raw)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["ヤマダ タロウ", "やまだ　たろう", "ﾔﾏﾀﾞ ﾀﾛｳ", "ヤマダタロウ", "やまだタロウ"],
+)
+def test_kana_in_any_script_meets_one_key(spelling: str) -> None:
+    assert jp.normalize_kana(spelling) == "ヤマダタロウ"
+
+
+def test_half_width_voiced_kana_combine() -> None:
+    # ｶﾞ is two code points in half-width; it must become the single ガ.
+    assert jp.normalize_kana("ｶﾞｯｺｳ") == "ガッコウ"
+    assert jp.normalize_kana("ﾊﾟｰﾄ") == "パート"
+
+
+def test_is_kana_tells_kana_from_kanji() -> None:
+    assert jp.is_kana("やまだ")
+    assert jp.is_kana("ﾔﾏﾀﾞ")
+    assert not jp.is_kana("山田")
+    assert not jp.is_kana("yamada")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (" Taro.Yamada@Example.CO.JP ", "taro.yamada@example.co.jp"),
+        ("ｔａｒｏ＠ｅｘａｍｐｌｅ．ｊｐ", "taro@example.jp"),  # full-width ASCII
+    ],
+)
+def test_emails_are_lower_cased_and_nfkc(raw: str, expected: str) -> None:
+    assert jp.normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["taro", "taro@", "@example.jp", "taro@example"])
+def test_bad_emails_are_refused(raw: str) -> None:
+    with pytest.raises(jp.NormalisationError):
+        jp.normalize_email(raw)
+
+
+def test_names_keep_kanji_variants_but_drop_spaces() -> None:
+    assert jp.name_key("髙橋　一郎") == "髙橋一郎"
+    assert jp.name_key("山田 太郎") == "山田太郎"
+    # NFKC folds compatibility forms (full-width Latin in company names) but not 髙 → 高.
+    assert jp.name_key("ＡＢＣ商事") == "ABC商事"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [("東京都", 13), ("東京", 13), ("北海道", 1), ("京都府", 26), ("京都", 26), ("大阪", 27),
+     ("沖縄県", 47), ("13", 13), ("１３", 13), (47, 47)],
+)  # fmt: skip
+def test_prefectures_by_name_short_name_or_code(raw: str | int, code: int) -> None:
+    assert jp.prefecture_code(raw) == code
+
+
+def test_all_47_prefectures_are_known_in_jis_order() -> None:
+    assert len(jp.PREFECTURES) == 47
+    assert jp.PREFECTURES[0] == "北海道"
+    assert jp.PREFECTURES[12] == "東京都"
+    assert jp.PREFECTURES[46] == "沖縄県"
+
+
+@pytest.mark.parametrize("raw", ["東京市", "0", "48", "Tokyo"])
+def test_unknown_prefectures_are_refused(raw: str) -> None:
+    with pytest.raises(jp.NormalisationError):
+        jp.prefecture_code(raw)
