@@ -49,17 +49,23 @@ def test_database_refuses_sql_update(table: str) -> None:
         recorded_by="t",
     )
     column = {"core_auditlog": "action", "loyalty_pointentry": "reason"}.get(table, "method")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(f"UPDATE {table} SET {column} = 'rewritten'")  # noqa: S608
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(f"UPDATE {table} SET {column} = 'rewritten'")  # noqa: S608
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite guards DELETE in the ORM")
 def test_postgresql_refuses_sql_delete() -> None:
     points_earn(customer=make_customer(), amount=10, acting_user=_system(), reason="テスト")
-    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("DELETE FROM loyalty_pointentry")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("DELETE FROM loyalty_pointentry")
     assert PointEntry.objects.count() == 1
 
 
