@@ -6,6 +6,7 @@ DATABASE_URL=postgres://… moves the operational store to PostgreSQL with the s
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,9 @@ def _databases() -> dict[str, Any]:
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(DATA_DIR / "kizuna.sqlite3"),
             "OPTIONS": _sqlite_options(),
-            "TEST": {"NAME": str(DATA_DIR / "test-kizuna.sqlite3")},
+            # A file (not :memory:) so threads and the live server share it; per process so two
+            # test runs on one machine never destroy each other's database.
+            "TEST": {"NAME": str(DATA_DIR / f"test-kizuna-{os.getpid()}.sqlite3")},
         }
     }
 
