@@ -40,6 +40,17 @@ class OrderStatus(models.TextChoices):
     RETURNED = "returned", "返品"
 
 
+# How far an order has progressed. An update never moves an order to a lower rank, whatever
+# order the updates arrive in; cancellation and return are final.
+ORDER_STATUS_RANK = {
+    OrderStatus.RECEIVED: 0,
+    OrderStatus.SHIPPED: 1,
+    OrderStatus.DELIVERED: 2,
+    OrderStatus.CANCELLED: 3,
+    OrderStatus.RETURNED: 3,
+}
+
+
 class SalesChannel(models.TextChoices):
     WEB = "web", "Web"
     PHONE = "phone", "電話"
@@ -67,6 +78,9 @@ class Order(TimeStampedModel):
     total = models.IntegerField("合計")
     payment_method = models.CharField("支払方法", max_length=32, blank=True)
     source = models.CharField("取込元", max_length=32, blank=True)
+    # When the cart last changed this order, as the cart reports it. Updates carrying an older
+    # time are ignored, so a late-arriving webhook cannot roll an order back (RELIABILITY I3).
+    source_updated_at = models.DateTimeField("取込元の更新日時", null=True, blank=True)
 
     class Meta:
         verbose_name = "注文"

@@ -289,3 +289,42 @@ class BehaviourEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.kind}"
+
+
+class DuplicateStatus(models.TextChoices):
+    OPEN = "open", "未確認"
+    MERGED = "merged", "統合済"
+    DISMISSED = "dismissed", "別人として確認済"
+
+
+class DuplicateCandidate(TimeStampedModel):
+    """Two customer records that are probably the same person, waiting for a human decision.
+
+    Identity resolution never merges on its own when the evidence is only probable (same name
+    kana and postal code, one shared phone with different e-mails…); it proposes, staff decide.
+    `customer_a` is always the record with the smaller id, so a pair is proposed once.
+    """
+
+    customer_a = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    customer_b = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="+")
+    reason = models.CharField("理由", max_length=200)
+    status = models.CharField(
+        "状態", max_length=16, choices=DuplicateStatus.choices, default=DuplicateStatus.OPEN
+    )
+    decided_by = models.CharField("確認者", max_length=150, blank=True)
+    decided_at = models.DateTimeField("確認日時", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "重複候補"
+        verbose_name_plural = "重複候補"
+        constraints = [
+            models.UniqueConstraint(fields=["customer_a", "customer_b"], name="duplicate_pair"),
+            models.CheckConstraint(
+                condition=models.Q(customer_a__lt=models.F("customer_b")),
+                name="duplicate_pair_ordered",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "-created_at"], name="duplicate_queue")]
+
+    def __str__(self) -> str:
+        return f"{self.customer_a_id} ≒ {self.customer_b_id}: {self.reason}"
