@@ -8,13 +8,15 @@ time through the (customer, time) indexes. Nothing here logs its input; search t
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import reduce
 from typing import Generic, TypeVar
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Max, Prefetch, Q, QuerySet, prefetch_related_objects
+from django.db.models import Max, Model, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from kizuna.commerce.models import Order, OrderLine
 from kizuna.core import jp
@@ -31,6 +33,7 @@ from kizuna.subscriptions.models import Subscription, SubscriptionDelivery, Subs
 from kizuna.support.models import Contact
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Model)
 
 # Past the last code point, so `key < prefix + _TOP` bounds a prefix range. Name and kana keys
 # compare by code point (SQLite BINARY, PostgreSQL collation "C"), which makes this exact.
@@ -44,7 +47,7 @@ ORDERS_PER_PAGE = 10
 POINTS_PER_PAGE = 20
 TIMELINE_PER_PAGE = 20
 RECENT_CONTACTS = 10
-RECENT_DELIVERIES = 12
+RECENT_DELIVERIES = 6
 
 _PHONE_KINDS = (IdentityKind.PHONE, IdentityKind.PBX_CALLER)
 _ID_KINDS = (IdentityKind.CART_MEMBER, IdentityKind.LINE_USER)
@@ -83,8 +86,11 @@ def parse_query(query: str) -> SearchTerms:
             phone = jp.normalize_phone(text)
         except jp.NormalisationError:
             phone = ""
-    # IDs never contain spaces, so "山田 花子" costs no ID lookups.
-    identifier = "" if " " in text else text
+    # Order numbers, cart member IDs and LINE user IDs are ASCII without spaces, so "山田 花子"
+    # and "やまだ" cost no ID lookups.
+    identifier = (
+        text if " " not in text and any(ch.isascii() and ch.isalnum() for ch in text) else ""
+    )
     if jp.is_kana(text):
         return SearchTerms(phone=phone, identifier=identifier, kana_prefix=jp.normalize_kana(text))
     name_prefix = ""
@@ -101,35 +107,38 @@ def _prefix(column: str, prefix: str) -> Q:
 
 def _exact_hits(terms: SearchTerms) -> list[int]:
     """Customer ids matched exactly by an identity or order number, strongest match first."""
-    wanted = Q(pk__in=[])
+    clauses: list[Q] = []
     if terms.phone:
-        wanted |= Q(kind__in=_PHONE_KINDS, value=terms.phone)
+        clauses.append(Q(kind__in=_PHONE_KINDS, value=terms.phone))
     if terms.email:
-        wanted |= Q(kind=IdentityKind.EMAIL, value=terms.email)
+        clauses.append(Q(kind=IdentityKind.EMAIL, value=terms.email))
     if terms.identifier:
-        wanted |= Q(kind__in=_ID_KINDS, value=terms.identifier)
-    rank = {kind: i for i, kind in enumerate((*_PHONE_KINDS, IdentityKind.EMAIL, *_ID_KINDS))}
+        clauses.append(Q(kind__in=_ID_KINDS, value=terms.identifier))
+    rank: dict[str, int] = {
+        kind: i for i, kind in enumerate((*_PHONE_KINDS, IdentityKind.EMAIL, *_ID_KINDS))
+    }
     found: list[tuple[int, int]] = []
-    if terms.phone or terms.email or terms.identifier:
-        found = [
+    if clauses:
+        identities = Identity.objects.filter(reduce(operator.or_, clauses))
+        found += [
             (rank[kind], customer_id)
-            for kind, customer_id in Identity.objects.filter(wanted).values_list(
-                "kind", "customer_id"
-            )
+            for kind, customer_id in identities.values_list("kind", "customer_id")
         ]
     if terms.identifier:
+        orders = Order.objects.filter(number=terms.identifier)
         found += [
-            (len(rank), customer_id)
-            for customer_id in Order.objects.filter(number=terms.identifier).values_list(
-                "customer_id", flat=True
-            )
+            (len(rank), customer_id) for customer_id in orders.values_list("customer_id", flat=True)
         ]
     return list(dict.fromkeys(customer_id for _, customer_id in sorted(found)))
 
 
 def customer_search(query: str, *, limit: int) -> list[Customer]:
     """Customers matching a search box entry: exact ID/phone/email/order hits first, then name or
-    kana prefix matches in kana order. At most `limit` customers."""
+    kana prefix matches in kana order. At most `limit` customers.
+
+    When a name prefix matches more than `limit` customers, which ones are returned follows the
+    name key, not the kana; the page asks the operator to narrow the search in that case.
+    """
     terms = parse_query(query)
     if not terms or limit <= 0:
         return []
@@ -137,13 +146,15 @@ def customer_search(query: str, *, limit: int) -> list[Customer]:
     by_id = Customer.objects.in_bulk(exact_ids) if exact_ids else {}
     results = [by_id[pk] for pk in exact_ids if pk in by_id]
     room = limit - len(results)
-    if room > 0 and (terms.kana_prefix or terms.name_prefix):
-        matches = Customer.objects.exclude(pk__in=exact_ids)
-        if terms.kana_prefix:
-            matches = matches.filter(_prefix("kana_key", terms.kana_prefix))
-        else:
-            matches = matches.filter(_prefix("name_key", terms.name_prefix))
-        results += list(matches.order_by("kana_key", "name_key", "id")[:room])
+    if room > 0 and terms.kana_prefix:
+        matches = Customer.objects.filter(_prefix("kana_key", terms.kana_prefix))
+        results += matches.exclude(pk__in=exact_ids).order_by("kana_key", "id")[:room]
+    elif room > 0 and terms.name_prefix:
+        # Walk the name index in its own order so the scan stops after `room` rows; ordering
+        # by kana here would sort every match first ("山" alone matches tens of thousands).
+        matches = Customer.objects.filter(_prefix("name_key", terms.name_prefix))
+        page = list(matches.exclude(pk__in=exact_ids).order_by("name_key", "id")[:room])
+        results += sorted(page, key=lambda c: (c.kana_key, c.pk))
     return results
 
 
@@ -245,7 +256,7 @@ def consent_rows(customer: Customer) -> list[ConsentRow]:
     return [ConsentRow(channel=ch, consent=by_channel.get(ch)) for ch in ConsentChannel]
 
 
-def orders_page(customer: Customer, page: object) -> Page[Order]:
+def orders_page(customer: Customer, page: str | int | None) -> Page[Order]:
     """One page of the customer's orders, newest first, with lines, shipments and reversals."""
     orders = (
         Order.objects.filter(customer=customer)
@@ -271,7 +282,7 @@ def points_balance(customer: Customer) -> int:
     return latest or 0
 
 
-def points_page(customer: Customer, page: object) -> Page[PointEntry]:
+def points_page(customer: Customer, page: str | int | None) -> Page[PointEntry]:
     entries = PointEntry.objects.filter(customer=customer).order_by("-seq")
     return Paginator(entries, POINTS_PER_PAGE).get_page(page)
 
@@ -287,7 +298,7 @@ class Window(Generic[T]):
     items: list[T]
     number: int
     has_next: bool
-    per_page: int = field(default=TIMELINE_PER_PAGE)
+    per_page: int = TIMELINE_PER_PAGE
 
     @property
     def has_previous(self) -> bool:
@@ -310,7 +321,7 @@ class Window(Generic[T]):
         return (self.number - 1) * self.per_page + 1 if self.items else 0
 
 
-def page_number(value: object) -> int:
+def page_number(value: str | int | None) -> int:
     """A page number from a query string; anything unreadable is page 1."""
     try:
         number = int(str(value))
@@ -319,7 +330,7 @@ def page_number(value: object) -> int:
     return max(number, 1)
 
 
-def window(queryset: QuerySet[T], page: object, per_page: int) -> Window[T]:
+def window(queryset: QuerySet[M], page: str | int | None, per_page: int) -> Window[M]:
     number = page_number(page)
     offset = (number - 1) * per_page
     rows = list(queryset[offset : offset + per_page + 1])
@@ -328,19 +339,20 @@ def window(queryset: QuerySet[T], page: object, per_page: int) -> Window[T]:
     )
 
 
-def timeline_page(customer: Customer, page: object) -> Window[TimelineEvent]:
+def timeline_page(customer: Customer, page: str | int | None) -> Window[TimelineEvent]:
     events = TimelineEvent.objects.filter(customer=customer).order_by("-occurred_at", "-id")
     return window(events, page, TIMELINE_PER_PAGE)
 
 
 def subscriptions_for(customer: Customer) -> list[Subscription]:
-    """The customer's subscriptions, running ones first, each with its latest deliveries."""
+    """The customer's subscriptions, running ones first, each with its latest deliveries in
+    `recent_deliveries` (newest first, at most RECENT_DELIVERIES)."""
     status_rank = {
         SubscriptionStatus.ACTIVE: 0,
         SubscriptionStatus.PAUSED: 1,
         SubscriptionStatus.CANCELLED: 2,
     }
-    subscriptions = list(
+    subscriptions: list[Subscription] = list(
         Subscription.objects.filter(customer=customer)
         .select_related("product")
         .prefetch_related(
@@ -349,6 +361,8 @@ def subscriptions_for(customer: Customer) -> list[Subscription]:
                 queryset=SubscriptionDelivery.objects.select_related("order").order_by("-sequence")[
                     :RECENT_DELIVERIES
                 ],
+                # A sliced prefetch must land in its own attribute (Django refuses the manager).
+                to_attr="recent_deliveries",
             )
         )
         .order_by("-started_on", "-id")
@@ -363,7 +377,3 @@ def recent_contacts(customer: Customer) -> list[Contact]:
         .select_related("operator", "order")
         .order_by("-occurred_at", "-id")[:RECENT_CONTACTS]
     )
-
-
-def order_count(customer: Customer) -> int:
-    return Order.objects.filter(customer=customer).count()

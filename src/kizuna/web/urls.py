@@ -1,4 +1,13 @@
 from django.urls import path
 
+from kizuna.web import views
+
 app_name = "web"
-urlpatterns: list[object] = []
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("customers/", views.customer_search, name="customer_search"),
+    path("customers/<int:pk>/", views.customer_detail, name="customer_detail"),
+    path("customers/<int:pk>/orders/", views.customer_orders, name="customer_orders"),
+    path("customers/<int:pk>/points/", views.customer_points, name="customer_points"),
+    path("customers/<int:pk>/timeline/", views.customer_timeline, name="customer_timeline"),
+]

@@ -1,0 +1,279 @@
+"""Customer search: every way an operator may type a key finds the customer, and only them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from pytest_django import DjangoAssertNumQueries, Settings
+
+from kizuna.accounts.models import Role
+from kizuna.customers.models import Customer, IdentityKind
+from kizuna.customers.selectors import customer_rows, customer_search, parse_query
+from tests.factories import add_identity, make_customer, make_order
+
+pytestmark = pytest.mark.django_db
+
+LIMIT = 50
+
+
+@pytest.fixture
+def hanako() -> Customer:
+    customer = make_customer()  # 山田 花子 / ヤマダ ハナコ
+    add_identity(customer, IdentityKind.PHONE, "+819012345678", "090-1234-5678")
+    add_identity(customer, IdentityKind.PHONE, "+81312345678", "03-1234-5678")
+    add_identity(
+        customer, IdentityKind.EMAIL, "hanako.yamada@example.jp", "Hanako.Yamada@example.jp"
+    )
+    add_identity(customer, IdentityKind.CART_MEMBER, "M-000123")
+    add_identity(customer, IdentityKind.LINE_USER, "U4af4980629a1b2c3d4e5f60718293a4b")
+    make_order(customer, number="KZ20250304001")
+    return customer
+
+
+@pytest.fixture
+def taro() -> Customer:
+    """A near neighbour: same family name, different given name, different keys."""
+    customer = make_customer(given_name="太郎", given_kana="タロウ")
+    add_identity(customer, IdentityKind.PHONE, "+819087654321", "090-8765-4321")
+    add_identity(customer, IdentityKind.EMAIL, "taro@example.jp")
+    return customer
+
+
+@pytest.fixture
+def sato() -> Customer:
+    customer = make_customer(
+        family_name="佐藤", given_name="健太", family_kana="サトウ", given_kana="ケンタ"
+    )
+    add_identity(customer, IdentityKind.PBX_CALLER, "+819011112222", "09011112222")
+    return customer
+
+
+def ids(query: str) -> list[int]:
+    return [c.pk for c in customer_search(query, limit=LIMIT)]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "０９０ー１２３４ー５６７８",  # full-width digits, katakana long-vowel mark as hyphen
+        "０９０－１２３４－５６７８",  # full-width hyphen-minus
+        "090-1234-5678",
+        "09012345678",
+        "090‐1234‐5678",  # U+2010 hyphen
+        "090−1234−5678",  # U+2212 minus sign
+        "090 1234 5678",
+        "(090)1234-5678",
+        "+81 90-1234-5678",
+        "+819012345678",
+    ],
+)
+def test_phone_in_any_format(hanako: Customer, taro: Customer, query: str) -> None:
+    assert ids(query) == [hanako.pk]
+
+
+def test_landline(hanako: Customer, taro: Customer) -> None:
+    assert ids("03-1234-5678") == [hanako.pk]
+    assert ids("０３（１２３４）５６７８") == [hanako.pk]
+
+
+def test_pbx_caller_number_counts_as_phone(sato: Customer, hanako: Customer) -> None:
+    assert ids("090-1111-2222") == [sato.pk]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "hanako.yamada@example.jp",
+        "HANAKO.YAMADA@EXAMPLE.JP",
+        " Hanako.Yamada@Example.jp ",
+        "ｈａｎａｋｏ.ｙａｍａｄａ＠ｅｘａｍｐｌｅ.ｊｐ",
+    ],
+)
+def test_email_any_case(hanako: Customer, taro: Customer, query: str) -> None:
+    assert ids(query) == [hanako.pk]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["やまだはなこ", "ヤマダハナコ", "ﾔﾏﾀﾞﾊﾅｺ", "ﾔﾏﾀﾞ ﾊﾅｺ", "やまだ　はなこ", "やまだは", "ﾔﾏﾀﾞﾊ"],
+)
+def test_kana_in_any_script(hanako: Customer, taro: Customer, sato: Customer, query: str) -> None:
+    assert ids(query) == [hanako.pk]
+
+
+def test_kana_family_prefix_finds_the_family_in_kana_order(
+    hanako: Customer, taro: Customer, sato: Customer
+) -> None:
+    # ヤマダタロウ sorts after ヤマダハナコ in 五十音 (タ < ハ).
+    assert ids("やまだ") == [taro.pk, hanako.pk]
+    assert ids("ﾔﾏ") == [taro.pk, hanako.pk]
+
+
+def test_kanji_family_name_prefix(hanako: Customer, taro: Customer, sato: Customer) -> None:
+    assert ids("山田") == [taro.pk, hanako.pk]
+    assert ids("山") == [taro.pk, hanako.pk]
+    assert ids("佐藤") == [sato.pk]
+
+
+@pytest.mark.parametrize("query", ["山田 花子", "山田　花子", "山田花子", " 山田花 "])
+def test_full_name_with_or_without_space(hanako: Customer, taro: Customer, query: str) -> None:
+    assert ids(query) == [hanako.pk]
+
+
+def test_order_number(hanako: Customer, taro: Customer) -> None:
+    assert ids("KZ20250304001") == [hanako.pk]
+    assert ids("ＫＺ２０２５０３０４００１") == [hanako.pk]  # typed in full width
+    assert ids("KZ2025030400") == []  # order numbers match whole, not by prefix
+
+
+def test_cart_member_id(hanako: Customer, taro: Customer) -> None:
+    assert ids("M-000123") == [hanako.pk]
+    assert ids("Ｍ－０００１２３") == [hanako.pk]
+
+
+def test_line_user_id(hanako: Customer, taro: Customer) -> None:
+    assert ids("U4af4980629a1b2c3d4e5f60718293a4b") == [hanako.pk]
+
+
+def test_no_false_matches(hanako: Customer, taro: Customer, sato: Customer) -> None:
+    assert ids("090-8765-4321") == [taro.pk]
+    assert ids("taro@example.jp") == [taro.pk]
+    assert ids("090-0000-0000") == []
+    assert ids("nobody@example.jp") == []
+    assert ids("鈴木") == []
+    assert ids("すずき") == []
+    assert ids("田") == []  # names match from their start, not in the middle
+    assert ids("はなこ") == []  # kana matches from the family name
+    assert ids("") == []
+    assert ids("   ") == []
+
+
+def test_exact_hits_come_before_name_matches() -> None:
+    # A cart member ID that reads like the start of romaji names: the ID hit leads.
+    smith = make_customer(family_name="Yamada", given_name="Ken", family_kana="", given_kana="")
+    member = make_customer(family_name="佐藤", family_kana="サトウ")
+    add_identity(member, IdentityKind.CART_MEMBER, "Yamada")
+    assert ids("Yamada") == [member.pk, smith.pk]
+
+
+def test_limit_is_respected() -> None:
+    for i in range(7):
+        make_customer(given_name=f"{i}子", given_kana=f"ア{'イ' * i}")
+    assert len(customer_search("山田", limit=5)) == 5
+    assert len(customer_search("ヤマダ", limit=5)) == 5
+    assert len(customer_search("山田", limit=50)) == 7
+
+
+def test_parse_query_routes_each_kind_to_its_key() -> None:
+    assert parse_query("やまだ").kana_prefix == "ヤマダ"
+    assert parse_query("やまだ").name_prefix == ""
+    assert parse_query("山田 花子").name_prefix == "山田花子"
+    assert parse_query("山田 花子").identifier == ""  # names are never IDs
+    assert parse_query("山田").identifier == ""
+    assert parse_query("やまだ").identifier == ""
+    assert parse_query("ＫＺ－０１").identifier == "KZ-01"
+    assert parse_query("０９０ー１２３４ー５６７８").phone == "+819012345678"
+    assert parse_query("０９０ー１２３４ー５６７８").name_prefix == ""
+    assert parse_query("A@B.JP").email == "a@b.jp"
+    assert not parse_query("@")
+
+
+def test_customer_rows_show_phone_email_and_last_order(
+    hanako: Customer, taro: Customer, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    customers = customer_search("山田", limit=LIMIT)
+    with django_assert_num_queries(2):  # identities, last order dates
+        rows = customer_rows(customers)
+    by_pk = {row.customer.pk: row for row in rows}
+    assert by_pk[hanako.pk].phone == "090-1234-5678"
+    assert by_pk[hanako.pk].email == "Hanako.Yamada@example.jp"
+    assert by_pk[hanako.pk].last_ordered_at is not None
+    assert by_pk[taro.pk].last_ordered_at is None
+
+
+# --- the page --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def operator(client_for: Callable[[Role], Client]) -> Client:
+    return client_for(Role.OPERATOR)
+
+
+def test_search_page_lists_matches(operator: Client, hanako: Customer, taro: Customer) -> None:
+    response = operator.get(reverse("web:customer_search"), {"q": "０９０ー１２３４ー５６７８"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" in html
+    assert "山田 花子" in html
+    assert "ヤマダ ハナコ" in html
+    assert "090-1234-5678" in html
+    assert "東京都" in html
+    assert "山田 太郎" not in html
+    assert reverse("web:customer_detail", args=[hanako.pk]) in html
+
+
+def test_htmx_search_returns_only_the_results(operator: Client, hanako: Customer) -> None:
+    response = operator.get(
+        reverse("web:customer_search"), {"q": "やまだ"}, headers={"HX-Request": "true"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "<html" not in html
+    assert "山田 花子" in html
+    assert "HX-Request" in response["Vary"]
+
+
+def test_search_page_has_live_search(operator: Client) -> None:
+    html = operator.get(reverse("web:customer_search")).content.decode()
+    assert 'hx-trigger="input changed delay:300ms, search"' in html
+    assert 'hx-target="#search-results"' in html
+    assert 'method="get"' in html  # works without JavaScript
+
+
+def test_empty_query_explains_what_can_be_searched(operator: Client) -> None:
+    html = operator.get(reverse("web:customer_search"), {"q": "  "}).content.decode()
+    assert "氏名・フリガナ・電話番号・メール・注文番号・カート会員IDで検索できます" in html
+
+
+def test_no_results_says_so_with_tips(operator: Client, hanako: Customer) -> None:
+    html = operator.get(reverse("web:customer_search"), {"q": "鈴木"}).content.decode()
+    assert "該当する顧客が見つかりません" in html
+    assert "姓だけ" in html
+
+
+def test_more_than_the_limit_asks_to_narrow(operator: Client, settings: Settings) -> None:
+    settings.KIZUNA_SEARCH_LIMIT = 3
+    for i in range(5):
+        make_customer(given_kana=f"ア{'イ' * i}")
+    html = operator.get(reverse("web:customer_search"), {"q": "やまだ"}).content.decode()
+    assert "3件以上あります。条件を絞り込んでください" in html
+    assert html.count('class="result-row"') == 3
+
+
+def test_search_page_query_count_does_not_grow_with_results(
+    operator: Client, django_assert_max_num_queries: DjangoAssertNumQueries
+) -> None:
+    for i in range(12):
+        customer = make_customer(given_kana=f"ア{'イ' * i}")
+        add_identity(customer, IdentityKind.PHONE, f"+8190{i:08d}", f"090-{i:04d}-0000")
+        add_identity(customer, IdentityKind.EMAIL, f"c{i}@example.jp")
+        make_order(customer)
+        make_order(customer)
+    # session, user, name range, identities, last orders
+    with django_assert_max_num_queries(5):
+        response = operator.get(reverse("web:customer_search"), {"q": "山田"})
+    assert response.content.decode().count('class="result-row"') == 12
+
+
+def test_the_query_is_not_logged(
+    operator: Client, hanako: Customer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    operator.get(reverse("web:customer_search"), {"q": "09012345678"})
+    operator.get(reverse("web:customer_search"), {"q": "やまだはなこ"})
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "09012345678" not in logged
+    assert "やまだはなこ" not in logged

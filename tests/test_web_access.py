@@ -1,0 +1,294 @@
+"""Who may open which page, for every URL the project has (deny by default, RELIABILITY D2).
+
+The table below is the contract. A new page must declare its roles in code (or the middleware
+answers 403) and be added here (or `test_every_page_is_in_the_access_table` fails).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.template.loader import render_to_string
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from kizuna.accounts.access import PUBLIC, allowed_roles
+from kizuna.accounts.models import Role, User
+from kizuna.customers.models import Customer
+from tests.factories import PASSWORD, make_customer
+
+EVERYONE = frozenset(Role)
+CUSTOMER_SCREENS = frozenset({Role.ADMIN, Role.OPERATOR, Role.MARKETER})
+
+EXPECTED: dict[str, frozenset[Role] | None] = {
+    # None: public (no login needed).
+    "login": None,
+    "logout": None,
+    "web:home": EVERYONE,
+    "web:customer_search": CUSTOMER_SCREENS,
+    "web:customer_detail": CUSTOMER_SCREENS,
+    "web:customer_orders": CUSTOMER_SCREENS,
+    "web:customer_points": CUSTOMER_SCREENS,
+    "web:customer_timeline": CUSTOMER_SCREENS,
+}
+PROTECTED = [name for name, roles in EXPECTED.items() if roles is not None]
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    converters: dict[str, str]  # argument name → converter ("int", "str", …)
+    view: Callable[..., Any]
+
+
+def _walk(patterns: list[Any], namespace: str = "", prefix: str = "") -> Iterator[Route]:
+    for entry in patterns:
+        route = prefix + str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            # Django admin guards itself (is_staff); static files are served by WhiteNoise.
+            if route.startswith("admin/"):
+                continue
+            inner = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            yield from _walk(entry.url_patterns, inner, route)
+        elif isinstance(entry, URLPattern):
+            assert entry.name, f"URL {route!r} has no name"
+            converters = {
+                arg: type(conv).__name__.removesuffix("Converter").lower()
+                for arg, conv in entry.pattern.converters.items()
+            }
+            yield Route(name=namespace + entry.name, converters=converters, view=entry.callback)
+
+
+def all_routes() -> list[Route]:
+    return list(_walk(get_resolver().url_patterns))
+
+
+def url_for(name: str, customer: Customer) -> str:
+    route = next(r for r in all_routes() if r.name == name)
+    kwargs: dict[str, Any] = {}
+    for arg, converter in route.converters.items():
+        assert (arg, converter) == ("pk", "int"), f"teach url_for about {name}({arg})"
+        kwargs[arg] = customer.pk
+    return reverse(name, kwargs=kwargs)
+
+
+@pytest.fixture
+def customer(db: None) -> Customer:
+    return make_customer()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    cache.clear()
+
+
+def test_every_view_declares_who_may_open_it() -> None:
+    undeclared = [r.name for r in all_routes() if allowed_roles(r.view) is None]
+    assert undeclared == [], "decorate these views with @allow_roles(...) or @public"
+
+
+def test_every_page_is_in_the_access_table() -> None:
+    assert sorted(r.name for r in all_routes()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_declarations_match_the_table(name: str) -> None:
+    route = next(r for r in all_routes() if r.name == name)
+    expected = EXPECTED[name]
+    declared = allowed_roles(route.view)
+    if expected is None:
+        assert declared == PUBLIC
+    else:
+        assert declared == frozenset(role.value for role in expected)
+
+
+@pytest.mark.parametrize("name", PROTECTED)
+def test_anonymous_is_sent_to_login(client: Client, customer: Customer, name: str) -> None:
+    url = url_for(name, customer)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login") + "?next=")
+
+
+@pytest.mark.parametrize("role", list(Role))
+@pytest.mark.parametrize("name", PROTECTED)
+def test_each_role_gets_the_page_or_403(
+    client_for: Callable[[Role], Client], customer: Customer, name: str, role: Role
+) -> None:
+    allowed = EXPECTED[name]
+    assert allowed is not None
+    response = client_for(role).get(url_for(name, customer))
+    if role in allowed:
+        assert response.status_code == 200, f"{role} should open {name}"
+    else:
+        assert response.status_code == 403, f"{role} must not open {name}"
+        assert "このページは開けません" in response.content.decode()
+
+
+def test_403_names_the_role(client_for: Callable[[Role], Client]) -> None:
+    response = client_for(Role.ANALYST).get(reverse("web:customer_search"), {"q": "山田"})
+    assert response.status_code == 403
+    assert "アナリストの役割では、このページを開くことはできません" in response.content.decode()
+
+
+def test_inactive_user_is_refused(users: dict[Role, User], customer: Customer) -> None:
+    user = users[Role.OPERATOR]
+    client = Client()
+    client.force_login(user)
+    user.is_active = False
+    user.save()
+    response = client.get(reverse("web:customer_detail", args=[customer.pk]))
+    assert response.status_code in (302, 403)
+
+
+# --- login and logout -------------------------------------------------------------------------
+
+
+def test_login_page_is_japanese_and_public(client: Client, db: None) -> None:
+    response = client.get(reverse("login"), headers={"Accept-Language": "en"})
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert '<html lang="ja">' in html
+    assert "ログイン" in html
+    assert "ユーザー名" in html
+    assert "パスワード" in html
+
+
+def test_login_with_password_lands_on_home(client: Client, users: dict[Role, User]) -> None:
+    response = client.post(
+        reverse("login"), {"username": "operator-user", "password": PASSWORD}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("web:home")
+    assert "お客様を探す" in response.content.decode()
+
+
+def test_login_follows_next(client: Client, users: dict[Role, User], customer: Customer) -> None:
+    target = reverse("web:customer_detail", args=[customer.pk])
+    response = client.post(
+        reverse("login") + f"?next={target}",
+        {"username": "operator-user", "password": PASSWORD, "next": target},
+    )
+    assert response.status_code == 302
+    assert response["Location"] == target
+
+
+def test_wrong_password_is_refused_in_japanese(client: Client, users: dict[Role, User]) -> None:
+    response = client.post(
+        reverse("login"),
+        {"username": "operator-user", "password": "wrong"},
+        headers={"Accept-Language": "en"},
+    )
+    assert response.status_code == 200
+    assert "ユーザー名またはパスワードが正しくありません" in response.content.decode()
+
+
+def test_empty_login_form_errors_are_japanese(client: Client, db: None) -> None:
+    response = client.post(reverse("login"), {}, headers={"Accept-Language": "en"})
+    assert "入力してください" in response.content.decode()
+    assert "This field" not in response.content.decode()
+
+
+def test_logged_in_user_skips_the_login_page(client_for: Callable[[Role], Client]) -> None:
+    response = client_for(Role.OPERATOR).get(reverse("login"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("web:home")
+
+
+def test_expired_session_during_htmx_sends_the_tab_to_login(client: Client, db: None) -> None:
+    response = client.get(
+        reverse("login") + "?next=/customers/%3Fq%3Dx",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://testserver/customers/?q=x"},
+    )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == reverse("login") + "?next=%2Fcustomers%2F%3Fq%3Dx"
+
+
+def test_logout_is_post_only(client_for: Callable[[Role], Client]) -> None:
+    client = client_for(Role.OPERATOR)
+    assert client.get(reverse("logout")).status_code == 405
+    assert client.get(reverse("web:home")).status_code == 200  # still logged in
+    response = client.post(reverse("logout"))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login")
+    assert client.get(reverse("web:home")).status_code == 302
+
+
+def test_every_page_offers_logout_as_a_form(client_for: Callable[[Role], Client]) -> None:
+    html = client_for(Role.OPERATOR).get(reverse("web:home")).content.decode()
+    assert f'method="post" action="{reverse("logout")}"' in html
+    assert "ログアウト" in html
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+
+def test_admin_role_reaches_django_admin(client_for: Callable[[Role], Client]) -> None:
+    assert client_for(Role.ADMIN).get("/admin/").status_code == 200
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, Role.MARKETER, Role.ANALYST])
+def test_other_roles_are_sent_to_admin_login(
+    client_for: Callable[[Role], Client], role: Role
+) -> None:
+    response = client_for(role).get("/admin/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+
+
+def test_admin_link_only_for_admins(client_for: Callable[[Role], Client]) -> None:
+    assert "管理画面" in client_for(Role.ADMIN).get("/").content.decode()
+    assert "管理画面" not in client_for(Role.OPERATOR).get("/").content.decode()
+
+
+# --- not found --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["web:customer_detail", "web:customer_orders", "web:customer_points", "web:customer_timeline"],
+)
+def test_unknown_customer_is_404_in_japanese(
+    client_for: Callable[[Role], Client], name: str
+) -> None:
+    response = client_for(Role.OPERATOR).get(reverse(name, args=[999_999]))
+    assert response.status_code == 404
+    html = response.content.decode()
+    assert "ページが見つかりません" in html
+    assert '<html lang="ja">' in html
+
+
+def test_unknown_url_is_404_in_japanese(client: Client, db: None) -> None:
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "ページが見つかりません" in response.content.decode()
+
+
+def test_500_page_is_japanese_and_standalone() -> None:
+    html = render_to_string("500.html")
+    assert "システムエラーが発生しました" in html
+    assert '<html lang="ja">' in html
+
+
+# --- home -------------------------------------------------------------------------------------
+
+
+def test_home_shows_counts_to_every_role(
+    client_for: Callable[[Role], Client], customer: Customer
+) -> None:
+    for role in Role:
+        cache.clear()
+        html = client_for(role).get(reverse("web:home")).content.decode()
+        assert "顧客数" in html
+        assert "今月の注文数" in html
+        assert "継続中の定期" in html
+
+
+def test_analyst_home_has_no_customer_search(client_for: Callable[[Role], Client]) -> None:
+    html = client_for(Role.ANALYST).get(reverse("web:home")).content.decode()
+    assert 'name="q"' not in html
+    html = client_for(Role.OPERATOR).get(reverse("web:home")).content.decode()
+    assert 'name="q"' in html
