@@ -122,3 +122,8 @@ def test_all_47_prefectures_are_known_in_jis_order() -> None:
 def test_unknown_prefectures_are_refused(raw: str) -> None:
     with pytest.raises(jp.NormalisationError):
         jp.prefecture_code(raw)
+
+
+@pytest.mark.parametrize("typed", ["KZ-0001", "KZー0001", "ＫＺ－０００１", "KZ−0001", " KZ‐0001 "])
+def test_identifiers_typed_through_an_ime_meet_the_ascii_form(typed: str) -> None:
+    assert jp.normalize_identifier(typed) == "KZ-0001"

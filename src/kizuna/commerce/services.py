@@ -82,7 +82,7 @@ class UpsertOutcome(enum.Enum):
 def validate_order_input(data: OrderInput) -> None:
     """Refuse input that would store a wrong order; messages name the field, in Japanese."""
     errors: dict[str, str] = {}
-    if not jp.nfkc(data.number):
+    if not data.number.strip():
         errors["number"] = "注文番号が空です"
     if not data.lines:
         errors["lines"] = "注文明細がありません"
@@ -106,7 +106,7 @@ def validate_order_input(data: OrderInput) -> None:
 
 def product_ensure(*, code: str, name: str, price: int, kind: ProductKind) -> Product:
     """The product with this code, created from the order line when the catalogue lacks it."""
-    code = jp.nfkc(code)
+    code = jp.normalize_identifier(code)
     product = Product.objects.filter(code=code).first()
     if product is not None:
         return product
@@ -149,7 +149,7 @@ def order_upsert(
     """
     validate_order_input(data)
     actor = Actor.of(acting_user)
-    number = jp.nfkc(data.number)
+    number = jp.normalize_identifier(data.number)
     order = Order.objects.select_for_update().filter(number=number).first()
     if order is None:
         return _create(customer=customer, number=number, data=data, actor=actor), (
@@ -224,7 +224,9 @@ def _lines_signature(order: Order) -> list[tuple[str, int, int]]:
 
 
 def _input_signature(data: OrderInput) -> list[tuple[str, int, int]]:
-    return sorted((jp.nfkc(x.product_code), x.unit_price, x.quantity) for x in data.lines)
+    return sorted(
+        (jp.normalize_identifier(x.product_code), x.unit_price, x.quantity) for x in data.lines
+    )
 
 
 def _replace_lines(order: Order, data: OrderInput) -> None:

@@ -110,8 +110,10 @@ def name_key(value: str) -> str:
 
 
 def normalize_identifier(value: str) -> str:
-    """An external ID (cart member ID, LINE user ID, chat ID): NFKC, trimmed."""
-    ident = nfkc(value)
+    """An external ID (order number, product code, cart member ID, LINE user ID, chat ID):
+    NFKC, trimmed, every hyphen look-alike as "-" — a Japanese IME turns the minus key into
+    "ー", so "KZー0001" typed by an operator must still find order "KZ-0001"."""
+    ident = _HYPHEN_RE.sub("-", nfkc(value))
     if not ident:
         raise NormalisationError("IDが空です")
     return ident

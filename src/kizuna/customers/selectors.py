@@ -89,7 +89,9 @@ def parse_query(query: str) -> SearchTerms:
     # Order numbers, cart member IDs and LINE user IDs are ASCII without spaces, so "山田 花子"
     # and "やまだ" cost no ID lookups.
     identifier = (
-        text if " " not in text and any(ch.isascii() and ch.isalnum() for ch in text) else ""
+        jp.normalize_identifier(text)
+        if " " not in text and any(ch.isascii() and ch.isalnum() for ch in text)
+        else ""
     )
     if jp.is_kana(text):
         return SearchTerms(phone=phone, identifier=identifier, kana_prefix=jp.normalize_kana(text))
@@ -269,17 +271,6 @@ def orders_page(customer: Customer, page: str | int | None) -> Page[Order]:
         .order_by("-ordered_at", "-id")
     )
     return Paginator(orders, ORDERS_PER_PAGE).get_page(page)
-
-
-def points_balance(customer: Customer) -> int:
-    """The balance after the customer's latest ledger entry (0 before the first)."""
-    latest = (
-        PointEntry.objects.filter(customer=customer)
-        .order_by("-seq")
-        .values_list("balance_after", flat=True)
-        .first()
-    )
-    return latest or 0
 
 
 def points_page(customer: Customer, page: str | int | None) -> Page[PointEntry]:

@@ -27,6 +27,7 @@ from kizuna.accounts.models import Role
 from kizuna.commerce.models import Order
 from kizuna.customers import selectors
 from kizuna.customers.models import Customer
+from kizuna.loyalty.selectors import points_balance
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
@@ -166,7 +167,7 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "active_subscriptions": sum(
             1 for s in subscriptions if s.status == SubscriptionStatus.ACTIVE
         ),
-        "balance": selectors.points_balance(customer),
+        "balance": points_balance(customer),
         "points": selectors.points_page(customer, 1),
         "timeline": selectors.timeline_page(customer, 1),
         "contacts": selectors.recent_contacts(customer),
@@ -204,7 +205,7 @@ def customer_points(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     customer = _customer_or_404(pk)
     context = {
         "points": selectors.points_page(customer, request.GET.get("page")),
-        "balance": selectors.points_balance(customer),
+        "balance": points_balance(customer),
     }
     return _section(request, customer, "points", context)
 
