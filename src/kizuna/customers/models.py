@@ -73,6 +73,15 @@ class Customer(TimeStampedModel):
     )
     tags = models.ManyToManyField(Tag, verbose_name="タグ", blank=True, related_name="customers")
     notes = models.TextField("メモ", blank=True)
+    # Set when staff merged this record into another (customers.merge); cleared by an undo.
+    merged_into = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="merged_records",
+        verbose_name="統合先",
+    )
 
     class Meta:
         verbose_name = "顧客"
@@ -328,3 +337,51 @@ class DuplicateCandidate(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.customer_a_id} ≒ {self.customer_b_id}: {self.reason}"
+
+
+class CustomerMerge(TimeStampedModel):
+    """One merge of two customer records, with everything needed to undo it.
+
+    Rows keep their ids when they change hands, so `moved` ({table label: [ids]}) names exactly
+    the rows the merge gave the survivor; undo gives back those and nothing created later.
+    """
+
+    candidate = models.ForeignKey(
+        DuplicateCandidate, on_delete=models.PROTECT, related_name="merges", verbose_name="重複候補"
+    )
+    survivor = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="merges_kept", verbose_name="統合先"
+    )
+    absorbed = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="merges_absorbed", verbose_name="統合元"
+    )
+    merged_at = models.DateTimeField("統合日時")
+    merged_by = models.CharField("統合した人", max_length=150)
+    moved = models.JSONField("移動した行", default=dict)
+    consents_swapped = models.JSONField("入れ替えた配信同意", default=dict)
+    profile_filled = models.JSONField("補完した項目", default=dict)
+    tags_added = models.JSONField("統合先に加えたタグ", default=list)
+    tags_removed = models.JSONField("統合元から外したタグ", default=list)
+    points_transferred = models.PositiveIntegerField("移行ポイント", default=0)
+    absorbed_member_status = models.CharField("統合元の元の会員状態", max_length=16)
+    undone_at = models.DateTimeField("取り消し日時", null=True, blank=True)
+    undone_by = models.CharField("取り消した人", max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = "顧客の統合"
+        verbose_name_plural = "顧客の統合"
+        indexes = [models.Index(fields=["-merged_at"], name="customer_merge_time")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(survivor=models.F("absorbed")), name="merge_two_records"
+            ),
+            # A record can be merged away only once at a time, even by two concurrent requests.
+            models.UniqueConstraint(
+                fields=["absorbed"],
+                condition=models.Q(undone_at__isnull=True),
+                name="merge_absorbed_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.absorbed_id} → #{self.survivor_id}"

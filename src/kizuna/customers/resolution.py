@@ -123,7 +123,7 @@ def _propose_by_profile(customer: Customer) -> None:
     if not customer.kana_key or not customer.postal_code:
         return
     others = Customer.objects.filter(
-        kana_key=customer.kana_key, postal_code=customer.postal_code
+        kana_key=customer.kana_key, postal_code=customer.postal_code, merged_into__isnull=True
     ).exclude(pk=customer.pk)[:5]
     for other in others:
         propose_duplicate(customer, other, "氏名カナと郵便番号が一致")

@@ -149,12 +149,17 @@ def customer_search(query: str, *, limit: int) -> list[Customer]:
     results = [by_id[pk] for pk in exact_ids if pk in by_id]
     room = limit - len(results)
     if room > 0 and terms.kana_prefix:
-        matches = Customer.objects.filter(_prefix("kana_key", terms.kana_prefix))
+        # A record merged into another is found through the survivor, not on its own.
+        matches = Customer.objects.filter(
+            _prefix("kana_key", terms.kana_prefix), merged_into__isnull=True
+        )
         results += matches.exclude(pk__in=exact_ids).order_by("kana_key", "id")[:room]
     elif room > 0 and terms.name_prefix:
         # Walk the name index in its own order so the scan stops after `room` rows; ordering
         # by kana here would sort every match first ("山" alone matches tens of thousands).
-        matches = Customer.objects.filter(_prefix("name_key", terms.name_prefix))
+        matches = Customer.objects.filter(
+            _prefix("name_key", terms.name_prefix), merged_into__isnull=True
+        )
         page = list(matches.exclude(pk__in=exact_ids).order_by("name_key", "id")[:room])
         results += sorted(page, key=lambda c: (c.kana_key, c.pk))
     return results

@@ -13,6 +13,7 @@ from django.utils import timezone
 from kizuna.accounts.access import PUBLIC, allowed_roles
 from kizuna.accounts.models import User
 from kizuna.core import jp
+from kizuna.web.navigation import MENU
 
 register = template.Library()
 
@@ -111,3 +112,16 @@ def can_open(user: User | AnonymousUser, url_name: str, *args: object) -> bool:
     if roles is None or not user.is_authenticated or not isinstance(user, User):
         return False
     return user.has_role(*roles)
+
+
+@register.simple_tag
+def main_menu(user: User | AnonymousUser, current_path: str) -> list[dict[str, object]]:
+    """The menu entries this user may open, marking the one the current page belongs to."""
+    items: list[dict[str, object]] = []
+    for entry in MENU:
+        if not can_open(user, entry.url_name):
+            continue
+        url = reverse(entry.url_name)
+        active = current_path == url if url == "/" else current_path.startswith(url)
+        items.append({"url": url, "label": entry.label, "active": active})
+    return items

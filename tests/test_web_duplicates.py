@@ -1,0 +1,386 @@
+"""The duplicate review queue as staff use it: who may open it, what a pair shows, merging with
+a confirmation step, 「別人」, the history tabs and undo."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from kizuna.accounts.models import Role
+from kizuna.core.audit import Actor
+from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge
+from kizuna.customers.models import (
+    Customer,
+    CustomerMerge,
+    DuplicateCandidate,
+    DuplicateStatus,
+    IdentityKind,
+)
+from kizuna.loyalty.selectors import points_balance
+from kizuna.loyalty.services import points_earn
+from tests.factories import add_identity, make_customer, make_order
+
+pytestmark = pytest.mark.django_db
+SYSTEM = Actor.system("test")
+REVIEWERS = (Role.ADMIN, Role.MARKETER, Role.OPERATOR)
+ClientFor = Callable[[Role], Client]
+
+
+def _pair(n: int, *, reason: str = "氏名カナと郵便番号が一致") -> DuplicateCandidate:
+    """Two records of one person with identities, orders and points on both."""
+    older = make_customer(
+        given_name=f"花子{n}", registered_at=timezone.now() - dt.timedelta(days=400)
+    )
+    newer = make_customer(
+        given_name=f"花子{n}", registered_at=timezone.now() - dt.timedelta(days=3)
+    )
+    add_identity(older, IdentityKind.PHONE, f"+81901234{n:04d}", f"090-1234-{n:04d}")
+    add_identity(older, IdentityKind.EMAIL, f"old{n}@example.jp")
+    add_identity(newer, IdentityKind.EMAIL, f"new{n}@example.jp")
+    make_order(older, ordered_at=timezone.now() - dt.timedelta(days=300))
+    make_order(newer)
+    points_earn(customer=older, amount=100 + n, acting_user=SYSTEM, reason="購入")
+    return DuplicateCandidate.objects.create(customer_a=older, customer_b=newer, reason=reason)
+
+
+@pytest.fixture
+def candidate(db: None) -> DuplicateCandidate:
+    return _pair(1)
+
+
+@pytest.fixture
+def merge(candidate: DuplicateCandidate) -> CustomerMerge:
+    return customer_merge(
+        survivor=candidate.customer_a, absorbed=candidate.customer_b, acting_user=SYSTEM
+    )
+
+
+# --- access -----------------------------------------------------------------------------------
+
+
+def _pages(candidate: DuplicateCandidate, merge: CustomerMerge) -> list[str]:
+    return [
+        reverse("duplicates:queue"),
+        reverse("duplicates:queue") + "?status=merged",
+        reverse("duplicates:merge", args=[candidate.pk]),
+        reverse("duplicates:merge_detail", args=[merge.pk]),
+        reverse("duplicates:merge_undo", args=[merge.pk]),
+    ]
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_each_page_opens_for_reviewers_only(
+    client_for: ClientFor, candidate: DuplicateCandidate, role: Role
+) -> None:
+    # given: one merged pair (for the detail pages) and one open pair (for the merge page)
+    merged = customer_merge(
+        survivor=candidate.customer_a, absorbed=candidate.customer_b, acting_user=SYSTEM
+    )
+    open_pair = _pair(2)
+    client = client_for(role)
+    for url in _pages(open_pair, merged):
+        # when
+        response = client.get(url)
+        # then
+        if role in REVIEWERS:
+            assert response.status_code == 200, url
+        else:
+            assert response.status_code == 403, url
+            assert "このページは開けません" in response.content.decode()
+
+
+def test_anonymous_visitors_are_sent_to_login(
+    client: Client, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    urls = [
+        *_pages(candidate, merge),
+        reverse("duplicates:dismiss", args=[candidate.pk]),
+        reverse("duplicates:reopen", args=[candidate.pk]),
+    ]
+    for url in urls:
+        response = client.post(url) if "dismiss" in url or "reopen" in url else client.get(url)
+        assert response.status_code == 302, url
+        assert response["Location"].startswith(reverse("login") + "?next="), url
+
+
+def test_an_analyst_cannot_decide_anything(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    analyst = client_for(Role.ANALYST)
+    assert analyst.post(reverse("duplicates:dismiss", args=[candidate.pk])).status_code == 403
+    response = analyst.post(
+        reverse("duplicates:merge", args=[candidate.pk]), {"survivor": candidate.customer_a_id}
+    )
+    assert response.status_code == 403
+    candidate.refresh_from_db()
+    assert candidate.status == DuplicateStatus.OPEN
+    assert not CustomerMerge.objects.exists()
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+def test_an_empty_queue_says_so(client_for: ClientFor) -> None:
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    assert "確認待ちの重複候補はありません" in html
+
+
+def test_a_pair_is_shown_side_by_side_with_what_staff_compare(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # when
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    # then
+    older, newer = candidate.customer_a, candidate.customer_b
+    assert "氏名カナと郵便番号が一致" in html
+    for text in (
+        f"顧客ID {older.pk}",
+        f"顧客ID {newer.pk}",
+        "山田 花子1",
+        "ヤマダ ハナコ",
+        "〒150-0002",
+        "東京都渋谷区渋谷2-1-1",
+        "090-1234-0001",
+        "old1@example.jp",
+        "new1@example.jp",
+        f"{timezone.localtime(older.registered_at):%Y年%-m月%-d日}",
+        "101 pt",
+        "統合する",
+        "別人",
+    ):
+        assert text in html, text
+    # the older record is proposed as the one to keep
+    assert f'value="{older.pk}" checked' in html
+
+
+def test_open_candidates_come_newest_first_twenty_to_a_page(client_for: ClientFor) -> None:
+    # given
+    pairs = [_pair(n) for n in range(QUEUE_PER_PAGE + 1)]
+    client = client_for(Role.MARKETER)
+    # when
+    first = client.get(reverse("duplicates:queue")).content.decode()
+    second = client.get(reverse("duplicates:queue"), {"page": 2}).content.decode()
+    # then
+    assert first.count('class="card dup-item"') == QUEUE_PER_PAGE
+    assert second.count('class="card dup-item"') == 1
+    assert f"候補 #{pairs[0].pk}・" in second  # the oldest is last
+    assert first.index(f"候補 #{pairs[-1].pk}・") < first.index(f"候補 #{pairs[-2].pk}・")
+    assert f"全{QUEUE_PER_PAGE + 1}件" in first
+
+
+def test_the_queue_query_count_does_not_grow_with_the_candidates(client_for: ClientFor) -> None:
+    client = client_for(Role.OPERATOR)
+    _pair(0)
+    client.get(reverse("duplicates:queue"))  # warm the session and content types
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(reverse("duplicates:queue")).status_code == 200
+        return len(captured)
+
+    with_two = (_pair(1), queries())[1]
+    for n in range(2, QUEUE_PER_PAGE + 1):
+        _pair(n)
+    assert queries() == with_two
+
+
+def test_a_pair_whose_record_was_merged_elsewhere_leaves_the_open_queue(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    third = make_customer(given_name="花子1")
+    DuplicateCandidate.objects.create(
+        customer_a=candidate.customer_b, customer_b=third, reason="同じ電話番号で別の顧客"
+    )
+    customer_merge(survivor=candidate.customer_a, absorbed=candidate.customer_b, acting_user=SYSTEM)
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    assert "確認待ちの重複候補はありません" in html
+
+
+# --- merge ------------------------------------------------------------------------------------
+
+
+def test_merging_asks_for_confirmation_first(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # when: 「統合する」 with the default choice
+    response = client_for(Role.OPERATOR).get(
+        reverse("duplicates:merge", args=[candidate.pk]), {"survivor": candidate.customer_a_id}
+    )
+    # then nothing has changed yet, and the page says what will happen
+    html = response.content.decode()
+    assert not CustomerMerge.objects.exists()
+    assert "統合の確認" in html
+    assert "注文 1件を顧客" in html
+    assert f"顧客 #{candidate.customer_b_id} を #{candidate.customer_a_id} に統合する" in html
+
+
+def test_confirming_merges_and_shows_the_merge(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # given
+    client = client_for(Role.OPERATOR)
+    # when
+    response = client.post(
+        reverse("duplicates:merge", args=[candidate.pk]),
+        {"survivor": candidate.customer_b_id},  # staff chose to keep the newer record
+        follow=True,
+    )
+    # then
+    merge = CustomerMerge.objects.get()
+    assert (merge.survivor_id, merge.absorbed_id) == (
+        candidate.customer_b_id,
+        candidate.customer_a_id,
+    )
+    assert response.redirect_chain[-1][0] == reverse("duplicates:merge_detail", args=[merge.pk])
+    html = response.content.decode()
+    assert (
+        f"顧客 #{candidate.customer_a_id} を顧客 #{candidate.customer_b_id} に統合しました" in html
+    )
+    assert "統合を取り消す" in html
+    assert points_balance(candidate.customer_b) == 101
+    assert merge.merged_by == "operator-user"
+
+
+def test_a_second_click_on_merge_does_not_merge_twice(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    client = client_for(Role.OPERATOR)
+    url = reverse("duplicates:merge", args=[candidate.pk])
+    client.post(url, {"survivor": candidate.customer_a_id})
+    response = client.post(url, {"survivor": candidate.customer_a_id}, follow=True)
+    assert CustomerMerge.objects.count() == 1
+    assert "この候補は既に統合されています" in response.content.decode()
+
+
+def test_a_survivor_outside_the_pair_is_refused(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    stranger = make_customer(family_name="鈴木")
+    response = client_for(Role.OPERATOR).post(
+        reverse("duplicates:merge", args=[candidate.pk]), {"survivor": stranger.pk}
+    )
+    assert response.status_code == 409
+    assert "統合後に残す顧客を選んでください" in response.content.decode()
+    assert not CustomerMerge.objects.exists()
+
+
+# --- dismiss and history ----------------------------------------------------------------------
+
+
+def test_dismiss_with_htmx_replaces_the_pair_and_can_be_taken_back(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # given
+    client = client_for(Role.OPERATOR)
+    # when
+    response = client.post(
+        reverse("duplicates:dismiss", args=[candidate.pk]), headers={"HX-Request": "true"}
+    )
+    # then
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert f'id="dup-{candidate.pk}"' in html
+    assert "「別人」として記録しました" in html
+    assert "<html" not in html
+    # the tab counts are sent along, so 確認待ち no longer counts the pair
+    assert 'id="dup-tabs" aria-label="表示する候補" hx-swap-oob="true"' in html
+    assert '別人 <span class="dup-count">1</span>' in html
+    assert '確認待ち <span class="dup-count">0</span>' in html
+    candidate.refresh_from_db()
+    assert candidate.status == DuplicateStatus.DISMISSED
+    history = client.get(reverse("duplicates:queue"), {"status": "dismissed"}).content.decode()
+    assert "別人として確認済み" in history
+    assert "確認待ちに戻す" in history
+    # when: taken back
+    client.post(reverse("duplicates:reopen", args=[candidate.pk]))
+    candidate.refresh_from_db()
+    assert candidate.status == DuplicateStatus.OPEN
+
+
+def test_dismiss_without_javascript_returns_to_the_same_queue_page(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    back = reverse("duplicates:queue") + "?page=1"
+    response = client_for(Role.MARKETER).post(
+        reverse("duplicates:dismiss", args=[candidate.pk]), {"next": back}, follow=True
+    )
+    assert response.redirect_chain[0][0] == back
+    assert f"候補 #{candidate.pk} を「別人」として記録しました" in response.content.decode()
+
+
+def test_dismiss_never_redirects_off_site(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    response = client_for(Role.OPERATOR).post(
+        reverse("duplicates:dismiss", args=[candidate.pk]), {"next": "https://evil.example/"}
+    )
+    assert response["Location"] == reverse("duplicates:queue")
+
+
+def test_merged_history_offers_undo(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    html = (
+        client_for(Role.OPERATOR)
+        .get(reverse("duplicates:queue"), {"status": "merged"})
+        .content.decode()
+    )
+    assert reverse("duplicates:merge_undo", args=[merge.pk]) in html
+    assert reverse("duplicates:merge_detail", args=[merge.pk]) in html
+
+
+# --- merge detail and undo --------------------------------------------------------------------
+
+
+def test_the_merge_page_shows_what_moved(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    html = (
+        client_for(Role.OPERATOR)
+        .get(reverse("duplicates:merge_detail", args=[merge.pk]))
+        .content.decode()
+    )
+    assert "統合中" in html
+    assert "注文 1件" in html
+    assert "識別子 1件" in html
+    assert "統合元に同意の記録はありません" in html
+
+
+def test_undo_from_the_merge_page(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    # given
+    client = client_for(Role.OPERATOR)
+    url = reverse("duplicates:merge_undo", args=[merge.pk])
+    assert "統合の後に作られた注文" in client.get(url).content.decode()
+    # when
+    response = client.post(url, follow=True)
+    # then
+    html = response.content.decode()
+    assert "統合を取り消しました" in html
+    assert "取り消し済み" in html
+    merge.refresh_from_db()
+    assert merge.undone_by == "operator-user"
+    absorbed = Customer.objects.get(pk=candidate.customer_b_id)
+    assert absorbed.merged_into_id is None
+    # the pair is back in the queue
+    queue = client.get(reverse("duplicates:queue")).content.decode()
+    assert f"候補 #{candidate.pk}・" in queue
+    # and a second undo is refused, clearly
+    again = client.post(url)
+    assert again.status_code == 409
+    assert "この統合は既に取り消されています" in again.content.decode()
+
+
+def test_unknown_records_are_404(client_for: ClientFor) -> None:
+    client = client_for(Role.OPERATOR)
+    assert client.get(reverse("duplicates:merge", args=[999])).status_code == 404
+    assert client.get(reverse("duplicates:merge_detail", args=[999])).status_code == 404
+    assert client.post(reverse("duplicates:dismiss", args=[999])).status_code == 404
