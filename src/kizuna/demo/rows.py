@@ -1,0 +1,736 @@
+"""Turn simulated stories into model instances, and write them a chunk at a time.
+
+Primary keys are assigned here from counters (`Ids`) that carry over from chunk to chunk, so
+rows can reference each other before anything is written and bulk_create never needs to read
+ids back. Every row's time comes from the story; `created_at`/`updated_at` are left to Django
+(they record when the row was written, as for an import).
+
+The points ledger is computed here rather than in the simulation because it depends on the
+final order totals: points used on an order lower its total, which lowers the points it earns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import heapq
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from django.db import models
+
+from kizuna.commerce.models import (
+    Order,
+    OrderLine,
+    OrderReversal,
+    OrderStatus,
+    ProductKind,
+    Shipment,
+)
+from kizuna.core.jp import normalize_email
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import (
+    AcquisitionChannel,
+    BehaviourEvent,
+    Consent,
+    ConsentChannel,
+    ConsentEvent,
+    ConsentMethod,
+    Customer,
+    Identity,
+    IdentityKind,
+    MemberStatus,
+    TimelineEvent,
+    TimelineKind,
+)
+from kizuna.demo import story
+from kizuna.demo.plan import (
+    Calendar,
+    PlannedConsent,
+    PlannedOrder,
+    Story,
+    at_time,
+    chance,
+    days_after,
+    wording_version,
+    years_later,
+)
+from kizuna.loyalty.models import PointEntry, PointKind
+from kizuna.subscriptions.models import DeliveryStatus, Subscription, SubscriptionDelivery
+from kizuna.support.models import Contact, ContactChannel
+
+ACTOR = "system:demo"
+SOURCE = "demo"
+TaggedCustomer: type[models.Model] = Customer.tags.through
+
+_CONSENT_LABELS = {
+    ConsentChannel.EMAIL: "メール",
+    ConsentChannel.SMS: "SMS",
+    ConsentChannel.LINE: "LINE",
+    ConsentChannel.POSTAL: "郵送DM",
+    ConsentChannel.PHONE: "電話",
+}
+_CONTACT_LABELS = dict(ContactChannel.choices)
+_CHANNEL_LABELS = dict(AcquisitionChannel.choices)
+_FREE_SHIPPING_KINDS = (ProductKind.TRIAL, ProductKind.SAMPLE)
+_LINE_ID_MULTIPLIER = 0x9E3779B97F4A7C15F39CC0605CEDC835  # odd: a bijection modulo 2**128
+_TRACKING_MULTIPLIER = 982_451_653  # coprime to 10: tracking numbers never repeat
+
+
+@dataclass
+class Ids:
+    """The last primary key used in each table (0 for an empty table)."""
+
+    customer: int = 0
+    tagging: int = 0
+    identity: int = 0
+    consent: int = 0
+    consent_event: int = 0
+    subscription: int = 0
+    delivery: int = 0
+    order: int = 0
+    order_line: int = 0
+    shipment: int = 0
+    reversal: int = 0
+    point: int = 0
+    contact: int = 0
+    behaviour: int = 0
+    timeline: int = 0
+    audit: int = 0
+
+
+@dataclass
+class ChunkRows:
+    """The rows of one chunk of customers, in the order they must be inserted."""
+
+    customers: list[Customer] = field(default_factory=list)
+    taggings: list[models.Model] = field(default_factory=list)
+    identities: list[Identity] = field(default_factory=list)
+    consents: list[Consent] = field(default_factory=list)
+    consent_events: list[ConsentEvent] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    order_lines: list[OrderLine] = field(default_factory=list)
+    shipments: list[Shipment] = field(default_factory=list)
+    reversals: list[OrderReversal] = field(default_factory=list)
+    deliveries: list[SubscriptionDelivery] = field(default_factory=list)
+    point_entries: list[PointEntry] = field(default_factory=list)
+    contacts: list[Contact] = field(default_factory=list)
+    behaviour_events: list[BehaviourEvent] = field(default_factory=list)
+    timeline_events: list[TimelineEvent] = field(default_factory=list)
+    audit_logs: list[AuditLog] = field(default_factory=list)
+
+    def write(self, batch_size: int, using: str) -> dict[str, int]:
+        """bulk_create every list (parents first); returns the number of rows per list."""
+        counts: dict[str, int] = {}
+        for f in fields(self):
+            objs: Sequence[models.Model] = getattr(self, f.name)
+            if objs:
+                manager = type(objs[0])._default_manager.db_manager(using)
+                manager.bulk_create(objs, batch_size=batch_size)
+            counts[f.name] = len(objs)
+        return counts
+
+
+class RowMaker:
+    """Builds customers' rows into a ChunkRows, taking primary keys from `ids`."""
+
+    def __init__(self, ids: Ids, cal: Calendar, tag_ids: dict[str, int]) -> None:
+        self.ids = ids
+        self.cal = cal
+        self.tag_ids = tag_ids
+        self.rows = ChunkRows()
+
+    def timeline(
+        self,
+        customer_id: int,
+        at: dt.datetime,
+        kind: TimelineKind,
+        title: str,
+        *,
+        ref: tuple[str, int] | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """One line of the customer's timeline; `ref` is (entity label, id) of its row."""
+        self.ids.timeline += 1
+        self.rows.timeline_events.append(
+            TimelineEvent(
+                id=self.ids.timeline,
+                customer_id=customer_id,
+                occurred_at=at,
+                kind=kind,
+                title=title,
+                detail=detail or {},
+                ref_entity=ref[0] if ref else "",
+                ref_id=ref[1] if ref else None,
+            )
+        )
+
+    def add(self, st: Story, rng: random.Random) -> None:
+        """All rows of one customer. `rng` continues the customer's own random stream."""
+        profile = st.profile
+        self.ids.customer += 1
+        cid = self.ids.customer
+        # The simulation derived e-mail addresses and phone numbers from this id.
+        assert cid == profile.customer_id  # noqa: S101
+        customer = Customer(
+            id=cid,
+            family_name=profile.family.kanji,
+            given_name=profile.given.kanji,
+            family_kana=profile.family.kana,
+            given_kana=profile.given.kana,
+            company=profile.company,
+            postal_code=profile.postal_code,
+            prefecture=profile.prefecture,
+            address1=profile.address1,
+            address2=profile.address2,
+            birthday=profile.birthday,
+            gender=profile.gender,
+            acquisition_channel=profile.channel,
+            registered_at=profile.registered_at,
+            member_status=st.member_status,
+            notes=profile.notes,
+        )
+        customer.refresh_search_keys()  # bulk_create does not call save()
+        self.rows.customers.append(customer)
+        self.ids.audit += 1
+        self.rows.audit_logs.append(
+            AuditLog(
+                id=self.ids.audit,
+                at=profile.registered_at,
+                actor_id=None,
+                actor_label=ACTOR,
+                action="customer.create",
+                entity="customers.Customer",
+                entity_id=str(cid),
+                customer_id=cid,
+                changes={},
+            )
+        )
+        title = f"顧客登録(獲得経路: {_CHANNEL_LABELS[profile.channel]})"
+        ref = ("customers.Customer", cid)
+        self.timeline(cid, profile.registered_at, TimelineKind.PROFILE, title, ref=ref)
+        self._consents(st)
+        self._identities(st)
+        sub_ids = self._subscriptions(st)
+        _OrderWriter(self, st, rng).write()
+        self._deliveries(st, sub_ids)
+        self._contacts(st, sub_ids)
+        for at, channel, title in sorted(st.messages):
+            self.timeline(cid, at, TimelineKind.MESSAGE, title, detail={"channel": channel})
+        self._behaviour(st)
+        self._tags(st, rng)
+        if st.withdrawn_at is not None:
+            self.timeline(cid, st.withdrawn_at, TimelineKind.PROFILE, "退会", ref=ref)
+
+    # --- identities and consent --------------------------------------------------------------
+
+    def _identity(self, cid: int, kind: IdentityKind, value: str, display: str) -> None:
+        self.ids.identity += 1
+        self.rows.identities.append(
+            Identity(
+                id=self.ids.identity,
+                customer_id=cid,
+                kind=kind,
+                value=value,
+                display_value=display,
+                source=SOURCE,
+            )
+        )
+
+    def _identities(self, st: Story) -> None:
+        profile = st.profile
+        cid = profile.customer_id
+        if profile.email_display:
+            email = normalize_email(profile.email_display)
+            self._identity(cid, IdentityKind.EMAIL, email, profile.email_display)
+        if profile.phone_national:
+            e164 = "+81" + profile.phone_national[1:]  # what jp.normalize_phone returns
+            self._identity(cid, IdentityKind.PHONE, e164, profile.phone_display)
+            if profile.has_pbx_caller:  # the PBX reports the caller's number without hyphens
+                self._identity(cid, IdentityKind.PBX_CALLER, e164, profile.phone_national)
+        if profile.has_cart_member and st.member_status != MemberStatus.GUEST:
+            member = f"EC{cid:08d}"
+            self._identity(cid, IdentityKind.CART_MEMBER, member, member)
+        line = st.consents[ConsentChannel.LINE]
+        if profile.channel == AcquisitionChannel.LINE or line.granted_at is not None:
+            user = f"U{(cid * _LINE_ID_MULTIPLIER) % (1 << 128):032x}"
+            self._identity(cid, IdentityKind.LINE_USER, user, user)
+        if any(contact.channel == "chat" for contact in st.contacts):
+            chat = f"chat-{cid:08d}"
+            self._identity(cid, IdentityKind.CHAT, chat, chat)
+
+    def _consents(self, st: Story) -> None:
+        cid = st.profile.customer_id
+        for consent in st.consents.values():
+            self.ids.consent += 1
+            version = wording_version(consent.granted_at) if consent.granted_at else ""
+            self.rows.consents.append(
+                Consent(
+                    id=self.ids.consent,
+                    customer_id=cid,
+                    channel=consent.channel,
+                    granted=consent.granted_at is not None and consent.opted_out_at is None,
+                    granted_at=consent.granted_at,  # kept after an opt-out, as evidence
+                    method=consent.method or "",
+                    source_form=consent.source_form,
+                    wording_version=version,
+                    opted_out_at=consent.opted_out_at,
+                )
+            )
+            if consent.granted_at is not None and consent.method is not None:
+                self._consent_events(cid, consent, version)
+
+    def _consent_events(self, cid: int, consent: PlannedConsent, version: str) -> None:
+        label = _CONSENT_LABELS[consent.channel]
+        assert consent.granted_at is not None  # noqa: S101 - only called for granted consents
+        assert consent.method is not None  # noqa: S101
+        events: list[tuple[str, dt.datetime, ConsentMethod, str, str, str]] = [
+            (
+                ConsentEvent.Action.GRANT,
+                consent.granted_at,
+                consent.method,
+                consent.source_form,
+                version,
+                f"{label}配信に同意",
+            )
+        ]
+        if consent.opted_out_at is not None and consent.opt_out_method is not None:
+            events.append(
+                (
+                    ConsentEvent.Action.WITHDRAW,
+                    consent.opted_out_at,
+                    consent.opt_out_method,
+                    "",
+                    "",
+                    f"{label}配信を停止",
+                )
+            )
+        for action, at, method, source_form, wording, title in events:
+            self.ids.consent_event += 1
+            event_id = self.ids.consent_event
+            self.rows.consent_events.append(
+                ConsentEvent(
+                    id=event_id,
+                    customer_id=cid,
+                    channel=consent.channel,
+                    action=action,
+                    at=at,
+                    method=method,
+                    source_form=source_form,
+                    wording_version=wording,
+                    recorded_by=ACTOR,
+                )
+            )
+            ref = ("customers.ConsentEvent", event_id)
+            self.timeline(cid, at, TimelineKind.CONSENT, title, ref=ref)
+
+    # --- subscriptions -------------------------------------------------------------------------
+
+    def _subscriptions(self, st: Story) -> dict[int, int]:
+        """Subscription rows and their start/pause/cancel timeline; returns {id(plan): pk}."""
+        cid = st.profile.customer_id
+        as_of = self.cal.as_of
+        sub_ids: dict[int, int] = {}
+        for sub in st.subscriptions:
+            self.ids.subscription += 1
+            sid = sub_ids[id(sub)] = self.ids.subscription
+            shipped = sum(
+                1 for d in sub.deliveries if d.order is not None and d.order.shipped_on <= as_of
+            )
+            self.rows.subscriptions.append(
+                Subscription(
+                    id=sid,
+                    customer_id=cid,
+                    product_id=sub.product.id,
+                    quantity=sub.quantity,
+                    unit_price=sub.product.price,
+                    cycle_kind=sub.cycle_kind,
+                    cycle_days=sub.cycle_days,
+                    monthly_day=sub.monthly_day,
+                    started_on=sub.started_at.date(),
+                    next_delivery_on=sub.next_delivery_on,
+                    delivery_count=shipped,  # boxes that have left the warehouse
+                    commitment_count=sub.commitment,
+                    status=sub.status,
+                    paused_until=sub.paused_until,
+                    cancelled_on=sub.cancelled_at.date() if sub.cancelled_at else None,
+                    cancel_reason=sub.cancel_reason or "",
+                    cancel_note=sub.cancel_note,
+                )
+            )
+            ref = ("subscriptions.Subscription", sid)
+            kind = TimelineKind.SUBSCRIPTION
+            title = f"定期申込 {sub.product.name}({sub.cycle_label})"
+            self.timeline(cid, sub.started_at, kind, title, ref=ref)
+            for paused_at, until in sub.pauses:
+                title = f"定期休止({until:%Y/%m/%d}まで)"
+                self.timeline(cid, paused_at, kind, title, ref=ref)
+                if until <= as_of:
+                    self.timeline(cid, at_time(until, 0), kind, "定期再開", ref=ref)
+            if sub.cancelled_at is not None and sub.cancel_reason is not None:
+                title = f"定期解約({sub.cancel_reason.label})"
+                self.timeline(cid, sub.cancelled_at, kind, title, ref=ref)
+        return sub_ids
+
+    def _deliveries(self, st: Story, sub_ids: dict[int, int]) -> None:
+        as_of = self.cal.as_of
+        for sub in st.subscriptions:
+            for delivery in sub.deliveries:
+                order = delivery.order
+                if delivery.skipped:
+                    status = DeliveryStatus.SKIPPED
+                elif order is None or order.shipped_on > as_of:
+                    status = DeliveryStatus.SCHEDULED
+                elif order.delivered_on > as_of:
+                    status = DeliveryStatus.SHIPPED
+                else:
+                    status = DeliveryStatus.DELIVERED
+                self.ids.delivery += 1
+                self.rows.deliveries.append(
+                    SubscriptionDelivery(
+                        id=self.ids.delivery,
+                        subscription_id=sub_ids[id(sub)],
+                        sequence=delivery.sequence,
+                        scheduled_on=delivery.scheduled_on,
+                        status=status,
+                        order_id=order.id if order is not None else None,
+                    )
+                )
+
+    # --- contacts, behaviour, tags -------------------------------------------------------------
+
+    def _contacts(self, st: Story, sub_ids: dict[int, int]) -> None:
+        cid = st.profile.customer_id
+        for contact in st.contacts:
+            self.ids.contact += 1
+            contact_id = self.ids.contact
+            sub = contact.subscription
+            self.rows.contacts.append(
+                Contact(
+                    id=contact_id,
+                    customer_id=cid,
+                    occurred_at=contact.at,
+                    channel=contact.channel,
+                    direction=contact.direction,
+                    reason=contact.reason,
+                    summary=contact.summary,
+                    order_id=contact.order.id if contact.order is not None else None,
+                    subscription_id=sub_ids[id(sub)] if sub is not None else None,
+                )
+            )
+            verb = "発信" if contact.direction == "outbound" else "問い合わせ"
+            title = f"{verb}({_CONTACT_LABELS[contact.channel]}): {contact.reason}"
+            ref = ("support.Contact", contact_id)
+            self.timeline(cid, contact.at, TimelineKind.CONTACT, title, ref=ref)
+
+    def _behaviour(self, st: Story) -> None:
+        cid = st.profile.customer_id
+        for event in st.behaviour:
+            self.ids.behaviour += 1
+            self.rows.behaviour_events.append(
+                BehaviourEvent(
+                    id=self.ids.behaviour,
+                    customer_id=cid,
+                    kind=event.kind,
+                    occurred_at=event.at,
+                    product_id=event.product.id if event.product is not None else None,
+                    url=event.url,
+                    payload={"session": event.session},
+                )
+            )
+
+    def _tags(self, st: Story, rng: random.Random) -> None:
+        """A few percent of customers carry a tag; VIP marks most loyal (優良) customers."""
+        kept = [order for order in st.orders if not order.reversed_by(self.cal.cutoff)]
+        spend = sum(order.total for order in kept)
+        tenure = (kept[-1].at - kept[0].at).days if kept else 0
+        loyal = spend > story.LOYAL_SPEND_YEN and tenure >= story.LOYAL_TENURE_DAYS
+        returned = any(order.fate == "return" for order in st.orders)
+        email = st.consents[ConsentChannel.EMAIL]
+        reader = email.granted_at is not None and email.opted_out_at is None
+        sensitive = any(contact.reason == "肌トラブル" for contact in st.contacts)
+        tags = [
+            name
+            for name, applies in (
+                ("VIP", loyal and chance(rng, story.VIP_TAG_SHARE)),
+                (
+                    "クレーム注意",
+                    chance(rng, story.CLAIM_TAG_SHARE) or (returned and chance(rng, 0.1)),
+                ),
+                ("モニター", chance(rng, story.MONITOR_TAG_SHARE)),
+                ("メルマガ読者", reader and chance(rng, story.NEWSLETTER_TAG_SHARE)),
+                ("敏感肌", sensitive and chance(rng, 0.6)),
+                ("同梱物不要", chance(rng, story.NO_INSERTS_TAG_SHARE)),
+            )
+            if applies
+        ]
+        for name in tags:
+            self.ids.tagging += 1
+            self.rows.taggings.append(
+                TaggedCustomer(
+                    id=self.ids.tagging,
+                    customer_id=st.profile.customer_id,
+                    tag_id=self.tag_ids[name],
+                )
+            )
+
+
+class _OrderWriter:
+    """One customer's orders in time order, with lines, shipments, reversals, the points ledger
+    and their timeline."""
+
+    def __init__(self, maker: RowMaker, st: Story, rng: random.Random) -> None:
+        self.maker, self.st, self.rng = maker, st, rng
+        self.ids, self.rows, self.cal = maker.ids, maker.rows, maker.cal
+        self.cid = st.profile.customer_id
+        self.ledger = _Ledger(maker, st)
+
+    def write(self) -> None:
+        for plan in self.st.orders:
+            self.ledger.run_until(plan.at)
+            self._order(plan)
+        self.ledger.run_until(self.cal.cutoff)
+
+    def _status(self, plan: PlannedOrder) -> OrderStatus:
+        """The order's state at the end of as_of (a reversal after that has not happened)."""
+        as_of, cutoff = self.cal.as_of, self.cal.cutoff
+        if plan.fate == "cancel" and plan.reversed_by(cutoff):
+            return OrderStatus.CANCELLED
+        if plan.shipped_on > as_of:
+            return OrderStatus.RECEIVED
+        if plan.delivered_on > as_of:
+            return OrderStatus.SHIPPED
+        if plan.fate == "return" and plan.reversed_by(cutoff):
+            return OrderStatus.RETURNED
+        return OrderStatus.DELIVERED
+
+    def _points_to_use(self, plan: PlannedOrder, payable: int) -> int:
+        """Single orders that will be kept sometimes use the points collected so far."""
+        balance = self.ledger.balance
+        if plan.subscription is not None or plan.fate != "ok" or balance < story.REDEEM_MIN:
+            return 0
+        if not chance(self.rng, story.REDEEM_SHARE):
+            return 0
+        points = min(balance, payable)
+        if points >= 100 and chance(self.rng, 0.3):
+            points -= points % 100  # "300ポイント使います"
+        return points
+
+    def _order(self, plan: PlannedOrder) -> None:
+        self.ids.order += 1
+        oid = plan.id = self.ids.order
+        number = plan.number = f"KZ{oid:08d}"
+        subtotal = plan.subtotal
+        discount = min(plan.discount, subtotal)
+        free_shipping = (
+            plan.subscription is not None
+            or subtotal - discount >= story.FREE_SHIPPING_FROM
+            or all(product.kind in _FREE_SHIPPING_KINDS for product, _ in plan.lines)
+        )
+        shipping = 0 if free_shipping else story.SHIPPING_FEE
+        points_used = self._points_to_use(plan, subtotal - discount + shipping)
+        total = plan.total = subtotal - discount + shipping - points_used
+        status = self._status(plan)
+        self.rows.orders.append(
+            Order(
+                id=oid,
+                number=number,
+                customer_id=self.cid,
+                ordered_at=plan.at,
+                status=status,
+                channel=plan.channel,
+                subtotal=subtotal,
+                discount=discount,
+                shipping_fee=shipping,
+                points_used=points_used,
+                total=total,
+                payment_method=plan.payment,
+                source=SOURCE,
+            )
+        )
+        for product, quantity in plan.lines:
+            self.ids.order_line += 1
+            self.rows.order_lines.append(
+                OrderLine(
+                    id=self.ids.order_line,
+                    order_id=oid,
+                    product_id=product.id,
+                    product_name=product.name,
+                    unit_price=product.price,
+                    quantity=quantity,
+                    amount=product.price * quantity,
+                )
+            )
+        title = f"注文 {number}(¥{total:,})"
+        if plan.subscription is not None:
+            title = f"定期注文 {number}(¥{total:,}・{plan.sequence}回目)"
+        detail = {"total": total, "channel": str(plan.channel)}
+        ref = ("commerce.Order", oid)
+        self.maker.timeline(self.cid, plan.at, TimelineKind.ORDER, title, ref=ref, detail=detail)
+        if points_used:
+            self.ledger.redeem(plan.at, points_used, plan)
+        if status == OrderStatus.CANCELLED:
+            self._reversal(plan, OrderReversal.Kind.CANCEL, refund=0)
+        elif status != OrderStatus.RECEIVED:
+            self._shipment(plan, delivered=status != OrderStatus.SHIPPED)
+        if status == OrderStatus.RETURNED:
+            self._reversal(plan, OrderReversal.Kind.RETURN, refund=total)
+        elif status == OrderStatus.DELIVERED:
+            # Points are granted by the night batch a week after delivery (after the return
+            # window), as a whole 1% of what was paid.
+            grant_at = at_time(days_after(plan.delivered_on, story.POINT_GRANT_DELAY_DAYS), 3)
+            points = total * story.POINT_PERCENT // 100
+            if points > 0 and grant_at < self.cal.cutoff:
+                self.ledger.earn_later(grant_at, plan, points)
+
+    def _shipment(self, plan: PlannedOrder, *, delivered: bool) -> None:
+        self.ids.shipment += 1
+        sid = self.ids.shipment
+        tracking = (sid * _TRACKING_MULTIPLIER + 310_000_000_000) % 10**12
+        self.rows.shipments.append(
+            Shipment(
+                id=sid,
+                order_id=plan.id,
+                shipped_on=plan.shipped_on,
+                delivered_on=plan.delivered_on if delivered else None,
+                carrier=plan.carrier,
+                tracking_number=f"{tracking:012d}",
+            )
+        )
+        ref = ("commerce.Shipment", sid)
+        shipped_at = at_time(plan.shipped_on, 17, plan.id % 60)  # the afternoon pick-up
+        title = f"出荷 {plan.number}({plan.carrier})"
+        self.maker.timeline(self.cid, shipped_at, TimelineKind.SHIPMENT, title, ref=ref)
+        if delivered:
+            arrived_at = at_time(plan.delivered_on, 9 + plan.id % 12, (plan.id * 7) % 60)
+            title = f"お届け完了 {plan.number}"
+            self.maker.timeline(self.cid, arrived_at, TimelineKind.DELIVERY, title, ref=ref)
+
+    def _reversal(self, plan: PlannedOrder, kind: OrderReversal.Kind, *, refund: int) -> None:
+        assert plan.reversal_at is not None  # noqa: S101 - only called for reversed orders
+        self.ids.reversal += 1
+        rid = self.ids.reversal
+        self.rows.reversals.append(
+            OrderReversal(
+                id=rid,
+                order_id=plan.id,
+                kind=kind,
+                occurred_at=plan.reversal_at,
+                reason=plan.reversal_reason,
+                refund_amount=refund,
+            )
+        )
+        if kind == OrderReversal.Kind.CANCEL:
+            title = f"キャンセル {plan.number}({plan.reversal_reason})"
+        else:
+            title = f"返品 {plan.number}(¥{refund:,}返金)"
+        ref = ("commerce.OrderReversal", rid)
+        self.maker.timeline(self.cid, plan.reversal_at, TimelineKind.CANCELLATION, title, ref=ref)
+
+
+class _Lot:
+    """Points from one order, spent oldest first, the rest expiring after a year."""
+
+    __slots__ = ("expires_on", "remaining")
+
+    def __init__(self, points: int, expires_on: dt.date) -> None:
+        self.remaining = points
+        self.expires_on = expires_on
+
+
+class _Ledger:
+    """One customer's points, replayed in time order: earn lots, redeem oldest first (FIFO),
+    expire what is left of a lot the day after its expiry date. `seq` and `balance_after`
+    follow exactly, and the balance can never go below zero."""
+
+    def __init__(self, maker: RowMaker, st: Story) -> None:
+        self.maker = maker
+        self.st = st
+        self.customer_id = st.profile.customer_id
+        self.balance = 0
+        self.seq = 0
+        self.lots: list[_Lot] = []
+        # (time, tiebreak, action, payload): earn (payload: order), remind or expire (a lot)
+        self.pending: list[tuple[dt.datetime, int, str, Any]] = []
+        self.tiebreak = 0
+
+    def _schedule(self, at: dt.datetime, action: str, payload: Any) -> None:
+        self.tiebreak += 1
+        heapq.heappush(self.pending, (at, self.tiebreak, action, payload))
+
+    def earn_later(self, at: dt.datetime, order: PlannedOrder, points: int) -> None:
+        self._schedule(at, "earn", (order, points))
+
+    def run_until(self, until: dt.datetime) -> None:
+        """Apply everything scheduled strictly before `until`."""
+        while self.pending and self.pending[0][0] < until:
+            at, _, action, payload = heapq.heappop(self.pending)
+            if action == "earn":
+                order, points = payload
+                self._earn(at, order, points)
+            elif action == "remind":
+                # ポイント有効期限のお知らせ, to customers who still accept e-mail.
+                if payload.remaining > 0 and self.st.consent_active(ConsentChannel.EMAIL, at):
+                    self.st.messages.append((at, "email", story.POINT_REMINDER_TITLE))
+            elif payload.remaining > 0:
+                expired, payload.remaining = payload.remaining, 0
+                self._entry(PointKind.EXPIRE, -expired, at, reason="有効期限切れ")
+
+    def _earn(self, at: dt.datetime, order: PlannedOrder, points: int) -> None:
+        lot = _Lot(points, years_later(at.date(), 1))
+        self.lots.append(lot)
+        reason = f"ご購入ポイント({order.number})"
+        self._entry(
+            PointKind.EARN, points, at, order_id=order.id, expires_on=lot.expires_on, reason=reason
+        )
+        remind_on = lot.expires_on - dt.timedelta(days=story.POINT_REMINDER_DAYS)
+        self._schedule(at_time(remind_on, 10), "remind", lot)
+        self._schedule(at_time(days_after(lot.expires_on, 1), 0, 5), "expire", lot)
+
+    def redeem(self, at: dt.datetime, points: int, order: PlannedOrder) -> None:
+        left = points
+        for lot in self.lots:
+            used = min(lot.remaining, left)
+            lot.remaining -= used
+            left -= used
+        reason = f"ご注文で利用({order.number})"
+        self._entry(PointKind.REDEEM, -points, at, order_id=order.id, reason=reason)
+
+    def _entry(
+        self,
+        kind: PointKind,
+        amount: int,
+        at: dt.datetime,
+        *,
+        reason: str,
+        order_id: int | None = None,
+        expires_on: dt.date | None = None,
+    ) -> None:
+        self.seq += 1
+        self.balance += amount
+        ids = self.maker.ids
+        ids.point += 1
+        self.maker.rows.point_entries.append(
+            PointEntry(
+                id=ids.point,
+                customer_id=self.customer_id,
+                seq=self.seq,
+                kind=kind,
+                amount=amount,
+                balance_after=self.balance,
+                occurred_at=at,
+                expires_on=expires_on,
+                order_id=order_id,
+                reason=reason,
+                recorded_by=ACTOR,
+            )
+        )
+        title = {
+            PointKind.EARN: f"ポイント付与 +{amount}pt",
+            PointKind.REDEEM: f"ポイント利用 {amount}pt",
+            PointKind.EXPIRE: f"ポイント失効 {amount}pt",
+        }[kind]
+        ref = ("loyalty.PointEntry", ids.point)
+        self.maker.timeline(self.customer_id, at, TimelineKind.POINTS, title, ref=ref)
