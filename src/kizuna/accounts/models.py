@@ -7,6 +7,8 @@ from typing import Any
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from kizuna.core.models import TimeStampedModel
+
 
 class Role(models.TextChoices):
     ADMIN = "admin", "管理者"
@@ -32,3 +34,62 @@ class User(AbstractUser):
 
     def has_role(self, *roles: str) -> bool:
         return self.is_active and (self.role in roles or self.is_superuser)
+
+
+class ApiScope(models.TextChoices):
+    """What an API key may do. A key carries only the scopes its integration needs."""
+
+    CUSTOMERS_READ = "customers:read", "顧客の参照"
+    CUSTOMERS_WRITE = "customers:write", "顧客の登録・変更"
+    ORDERS_WRITE = "orders:write", "注文の登録・更新"
+    SUBSCRIPTIONS_READ = "subscriptions:read", "定期の参照"
+    SUBSCRIPTIONS_WRITE = "subscriptions:write", "定期の登録・変更"
+    POINTS_READ = "points:read", "ポイントの参照"
+    POINTS_WRITE = "points:write", "ポイントの付与・利用・調整"
+    EVENTS_WRITE = "events:write", "行動イベントの送信"
+    ONSITE_READ = "onsite:read", "サイト内メッセージの取得"
+
+
+class ApiKey(TimeStampedModel):
+    """A credential for the REST API, created by an admin for one integration (cart, LINE…).
+
+    Only the SHA-256 of the key is stored: the key itself is shown once, when it is created.
+    The key has 256 bits of randomness, so a plain hash is enough (no salt or slow hash is
+    needed against guessing) and it can be looked up by an index on every request.
+    """
+
+    name = models.CharField("名前", max_length=100)
+    prefix = models.CharField("キーの先頭", max_length=16)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scopes = models.JSONField("権限", default=list)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, related_name="+", verbose_name="作成者"
+    )
+    last_used_at = models.DateTimeField("最終利用日時", null=True, blank=True)
+    revoked_at = models.DateTimeField("失効日時", null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        User,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name="失効させた人",
+    )
+
+    class Meta:
+        verbose_name = "APIキー"
+        verbose_name_plural = "APIキー"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def scope_labels(self) -> list[str]:
+        return [ApiScope(scope).label for scope in ApiScope if scope in self.scopes]

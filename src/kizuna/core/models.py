@@ -80,3 +80,97 @@ class AuditLog(AppendOnlyModel):
     def __str__(self) -> str:
         when = f"{self.at:%Y-%m-%d %H:%M}"
         return f"{when} {self.actor_label} {self.action} {self.entity}#{self.entity_id}"
+
+
+class IdempotencyKey(models.Model):
+    """One `Idempotency-Key` an API client sent with a write, and the answer it got
+    (RELIABILITY I4).
+
+    The row is inserted before the request runs (the unique constraint makes that insert the
+    claim: of two concurrent requests with the same key only one can insert), and the status
+    and body are filled in when it finishes. `status_code` is empty while the request runs.
+    """
+
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField("キー", max_length=255)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=500)
+    body_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.TextField(blank=True)
+    created_at = models.DateTimeField("作成日時")
+    completed_at = models.DateTimeField("完了日時", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "冪等キー"
+        verbose_name_plural = "冪等キー"
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_per_api_key"),
+        ]
+        indexes = [models.Index(fields=["api_key", "created_at"], name="idempotency_expiry")]
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} {self.key}"
+
+
+class WebhookSource(TimeStampedModel):
+    """A system that posts webhooks to Kizuna (the cart), with the secret it signs them with.
+
+    The secret is kept as is, because checking an HMAC needs it; it is shown to the admin once,
+    when the source is created, for pasting into the cart's settings.
+    """
+
+    name = models.CharField("名前", max_length=100)
+    slug = models.SlugField("識別名(URLに入ります)", max_length=50, unique=True)
+    secret = models.CharField(max_length=100, editable=False)
+    created_by = models.ForeignKey(
+        "accounts.User", on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    last_received_at = models.DateTimeField("最終受信日時", null=True, blank=True)
+    revoked_at = models.DateTimeField("失効日時", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "Webhook送信元"
+        verbose_name_plural = "Webhook送信元"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class WebhookEvent(models.Model):
+    """A webhook event that was applied, keyed by the sender's event id (RELIABILITY I2).
+
+    It is written in the same transaction as the change the event made, and (source, event_id)
+    is unique, so a redelivered event — one after the other or at the same moment — finds its
+    row and changes nothing.
+    """
+
+    source = models.ForeignKey(WebhookSource, on_delete=models.PROTECT, related_name="events")
+    event_id = models.CharField("イベントID", max_length=200)
+    topic = models.CharField("種類", max_length=32)
+    received_at = models.DateTimeField("受信日時")
+    # The sender's own change time; a customer event older than one already applied is stale.
+    source_updated_at = models.DateTimeField(null=True, blank=True)
+    customer_id = models.BigIntegerField(null=True, blank=True)
+    ref = models.CharField("対象", max_length=64, blank=True)
+    outcome = models.CharField("結果", max_length=16, blank=True)
+
+    class Meta:
+        verbose_name = "Webhook受信"
+        verbose_name_plural = "Webhook受信"
+        constraints = [
+            models.UniqueConstraint(fields=["source", "event_id"], name="webhook_event_once"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["topic", "customer_id", "source_updated_at"], name="webhook_customer_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_id}:{self.event_id}"

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from kizuna.commerce.models import Product
 from kizuna.core.audit import Actor, audit_record, diff
-from kizuna.customers.models import TimelineKind
+from kizuna.customers.models import Customer, TimelineKind
 from kizuna.customers.timeline import timeline_add
-from kizuna.subscriptions.models import CancelReason, Subscription, SubscriptionStatus
+from kizuna.subscriptions.models import (
+    CancelReason,
+    CycleKind,
+    Subscription,
+    SubscriptionStatus,
+)
 
 
 def _record(
@@ -117,5 +124,114 @@ def subscription_cancel(
         actor=Actor.of(acting_user),
         action="subscription.cancel",
         title=f"定期解約: {sub.product.name}({sub.delivery_count}回目で解約・{reason.label})",
+    )
+    return sub
+
+
+# Fields a client may change on a running subscription; status changes go through
+# pause/resume/cancel above, which keep their own rules.
+SUBSCRIPTION_TERMS = frozenset(
+    {
+        "quantity",
+        "unit_price",
+        "cycle_kind",
+        "cycle_days",
+        "monthly_day",
+        "next_delivery_on",
+        "commitment_count",
+    }
+)
+
+
+def _check_cycle(sub: Subscription) -> None:
+    """The cycle rules of the table's CHECK, with messages staff and clients can act on."""
+    if sub.cycle_kind == CycleKind.DAYS:
+        if sub.cycle_days is None or not 7 <= sub.cycle_days <= 180:
+            raise ValidationError({"cycle_days": "周期(日)は7〜180日で指定してください"})
+    elif sub.cycle_kind == CycleKind.MONTHLY_DAY:
+        if sub.monthly_day is None or not 1 <= sub.monthly_day <= 28:
+            raise ValidationError({"monthly_day": "毎月のお届け日は1〜28日で指定してください"})
+    else:
+        raise ValidationError({"cycle_kind": "周期の種類が正しくありません"})
+
+
+def _term_values(sub: Subscription) -> dict[str, Any]:
+    return {name: getattr(sub, name) for name in sorted(SUBSCRIPTION_TERMS)}
+
+
+@transaction.atomic
+def subscription_create(
+    *,
+    customer: Customer,
+    product: Product,
+    terms: Mapping[str, Any],
+    started_on: dt.date,
+    acting_user: Any,
+) -> Subscription:
+    """Start a 定期 for the customer. `terms` holds the SUBSCRIPTION_TERMS fields; the cycle is
+    checked (every 7–180 days, or monthly on day 1–28)."""
+    unknown = set(terms) - SUBSCRIPTION_TERMS
+    if unknown:
+        raise ValidationError(f"設定できない項目です: {', '.join(sorted(unknown))}")
+    sub = Subscription(customer=customer, product=product, started_on=started_on, **terms)
+    if sub.next_delivery_on is None:
+        sub.next_delivery_on = started_on
+    _check_cycle(sub)
+    sub.full_clean()
+    sub.save()
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="subscription.create",
+        instance=sub,
+        customer_id=customer.pk,
+        changes=diff({}, {"product": product.code, **_term_values(sub)}),
+    )
+    timeline_add(
+        customer=customer,
+        kind=TimelineKind.SUBSCRIPTION,
+        title=f"定期開始: {product.name}({sub.cycle_label})",
+        occurred_at=timezone.now(),
+        ref=sub,
+    )
+    return sub
+
+
+@transaction.atomic
+def subscription_update(
+    *, subscription: Subscription, changes: Mapping[str, Any], acting_user: Any
+) -> Subscription:
+    """Change quantity, price, cycle, next delivery date or commitment count of a subscription
+    that is not cancelled. The audit row records each field's old and new value."""
+    unknown = set(changes) - SUBSCRIPTION_TERMS
+    if unknown:
+        raise ValidationError(f"変更できない項目です: {', '.join(sorted(unknown))}")
+    sub, _ = _locked(subscription)
+    old = _term_values(sub)
+    changed = diff(old, {**old, **changes})
+    if not changed:
+        return sub
+    if sub.status == SubscriptionStatus.CANCELLED:
+        raise ValidationError("解約済みの定期は変更できません")
+    for name, value in changes.items():
+        setattr(sub, name, value)
+    _check_cycle(sub)
+    sub.full_clean()
+    sub.save()
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="subscription.update",
+        instance=sub,
+        customer_id=sub.customer_id,
+        changes=changed,
+    )
+    labels = "、".join(
+        str(getattr(Subscription._meta.get_field(name), "verbose_name", name)) for name in changed
+    )
+    timeline_add(
+        customer=sub.customer,
+        kind=TimelineKind.SUBSCRIPTION,
+        title=f"定期内容を変更: {sub.product.name}({labels})",
+        occurred_at=timezone.now(),
+        ref=sub,
     )
     return sub

@@ -23,5 +23,5 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("scenarios:list", "シナリオ"),
     MenuItem("outbox:dashboard", "配信状況"),
     MenuItem("imports:list", "データ取込"),
-    MenuItem("apikeys:list", "APIキー"),
+    MenuItem("apikeys:index", "API・Webhook"),
 )

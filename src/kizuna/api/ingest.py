@@ -1,0 +1,62 @@
+"""Resolving customers and writing under concurrency, shared by the API routes and webhooks.
+
+Two requests about the same new customer or the same new order can run at once (a cart
+retrying, two events for one order). Both look, find nothing, and try to create; the
+database's unique indexes let one win. The loser's attempt is rolled back to its savepoint and
+run again, and the second time it finds the row the winner created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from kizuna.api.errors import django_fields
+from kizuna.core.audit import Actor
+from kizuna.customers.models import IdentityKind
+from kizuna.customers.resolution import Resolution, customer_resolve
+
+T = TypeVar("T")
+ATTEMPTS = 3
+
+
+class IdentityRaceError(IntegrityError):
+    """An identity was free when resolution looked and taken when it was added."""
+
+
+def with_retries(work: Callable[[], T]) -> T:
+    """`work()` in a savepoint, run again (up to ATTEMPTS times) after losing a creation race."""
+    for attempt in range(ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return work()
+        except IntegrityError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def resolve_customer(
+    *,
+    identities: Mapping[IdentityKind, str],
+    profile: Mapping[str, Any],
+    actor: Actor,
+    source: str,
+    field_prefix: str,
+) -> Resolution:
+    """customer_resolve, with its profile errors named by where they are in the request."""
+    try:
+        return customer_resolve(
+            identities=identities, profile=profile, acting_user=actor, source=source
+        )
+    except ValidationError as exc:
+        # Identities reach here already normalised and checked, and customer_resolve only adds
+        # identities it found free; an identity error ("value") therefore means another request
+        # added it in between. Retried, the resolution finds that customer.
+        if hasattr(exc, "error_dict") and "value" in exc.error_dict:
+            raise IdentityRaceError from exc
+        _, fields = django_fields(exc, prefix=field_prefix)
+        raise ValidationError(fields or exc.messages) from None

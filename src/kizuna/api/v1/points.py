@@ -1,0 +1,180 @@
+"""Points: the balance with the ledger a page at a time, and earning, spending, adjusting."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest
+from ninja import Path, Query, Router, Schema
+from ninja.decorators import decorate_view
+from ninja.responses import Status
+from pydantic import Field, model_validator
+
+from kizuna.accounts.models import ApiKey, ApiScope
+from kizuna.api.auth import ApiKeyAuth, key_actor
+from kizuna.api.errors import not_found
+from kizuna.api.idempotency import OPENAPI_MARK, idempotent
+from kizuna.api.schemas import Input, ObjectId, chars
+from kizuna.api.v1.responses import read_errors, write_errors
+from kizuna.commerce.models import Order
+from kizuna.customers.models import Customer
+from kizuna.loyalty.models import PointEntry, PointKind
+from kizuna.loyalty.selectors import points_balance
+from kizuna.loyalty.services import points_adjust, points_earn, points_redeem
+
+router = Router(tags=["ポイント"])
+
+ENTRIES_PER_PAGE = 50
+MAX_POINTS = 10_000_000
+
+
+class PointEntryOut(Schema):
+    seq: int = Field(description="顧客ごとの連番")
+    kind: str = Field(description="earn: 付与 / redeem: 利用 / expire: 失効 / adjust: 調整")
+    amount: int = Field(description="増減(利用・失効はマイナス)")
+    balance_after: int = Field(description="この履歴のあとの残高")
+    occurred_at: dt.datetime
+    expires_on: dt.date | None
+    order_number: str | None
+    reason: str
+
+
+class PointsOut(Schema):
+    customer_id: int
+    balance: int = Field(description="現在の残高")
+    page: int
+    has_next: bool
+    entries: list[PointEntryOut] = Field(description="新しい順")
+
+
+class PointsPage(Schema):
+    page: int = Field(default=1, ge=1, le=100_000, description="ページ番号(1ページ50件)")
+
+
+class PointsIn(Input):
+    kind: Literal["earn", "redeem", "adjust"] = Field(
+        description="earn: 付与 / redeem: 利用 / adjust: 調整(理由必須・マイナス可)"
+    )
+    amount: int = Field(
+        ge=-MAX_POINTS,
+        le=MAX_POINTS,
+        description="ポイント数。earn と redeem は1以上、adjust は0以外(マイナスで減算)",
+        examples=[500],
+    )
+    reason: Annotated[str, chars(200)] = Field(
+        default="", description="理由(adjust は必須)", examples=["初回購入特典"]
+    )
+    order_number: Annotated[str, chars(64)] | None = Field(
+        default=None, description="関係する注文の番号(同じ注文への付与は1回だけ)"
+    )
+
+    @model_validator(mode="after")
+    def amount_fits_kind(self) -> PointsIn:
+        if self.kind in ("earn", "redeem") and self.amount < 1:
+            raise ValueError("earn と redeem の amount は1以上にしてください")
+        return self
+
+
+class PointsResultOut(Schema):
+    entry: PointEntryOut
+    balance: int
+
+
+def _customer_or_404(customer_id: int) -> Customer:
+    customer = Customer.objects.filter(pk=customer_id).first()
+    if customer is None:
+        raise not_found("顧客")
+    return customer
+
+
+def entry_out(entry: PointEntry, order_number: str | None) -> dict[str, Any]:
+    return {
+        "seq": entry.seq,
+        "kind": entry.kind,
+        "amount": entry.amount,
+        "balance_after": entry.balance_after,
+        "occurred_at": entry.occurred_at,
+        "expires_on": entry.expires_on,
+        "order_number": order_number,
+        "reason": entry.reason,
+    }
+
+
+@router.get(
+    "/customers/{customer_id}/points",
+    response={200: PointsOut, **read_errors()},
+    auth=ApiKeyAuth(ApiScope.POINTS_READ),
+    summary="ポイント残高と履歴を取得する",
+)
+def get_points(
+    request: HttpRequest, customer_id: Path[ObjectId], query: Query[PointsPage]
+) -> dict[str, Any]:
+    customer = _customer_or_404(customer_id)
+    offset = (query.page - 1) * ENTRIES_PER_PAGE
+    entries = list(
+        PointEntry.objects.filter(customer=customer)
+        .select_related("order")
+        .order_by("-seq")[offset : offset + ENTRIES_PER_PAGE + 1]
+    )
+    return {
+        "customer_id": customer.pk,
+        "balance": points_balance(customer),
+        "page": query.page,
+        "has_next": len(entries) > ENTRIES_PER_PAGE,
+        "entries": [
+            entry_out(e, e.order.number if e.order else None) for e in entries[:ENTRIES_PER_PAGE]
+        ],
+    }
+
+
+@router.post(
+    "/customers/{customer_id}/points",
+    response={201: PointsResultOut, **write_errors()},
+    auth=ApiKeyAuth(ApiScope.POINTS_WRITE),
+    summary="ポイントを付与・利用・調整する",
+    openapi_extra={OPENAPI_MARK: True},
+)
+@decorate_view(idempotent)
+def change_points(
+    request: HttpRequest, customer_id: Path[ObjectId], payload: PointsIn
+) -> Status[dict[str, Any]]:
+    """残高が足りない利用や調整は 422 になり、残高がマイナスになることはありません。
+    同じ注文への付与は1回だけです(2回目は最初の付与を返します)。"""
+    api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+    actor = key_actor(api_key)
+    customer = _customer_or_404(customer_id)
+    order = None
+    if payload.order_number:
+        order = Order.objects.filter(number=payload.order_number, customer=customer).first()
+        if order is None:
+            raise ValidationError({"order_number": "この顧客の注文が見つかりません"})
+    kind = PointKind(payload.kind)
+    if kind == PointKind.EARN:
+        entry = points_earn(
+            customer=customer,
+            amount=payload.amount,
+            acting_user=actor,
+            reason=payload.reason,
+            order=order,
+        )
+    elif kind == PointKind.REDEEM:
+        entry = points_redeem(
+            customer=customer,
+            amount=payload.amount,
+            acting_user=actor,
+            reason=payload.reason,
+            order=order,
+        )
+    else:
+        entry = points_adjust(
+            customer=customer, amount=payload.amount, acting_user=actor, reason=payload.reason
+        )
+    return Status(
+        201,
+        {
+            "entry": entry_out(entry, order.number if order else None),
+            "balance": points_balance(customer),
+        },
+    )

@@ -1,0 +1,20 @@
+"""The error answers each kind of operation documents in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kizuna.api.errors import ErrorOut
+
+
+def errors_for(*statuses: int) -> dict[int, Any]:
+    return dict.fromkeys(statuses, ErrorOut)
+
+
+def read_errors() -> dict[int, Any]:
+    return errors_for(400, 401, 403, 404, 422)
+
+
+def write_errors() -> dict[int, Any]:
+    """Writes may also meet an Idempotency-Key still in flight (409)."""
+    return errors_for(400, 401, 403, 404, 409, 422)

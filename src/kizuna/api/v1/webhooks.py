@@ -1,0 +1,206 @@
+"""Webhooks the cart posts: order events and customer events.
+
+Authenticated by the HMAC signature of the raw body (kizuna.core.webhooks), not by an API key.
+Each event is applied once whatever the number of deliveries (RELIABILITY I2), and an older
+version never overwrites a newer one (I3): orders through `order_upsert`'s `updated_at` check,
+customers through the times of the customer events already applied.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import HttpRequest
+from ninja import Path, Router, Schema
+from pydantic import ConfigDict, Field
+
+from kizuna.api.auth import WebhookSignatureAuth, webhook_actor
+from kizuna.api.errors import django_fields
+from kizuna.api.ingest import resolve_customer, with_retries
+from kizuna.api.schemas import ProfileFields, RequiredIdentitiesIn, Timestamp, chars
+from kizuna.api.v1.orders import OrderBody, OrderNumber, ingest_order
+from kizuna.api.v1.responses import errors_for
+from kizuna.core import webhooks
+from kizuna.core.models import WebhookSource
+from kizuna.customers.models import Customer
+from kizuna.customers.services import customer_update
+
+router = Router(tags=["Webhook"])
+
+SourceSlug = Annotated[str, Field(pattern=r"^[-a-zA-Z0-9_]{1,50}$")]
+EventId = Annotated[str, chars(200, min_length=1)]
+
+
+class OrderEventData(OrderBody):
+    number: OrderNumber = Field(description="注文番号", examples=["100234"])
+
+
+class Envelope(Schema):
+    # Carts add fields of their own to events; they are ignored rather than refused.
+    model_config = ConfigDict(extra="ignore")
+
+    id: EventId = Field(
+        description="イベントID(再送でも同じ値)。重複排除に使います", examples=["evt_01"]
+    )
+    type: Annotated[str, chars(64)] = Field(
+        default="", description="イベントの種類", examples=["order.updated"]
+    )
+
+
+class OrderEvent(Envelope):
+    data: OrderEventData
+
+
+class CustomerEventData(Schema):
+    model_config = ConfigDict(extra="ignore")
+
+    identities: RequiredIdentitiesIn
+    profile: ProfileFields = Field(
+        description="新しい顧客なら family_name が必要。既存の顧客は送った項目だけ更新します"
+    )
+    updated_at: Timestamp | None = Field(
+        default=None, description="カート側でこの顧客が最後に変わった日時(古い更新は無視)"
+    )
+
+
+class CustomerEvent(Envelope):
+    data: CustomerEventData
+
+
+class WebhookOut(Schema):
+    event_id: str
+    duplicate: bool = Field(description="true: 受信済みのイベント(何も変更していません)")
+    outcome: str = Field(description="created / updated / unchanged / stale(古い更新のため無視)")
+    customer_id: int | None
+    order_number: str | None
+
+
+_ERRORS = errors_for(400, 401, 422)
+
+
+def _duplicate(source: WebhookSource, event_id: str) -> dict[str, Any]:
+    previous = webhooks.webhook_event_previous(source=source, event_id=event_id)
+    return {
+        "event_id": event_id,
+        "duplicate": True,
+        "outcome": previous.outcome if previous else "",
+        "customer_id": previous.customer_id if previous else None,
+        "order_number": (previous.ref or None) if previous and previous.topic == "order" else None,
+    }
+
+
+@router.post(
+    "/webhooks/{source}/orders",
+    response={200: WebhookOut, **_ERRORS},
+    auth=WebhookSignatureAuth(),
+    summary="注文イベントを受け取る(Webhook)",
+)
+def order_webhook(
+    request: HttpRequest, source: Path[SourceSlug], payload: OrderEvent
+) -> dict[str, Any]:
+    """カートからの注文イベント。署名(X-Kizuna-Signature)とタイムスタンプ
+    (X-Kizuna-Timestamp)が正しく、5分以内のものだけを受け付けます。同じイベントIDは
+    何度届いても1回だけ反映し、2回目以降は `duplicate: true` を返します。"""
+    sender: WebhookSource = request.auth  # type: ignore[attr-defined]
+    data = payload.data
+    with transaction.atomic():
+        event = webhooks.webhook_event_claim(
+            source=sender, event_id=payload.id, topic="order", source_updated_at=data.updated_at
+        )
+        if event is None:
+            return _duplicate(sender, payload.id)
+        order, outcome, _ = ingest_order(
+            number=data.number,
+            body=data,
+            actor=webhook_actor(sender),
+            source=f"webhook:{sender.slug}",
+        )
+        webhooks.webhook_event_finish(
+            event=event, customer_id=order.customer_id, ref=order.number, outcome=outcome.value
+        )
+    return {
+        "event_id": payload.id,
+        "duplicate": False,
+        "outcome": outcome.value,
+        "customer_id": order.customer_id,
+        "order_number": order.number,
+    }
+
+
+@router.post(
+    "/webhooks/{source}/customers",
+    response={200: WebhookOut, **_ERRORS},
+    auth=WebhookSignatureAuth(),
+    summary="顧客イベントを受け取る(Webhook)",
+)
+def customer_webhook(
+    request: HttpRequest, source: Path[SourceSlug], payload: CustomerEvent
+) -> dict[str, Any]:
+    """カートからの会員登録・会員情報変更。識別子で顧客を照合し、いなければ作ります。"""
+    sender: WebhookSource = request.auth  # type: ignore[attr-defined]
+    data = payload.data
+    actor = webhook_actor(sender)
+    with transaction.atomic():
+        event = webhooks.webhook_event_claim(
+            source=sender, event_id=payload.id, topic="customer", source_updated_at=data.updated_at
+        )
+        if event is None:
+            return _duplicate(sender, payload.id)
+        changes = data.profile.changes()
+        resolution = with_retries(
+            lambda: resolve_customer(
+                identities=data.identities.as_kinds(),
+                profile=changes,
+                actor=actor,
+                source=f"webhook:{sender.slug}",
+                field_prefix="data.profile.",
+            )
+        )
+        # Locked, so two events for one customer are compared and applied one after the other.
+        customer = Customer.objects.select_for_update().get(pk=resolution.customer.pk)
+        outcome = _apply_customer_event(
+            customer=customer,
+            created=resolution.created,
+            changes=changes,
+            data=data,
+            event=event,
+            actor=actor,
+        )
+        webhooks.webhook_event_finish(
+            event=event, customer_id=customer.pk, ref=str(customer.pk), outcome=outcome
+        )
+    return {
+        "event_id": payload.id,
+        "duplicate": False,
+        "outcome": outcome,
+        "customer_id": customer.pk,
+        "order_number": None,
+    }
+
+
+def _apply_customer_event(
+    *,
+    customer: Customer,
+    created: bool,
+    changes: dict[str, Any],
+    data: CustomerEventData,
+    event: Any,
+    actor: Any,
+) -> Literal["created", "updated", "unchanged", "stale"]:
+    if created:
+        return "created"
+    if webhooks.customer_event_is_stale(
+        customer_id=customer.pk, source_updated_at=data.updated_at, event=event
+    ):
+        return "stale"
+    if "family_name" in changes and not changes["family_name"]:
+        raise ValidationError({"data.profile.family_name": "姓は空にできません"})
+    before = customer.updated_at
+    try:
+        updated = customer_update(customer=customer, changes=changes, acting_user=actor)
+    except ValidationError as exc:
+        _, fields = django_fields(exc, prefix="data.profile.")
+        raise ValidationError(fields or exc.messages) from None
+    return "updated" if updated.updated_at != before else "unchanged"

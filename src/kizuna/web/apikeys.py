@@ -1,0 +1,162 @@
+"""Settings → API keys and webhook senders: for admins only.
+
+A key's secret (and a webhook sender's signing secret) is shown once, on the page that answers
+the creation; only its hash (for keys) is kept, so it cannot be shown again. Revoking is a POST
+from the list after an explicit confirmation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from kizuna.accounts.access import allow_roles
+from kizuna.accounts.apikeys import api_key_create, api_key_revoke
+from kizuna.accounts.models import ApiKey, ApiScope
+from kizuna.core import webhooks
+from kizuna.core.models import WebhookSource
+
+PER_PAGE = 50
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(
+        label="名前(用途)",
+        max_length=100,
+        help_text="例: カート連携、LINE連携。一覧でキーを見分けるために使います。",
+        error_messages={
+            "required": "名前を入力してください。",
+            "max_length": "名前は100文字以内で入力してください。",
+        },
+    )
+    scopes = forms.MultipleChoiceField(
+        label="権限",
+        choices=[(scope.value, f"{scope.label}({scope.value})") for scope in ApiScope],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="連携に必要な権限だけを選んでください。",
+        error_messages={
+            "required": "権限を1つ以上選んでください。",
+            "invalid_choice": "選べない権限が含まれています。",
+        },
+    )
+
+
+class WebhookSourceForm(forms.Form):
+    name = forms.CharField(
+        label="名前",
+        max_length=100,
+        help_text="例: EC-CUBE本店",
+        error_messages={
+            "required": "名前を入力してください。",
+            "max_length": "名前は100文字以内で入力してください。",
+        },
+    )
+    slug = forms.SlugField(
+        label="識別名(半角英数字とハイフン)",
+        max_length=50,
+        help_text="受信URLの一部になります。例: eccube-main",
+        error_messages={
+            "required": "識別名を入力してください。",
+            "invalid": "識別名は半角英数字・ハイフン・アンダースコアで入力してください。",
+            "max_length": "識別名は50文字以内で入力してください。",
+        },
+    )
+
+
+def webhook_urls(request: HttpRequest, source: WebhookSource) -> dict[str, str]:
+    base = f"/api/v1/webhooks/{source.slug}"
+    return {
+        "orders": request.build_absolute_uri(f"{base}/orders"),
+        "customers": request.build_absolute_uri(f"{base}/customers"),
+    }
+
+
+def _revoke(request: HttpRequest) -> None:
+    action = request.POST.get("action")
+    target = str(request.POST.get("id", ""))
+    if not target.isdigit():
+        messages.error(request, "対象が指定されていません。")
+        return
+    if action == "revoke_key":
+        api_key = get_object_or_404(ApiKey, pk=int(target))
+        api_key_revoke(api_key=api_key, acting_user=request.user)
+        messages.success(request, f"APIキー「{api_key.name}」を失効させました。")
+    elif action == "revoke_source":
+        source = get_object_or_404(WebhookSource, pk=int(target))
+        webhooks.webhook_source_revoke(source=source, acting_user=request.user)
+        messages.success(request, f"Webhook送信元「{source.name}」を失効させました。")
+    else:
+        messages.error(request, "操作が正しくありません。")
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET", "POST"])
+def index(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        _revoke(request)
+        return redirect("apikeys:index")
+    keys = ApiKey.objects.select_related("created_by", "revoked_by").order_by(
+        "revoked_at", "-created_at", "-id"
+    )
+    sources = WebhookSource.objects.select_related("created_by").order_by(
+        "revoked_at", "-created_at", "-id"
+    )
+    source_page = Paginator(sources, PER_PAGE).get_page(request.GET.get("sources"))
+    context: dict[str, Any] = {
+        "keys": Paginator(keys, PER_PAGE).get_page(request.GET.get("page")),
+        "sources": source_page,
+        "source_rows": [{"source": s, "urls": webhook_urls(request, s)} for s in source_page],
+        "api_docs_url": reverse("api-v1:openapi-view"),
+    }
+    return render(request, "web/apikeys/index.html", context)
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET", "POST"])
+def create_key(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            api_key, secret = api_key_create(
+                name=form.cleaned_data["name"],
+                scopes=form.cleaned_data["scopes"],
+                acting_user=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            return render(
+                request, "web/apikeys/created.html", {"api_key": api_key, "secret": secret}
+            )
+    return render(request, "web/apikeys/form.html", {"form": form, "kind": "key"})
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET", "POST"])
+def create_source(request: HttpRequest) -> HttpResponse:
+    form = WebhookSourceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            source, secret = webhooks.webhook_source_create(
+                name=form.cleaned_data["name"],
+                slug=form.cleaned_data["slug"],
+                acting_user=request.user,
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            context = {"source": source, "secret": secret, "urls": webhook_urls(request, source)}
+            return render(request, "web/apikeys/source_created.html", context)
+    return render(request, "web/apikeys/form.html", {"form": form, "kind": "source"})

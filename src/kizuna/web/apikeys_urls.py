@@ -1,0 +1,10 @@
+from django.urls import path
+
+from kizuna.web import apikeys
+
+app_name = "apikeys"
+urlpatterns = [
+    path("", apikeys.index, name="index"),
+    path("new/", apikeys.create_key, name="create"),
+    path("webhooks/new/", apikeys.create_source, name="create_source"),
+]

@@ -1,0 +1,287 @@
+"""What every API client meets: authentication, scopes, the error shape, the OpenAPI document.
+
+The helpers at the top (`ApiClient`, `make_key`, the `api` fixtures) are shared by the other
+tests/test_api_*.py files and tests/test_webhooks.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from kizuna.accounts.apikeys import api_key_create, api_key_revoke
+from kizuna.accounts.models import ApiKey, ApiScope
+from kizuna.core.audit import Actor
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer
+from tests.factories import make_customer
+
+ADMIN_ACTOR = Actor.system("test-admin")
+
+
+def make_key(*scopes: ApiScope, name: str = "カート連携") -> tuple[ApiKey, str]:
+    return api_key_create(
+        name=name, scopes=[s.value for s in scopes] or ApiScope.values, acting_user=ADMIN_ACTOR
+    )
+
+
+class ApiClient:
+    """django.test.Client that sends a bearer key and JSON bodies."""
+
+    def __init__(self, key: str | None, client: Client | None = None) -> None:
+        self.client = client or Client()
+        self.key = key
+
+    def _headers(self, headers: dict[str, str] | None) -> dict[str, str]:
+        sent = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        sent.update(headers or {})
+        return sent
+
+    def get(self, path: str, params: dict[str, Any] | None = None, **headers: str) -> Any:
+        return self.client.get(path, params or {}, headers=self._headers(headers))
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        data = raw if raw is not None else json.dumps(body).encode()
+        call = getattr(self.client, method.lower())
+        return call(path, data, content_type="application/json", headers=self._headers(headers))
+
+    def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.send("POST", path, body, **kwargs)
+
+    def put(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.send("PUT", path, body, **kwargs)
+
+    def patch(self, path: str, body: Any = None, **kwargs: Any) -> Any:
+        return self.send("PATCH", path, body, **kwargs)
+
+
+def full_access_client() -> ApiClient:
+    """A client whose key holds every scope."""
+    _, secret = make_key()
+    return ApiClient(secret)
+
+
+@pytest.fixture
+def api(db: None) -> ApiClient:
+    return full_access_client()
+
+
+@pytest.fixture
+def api_with(db: None) -> Callable[..., ApiClient]:
+    def build(*scopes: ApiScope) -> ApiClient:
+        _, secret = make_key(*scopes, name="権限限定")
+        return ApiClient(secret)
+
+    return build
+
+
+def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response is the documented error shape with `status`; returns its "error" part."""
+    assert response.status_code == status, response.content.decode()
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"code", "message", "fields"}
+    assert error["message"]
+    assert any("\u3040" <= ch <= "\u30ff" or "\u4e00" <= ch <= "\u9fff" for ch in error["message"])
+    if code is not None:
+        assert error["code"] == code
+    return error
+
+
+# --- authentication and scopes ----------------------------------------------------------------
+
+READS: list[tuple[str, ApiScope]] = [
+    ("/api/v1/customers/{customer}", ApiScope.CUSTOMERS_READ),
+    ("/api/v1/customers?email=hanako%40example.jp", ApiScope.CUSTOMERS_READ),
+    ("/api/v1/customers/{customer}/points", ApiScope.POINTS_READ),
+    ("/api/v1/subscriptions/1", ApiScope.SUBSCRIPTIONS_READ),
+]
+WRITES: list[tuple[str, str, ApiScope]] = [
+    ("POST", "/api/v1/customers", ApiScope.CUSTOMERS_WRITE),
+    ("PATCH", "/api/v1/customers/{customer}", ApiScope.CUSTOMERS_WRITE),
+    ("PUT", "/api/v1/orders/1001", ApiScope.ORDERS_WRITE),
+    ("POST", "/api/v1/subscriptions", ApiScope.SUBSCRIPTIONS_WRITE),
+    ("PATCH", "/api/v1/subscriptions/1", ApiScope.SUBSCRIPTIONS_WRITE),
+    ("POST", "/api/v1/customers/{customer}/points", ApiScope.POINTS_WRITE),
+    ("POST", "/api/v1/events", ApiScope.EVENTS_WRITE),
+]
+ALL_ROUTES = [("GET", path, scope) for path, scope in READS] + WRITES
+
+
+@pytest.fixture
+def customer(db: None) -> Customer:
+    return make_customer()
+
+
+def _call(client: ApiClient, method: str, path: str, customer: Customer) -> Any:
+    url = path.format(customer=customer.pk)
+    if method == "GET":
+        return client.get(url)
+    return client.send(method, url, {})
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)
+def test_no_key_is_401(customer: Customer, method: str, path: str, scope: ApiScope) -> None:
+    response = _call(ApiClient(None), method, path, customer)
+    assert_error(response, 401, "unauthorized")
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)
+def test_unknown_key_is_401(customer: Customer, method: str, path: str, scope: ApiScope) -> None:
+    response = _call(ApiClient("kzn_not-a-real-key-at-all"), method, path, customer)
+    assert_error(response, 401, "unauthorized")
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)
+def test_revoked_key_is_401(customer: Customer, method: str, path: str, scope: ApiScope) -> None:
+    api_key, secret = make_key()
+    api_key_revoke(api_key=api_key, acting_user=ADMIN_ACTOR)
+    assert_error(_call(ApiClient(secret), method, path, customer), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)
+def test_key_without_the_scope_is_403(
+    customer: Customer, method: str, path: str, scope: ApiScope
+) -> None:
+    others = [s for s in ApiScope if s != scope]
+    _, secret = make_key(*others)
+    error = assert_error(_call(ApiClient(secret), method, path, customer), 403, "missing_scope")
+    assert scope.value in error["message"]
+
+
+@pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)
+def test_key_with_only_that_scope_gets_past_auth(
+    customer: Customer, method: str, path: str, scope: ApiScope
+) -> None:
+    _, secret = make_key(scope)
+    response = _call(ApiClient(secret), method, path, customer)
+    # Empty bodies and unknown ids fail validation or lookup, but never auth.
+    assert response.status_code not in (401, 403)
+    assert response.status_code < 500
+
+
+def test_basic_auth_is_not_a_key(customer: Customer) -> None:
+    client = Client()
+    response = client.get(
+        f"/api/v1/customers/{customer.pk}", headers={"Authorization": "Basic dXNlcjpwYXNz"}
+    )
+    assert_error(response, 401)
+
+
+def test_staff_session_does_not_open_the_api(
+    client_for: Callable[..., Client], customer: Customer
+) -> None:
+    from kizuna.accounts.models import Role
+
+    response = client_for(Role.ADMIN).get(f"/api/v1/customers/{customer.pk}")
+    assert_error(response, 401)
+
+
+def test_key_use_is_recorded_and_creation_is_audited(customer: Customer) -> None:
+    api_key, secret = make_key(ApiScope.CUSTOMERS_READ)
+    assert api_key.last_used_at is None
+    ApiClient(secret).get(f"/api/v1/customers/{customer.pk}")
+    api_key.refresh_from_db()
+    assert api_key.last_used_at is not None
+    created = AuditLog.objects.get(action="api_key.create", entity_id=str(api_key.pk))
+    assert created.changes["scopes"] == [None, "customers:read"]
+
+
+def test_only_the_hash_of_a_key_is_stored(db: None) -> None:
+    api_key, secret = make_key()
+    api_key.refresh_from_db()
+    stored = " ".join(str(getattr(api_key, f.attname)) for f in ApiKey._meta.concrete_fields)
+    assert secret not in stored
+    assert secret.startswith(api_key.prefix)
+
+
+# --- error shape ------------------------------------------------------------------------------
+
+
+def test_malformed_json_is_400_not_500(api: ApiClient) -> None:
+    response = api.post("/api/v1/customers", raw=b'{"profile": {"family_name": ')
+    assert_error(response, 400, "malformed_request")
+
+
+def test_validation_errors_name_fields_in_japanese_without_echoing_values(
+    api: ApiClient,
+) -> None:
+    secret_value = "090-SECRET-\u0000"
+    response = api.post(
+        "/api/v1/customers",
+        {
+            "identities": {"phone": secret_value},
+            "profile": {"family_name": "", "birthday": "not-a-date", "oops": 1},
+        },
+    )
+    error = assert_error(response, 422, "invalid_request")
+    assert set(error["fields"]) >= {
+        "identities.phone",
+        "profile.family_name",
+        "profile.birthday",
+        "profile.oops",
+    }
+    assert error["fields"]["profile.oops"] == "この項目は指定できません"
+    assert error["fields"]["profile.birthday"] == "日付は YYYY-MM-DD 形式で指定してください"
+    assert "SECRET" not in response.content.decode()
+    assert "not-a-date" not in response.content.decode()
+
+
+def test_english_clients_still_get_japanese_messages(api: ApiClient, customer: Customer) -> None:
+    response = api.patch(
+        f"/api/v1/customers/{customer.pk}",
+        {"prefecture": "ムー"},
+        headers={"Accept-Language": "en"},
+    )
+    error = assert_error(response, 422, "invalid_data")
+    assert error["fields"] == {"prefecture": "都道府県名として読めません"}
+
+
+def test_unknown_customer_is_404(api: ApiClient, db: None) -> None:
+    assert_error(api.get("/api/v1/customers/999999"), 404, "not_found")
+
+
+def test_huge_ids_are_rejected_not_500(api: ApiClient) -> None:
+    response = api.get(f"/api/v1/customers/{10**30}")
+    assert_error(response, 422)
+
+
+# --- documents --------------------------------------------------------------------------------
+
+
+def test_openapi_document_is_served_without_a_key(db: None) -> None:
+    response = Client().get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    assert document["openapi"].startswith("3.")
+    assert "/api/v1/orders/{number}" in document["paths"]
+    put = document["paths"]["/api/v1/orders/{number}"]["put"]
+    assert "Idempotency-Key" in [p["name"] for p in put["parameters"]]
+    assert {"401", "403", "409", "422"} <= set(put["responses"])
+
+
+def test_docs_page_loads_nothing_from_outside(db: None) -> None:
+    client = Client()
+    html = client.get("/api/v1/docs").content.decode()
+    assert "http://" not in html
+    assert "https://" not in html
+    assert "cdn" not in html.lower()
+    for asset in ("swagger-ui.css", "swagger-ui-bundle.js", "swagger-ui-init.js"):
+        assert f"/api/v1/docs/assets/{asset}" in html
+        assert client.get(f"/api/v1/docs/assets/{asset}").status_code == 200
+    assert client.get("/api/v1/docs/assets/redoc.standalone.js").status_code == 404

@@ -1,0 +1,163 @@
+"""Orders through the API: the upsert by order number, customer resolution, ordering (I3)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kizuna.commerce.models import Order, OrderStatus
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer, IdentityKind, TimelineKind
+from tests.factories import add_identity, make_customer
+from tests.test_api_common import ApiClient, assert_error, full_access_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(db: None) -> ApiClient:
+    return full_access_client()
+
+
+URL = "/api/v1/orders/1001"
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer": {
+            "identities": {"email": "hanako@example.jp", "cart_member_id": "M000123"},
+            "profile": {"family_name": "山田", "given_name": "花子", "family_kana": "ヤマダ"},
+        },
+        "ordered_at": "2026-05-01T10:00:00+09:00",
+        "lines": [
+            {
+                "product_code": "SK-TR-01",
+                "product_name": "美容液トライアル",
+                "unit_price": 980,
+                "quantity": 2,
+                "product_kind": "trial",
+            }
+        ],
+        "shipping_fee": 500,
+        "discount": 100,
+        "updated_at": "2026-05-01T10:00:00+09:00",
+    }
+    body.update(overrides)
+    return body
+
+
+def test_a_new_order_creates_the_customer_and_the_order(api: ApiClient) -> None:
+    # when
+    response = api.put(URL, order_body())
+    # then
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["outcome"] == "created"
+    assert body["customer_created"] is True
+    assert (body["subtotal"], body["total"]) == (1960, 2360)
+    order = Order.objects.get(number="1001")
+    assert order.customer.identities.filter(kind=IdentityKind.CART_MEMBER).exists()
+    assert order.customer.timeline.filter(kind=TimelineKind.ORDER).count() == 1
+    assert AuditLog.objects.filter(action="order.create", entity_id=str(order.pk)).exists()
+
+
+def test_the_same_order_again_is_200_unchanged(api: ApiClient) -> None:
+    api.put(URL, order_body())
+    response = api.put(URL, order_body())
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "unchanged"
+    assert Order.objects.count() == 1
+    assert Customer.objects.count() == 1
+
+
+def test_a_known_customer_is_matched_by_identity(api: ApiClient) -> None:
+    known = make_customer(family_name="佐藤")
+    add_identity(known, IdentityKind.EMAIL, "hanako@example.jp")
+    body = order_body()
+    body["customer"]["identities"] = {"email": "ＨＡＮＡＫＯ@example.jp"}
+    response = api.put(URL, body)
+    assert response.json()["customer_id"] == known.pk
+    assert response.json()["customer_created"] is False
+
+
+def test_a_later_update_moves_the_order_forward(api: ApiClient) -> None:
+    api.put(URL, order_body())
+    response = api.put(
+        URL,
+        order_body(
+            status="delivered",
+            shipped_on="2026-05-02",
+            delivered_on="2026-05-03",
+            tracking_number="1234-5678-9012",
+            updated_at="2026-05-03T18:00:00+09:00",
+        ),
+    )
+    assert response.json()["outcome"] == "updated"
+    order = Order.objects.get(number="1001")
+    assert order.status == OrderStatus.DELIVERED
+    assert order.shipments.get().tracking_number == "1234-5678-9012"
+
+
+def test_an_older_update_arriving_late_is_ignored(api: ApiClient) -> None:
+    # given: the cart's newest state arrived first
+    api.put(URL, order_body(status="shipped", updated_at="2026-05-02T09:00:00+09:00"))
+    # when: an older version arrives late
+    response = api.put(
+        URL, order_body(status="received", shipping_fee=0, updated_at="2026-05-01T11:00:00+09:00")
+    )
+    # then
+    assert response.json()["outcome"] == "stale"
+    order = Order.objects.get(number="1001")
+    assert (order.status, order.shipping_fee) == (OrderStatus.SHIPPED, 500)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"lines": []}, "lines"),
+        ({"ordered_at": "2026-05-01T10:00:00"}, "ordered_at"),
+        ({"ordered_at": "0001-01-01T00:00:00+01:00"}, "ordered_at"),
+        ({"status": "lost"}, "status"),
+        ({"discount": -1}, "discount"),
+        ({"shipping_fee": 10**12}, "shipping_fee"),
+        ({"payment_method": "a\u0000b"}, "payment_method"),
+    ],
+)
+def test_bad_orders_are_422_with_the_field(
+    api: ApiClient, change: dict[str, Any], field: str
+) -> None:
+    response = api.put(URL, order_body(**change))
+    error = assert_error(response, 422)
+    assert field in error["fields"]
+    assert not Order.objects.exists()
+
+
+def test_bad_line_fields_are_located(api: ApiClient) -> None:
+    body = order_body()
+    body["lines"][0]["quantity"] = 0
+    error = assert_error(api.put(URL, body), 422)
+    assert error["fields"] == {"lines.0.quantity": "1以上で指定してください"}
+
+
+def test_an_order_without_identities_is_refused(api: ApiClient) -> None:
+    body = order_body()
+    body["customer"]["identities"] = {}
+    error = assert_error(api.put(URL, body), 422)
+    assert "customer.identities" in error["fields"]
+    assert not Customer.objects.exists()
+
+
+def test_a_new_customer_needs_a_family_name(api: ApiClient) -> None:
+    body = copy.deepcopy(order_body())
+    del body["customer"]["profile"]["family_name"]
+    error = assert_error(api.put(URL, body), 422)
+    assert error["fields"] == {"customer.profile.family_name": "必須項目です"}
+
+
+def test_a_discount_larger_than_the_order_is_refused_by_the_service(api: ApiClient) -> None:
+    error = assert_error(api.put(URL, order_body(discount=100_000)), 422, "invalid_data")
+    assert error["fields"] == {"total": "合計金額がマイナスになります"}
+    assert not Order.objects.exists()
+    assert not Customer.objects.exists()  # the customer created on the way was rolled back

@@ -1,0 +1,139 @@
+"""定期 through the API: start, change terms, pause, resume, cancel, read."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer, TimelineKind
+from kizuna.subscriptions.models import Subscription, SubscriptionStatus
+from tests.factories import make_customer
+from tests.test_api_common import ApiClient, assert_error, full_access_client
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def api(db: None) -> ApiClient:
+    return full_access_client()
+
+
+@pytest.fixture
+def customer() -> Customer:
+    return make_customer()
+
+
+def new_subscription(customer: Customer, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "customer_id": customer.pk,
+        "product_code": "SK-SUB-01",
+        "product_name": "美容液 定期便",
+        "unit_price": 3980,
+        "cycle_kind": "days",
+        "cycle_days": 30,
+        "started_on": "2026-05-01",
+        "commitment_count": 3,
+    }
+    body.update(overrides)
+    return body
+
+
+def _create(api: ApiClient, customer: Customer, **overrides: Any) -> dict[str, Any]:
+    response = api.post("/api/v1/subscriptions", new_subscription(customer, **overrides))
+    assert response.status_code == 201, response.content
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_start_a_subscription(api: ApiClient, customer: Customer) -> None:
+    body = _create(api, customer)
+    assert body["status"] == "active"
+    assert body["next_delivery_on"] == "2026-05-01"
+    assert (body["product_code"], body["cycle_days"]) == ("SK-SUB-01", 30)
+    sub = Subscription.objects.get(pk=body["id"])
+    assert AuditLog.objects.filter(action="subscription.create", entity_id=str(sub.pk)).exists()
+    assert customer.timeline.filter(kind=TimelineKind.SUBSCRIPTION).exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cycle_days": None}, "cycle_days"),
+        ({"cycle_kind": "monthly_day", "cycle_days": None}, "monthly_day"),
+        ({"cycle_days": 3}, "cycle_days"),
+        ({"customer_id": 999_999}, "customer_id"),
+        ({"unit_price": -1}, "unit_price"),
+    ],
+)
+def test_bad_subscriptions_are_refused(
+    api: ApiClient, customer: Customer, change: dict[str, Any], field: str
+) -> None:
+    response = api.post("/api/v1/subscriptions", new_subscription(customer, **change))
+    error = assert_error(response, 422)
+    assert field in error["fields"]
+    assert not Subscription.objects.exists()
+
+
+def test_change_terms_only_touches_what_was_sent(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    response = api.patch(f"/api/v1/subscriptions/{sub['id']}", {"quantity": 2, "cycle_days": 45})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert (body["quantity"], body["cycle_days"], body["unit_price"]) == (2, 45, 3980)
+    audit = AuditLog.objects.get(action="subscription.update")
+    assert audit.changes == {"quantity": [1, 2], "cycle_days": [30, 45]}
+
+
+def test_pause_resume_and_cancel(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    until = (timezone.localdate() + dt.timedelta(days=30)).isoformat()
+    paused = api.patch(url, {"status": "paused", "paused_until": until}).json()
+    assert (paused["status"], paused["paused_until"]) == ("paused", until)
+    again = (timezone.localdate() + dt.timedelta(days=10)).isoformat()
+    resumed = api.patch(url, {"status": "active", "next_delivery_on": again}).json()
+    assert (resumed["status"], resumed["next_delivery_on"]) == ("active", again)
+    cancelled = api.patch(url, {"status": "cancelled", "cancel_reason": "surplus"}).json()
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["cancel_reason"] == "surplus"
+
+
+def test_status_changes_need_their_fields(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    error = assert_error(api.patch(url, {"status": "paused"}), 422)
+    assert set(error["fields"]) == {"paused_until"}
+    error = assert_error(api.patch(url, {"status": "cancelled"}), 422)
+    assert set(error["fields"]) == {"cancel_reason"}
+    assert Subscription.objects.get(pk=sub["id"]).status == SubscriptionStatus.ACTIVE
+
+
+def test_service_rules_hold_through_the_api(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    api.patch(url, {"status": "cancelled", "cancel_reason": "price"})
+    error = assert_error(api.patch(url, {"quantity": 3}), 422, "invalid_data")
+    assert "解約済み" in error["message"]
+
+
+def test_a_failed_status_change_keeps_the_other_changes_out(
+    api: ApiClient, customer: Customer
+) -> None:
+    sub = _create(api, customer)
+    yesterday = (timezone.localdate() - dt.timedelta(days=1)).isoformat()
+    response = api.patch(
+        f"/api/v1/subscriptions/{sub['id']}",
+        {"quantity": 5, "status": "paused", "paused_until": yesterday},
+    )
+    assert_error(response, 422)
+    assert Subscription.objects.get(pk=sub["id"]).quantity == 1
+
+
+def test_get_and_404(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    assert api.get(f"/api/v1/subscriptions/{sub['id']}").json() == sub
+    assert_error(api.get("/api/v1/subscriptions/999999"), 404)

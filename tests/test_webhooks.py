@@ -1,0 +1,286 @@
+"""Webhooks from the cart: signature and freshness (I1), once per event id (I2), order (I3)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from django.test import Client
+
+from kizuna.commerce.models import Order, OrderStatus
+from kizuna.core import webhooks
+from kizuna.core.audit import Actor
+from kizuna.core.models import AuditLog, WebhookEvent, WebhookSource
+from kizuna.customers.models import Customer, IdentityKind
+from tests.factories import add_identity, make_customer
+from tests.test_api_common import assert_error
+
+pytestmark = pytest.mark.django_db
+ADMIN = Actor.system("test-admin")
+
+
+@pytest.fixture
+def source() -> tuple[WebhookSource, str]:
+    return webhooks.webhook_source_create(name="EC-CUBE本店", slug="eccube", acting_user=ADMIN)
+
+
+def order_event(event_id: str = "evt_1", **data: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "number": "1001",
+        "customer": {
+            "identities": {"email": "hanako@example.jp"},
+            "profile": {"family_name": "山田", "given_name": "花子"},
+        },
+        "ordered_at": "2026-05-01T10:00:00+09:00",
+        "lines": [
+            {
+                "product_code": "SK-TR-01",
+                "product_name": "トライアル",
+                "unit_price": 980,
+                "quantity": 1,
+            }
+        ],
+        "updated_at": "2026-05-01T10:00:00+09:00",
+    }
+    payload.update(data)
+    return {"id": event_id, "type": "order.updated", "data": payload, "cart_extra": "ignored"}
+
+
+def deliver(
+    secret: str,
+    event: dict[str, Any],
+    *,
+    topic: str = "orders",
+    slug: str = "eccube",
+    timestamp: int | None = None,
+    signature: str | None = None,
+    client: Client | None = None,
+) -> Any:
+    raw = json.dumps(event, ensure_ascii=False).encode()
+    ts = int(time.time()) if timestamp is None else timestamp
+    headers = {
+        webhooks.TIMESTAMP_HEADER: str(ts),
+        webhooks.SIGNATURE_HEADER: signature
+        or webhooks.sign(secret=secret, timestamp=ts, body=raw),
+    }
+    return (client or Client()).post(
+        f"/api/v1/webhooks/{slug}/{topic}", raw, content_type="application/json", headers=headers
+    )
+
+
+def snapshot() -> tuple[int, int, int, int]:
+    return (
+        Order.objects.count(),
+        Customer.objects.count(),
+        WebhookEvent.objects.count(),
+        AuditLog.objects.exclude(action__startswith="webhook_source").count(),
+    )
+
+
+# --- I1: signature and freshness --------------------------------------------------------------
+
+
+def test_a_signed_fresh_event_creates_the_order(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    response = deliver(secret, order_event())
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "event_id": "evt_1",
+        "duplicate": False,
+        "outcome": "created",
+        "customer_id": Customer.objects.get().pk,
+        "order_number": "1001",
+    }
+    order = Order.objects.get()
+    assert order.source == "webhook:eccube"
+    assert AuditLog.objects.get(action="order.create").actor_label == "system:webhook:eccube"
+
+
+def _raw_post(headers: dict[str, str], body: bytes, slug: str = "eccube") -> Any:
+    return Client().post(
+        f"/api/v1/webhooks/{slug}/orders", body, content_type="application/json", headers=headers
+    )
+
+
+@pytest.mark.parametrize(
+    "case", ["no headers", "no signature", "wrong secret", "tampered body", "stale", "future"]
+)
+def test_forged_or_stale_events_are_401_and_change_nothing(
+    source: tuple[WebhookSource, str], case: str
+) -> None:
+    _, secret = source
+    raw = json.dumps(order_event()).encode()
+    now = int(time.time())
+    headers = {
+        webhooks.TIMESTAMP_HEADER: str(now),
+        webhooks.SIGNATURE_HEADER: webhooks.sign(secret=secret, timestamp=now, body=raw),
+    }
+    if case == "no headers":
+        headers = {}
+    elif case == "no signature":
+        del headers[webhooks.SIGNATURE_HEADER]
+    elif case == "wrong secret":
+        headers[webhooks.SIGNATURE_HEADER] = webhooks.sign(
+            secret="whsec_guess", timestamp=now, body=raw
+        )
+    elif case == "tampered body":
+        raw = raw.replace(b'"unit_price": 980', b'"unit_price": 1')
+    else:
+        skew = -301 if case == "stale" else 301
+        ts = now + skew
+        headers = {
+            webhooks.TIMESTAMP_HEADER: str(ts),
+            webhooks.SIGNATURE_HEADER: webhooks.sign(secret=secret, timestamp=ts, body=raw),
+        }
+    before = snapshot()
+    assert_error(_raw_post(headers, raw), 401)
+    assert snapshot() == before
+
+
+def test_the_signature_covers_the_raw_bytes_not_the_parsed_json(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    event = order_event()
+    now = int(time.time())
+    signed = json.dumps(event).encode()
+    sent = json.dumps(event, indent=2).encode()  # same JSON, other bytes
+    headers = {
+        webhooks.TIMESTAMP_HEADER: str(now),
+        webhooks.SIGNATURE_HEADER: webhooks.sign(secret=secret, timestamp=now, body=signed),
+    }
+    assert_error(_raw_post(headers, sent), 401)
+    assert not Order.objects.exists()
+
+
+def test_unknown_or_revoked_sources_are_401(source: tuple[WebhookSource, str]) -> None:
+    sender, secret = source
+    assert_error(deliver(secret, order_event(), slug="someone-else"), 401, "unknown_source")
+    webhooks.webhook_source_revoke(source=sender, acting_user=ADMIN)
+    assert_error(deliver(secret, order_event()), 401, "unknown_source")
+    assert not Order.objects.exists()
+
+
+def test_a_bad_body_with_a_good_signature_is_422_and_can_be_resent(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    error = assert_error(deliver(secret, order_event(lines=[])), 422)
+    assert "data.lines" in error["fields"]
+    assert not WebhookEvent.objects.exists()
+    assert deliver(secret, order_event()).json()["duplicate"] is False
+
+
+# --- I2: once per event id --------------------------------------------------------------------
+
+
+def test_the_same_event_delivered_again_is_a_duplicate(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    deliver(secret, order_event())
+    before = snapshot()
+    for _ in range(3):
+        response = deliver(secret, order_event())
+        assert response.status_code == 200
+        assert response.json()["duplicate"] is True
+        assert response.json()["order_number"] == "1001"
+    assert snapshot() == before
+
+
+def test_a_later_event_for_the_same_order_updates_it(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    deliver(secret, order_event("evt_1"))
+    response = deliver(
+        secret,
+        order_event("evt_2", status="shipped", updated_at="2026-05-02T09:00:00+09:00"),
+    )
+    assert response.json()["outcome"] == "updated"
+    assert Order.objects.get().status == OrderStatus.SHIPPED
+    assert WebhookEvent.objects.count() == 2
+
+
+# --- I3: out of order -------------------------------------------------------------------------
+
+
+def test_an_older_order_event_arriving_late_changes_nothing(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    deliver(
+        secret, order_event("evt_2", status="delivered", updated_at="2026-05-03T09:00:00+09:00")
+    )
+    response = deliver(secret, order_event("evt_1", updated_at="2026-05-01T10:00:00+09:00"))
+    assert response.json()["outcome"] == "stale"
+    assert Order.objects.get().status == OrderStatus.DELIVERED
+
+
+# --- customer events --------------------------------------------------------------------------
+
+
+def customer_event(event_id: str, updated_at: str, **profile: Any) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": "customer.updated",
+        "data": {
+            "identities": {"cart_member_id": "M000123"},
+            "profile": {"family_name": "山田", **profile},
+            "updated_at": updated_at,
+        },
+    }
+
+
+def test_customer_events_create_then_update(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    created = deliver(secret, customer_event("c1", "2026-05-01T10:00:00+09:00"), topic="customers")
+    assert created.json()["outcome"] == "created"
+    updated = deliver(
+        secret,
+        customer_event("c2", "2026-05-02T10:00:00+09:00", address1="港区南青山1-1-1"),
+        topic="customers",
+    )
+    assert updated.json()["outcome"] == "updated"
+    customer = Customer.objects.get()
+    assert customer.address1 == "港区南青山1-1-1"
+    assert customer.identities.get().kind == IdentityKind.CART_MEMBER
+
+
+def test_an_older_customer_event_arriving_late_is_ignored(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    customer = make_customer(address1="旧住所")
+    add_identity(customer, IdentityKind.CART_MEMBER, "M000123")
+    deliver(
+        secret,
+        customer_event("c2", "2026-05-02T10:00:00+09:00", address1="新住所"),
+        topic="customers",
+    )
+    late = deliver(
+        secret,
+        customer_event("c1", "2026-05-01T10:00:00+09:00", address1="旧住所"),
+        topic="customers",
+    )
+    assert late.json()["outcome"] == "stale"
+    customer.refresh_from_db()
+    assert customer.address1 == "新住所"
+
+
+def test_a_new_customer_event_without_family_name_is_422(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    event = customer_event("c1", "2026-05-01T10:00:00+09:00")
+    del event["data"]["profile"]["family_name"]
+    error = assert_error(deliver(secret, event, topic="customers"), 422, "invalid_data")
+    assert error["fields"] == {"data.profile.family_name": "姓は必須です"}
+    assert not WebhookEvent.objects.exists()
+
+
+def test_sources_and_secrets_are_audited_and_secret_is_not_in_the_audit(db: None) -> None:
+    sender, secret = webhooks.webhook_source_create(
+        name="Shopify", slug="shopify", acting_user=ADMIN
+    )
+    audit = AuditLog.objects.get(action="webhook_source.create")
+    assert audit.entity_id == str(sender.pk)
+    assert secret not in json.dumps(audit.changes)
