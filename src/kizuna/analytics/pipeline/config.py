@@ -1,0 +1,70 @@
+"""The shop's analytics thresholds as a plain value, so the pipeline runs with or without a DB.
+
+`AnalyticsConfig()` holds the defaults of PRODUCT.md section 2; the per-shop settings row
+(`kizuna.analytics.models.AnalyticsSettings`) turns into one with `.to_config()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class RfmMethod(StrEnum):
+    QUANTILE = "quantile"
+    FIXED = "fixed"
+
+
+PREDICTION_MODELS = ("bgnbd", "mbgnbd", "pareto")
+
+
+class ThresholdError(ValueError):
+    """A threshold setting that cannot be used; the message says which one and why, in Japanese."""
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    # RFM: scores 1–5. With fixed thresholds each list holds the four cut points in increasing
+    # order (see docs/analytics.md for which side of a cut point a value falls on).
+    rfm_method: RfmMethod = RfmMethod.QUANTILE
+    recency_days: tuple[int, int, int, int] = (30, 90, 180, 365)
+    frequency_counts: tuple[int, int, int, int] = (2, 3, 5, 10)
+    monetary_yen: tuple[int, int, int, int] = (5_000, 15_000, 40_000, 100_000)
+    # CPM (顧客ポートフォリオマネジメント).
+    cpm_lapse_days: int = 240
+    cpm_toddler_tenure_days: int = 90
+    cpm_loyal_tenure_days: int = 210
+    cpm_amount_yen: int = 70_000
+    # Repeat KPIs: F2/F3/F4 and 引き上げ windows, in days after the first purchase.
+    windows_days: tuple[int, ...] = (30, 60, 90, 180, 365)
+    # Predictions: which purchase model (bgnbd, mbgnbd or pareto) and how far ahead.
+    prediction_model: str = "bgnbd"
+    prediction_horizon_days: int = 365
+    # Per-customer snapshot rows are kept for this many runs; aggregates are kept forever.
+    keep_customer_runs: int = 7
+
+    def __post_init__(self) -> None:
+        for name, values in (
+            ("R(最終購入からの日数)", self.recency_days),
+            ("F(購入回数)", self.frequency_counts),
+            ("M(累計購入金額)", self.monetary_yen),
+        ):
+            if len(values) != 4:
+                raise ThresholdError(f"{name}の閾値は4つ指定してください")
+            if any(b <= a for a, b in itertools.pairwise(values)):
+                raise ThresholdError(f"{name}の閾値は小さい順に、重複なく指定してください")
+        if self.cpm_lapse_days < 1:
+            raise ThresholdError("離脱とみなす日数は1日以上にしてください")
+        if not 0 < self.cpm_toddler_tenure_days < self.cpm_loyal_tenure_days:
+            raise ThresholdError(
+                "在籍期間の閾値は「よちよち客の上限 < 優良客の下限」となるよう指定してください"
+            )
+        if self.cpm_amount_yen < 0:
+            raise ThresholdError("累計購入金額の閾値は0円以上にしてください")
+        if not self.windows_days or any(n < 1 for n in self.windows_days):
+            raise ThresholdError("転換率の期間(日数)は1日以上で1つ以上指定してください")
+        if self.prediction_model not in PREDICTION_MODELS:
+            raise ThresholdError("予測モデルは bgnbd・mbgnbd・pareto のいずれかにしてください")
+        if self.keep_customer_runs < 1:
+            raise ThresholdError("顧客別スナップショットの保持回数は1以上にしてください")

@@ -1,0 +1,278 @@
+"""Read the operational tables into an Arrow snapshot in the pipeline's normalised shape.
+
+DuckDB here cannot fetch its sqlite/postgres scanner extensions, so data moves as Arrow:
+
+* `connectorx` (Rust, straight to Arrow) when the run is not inside a transaction: it opens
+  its own connection and would not see uncommitted rows;
+* PostgreSQL `COPY (SELECT …) TO STDOUT` parsed by Arrow's CSV reader, on Django's connection;
+* otherwise Django's connection, `fetchmany` in chunks turned into Arrow record batches.
+
+Timestamps leave the database as UTC epoch seconds and become Asia/Tokyo day numbers here
+(Japan has no daylight saving time, so JST is always UTC+9).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+from django.db import connections
+
+JST_OFFSET_SECONDS = 9 * 3600
+SECONDS_PER_DAY = 86_400
+FETCH_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The operational data the analytics need, as Arrow tables (normalised shape)."""
+
+    orders: pa.Table
+    lines: pa.Table | None = None
+    products: pa.Table | None = None
+    customers: pa.Table | None = None
+    subscriptions: pa.Table | None = None
+    deliveries: pa.Table | None = None
+
+    def tables(self) -> dict[str, pa.Table]:
+        named = {
+            "orders": self.orders,
+            "lines": self.lines,
+            "products": self.products,
+            "customers": self.customers,
+            "subscriptions": self.subscriptions,
+            "deliveries": self.deliveries,
+        }
+        return {name: table for name, table in named.items() if table is not None}
+
+
+# SQL per vendor for the two conversions the databases store differently.
+_EPOCH = {
+    "sqlite": "CAST(strftime('%s', {col}) AS INTEGER)",
+    "postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM {col})) AS BIGINT)",
+}
+_DAYS = {
+    "sqlite": "CAST(julianday({col}) - 2440587.5 AS INTEGER)",
+    "postgresql": "({col} - DATE '1970-01-01')",
+}
+# connectorx infers an SQLite expression's type from its first value, and cannot from a NULL:
+# nullable day columns leave the database as this stand-in and become NULL again in Arrow.
+NULL_DAY = -1_000_000_000
+
+
+def _nullable_days(vendor: str, col: str) -> str:
+    return f"COALESCE({_DAYS[vendor].format(col=col)}, {NULL_DAY})"
+
+
+@dataclass(frozen=True)
+class _Query:
+    name: str
+    sql: str
+    schema: pa.Schema
+
+
+def _queries(vendor: str) -> list[_Query]:
+    # The SQL is assembled from this module's constants only (S608 is about user input).
+    epoch = _EPOCH[vendor].format
+    days = _DAYS[vendor].format
+    i64, s = pa.int64(), pa.string()
+    return [
+        _Query(
+            "orders",
+            "SELECT id, customer_id, "  # noqa: S608
+            f"{epoch(col='ordered_at')}, status, channel, total, subtotal FROM commerce_order",
+            pa.schema(
+                [
+                    ("order_id", i64),
+                    ("customer_id", i64),
+                    ("epoch", i64),
+                    ("status", s),
+                    ("channel", s),
+                    ("amount", i64),
+                    ("subtotal", i64),
+                ]
+            ),
+        ),
+        _Query(
+            "lines",
+            "SELECT order_id, product_id, amount FROM commerce_orderline",
+            pa.schema([("order_id", i64), ("product_id", i64), ("amount", i64)]),
+        ),
+        _Query(
+            "products",
+            "SELECT id, code, name, kind FROM commerce_product",
+            pa.schema([("product_id", i64), ("code", s), ("name", s), ("kind", s)]),
+        ),
+        _Query(
+            "customers",
+            "SELECT id, acquisition_channel FROM customers_customer WHERE merged_into_id IS NULL",
+            pa.schema([("customer_id", i64), ("acquisition_channel", s)]),
+        ),
+        _Query(
+            "subscriptions",
+            "SELECT id, customer_id, product_id, status, "  # noqa: S608
+            f"{days(col='started_on')}, {_nullable_days(vendor, 'cancelled_on')} "
+            "FROM subscriptions_subscription",
+            pa.schema(
+                [
+                    ("subscription_id", i64),
+                    ("customer_id", i64),
+                    ("product_id", i64),
+                    ("status", s),
+                    ("start_day", i64),
+                    ("cancel_day", i64),
+                ]
+            ),
+        ),
+        _Query(
+            "deliveries",
+            f"SELECT subscription_id, sequence, status, {days(col='scheduled_on')} "  # noqa: S608
+            "FROM subscriptions_subscriptiondelivery",
+            pa.schema([("subscription_id", i64), ("sequence", i64), ("status", s), ("day", i64)]),
+        ),
+    ]
+
+
+def month_of_day(days: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
+    """Months since 1970-01 for day numbers (nulls stay null)."""
+    as_dates = pc.cast(pc.cast(days, pa.int32()), pa.date32())
+    year = pc.cast(pc.year(as_dates), pa.int64())
+    month = pc.cast(pc.month(as_dates), pa.int64())
+    return pc.add(pc.multiply(pc.subtract(year, 1970), 12), pc.subtract(month, 1))
+
+
+def _normalise(name: str, table: pa.Table) -> pa.Table:
+    if name == "orders":
+        epoch = table.column("epoch").to_numpy()
+        day = pa.array((epoch + JST_OFFSET_SECONDS) // SECONDS_PER_DAY, pa.int64())
+        table = table.drop_columns(["epoch"])
+        return table.append_column("day", day).append_column("month", month_of_day(day))
+    if name == "subscriptions":
+        cancel = table["cancel_day"]
+        table = table.set_column(
+            table.schema.get_field_index("cancel_day"),
+            "cancel_day",
+            pc.if_else(pc.equal(cancel, NULL_DAY), pa.scalar(None, pa.int64()), cancel),
+        )
+        return table.append_column("start_month", month_of_day(table["start_day"])).append_column(
+            "cancel_month", month_of_day(table["cancel_day"])
+        )
+    return table
+
+
+def _read_connectorx(url: str, query: _Query) -> pa.Table:
+    import connectorx
+
+    table = connectorx.read_sql(url, query.sql, return_type="arrow")
+    return _conform(table, query.schema)
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Rename positionally and cast: each engine reports slightly different column types."""
+    renamed = table.rename_columns(schema.names)
+    return renamed.cast(schema) if renamed.schema != schema else renamed
+
+
+def _read_copy(cursor: Any, query: _Query) -> pa.Table:
+    buffer = io.BytesIO()
+    with cursor.copy(f"COPY ({query.sql}) TO STDOUT WITH (FORMAT csv)") as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return query.schema.empty_table()
+    return pa_csv.read_csv(
+        buffer,
+        read_options=pa_csv.ReadOptions(column_names=query.schema.names),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=query.schema,
+            # COPY writes NULL as an empty unquoted field and an empty string as "".
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _read_cursor(cursor: Any, query: _Query) -> pa.Table:
+    cursor.execute(query.sql)
+    batches: list[pa.RecordBatch] = []
+    while rows := cursor.fetchmany(FETCH_ROWS):
+        columns = list(zip(*rows, strict=True))
+        batches.append(
+            pa.record_batch(
+                [
+                    pa.array(col, type=field.type)
+                    for col, field in zip(columns, query.schema, strict=True)
+                ],
+                schema=query.schema,
+            )
+        )
+    return pa.Table.from_batches(batches, schema=query.schema)
+
+
+def connectorx_url(using: str = "default") -> str | None:
+    """A connectorx URL for the Django database, or None when connectorx cannot read it."""
+    try:
+        import connectorx  # noqa: F401
+    except ImportError:
+        return None
+    conn = connections[using]
+    settings = conn.settings_dict
+    if conn.vendor == "sqlite":
+        name = str(settings["NAME"])
+        if name == ":memory:" or name.startswith("file:"):
+            return None
+        return f"sqlite://{name}"
+    if conn.vendor == "postgresql":
+        user = settings.get("USER") or "postgres"
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        host = settings.get("HOST") or "localhost"
+        port = settings.get("PORT") or 5432
+        return f"postgresql://{user}{password}@{host}:{port}/{settings['NAME']}"
+    return None
+
+
+def choose_method(using: str = "default") -> str:
+    """connectorx when it can see the same data; otherwise COPY (PostgreSQL) or the cursor."""
+    conn = connections[using]
+    if not conn.in_atomic_block and connectorx_url(using) is not None:
+        return "connectorx"
+    return "copy" if conn.vendor == "postgresql" else "cursor"
+
+
+def snapshot_from_database(
+    *,
+    using: str = "default",
+    method: str = "auto",
+    on_table: Callable[[str, int], None] | None = None,
+) -> Snapshot:
+    """Read every table the analytics use into Arrow. `method`: auto, connectorx, copy or cursor."""
+    conn = connections[using]
+    if conn.vendor not in _EPOCH:
+        raise NotImplementedError(f"{conn.vendor} から分析用データを読み出す方法がありません")
+    chosen = choose_method(using) if method == "auto" else method
+    url = connectorx_url(using) if chosen == "connectorx" else None
+    if chosen == "connectorx" and url is None:
+        raise ValueError("connectorx はこのデータベースを読めません")
+    if chosen == "copy" and conn.vendor != "postgresql":
+        raise ValueError("COPY での読み出しは PostgreSQL のときだけ使えます")
+    out: dict[str, pa.Table] = {}
+    conn.ensure_connection()
+    with conn.cursor() as cursor:
+        raw = getattr(cursor, "cursor", cursor)  # the DB-API cursor under Django's wrappers
+        for query in _queries(conn.vendor):
+            if url is not None:
+                table = _read_connectorx(url, query)
+            elif chosen == "copy":
+                table = _read_copy(raw, query)
+            else:
+                table = _read_cursor(raw, query)
+            out[query.name] = _normalise(query.name, table)
+            if on_table is not None:
+                on_table(query.name, out[query.name].num_rows)
+    return Snapshot(**out)

@@ -1,0 +1,91 @@
+"""Background analytics runs, executed by `kizuna worker`.
+
+`analytics_nightly` computes yesterday's snapshot (the last whole day, Asia/Tokyo) and then
+queues itself for 02:00 JST the next night, so once scheduled (`kizuna analytics run
+--schedule-nightly`) the task system runs it every night without cron. `analytics_run` is the
+on-demand run a page or `kizuna analytics run --enqueue` queues. Both call `run_analytics`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from django.utils import timezone
+from django_tasks import task
+
+from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings
+from kizuna.analytics.pipeline.backends import Backend
+from kizuna.analytics.pipeline.run import run_analytics
+from kizuna.core.audit import Actor
+
+NIGHTLY_AT = dt.time(2, 0)
+BUSINESS_TZ = ZoneInfo("Asia/Tokyo")
+
+
+@task()
+def analytics_run(run_id: int) -> int:
+    """Carry out a run queued by `enqueue_run` (its row already exists, status 待機中)."""
+    run = AnalyticsRun.objects.get(pk=run_id)
+    done = run_analytics(
+        acting_user=Actor.system("analytics-task"),
+        as_of=run.as_of,
+        backend=run.backend,
+        trigger=run.trigger or "task",
+        run=run,
+    )
+    return done.pk
+
+
+@task()
+def analytics_nightly() -> int:
+    """Yesterday's snapshot with the shop's nightly engine; then queue tomorrow night's run."""
+    try:
+        run = run_analytics(
+            acting_user=Actor.system("analytics-nightly"),
+            as_of=timezone.localdate() - dt.timedelta(days=1),
+            backend=AnalyticsSettings.load().nightly_backend,
+            trigger="nightly",
+        )
+    finally:
+        # Even a failed night must not end the schedule.
+        schedule_nightly()
+    return run.pk
+
+
+def enqueue_run(*, as_of: dt.date | None, backend: Backend | str, trigger: str = "queued") -> int:
+    """Record a queued AnalyticsRun (pages show it at once) and hand it to the task system."""
+    run = AnalyticsRun.objects.create(
+        as_of=as_of or timezone.localdate(), backend=Backend(backend).value, trigger=trigger
+    )
+    analytics_run.enqueue(run.pk)
+    return run.pk
+
+
+def next_nightly_time(now: dt.datetime) -> dt.datetime:
+    """The next 02:00 in Asia/Tokyo strictly after `now`."""
+    local = now.astimezone(BUSINESS_TZ)
+    candidate = dt.datetime.combine(local.date(), NIGHTLY_AT, tzinfo=BUSINESS_TZ)
+    if candidate <= local:
+        candidate += dt.timedelta(days=1)
+    return candidate
+
+
+def nightly_is_queued() -> bool:
+    """Whether a nightly run is already waiting (known only for the database task backend)."""
+    try:
+        from django_tasks_db.models import DBTaskResult
+    except ImportError:
+        return False
+    return DBTaskResult.objects.filter(
+        task_path=analytics_nightly.module_path, status="READY"
+    ).exists()
+
+
+def schedule_nightly(*, now: dt.datetime | None = None) -> dt.datetime | None:
+    """Queue the next nightly run unless one is already waiting; returns when it will run."""
+    if nightly_is_queued():
+        return None
+    when = next_nightly_time(now or timezone.now())
+    analytics_nightly.using(run_after=when).enqueue()
+    return when
