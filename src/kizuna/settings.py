@@ -59,6 +59,9 @@ INSTALLED_APPS = [
     "kizuna.subscriptions",
     "kizuna.loyalty",
     "kizuna.support",
+    "kizuna.analytics",
+    "kizuna.campaigns",
+    "kizuna.campaigns.automation",
     "kizuna.web",
     "kizuna.demo",
 ]
@@ -170,6 +173,42 @@ TASKS = {
         "BACKEND": env_str("KIZUNA_TASK_BACKEND", "django_tasks_db.DatabaseBackend"),
     }
 }
+# The broker-backed backend for several machines: tasks in Redis, run by `kizuna rqworker`.
+if TASKS["default"]["BACKEND"].startswith("django_tasks_rq."):
+    INSTALLED_APPS += ["django_rq", "django_tasks_rq"]
+    RQ_QUEUES = {"default": {"URL": env_str("KIZUNA_REDIS_URL", "redis://127.0.0.1:6379/0")}}
+
+# Delivery (kizuna.campaigns; docs/automation.md). Mail goes out over real SMTP.
+EMAIL_BACKEND = env_str("KIZUNA_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("KIZUNA_SMTP_HOST", "127.0.0.1")
+EMAIL_PORT = env_int("KIZUNA_SMTP_PORT", 25)
+EMAIL_HOST_USER = env_str("KIZUNA_SMTP_USER", "")
+EMAIL_HOST_PASSWORD = env_str("KIZUNA_SMTP_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("KIZUNA_SMTP_TLS", False)
+EMAIL_USE_SSL = env_bool("KIZUNA_SMTP_SSL", False)
+EMAIL_TIMEOUT = env_int("KIZUNA_SMTP_TIMEOUT", 30)
+DEFAULT_FROM_EMAIL = env_str("KIZUNA_MAIL_FROM", "Kizuna <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+KIZUNA_SENDER_NAME = env_str("KIZUNA_SENDER_NAME", "")
+KIZUNA_SENDER_ADDRESS = env_str("KIZUNA_SENDER_ADDRESS", "")
+KIZUNA_SENDER_CONTACT = env_str("KIZUNA_SENDER_CONTACT", "")
+KIZUNA_PUBLIC_URL = env_str("KIZUNA_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+KIZUNA_UNSUBSCRIBE_MAILTO = env_str("KIZUNA_UNSUBSCRIBE_MAILTO", "")
+KIZUNA_LINE_API_BASE = env_str("KIZUNA_LINE_API_BASE", "https://api.line.me").rstrip("/")
+KIZUNA_LINE_CHANNEL_TOKEN = env_str("KIZUNA_LINE_CHANNEL_TOKEN", "")
+KIZUNA_SMS_API_URL = env_str("KIZUNA_SMS_API_URL", "")
+KIZUNA_SMS_API_TOKEN = env_str("KIZUNA_SMS_API_TOKEN", "")
+KIZUNA_SMS_SENDER = env_str("KIZUNA_SMS_SENDER", "")
+KIZUNA_OUTBOX_BATCH = env_int("KIZUNA_OUTBOX_BATCH", 100)
+KIZUNA_OUTBOX_LEASE_SECONDS = env_int("KIZUNA_OUTBOX_LEASE_SECONDS", 300)
+KIZUNA_OUTBOX_MAX_ATTEMPTS = env_int("KIZUNA_OUTBOX_MAX_ATTEMPTS", 8)
+KIZUNA_OUTBOX_DURABLE_SENT = env_bool("KIZUNA_OUTBOX_DURABLE_SENT", False)
+# Scenario scheduler (docs/automation.md, "Timing"): a gap since the last tick longer than
+# this holds what came due for confirmation; so does a message this late; triggers re-read
+# this many days of events for data that arrived late.
+KIZUNA_SCHEDULER_BACKLOG_MINUTES = env_int("KIZUNA_SCHEDULER_BACKLOG_MINUTES", 60)
+KIZUNA_SCHEDULER_MAX_LATE_HOURS = env_int("KIZUNA_SCHEDULER_MAX_LATE_HOURS", 24)
+KIZUNA_TRIGGER_LOOKBACK_DAYS = env_int("KIZUNA_TRIGGER_LOOKBACK_DAYS", 7)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("KIZUNA_SECURE_COOKIES", False)

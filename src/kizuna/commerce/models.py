@@ -163,3 +163,83 @@ class OrderReversal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.order.number} {self.get_kind_display()}"
+
+
+class ImportKind(models.TextChoices):
+    ORDERS = "orders", "注文"
+    CUSTOMERS = "customers", "顧客"
+
+
+class ImportStatus(models.TextChoices):
+    QUEUED = "queued", "待機中"
+    RUNNING = "running", "実行中"
+    DONE = "done", "完了"
+    REJECTED_ROWS = "rejected_rows", "完了(取り込めない行あり)"
+    REFUSED = "refused", "中止"
+    FAILED = "failed", "システムエラー"
+
+
+class ImportRun(TimeStampedModel):
+    """One CSV upload from the web page and what became of it.
+
+    Progress while it runs lives in a small file next to the upload (see
+    kizuna.commerce.importers.runs): a dry run or a strict import holds one long transaction,
+    and its own progress rows would be invisible until it ends — or rolled back with it.
+    """
+
+    kind = models.CharField("種類", max_length=16, choices=ImportKind.choices)
+    file_format = models.CharField("形式", max_length=16, default="auto")
+    encoding = models.CharField("文字コード", max_length=16, default="auto")
+    dry_run = models.BooleanField("試行(書き込まない)", default=False)
+    strict = models.BooleanField("厳格(誤りが1行でもあれば取り込まない)", default=False)
+    consent_wording = models.CharField("同意文言バージョン", max_length=32, default="import")
+    mapping_yaml = models.TextField("マッピング(YAML)", blank=True)
+    original_name = models.CharField("ファイル名", max_length=255)
+    stored_path = models.CharField("保存先", max_length=500)
+    size_bytes = models.BigIntegerField("サイズ(バイト)", default=0)
+    created_by = models.ForeignKey(
+        "accounts.User",
+        on_delete=models.SET_NULL,
+        null=True,
+        related_name="+",
+        verbose_name="実行者",
+    )
+    status = models.CharField(
+        "状態", max_length=16, choices=ImportStatus.choices, default=ImportStatus.QUEUED
+    )
+    started_at = models.DateTimeField("開始日時", null=True, blank=True)
+    finished_at = models.DateTimeField("終了日時", null=True, blank=True)
+    rows_read = models.PositiveIntegerField("読んだ行数", default=0)
+    rows_rejected = models.PositiveIntegerField("取り込めなかった行数", default=0)
+    summary = models.JSONField("結果", default=dict, blank=True)
+    message = models.TextField("メッセージ", blank=True)
+
+    class Meta:
+        verbose_name = "CSV取込"
+        verbose_name_plural = "CSV取込"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.original_name}({self.get_status_display()})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in (ImportStatus.QUEUED, ImportStatus.RUNNING)
+
+
+class ImportRowError(models.Model):
+    """A row the import could not take: line in the file, column and reason, for the report."""
+
+    run = models.ForeignKey(ImportRun, on_delete=models.CASCADE, related_name="row_errors")
+    line = models.PositiveIntegerField("行")
+    column = models.CharField("列", max_length=100, blank=True)
+    reason = models.CharField("理由", max_length=500)
+    order_key = models.CharField("注文番号", max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = "CSV取込の誤り"
+        verbose_name_plural = "CSV取込の誤り"
+        indexes = [models.Index(fields=["run", "line", "id"], name="import_error_run_line")]
+
+    def __str__(self) -> str:
+        return f"{self.line}行目 {self.column}: {self.reason}"

@@ -22,6 +22,6 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("segments:list", "セグメント"),
     MenuItem("scenarios:list", "シナリオ"),
     MenuItem("outbox:dashboard", "配信状況"),
-    MenuItem("imports:list", "データ取込"),
+    MenuItem("imports:index", "データ取込"),
     MenuItem("apikeys:index", "API・Webhook"),
 )

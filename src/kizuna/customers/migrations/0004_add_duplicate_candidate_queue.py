@@ -5,30 +5,71 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('customers', '0003_binary_collation_for_search_keys'),
+        ("customers", "0003_binary_collation_for_search_keys"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DuplicateCandidate',
+            name="DuplicateCandidate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('reason', models.CharField(max_length=200, verbose_name='理由')),
-                ('status', models.CharField(choices=[('open', '未確認'), ('merged', '統合済'), ('dismissed', '別人として確認済')], default='open', max_length=16, verbose_name='状態')),
-                ('decided_by', models.CharField(blank=True, max_length=150, verbose_name='確認者')),
-                ('decided_at', models.DateTimeField(blank=True, null=True, verbose_name='確認日時')),
-                ('customer_a', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='customers.customer')),
-                ('customer_b', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='customers.customer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("reason", models.CharField(max_length=200, verbose_name="理由")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "未確認"),
+                            ("merged", "統合済"),
+                            ("dismissed", "別人として確認済"),
+                        ],
+                        default="open",
+                        max_length=16,
+                        verbose_name="状態",
+                    ),
+                ),
+                ("decided_by", models.CharField(blank=True, max_length=150, verbose_name="確認者")),
+                (
+                    "decided_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="確認日時"),
+                ),
+                (
+                    "customer_a",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="customers.customer",
+                    ),
+                ),
+                (
+                    "customer_b",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to="customers.customer",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '重複候補',
-                'verbose_name_plural': '重複候補',
-                'indexes': [models.Index(fields=['status', '-created_at'], name='duplicate_queue')],
-                'constraints': [models.UniqueConstraint(fields=('customer_a', 'customer_b'), name='duplicate_pair'), models.CheckConstraint(condition=models.Q(('customer_a__lt', models.F('customer_b'))), name='duplicate_pair_ordered')],
+                "verbose_name": "重複候補",
+                "verbose_name_plural": "重複候補",
+                "indexes": [models.Index(fields=["status", "-created_at"], name="duplicate_queue")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("customer_a", "customer_b"), name="duplicate_pair"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("customer_a__lt", models.F("customer_b"))),
+                        name="duplicate_pair_ordered",
+                    ),
+                ],
             },
         ),
     ]

@@ -5,43 +5,106 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('customers', '0004_add_duplicate_candidate_queue'),
+        ("customers", "0004_add_duplicate_candidate_queue"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='customer',
-            name='merged_into',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='merged_records', to='customers.customer', verbose_name='統合先'),
+            model_name="customer",
+            name="merged_into",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="merged_records",
+                to="customers.customer",
+                verbose_name="統合先",
+            ),
         ),
         migrations.CreateModel(
-            name='CustomerMerge',
+            name="CustomerMerge",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, verbose_name='作成日時')),
-                ('updated_at', models.DateTimeField(auto_now=True, verbose_name='更新日時')),
-                ('merged_at', models.DateTimeField(verbose_name='統合日時')),
-                ('merged_by', models.CharField(max_length=150, verbose_name='統合した人')),
-                ('moved', models.JSONField(default=dict, verbose_name='移動した行')),
-                ('consents_swapped', models.JSONField(default=dict, verbose_name='入れ替えた配信同意')),
-                ('profile_filled', models.JSONField(default=dict, verbose_name='補完した項目')),
-                ('tags_added', models.JSONField(default=list, verbose_name='統合先に加えたタグ')),
-                ('tags_removed', models.JSONField(default=list, verbose_name='統合元から外したタグ')),
-                ('points_transferred', models.PositiveIntegerField(default=0, verbose_name='移行ポイント')),
-                ('absorbed_member_status', models.CharField(max_length=16, verbose_name='統合元の元の会員状態')),
-                ('undone_at', models.DateTimeField(blank=True, null=True, verbose_name='取り消し日時')),
-                ('undone_by', models.CharField(blank=True, max_length=150, verbose_name='取り消した人')),
-                ('absorbed', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='merges_absorbed', to='customers.customer', verbose_name='統合元')),
-                ('candidate', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='merges', to='customers.duplicatecandidate', verbose_name='重複候補')),
-                ('survivor', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='merges_kept', to='customers.customer', verbose_name='統合先')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, verbose_name="作成日時")),
+                ("updated_at", models.DateTimeField(auto_now=True, verbose_name="更新日時")),
+                ("merged_at", models.DateTimeField(verbose_name="統合日時")),
+                ("merged_by", models.CharField(max_length=150, verbose_name="統合した人")),
+                ("moved", models.JSONField(default=dict, verbose_name="移動した行")),
+                (
+                    "consents_swapped",
+                    models.JSONField(default=dict, verbose_name="入れ替えた配信同意"),
+                ),
+                ("profile_filled", models.JSONField(default=dict, verbose_name="補完した項目")),
+                ("tags_added", models.JSONField(default=list, verbose_name="統合先に加えたタグ")),
+                (
+                    "tags_removed",
+                    models.JSONField(default=list, verbose_name="統合元から外したタグ"),
+                ),
+                (
+                    "points_transferred",
+                    models.PositiveIntegerField(default=0, verbose_name="移行ポイント"),
+                ),
+                (
+                    "absorbed_member_status",
+                    models.CharField(max_length=16, verbose_name="統合元の元の会員状態"),
+                ),
+                (
+                    "undone_at",
+                    models.DateTimeField(blank=True, null=True, verbose_name="取り消し日時"),
+                ),
+                (
+                    "undone_by",
+                    models.CharField(blank=True, max_length=150, verbose_name="取り消した人"),
+                ),
+                (
+                    "absorbed",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="merges_absorbed",
+                        to="customers.customer",
+                        verbose_name="統合元",
+                    ),
+                ),
+                (
+                    "candidate",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="merges",
+                        to="customers.duplicatecandidate",
+                        verbose_name="重複候補",
+                    ),
+                ),
+                (
+                    "survivor",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="merges_kept",
+                        to="customers.customer",
+                        verbose_name="統合先",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': '顧客の統合',
-                'verbose_name_plural': '顧客の統合',
-                'indexes': [models.Index(fields=['-merged_at'], name='customer_merge_time')],
-                'constraints': [models.CheckConstraint(condition=models.Q(('survivor', models.F('absorbed')), _negated=True), name='merge_two_records'), models.UniqueConstraint(condition=models.Q(('undone_at__isnull', True)), fields=('absorbed',), name='merge_absorbed_once')],
+                "verbose_name": "顧客の統合",
+                "verbose_name_plural": "顧客の統合",
+                "indexes": [models.Index(fields=["-merged_at"], name="customer_merge_time")],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("survivor", models.F("absorbed")), _negated=True),
+                        name="merge_two_records",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("undone_at__isnull", True)),
+                        fields=("absorbed",),
+                        name="merge_absorbed_once",
+                    ),
+                ],
             },
         ),
     ]

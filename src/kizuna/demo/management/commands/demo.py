@@ -16,8 +16,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from kizuna.accounts.models import Role, User
+from kizuna.analytics.pipeline.run import run_analytics
+from kizuna.core.audit import Actor
 from kizuna.customers.models import Customer
 from kizuna.demo.build import build_demo
+from kizuna.demo.duplicates import seed_duplicate_candidates
+from kizuna.demo.scenarios import seed_demo_scenarios
 from kizuna.loyalty.tasks import expire_points
 
 DEMO_USERS = {
@@ -59,6 +63,17 @@ class Command(BaseCommand):
                 progress=sys.stderr.isatty(),
             )
             self.stdout.write(f"作成しました: {summary}")
+            # Probable duplicates, so the 名寄せ queue has work on day one.
+            proposed = seed_duplicate_candidates(
+                count=max(5, options["customers"] // 500), seed=options["seed"]
+            )
+            self.stdout.write(f"名寄せの確認待ち候補: {proposed} 件")
+            # Running scenarios with their history, so lift is visible on day one.
+            seed_demo_scenarios(as_of=as_of, seed=options["seed"])
+            self.stdout.write("シナリオとその配信履歴を作成しました。")
+            # The analytics snapshot the segment builder and scenarios read.
+            run = run_analytics(acting_user=Actor.system("demo"), as_of=as_of)
+            self.stdout.write(f"顧客分析のスナップショットを作成しました({run.status})。")
         password = self._ensure_users()
         base = f"http://{options['addr']}/"
         self.stdout.write(self.style.SUCCESS(f"\nKizuna デモ: {base}"))

@@ -1,0 +1,1 @@
+"""Benchmarks for scenarios and delivery (issue 5, part 10)."""

@@ -1,0 +1,1 @@
+"""Campaigns: the outbox, delivery to channels, suppressions and the sending rules."""

@@ -1,0 +1,642 @@
+"""The scheduler: one `tick(now)` evaluates every active scenario and fills the outbox.
+
+The worker calls `tick()` every minute (`kizuna scenarios run` does one by hand). A tick:
+
+1. takes the scheduler lease — a conditional UPDATE on one row — or returns at once when
+   another scheduler holds it, so two schedulers never run at the same time (S10);
+2. per active scenario: enrolls whoever the trigger finds (triggers.enroll, one query), ends
+   enrollments by the exit rules (one UPDATE per rule), then for each step finds the
+   enrollments whose step is due in one query and records one StepDispatch per enrollment —
+   `queued` with its outbox row in the same transaction (S1), `held_out` for the control
+   group, `skipped` when the step's condition does not hold, or `pending` when it is late;
+3. releases the lease and writes a TickLog row.
+
+Late messages are never blasted out on their own (S10). When the previous tick is more than
+KIZUNA_SCHEDULER_BACKLOG_MINUTES (default 60) behind — the scheduler was stopped, or the
+database was restored from a backup — every message that became due is held; in normal
+running a message whose time passed more than KIZUNA_SCHEDULER_MAX_LATE_HOURS (default 24)
+ago (its anchor arrived late) is held too. Held messages wait in a Backlog per scenario until
+someone confirms (they are queued on the next tick) or discards them on the scenario page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import (
+    BooleanField,
+    Count,
+    DateField,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from kizuna.campaigns.automation import segments, triggers
+from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.campaigns.automation.clock import (
+    JST,
+    add_months,
+    jst_at,
+    jst_date,
+    latest_anchor_for,
+)
+from kizuna.campaigns.automation.models import (
+    Backlog,
+    DispatchStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Scenario,
+    ScenarioStatus,
+    ScenarioStep,
+    SchedulerLease,
+    StepAnchor,
+    StepDispatch,
+    TickLog,
+)
+from kizuna.campaigns.automation.recommendations import (
+    copurchase_refresh_if_stale,
+    copurchase_table,
+)
+from kizuna.campaigns.automation.templating import (
+    CompiledTemplate,
+    compile_stored,
+    content_for,
+    customer_contexts,
+    offer_context,
+)
+from kizuna.campaigns.models import Purpose
+from kizuna.campaigns.outbox import OutboxRow, outbox_enqueue_many, validate_content
+from kizuna.commerce.models import Shipment
+from kizuna.customers.models import Customer
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "scenarios"
+LEASE_TTL = dt.timedelta(minutes=5)
+# Enrollments still waiting this long after their last step could have run are closed.
+ENROLLMENT_GRACE_DAYS = 90
+
+
+def _setting(name: str, default: int) -> int:
+    return int(getattr(settings, name, default))
+
+
+def backlog_gap() -> dt.timedelta:
+    return dt.timedelta(minutes=_setting("KIZUNA_SCHEDULER_BACKLOG_MINUTES", 60))
+
+
+def max_lateness() -> dt.timedelta:
+    return dt.timedelta(hours=_setting("KIZUNA_SCHEDULER_MAX_LATE_HOURS", 24))
+
+
+def lookback() -> dt.timedelta:
+    return dt.timedelta(days=_setting("KIZUNA_TRIGGER_LOOKBACK_DAYS", 7))
+
+
+# --- the lease --------------------------------------------------------------------------------
+
+
+def lease_acquire(holder: str, *, ttl: dt.timedelta = LEASE_TTL) -> bool:
+    """Take the scheduler lease if it is free, expired, or already ours.
+
+    One conditional UPDATE: on PostgreSQL a concurrent UPDATE of the row waits and re-checks
+    the condition after the first commits; on SQLite writes are serialised. Either way exactly
+    one scheduler sees "1 row updated". The clock is the wall clock, never a tick's `now`.
+    """
+    wall = timezone.now()
+    SchedulerLease.objects.get_or_create(
+        name=LEASE_NAME, defaults={"holder": "", "expires_at": wall - dt.timedelta(seconds=1)}
+    )
+    taken = (
+        SchedulerLease.objects.filter(name=LEASE_NAME)
+        .filter(Q(expires_at__lt=wall) | Q(holder=holder))
+        .update(holder=holder, expires_at=wall + ttl)
+    )
+    return taken == 1
+
+
+def lease_renew(holder: str, *, ttl: dt.timedelta = LEASE_TTL) -> bool:
+    wall = timezone.now()
+    renewed = SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(
+        expires_at=wall + ttl
+    )
+    return renewed == 1
+
+
+def lease_release(holder: str) -> None:
+    SchedulerLease.objects.filter(name=LEASE_NAME, holder=holder).update(
+        holder="", expires_at=timezone.now()
+    )
+
+
+class LeaseLostError(RuntimeError):
+    """The lease expired under a long tick and another scheduler took it: stop at once."""
+
+
+# --- reports ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ScenarioReport:
+    key: str
+    enrolled: int = 0
+    holdout: int = 0
+    exited: int = 0
+    queued: int = 0
+    held_out: int = 0
+    skipped: int = 0
+    pending_confirmation: int = 0
+    released: int = 0
+    completed: int = 0
+    error: str = ""
+
+
+@dataclass
+class TickReport:
+    now: dt.datetime
+    ran: bool
+    holder: str
+    backlog_mode: bool = False
+    seconds: float = 0.0
+    note: str = ""
+    scenarios: list[ScenarioReport] = field(default_factory=list)
+
+    def total(self, name: str) -> int:
+        return sum(int(getattr(s, name)) for s in self.scenarios)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "now": self.now.isoformat(),
+            "ran": self.ran,
+            "backlog_mode": self.backlog_mode,
+            "seconds": round(self.seconds, 3),
+            "note": self.note,
+            "scenarios": [dataclasses.asdict(s) for s in self.scenarios],
+        }
+
+
+# --- tick -------------------------------------------------------------------------------------
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def tick(now: dt.datetime | None = None) -> TickReport:
+    """Evaluate every active scenario for the moment `now` (default: the clock)."""
+    wall = timezone.now()
+    now = now or wall
+    if timezone.is_naive(now):
+        raise ValueError("tick(now) needs an aware datetime")
+    holder = _holder()
+    if not lease_acquire(holder):
+        return TickReport(now=now, ran=False, holder=holder, note="別のスケジューラが実行中です")
+    started = time.perf_counter()
+    report = TickReport(now=now, ran=True, holder=holder)
+    log: TickLog | None = None
+    try:
+        last = (
+            TickLog.objects.filter(status=TickLog.Status.DONE)
+            .order_by("-now")
+            .values_list("now", flat=True)
+            .first()
+        )
+        report.backlog_mode = last is not None and now - last > backlog_gap()
+        log = TickLog.objects.create(
+            started_at=wall,
+            now=now,
+            holder=holder,
+            status=TickLog.Status.RUNNING,
+            backlog_mode=report.backlog_mode,
+        )
+        if report.backlog_mode and last is not None:
+            report.note = (
+                f"前回の実行({timezone.localtime(last):%Y-%m-%d %H:%M})から時間が空いたため、"
+                "期限を過ぎたメッセージは確認待ちにしました"
+            )
+        run = _Run(now=now, last=last, backlog_mode=report.backlog_mode, holder=holder)
+        for scenario in _active_scenarios():
+            if not lease_renew(holder):
+                raise LeaseLostError("scheduler lease lost")
+            report.scenarios.append(run.scenario(scenario))
+        log.status = TickLog.Status.DONE
+    except Exception as exc:
+        if log is not None:
+            log.status = TickLog.Status.FAILED
+            log.error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+    finally:
+        report.seconds = time.perf_counter() - started
+        if log is not None:
+            log.finished_at = timezone.now()
+            log.report = report.as_dict()
+            log.save()
+        lease_release(holder)
+    return report
+
+
+def _active_scenarios() -> list[Scenario]:
+    return list(
+        Scenario.objects.filter(status=ScenarioStatus.ACTIVE)
+        .select_related("audience")
+        .order_by("pk")
+    )
+
+
+@dataclass
+class _Run:
+    now: dt.datetime
+    last: dt.datetime | None
+    backlog_mode: bool
+    holder: str
+    _recommendations: dict[int, list[tuple[int, str, int]]] | None = None
+
+    def recommendations(self) -> dict[int, list[tuple[int, str, int]]]:
+        if self._recommendations is None:
+            copurchase_refresh_if_stale(now=self.now)
+            self._recommendations = copurchase_table()
+        return self._recommendations
+
+    def window(self, scenario: Scenario) -> triggers.Window:
+        assert scenario.activated_at is not None  # noqa: S101 - active scenarios have a start
+        reference = min(self.now, self.last) if self.last is not None else self.now
+        return triggers.Window(
+            now=self.now, since=max(scenario.activated_at, reference - lookback())
+        )
+
+    def scenario(self, scenario: Scenario) -> ScenarioReport:
+        report = ScenarioReport(key=scenario.key)
+        try:
+            with transaction.atomic():
+                enrolled = triggers.enroll(scenario, self.window(scenario))
+            report.enrolled, report.holdout = enrolled.treated, enrolled.holdout
+            report.exited = sum(triggers.apply_exits(scenario, now=self.now).values())
+            steps = list(
+                scenario.steps.select_related("template", "offer", "condition").order_by(
+                    "position", "pk"
+                )
+            )
+            for step in steps:
+                compiled = compile_stored(step.template)
+                for repeat in range(step.repeat_monthly + 1):
+                    self.dispatch(scenario, step, repeat, compiled, report)
+            report.released = self.release_approved(scenario, steps)
+            report.completed = complete_finished(scenario, steps, now=self.now)
+        except LeaseLostError:
+            raise
+        except Exception as exc:
+            # One broken scenario must not stop the others; the error is on the tick log and
+            # the scenario page, and the next tick tries again.
+            logger.exception("scenario %s failed", scenario.key)
+            report.error = f"{type(exc).__name__}: {exc}"[:500]
+        return report
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    def dispatch(
+        self,
+        scenario: Scenario,
+        step: ScenarioStep,
+        repeat: int,
+        compiled: CompiledTemplate,
+        report: ScenarioReport,
+    ) -> None:
+        rows = list(
+            due_enrollments(scenario, step, repeat, now=self.now).values_list(
+                "pk",
+                "customer_id",
+                "holdout",
+                "occurrence",
+                "anchor_at",
+                "anchor_value",
+                "in_condition",
+                "product__name",
+            )
+        )
+        if not rows:
+            return
+        late_before = self.now - max_lateness()
+        dispatches: list[Decision] = []
+        to_send: list[tuple[Decision, int, str, str]] = []
+        for pk, customer_id, holdout, occurrence, anchor_at, anchor_value, matches, product in rows:
+            due_at = due_moment(scenario, step, repeat, anchor_at, anchor_value)
+            if holdout:
+                status = DispatchStatus.HELD_OUT
+            elif not matches:
+                status = DispatchStatus.SKIPPED
+            elif self.backlog_mode or due_at < late_before:
+                status = DispatchStatus.PENDING_CONFIRMATION
+            else:
+                status = DispatchStatus.QUEUED
+            decision = Decision(pk, repeat, due_at, status)
+            if status == DispatchStatus.QUEUED:
+                to_send.append((decision, customer_id, occurrence, product or ""))
+            dispatches.append(decision)
+        outbox = self.render(scenario, step, compiled, to_send, send_at=None)
+        pending = [d for d in dispatches if d.status == DispatchStatus.PENDING_CONFIRMATION]
+        try:
+            with transaction.atomic():
+                backlog_id = None
+                if pending:
+                    backlog = _open_backlog(scenario, pending, now=self.now, mode=self.backlog_mode)
+                    backlog_id = backlog.pk
+                insert_rows(
+                    StepDispatch,
+                    ("enrollment_id", "step_id", "repeat", "due_at", "status", "decided_at",
+                     "backlog_id"),
+                    [
+                        (d.enrollment_id, step.pk, d.repeat, d.due_at, d.status, self.now,
+                         backlog_id if d.status == DispatchStatus.PENDING_CONFIRMATION else None)
+                        for d in dispatches
+                    ],
+                )  # fmt: skip
+                outbox_enqueue_many(outbox)
+        except IntegrityError:
+            # Another scheduler recorded these dispatches first (only possible if a lease ran
+            # out mid-tick); its transaction sent them, this one sends nothing.
+            logger.warning("dispatch conflict for scenario %s step %s", scenario.key, step.key)
+            return
+        counts = dict.fromkeys(DispatchStatus.values, 0)
+        for d in dispatches:
+            counts[d.status] += 1
+        report.queued += counts[DispatchStatus.QUEUED]
+        report.held_out += counts[DispatchStatus.HELD_OUT]
+        report.skipped += counts[DispatchStatus.SKIPPED]
+        report.pending_confirmation += counts[DispatchStatus.PENDING_CONFIRMATION]
+
+    def render(
+        self,
+        scenario: Scenario,
+        step: ScenarioStep,
+        compiled: CompiledTemplate,
+        to_send: Iterable[tuple[Decision | StepDispatch, int, str, str]],
+        *,
+        send_at: dt.datetime | None,
+    ) -> list[OutboxRow]:
+        """Render each queued message (per customer, from batched context queries) and turn
+        it into an outbox row. A message whose content a channel refuses is not sent: its
+        dispatch becomes `skipped`, so one odd customer record never blocks the batch."""
+        items = list(to_send)
+        if not items:
+            return []
+        today = jst_date(self.now)
+        recommendations = self.recommendations() if "recommendations" in compiled.uses else None
+        contexts = customer_contexts(
+            [customer_id for _, customer_id, _, _ in items],
+            today=today,
+            uses=compiled.uses,
+            recommendations=recommendations,
+        )
+        offer = offer_context(step.offer, today=today)
+        purpose = Purpose(scenario.purpose)
+        rows: list[OutboxRow] = []
+        for dispatch, customer_id, occurrence, product in items:
+            context = contexts.get(customer_id)
+            if context is None:  # the customer was deleted since the query
+                dispatch.status = DispatchStatus.SKIPPED
+                continue
+            context = {**context, "offer": offer, "product": product}
+            content = content_for(step.channel, compiled.render(context))
+            try:
+                validate_content(step.channel, content)
+            except ValidationError:
+                dispatch.status = DispatchStatus.SKIPPED
+                continue
+            rows.append(
+                OutboxRow(
+                    customer_id=customer_id,
+                    channel=step.channel,
+                    purpose=purpose,
+                    dedupe_key=dedupe_key(scenario, step, customer_id, occurrence, dispatch.repeat),
+                    content=content,
+                    send_after=send_at or dispatch.due_at,
+                    scenario_id=scenario.pk,
+                    step_key=step.key,
+                    enrollment_id=dispatch.enrollment_id,
+                )
+            )
+        return rows
+
+    def release_approved(self, scenario: Scenario, steps: list[ScenarioStep]) -> int:
+        """Queue the messages of confirmed backlogs, now."""
+        released = 0
+        by_step = {s.pk: s for s in steps}
+        approved = (
+            StepDispatch.objects.filter(
+                enrollment__scenario=scenario, status=DispatchStatus.APPROVED
+            )
+            .select_related("enrollment", "enrollment__product")
+            .order_by("pk")
+        )
+        groups: dict[int, list[StepDispatch]] = {}
+        for dispatch in approved:
+            groups.setdefault(dispatch.step_id, []).append(dispatch)
+        for step_id, group in groups.items():
+            step = by_step.get(step_id)
+            if step is None:
+                continue
+            items = [
+                (
+                    d,
+                    d.enrollment.customer_id,
+                    d.enrollment.occurrence,
+                    d.enrollment.product.name if d.enrollment.product else "",
+                )
+                for d in group
+            ]
+            rows = self.render(
+                scenario, step, compile_stored(step.template), items, send_at=self.now
+            )
+            with transaction.atomic():
+                queued = [d.pk for d in group if d.status == DispatchStatus.APPROVED]
+                skipped = [d.pk for d in group if d.status == DispatchStatus.SKIPPED]
+                StepDispatch.objects.filter(pk__in=queued, status=DispatchStatus.APPROVED).update(
+                    status=DispatchStatus.QUEUED, decided_at=self.now
+                )
+                StepDispatch.objects.filter(pk__in=skipped).update(
+                    status=DispatchStatus.SKIPPED, decided_at=self.now
+                )
+                outbox_enqueue_many(rows)
+            released += len(rows)
+        return released
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the tick decided for one enrollment's step (written as a StepDispatch row)."""
+
+    enrollment_id: int
+    repeat: int
+    due_at: dt.datetime
+    status: str
+
+
+def dedupe_key(
+    scenario: Scenario, step: ScenarioStep, customer_id: int, occurrence: str, repeat: int
+) -> str:
+    """The outbox key of one message: (scenario, step, customer, occurrence[, repeat])."""
+    key = f"scn:{scenario.pk}:{step.key}:{customer_id}:{occurrence}"
+    return f"{key}:{repeat}" if repeat else key
+
+
+def _open_backlog(
+    scenario: Scenario, pending: list[Decision], *, now: dt.datetime, mode: bool
+) -> Backlog:
+    oldest = min(d.due_at for d in pending)
+    reason = (
+        "スケジューラが停止していた間(またはバックアップからの復元)に期限が来たメッセージ"
+        if mode
+        else "基準日のデータが遅れて届き、送信予定から大きく遅れたメッセージ"
+    )
+    backlog = (
+        Backlog.objects.select_for_update()
+        .filter(scenario=scenario, status=Backlog.Status.PENDING)
+        .first()
+    )
+    if backlog is None:
+        backlog = Backlog.objects.create(
+            scenario=scenario, created_at=now, reason=reason, oldest_due_at=oldest, size=0
+        )
+    Backlog.objects.filter(pk=backlog.pk).update(size=F("size") + len(pending))
+    if oldest < backlog.oldest_due_at:
+        Backlog.objects.filter(pk=backlog.pk).update(oldest_due_at=oldest)
+    return backlog
+
+
+# --- when is a step due -----------------------------------------------------------------------
+
+
+def _date_anchor(step: ScenarioStep) -> bool:
+    """Steps that run on a JST calendar date (at their send time, 0:00 when none)."""
+    return step.send_time is not None or step.anchor not in (
+        StepAnchor.TRIGGER,
+        StepAnchor.PURCHASE,
+    )
+
+
+def _anchor_expression(step: ScenarioStep) -> Any:
+    first_shipment = Shipment.objects.filter(order=OuterRef("order_id")).order_by("shipped_on")
+    delivered = Shipment.objects.filter(
+        order=OuterRef("order_id"), delivered_on__isnull=False
+    ).order_by("delivered_on")
+    date_based = _date_anchor(step)
+    if step.anchor == StepAnchor.TRIGGER:
+        return F("anchor_date") if date_based else F("anchor_at")
+    if step.anchor == StepAnchor.PURCHASE:
+        if date_based:
+            return TruncDate("order__ordered_at", tzinfo=JST)
+        return F("order__ordered_at")
+    if step.anchor == StepAnchor.SHIPMENT:
+        return Subquery(first_shipment.values("shipped_on")[:1], output_field=DateField())
+    if step.anchor in (StepAnchor.DELIVERY, StepAnchor.FIRST_USE):
+        return Subquery(delivered.values("delivered_on")[:1], output_field=DateField())
+    return F("delivery_date")
+
+
+def _extra_days(scenario: Scenario, step: ScenarioStep) -> int:
+    return scenario.first_use_days if step.anchor == StepAnchor.FIRST_USE else 0
+
+
+def due_enrollments(
+    scenario: Scenario, step: ScenarioStep, repeat: int, *, now: dt.datetime
+) -> QuerySet[Any]:
+    """Active enrollments whose `step` (its `repeat`-th month) is due at `now` and has not
+    been decided yet — one query, with `anchor_value` and `in_condition` annotated.
+
+    "Due" is turned around so the database compares a column with a constant: a step due
+    `offset` days (and `repeat` months) after its anchor date, at its send time, is due now
+    exactly when the anchor date is on or before the cutoff computed here.
+    """
+    decided = StepDispatch.objects.filter(enrollment=OuterRef("pk"), step=step, repeat=repeat)
+    rows: QuerySet[Any] = (
+        Enrollment.objects.filter(scenario=scenario, status=EnrollmentStatus.ACTIVE)
+        .annotate(anchor_value=_anchor_expression(step))
+        .filter(anchor_value__isnull=False)
+        .filter(~Exists(decided))
+    )
+    if _date_anchor(step):
+        local = now.astimezone(JST)
+        send_time = step.send_time or dt.time(0)
+        today = local.date() if local.time() >= send_time else local.date() - dt.timedelta(1)
+        base = today - dt.timedelta(days=step.offset_days + _extra_days(scenario, step))
+        rows = rows.filter(anchor_value__lte=latest_anchor_for(base, repeat))
+    else:
+        rows = rows.filter(anchor_value__lte=now - dt.timedelta(days=step.offset_days))
+    if step.condition is not None:
+        members = Customer.objects.filter(pk=OuterRef("customer_id")).filter(
+            segments.compile_validated(step.condition.rules, now=now)
+        )
+        rows = rows.annotate(in_condition=Exists(members))
+    else:
+        rows = rows.annotate(in_condition=Value(True, output_field=BooleanField()))
+    return rows.order_by("pk")
+
+
+def due_moment(
+    scenario: Scenario,
+    step: ScenarioStep,
+    repeat: int,
+    anchor_at: dt.datetime,
+    anchor_value: dt.date | dt.datetime,
+) -> dt.datetime:
+    """When the step was (or is) due for one enrollment."""
+    if not _date_anchor(step):
+        assert isinstance(anchor_value, dt.datetime)  # noqa: S101 - see _anchor_expression
+        return anchor_value + dt.timedelta(days=step.offset_days)
+    day = anchor_value if not isinstance(anchor_value, dt.datetime) else jst_date(anchor_value)
+    day = add_months(day, repeat) + dt.timedelta(
+        days=step.offset_days + _extra_days(scenario, step)
+    )
+    return jst_at(day, step.send_time or dt.time(0))
+
+
+# --- finishing --------------------------------------------------------------------------------
+
+
+def complete_finished(scenario: Scenario, steps: list[ScenarioStep], *, now: dt.datetime) -> int:
+    """Mark enrollments whose every step (and repeat) is decided as completed, and close the
+    ones that waited far past their last step (an order never delivered, say)."""
+    active = Enrollment.objects.filter(scenario=scenario, status=EnrollmentStatus.ACTIVE)
+    if not steps:
+        return 0
+    total = sum(1 + s.repeat_monthly for s in steps)
+    finished = active.annotate(n=Count("dispatches")).filter(n__gte=total).values("pk")
+    done = Enrollment.objects.filter(pk__in=Subquery(finished)).update(
+        status=EnrollmentStatus.COMPLETED, exited_at=now
+    )
+    span = max(s.offset_days + _extra_days(scenario, s) + 31 * s.repeat_monthly for s in steps)
+    horizon = now - dt.timedelta(days=max(span, 0) + ENROLLMENT_GRACE_DAYS)
+    expired = active.filter(anchor_at__lt=horizon).update(
+        status=EnrollmentStatus.EXITED, exit_reason="expired", exited_at=now
+    )
+    return done + expired
+
+
+__all__ = [
+    "ScenarioReport",
+    "TickReport",
+    "dedupe_key",
+    "due_enrollments",
+    "lease_acquire",
+    "lease_release",
+    "tick",
+]

@@ -1,0 +1,543 @@
+"""Write paths for scenarios, message templates, offers and held backlogs.
+
+A scenario is described by a plain dict (a ScenarioSpec) — the same shape the web form builds
+and the YAML file holds — validated as a whole, with every problem reported at once in
+Japanese. Each write records an audit row (who, when, what changed).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from kizuna.campaigns.automation import triggers
+from kizuna.campaigns.automation.models import (
+    Backlog,
+    DispatchStatus,
+    ExitRule,
+    MessageTemplate,
+    Offer,
+    OfferKind,
+    Scenario,
+    ScenarioStatus,
+    ScenarioStep,
+    Segment,
+    StepAnchor,
+    StepDispatch,
+)
+from kizuna.campaigns.automation.templating import TemplateRenderError, compile_template
+from kizuna.campaigns.models import Channel, Purpose
+from kizuna.core.audit import Actor, audit_record, diff
+
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
+ORDER_ANCHORS = (
+    StepAnchor.PURCHASE,
+    StepAnchor.SHIPMENT,
+    StepAnchor.DELIVERY,
+    StepAnchor.FIRST_USE,
+)
+MAX_STEPS = 30
+
+
+class ScenarioError(ValueError):
+    """A scenario, template or offer that cannot be saved; `messages` say what to fix."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def _key_error(label: str, key: Any) -> str | None:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        return (
+            f"{label}の識別名は半角英小文字・数字・ハイフンで入力してください(例: trial-step-mail)"
+        )
+    return None
+
+
+def _parse_time(value: Any) -> dt.time | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.time):
+        return value
+    return dt.time.fromisoformat(str(value))
+
+
+# --- templates and offers ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def template_save(
+    *,
+    template: MessageTemplate | None,
+    key: str,
+    name: str,
+    subject: str,
+    text: str,
+    html: str = "",
+    acting_user: Any,
+) -> MessageTemplate:
+    """Create or change a message template; refuses one that does not compile in the sandbox."""
+    errors: list[str] = []
+    if template is None and (message := _key_error("テンプレート", key)):
+        errors.append(message)
+    elif template is None and MessageTemplate.objects.filter(key=key).exists():
+        errors.append(f"識別名「{key}」のテンプレートは既にあります")
+    if not name.strip():
+        errors.append("テンプレートの名前を入力してください")
+    try:
+        compile_template(subject=subject, text=text, html=html)
+    except TemplateRenderError as exc:
+        errors.extend(exc.messages)
+    if errors:
+        raise ScenarioError(errors)
+    before = {} if template is None else _template_values(template)
+    template = template or MessageTemplate(key=key)
+    template.name, template.subject, template.text, template.html = (
+        name.strip(),
+        subject,
+        text,
+        html,
+    )
+    template.save()
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="message_template.update" if before else "message_template.create",
+        instance=template,
+        customer_id=None,
+        changes=diff(before, _template_values(template)),
+    )
+    return template
+
+
+def _template_values(template: MessageTemplate) -> dict[str, Any]:
+    return {"name": template.name, "subject": template.subject, "text": template.text, "html": template.html}  # fmt: skip
+
+
+@transaction.atomic
+def offer_save(
+    *,
+    offer: Offer | None,
+    key: str,
+    name: str,
+    kind: str,
+    value: int,
+    code: str = "",
+    valid_days: int = 14,
+    acting_user: Any,
+) -> Offer:
+    errors: list[str] = []
+    if offer is None and (message := _key_error("オファー", key)):
+        errors.append(message)
+    elif offer is None and Offer.objects.filter(key=key).exists():
+        errors.append(f"識別名「{key}」のオファーは既にあります")
+    if not name.strip():
+        errors.append("オファーの名前を入力してください")
+    if kind not in OfferKind.values:
+        errors.append("オファーの種類を選んでください")
+    if not isinstance(value, int) or value < 0:
+        errors.append("オファーの値は0以上の整数で入力してください")
+    elif kind == OfferKind.PERCENT_OFF and value > 100:
+        errors.append("割引率は100%以下にしてください")
+    if not isinstance(valid_days, int) or not 1 <= valid_days <= 365:
+        errors.append("有効日数は1〜365で入力してください")
+    if errors:
+        raise ScenarioError(errors)
+    before = {} if offer is None else _offer_values(offer)
+    offer = offer or Offer(key=key)
+    offer.name, offer.kind, offer.value = name.strip(), kind, value
+    offer.code, offer.valid_days = code.strip(), valid_days
+    offer.save()
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="offer.update" if before else "offer.create",
+        instance=offer,
+        customer_id=None,
+        changes=diff(before, _offer_values(offer)),
+    )
+    return offer
+
+
+def _offer_values(offer: Offer) -> dict[str, Any]:
+    return {"name": offer.name, "kind": offer.kind, "value": offer.value, "code": offer.code, "valid_days": offer.valid_days}  # fmt: skip
+
+
+# --- scenarios --------------------------------------------------------------------------------
+
+
+def validate_scenario(
+    spec: Mapping[str, Any], *, scenario: Scenario | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Check a ScenarioSpec; returns it cleaned (defaults filled, params checked) and the
+    problems found, each naming the field or step."""
+    errors: list[str] = []
+    key = spec.get("key")
+    if scenario is None:
+        if message := _key_error("シナリオ", key):
+            errors.append(message)
+        elif Scenario.objects.filter(key=key).exists():
+            errors.append(f"識別名「{key}」のシナリオは既にあります")
+    name = str(spec.get("name") or "").strip()
+    if not name:
+        errors.append("シナリオの名前を入力してください")
+    trigger = spec.get("trigger") or {}
+    if not isinstance(trigger, Mapping):
+        trigger = {}
+    kind = str(trigger.get("kind") or "")
+    params, trigger_errors = triggers.validate_params(
+        kind, {k: v for k, v in trigger.items() if k != "kind"}
+    )
+    errors.extend(f"きっかけ: {m}" for m in trigger_errors)
+    audience = spec.get("audience") or None
+    if audience and not Segment.objects.filter(key=audience).exists():
+        errors.append(f"対象セグメント「{audience}」が見つかりません")
+    holdout = spec.get("holdout_percent", 10)
+    if not isinstance(holdout, int) or isinstance(holdout, bool) or not 0 <= holdout <= 90:
+        errors.append("ホールドアウトは0〜90(%)の整数で入力してください")
+    purpose = spec.get("purpose", Purpose.MARKETING)
+    if purpose not in Purpose.values:
+        errors.append("目的を選んでください(販促・取引連絡)")
+    exit_on = list(spec.get("exit_on") or [])
+    if any(rule not in ExitRule.values for rule in exit_on):
+        errors.append("終了条件に選べない値があります")
+    first_use = spec.get("first_use_days", 3)
+    if not isinstance(first_use, int) or not 0 <= first_use <= 60:
+        errors.append("使用開始日(お届けの何日後)は0〜60で入力してください")
+    attribution = spec.get("attribution_days", 30)
+    if not isinstance(attribution, int) or not 1 <= attribution <= 365:
+        errors.append("効果の計測期間は1〜365日で入力してください")
+    trigger_spec = triggers.TRIGGERS.get(kind)
+    steps, step_errors = _validate_steps(spec.get("steps") or [], trigger_spec, purpose)
+    errors.extend(step_errors)
+    cleaned = {
+        "key": key if scenario is None else scenario.key,
+        "name": name,
+        "description": str(spec.get("description") or "").strip(),
+        "trigger_kind": kind,
+        "trigger_params": params,
+        "audience": audience,
+        "holdout_percent": holdout,
+        "purpose": purpose,
+        "exit_on": sorted(set(exit_on)),
+        "first_use_days": first_use,
+        "attribution_days": attribution,
+        "steps": steps,
+    }
+    return cleaned, errors
+
+
+@dataclass(frozen=True)
+class _StepRefs:
+    """What steps may refer to, read once per validation."""
+
+    trigger: triggers.Trigger | None
+    purpose: Any
+    templates: set[str]
+    offers: set[str]
+    segments: set[str]
+
+
+def _validate_steps(
+    raw_steps: Any, trigger: triggers.Trigger | None, purpose: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    if not isinstance(raw_steps, list):
+        return [], ["ステップの形式が正しくありません"]
+    refs = _StepRefs(
+        trigger=trigger,
+        purpose=purpose,
+        templates=set(MessageTemplate.objects.values_list("key", flat=True)),
+        offers=set(Offer.objects.values_list("key", flat=True)),
+        segments=set(Segment.objects.values_list("key", flat=True)),
+    )
+    errors: list[str] = []
+    if len(raw_steps) > MAX_STEPS:
+        errors.append(f"ステップは{MAX_STEPS}個までです")
+    steps: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, raw in enumerate(raw_steps, start=1):
+        where = f"ステップ{index}"
+        if not isinstance(raw, Mapping):
+            errors.append(f"{where}: 形式が正しくありません")
+            continue
+        if raw.get("key") in seen:
+            errors.append(f"{where}: 識別名「{raw.get('key')}」が重複しています")
+        seen.add(str(raw.get("key")))
+        step, step_errors = _validate_step(raw, where, refs)
+        steps.append(step)
+        errors.extend(step_errors)
+    return steps, errors
+
+
+def _validate_step(
+    raw: Mapping[str, Any], where: str, refs: _StepRefs
+) -> tuple[dict[str, Any], list[str]]:
+    errors = [m for m in (_key_error(where, raw.get("key")),) if m]
+    errors += _anchor_errors(raw.get("anchor", StepAnchor.TRIGGER), refs.trigger)
+    offset = raw.get("offset_days", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or not -365 <= offset <= 1095:
+        errors.append("日数は-365〜1095の整数で入力してください")
+    try:
+        send_time = _parse_time(raw.get("send_time"))
+    except ValueError:
+        errors.append("送信時刻は 10:00 の形で入力してください")
+        send_time = None
+    repeat = raw.get("repeat_monthly", 0)
+    if not isinstance(repeat, int) or not 0 <= repeat <= 60:
+        errors.append("毎月くり返す回数は0〜60で入力してください")
+    elif repeat and send_time is None:
+        errors.append("毎月くり返すステップには送信時刻を指定してください")
+    channel = raw.get("channel")
+    if channel not in Channel.values:
+        errors.append("チャネルを選んでください")
+    elif channel == Channel.BEST and refs.purpose == Purpose.TRANSACTIONAL:
+        errors.append("取引連絡では「最適チャネル」は使えません。チャネルを指定してください")
+    if raw.get("template") not in refs.templates:
+        errors.append("テンプレートを選んでください")
+    offer, condition = raw.get("offer") or None, raw.get("condition") or None
+    if offer is not None and offer not in refs.offers:
+        errors.append(f"オファー「{offer}」が見つかりません")
+    if condition is not None and condition not in refs.segments:
+        errors.append(f"送信条件のセグメント「{condition}」が見つかりません")
+    step = {
+        "key": raw.get("key"),
+        "anchor": raw.get("anchor", StepAnchor.TRIGGER),
+        "offset_days": offset,
+        "send_time": send_time,
+        "repeat_monthly": repeat,
+        "channel": channel,
+        "template": raw.get("template"),
+        "offer": offer,
+        "condition": condition,
+    }
+    return step, [f"{where}: {m}" if not m.startswith(where) else m for m in errors]
+
+
+def _anchor_errors(anchor: Any, trigger: triggers.Trigger | None) -> list[str]:
+    if anchor not in StepAnchor.values:
+        return ["基準日を選んでください"]
+    if anchor in ORDER_ANCHORS and not (trigger and trigger.has_order):
+        return [
+            f"基準日「{StepAnchor(anchor).label}」は注文に関するきっかけ"
+            "(初回購入・n回目の購入・出荷・お届け・購入なし・初回購入記念日)でのみ使えます"
+        ]
+    if anchor == StepAnchor.NEXT_DELIVERY and not (trigger and trigger.has_delivery_date):
+        return ["基準日「次回お届け予定日」は定期のお届けに関するきっかけでのみ使えます"]
+    return []
+
+
+def _scenario_values(scenario: Scenario) -> dict[str, Any]:
+    return {
+        "name": scenario.name,
+        "description": scenario.description,
+        "trigger": [scenario.trigger_kind, scenario.trigger_params],
+        "audience": scenario.audience.key if scenario.audience else None,
+        "holdout_percent": scenario.holdout_percent,
+        "purpose": scenario.purpose,
+        "exit_on": scenario.exit_on,
+        "first_use_days": scenario.first_use_days,
+        "attribution_days": scenario.attribution_days,
+        "steps": [
+            f"{s.key}:{s.anchor}{s.offset_days:+d}d@{s.send_time or '-'}x{s.repeat_monthly}"
+            f"/{s.channel}/{s.template.key}/{s.offer.key if s.offer else '-'}"
+            f"/{s.condition.key if s.condition else '-'}"
+            for s in scenario.steps.select_related("template", "offer", "condition")
+        ],
+    }
+
+
+@transaction.atomic
+def scenario_save(
+    *, scenario: Scenario | None, spec: Mapping[str, Any], acting_user: Any
+) -> Scenario:
+    """Create or change a scenario and its steps (matched by step key).
+
+    A step that already ran for someone cannot be removed (its history would point nowhere);
+    pause the scenario or give the step a condition instead. An active scenario must keep at
+    least one step.
+    """
+    cleaned, errors = validate_scenario(spec, scenario=scenario)
+    if scenario is not None:
+        kept = {s["key"] for s in cleaned["steps"]}
+        used = (
+            scenario.steps.exclude(key__in=kept)
+            .filter(dispatches__isnull=False)
+            .values_list("key", flat=True)
+            .distinct()
+        )
+        errors.extend(
+            f"ステップ「{key}」は実行済みのため削除できません(送信条件で止めるか、シナリオを停止してください)"
+            for key in used
+        )
+        if scenario.status == ScenarioStatus.ACTIVE and not cleaned["steps"]:
+            errors.append("稼働中のシナリオにはステップが1つ以上必要です")
+    if errors:
+        raise ScenarioError(errors)
+    actor = Actor.of(acting_user)
+    before = {} if scenario is None else _scenario_values(scenario)
+    if scenario is None:
+        scenario = Scenario(key=cleaned["key"], created_by_id=actor.user_id)
+    for name in ("name", "description", "trigger_kind", "trigger_params", "holdout_percent",
+                 "purpose", "exit_on", "first_use_days", "attribution_days"):  # fmt: skip
+        setattr(scenario, name, cleaned[name])
+    scenario.audience = (
+        Segment.objects.get(key=cleaned["audience"]) if cleaned["audience"] else None
+    )
+    scenario.save()
+    _save_steps(scenario, cleaned["steps"])
+    audit_record(
+        actor=actor,
+        action="scenario.update" if before else "scenario.create",
+        instance=scenario,
+        customer_id=None,
+        changes=diff(before, _scenario_values(scenario)),
+    )
+    return scenario
+
+
+def _save_steps(scenario: Scenario, steps: list[dict[str, Any]]) -> None:
+    existing = {s.key: s for s in scenario.steps.all()}
+    templates = {t.key: t for t in MessageTemplate.objects.all()}
+    offers = {o.key: o for o in Offer.objects.all()}
+    segments = {s.key: s for s in Segment.objects.all()}
+    keep = {s["key"] for s in steps}
+    scenario.steps.exclude(key__in=keep).delete()
+    for position, data in enumerate(steps, start=1):
+        step = existing.get(data["key"]) or ScenarioStep(scenario=scenario, key=data["key"])
+        step.position = position
+        step.anchor = data["anchor"]
+        step.offset_days = data["offset_days"]
+        step.send_time = data["send_time"]
+        step.repeat_monthly = data["repeat_monthly"]
+        step.channel = data["channel"]
+        step.template = templates[data["template"]]
+        step.offer = offers[data["offer"]] if data["offer"] else None
+        step.condition = segments[data["condition"]] if data["condition"] else None
+        step.save()
+
+
+@transaction.atomic
+def scenario_activate(
+    *, scenario: Scenario, acting_user: Any, at: dt.datetime | None = None
+) -> Scenario:
+    """Start (or resume) a scenario. Its triggers look at events from this moment on: a
+    scenario activated today does not reach back into last month's orders."""
+    scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
+    if scenario.status == ScenarioStatus.ACTIVE:
+        return scenario
+    errors = []
+    if not scenario.steps.exists():
+        errors.append("ステップを1つ以上追加してから稼働させてください")
+    trigger = triggers.TRIGGERS.get(scenario.trigger_kind)
+    if trigger is None or not trigger.available():
+        note = trigger.unavailable_note if trigger else ""
+        errors.append(f"このきっかけは現在使えません。{note}")
+    if errors:
+        raise ScenarioError(errors)
+    old = scenario.status
+    scenario.status = ScenarioStatus.ACTIVE
+    scenario.activated_at = at or timezone.now()
+    scenario.save(update_fields=["status", "activated_at", "updated_at"])
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="scenario.activate",
+        instance=scenario,
+        customer_id=None,
+        changes={"status": [old, scenario.status]},
+    )
+    return scenario
+
+
+@transaction.atomic
+def scenario_pause(*, scenario: Scenario, acting_user: Any) -> Scenario:
+    """Stop a scenario: nothing new is enrolled or sent until it is activated again (messages
+    already in the outbox are the delivery side's; pause sending there to stop them too)."""
+    scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
+    if scenario.status != ScenarioStatus.ACTIVE:
+        return scenario
+    old = scenario.status
+    scenario.status = ScenarioStatus.PAUSED
+    scenario.save(update_fields=["status", "updated_at"])
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="scenario.pause",
+        instance=scenario,
+        customer_id=None,
+        changes={"status": [old, scenario.status]},
+    )
+    return scenario
+
+
+# --- held backlogs ----------------------------------------------------------------------------
+
+
+def _decide_backlog(
+    *, backlog: Backlog, acting_user: Any, status: Backlog.Status, dispatch_status: DispatchStatus
+) -> Backlog:
+    backlog = Backlog.objects.select_for_update().get(pk=backlog.pk)
+    if backlog.status != Backlog.Status.PENDING:
+        raise ScenarioError([f"この確認待ちは既に「{backlog.get_status_display()}」です"])
+    actor = Actor.of(acting_user)
+    changed = StepDispatch.objects.filter(
+        backlog=backlog, status=DispatchStatus.PENDING_CONFIRMATION
+    ).update(status=dispatch_status, decided_at=timezone.now())
+    backlog.status = status
+    backlog.decided_at = timezone.now()
+    backlog.decided_by = actor.label
+    backlog.save(update_fields=["status", "decided_at", "decided_by"])
+    audit_record(
+        actor=actor,
+        action=f"scenario_backlog.{status}",
+        instance=backlog,
+        customer_id=None,
+        changes={"status": [Backlog.Status.PENDING, status], "messages": [None, changed]},
+    )
+    return backlog
+
+
+@transaction.atomic
+def backlog_confirm(*, backlog: Backlog, acting_user: Any) -> Backlog:
+    """Send the held messages: the next scheduler tick queues them (with today's date)."""
+    return _decide_backlog(
+        backlog=backlog,
+        acting_user=acting_user,
+        status=Backlog.Status.CONFIRMED,
+        dispatch_status=DispatchStatus.APPROVED,
+    )
+
+
+@transaction.atomic
+def backlog_discard(*, backlog: Backlog, acting_user: Any) -> Backlog:
+    """Never send the held messages; they stay on record as discarded."""
+    return _decide_backlog(
+        backlog=backlog,
+        acting_user=acting_user,
+        status=Backlog.Status.DISCARDED,
+        dispatch_status=DispatchStatus.DISCARDED,
+    )
+
+
+def pending_backlogs() -> list[Backlog]:
+    return list(
+        Backlog.objects.filter(status=Backlog.Status.PENDING)
+        .select_related("scenario")
+        .order_by("created_at")
+    )
+
+
+__all__ = [
+    "ScenarioError",
+    "backlog_confirm",
+    "backlog_discard",
+    "offer_save",
+    "scenario_activate",
+    "scenario_pause",
+    "scenario_save",
+    "template_save",
+    "validate_scenario",
+]

@@ -1,0 +1,345 @@
+"""Scenarios as a YAML file: `kizuna scenarios export FILE.yml` / `load FILE.yml`.
+
+The file holds every segment, message template, offer and scenario, each identified by its
+`key`, in a stable order with stable formatting, so it diffs well in version control and
+export → load into an empty database → export gives the same bytes. Loading is all-or-nothing
+(one transaction, every problem reported with its place in the file) and idempotent: an entry
+equal to what the database holds is not written again.
+
+    version: 1
+    segments:
+    - key: trial-buyers
+      name: トライアル購入者
+      description: ''
+      rules: {op: and, rules: [...]}
+    templates:
+    - key: thanks
+      name: …
+      subject: '{{ name }} 様、ご購入ありがとうございます'
+      text: |
+        …
+      html: ''
+    offers:
+    - {key: welcome, name: …, kind: yen_off, value: 1000, code: WELCOME, valid_days: 14}
+    scenarios:
+    - key: trial-step-mail
+      name: …
+      description: ''
+      status: active
+      trigger: {kind: first_purchase, product_kind: trial}
+      audience: null
+      holdout_percent: 10
+      purpose: marketing
+      exit_on: [purchase]
+      first_use_days: 3
+      attribution_days: 30
+      steps:
+      - {key: thanks, anchor: delivery, offset_days: 0, send_time: '10:00', repeat_monthly: 0,
+         channel: email, template: thanks, offer: null, condition: null}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from django.db import transaction
+
+from kizuna.campaigns.automation import segments as segment_rules
+from kizuna.campaigns.automation.models import (
+    MessageTemplate,
+    Offer,
+    Scenario,
+    ScenarioStatus,
+    Segment,
+)
+from kizuna.campaigns.automation.services import (
+    ScenarioError,
+    offer_save,
+    scenario_activate,
+    scenario_pause,
+    scenario_save,
+    template_save,
+)
+
+FORMAT_VERSION = 1
+SECTIONS = ("segments", "templates", "offers", "scenarios")
+
+
+class ScenarioFileError(ValueError):
+    """A file that cannot be loaded; `messages` name each problem's place in the file."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def segment_entry(segment: Segment) -> dict[str, Any]:
+    return {
+        "key": segment.key,
+        "name": segment.name,
+        "description": segment.description,
+        "rules": segment.rules,
+    }
+
+
+def template_entry(template: MessageTemplate) -> dict[str, Any]:
+    return {
+        "key": template.key,
+        "name": template.name,
+        "subject": template.subject,
+        "text": template.text,
+        "html": template.html,
+    }
+
+
+def offer_entry(offer: Offer) -> dict[str, Any]:
+    return {
+        "key": offer.key,
+        "name": offer.name,
+        "kind": offer.kind,
+        "value": offer.value,
+        "code": offer.code,
+        "valid_days": offer.valid_days,
+    }
+
+
+def scenario_entry(scenario: Scenario) -> dict[str, Any]:
+    steps = scenario.steps.select_related("template", "offer", "condition").order_by("position")
+    return {
+        "key": scenario.key,
+        "name": scenario.name,
+        "description": scenario.description,
+        "status": scenario.status,
+        "trigger": {"kind": scenario.trigger_kind, **dict(sorted(scenario.trigger_params.items()))},
+        "audience": scenario.audience.key if scenario.audience else None,
+        "holdout_percent": scenario.holdout_percent,
+        "purpose": scenario.purpose,
+        "exit_on": sorted(scenario.exit_on),
+        "first_use_days": scenario.first_use_days,
+        "attribution_days": scenario.attribution_days,
+        "steps": [
+            {
+                "key": s.key,
+                "anchor": s.anchor,
+                "offset_days": s.offset_days,
+                "send_time": s.send_time.strftime("%H:%M") if s.send_time else None,
+                "repeat_monthly": s.repeat_monthly,
+                "channel": s.channel,
+                "template": s.template.key,
+                "offer": s.offer.key if s.offer else None,
+                "condition": s.condition.key if s.condition else None,
+            }
+            for s in steps
+        ],
+    }
+
+
+def export_document() -> dict[str, Any]:
+    return {
+        "version": FORMAT_VERSION,
+        "segments": [segment_entry(s) for s in Segment.objects.order_by("key")],
+        "templates": [template_entry(t) for t in MessageTemplate.objects.order_by("key")],
+        "offers": [offer_entry(o) for o in Offer.objects.order_by("key")],
+        "scenarios": [
+            scenario_entry(s) for s in Scenario.objects.select_related("audience").order_by("key")
+        ],
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, and multi-line text as literal blocks so message bodies read as written."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def export_yaml() -> str:
+    return yaml.dump(
+        export_document(),
+        Dumper=_Dumper,
+        allow_unicode=True,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100,
+    )
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadReport:
+    created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
+    updated: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
+    unchanged: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
+
+    def summary(self) -> str:
+        labels = {
+            "segments": "セグメント",
+            "templates": "テンプレート",
+            "offers": "オファー",
+            "scenarios": "シナリオ",
+        }
+        return "、".join(
+            f"{labels[s]} 新規{self.created[s]}・更新{self.updated[s]}・変更なし{self.unchanged[s]}"
+            for s in SECTIONS
+        )
+
+
+def parse(text: str) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.line + 1}行目: " if mark is not None else ""
+        raise ScenarioFileError([f"{where}YAMLとして読めません"]) from exc
+    if not isinstance(document, dict):
+        raise ScenarioFileError(["ファイルの形式が正しくありません(version と各一覧が必要です)"])
+    if document.get("version") != FORMAT_VERSION:
+        raise ScenarioFileError([f"version は {FORMAT_VERSION} にしてください"])
+    problems = [
+        f"{name}: 一覧(- で始まる項目の並び)にしてください"
+        for name in SECTIONS
+        if not isinstance(document.get(name) or [], list)
+    ]
+    unknown = sorted(set(document) - {"version", *SECTIONS})
+    problems += [f"不明な項目です: {name}" for name in unknown]
+    if problems:
+        raise ScenarioFileError(problems)
+    return document
+
+
+def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
+    """Load a scenario file; all or nothing. Raises ScenarioFileError listing every problem."""
+    document = parse(text)
+    report = LoadReport()
+    errors: list[str] = []
+    with transaction.atomic():
+        for section, loader in (
+            ("segments", _load_segment),
+            ("templates", _load_template),
+            ("offers", _load_offer),
+            ("scenarios", _load_scenario),
+        ):
+            for index, entry in enumerate(document.get(section) or [], start=1):
+                where = f"{section}[{index}]"
+                if not isinstance(entry, Mapping):
+                    errors.append(f"{where}: 形式が正しくありません")
+                    continue
+                where = f"{where}(key: {entry.get('key')})"
+                try:
+                    outcome = loader(entry, acting_user)
+                except (ScenarioError, segment_rules.SegmentError) as exc:
+                    errors.extend(f"{where}: {m}" for m in exc.messages)
+                    continue
+                except (TypeError, ValueError) as exc:
+                    errors.append(f"{where}: 値の形式が正しくありません({exc})")
+                    continue
+                getattr(report, outcome)[section] += 1
+        if errors:
+            transaction.set_rollback(True)
+            raise ScenarioFileError(errors)
+    return report
+
+
+def _fields(entry: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(entry) - set(allowed))
+    if unknown:
+        raise ScenarioError([f"不明な項目です: {', '.join(unknown)}"])
+
+
+def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
+    _fields(entry, ("key", "name", "description", "rules"))
+    existing = Segment.objects.filter(key=entry.get("key")).first()
+    if existing is not None and segment_entry(existing) == {**segment_entry(existing), **entry}:
+        return "unchanged"
+    segment_rules.segment_save(
+        segment=existing,
+        key=str(entry.get("key")),
+        name=str(entry.get("name") or ""),
+        description=str(entry.get("description") or ""),
+        rules=entry.get("rules") or {},
+        acting_user=actor,
+    )
+    return "created" if existing is None else "updated"
+
+
+def _load_template(entry: Mapping[str, Any], actor: Any) -> str:
+    _fields(entry, ("key", "name", "subject", "text", "html"))
+    existing = MessageTemplate.objects.filter(key=entry.get("key")).first()
+    if existing is not None and template_entry(existing) == {**template_entry(existing), **entry}:
+        return "unchanged"
+    template_save(
+        template=existing,
+        key=str(entry.get("key") or ""),
+        name=str(entry.get("name") or ""),
+        subject=str(entry.get("subject") or ""),
+        text=str(entry.get("text") or ""),
+        html=str(entry.get("html") or ""),
+        acting_user=actor,
+    )
+    return "created" if existing is None else "updated"
+
+
+def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
+    _fields(entry, ("key", "name", "kind", "value", "code", "valid_days"))
+    existing = Offer.objects.filter(key=entry.get("key")).first()
+    if existing is not None and offer_entry(existing) == {**offer_entry(existing), **entry}:
+        return "unchanged"
+    offer_save(
+        offer=existing,
+        key=str(entry.get("key") or ""),
+        name=str(entry.get("name") or ""),
+        kind=str(entry.get("kind") or ""),
+        value=entry.get("value", 0),
+        code=str(entry.get("code") or ""),
+        valid_days=entry.get("valid_days", 14),
+        acting_user=actor,
+    )
+    return "created" if existing is None else "updated"
+
+
+SCENARIO_FIELDS = (
+    "key",
+    "name",
+    "description",
+    "status",
+    "trigger",
+    "audience",
+    "holdout_percent",
+    "purpose",
+    "exit_on",
+    "first_use_days",
+    "attribution_days",
+    "steps",
+)
+
+
+def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
+    _fields(entry, SCENARIO_FIELDS)
+    status = entry.get("status", ScenarioStatus.DRAFT)
+    if status not in ScenarioStatus.values:
+        raise ScenarioError(["status は draft・active・paused のいずれかにしてください"])
+    existing = Scenario.objects.filter(key=entry.get("key")).first()
+    if existing is not None and scenario_entry(existing) == {**scenario_entry(existing), **entry}:
+        return "unchanged"
+    spec = {name: entry[name] for name in SCENARIO_FIELDS if name in entry and name != "status"}
+    scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor)
+    if status == ScenarioStatus.ACTIVE:
+        scenario_activate(scenario=scenario, acting_user=actor)
+    elif scenario.status == ScenarioStatus.ACTIVE:
+        scenario = scenario_pause(scenario=scenario, acting_user=actor)
+    if status not in (ScenarioStatus.ACTIVE, scenario.status):
+        Scenario.objects.filter(pk=scenario.pk).update(status=status)
+    return "created" if existing is None else "updated"

@@ -1,0 +1,42 @@
+"""A small JSON-over-HTTPS client shared by the HTTP channels (LINE, SMS)."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from kizuna.campaigns.channels import TransportError
+
+TIMEOUT_SECONDS = 15
+TOO_MANY_REQUESTS = 429
+SERVER_ERROR_FLOOR = 500
+
+
+def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
+    """POST `body` as JSON and return the status; raise TransportError when it failed.
+
+    Throttling (429), server errors (5xx) and network failures are worth retrying; any other
+    4xx means the request itself is wrong and will stay wrong.
+    """
+    if not url.startswith(("https://", "http://")):
+        raise TransportError(f"送信先URLが設定されていません: {url!r}", permanent=False)
+    request = urllib.request.Request(  # noqa: S310 - the scheme is checked above
+        url,
+        data=json.dumps(body, ensure_ascii=False).encode("utf-8"),
+        headers={"Content-Type": "application/json; charset=utf-8", **headers},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:  # noqa: S310
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        retry = exc.code == TOO_MANY_REQUESTS or exc.code >= SERVER_ERROR_FLOOR
+        detail = exc.read(500).decode("utf-8", "replace")
+        raise TransportError(
+            f"HTTP {exc.code}: {detail}", permanent=not retry, status=exc.code
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise TransportError(f"接続できません: {exc}", permanent=False) from exc

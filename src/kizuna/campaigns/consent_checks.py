@@ -1,0 +1,219 @@
+"""Whether a message may go to a customer on a channel, decided at send time (S4, S6, S7).
+
+Everything a batch needs is loaded in a few queries (`Audience.load`) and the per-message
+checks are pure functions of it, so a batch of 100 messages costs a handful of queries.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, SuppressionReason
+from kizuna.commerce.models import Order
+from kizuna.customers.models import (
+    AcquisitionChannel,
+    Consent,
+    ConsentChannel,
+    Customer,
+    Identity,
+    IdentityKind,
+    MemberStatus,
+)
+
+CONSENT_FOR: dict[str, ConsentChannel] = {
+    Channel.EMAIL: ConsentChannel.EMAIL,
+    Channel.LINE: ConsentChannel.LINE,
+    Channel.SMS: ConsentChannel.SMS,
+    Channel.POSTAL: ConsentChannel.POSTAL,
+    Channel.CALL: ConsentChannel.PHONE,
+}
+# A 同梱物 travels in the parcel the customer ordered and an on-site message is shown on the
+# shop's own pages to a logged-in member: neither is sent to an address, so neither needs an
+# opt-in. A postal DM opt-out ("no paper advertising") still stops inserts.
+NO_CONSENT_NEEDED = frozenset({Channel.INSERT, Channel.ONSITE})
+
+SUPPRESSION_KIND: dict[str, SuppressionKind] = {
+    Channel.EMAIL: SuppressionKind.EMAIL,
+    Channel.LINE: SuppressionKind.LINE_USER,
+    Channel.SMS: SuppressionKind.PHONE,
+    Channel.CALL: SuppressionKind.PHONE,
+}
+# An address that bounced does not exist: nothing can reach it, transactional mail included.
+# A complaint or a manual entry is the person saying "no marketing", which never blocks the
+# mail they need (S6).
+DEAD_ADDRESS = frozenset({SuppressionReason.BOUNCE, SuppressionReason.SMTP_REJECT})
+
+# "The channel follows the customer" (PRODUCT 3): SNS and LINE customers on LINE, web customers
+# by e-mail, phone and paper customers by letter and phone; then whatever else they allow.
+BEST_ORDER: dict[str, tuple[str, ...]] = {
+    AcquisitionChannel.SNS: (Channel.LINE, Channel.EMAIL, Channel.SMS),
+    AcquisitionChannel.LINE: (Channel.LINE, Channel.EMAIL, Channel.SMS),
+    AcquisitionChannel.WEB_AD: (Channel.EMAIL, Channel.LINE),
+    AcquisitionChannel.AFFILIATE: (Channel.EMAIL, Channel.LINE),
+    AcquisitionChannel.PHONE: (Channel.POSTAL, Channel.CALL),
+    AcquisitionChannel.PAPER: (Channel.POSTAL, Channel.CALL),
+}
+BEST_FALLBACK = (Channel.EMAIL, Channel.LINE, Channel.POSTAL)
+
+_MOBILE_PREFIXES = ("+8170", "+8180", "+8190")
+# The identities each channel is addressed by, most specific first.
+IDENTITY_FOR: dict[str, tuple[IdentityKind, ...]] = {
+    Channel.EMAIL: (IdentityKind.EMAIL,),
+    Channel.LINE: (IdentityKind.LINE_USER,),
+    Channel.SMS: (IdentityKind.PHONE,),
+    Channel.CALL: (IdentityKind.PHONE, IdentityKind.PBX_CALLER),
+    Channel.ONSITE: (IdentityKind.CART_MEMBER,),
+}
+
+NO_CONSENT = "配信同意がありません"
+OPTED_OUT = "配信停止済みです"
+NO_EVIDENCE = "同意の証跡(日時・方法・取得フォーム・文言バージョン)が不足しています"
+WITHDRAWN = "退会済みの顧客です"
+NO_BEST = "送信できるチャネルがありません(同意・宛先・配信停止を確認してください)"
+
+
+def no_address(channel: str) -> str:
+    return f"{Channel(channel).label}の宛先がありません"
+
+
+def suppressed(reason: str) -> str:
+    return f"配信停止アドレスです({SuppressionReason(reason).label})"
+
+
+def consent_problem(consent: Consent | None) -> str | None:
+    """Why a marketing send on this consent is not allowed, or None (S6, S7)."""
+    if consent is None:
+        return NO_CONSENT
+    if not consent.granted:
+        return OPTED_OUT if consent.opted_out_at is not None else NO_CONSENT
+    evidence = (
+        consent.granted_at,
+        consent.method,
+        consent.source_form,
+        consent.wording_version,
+    )
+    if not all(evidence):
+        return NO_EVIDENCE
+    return None
+
+
+@dataclass
+class Audience:
+    """The identities, consents, suppressions and orders of one batch's customers."""
+
+    identities: dict[tuple[int, str], list[str]] = field(default_factory=dict)
+    consents: dict[tuple[int, str], Consent] = field(default_factory=dict)
+    suppressions: dict[tuple[str, str], str] = field(default_factory=dict)
+    latest_orders: dict[int, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, customer_ids: Iterable[int], *, with_orders: Iterable[int] = ()) -> Audience:
+        ids = list(set(customer_ids))
+        identities: dict[tuple[int, str], list[str]] = defaultdict(list)
+        for customer_id, kind, value in (
+            Identity.objects.filter(customer_id__in=ids)
+            .order_by("-id")
+            .values_list("customer_id", "kind", "value")
+        ):
+            identities[(customer_id, kind)].append(value)
+        consents = {
+            (consent.customer_id, consent.channel): consent
+            for consent in Consent.objects.filter(customer_id__in=ids)
+        }
+        addresses = {value for values in identities.values() for value in values}
+        suppressions = {
+            (kind, address): reason
+            for kind, address, reason in Suppression.objects.filter(
+                address__in=addresses
+            ).values_list("kind", "address", "reason")
+        }
+        latest_orders: dict[int, str] = {}
+        order_ids = list(set(with_orders))
+        if order_ids:
+            for customer_id, number in (
+                Order.objects.filter(customer_id__in=order_ids)
+                .order_by("customer_id", "-ordered_at", "-id")
+                .values_list("customer_id", "number")
+            ):
+                latest_orders.setdefault(customer_id, number)
+        return cls(dict(identities), consents, suppressions, latest_orders)
+
+    def address(self, customer: Customer, channel: str, content: dict[str, str]) -> str:
+        """Where a message on `channel` goes for this customer; "" when there is nowhere."""
+        cid = customer.pk
+        if channel == Channel.POSTAL:
+            complete = customer.postal_code and customer.prefecture and customer.address1
+            return customer.postal_code if complete else ""
+        if channel == Channel.INSERT:
+            return content.get("order_number") or self.latest_orders.get(cid, "")
+        values = [
+            value
+            for kind in IDENTITY_FOR.get(channel, ())
+            for value in self.identities.get((cid, kind), [])
+        ]
+        if channel == Channel.SMS:
+            values = [value for value in values if value.startswith(_MOBILE_PREFIXES)]
+        return next(iter(values), "")
+
+    def suppression_reason(self, channel: str, address: str) -> str | None:
+        kind = SUPPRESSION_KIND.get(channel)
+        if kind is None or not address:
+            return None
+        return self.suppressions.get((kind, address))
+
+    def _opted_out(self, customer_id: int, channel: ConsentChannel) -> bool:
+        consent = self.consents.get((customer_id, channel))
+        return consent is not None and not consent.granted and consent.opted_out_at is not None
+
+    def problem(
+        self, customer: Customer, channel: str, *, marketing: bool, address: str
+    ) -> str | None:
+        """Why this message may not go to `address` on `channel`, or None when it may."""
+        if not address:
+            return no_address(channel)
+        reason = self.suppression_reason(channel, address)
+        if reason is not None and (marketing or reason in DEAD_ADDRESS):
+            return suppressed(reason)
+        if marketing:
+            return self._marketing_problem(customer, channel)
+        return None
+
+    def _marketing_problem(self, customer: Customer, channel: str) -> str | None:
+        if customer.member_status == MemberStatus.WITHDRAWN:
+            return WITHDRAWN
+        if channel == Channel.INSERT and self._opted_out(customer.pk, ConsentChannel.POSTAL):
+            return OPTED_OUT
+        if channel in NO_CONSENT_NEEDED:
+            return None
+        return consent_problem(self.consents.get((customer.pk, CONSENT_FOR[channel])))
+
+    def best_channel(self, customer: Customer, content: dict[str, str]) -> tuple[str, str] | None:
+        """The first channel in the customer's order that may be used, with its address."""
+        preferred = BEST_ORDER.get(customer.acquisition_channel, ())
+        for channel in dict.fromkeys((*preferred, *BEST_FALLBACK)):
+            address = self.address(customer, channel, content)
+            if self.problem(customer, channel, marketing=True, address=address) is None:
+                return channel, address
+        return None
+
+
+def content_for(channel: str, content: dict[str, str]) -> dict[str, str]:
+    """The content of a "best channel" message in the shape `channel` renders."""
+    heading = content.get("subject") or content.get("title") or ""
+    text = content["text"]
+    if channel == Channel.EMAIL:
+        shaped = {"subject": heading, "text": text}
+        if content.get("html"):
+            shaped["html"] = content["html"]
+        return shaped
+    if channel in (Channel.LINE, Channel.SMS):
+        return {"text": text}
+    if channel in (Channel.POSTAL, Channel.INSERT):
+        return {"title": heading, "text": text}
+    if channel == Channel.ONSITE:
+        return {"title": heading, "text": text, "url": content.get("url", "")}
+    if channel == Channel.CALL:
+        return {"reason": content.get("reason") or heading, "script": content.get("script") or text}
+    return dict(content)

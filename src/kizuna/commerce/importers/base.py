@@ -1,0 +1,239 @@
+"""What every file format turns its rows into, and the helpers formats share.
+
+A format reads rows into `ParsedOrder`s (an `OrderInput` plus who ordered) or `ParsedCustomer`s;
+it never writes. Writing is the pipeline's job, through the services every ingest route uses.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from django.core.exceptions import ValidationError
+
+from kizuna.commerce.importers import values
+from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, RowErrors
+from kizuna.commerce.importers.table import Column, Header, Record, bind
+from kizuna.commerce.services import OrderInput, validate_order_input
+from kizuna.customers.models import IdentityKind
+
+T = TypeVar("T")
+
+ORDER_NUMBER_MAX = 64
+PRODUCT_CODE_MAX = 64
+
+
+@dataclass
+class ParsedCustomer:
+    """Who a row is about: identities to match on, the profile for a new record, and e-mail
+    consent when the file carries it (None: the file says nothing about consent)."""
+
+    identities: dict[IdentityKind, str]
+    profile: dict[str, Any]
+    email_opt_in: bool | None = None
+    consent_at: dt.datetime | None = None
+    line: int = 0
+
+
+@dataclass
+class ParsedOrder:
+    key: str
+    lines: list[int]
+    order: OrderInput
+    customer: ParsedCustomer
+
+
+@dataclass
+class Skipped:
+    """Rows deliberately not imported (e.g. EC-CUBE's 購入処理中: a checkout never finished)."""
+
+    key: str
+    lines: list[int]
+    reason: str
+
+
+class Cells:
+    """Reads the cells of one record, collecting every problem instead of stopping at the first,
+    so one pass over a file reports all of its bad cells."""
+
+    def __init__(self, record: Record, errors: list[RowError], order: str = "") -> None:
+        self.record = record
+        self.errors = errors
+        self.order = order
+
+    def text(self, column: Column | None) -> str:
+        return column.get(self.record) if column is not None else ""
+
+    def read(self, column: Column | None, parse: Callable[[str], T], default: T) -> T:
+        """The parsed value of a non-empty cell, else `default`; a bad value is recorded."""
+        raw = self.text(column)
+        if column is None or not raw:
+            return default
+        try:
+            return parse(raw)
+        except CellError as exc:
+            self.fail(column.name, str(exc))
+            return default
+
+    def require(self, column: Column | None, name: str) -> str:
+        raw = self.text(column)
+        if not raw:
+            self.fail(column.name if column is not None else name, f"{name}が空です")
+        return raw
+
+    def fail(self, column: str, reason: str) -> None:
+        self.errors.append(RowError(self.record.line, column, reason, self.order))
+
+
+def column_name(column: Column | None, fallback: str) -> str:
+    """The header of a bound column, or the field's usual name when the file lacks it."""
+    return column.name if column is not None else fallback
+
+
+def require_columns(header: Header, label: str, required: Mapping[str, Sequence[str]]) -> None:
+    """Refuse a file that lacks a column the format cannot do without, naming it."""
+    missing = [aliases[0] for aliases in required.values() if not header.has(*aliases)]
+    if missing:
+        found = "、".join(name for name in header.names[:12] if name)
+        more = " …" if len(header) > 12 else ""
+        raise ImportRefused(
+            f"{label}として必要な列がありません: {'、'.join(missing)}。"
+            f"(ファイルの見出し: {found}{more})"
+        )
+
+
+def bind_all(header: Header, columns: Mapping[str, Sequence[str]]) -> dict[str, Column | None]:
+    return {name: bind(header, *aliases) for name, aliases in columns.items()}
+
+
+def customer_cells(
+    cells: Cells,
+    cols: Mapping[str, Column | None],
+    *,
+    given_first: bool = False,
+    prefecture: Callable[[str], int] = values.check_prefecture,
+) -> tuple[dict[IdentityKind, str], dict[str, Any]]:
+    """Identities and profile from the customer columns common to every format.
+
+    Values are checked here with the same normalisers the services use, so a bad postal code
+    is reported against its line and column before anything is written.
+    """
+    identities: dict[IdentityKind, str] = {}
+    member = cells.text(cols.get("member_id"))
+    if member and member != "0":  # EC-CUBE writes 0 or nothing for guest checkouts
+        identities[IdentityKind.CART_MEMBER] = member
+    email = cells.read(cols.get("email"), values.check_email, "")
+    if email:
+        identities[IdentityKind.EMAIL] = email
+    phone = cells.read(cols.get("phone"), values.check_phone, "")
+    if phone:
+        identities[IdentityKind.PHONE] = phone
+
+    profile: dict[str, Any] = {}
+    family = cells.text(cols.get("family_name"))
+    given = cells.text(cols.get("given_name"))
+    full = cells.text(cols.get("full_name"))
+    if not family and full:
+        family, given = values.split_name(full, given_first=given_first)
+    family_kana = cells.text(cols.get("family_kana"))
+    given_kana = cells.text(cols.get("given_kana"))
+    full_kana = cells.text(cols.get("full_kana"))
+    if not family_kana and full_kana:
+        family_kana, given_kana = values.split_name(full_kana, given_first=given_first)
+    for name, value in (
+        ("family_name", family),
+        ("given_name", given),
+        ("family_kana", family_kana),
+        ("given_kana", given_kana),
+        ("company", cells.text(cols.get("company"))),
+        ("address1", cells.text(cols.get("address1"))),
+        ("address2", cells.text(cols.get("address2"))),
+    ):
+        if value:
+            profile[name] = value
+    postal = cells.read(cols.get("postal_code"), values.check_postal_code, "")
+    if postal:
+        profile["postal_code"] = postal
+    code = cells.read(cols.get("prefecture"), prefecture, 0)
+    if code:
+        profile["prefecture"] = code
+    birthday = cells.read(cols.get("birthday"), values.parse_date, None)
+    if birthday is not None:
+        profile["birthday"] = birthday
+    gender = cells.read(cols.get("gender"), values.parse_gender, "")
+    if gender:
+        profile["gender"] = gender
+    return identities, profile
+
+
+# Which column of a file holds each OrderInput / profile field, for errors raised by services.
+_ORDER_FIELD_FALLBACK = {
+    "number": "order_number",
+    "lines": "product_code",
+    "product_code": "product_code",
+    "quantity": "quantity",
+    "unit_price": "unit_price",
+    "discount": "discount",
+    "shipping_fee": "shipping_fee",
+    "points_used": "points_used",
+    "total": "discount",
+    "delivered_on": "delivered_on",
+}
+
+
+def validation_errors(
+    exc: ValidationError,
+    *,
+    line: int,
+    order: str,
+    columns: Mapping[str, Column | None],
+) -> list[RowError]:
+    """A service's ValidationError as row errors against the file's own column names."""
+    found: list[RowError] = []
+    if not hasattr(exc, "error_dict"):
+        return [RowError(line, "", " ".join(exc.messages), order)]
+    for name, messages in exc.message_dict.items():
+        column = columns.get(_ORDER_FIELD_FALLBACK.get(name, name))
+        label = column.name if column is not None else ""
+        for message in messages:
+            found.append(RowError(line, label, message, order))
+    return found
+
+
+def check_order(
+    data: OrderInput, *, line: int, columns: Mapping[str, Column | None]
+) -> list[RowError]:
+    """The order service's own validation, run while reading so strict mode sees it too."""
+    errors: list[RowError] = []
+    if len(data.number) > ORDER_NUMBER_MAX:
+        column = columns.get("order_number")
+        errors.append(
+            RowError(
+                line,
+                column.name if column else "",
+                f"注文番号が長すぎます({ORDER_NUMBER_MAX}文字まで)",
+                data.number[:20],
+            )
+        )
+    try:
+        validate_order_input(data)
+    except ValidationError as exc:
+        errors.extend(validation_errors(exc, line=line, order=data.number, columns=columns))
+    return errors
+
+
+def raise_if(errors: list[RowError]) -> None:
+    if errors:
+        raise RowErrors(errors)
+
+
+@dataclass
+class FormatInfo:
+    """How a format names itself to people and in the data it writes."""
+
+    name: str
+    label: str
+    source: str
+    consent_form: str

@@ -1,0 +1,683 @@
+"""The import run: read a file as a stream, group the rows of each order, write in batches.
+
+Every file is read twice, as a stream, so memory stays flat however large it grows:
+
+1. a checking pass decodes every byte and reads every record (and, in strict mode, every value),
+   so an undecodable byte or a broken quote refuses the file before anything is written;
+2. the import pass writes through the services every ingest route uses — `customer_resolve`
+   and `order_upsert` — committing every `batch_size` orders (lenient), or everything in one
+   transaction (strict), or nothing (dry run: the same writes, rolled back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sqlite3
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from kizuna.commerce.importers import eccube, generic, shopify
+from kizuna.commerce.importers.base import (
+    FormatInfo,
+    ParsedCustomer,
+    ParsedOrder,
+    Skipped,
+    validation_errors,
+)
+from kizuna.commerce.importers.current import BatchOrders, read_batch
+from kizuna.commerce.importers.decoding import ENCODINGS, StreamDecoder, lines
+from kizuna.commerce.importers.errors import ImportRefused, RowError, RowErrors, UsageError
+from kizuna.commerce.importers.table import Column, CsvTable, Header, Record
+from kizuna.commerce.services import UpsertOutcome, order_upsert
+from kizuna.core import jp
+from kizuna.core.audit import Actor
+from kizuna.customers.models import (
+    Consent,
+    ConsentChannel,
+    ConsentMethod,
+    Customer,
+    IdentityKind,
+)
+from kizuna.customers.resolution import customer_resolve
+from kizuna.customers.services import consent_grant, customer_update, normalize_identity
+
+KINDS = ("orders", "customers")
+FORMATS = ("auto", "eccube", "shopify", "generic")
+NAME_ORDERS = ("auto", "family_first", "given_first")
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    kind: str
+    format: str = "auto"
+    encoding: str = "auto"
+    mapping: Path | None = None
+    dry_run: bool = False
+    strict: bool = False
+    consent_wording: str = "import"
+    name_order: str = "auto"
+    batch_size: int = BATCH_SIZE
+
+    def check(self) -> None:
+        """Refuse impossible combinations before the file is opened (exit code 2)."""
+        if self.kind not in KINDS:
+            raise UsageError(f"取り込む種類は {' / '.join(KINDS)} のどれかです")
+        if self.format not in FORMATS:
+            raise UsageError(f"--format は {' / '.join(FORMATS)} のどれかです")
+        if self.encoding not in ENCODINGS:
+            raise UsageError(f"--encoding は {' / '.join(ENCODINGS)} のどれかです")
+        if self.name_order not in NAME_ORDERS:
+            raise UsageError(f"--name-order は {' / '.join(NAME_ORDERS)} のどれかです")
+        if self.format == "generic" and self.mapping is None:
+            raise UsageError(
+                "--format generic には --mapping でマッピングファイルを指定してください"
+            )
+        if self.mapping is not None and self.format not in ("auto", "generic"):
+            raise UsageError("--mapping は --format generic(または auto)と一緒に使います")
+        if self.kind == "customers" and self.format == "shopify":
+            raise UsageError("Shopify の顧客CSVには対応していません(注文CSVから顧客も取り込めます)")
+        if not self.consent_wording.strip():
+            raise UsageError("--consent-wording を空にはできません(同意の証跡として記録します)")
+        if self.batch_size < 1:
+            raise UsageError("--batch-size は1以上です")
+
+
+@dataclass(frozen=True)
+class Progress:
+    phase: str  # "check" | "import"
+    rows: int
+    total_rows: int
+    bytes_read: int
+    total_bytes: int
+
+
+class ErrorLog:
+    """Bad rows, spooled to a temporary file so a file with a million bad rows stays flat."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
+        self.count = 0
+
+    def add(self, error: RowError) -> None:
+        self._file.write(json.dumps(error.as_dict(), ensure_ascii=False) + "\n")
+        self.count += 1
+
+    def __iter__(self) -> Iterator[RowError]:
+        self._file.flush()
+        self._file.seek(0)
+        for text in self._file:
+            yield RowError(**json.loads(text))
+        self._file.seek(0, 2)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass
+class ImportResult:
+    kind: str
+    file: str
+    dry_run: bool
+    strict: bool
+    format: str = ""
+    format_label: str = ""
+    encoding: str = ""
+    rows_read: int = 0
+    rows_imported: int = 0
+    rows_rejected: int = 0
+    rows_skipped: int = 0
+    orders: Counter[str] = field(default_factory=Counter)
+    customers: Counter[str] = field(default_factory=Counter)
+    consents_granted: int = 0
+    refused: bool = False
+    message: str = ""
+    refused_line: int | None = None
+    refused_byte_offset: int | None = None
+    seconds: float = 0.0
+    errors: ErrorLog = field(default_factory=ErrorLog)
+
+    @property
+    def status(self) -> str:
+        if self.refused:
+            return "refused"
+        return "rejected_rows" if self.rows_rejected else "ok"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "ok" else 1
+
+    def counts(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "file": self.file,
+            "format": self.format,
+            "encoding": self.encoding,
+            "dry_run": self.dry_run,
+            "strict": self.strict,
+            "status": self.status,
+            "message": self.message,
+            "rows_read": self.rows_read,
+            "rows_imported": self.rows_imported,
+            "rows_rejected": self.rows_rejected,
+            "rows_skipped": self.rows_skipped,
+            "customers": {k: self.customers[k] for k in ("created", "matched", "updated")},
+            "consents_granted": self.consents_granted,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.kind == "orders":
+            keys = ("created", "updated", "unchanged", "stale", "skipped", "rejected")
+            data["orders"] = {k: self.orders[k] for k in keys}
+        if self.refused_line is not None:
+            data["refused_at"] = {
+                "line": self.refused_line,
+                "byte_offset": self.refused_byte_offset,
+            }
+        return data
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON summary: the counts and every rejected row."""
+        return {**self.counts(), "errors": [error.as_dict() for error in self.errors]}
+
+
+class OrderFormat(Protocol):
+    info: FormatInfo
+    columns: Any
+
+    def key(self, record: Record) -> str: ...
+
+    def parse(self, key: str, records: list[Record]) -> ParsedOrder | Skipped: ...
+
+
+class CustomerFormat(Protocol):
+    info: FormatInfo
+    columns: Any
+
+    def parse(self, record: Record) -> ParsedCustomer: ...
+
+
+def choose_format(header: Header, options: ImportOptions) -> OrderFormat | CustomerFormat:
+    """The format named by --format, or the one the header shows (auto)."""
+    mapping = generic.load_mapping(options.mapping, kind=options.kind) if options.mapping else None
+    name = options.format
+    if name == "auto":
+        name = _detect(header, options.kind, mapping is not None)
+    given_first = options.name_order == "given_first"
+    if name == "generic":
+        assert mapping is not None  # noqa: S101 - ImportOptions.check and _detect ensure it
+        if options.name_order != "auto":
+            mapping.given_first = given_first
+        if options.kind == "orders":
+            return generic.GenericOrders(header, mapping)
+        return generic.GenericCustomers(header, mapping)
+    if name == "shopify":
+        return shopify.ShopifyOrders(header, given_first=options.name_order != "family_first")
+    if options.kind == "orders":
+        return eccube.EccubeOrders(header, given_first=given_first)
+    return eccube.EccubeMembers(header, given_first=given_first)
+
+
+def _detect(header: Header, kind: str, has_mapping: bool) -> str:
+    if has_mapping:
+        return "generic"
+    if kind == "orders":
+        if shopify.looks_like_orders(header):
+            return "shopify"
+        if eccube.looks_like_orders(header):
+            return "eccube"
+    elif eccube.looks_like_members(header):
+        return "eccube"
+    found = "、".join(name for name in header.names[:8] if name)
+    what = "注文" if kind == "orders" else "顧客"
+    raise ImportRefused(
+        f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。"
+        "EC-CUBE・Shopify 以外のCSVは --format generic と --mapping で列の対応を指定してください。"
+    )
+
+
+@dataclass
+class _Unit:
+    """One order (its consecutive rows) or one customer row, parsed or refused."""
+
+    key: str
+    lines: list[int]
+    parsed: ParsedOrder | ParsedCustomer | Skipped | None
+    errors: list[RowError]
+
+
+class _SeenOrders:
+    """Order numbers met so far in this file, on disk (a million orders stay flat in memory).
+
+    An order's rows must be consecutive; if the same number turns up again further down, the
+    file was re-sorted and the later rows would silently replace the earlier lines.
+    """
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="kizuna-import-")
+        self._db = sqlite3.connect(str(Path(self._dir.name) / "seen.sqlite3"))
+        self._db.executescript(
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
+            "CREATE TABLE seen (number TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID;"
+        )
+
+    def first_line(self, number: str, line: int) -> int | None:
+        """None the first time a number is met; else the line where it was first met."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO seen VALUES (?, ?)", (number, line))
+        if cursor.rowcount:
+            return None
+        row = self._db.execute("SELECT line FROM seen WHERE number = ?", (number,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+
+class Importer:
+    """One run over one file. `run()` returns the result; it never raises for bad data."""
+
+    def __init__(
+        self,
+        path: Path,
+        options: ImportOptions,
+        *,
+        acting_user: Any,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.path = path
+        self.options = options
+        self.actor = acting_user
+        self._progress = progress
+        self.result = ImportResult(
+            kind=options.kind, file=str(path), dry_run=options.dry_run, strict=options.strict
+        )
+        self._total_bytes = 0
+        self._bytes_read = 0
+        self._total_rows = 0
+        self._format: OrderFormat | CustomerFormat | None = None
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _table(self) -> Iterator[CsvTable]:
+        encoding = self.result.encoding or self.options.encoding
+        with self.path.open("rb") as raw:
+            decoder = StreamDecoder(raw, encoding, on_bytes=self._on_bytes)
+            table = CsvTable(lines(iter(decoder)))
+            if not self.result.encoding and decoder.encoding:
+                self.result.encoding = decoder.encoding
+            yield table
+            if not self.result.encoding:
+                self.result.encoding = decoder.encoding or "utf-8"  # ASCII only: either works
+
+    def _on_bytes(self, offset: int) -> None:
+        self._bytes_read = offset
+
+    def _units(self, table: CsvTable, fmt: OrderFormat | CustomerFormat) -> Iterator[_Unit]:
+        if self.options.kind == "customers":
+            parse_customer: Callable[[Record], ParsedCustomer] = fmt.parse  # type: ignore[assignment]
+            for record in table:
+                yield self._customer_unit(parse_customer, record)
+            return
+        order_fmt: OrderFormat = fmt  # type: ignore[assignment]
+        seen = _SeenOrders()
+        try:
+            for key, records in _groups(table, order_fmt):
+                yield self._order_unit(order_fmt, seen, key, records)
+        finally:
+            seen.close()
+
+    def _customer_unit(self, parse: Callable[[Record], ParsedCustomer], record: Record) -> _Unit:
+        try:
+            parsed = parse(record)
+        except RowErrors as exc:
+            return _Unit("", [record.line], None, exc.errors)
+        return _Unit("", [record.line], parsed, [])
+
+    def _order_unit(
+        self, fmt: OrderFormat, seen: _SeenOrders, key: str, records: list[Record]
+    ) -> _Unit:
+        lines_ = [record.line for record in records]
+        earlier = seen.first_line(key, lines_[0]) if key else None
+        if earlier is not None:
+            column = fmt.columns.get("order_number")
+            error = RowError(
+                lines_[0],
+                column.name if column is not None else "",
+                f"同じ注文番号の行が{earlier}行目にもあり、連続していません。"
+                "注文番号の順に並べ替えてから取り込み直してください",
+                key,
+            )
+            return _Unit(key, lines_, None, [error])
+        try:
+            parsed = fmt.parse(key, records)
+        except RowErrors as exc:
+            return _Unit(key, lines_, None, exc.errors)
+        return _Unit(key, lines_, parsed, [])
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self) -> ImportResult:
+        started = time.perf_counter()
+        try:
+            self._total_bytes = self.path.stat().st_size
+            self._check_pass()
+            if not self.result.refused:
+                self._import_pass()
+        except ImportRefused as exc:
+            self._refuse(exc.message, line=exc.line, byte_offset=exc.byte_offset)
+        self.result.seconds = time.perf_counter() - started
+        if not self.result.message:
+            self.result.message = summary_sentence(self.result)
+        return self.result
+
+    def _refuse(
+        self, message: str, *, line: int | None = None, byte_offset: int | None = None
+    ) -> None:
+        self.result.refused = True
+        self.result.message = message
+        self.result.refused_line = line
+        self.result.refused_byte_offset = byte_offset
+
+    def _report(self, phase: str, rows: int) -> None:
+        if self._progress is not None:
+            self._progress(
+                Progress(phase, rows, self._total_rows, self._bytes_read, self._total_bytes)
+            )
+
+    def _check_pass(self) -> None:
+        """Decode and read the whole file; in strict mode, also read every value."""
+        strict = self.options.strict
+        with self._table() as table:
+            fmt = choose_format(table.header, self.options)
+            self._format = fmt
+            self.result.format = fmt.info.name
+            self.result.format_label = fmt.info.label
+            if strict:
+                for count, unit in enumerate(self._units(table, fmt), 1):
+                    if unit.errors:
+                        self._reject(unit, unit.errors)
+                    if count % 1000 == 0:
+                        self._report("check", table.rows_read)
+            else:
+                for count, _record in enumerate(table, 1):
+                    if count % 10000 == 0:
+                        self._report("check", count)
+            self._total_rows = self.result.rows_read = table.rows_read
+        self._report("check", self._total_rows)
+        if strict and self.result.errors.count:
+            self._refuse(
+                f"{self.result.rows_rejected:,}行に誤りがあるため、何も取り込みませんでした"
+                "(--strict: すべての行が正しいときだけ取り込みます)。"
+            )
+
+    def _import_pass(self) -> None:
+        if self.options.strict:
+            with transaction.atomic():
+                self._write_all(savepoints=False)
+                if self.result.refused or self.options.dry_run:
+                    transaction.set_rollback(True)
+            return
+        with transaction.atomic() if self.options.dry_run else contextlib.nullcontext():
+            self._write_all(savepoints=True)
+            if self.options.dry_run:
+                transaction.set_rollback(True)
+
+    def _write_all(self, *, savepoints: bool) -> None:
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        with self._table() as table:
+            batch: list[_Unit] = []
+            for unit in self._units(table, self._format):
+                batch.append(unit)
+                if len(batch) >= self.options.batch_size:
+                    self._write_batch(batch, savepoints=savepoints)
+                    batch = []
+                    self._report("import", table.rows_read)
+                    if self.result.refused:
+                        return
+            if batch:
+                self._write_batch(batch, savepoints=savepoints)
+            self._report("import", table.rows_read)
+
+    def _write_batch(self, batch: list[_Unit], *, savepoints: bool) -> None:
+        with transaction.atomic():
+            stored = read_batch(u.parsed for u in batch if isinstance(u.parsed, ParsedOrder))
+            # Within one batch, rows with the same identities are the same customer: the first
+            # resolution stands for the rest (its identities are on that customer by then).
+            resolved: dict[tuple[tuple[str, str], ...], Customer] = {}
+            for unit in batch:
+                if unit.errors:
+                    if not self.options.strict:  # strict mode counted them in the check
+                        self._reject(unit, unit.errors)
+                    continue
+                if isinstance(unit.parsed, Skipped):
+                    self._skip(unit)
+                    continue
+                if unit.key in stored.current:
+                    self._tally(unit, {"order": UpsertOutcome.UNCHANGED, "created": False})
+                    continue
+                try:
+                    with transaction.atomic() if savepoints else contextlib.nullcontext():
+                        outcome = self._write(unit, stored, resolved)
+                except (ValidationError, IntegrityError) as exc:
+                    self._reject(unit, self._write_errors(unit, exc))
+                    if self.options.strict:
+                        self._refuse(
+                            "取り込み中に誤りが見つかったため、何も取り込みませんでした(--strict)。"
+                        )
+                        return
+                else:
+                    if outcome.get("identity_key"):
+                        resolved[outcome["identity_key"]] = outcome["customer"]
+                    self._tally(unit, outcome)
+
+    # -- writing one unit ----------------------------------------------------------------------
+
+    def _write(
+        self,
+        unit: _Unit,
+        stored: BatchOrders,
+        resolved: dict[tuple[tuple[str, str], ...], Customer],
+    ) -> dict[str, Any]:
+        if not isinstance(unit.parsed, ParsedOrder):
+            return self._write_customer(unit)
+        parsed = unit.parsed
+        customer, created, key = self._order_customer(parsed, stored, resolved)
+        _order, outcome = order_upsert(customer=customer, data=parsed.order, acting_user=self.actor)
+        consent = self._consent(customer, parsed.customer)
+        # The caller remembers the resolution only once this order's savepoint has committed.
+        return {
+            "order": outcome,
+            "created": created,
+            "consent": consent,
+            "customer": customer,
+            "identity_key": key,
+        }
+
+    def _order_customer(
+        self,
+        parsed: ParsedOrder,
+        stored: BatchOrders,
+        resolved: dict[tuple[tuple[str, str], ...], Customer],
+    ) -> tuple[Customer, bool, tuple[tuple[str, str], ...]]:
+        """Who the order belongs to: the stored order's customer when it exists (an update
+        never moves an order, and resolving again could create a customer nobody uses);
+        otherwise identity resolution."""
+        existing = stored.existing.get(jp.nfkc(parsed.order.number))
+        if existing is not None:
+            return existing.customer, False, ()
+        key = _identity_key(parsed.customer)
+        if key and key in resolved:
+            return resolved[key], False, ()
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        resolution = customer_resolve(
+            identities=parsed.customer.identities,
+            profile=parsed.customer.profile,
+            acting_user=self.actor,
+            source=self._format.info.source,
+        )
+        return resolution.customer, resolution.created, key
+
+    def _write_customer(self, unit: _Unit) -> dict[str, Any]:
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        source = self._format.info.source
+        assert isinstance(unit.parsed, ParsedCustomer)  # noqa: S101 - customers kind
+        customer_data = unit.parsed
+        resolution = customer_resolve(
+            identities=customer_data.identities,
+            profile=customer_data.profile,
+            acting_user=self.actor,
+            source=source,
+        )
+        updated = False
+        if not resolution.created:
+            changes = {k: v for k, v in customer_data.profile.items() if k != "registered_at"}
+            before = resolution.customer.updated_at
+            after = customer_update(
+                customer=resolution.customer, changes=changes, acting_user=self.actor
+            ).updated_at
+            updated = after != before
+        consent = self._consent(resolution.customer, customer_data)
+        return {"created": resolution.created, "updated": updated, "consent": consent}
+
+    def _consent(self, customer: Any, parsed: ParsedCustomer) -> bool:
+        """Record e-mail consent the file shows, unless the customer already consented or
+        has opted out since: an old export must never re-subscribe someone who left."""
+        if not parsed.email_opt_in or IdentityKind.EMAIL not in parsed.identities:
+            return False
+        current = Consent.objects.filter(customer=customer, channel=ConsentChannel.EMAIL).first()
+        if current is not None and (current.granted or current.opted_out_at is not None):
+            return False
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        consent_grant(
+            customer=customer,
+            channel=ConsentChannel.EMAIL,
+            method=ConsentMethod.IMPORT,
+            source_form=self._format.info.consent_form,
+            wording_version=self.options.consent_wording,
+            acting_user=self.actor,
+            at=parsed.consent_at,
+        )
+        return True
+
+    def _write_errors(self, unit: _Unit, exc: ValidationError | IntegrityError) -> list[RowError]:
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        line = unit.lines[0]
+        if isinstance(exc, IntegrityError):
+            reason = (
+                "データベースの制約に反するため取り込めません"
+                "(同時に別の取り込みが動いていないか確認してください)"
+            )
+            return [RowError(line, "", reason, unit.key)]
+        columns: dict[str, Column | None] = dict(self._format.columns)
+        return validation_errors(exc, line=line, order=unit.key, columns=columns)
+
+    # -- counting ------------------------------------------------------------------------------
+
+    def _tally(self, unit: _Unit, outcome: dict[str, Any]) -> None:
+        result = self.result
+        result.rows_imported += len(unit.lines)
+        result.customers["created" if outcome["created"] else "matched"] += 1
+        if outcome.get("updated"):
+            result.customers["updated"] += 1
+        if outcome.get("consent"):
+            result.consents_granted += 1
+        order_outcome: UpsertOutcome | None = outcome.get("order")
+        if order_outcome is not None:
+            result.orders[order_outcome.value] += 1
+
+    def _skip(self, unit: _Unit) -> None:
+        self.result.rows_skipped += len(unit.lines)
+        self.result.orders["skipped"] += 1
+
+    def _reject(self, unit: _Unit, errors: list[RowError]) -> None:
+        result = self.result
+        bad = sorted({error.line for error in errors})
+        others = [
+            RowError(
+                line,
+                "",
+                f"同じ注文の{bad[0]}行目に誤りがあるため、この行も取り込みません",
+                unit.key,
+            )
+            for line in unit.lines
+            if line not in bad
+        ]
+        for error in sorted([*errors, *others], key=lambda error: error.line):
+            result.errors.add(error)
+        result.rows_rejected += len(unit.lines)
+        if self.options.kind == "orders":
+            result.orders["rejected"] += 1
+
+
+def _identity_key(customer: ParsedCustomer) -> tuple[tuple[str, str], ...]:
+    """The row's identities as stored (normalised); empty when there are none or one cannot
+    be normalised (then the row is resolved on its own)."""
+    try:
+        return tuple(
+            sorted(_normalised(kind, value) for kind, value in customer.identities.items())
+        )
+    except ValidationError:
+        return ()
+
+
+@functools.lru_cache(maxsize=16384)  # repeat customers; bounded so memory stays flat
+def _normalised(kind: IdentityKind, value: str) -> tuple[str, str]:
+    return kind.value, normalize_identity(kind, value)
+
+
+def _groups(table: CsvTable, fmt: OrderFormat) -> Iterator[tuple[str, list[Record]]]:
+    """Consecutive records with the same order key."""
+    key: str | None = None
+    records: list[Record] = []
+    for record in table:
+        record_key = fmt.key(record)
+        if records and (record_key != key or not record_key):
+            yield key or "", records
+            records = []
+        key = record_key
+        records.append(record)
+    if records:
+        yield key or "", records
+
+
+def summary_sentence(result: ImportResult) -> str:
+    """One Japanese sentence saying what happened, for the terminal and the web page."""
+    if result.refused:
+        return result.message
+    done = "取り込めます(試行のため何も書き込んでいません)" if result.dry_run else "取り込みました"
+    if result.kind == "orders":
+        o = result.orders
+        what = f"注文 新規{o['created']:,}件・更新{o['updated']:,}件・変更なし{o['unchanged']:,}件"
+    else:
+        c = result.customers
+        what = f"顧客 新規{c['created']:,}人・既存{c['matched']:,}人(うち更新{c['updated']:,}人)"
+    sentence = f"{result.rows_read:,}行を読み、{what}を{done}。"
+    if result.rows_rejected:
+        sentence += f"誤りのある{result.rows_rejected:,}行は取り込んでいません。"
+    return sentence
+
+
+def run_import(
+    path: Path,
+    options: ImportOptions,
+    *,
+    acting_user: Any = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> ImportResult:
+    """Import one file. Raises UsageError for impossible options; bad data is in the result."""
+    options.check()
+    if not path.is_file():
+        raise UsageError(f"ファイルが見つかりません: {path}")
+    actor = acting_user if acting_user is not None else Actor.system(f"import:{options.kind}")
+    return Importer(path, options, acting_user=actor, progress=progress).run()

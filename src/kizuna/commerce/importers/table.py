@@ -1,0 +1,115 @@
+"""CSV records with the line each starts on, and columns found by their header."""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from kizuna.commerce.importers.errors import ImportRefused
+
+
+def header_key(name: str) -> str:
+    """A header as it is matched: NFKC, no spaces, lower case, so "お名前（姓）",
+    "お名前(姓)" and "Lineitem Quantity" meet their column."""
+    return "".join(unicodedata.normalize("NFKC", name).split()).lower()
+
+
+@dataclass(frozen=True)
+class Record:
+    line: int
+    values: list[str]
+
+
+class Header:
+    """The header row. Carts repeat some names (EC-CUBE's 受注CSV has two 送料 columns: the
+    order's and the shipment's); the first one wins, as it does when people read the sheet."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = [name.strip() for name in names]
+        self._index: dict[str, int] = {}
+        for index, name in enumerate(self.names):
+            self._index.setdefault(header_key(name), index)
+
+    def find(self, *aliases: str) -> int | None:
+        for alias in aliases:
+            index = self._index.get(header_key(alias))
+            if index is not None:
+                return index
+        return None
+
+    def has(self, *aliases: str) -> bool:
+        return self.find(*aliases) is not None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class Column:
+    """A field bound to the header: its position and the header name shown in errors."""
+
+    index: int
+    name: str
+
+    def get(self, record: Record) -> str:
+        values = record.values
+        return values[self.index].strip() if self.index < len(values) else ""
+
+
+def bind(header: Header, *aliases: str) -> Column | None:
+    index = header.find(*aliases)
+    return None if index is None else Column(index, header.names[index])
+
+
+class CsvTable:
+    """The records of a CSV file after its header, blank lines skipped.
+
+    `line` is the physical line a record starts on, as a text editor numbers it (a quoted
+    field with a line break makes a record span several lines).
+    """
+
+    def __init__(self, lines: Iterable[str]) -> None:
+        self._reader = csv.reader(iter(lines), strict=True)
+        self._last_line = 0
+        self.rows_read = 0
+        first = self._next()
+        if first is None:
+            raise ImportRefused("ファイルが空です(見出し行がありません)。")
+        self.header = Header(first.values)
+
+    def _next(self) -> Record | None:
+        while True:
+            start = self._last_line + 1
+            try:
+                values = next(self._reader)
+            except StopIteration:
+                return None
+            except csv.Error as exc:
+                line = self._reader.line_num
+                raise ImportRefused(
+                    f"{line}行目付近をCSVとして読めません({_csv_reason(exc)})。", line=line
+                ) from exc
+            self._last_line = self._reader.line_num
+            if any(value.strip() for value in values):
+                return Record(start, values)
+
+    def __iter__(self) -> Iterator[Record]:
+        while True:
+            record = self._next()
+            if record is None:
+                return
+            self.rows_read += 1
+            yield record
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc)
+    if "NUL" in text:
+        return "NUL文字が含まれています"
+    if "unexpected end of data" in text or "EOF" in text:
+        return '引用符(")が閉じられていません'
+    if "quotechar" in text or "delimiter" in text or "expected" in text:
+        return '引用符(")の使い方が正しくありません'
+    return "形式が正しくありません"

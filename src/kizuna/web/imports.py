@@ -1,0 +1,237 @@
+"""The CSV import page: upload, background run, live progress, the report of bad rows.
+
+Views only validate the form and call kizuna.commerce.importers.runs; the import itself runs
+in the worker (`kizuna worker`) through the Django Tasks API.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+from django import forms
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.http import require_GET, require_http_methods
+from django_htmx.http import HttpResponseClientRefresh
+
+from kizuna.accounts.access import allow_roles
+from kizuna.accounts.models import Role
+from kizuna.commerce.importers.decoding import ENCODING_LABELS, ENCODINGS
+from kizuna.commerce.importers.errors import UsageError
+from kizuna.commerce.importers.generic import parse_mapping
+from kizuna.commerce.importers.runs import (
+    errors_page,
+    import_run_create,
+    read_progress,
+    runs_page,
+)
+from kizuna.commerce.models import ImportKind, ImportRun
+from kizuna.web.http import HtmxHttpRequest, wants_fragment
+
+# Imports write customer data in bulk: marketers and admins (admins are always allowed).
+IMPORT_ROLES = (Role.MARKETER,)
+
+DEFAULT_MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MAX_MAPPING_BYTES = 256 * 1024
+CSV_EXTENSIONS = (".csv", ".txt")
+MAPPING_EXTENSIONS = (".yml", ".yaml")
+FORMAT_CHOICES = [
+    ("auto", "自動判定(EC-CUBE・Shopify)"),
+    ("eccube", "EC-CUBE 4"),
+    ("shopify", "Shopify(注文のみ)"),
+    ("generic", "汎用CSV(マッピングファイルで列を指定)"),
+]
+
+
+def max_upload_bytes() -> int:
+    return int(getattr(settings, "KIZUNA_IMPORT_MAX_BYTES", DEFAULT_MAX_UPLOAD_BYTES))
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):,.0f}MB"
+
+
+class ImportForm(forms.Form):
+    kind = forms.ChoiceField(
+        label="取り込む内容",
+        choices=ImportKind.choices,
+        initial=ImportKind.ORDERS,
+        widget=forms.RadioSelect,
+        error_messages={"required": "取り込む内容を選んでください。"},
+    )
+    file = forms.FileField(
+        label="CSVファイル",
+        error_messages={
+            "required": "CSVファイルを選んでください。",
+            "empty": "ファイルが空です。",
+            "invalid": "ファイルを受け取れませんでした。もう一度選んでください。",
+        },
+    )
+    file_format = forms.ChoiceField(label="形式", choices=FORMAT_CHOICES, initial="auto")
+    encoding = forms.ChoiceField(
+        label="文字コード",
+        choices=[(name, ENCODING_LABELS[name]) for name in ENCODINGS],
+        initial="auto",
+    )
+    mapping = forms.FileField(
+        label="マッピングファイル(YAML・汎用CSVのとき)",
+        required=False,
+        error_messages={"empty": "マッピングファイルが空です。"},
+    )
+    consent_wording = forms.CharField(
+        label="メール配信同意の文言バージョン",
+        initial="import",
+        max_length=32,
+        help_text="CSVの「メルマガ」「Accepts Marketing」から同意を記録するとき、証跡として残します。",
+        error_messages={
+            "required": "文言バージョンを入力してください。",
+            "max_length": "32文字以内で入力してください。",
+        },
+    )
+    dry_run = forms.BooleanField(
+        label="試行する(書き込まずに、取り込んだ場合の結果だけを確認します)",
+        required=False,
+        initial=True,
+    )
+    strict = forms.BooleanField(
+        label="1行でも誤りがあれば何も取り込まない",
+        required=False,
+    )
+
+    def clean_file(self) -> UploadedFile:
+        upload: UploadedFile = self.cleaned_data["file"]
+        name = upload.name or ""
+        if PurePath(name).suffix.lower() not in CSV_EXTENSIONS:
+            raise forms.ValidationError("拡張子が .csv または .txt のファイルを選んでください。")
+        limit = max_upload_bytes()
+        if (upload.size or 0) > limit:
+            raise forms.ValidationError(
+                f"ファイルが大きすぎます({_megabytes(upload.size or 0)})。"
+                f"{_megabytes(limit)}までのファイルにするか、分けて取り込んでください。"
+            )
+        return upload
+
+    def clean_mapping(self) -> str:
+        upload: UploadedFile | None = self.cleaned_data.get("mapping")
+        if upload is None:
+            return ""
+        if PurePath(upload.name or "").suffix.lower() not in MAPPING_EXTENSIONS:
+            raise forms.ValidationError("マッピングファイルは .yml または .yaml です。")
+        if (upload.size or 0) > MAX_MAPPING_BYTES:
+            raise forms.ValidationError("マッピングファイルが大きすぎます。")
+        try:
+            text: str = upload.read().decode("utf-8-sig")
+            return text
+        except UnicodeDecodeError:
+            raise forms.ValidationError("マッピングファイルは UTF-8 で保存してください。") from None
+
+    def clean(self) -> dict[str, Any] | None:
+        cleaned = super().clean()
+        assert cleaned is not None  # noqa: S101 - Form.clean returns the cleaned data
+        kind = cleaned.get("kind")
+        file_format = cleaned.get("file_format")
+        mapping = cleaned.get("mapping", "")
+        if file_format == "generic" and not mapping and "mapping" not in self.errors:
+            self.add_error("mapping", "汎用CSVにはマッピングファイルが必要です。")
+        if mapping and file_format not in ("generic", "auto"):
+            self.add_error("mapping", "マッピングファイルは形式「汎用CSV」のときに使います。")
+        if kind == ImportKind.CUSTOMERS and file_format == "shopify":
+            self.add_error("file_format", "Shopify は注文CSVのみ取り込めます。")
+        if mapping and kind:
+            try:
+                parse_mapping(yaml.safe_load(mapping), kind=str(kind))
+            except yaml.YAMLError:
+                self.add_error("mapping", "マッピングファイルのYAMLの書き方が正しくありません。")
+            except UsageError as exc:
+                self.add_error("mapping", exc.message)
+        return cleaned
+
+
+def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
+    return {
+        "form": form,
+        "runs": runs_page(request.GET.get("page")),
+        "max_upload": _megabytes(max_upload_bytes()),
+    }
+
+
+@allow_roles(*IMPORT_ROLES)
+@require_http_methods(["GET", "POST"])
+def import_index(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        form = ImportForm(request.POST, request.FILES)
+        if form.is_valid():
+            data = form.cleaned_data
+            upload: UploadedFile = data["file"]
+            run = import_run_create(
+                kind=data["kind"],
+                chunks=upload.chunks(),
+                original_name=PurePath(upload.name or "upload.csv").name,
+                file_format=data["file_format"],
+                encoding=data["encoding"],
+                dry_run=data["dry_run"],
+                strict=data["strict"],
+                consent_wording=data["consent_wording"],
+                mapping_yaml=data["mapping"],
+                acting_user=request.user,
+            )
+            return redirect("imports:detail", pk=run.pk)
+        return render(request, "web/imports/index.html", _page_context(request, form), status=400)
+    return render(request, "web/imports/index.html", _page_context(request, ImportForm()))
+
+
+def _run_or_404(pk: int) -> ImportRun:
+    run = ImportRun.objects.select_related("created_by").filter(pk=pk).first()
+    if run is None:
+        raise Http404("取り込みが見つかりません")
+    return run
+
+
+def _progress_context(run: ImportRun) -> dict[str, Any]:
+    progress = read_progress(run) if not run.finished else None
+    percent = None
+    if progress:
+        if progress["phase"] == "import" and progress["total_rows"]:
+            percent = min(100, round(100 * progress["rows"] / progress["total_rows"]))
+        elif progress["total_bytes"]:
+            percent = min(100, round(100 * progress["bytes_read"] / progress["total_bytes"]))
+    return {"run": run, "progress": progress, "percent": percent}
+
+
+@allow_roles(*IMPORT_ROLES)
+@require_GET
+def import_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    run = _run_or_404(pk)
+    context = _progress_context(run)
+    context["errors"] = errors_page(run, request.GET.get("page"))
+    return render(request, "web/imports/detail.html", context)
+
+
+@allow_roles(*IMPORT_ROLES)
+@require_GET
+def import_status(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Polled by the status page while the import runs; reloads the page when it ends."""
+    run = _run_or_404(pk)
+    if run.finished and wants_fragment(request):
+        return HttpResponseClientRefresh()
+    response = render(request, "web/imports/_status.html", _progress_context(run))
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+@allow_roles(*IMPORT_ROLES)
+@require_GET
+def import_errors(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    run = _run_or_404(pk)
+    context = {"run": run, "errors": errors_page(run, request.GET.get("page"))}
+    template = "web/imports/_errors.html" if wants_fragment(request) else "web/imports/detail.html"
+    if not wants_fragment(request):
+        context.update(_progress_context(run))
+    response = render(request, template, context)
+    patch_vary_headers(response, ("HX-Request",))
+    return response

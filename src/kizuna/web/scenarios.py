@@ -1,0 +1,715 @@
+"""Scenario pages: the list, the scenario page with its steps, held backlogs and measured
+lift, the create/edit form, message templates (with a preview on a real customer) and offers.
+
+Who may do what: marketers (and admins) build and run scenarios. Analysts may read the list
+and each scenario's page — definitions and lift are aggregates, with no customer's personal
+data — but change nothing. Operators work on calls and do not see these pages.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib import messages
+from django.db.models import Count
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from kizuna.accounts.access import allow_roles
+from kizuna.accounts.models import Role, User
+from kizuna.campaigns.automation import triggers
+from kizuna.campaigns.automation.lift import ScenarioLift, scenario_lift
+from kizuna.campaigns.automation.models import (
+    Backlog,
+    DispatchStatus,
+    Enrollment,
+    EnrollmentStatus,
+    ExitRule,
+    MessageTemplate,
+    Offer,
+    OfferKind,
+    Scenario,
+    ScenarioStep,
+    Segment,
+    StepAnchor,
+    StepDispatch,
+    TickLog,
+    TriggerKind,
+)
+from kizuna.campaigns.automation.services import (
+    ScenarioError,
+    backlog_confirm,
+    backlog_discard,
+    offer_save,
+    scenario_activate,
+    scenario_pause,
+    scenario_save,
+    template_save,
+)
+from kizuna.campaigns.automation.templating import (
+    SAMPLE_CONTEXT,
+    TemplateRenderError,
+    compile_template,
+    customer_contexts,
+)
+from kizuna.campaigns.models import Channel, Purpose
+from kizuna.customers.models import Customer
+from kizuna.web.http import HtmxHttpRequest, wants_fragment
+
+EDIT_ROLES = (Role.MARKETER,)
+VIEW_ROLES = (Role.MARKETER, Role.ANALYST)
+
+
+def _int_or_text(raw: str | None) -> int | str:
+    text = unicodedata.normalize("NFKC", raw or "").strip().replace(",", "")
+    if text.lstrip("-").isdigit():
+        return int(text)
+    return raw or ""
+
+
+# --- reading the scenario form ----------------------------------------------------------------
+
+
+def _param_value(param: triggers.Param, data: QueryDict) -> Any:
+    name = f"param-{param.name}"
+    if param.kind == "int":
+        raw = data.get(name, "")
+        return _int_or_text(raw) if raw.strip() else None
+    if param.kind == "bool":
+        return name in data
+    if param.kind == "choices":
+        return [v for v in data.getlist(name) if v]
+    return data.get(name) or None
+
+
+STEP_FIELDS = ("key", "anchor", "offset_days", "send_time", "repeat_monthly", "channel",
+               "template", "offer", "condition")  # fmt: skip
+
+
+def spec_from_post(data: QueryDict) -> dict[str, Any]:
+    """The ScenarioSpec the form describes; numbers that are not numbers are kept as typed."""
+    kind = data.get("trigger_kind", "")
+    trigger: dict[str, Any] = {"kind": kind}
+    spec_trigger = triggers.TRIGGERS.get(kind)
+    for param in spec_trigger.params if spec_trigger else ():
+        value = _param_value(param, data)
+        if value not in (None, "", []):
+            trigger[param.name] = value
+    steps = []
+    for index in data.getlist("step"):
+        prefix = f"step-{index}-"
+        step: dict[str, Any] = {name: data.get(prefix + name, "") for name in STEP_FIELDS}
+        step["offset_days"] = _int_or_text(step["offset_days"] or "0")
+        step["repeat_monthly"] = _int_or_text(step["repeat_monthly"] or "0")
+        step["send_time"] = step["send_time"] or None
+        step["offer"] = step["offer"] or None
+        step["condition"] = step["condition"] or None
+        steps.append(step)
+    return {
+        "key": data.get("key", "").strip(),
+        "name": data.get("name", ""),
+        "description": data.get("description", ""),
+        "trigger": trigger,
+        "audience": data.get("audience") or None,
+        "holdout_percent": _int_or_text(data.get("holdout_percent", "10")),
+        "purpose": data.get("purpose", Purpose.MARKETING),
+        "exit_on": data.getlist("exit_on"),
+        "first_use_days": _int_or_text(data.get("first_use_days", "3")),
+        "attribution_days": _int_or_text(data.get("attribution_days", "30")),
+        "steps": steps,
+    }
+
+
+def spec_of(scenario: Scenario) -> dict[str, Any]:
+    from kizuna.campaigns.automation.yaml_io import scenario_entry
+
+    return scenario_entry(scenario)
+
+
+def _new_spec() -> dict[str, Any]:
+    first_template = MessageTemplate.objects.order_by("name").values_list("key", flat=True).first()
+    return {
+        "key": "",
+        "name": "",
+        "description": "",
+        "trigger": {"kind": TriggerKind.FIRST_PURCHASE.value},
+        "audience": None,
+        "holdout_percent": 10,
+        "purpose": Purpose.MARKETING.value,
+        "exit_on": [ExitRule.PURCHASE.value],
+        "first_use_days": 3,
+        "attribution_days": 30,
+        "steps": [_blank_step(1, first_template or "")],
+    }
+
+
+def _blank_step(number: int, template: str) -> dict[str, Any]:
+    return {
+        "key": f"step-{number}",
+        "anchor": StepAnchor.TRIGGER.value,
+        "offset_days": 0,
+        "send_time": "10:00",
+        "repeat_monthly": 0,
+        "channel": Channel.EMAIL.value,
+        "template": template,
+        "offer": None,
+        "condition": None,
+    }
+
+
+def apply_form_action(spec: dict[str, Any], action: str) -> dict[str, Any]:
+    verb, _, arg = action.partition(":")
+    steps: list[dict[str, Any]] = spec["steps"]
+    if verb == "add-step":
+        template = steps[-1]["template"] if steps else ""
+        taken = {s["key"] for s in steps}
+        number = len(steps) + 1
+        while f"step-{number}" in taken:
+            number += 1
+        steps.append(_blank_step(number, template))
+    elif verb == "remove-step" and arg.isdigit() and int(arg) < len(steps):
+        del steps[int(arg)]
+    return spec
+
+
+# --- showing the scenario form ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    value: str
+    label: str
+    selected: bool = False
+    disabled: bool = False
+
+
+def _options(pairs: list[tuple[str, str]], selected: Any, *, blank: str = "") -> list[Option]:
+    chosen = {str(v) for v in selected} if isinstance(selected, list) else {str(selected or "")}
+    options = [Option("", blank, "" in chosen)] if blank else []
+    return options + [Option(str(v), str(label), str(v) in chosen) for v, label in pairs]
+
+
+def form_context(spec: dict[str, Any], *, scenario: Scenario | None) -> dict[str, Any]:
+    kind = spec["trigger"].get("kind", "")
+    trigger = triggers.TRIGGERS.get(kind)
+    trigger_options = [
+        Option(
+            t.kind.value,
+            t.label if t.available() else f"{t.label}(準備中)",
+            t.kind.value == kind,
+            not t.available(),
+        )
+        for t in triggers.TRIGGERS.values()
+    ]
+    params = []
+    for param in trigger.params if trigger else ():
+        value = spec["trigger"].get(param.name, param.default)
+        choices = param.choices() if param.choices else []
+        params.append(
+            {
+                "param": param,
+                "value": "" if value is None else value,
+                "options": _options(choices, value, blank="指定しない"),
+            }
+        )
+    segments = list(Segment.objects.order_by("name").values_list("key", "name"))
+    templates = list(MessageTemplate.objects.order_by("name").values_list("key", "name"))
+    offers = list(Offer.objects.order_by("name").values_list("key", "name"))
+    steps = []
+    for index, step in enumerate(spec["steps"]):
+        steps.append(
+            {
+                "index": index,
+                "values": step,
+                "anchors": _options(list(StepAnchor.choices), step.get("anchor")),
+                "channels": _options(list(Channel.choices), step.get("channel")),
+                "templates": _options(templates, step.get("template"), blank="選んでください"),
+                "offers": _options(offers, step.get("offer"), blank="なし"),
+                "conditions": _options(segments, step.get("condition"), blank="なし(全員)"),
+            }
+        )
+    return {
+        "spec": spec,
+        "scenario": scenario,
+        "trigger": trigger,
+        "trigger_options": trigger_options,
+        "params": params,
+        "audiences": _options(segments, spec.get("audience"), blank="全員(絞り込まない)"),
+        "purposes": _options(list(Purpose.choices), spec.get("purpose")),
+        "exits": _options(list(ExitRule.choices), spec.get("exit_on") or []),
+        "steps": steps,
+        "has_templates": bool(templates),
+    }
+
+
+def _form_page(
+    request: HtmxHttpRequest,
+    spec: dict[str, Any],
+    *,
+    scenario: Scenario | None,
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    context = {**form_context(spec, scenario=scenario), "errors": errors or []}
+    return render(request, "web/scenarios/form.html", context, status=status)
+
+
+# --- describing a scenario --------------------------------------------------------------------
+
+
+def timing_label(step: ScenarioStep, scenario: Scenario) -> str:
+    """When a step runs, as a marketer would say it."""
+    anchor = StepAnchor(step.anchor).label
+    if step.anchor == StepAnchor.FIRST_USE:
+        anchor = f"使用開始日(お届けの{scenario.first_use_days}日後)"
+    if step.offset_days > 0:
+        when = f"{anchor}の{step.offset_days}日後"
+    elif step.offset_days < 0:
+        when = f"{anchor}の{-step.offset_days}日前"
+    else:
+        when = f"{anchor}の当日" if step.anchor != StepAnchor.TRIGGER else "きっかけの直後"
+    if step.send_time is not None:
+        when += f" {step.send_time:%H:%M}"
+    if step.repeat_monthly:
+        when += f"(以後毎月同じ日に{step.repeat_monthly}回)"
+    return when
+
+
+def trigger_label(scenario: Scenario) -> str:
+    trigger = triggers.TRIGGERS.get(scenario.trigger_kind)
+    if trigger is None:
+        return scenario.trigger_kind
+    parts = []
+    for param in trigger.params:
+        value = scenario.trigger_params.get(param.name)
+        if value in (None, "", [], False):
+            continue
+        if param.choices:
+            names = dict(param.choices())
+            shown = (
+                "・".join(names.get(str(v), str(v)) for v in value)
+                if isinstance(value, list)
+                else names.get(str(value), str(value))
+            )
+        else:
+            shown = "はい" if value is True else str(value)
+        parts.append(f"{param.label}: {shown}")
+    return trigger.label + (f"({'、'.join(parts)})" if parts else "")
+
+
+# --- views: scenarios -------------------------------------------------------------------------
+
+
+@allow_roles(*VIEW_ROLES)
+@never_cache
+@require_GET
+def scenario_list(request: HtmxHttpRequest) -> HttpResponse:
+    scenarios = list(Scenario.objects.select_related("audience").order_by("name", "pk"))
+    counts: dict[tuple[int, bool], int] = {
+        (row["scenario_id"], row["holdout"]): row["n"]
+        for row in Enrollment.objects.order_by()
+        .values("scenario_id", "holdout")
+        .annotate(n=Count("pk"))
+    }
+    rows = [
+        {
+            "scenario": s,
+            "trigger": trigger_label(s),
+            "treated": counts.get((s.pk, False), 0),
+            "holdout": counts.get((s.pk, True), 0),
+        }
+        for s in scenarios
+    ]
+    backlogs = list(
+        Backlog.objects.filter(status=Backlog.Status.PENDING).select_related("scenario")
+    )
+    return render(
+        request,
+        "web/scenarios/list.html",
+        {"rows": rows, "backlogs": backlogs, "can_edit": _can_edit(request)},
+    )
+
+
+def _can_edit(request: HtmxHttpRequest) -> bool:
+    user = request.user
+    return isinstance(user, User) and user.has_role(Role.ADMIN, *EDIT_ROLES)
+
+
+@dataclass(frozen=True)
+class LiftRow:
+    label: str
+    kind: str  # "rate" or "yen"
+    treated_n: int
+    holdout_n: int
+    treated: float
+    holdout: float
+    diff: float
+    low: float
+    high: float
+    relative: float | None
+    enough: bool
+    significant: bool
+
+
+def lift_rows(lift: ScenarioLift) -> list[LiftRow]:
+    """The four lift metrics as table rows: rates in %, money in yen."""
+    rows = [
+        LiftRow(
+            label=label,
+            kind="rate",
+            treated_n=metric.treated_n,
+            holdout_n=metric.holdout_n,
+            treated=metric.treated_rate * 100,
+            holdout=metric.holdout_rate * 100,
+            diff=metric.diff * 100,
+            low=metric.low * 100,
+            high=metric.high * 100,
+            relative=metric.relative,
+            enough=metric.enough_data,
+            significant=metric.significant,
+        )
+        for label, metric in (
+            (f"購入率({lift.attribution_days}日以内)", lift.conversion),
+            ("リピート率(90日以内に2回以上)", lift.repeat),
+        )
+    ]
+    rows += [
+        LiftRow(
+            label=label,
+            kind="yen",
+            treated_n=mean.treated_n,
+            holdout_n=mean.holdout_n,
+            treated=mean.treated_mean,
+            holdout=mean.holdout_mean,
+            diff=mean.diff,
+            low=mean.low,
+            high=mean.high,
+            relative=mean.relative,
+            enough=mean.enough_data,
+            significant=mean.significant,
+        )
+        for label, mean in (
+            (f"1人あたり売上({lift.attribution_days}日以内)", lift.revenue),
+            ("90日LTV", lift.ltv90),
+        )
+    ]
+    return rows
+
+
+@allow_roles(*VIEW_ROLES)
+@never_cache
+@require_GET
+def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario.objects.select_related("audience"), pk=pk)
+    steps = list(scenario.steps.select_related("template", "offer", "condition"))
+    dispatch_counts: dict[tuple[int, str], int] = {
+        (row["step_id"], row["status"]): row["n"]
+        for row in StepDispatch.objects.filter(step__scenario=scenario)
+        .order_by()
+        .values("step_id", "status")
+        .annotate(n=Count("pk"))
+    }
+    step_rows = [
+        {
+            "step": step,
+            "timing": timing_label(step, scenario),
+            "queued": dispatch_counts.get((step.pk, DispatchStatus.QUEUED), 0),
+            "held_out": dispatch_counts.get((step.pk, DispatchStatus.HELD_OUT), 0),
+            "skipped": dispatch_counts.get((step.pk, DispatchStatus.SKIPPED), 0),
+            "pending": dispatch_counts.get((step.pk, DispatchStatus.PENDING_CONFIRMATION), 0),
+        }
+        for step in steps
+    ]
+    statuses = dict(
+        Enrollment.objects.filter(scenario=scenario)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"))
+        .values_list("status", "n")
+    )
+    lift = scenario_lift(scenario, now=timezone.now())
+    context = {
+        "scenario": scenario,
+        "trigger": trigger_label(scenario),
+        "exit_labels": [ExitRule(e).label for e in scenario.exit_on if e in ExitRule.values],
+        "steps": step_rows,
+        "enrollments": {
+            "active": statuses.get(EnrollmentStatus.ACTIVE, 0),
+            "completed": statuses.get(EnrollmentStatus.COMPLETED, 0),
+            "exited": statuses.get(EnrollmentStatus.EXITED, 0),
+        },
+        "lift": lift,
+        "lift_rows": lift_rows(lift),
+        "backlog": Backlog.objects.filter(scenario=scenario, status=Backlog.Status.PENDING).first(),
+        "last_tick": TickLog.objects.order_by("-started_at").first(),
+        "can_edit": _can_edit(request),
+    }
+    return render(request, "web/scenarios/detail.html", context)
+
+
+def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpResponse:
+    spec = spec_from_post(request.POST)
+    try:
+        saved = scenario_save(scenario=scenario, spec=spec, acting_user=request.user)
+    except ScenarioError as exc:
+        return _form_page(request, spec, scenario=scenario, errors=exc.messages, status=400)
+    messages.success(request, f"シナリオ「{saved.name}」を保存しました。")
+    return redirect("scenarios:detail", pk=saved.pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def scenario_create(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _save_scenario(request, None)
+    return _form_page(request, _new_spec(), scenario=None)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def scenario_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario, pk=pk)
+    if request.method == "POST":
+        return _save_scenario(request, scenario)
+    return _form_page(request, spec_of(scenario), scenario=scenario)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_POST
+def scenario_form_refresh(request: HtmxHttpRequest) -> HttpResponse:
+    """Re-draw the form after "ステップを追加"/"削除" or a change of trigger, keeping all input."""
+    spec = apply_form_action(spec_from_post(request.POST), request.POST.get("action", ""))
+    pk = request.POST.get("scenario", "")
+    scenario = Scenario.objects.filter(pk=pk).first() if pk.isdigit() else None
+    if wants_fragment(request):
+        context = form_context(spec, scenario=scenario)
+        return render(request, "web/scenarios/_form_body.html", context)
+    return _form_page(request, spec, scenario=scenario)
+
+
+@allow_roles(*EDIT_ROLES)
+@require_POST
+def scenario_activate_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario, pk=pk)
+    try:
+        scenario_activate(scenario=scenario, acting_user=request.user)
+    except ScenarioError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, "稼働を開始しました。これ以降のきっかけから対象になります。")
+    return redirect("scenarios:detail", pk=pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@require_POST
+def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario, pk=pk)
+    scenario_pause(scenario=scenario, acting_user=request.user)
+    messages.success(request, "停止しました。新しいエントリーと送信は行われません。")
+    return redirect("scenarios:detail", pk=pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@require_POST
+def backlog_decide(request: HtmxHttpRequest, pk: int, decision: str) -> HttpResponse:
+    backlog = get_object_or_404(Backlog, pk=pk)
+    try:
+        if decision == "confirm":
+            backlog_confirm(backlog=backlog, acting_user=request.user)
+            messages.success(
+                request,
+                f"{backlog.size:,}件の送信を承認しました。次回のスケジューラ実行で送信キューに入ります。",
+            )
+        else:
+            backlog_discard(backlog=backlog, acting_user=request.user)
+            messages.success(request, f"{backlog.size:,}件を破棄しました。送信されません。")
+    except ScenarioError as exc:
+        messages.error(request, " ".join(exc.messages))
+    return redirect("scenarios:detail", pk=backlog.scenario_id)
+
+
+# --- views: templates -------------------------------------------------------------------------
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_GET
+def template_list(request: HtmxHttpRequest) -> HttpResponse:
+    templates = MessageTemplate.objects.annotate(used=Count("steps")).order_by("name", "pk")
+    return render(request, "web/scenarios/templates.html", {"templates": templates})
+
+
+def _template_values(request: HtmxHttpRequest, template: MessageTemplate | None) -> dict[str, str]:
+    if request.method == "POST":
+        return {k: request.POST.get(k, "") for k in ("key", "name", "subject", "text", "html")}
+    if template is None:
+        return {"key": "", "name": "", "subject": "", "text": "", "html": ""}
+    return {
+        "key": template.key,
+        "name": template.name,
+        "subject": template.subject,
+        "text": template.text,
+        "html": template.html,
+    }
+
+
+def _template_page(
+    request: HtmxHttpRequest, template: MessageTemplate | None, errors: list[str] | None = None
+) -> HttpResponse:
+    context = {
+        "template": template,
+        "values": _template_values(request, template),
+        "errors": errors or [],
+        "context_keys": TEMPLATE_VARIABLES,
+    }
+    return render(
+        request, "web/scenarios/template_form.html", context, status=400 if errors else 200
+    )
+
+
+TEMPLATE_VARIABLES = (
+    ("{{ name }}", "お名前(姓 名)"),
+    ("{{ family_name }}", "姓"),
+    ("{{ product }}", "きっかけの商品(カゴ落ち・閲覧・定期)"),
+    ("{{ last_product }}", "最後に購入した商品"),
+    ("{{ last_order_date|jdate }}", "最終購入日"),
+    ("{{ points_balance|comma }}", "ポイント残高"),
+    ("{{ points_expiring|comma }}", "失効予定のポイント(最も近い期限の分)"),
+    ("{{ points_expiry_date|jdate }}", "ポイントの有効期限"),
+    ("{{ next_delivery_date|jdate }}", "次回お届け予定日(定期)"),
+    ("{% for r in recommendations %}{{ r.name }}{% endfor %}", "おすすめ商品(併買)"),
+    ("{{ offer.label }} {{ offer.code }}", "オファー(割引・クーポンコード)"),
+)
+
+
+def _save_template(request: HtmxHttpRequest, template: MessageTemplate | None) -> HttpResponse:
+    values = _template_values(request, template)
+    try:
+        saved = template_save(
+            template=template,
+            key=values["key"].strip(),
+            name=values["name"],
+            subject=values["subject"],
+            text=values["text"],
+            html=values["html"],
+            acting_user=request.user,
+        )
+    except ScenarioError as exc:
+        return _template_page(request, template, exc.messages)
+    messages.success(request, f"テンプレート「{saved.name}」を保存しました。")
+    return redirect("scenarios:template_edit", pk=saved.pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def template_create(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _save_template(request, None)
+    return _template_page(request, None)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def template_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    template = get_object_or_404(MessageTemplate, pk=pk)
+    if request.method == "POST":
+        return _save_template(request, template)
+    return _template_page(request, template)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_POST
+def template_preview(request: HtmxHttpRequest) -> HttpResponse:
+    """The template as it is in the form, rendered for a real customer (or a made-up one)."""
+    if not wants_fragment(request):
+        raise Http404("このURLは画面の中から使われます")
+    raw_id = _int_or_text(request.POST.get("customer", ""))
+    customer = (
+        Customer.objects.filter(pk=raw_id, merged_into__isnull=True).first()
+        if isinstance(raw_id, int)
+        else None
+    )
+    errors: list[str] = []
+    if request.POST.get("customer", "").strip() and customer is None:
+        errors.append("その顧客IDのお客様は見つかりません。架空のお客様で表示します。")
+    if customer is not None:
+        context = {
+            **SAMPLE_CONTEXT,
+            **customer_contexts([customer.pk], today=timezone.localdate())[customer.pk],
+            "product": SAMPLE_CONTEXT["product"],
+        }
+    else:
+        context = dict(SAMPLE_CONTEXT)
+    rendered: dict[str, str] | None = None
+    try:
+        compiled = compile_template(
+            subject=request.POST.get("subject", ""),
+            text=request.POST.get("text", ""),
+            html=request.POST.get("html", ""),
+        )
+        rendered = compiled.render(context)
+    except TemplateRenderError as exc:
+        errors.extend(exc.messages)
+    return render(
+        request,
+        "web/scenarios/_template_preview.html",
+        {"rendered": rendered, "errors": errors, "customer": customer},
+    )
+
+
+# --- views: offers ----------------------------------------------------------------------------
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def offer_list(request: HtmxHttpRequest) -> HttpResponse:
+    """The offers, and a form to add one (or change one: ?edit=<id>)."""
+    edit_id = request.POST.get("offer") or request.GET.get("edit") or ""
+    offer = Offer.objects.filter(pk=edit_id).first() if edit_id.isdigit() else None
+    errors: list[str] = []
+    values = {
+        "key": offer.key if offer else "",
+        "name": offer.name if offer else "",
+        "kind": offer.kind if offer else OfferKind.YEN_OFF.value,
+        "value": str(offer.value) if offer else "",
+        "code": offer.code if offer else "",
+        "valid_days": str(offer.valid_days) if offer else "14",
+    }
+    if request.method == "POST":
+        values = {k: request.POST.get(k, "") for k in values}
+        try:
+            saved = offer_save(
+                offer=offer,
+                key=values["key"].strip(),
+                name=values["name"],
+                kind=values["kind"],
+                value=_int_or_text(values["value"]),  # type: ignore[arg-type]
+                code=values["code"],
+                valid_days=_int_or_text(values["valid_days"]),  # type: ignore[arg-type]
+                acting_user=request.user,
+            )
+        except ScenarioError as exc:
+            errors = exc.messages
+        else:
+            messages.success(request, f"オファー「{saved.name}」を保存しました。")
+            return redirect("scenarios:offers")
+    context = {
+        "offers": Offer.objects.annotate(used=Count("steps")).order_by("name", "pk"),
+        "offer": offer,
+        "values": values,
+        "kinds": _options(list(OfferKind.choices), values["kind"]),
+        "errors": errors,
+    }
+    return render(request, "web/scenarios/offers.html", context, status=400 if errors else 200)

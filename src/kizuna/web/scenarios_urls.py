@@ -1,0 +1,31 @@
+from django.urls import path
+
+from kizuna.web import scenarios
+
+app_name = "scenarios"
+urlpatterns = [
+    path("", scenarios.scenario_list, name="list"),
+    path("new/", scenarios.scenario_create, name="create"),
+    path("form/", scenarios.scenario_form_refresh, name="form_refresh"),
+    path("<int:pk>/", scenarios.scenario_detail, name="detail"),
+    path("<int:pk>/edit/", scenarios.scenario_edit, name="edit"),
+    path("<int:pk>/activate/", scenarios.scenario_activate_view, name="activate"),
+    path("<int:pk>/pause/", scenarios.scenario_pause_view, name="pause"),
+    path(
+        "backlogs/<int:pk>/confirm/",
+        scenarios.backlog_decide,
+        {"decision": "confirm"},
+        name="backlog_confirm",
+    ),
+    path(
+        "backlogs/<int:pk>/discard/",
+        scenarios.backlog_decide,
+        {"decision": "discard"},
+        name="backlog_discard",
+    ),
+    path("templates/", scenarios.template_list, name="templates"),
+    path("templates/new/", scenarios.template_create, name="template_create"),
+    path("templates/preview/", scenarios.template_preview, name="template_preview"),
+    path("templates/<int:pk>/", scenarios.template_edit, name="template_edit"),
+    path("offers/", scenarios.offer_list, name="offers"),
+]

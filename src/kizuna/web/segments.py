@@ -1,0 +1,441 @@
+"""Segment pages: the list, the htmx rule builder with a live count and a sample of members,
+and the CSV export.
+
+The rule tree travels in the form as one set of fields per node, keyed by the node's path
+("0" is the root group, "0.2" its third child, "0.2.0" that one's first child…):
+
+    node=<path>  kind-<path>=group|condition
+    op-<path>=and|or                       (groups)
+    field-<path>, operator-<path>, value-<path>[, value-<path>-low/-high/-from/-to],
+    products-<path>                        (conditions)
+
+Every builder button ("条件を追加", "グループを追加", "削除") posts the whole form with
+`action=<verb>:<path>`; the server applies it and answers with the builder again (the whole
+page when JavaScript is off), so nothing typed is ever lost. Segments show customers' names,
+so only marketers and admins use these pages.
+"""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.contrib import messages
+from django.http import (
+    Http404,
+    HttpResponse,
+    QueryDict,
+    StreamingHttpResponse,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from kizuna.accounts.access import allow_roles
+from kizuna.accounts.models import Role
+from kizuna.campaigns.automation import segments as rules_engine
+from kizuna.campaigns.automation.models import Segment
+from kizuna.campaigns.automation.segments import (
+    OPERATORS,
+    Condition,
+    SegmentError,
+    Shape,
+    segment_customers,
+    segment_export_rows,
+    segment_save,
+    validate_rules,
+)
+from kizuna.customers.models import Customer
+from kizuna.web.http import HtmxHttpRequest, wants_fragment
+
+SEGMENT_ROLES = (Role.MARKETER,)
+SAMPLE_SIZE = 20
+
+
+# --- the tree in the form ---------------------------------------------------------------------
+
+
+def _int_or_text(raw: str) -> int | str:
+    """A typed number (full-width digits too) as int; anything else kept as typed, so the
+    validator can say what is wrong and the builder shows it again."""
+    text = unicodedata.normalize("NFKC", raw).strip().replace(",", "")
+    return int(text) if text.isdigit() else raw
+
+
+def _condition_from(data: QueryDict, path: str) -> dict[str, Any]:
+    node: dict[str, Any] = {
+        "field": data.get(f"field-{path}", ""),
+        "operator": data.get(f"operator-{path}", ""),
+    }
+    shape = OPERATORS.get(node["operator"], ("", Shape.NONE))[1]
+    if shape == Shape.CHOICES:
+        node["value"] = data.getlist(f"value-{path}")
+    elif shape in (Shape.NUMBER, Shape.DAYS):
+        node["value"] = _int_or_text(data.get(f"value-{path}", ""))
+    elif shape == Shape.RANGE:
+        node["value"] = [
+            _int_or_text(data.get(f"value-{path}-low", "")),
+            _int_or_text(data.get(f"value-{path}-high", "")),
+        ]
+    elif shape == Shape.DATE_RANGE:
+        node["value"] = [data.get(f"value-{path}-from", ""), data.get(f"value-{path}-to", "")]
+    products = [p for p in data.getlist(f"products-{path}") if p]
+    if products:
+        node["products"] = products
+    return node
+
+
+def rules_from_post(data: QueryDict) -> dict[str, Any]:
+    """The rule tree the form describes (see the module docstring)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    root: dict[str, Any] = {"op": "and", "rules": []}
+    for path in data.getlist("node"):
+        if data.get(f"kind-{path}") == "group":
+            node: dict[str, Any] = {"op": data.get(f"op-{path}", "and"), "rules": []}
+        else:
+            node = _condition_from(data, path)
+        if path == "0":
+            root = node if "rules" in node else root
+            nodes[path] = root
+            continue
+        parent = nodes.get(path.rsplit(".", 1)[0])
+        if parent is not None and "rules" in parent:
+            parent["rules"].append(node)
+            nodes[path] = node
+    return root
+
+
+def _locate(tree: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, int]:
+    """(parent group, index) of the node at `path`; the root has no parent."""
+    parts = path.split(".")[1:]
+    node, parent, index = tree, None, -1
+    for part in parts:
+        if not part.isdigit() or "rules" not in node or int(part) >= len(node["rules"]):
+            return None, -1
+        parent, index = node, int(part)
+        node = node["rules"][index]
+    return parent, index
+
+
+def _node_at(tree: dict[str, Any], path: str) -> dict[str, Any] | None:
+    parent, index = _locate(tree, path)
+    if path == "0":
+        return tree
+    return parent["rules"][index] if parent is not None else None
+
+
+def apply_action(tree: dict[str, Any], action: str) -> dict[str, Any]:
+    """Apply one builder button to the tree."""
+    verb, _, path = action.partition(":")
+    if verb == "remove" and path != "0":
+        parent, index = _locate(tree, path)
+        if parent is not None:
+            del parent["rules"][index]
+    elif verb in ("add-condition", "add-group"):
+        group = _node_at(tree, path)
+        if group is not None and "rules" in group:
+            new: dict[str, Any] = (
+                {"field": "", "operator": "", "value": None}
+                if verb == "add-condition"
+                else {"op": "or", "rules": [{"field": "", "operator": "", "value": None}]}
+            )
+            group["rules"].append(new)
+    return tree
+
+
+# --- the tree as the template shows it --------------------------------------------------------
+
+
+@dataclass
+class Choice:
+    value: str
+    label: str
+    selected: bool = False
+
+
+@dataclass
+class NodeView:
+    path: str
+    kind: str
+    depth: int
+    op: str = "and"
+    children: list[NodeView] = field(default_factory=list)
+    field_key: str = ""
+    operator: str = ""
+    shape: str = ""
+    unit: str = ""
+    help: str = ""
+    operators: list[Choice] = field(default_factory=list)
+    choices: list[Choice] = field(default_factory=list)
+    value: Any = None
+    low: Any = ""
+    high: Any = ""
+    with_products: bool = False
+    products: list[Choice] = field(default_factory=list)
+    field_groups: list[FieldGroup] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FieldGroup:
+    label: str
+    fields: list[Choice]
+
+
+def field_groups(registry: dict[str, Condition], selected: str) -> list[FieldGroup]:
+    groups: dict[str, list[Choice]] = {}
+    for condition in registry.values():
+        groups.setdefault(condition.group, []).append(
+            Choice(condition.key, condition.label, condition.key == selected)
+        )
+    return [FieldGroup(label, fields) for label, fields in groups.items()]
+
+
+def _view(node: dict[str, Any], path: str, depth: int, ctx: dict[str, Any]) -> NodeView:
+    if "rules" in node:
+        view = NodeView(path=path, kind="group", depth=depth, op=node.get("op", "and"))
+        view.children = [
+            _view(child, f"{path}.{i}", depth + 1, ctx) for i, child in enumerate(node["rules"])
+        ]
+        return view
+    registry: dict[str, Condition] = ctx["registry"]
+    condition = registry.get(str(node.get("field")))
+    view = NodeView(
+        path=path, kind="condition", depth=depth, field_key=str(node.get("field") or "")
+    )
+    view.field_groups = field_groups(registry, view.field_key)
+    if condition is None:
+        return view
+    operator = node.get("operator") if node.get("operator") in condition.operators else ""
+    operator = operator or condition.operators[0]
+    view.operator = operator
+    view.unit, view.help = condition.unit, condition.help
+    view.operators = [
+        Choice(op, OPERATORS[op][0].replace("N", "n"), op == operator) for op in condition.operators
+    ]
+    view.shape = OPERATORS[operator][1].value
+    value = node.get("value")
+    if view.shape == Shape.CHOICES:
+        chosen = {str(v) for v in value} if isinstance(value, list) else set()
+        view.choices = [Choice(k, label, k in chosen) for k, label in condition.choice_list()]
+    elif view.shape in (Shape.RANGE, Shape.DATE_RANGE) and isinstance(value, list):
+        view.low, view.high = [*value, "", ""][:2]
+    else:
+        view.value = "" if value is None else value
+    if condition.with_products:
+        view.with_products = True
+        picked = set(node.get("products") or [])
+        view.products = [Choice(k, label, k in picked) for k, label in ctx["products"]]
+    return view
+
+
+def builder_context(tree: dict[str, Any]) -> dict[str, Any]:
+    registry = rules_engine.conditions()
+    ctx = {"registry": registry, "products": rules_engine.product_choices()}
+    return {
+        "root": _view(tree, "0", 0, ctx),
+        "analytics_note": None
+        if rules_engine.analytics_snapshot()
+        else rules_engine.ANALYTICS_PENDING_NOTE,
+    }
+
+
+# --- preview ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    errors: list[str]
+    count: int | None
+    sample: list[dict[str, Any]]
+    description: str
+
+
+def preview_for(tree: dict[str, Any]) -> Preview:
+    errors = validate_rules(tree)
+    if errors:
+        return Preview(errors, None, [], "")
+    members = segment_customers(tree, now=timezone.now())
+    prefectures = dict(Customer._meta.get_field("prefecture").choices or [])
+    statuses = dict(Customer._meta.get_field("member_status").choices or [])
+    sample = [
+        {
+            "pk": pk,
+            "name": f"{family} {given}".strip(),
+            "prefecture": prefectures.get(prefecture, ""),
+            "registered_at": registered_at,
+            "status": statuses.get(status, status),
+        }
+        for pk, family, given, prefecture, registered_at, status in members.order_by(
+            "-pk"
+        ).values_list(
+            "pk", "family_name", "given_name", "prefecture", "registered_at", "member_status"
+        )[:SAMPLE_SIZE]
+    ]
+    return Preview([], members.count(), sample, rules_engine.describe(tree))
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+def _page(
+    request: HtmxHttpRequest,
+    *,
+    segment: Segment | None,
+    tree: dict[str, Any],
+    values: dict[str, str],
+    errors: list[str] | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    context = {
+        "segment": segment,
+        "values": values,
+        "errors": errors or [],
+        "preview": preview_for(tree) if tree.get("rules") else None,
+        **builder_context(tree),
+    }
+    return render(request, "web/segments/form.html", context, status=status)
+
+
+def _values(request: HtmxHttpRequest, segment: Segment | None) -> dict[str, str]:
+    if request.method == "POST":
+        return {
+            "key": request.POST.get("key", "").strip(),
+            "name": request.POST.get("name", ""),
+            "description": request.POST.get("description", ""),
+        }
+    if segment is None:
+        return {"key": "", "name": "", "description": ""}
+    return {"key": segment.key, "name": segment.name, "description": segment.description}
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_GET
+def segment_list(request: HtmxHttpRequest) -> HttpResponse:
+    rows = [
+        {"segment": s, "description": rules_engine.describe(s.rules)}
+        for s in Segment.objects.order_by("name", "pk")
+    ]
+    return render(request, "web/segments/list.html", {"rows": rows})
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_GET
+def segment_count(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The member count of one saved segment (loaded after the list, one request per row)."""
+    segment = get_object_or_404(Segment, pk=pk)
+    try:
+        count = segment_customers(segment.rules, now=timezone.now()).count()
+    except SegmentError:
+        return HttpResponse('<span class="muted">条件を見直してください</span>')
+    return HttpResponse(f"{count:,}人")
+
+
+def _save(request: HtmxHttpRequest, segment: Segment | None) -> HttpResponse:
+    tree = rules_from_post(request.POST)
+    values = _values(request, segment)
+    try:
+        saved = segment_save(
+            segment=segment,
+            key=values["key"],
+            name=values["name"],
+            description=values["description"],
+            rules=tree,
+            acting_user=request.user,
+        )
+    except SegmentError as exc:
+        return _page(
+            request, segment=segment, tree=tree, values=values, errors=exc.messages, status=400
+        )
+    messages.success(request, f"セグメント「{saved.name}」を保存しました。")
+    return redirect("segments:edit", pk=saved.pk)
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def segment_create(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _save(request, None)
+    tree = {"op": "and", "rules": [{"field": "", "operator": "", "value": None}]}
+    return _page(request, segment=None, tree=tree, values=_values(request, None))
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def segment_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    segment = get_object_or_404(Segment, pk=pk)
+    if request.method == "POST":
+        return _save(request, segment)
+    return _page(request, segment=segment, tree=segment.rules, values=_values(request, segment))
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_POST
+def segment_builder(request: HtmxHttpRequest) -> HttpResponse:
+    """Apply a builder button; the builder fragment for htmx, else the whole page."""
+    tree = apply_action(rules_from_post(request.POST), request.POST.get("action", ""))
+    if wants_fragment(request):
+        context = {
+            **builder_context(tree),
+            "preview": preview_for(tree) if tree.get("rules") else None,
+            "oob": True,
+        }
+        return render(request, "web/segments/_builder.html", context)
+    pk = request.POST.get("segment")
+    segment = Segment.objects.filter(pk=pk).first() if pk and pk.isdigit() else None
+    return _page(request, segment=segment, tree=tree, values=_values(request, segment))
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_POST
+def segment_preview(request: HtmxHttpRequest) -> HttpResponse:
+    """The live count and the first members for the rules as they are in the form."""
+    if not wants_fragment(request):
+        raise Http404("このURLは画面の中から使われます")
+    tree = rules_from_post(request.POST)
+    return render(request, "web/segments/_preview.html", {"preview": preview_for(tree)})
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for csv.writer into a stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_lines(rows: Iterator[list[str]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    # A BOM, so Excel on a Japanese PC opens the file as UTF-8 rather than Shift_JIS.
+    yield "\ufeff"
+    for row in rows:
+        yield writer.writerow(row)
+
+
+@allow_roles(*SEGMENT_ROLES)
+@never_cache
+@require_POST
+def segment_export(request: HtmxHttpRequest, pk: int) -> StreamingHttpResponse:
+    """The members as CSV, streamed; the export is recorded in the audit log first (D3)."""
+    segment = get_object_or_404(Segment, pk=pk)
+    rows = segment_export_rows(segment=segment, now=timezone.now(), acting_user=request.user)
+    header = next(rows)  # runs the audit and the count before the response starts
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    response = StreamingHttpResponse(
+        _csv_lines(_prepend(header, rows)), content_type="text/csv; charset=utf-8"
+    )
+    response["Content-Disposition"] = f'attachment; filename="segment-{segment.key}-{stamp}.csv"'
+    return response
+
+
+def _prepend(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+    yield first
+    yield from rest

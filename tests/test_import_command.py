@@ -1,0 +1,137 @@
+"""`kizuna import`: exit codes, Japanese messages and the JSON summary."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+
+from kizuna.commerce.models import Order
+
+pytestmark = pytest.mark.django_db
+DATA = Path(__file__).parent / "data" / "ingest"
+
+
+def kizuna_import(*args: str) -> tuple[int, str, str]:
+    """Run the command as staff would; returns (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("import", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return int(exc.code or 0), out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def test_a_clean_file_exits_zero_with_a_japanese_summary() -> None:
+    code, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_cp932.csv"))
+    assert code == 0
+    assert "EC-CUBE 受注CSV" in out
+    assert "新規4件" in out
+
+
+def test_the_json_summary_has_counts_and_every_rejected_row() -> None:
+    code, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_bad_rows.csv"), "--json")
+    summary: dict[str, Any] = json.loads(out)
+    assert code == 1
+    assert summary["status"] == "rejected_rows"
+    assert summary["rows_read"] == 11
+    assert summary["rows_rejected"] == 7
+    assert summary["rows_imported"] == summary["rows_read"] - summary["rows_rejected"]
+    assert summary["orders"] == {
+        "created": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "stale": 0,
+        "skipped": 0,
+        "rejected": 3,
+    }
+    assert summary["customers"] == {"created": 2, "matched": 0, "updated": 0}
+    assert len(summary["errors"]) == 7
+    assert summary["errors"][1] == {
+        "line": 5,
+        "column": "個数",
+        "reason": "個数として読めません",
+        "order": "2002",
+    }
+    assert summary["encoding"] == "cp932"
+    assert summary["format"] == "eccube"
+
+
+def test_the_plain_report_lists_each_bad_row() -> None:
+    _, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_bad_rows.csv"))
+    assert "5行目 [個数] 個数として読めません(注文 2002)" in out
+    assert "9行目 [郵便番号]" in out
+
+
+def test_strict_refusal_exits_one_and_writes_nothing() -> None:
+    code, _, err = kizuna_import("orders", str(DATA / "eccube_orders_bad_rows.csv"), "--strict")
+    assert code == 1
+    assert "何も取り込みませんでした" in err
+    assert not Order.objects.exists()
+
+
+def test_an_undecodable_byte_exits_one_with_its_place() -> None:
+    code, out, err = kizuna_import(
+        "orders", str(DATA / "eccube_orders_bad_byte_cp932.csv"), "--json"
+    )
+    summary = json.loads(out)
+    assert code == 1
+    assert summary["status"] == "refused"
+    assert summary["refused_at"]["line"] == 6
+    assert "6行目" in summary["message"]
+    assert err == ""
+    assert not Order.objects.exists()
+
+
+def test_dry_run_reports_and_writes_nothing() -> None:
+    code, out, _ = kizuna_import(
+        "orders", str(DATA / "shopify_orders_bom.csv"), "--dry-run", "--json"
+    )
+    summary = json.loads(out)
+    assert (code, summary["dry_run"], summary["orders"]["created"]) == (0, True, 3)
+    assert not Order.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["orders", "no-such-file.csv"], "ファイルが見つかりません"),
+        (["orders", str(DATA / "generic_orders.csv"), "--format", "generic"], "--mapping"),
+        (
+            ["orders", str(DATA / "generic_orders.csv"), "--mapping", "missing.yml"],
+            "マッピングファイルが見つかりません",
+        ),
+        (["customers", str(DATA / "shopify_orders_bom.csv"), "--format", "shopify"], "Shopify"),
+    ],
+)
+def test_usage_errors_exit_two_in_japanese(args: list[str], message: str) -> None:
+    code, _, err = kizuna_import(*args)
+    assert code == 2
+    assert message in err
+
+
+def test_an_unknown_format_is_refused_with_a_hint() -> None:
+    code, _, err = kizuna_import("orders", str(DATA / "generic_orders.csv"))
+    assert code == 1
+    assert "--format generic" in err
+
+
+def test_a_mistyped_command_line_exits_two_in_japanese(tmp_path: Path) -> None:
+    # argparse itself answers here, before Django runs the command
+    env = {**os.environ, "KIZUNA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "kizuna", "import", "order", "x.csv"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "指定できる値" in done.stderr

@@ -1,0 +1,124 @@
+"""Any CSV with a YAML mapping file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kizuna.commerce.importers import ImportOptions, ImportResult, UsageError, run_import
+from kizuna.commerce.importers.decoding import WAVE_DASH
+from kizuna.commerce.importers.generic import load_mapping, parse_mapping
+from kizuna.commerce.models import Order, OrderStatus
+from kizuna.customers.models import ConsentChannel, Identity, IdentityKind
+
+pytestmark = pytest.mark.django_db
+DATA = Path(__file__).parent / "data" / "ingest"
+CSV = DATA / "generic_orders.csv"
+MAPPING = DATA / "generic_orders.yml"
+DOCS_EXAMPLE = Path(__file__).parents[1] / "docs" / "examples" / "generic-orders.yml"
+
+
+def run(path: Path = CSV, mapping: Path = MAPPING, **options: object) -> ImportResult:
+    return run_import(
+        path,
+        ImportOptions(kind="orders", format="generic", mapping=mapping, **options),  # type: ignore[arg-type]
+    )
+
+
+def test_a_mapped_csv_imports_orders_lines_and_customers() -> None:
+    result = run()
+    assert (result.status, result.format, result.encoding) == ("ok", "generic", "utf-8")
+    assert (result.orders["created"], result.orders["skipped"]) == (2, 1)  # 仮受注 is skipped
+    order = Order.objects.get(number="W-0001")
+    lines = sorted(
+        order.lines.values_list("product__code", "product_name", "unit_price", "quantity")
+    )
+    assert lines == [
+        ("G-1", f"美容液{WAVE_DASH}夜用{WAVE_DASH}", 3980, 1),  # price written "3,980"
+        ("G-2", f"化粧水{WAVE_DASH}朝用{WAVE_DASH}", 2980, 2),
+    ]
+    assert (order.status, order.shipping_fee, order.source) == (
+        OrderStatus.SHIPPED,
+        660,
+        "自社カート",
+    )
+    assert order.shipments.get().shipped_on == dt.date(2026, 5, 2)
+    assert Order.objects.get(number="W-0003").status == OrderStatus.RECEIVED
+
+
+def test_one_column_names_are_split_and_consent_follows_the_mapping() -> None:
+    run()
+    hanako = Identity.objects.get(kind=IdentityKind.CART_MEMBER, value="M-9").customer
+    assert (hanako.family_name, hanako.given_name) == ("髙橋", "花子")
+    assert (hanako.family_kana, hanako.given_kana) == ("タカハシ", "ハナコ")
+    consent = hanako.consents.get(channel=ConsentChannel.EMAIL)
+    assert (consent.source_form, consent.wording_version) == ("自社カート購入フォーム", "import")
+    yukari = Order.objects.get(number="W-0003").customer
+    assert yukari.family_name == "﨑山"
+    assert not yukari.consents.exists()  # メルマガ: いいえ
+
+
+def test_the_documented_example_mapping_is_valid() -> None:
+    mapping = load_mapping(DOCS_EXAMPLE, kind="orders")
+    assert mapping.columns["order_number"] == "受注番号"
+    assert mapping.status_map["配達完了"] == OrderStatus.DELIVERED
+    assert mapping.status_map["仮受注"] is None
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"columns": {"order_no": "受注番号"}}, "使えない項目"),
+        ({"columns": {"order_number": "受注番号"}}, "必須の項目"),
+        ({"status_map": {"出荷済": "sent"}}, "status_map"),
+        ({"kind": "customers"}, "kind: customers"),
+        ({"colums": {}}, "知らない項目"),
+    ],
+)
+def test_a_wrong_mapping_is_a_usage_error_naming_the_problem(
+    change: dict[str, object], message: str
+) -> None:
+    raw = yaml.safe_load(MAPPING.read_text(encoding="utf-8"))
+    raw.update(change)
+    with pytest.raises(UsageError) as excinfo:
+        parse_mapping(raw, kind="orders")
+    assert message in excinfo.value.message
+
+
+def test_a_mapped_column_missing_from_the_file_refuses_the_file(tmp_path: Path) -> None:
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(
+        MAPPING.read_text(encoding="utf-8").replace("quantity: 数量", "quantity: 個数"),
+        encoding="utf-8",
+    )
+    result = run(mapping=mapping)
+    assert result.status == "refused"
+    assert "個数" in result.message
+    assert not Order.objects.exists()
+
+
+def test_generic_customers_with_a_mapping(tmp_path: Path) -> None:
+    mapping = tmp_path / "customers.yml"
+    mapping.write_text(
+        "kind: customers\nsource: 店頭\nconsent_form: 店頭申込書\n"
+        "columns:\n  email: メール\n  full_name: 氏名\n  phone: 電話\n  email_opt_in: DM希望\n",
+        encoding="utf-8",
+    )
+    csv_file = tmp_path / "customers.csv"
+    csv_file.write_text(
+        "氏名,メール,電話,DM希望\n髙橋 花子,hanako@example.jp,０９０１２３４５６７８,はい\n"
+        "名無し,,,はい\n",
+        encoding="utf-8",
+    )
+    result = run_import(
+        csv_file, ImportOptions(kind="customers", format="generic", mapping=mapping)
+    )
+    assert result.customers["created"] == 1
+    assert [(error.line, error.reason) for error in result.errors] == [
+        (3, "会員ID・メールアドレス・電話番号のいずれもありません")
+    ]
+    hanako = Identity.objects.get(kind=IdentityKind.EMAIL, value="hanako@example.jp").customer
+    assert hanako.consents.get(channel=ConsentChannel.EMAIL).source_form == "店頭申込書"

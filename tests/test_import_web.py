@@ -1,0 +1,267 @@
+"""The CSV import page: who may use it, upload checks, the background run and its report."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role, User
+from kizuna.commerce.importers import Progress, runs
+from kizuna.commerce.models import ImportRowError, ImportRun, ImportStatus, Order
+
+DATA = Path(__file__).parent / "data" / "ingest"
+ClientFor = Callable[[Role], Client]
+
+
+@pytest.fixture(autouse=True)
+def _imports_in_tmp(settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    settings.DATA_DIR = tmp_path
+    # The task runs inside the request, as the worker would run it a moment later.
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.immediate.ImmediateBackend"}}
+
+
+def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:
+    data = content if content is not None else (DATA / name).read_bytes()
+    return SimpleUploadedFile(name, data, content_type="text/csv")
+
+
+def post_import(client: Client, file: SimpleUploadedFile, **fields: object):  # type: ignore[no-untyped-def]
+    data: dict[str, object] = {
+        "kind": "orders",
+        "file_format": "auto",
+        "encoding": "auto",
+        "consent_wording": "import",
+        "dry_run": "on",
+        "file": file,
+    }
+    data.update(fields)
+    return client.post(reverse("imports:index"), data)
+
+
+def a_finished_run(user: User) -> ImportRun:
+    return ImportRun.objects.create(
+        kind="orders",
+        original_name="受注.csv",
+        stored_path="/nonexistent.csv",
+        created_by=user,
+        status=ImportStatus.DONE,
+        summary={"rows_read": 0},
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [(Role.ADMIN, True), (Role.MARKETER, True), (Role.OPERATOR, False), (Role.ANALYST, False)],
+)
+def test_only_admins_and_marketers_may_import(
+    client_for: ClientFor, users: dict[Role, User], role: Role, allowed: bool
+) -> None:
+    run = a_finished_run(users[Role.ADMIN])
+    client = client_for(role)
+    for url in (
+        reverse("imports:index"),
+        reverse("imports:detail", args=[run.pk]),
+        reverse("imports:status", args=[run.pk]),
+        reverse("imports:errors", args=[run.pk]),
+    ):
+        assert client.get(url).status_code == (200 if allowed else 403), url
+    response = post_import(client, upload("eccube_orders_cp932.csv"))
+    assert response.status_code == (302 if allowed else 403)
+
+
+@pytest.mark.django_db
+def test_anonymous_visitors_are_sent_to_login(client: Client) -> None:
+    response = client.get(reverse("imports:index"))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.django_db
+def test_the_page_offers_the_form_and_an_empty_history(client_for: ClientFor) -> None:
+    page = client_for(Role.MARKETER).get(reverse("imports:index")).content.decode()
+    assert "CSV取り込み" in page
+    assert "まだ取り込みはありません" in page
+    assert 'name="dry_run"' in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("file", "fields", "message"),
+    [
+        (upload("orders.xlsx", b"PK\x03\x04"), {}, "拡張子が .csv または .txt"),
+        (upload("empty.csv", b""), {}, "ファイルが空です"),
+        (upload("generic_orders.csv"), {"file_format": "generic"}, "マッピングファイルが必要"),
+        (
+            upload("shopify_orders_bom.csv"),
+            {"kind": "customers", "file_format": "shopify"},
+            "注文CSVのみ",
+        ),
+        (
+            upload("generic_orders.csv"),
+            {
+                "file_format": "generic",
+                "mapping": SimpleUploadedFile("m.yml", b"kind: orders\ncolumns: {}\n"),
+            },
+            "columns",
+        ),
+    ],
+)
+def test_bad_uploads_are_refused_with_a_clear_message(
+    client_for: ClientFor, file: SimpleUploadedFile, fields: dict[str, object], message: str
+) -> None:
+    response = post_import(client_for(Role.MARKETER), file, **fields)
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not ImportRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_file_over_the_size_limit_is_refused(client_for: ClientFor, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.KIZUNA_IMPORT_MAX_BYTES = 1024
+    response = post_import(client_for(Role.MARKETER), upload("eccube_orders_cp932.csv"))
+    assert response.status_code == 400
+    assert "ファイルが大きすぎます" in response.content.decode()
+    assert not ImportRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_dry_run_upload_runs_in_the_background_and_reports_without_writing(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    client = client_for(Role.MARKETER)
+    # when a marketer uploads a file with bad rows as a dry run
+    response = post_import(client, upload("eccube_orders_bad_rows.csv"))
+    # then the task has run, written its report, and imported nothing
+    run = ImportRun.objects.get()
+    assert response["Location"] == reverse("imports:detail", args=[run.pk])
+    assert (run.status, run.dry_run, run.created_by) == (
+        ImportStatus.REJECTED_ROWS,
+        True,
+        users[Role.MARKETER],
+    )
+    assert (run.rows_read, run.rows_rejected) == (11, 7)
+    assert run.summary["orders"]["created"] == 2
+    assert not Order.objects.exists()
+    # the upload is not kept once imported (it is customer data)
+    assert not Path(run.stored_path).exists()
+    # and the report shows each bad row with line, column and reason
+    page = client.get(response["Location"]).content.decode()
+    assert "完了(取り込めない行あり)" in page
+    assert "個数として読めません" in page
+    assert "郵便番号は7桁の数字で入力してください" in page
+    rows = list(ImportRowError.objects.filter(run=run).values_list("line", "column"))
+    assert (5, "個数") in rows
+
+
+@pytest.mark.django_db
+def test_a_real_upload_imports_orders(client_for: ClientFor) -> None:
+    client = client_for(Role.ADMIN)
+    post_import(client, upload("eccube_orders_cp932.csv"), dry_run="")
+    run = ImportRun.objects.get()
+    assert run.status == ImportStatus.DONE
+    assert Order.objects.count() == 4
+    assert "新規4件" in client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_generic_upload_with_its_mapping(client_for: ClientFor) -> None:
+    mapping = SimpleUploadedFile("map.yml", (DATA / "generic_orders.yml").read_bytes())
+    post_import(
+        client_for(Role.MARKETER),
+        upload("generic_orders.csv"),
+        file_format="generic",
+        mapping=mapping,
+        dry_run="",
+    )
+    assert ImportRun.objects.get().status == ImportStatus.DONE
+    assert set(Order.objects.values_list("number", flat=True)) == {"W-0001", "W-0003"}
+
+
+@pytest.mark.django_db
+def test_an_undecodable_upload_is_refused_with_its_place(client_for: ClientFor) -> None:
+    client = client_for(Role.MARKETER)
+    post_import(client, upload("eccube_orders_bad_byte_cp932.csv"), dry_run="")
+    run = ImportRun.objects.get()
+    assert run.status == ImportStatus.REFUSED
+    assert "6行目" in run.message
+    assert not Order.objects.exists()
+    assert "6行目" in client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_bad_rows_are_paginated(client_for: ClientFor) -> None:
+    # given 60 one-row orders, each with an unreadable 個数
+    text = (DATA / "eccube_orders_cp932.csv").read_bytes().decode("cp932")
+    header, row = list(csv.reader(io.StringIO(text)))[:2]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for n in range(60):
+        values = dict(zip(header, row, strict=True))
+        values.update({"注文番号": f"9{n:03d}", "個数": "many"})
+        writer.writerow([values[column] for column in header])
+    content = out.getvalue().encode("cp932")
+    client = client_for(Role.MARKETER)
+    post_import(client, upload("many.csv", content))
+    run = ImportRun.objects.get()
+    assert run.rows_rejected == 60
+    # when the report is opened
+    first = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    second = client.get(
+        reverse("imports:errors", args=[run.pk]), {"page": 2}, HTTP_HX_REQUEST="true"
+    ).content.decode()
+    # then the rows come a page at a time, in file order
+    assert "1 / 2ページ" in first
+    assert '<td class="num">2</td>' in first
+    assert "2 / 2ページ" in second
+    assert '<td class="num">61</td>' in second
+    assert "<html" not in second
+
+
+@pytest.mark.django_db
+def test_a_running_import_shows_progress_and_polls(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    run = ImportRun.objects.create(
+        kind="orders",
+        original_name="受注.csv",
+        stored_path="/nonexistent.csv",
+        created_by=users[Role.MARKETER],
+        status=ImportStatus.RUNNING,
+    )
+    runs._write_progress(  # the worker's side of the progress file
+        run, Progress("import", rows=250, total_rows=1000, bytes_read=10, total_bytes=40)
+    )
+    client = client_for(Role.MARKETER)
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "250 / 1,000行" in page
+    assert 'hx-trigger="every 2s"' in page
+    assert 'value="25"' in page
+    # when it finishes, the next poll reloads the page to show the report
+    run.status = ImportStatus.DONE
+    run.save()
+    response = client.get(reverse("imports:status", args=[run.pk]), HTTP_HX_REQUEST="true")
+    assert response["HX-Refresh"] == "true"
+
+
+@pytest.mark.django_db
+def test_an_import_task_runs_once_even_if_delivered_twice(users: dict[Role, User]) -> None:
+    path = runs.upload_dir() / "twice.csv"
+    path.write_bytes((DATA / "eccube_orders_cp932.csv").read_bytes())
+    run = ImportRun.objects.create(
+        kind="orders",
+        original_name="twice.csv",
+        stored_path=str(path),
+        created_by=users[Role.ADMIN],
+    )
+    assert runs.import_run_execute(run.pk) == ImportStatus.DONE
+    assert runs.import_run_execute(run.pk) == "already-claimed"
+    assert Order.objects.count() == 4

@@ -1,0 +1,117 @@
+"""Lift: the interval formulas against published values, and a hand-built scenario history
+whose conversions, repeat rates and revenues are known."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from scipy import stats
+
+from kizuna.campaigns.automation.lift import Sample, newcombe, scenario_lift, welch, wilson
+from kizuna.campaigns.automation.models import Enrollment, Scenario
+from kizuna.commerce.models import OrderStatus
+from kizuna.customers.models import Customer
+from tests.factories import make_customer, make_order, make_product
+from tests.test_scenarios_kit import jst, scenario
+
+ANCHOR = jst(2026, 1, 10, 12)
+NOW = jst(2026, 6, 1)
+
+
+def test_wilson_matches_newcombes_worked_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:857, example 81/263
+    low, high = wilson(81, 263)
+    assert (round(low, 4), round(high, 4)) == (0.2553, 0.3662)
+
+
+def test_newcombe_difference_matches_the_published_example() -> None:
+    # Newcombe (1998), Statistics in Medicine 17:873, method 10: 56/70 − 48/80
+    diff, low, high = newcombe(56, 70, 48, 80)
+    assert (round(diff, 4), round(low, 4), round(high, 4)) == (0.2, 0.0524, 0.3339)
+
+
+def test_welch_matches_scipys_t_test_interval() -> None:
+    a = [0, 0, 4980, 0, 9960, 3280, 0, 0, 4980, 980, 0, 4980]
+    b = [0, 0, 0, 980, 0, 4980, 0, 0, 0, 0]
+
+    def sample(xs: list[int]) -> Sample:
+        mean = sum(xs) / len(xs)
+        return Sample(mean, sum((x - mean) ** 2 for x in xs) / (len(xs) - 1), len(xs))
+
+    diff, low, high = welch(sample(a), sample(b))
+    expected = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff == pytest.approx(sum(a) / len(a) - sum(b) / len(b))
+    assert (low, high) == (pytest.approx(expected.low), pytest.approx(expected.high))
+
+
+def _enroll(s: Scenario, customer: Customer, *, holdout: bool, at: dt.datetime = ANCHOR) -> None:
+    Enrollment.objects.create(
+        scenario=s, customer=customer, occurrence=f"t:{customer.pk}", holdout=holdout,
+        enrolled_at=at, anchor_at=at, anchor_date=at.date(),
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_lift_on_a_known_history() -> None:
+    # given: 4 treated and 4 holdout customers, enrolled on 10 January (attribution 30 days)
+    s = scenario(trigger={"kind": "signup"}, activated_at=jst(2026, 1, 1), attribution_days=30)
+    product = make_product(price=1000)
+    treated = [make_customer() for _ in range(4)]
+    holdout = [make_customer() for _ in range(4)]
+    for customer in treated:
+        _enroll(s, customer, holdout=False)
+    for customer in holdout:
+        _enroll(s, customer, holdout=True)
+
+    def day(days: int) -> dt.datetime:
+        return ANCHOR + dt.timedelta(days=days)
+
+    def buy(customer: Customer, at: dt.datetime, quantity: int = 1) -> None:
+        make_order(customer, product=product, quantity=quantity, ordered_at=at)
+
+    buy(treated[0], day(days=5), 3)  # 3,000 in the window
+    buy(treated[0], day(days=60))  # a second order within 90 days: a repeater
+    buy(treated[1], day(days=20), 2)  # 2,000
+    buy(treated[2], day(days=45))  # converts only after the window; 90-day LTV 1,000
+    buy(treated[3], ANCHOR - dt.timedelta(days=1))  # before the scenario: not counted
+    buy(holdout[0], day(days=10))  # 1,000
+    cancelled = make_order(holdout[1], product=product, ordered_at=day(days=3))
+    cancelled.status = OrderStatus.CANCELLED
+    cancelled.save()
+    buy(holdout[2], day(days=100), 5)  # after 90 days: not counted
+    # a later enrollment of a treated customer is not a second unit
+    Enrollment.objects.create(
+        scenario=s, customer=treated[3], occurrence="t:again", holdout=False,
+        enrolled_at=jst(2026, 3, 1), anchor_at=jst(2026, 3, 1), anchor_date=dt.date(2026, 3, 1),
+    )  # fmt: skip
+    # and a customer enrolled last week has no complete window yet
+    _enroll(s, make_customer(), holdout=False, at=NOW - dt.timedelta(days=7))
+    # when
+    lift = scenario_lift(s, now=NOW)
+    # then
+    c = lift.conversion
+    assert (c.treated_n, c.treated_x, c.holdout_n, c.holdout_x) == (4, 2, 4, 1)
+    assert c.diff == pytest.approx(0.25)
+    assert (c.low, c.high) == pytest.approx(newcombe(2, 4, 1, 4)[1:])
+    r = lift.repeat
+    assert (r.treated_x, r.holdout_x) == (1, 0)
+    assert lift.revenue.treated_mean == pytest.approx(5000 / 4)
+    assert lift.revenue.holdout_mean == pytest.approx(1000 / 4)
+    assert lift.ltv90.treated_mean == pytest.approx((3000 + 1000 + 2000 + 1000) / 4)
+    assert lift.ltv90.holdout_mean == pytest.approx(1000 / 4)
+    expected = welch(
+        Sample(1250, ((3000 - 1250) ** 2 + (2000 - 1250) ** 2 + 2 * 1250**2) / 3, 4),
+        Sample(250, (750**2 + 3 * 250**2) / 3, 4),
+    )
+    assert (lift.revenue.low, lift.revenue.high) == pytest.approx(expected[1:])
+    assert (lift.enrolled_treated, lift.enrolled_holdout) == (6, 4)
+    assert not c.enough_data  # four customers a side say nothing yet
+
+
+@pytest.mark.django_db
+def test_no_enrollments_gives_empty_groups_not_an_error() -> None:
+    s = scenario(trigger={"kind": "signup"}, activated_at=jst(2026, 1, 1))
+    lift = scenario_lift(s, now=NOW)
+    assert (lift.conversion.treated_n, lift.conversion.holdout_n) == (0, 0)
+    assert lift.revenue.diff == 0

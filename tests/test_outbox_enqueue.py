@@ -1,0 +1,132 @@
+"""The outbox contract scenario code relies on: one row per dedupe key, inside the caller's
+transaction, refused when the content cannot be rendered."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from kizuna.campaigns.models import OutboxMessage, OutboxStatus
+from kizuna.campaigns.outbox import OutboxRow, Purpose, outbox_enqueue, outbox_enqueue_many
+from kizuna.customers.models import TimelineKind
+from tests.factories import make_customer
+
+pytestmark = pytest.mark.django_db
+MAIL = {"subject": "ご購入ありがとうございます", "text": "本文", "html": "<p>本文</p>"}
+
+
+def _enqueue(customer, key: str = "k1", **overrides):  # type: ignore[no-untyped-def]
+    values = {
+        "customer": customer,
+        "channel": "email",
+        "purpose": Purpose.MARKETING,
+        "dedupe_key": key,
+        "content": MAIL,
+        "send_after": timezone.now(),
+    }
+    values.update(overrides)
+    return outbox_enqueue(**values)
+
+
+def test_the_same_dedupe_key_twice_stores_one_message() -> None:
+    customer = make_customer()
+    with transaction.atomic():
+        first = _enqueue(customer)
+        second = _enqueue(customer)
+        # the caller's transaction is still usable after the duplicate
+        third = _enqueue(customer, key="k2")
+    assert first is not None
+    assert second is None
+    assert third is not None
+    assert OutboxMessage.objects.count() == 2
+
+
+def test_a_rolled_back_decision_leaves_nothing_to_send() -> None:
+    customer = make_customer()
+
+    @transaction.atomic
+    def decide() -> None:
+        _enqueue(customer)
+        raise RuntimeError("scenario step failed after enqueue")
+
+    with pytest.raises(RuntimeError):
+        decide()
+    assert not OutboxMessage.objects.exists()
+
+
+def test_enqueue_writes_no_timeline_row_until_sent() -> None:
+    customer = make_customer()
+    message = _enqueue(customer, scenario_id=7, step_key="day30", enrollment_id=99)
+    assert message is not None
+    assert message.status == OutboxStatus.PENDING
+    assert message.next_attempt_at == message.send_after
+    assert (message.scenario_id, message.step_key, message.enrollment_id) == (7, "day30", 99)
+    assert not customer.timeline.filter(kind=TimelineKind.MESSAGE).exists()
+
+
+@pytest.mark.parametrize(
+    ("channel", "content", "fragment"),
+    [
+        ("email", {"text": "本文"}, "subject"),
+        ("line", {"subject": "件名"}, "text"),
+        ("postal", {"text": "本文"}, "title"),
+        ("call", {"reason": "定期のご案内"}, "script"),
+        ("best", {"text": "本文"}, "subject または title"),
+        ("fax", {"text": "本文"}, "不明なチャネル"),
+        ("email", {"subject": "件名", "text": "本文", "coupon": "X"}, "不明な項目"),
+        ("sms", {"text": 123}, "文字列"),
+    ],
+)
+def test_content_a_channel_cannot_render_is_refused(channel, content, fragment) -> None:  # type: ignore[no-untyped-def]
+    customer = make_customer()
+    with pytest.raises(ValidationError, match=fragment):
+        _enqueue(customer, channel=channel, content=content)
+    assert not OutboxMessage.objects.exists()
+
+
+def test_naive_send_time_and_transactional_best_channel_are_refused() -> None:
+    customer = make_customer()
+    with pytest.raises(ValidationError, match="タイムゾーン"):
+        _enqueue(customer, send_after=dt.datetime(2026, 5, 1, 9, 0))
+    with pytest.raises(ValidationError, match="最適チャネル"):
+        _enqueue(customer, channel="best", purpose=Purpose.TRANSACTIONAL)
+
+
+def test_bulk_enqueue_skips_keys_that_exist_and_keeps_the_rest() -> None:
+    customer = make_customer()
+    _enqueue(customer, key="bulk-0")
+    now = timezone.now()
+    rows = [
+        OutboxRow(
+            customer_id=customer.pk,
+            channel="line",
+            purpose=Purpose.MARKETING,
+            dedupe_key=f"bulk-{n}",
+            content={"text": f"メッセージ{n}"},
+            send_after=now,
+        )
+        for n in range(5)
+    ]
+    outbox_enqueue_many(rows)
+    outbox_enqueue_many(rows)
+    assert OutboxMessage.objects.count() == 5
+    assert sorted(OutboxMessage.objects.values_list("dedupe_key", flat=True)) == [
+        f"bulk-{n}" for n in range(5)
+    ]
+    assert OutboxMessage.objects.get(dedupe_key="bulk-0").channel == "email"
+
+
+def test_bulk_enqueue_with_one_bad_row_writes_nothing() -> None:
+    customer = make_customer()
+    now = timezone.now()
+    rows = [
+        OutboxRow(customer.pk, "sms", Purpose.MARKETING, "ok", {"text": "x"}, now),
+        OutboxRow(customer.pk, "sms", Purpose.MARKETING, "bad", {}, now),
+    ]
+    with pytest.raises(ValidationError):
+        outbox_enqueue_many(rows)
+    assert not OutboxMessage.objects.exists()

@@ -1,0 +1,185 @@
+"""配信状況: who may open what, the pause switch, the sending rules and the suppression list."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from kizuna.accounts.models import Role
+from kizuna.campaigns.delivery import DeliveryWorker
+from kizuna.campaigns.models import (
+    DeliverySettings,
+    OutboxStatus,
+    Suppression,
+    SuppressionKind,
+    SuppressionReason,
+)
+from kizuna.campaigns.suppression import suppression_add
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import IdentityKind, TimelineKind
+from tests.delivery_support import STAFF, consenting_customer, mail
+from tests.factories import add_identity, make_customer
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [(Role.ADMIN, 200), (Role.MARKETER, 200), (Role.OPERATOR, 200), (Role.ANALYST, 403)],
+)
+def test_who_may_open_the_delivery_page(client_for, role, status) -> None:  # type: ignore[no-untyped-def]
+    assert client_for(role).get("/delivery/").status_code == status
+
+
+def test_logged_out_visitors_are_sent_to_the_login_page(client) -> None:  # type: ignore[no-untyped-def]
+    response = client.get("/delivery/")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/login/")
+
+
+def test_an_empty_outbox_says_so(client_for) -> None:  # type: ignore[no-untyped-def]
+    page = client_for(Role.MARKETER).get("/delivery/").content.decode()
+    assert "まだメッセージはありません" in page
+    assert "見送り・失敗はありません" in page
+    assert "リストはまだありません" in page
+    # only admins see the switch and the rules
+    assert "送信を一時停止する" not in page
+    assert "配信ルール" not in page
+
+
+def test_counts_and_skip_reasons_are_shown(client_for) -> None:  # type: ignore[no-untyped-def]
+    DeliverySettings.objects.update_or_create(
+        pk=1, defaults={"quiet_start": dt.time(0), "quiet_end": dt.time(0)}
+    )
+    customer = make_customer(family_name="未同意")
+    add_identity(customer, IdentityKind.EMAIL, "nobody@example.jp")
+    mail(customer, "no-consent")
+    mail(customer, "waiting", send_after=dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
+    DeliveryWorker().drain()
+    page = client_for(Role.MARKETER).get("/delivery/").content.decode()
+    assert "配信同意がありません" in page
+    assert "未同意" in page
+    assert "送信者情報(名称・住所・苦情窓口)が未設定です" in page
+
+
+def test_admin_pauses_and_resumes_sending_and_it_is_audited(client_for) -> None:  # type: ignore[no-untyped-def]
+    admin = client_for(Role.ADMIN)
+    assert admin.post("/delivery/pause/", {"paused": "1"}).status_code == 302
+    assert DeliverySettings.load().paused
+    page = admin.get("/delivery/").content.decode()
+    assert "送信は一時停止中です" in page
+    assert "送信を再開する" in page
+    # while paused the worker claims nothing
+    customer = consenting_customer()
+    message = mail(customer, "held")
+    assert DeliveryWorker().run_batch().claimed == 0
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    admin.post("/delivery/pause/", {"paused": "0"})
+    assert not DeliverySettings.load().paused
+    assert list(
+        AuditLog.objects.filter(action__startswith="delivery.").values_list("action", flat=True)
+    ) == ["delivery.pause", "delivery.resume"]
+
+
+def test_only_admins_pause_or_change_the_rules(client_for) -> None:  # type: ignore[no-untyped-def]
+    marketer = client_for(Role.MARKETER)
+    assert marketer.post("/delivery/pause/", {"paused": "1"}).status_code == 403
+    assert marketer.post("/delivery/settings/", {}).status_code == 403
+    assert not DeliverySettings.load().paused
+
+
+def test_admin_changes_the_rules_with_clear_errors(client_for) -> None:  # type: ignore[no-untyped-def]
+    admin = client_for(Role.ADMIN)
+    bad = admin.post(
+        "/delivery/settings/",
+        {"quiet_start": "25:00", "quiet_end": "08:00", "cap_messages": "0", "cap_days": "7"},
+    )
+    assert bad.status_code == 400
+    page = bad.content.decode()
+    assert "時刻は 21:00 の形で入力してください" in page
+    assert "1通以上にしてください" in page
+    good = admin.post(
+        "/delivery/settings/",
+        {
+            "quiet_start": "22:00",
+            "quiet_end": "09:00",
+            "cap_messages": "3",
+            "cap_days": "14",
+            "sender_name": "きずな化粧品",
+            "sender_address": "東京都渋谷区",
+            "sender_contact": "0120-000-000",
+        },
+    )
+    assert good.status_code == 302
+    row = DeliverySettings.load()
+    assert (row.quiet_start, row.quiet_end, row.cap_messages, row.cap_days) == (
+        dt.time(22),
+        dt.time(9),
+        3,
+        14,
+    )
+    audit = AuditLog.objects.get(action="delivery_settings.update")
+    assert audit.changes["cap_messages"] == [2, 3]
+
+
+def test_marketer_adds_and_removes_a_suppression(client_for) -> None:  # type: ignore[no-untyped-def]
+    customer = make_customer()
+    add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    marketer = client_for(Role.MARKETER)
+    bad = marketer.post("/delivery/suppressions/", {"kind": "email", "address": "not-an-address"})
+    assert bad.status_code == 400
+    assert "メールアドレスとして読めません" in bad.content.decode()
+    response = marketer.post(
+        "/delivery/suppressions/", {"kind": "email", "address": "ＨＡＮＡＫＯ@example.jp"}
+    )
+    assert response.status_code == 302
+    row = Suppression.objects.get()
+    assert (row.address, row.reason) == ("hanako@example.jp", SuppressionReason.MANUAL)
+    assert customer.timeline.filter(kind=TimelineKind.CONSENT).exists()
+    listing = marketer.get("/delivery/suppressions/?q=hanako").content.decode()
+    assert "hanako@example.jp" in listing
+    marketer.post("/delivery/suppressions/", {"action": "remove", "id": row.pk})
+    assert not Suppression.objects.exists()
+    assert list(
+        AuditLog.objects.filter(action__startswith="suppression.").values_list("action", flat=True)
+    ) == ["suppression.add", "suppression.remove"]
+
+
+def test_operators_cannot_edit_the_suppression_list(client_for) -> None:  # type: ignore[no-untyped-def]
+    assert client_for(Role.OPERATOR).get("/delivery/suppressions/").status_code == 403
+
+
+def test_bounce_notifications_are_applied_by_command(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import CommandError, call_command
+
+    suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="old@example.jp",
+        reason=SuppressionReason.BOUNCE,
+        acting_user=STAFF,
+    )
+    path = tmp_path / "bounces.json"
+    path.write_text(
+        """{"notifications": [
+          {"type": "bounce", "bounce_type": "permanent", "email": "Gone@Example.jp", "detail": "550 5.1.1"},
+          {"type": "bounce", "bounce_type": "transient", "email": "full@example.jp"},
+          {"type": "complaint", "email": "angry@example.jp"},
+          {"type": "bounce", "email": "old@example.jp"},
+          {"type": "delivery", "email": "x@example.jp"},
+          {"type": "complaint", "email": "not an address"}
+        ]}""",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError, match="読めない通知"):
+        call_command("campaigns", "bounce", str(path))
+    out, err = capsys.readouterr()
+    assert "配信停止に追加: 2件 / 登録済み: 1件 / 一時的な不達(無視): 1件 / 誤り: 2件" in out
+    assert "5件目" in err
+    assert "6件目" in err
+    assert dict(Suppression.objects.values_list("address", "reason")) == {
+        "old@example.jp": "bounce",
+        "gone@example.jp": "bounce",
+        "angry@example.jp": "complaint",
+    }

@@ -1,0 +1,136 @@
+"""The demo's running scenarios: history written as the scheduler would have written it,
+messages only where the rules allow, responses only from treated customers, deterministic."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pytest
+from django.db import transaction
+from django.db.models import Count
+
+from kizuna.campaigns.automation.clock import jst_at
+from kizuna.campaigns.automation.lift import scenario_lift
+from kizuna.campaigns.automation.models import (
+    DispatchStatus,
+    Enrollment,
+    Scenario,
+    ScenarioStatus,
+    StepDispatch,
+)
+from kizuna.campaigns.automation.scheduler import tick
+from kizuna.campaigns.models import OutboxMessage, OutboxStatus
+from kizuna.commerce.models import Order
+from kizuna.customers.models import TimelineEvent, TimelineKind
+from kizuna.demo.build import build_demo
+from kizuna.demo.scenarios import RESPONSE, DemoScenariosExistError, seed_demo_scenarios
+
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
+AS_OF = dt.date(2025, 6, 30)
+
+
+def _demo(seed: int = 7) -> None:
+    build_demo(customers=500, seed=seed, as_of=AS_OF)
+    seed_demo_scenarios(as_of=AS_OF, seed=seed)
+
+
+def _digest() -> str:
+    """What the history holds, without database ids that sequences hand out."""
+    rows = sorted(
+        f"{e.scenario.key}|{e.customer_id}|{e.occurrence}|{e.holdout}|{e.status}|{e.anchor_at}"
+        for e in Enrollment.objects.select_related("scenario")
+    )
+    messages = sorted(
+        f"{m.customer_id}|{m.step_key}|{m.status}|{m.sent_at}|{m.content}"
+        for m in OutboxMessage.objects.all()
+    )
+    orders = sorted(
+        f"{o.customer_id}|{o.ordered_at}|{o.total}"
+        for o in Order.objects.filter(number__startswith="KZS-")
+    )
+    return hashlib.sha256("\n".join(rows + messages + orders).encode()).hexdigest()
+
+
+def test_the_demo_ships_running_scenarios_with_history_lift_and_responses() -> None:
+    # given: the demo (built once: it takes a while)
+    _demo()
+    # then
+    _history_is_what_the_scheduler_would_have_written()
+    _responses_come_only_from_customers_who_were_sent_a_message()
+    _lift_is_measured_from_the_history_on_day_one()
+    _seeding_twice_is_refused_and_the_scheduler_takes_over()
+
+
+def _history_is_what_the_scheduler_would_have_written() -> None:
+    end = jst_at(AS_OF)
+    scenarios = Scenario.objects.all()
+    assert set(scenarios.values_list("key", flat=True)) == set(RESPONSE)
+    assert {s.status for s in scenarios} == {ScenarioStatus.ACTIVE}
+    for scenario in scenarios:
+        counts = dict(
+            Enrollment.objects.filter(scenario=scenario)
+            .values_list("holdout")
+            .annotate(n=Count("pk"))
+            .values_list("holdout", "n")
+        )
+        assert counts.get(False, 0) > 0, scenario.key
+        assert counts.get(True, 0) > 0, scenario.key
+    # messages only to the treated group, all in the past, with a timeline row when sent
+    messages = OutboxMessage.objects.all()
+    assert messages.exists()
+    assert not messages.filter(
+        enrollment_id__in=Enrollment.objects.filter(holdout=True).values("pk")
+    ).exists()
+    sent = messages.filter(status=OutboxStatus.SENT)
+    assert not sent.filter(sent_at__gte=end).exists()
+    assert (
+        messages.filter(status=OutboxStatus.SKIPPED).exclude(reason="").count()
+        == messages.filter(status=OutboxStatus.SKIPPED).count()
+    )
+    timeline = TimelineEvent.objects.filter(
+        kind=TimelineKind.MESSAGE, ref_entity="campaigns.OutboxMessage"
+    )
+    assert timeline.count() == sent.count()
+    assert StepDispatch.objects.filter(status=DispatchStatus.HELD_OUT).exists()
+
+
+def _responses_come_only_from_customers_who_were_sent_a_message() -> None:
+    responses = Order.objects.filter(number__startswith="KZS-")
+    assert responses.exists()
+    for order in responses:
+        first = (
+            OutboxMessage.objects.filter(customer_id=order.customer_id, status=OutboxStatus.SENT)
+            .order_by("sent_at")
+            .first()
+        )
+        assert first is not None
+        assert first.sent_at is not None
+        assert first.sent_at < order.ordered_at
+        assert not Enrollment.objects.get(pk=first.enrollment_id).holdout
+
+
+def _lift_is_measured_from_the_history_on_day_one() -> None:
+    lifts = [scenario_lift(s, now=jst_at(AS_OF)) for s in Scenario.objects.all()]
+    assert all(l.conversion.treated_n > 0 and l.conversion.holdout_n > 0 for l in lifts)  # noqa: E741
+
+
+def test_the_same_seed_writes_the_same_history() -> None:
+    digests = []
+    for _ in range(2):
+        with transaction.atomic():
+            _demo(seed=11)
+            digests.append(_digest())
+            transaction.set_rollback(True)
+    assert digests[0] == digests[1]
+
+
+def _seeding_twice_is_refused_and_the_scheduler_takes_over() -> None:
+    with pytest.raises(DemoScenariosExistError):
+        seed_demo_scenarios(as_of=AS_OF, seed=7)
+    before = Enrollment.objects.count()
+    report = tick(jst_at(AS_OF, dt.time(10)))
+    assert report.ran
+    assert not report.backlog_mode
+    assert all(not s.error for s in report.scenarios)
+    assert Enrollment.objects.count() >= before

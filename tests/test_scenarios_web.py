@@ -1,0 +1,251 @@
+"""The scenario pages by role; building a scenario in the form; the scenario page with lift
+and held backlogs; templates with a preview on a real customer; offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role
+from kizuna.campaigns.automation.models import (
+    Backlog,
+    Enrollment,
+    MessageTemplate,
+    Offer,
+    Scenario,
+    ScenarioStatus,
+)
+from kizuna.campaigns.automation.scheduler import tick
+from kizuna.campaigns.automation.services import scenario_save
+from tests.factories import make_customer, make_order
+from tests.test_scenarios_kit import STAFF, jst, scenario, step, template
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HX-Request": "true"}
+Login = Callable[[Role], Client]
+EDITORS = (Role.ADMIN, Role.MARKETER)
+READERS = (Role.ADMIN, Role.MARKETER, Role.ANALYST)
+
+
+@pytest.fixture
+def welcome() -> Scenario:
+    return scenario("welcome", trigger={"kind": "first_purchase"}, activated_at=jst(2026, 5, 1))
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_analysts_read_scenarios_and_only_marketers_change_them(
+    client_for: Login, welcome: Scenario, role: Role
+) -> None:
+    client = client_for(role)
+    for url in (reverse("scenarios:list"), reverse("scenarios:detail", args=[welcome.pk])):
+        assert client.get(url).status_code == (200 if role in READERS else 403), url
+    for url in (
+        reverse("scenarios:create"),
+        reverse("scenarios:edit", args=[welcome.pk]),
+        reverse("scenarios:templates"),
+        reverse("scenarios:template_create"),
+        reverse("scenarios:template_edit", args=[template().pk]),
+        reverse("scenarios:offers"),
+    ):
+        assert client.get(url).status_code == (200 if role in EDITORS else 403), url
+    paused = client.post(reverse("scenarios:pause", args=[welcome.pk]))
+    assert paused.status_code == (302 if role in EDITORS else 403)
+
+
+def test_the_list_shows_trigger_status_and_enrollments(
+    client_for: Login, welcome: Scenario
+) -> None:
+    make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    html = client_for(Role.ANALYST).get(reverse("scenarios:list")).content.decode()
+    assert "シナリオ welcome" in html
+    assert "初回購入" in html
+    assert "稼働中" in html
+    assert "新しいシナリオ" not in html  # analysts cannot create
+
+
+def _form(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "key": "trial-follow",
+        "name": "トライアル購入者フォロー",
+        "trigger_kind": "first_purchase",
+        "param-product_kind": "trial",
+        "holdout_percent": "10",
+        "purpose": "marketing",
+        "exit_on": ["purchase"],
+        "first_use_days": "3",
+        "attribution_days": "30",
+        "step": ["0"],
+        "step-0-key": "arrived",
+        "step-0-anchor": "delivery",
+        "step-0-offset_days": "0",
+        "step-0-send_time": "10:00",
+        "step-0-repeat_monthly": "0",
+        "step-0-channel": "email",
+        "step-0-template": template().key,
+    }
+    data.update(overrides)
+    return data
+
+
+def test_a_scenario_is_built_in_the_form(client_for: Login) -> None:
+    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), _form())
+    saved = Scenario.objects.get(key="trial-follow")
+    assert response.status_code == 302
+    assert response["Location"] == reverse("scenarios:detail", args=[saved.pk])
+    assert saved.trigger_params == {"product_kind": "trial"}
+    assert saved.status == ScenarioStatus.DRAFT
+    step_ = saved.steps.get()
+    assert (step_.anchor, step_.send_time.hour) == ("delivery", 10)  # type: ignore[union-attr]
+
+
+def test_form_errors_are_japanese_and_keep_the_input(client_for: Login) -> None:
+    data = _form(**{"holdout_percent": "百", "step-0-anchor": "next_delivery", "name": "下書き"})
+    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), data)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "ホールドアウトは0〜90(%)の整数で入力してください" in html
+    assert "次回お届け予定日" in html
+    assert 'value="下書き"' in html
+    assert 'value="百"' in html
+    assert not Scenario.objects.exists()
+
+
+def test_the_form_adds_steps_and_changes_trigger_settings_without_losing_input(
+    client_for: Login,
+) -> None:
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:form_refresh")
+    html = client.post(url, _form(action="add-step"), headers=HTMX).content.decode()
+    assert 'name="step-1-key"' in html
+    assert 'value="arrived"' in html
+    html = client.post(url, _form(trigger_kind="no_purchase"), headers=HTMX).content.decode()
+    assert 'name="param-days"' in html
+    assert 'value="120"' in html  # the trigger's default
+
+
+def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
+    client_for: Login, welcome: Scenario
+) -> None:
+    make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    client = client_for(Role.MARKETER)
+    html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
+    for text in ("きっかけの直後", "購入率(30日以内)", "90日LTV", "データ不足", "停止する"):
+        assert text in html
+    client.post(reverse("scenarios:pause", args=[welcome.pk]))
+    welcome.refresh_from_db()
+    assert welcome.status == ScenarioStatus.PAUSED
+    html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
+    assert "稼働させる" in html
+
+
+def test_a_held_backlog_is_shown_and_confirmed_on_the_scenario_page(
+    client_for: Login, welcome: Scenario
+) -> None:
+    tick(jst(2026, 5, 2, 10))
+    make_order(make_customer(), ordered_at=jst(2026, 5, 3, 9))
+    tick(jst(2026, 5, 6, 10))  # after a stop: held
+    backlog = Backlog.objects.get()
+    analyst_html = client_for(Role.ANALYST).get(reverse("scenarios:list")).content.decode()
+    assert "確認するまで送信されません" in analyst_html
+    client = client_for(Role.MARKETER)
+    html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
+    assert "確認待ちのメッセージ 1 件" in html
+    assert "今から送信する" in html
+    assert (
+        client_for(Role.ANALYST)
+        .post(reverse("scenarios:backlog_confirm", args=[backlog.pk]))
+        .status_code
+        == 403
+    )
+    client.post(reverse("scenarios:backlog_confirm", args=[backlog.pk]))
+    backlog.refresh_from_db()
+    assert backlog.status == Backlog.Status.CONFIRMED
+    assert backlog.decided_by == "marketer-user"
+
+
+def test_activation_is_refused_with_the_reason(client_for: Login) -> None:
+    draft = scenario_save(
+        scenario=None,
+        spec={"key": "empty", "name": "空", "trigger": {"kind": "signup"}, "steps": []},
+        acting_user=STAFF,
+    )
+    client = client_for(Role.MARKETER)
+    response = client.post(reverse("scenarios:activate", args=[draft.pk]), follow=True)
+    assert "ステップを1つ以上追加してから稼働させてください" in response.content.decode()
+
+
+def test_templates_are_created_and_previewed_with_a_real_customer(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    customer = make_customer(family_name="佐藤", given_name="一郎")
+    fields = {
+        "name": "お礼",
+        "key": "thanks-2",
+        "subject": "{{ name }} 様",
+        "text": "{{ name }} 様、ありがとうございます。",
+        "html": "",
+    }
+    preview = client.post(
+        reverse("scenarios:template_preview"),
+        {**fields, "customer": str(customer.pk)},
+        headers=HTMX,
+    )
+    html = preview.content.decode()
+    assert "佐藤 一郎 様、ありがとうございます。" in html
+    assert f"顧客 #{customer.pk}" in html
+    sample = client.post(
+        reverse("scenarios:template_preview"), fields, headers=HTMX
+    ).content.decode()
+    assert "山田 花子 様" in sample
+    refused = client.post(
+        reverse("scenarios:template_preview"), {**fields, "text": "{% debug %}"}, headers=HTMX
+    )
+    assert "debug" in refused.content.decode()
+    saved = client.post(reverse("scenarios:template_create"), fields)
+    assert saved.status_code == 302
+    assert MessageTemplate.objects.filter(key="thanks-2").exists()
+
+
+def test_a_template_with_a_forbidden_tag_is_not_saved(client_for: Login) -> None:
+    response = client_for(Role.MARKETER).post(
+        reverse("scenarios:template_create"),
+        {"name": "x", "key": "bad", "subject": "件名", "text": "{% include 'web/base.html' %}"},
+    )
+    assert response.status_code == 400
+    assert "include" in response.content.decode()
+    assert not MessageTemplate.objects.filter(key="bad").exists()
+
+
+def test_offers_are_added_and_bad_values_explained(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    bad = client.post(
+        reverse("scenarios:offers"),
+        {"key": "pct", "name": "割引", "kind": "percent_off", "value": "150", "valid_days": "14"},
+    )
+    assert bad.status_code == 400
+    assert "割引率は100%以下にしてください" in bad.content.decode()
+    good = client.post(
+        reverse("scenarios:offers"),
+        {"key": "pct", "name": "10%OFF", "kind": "percent_off", "value": "10", "valid_days": "14"},
+    )
+    assert good.status_code == 302
+    assert Offer.objects.get().label == "10%OFF"
+
+
+def test_enrollments_are_listed_per_step(client_for: Login) -> None:
+    s = scenario(
+        "two-steps",
+        trigger={"kind": "first_purchase"},
+        steps=[step("now"), step("later", anchor="purchase", offset_days=3, send_time="10:00")],
+        activated_at=jst(2026, 5, 1),
+    )
+    make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    html = client_for(Role.MARKETER).get(reverse("scenarios:detail", args=[s.pk])).content.decode()
+    assert "購入日の3日後 10:00" in html
+    assert Enrollment.objects.count() == 1

@@ -1,0 +1,185 @@
+"""Scenario files: export → load into an empty database → export gives the same bytes; loading
+is idempotent and all-or-nothing, with every problem named by its place in the file."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from kizuna.campaigns.automation.models import (
+    MessageTemplate,
+    Offer,
+    Scenario,
+    ScenarioStatus,
+    Segment,
+)
+from kizuna.campaigns.automation.services import offer_save, scenario_pause, template_save
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
+from kizuna.core.models import AuditLog
+from tests.test_scenarios_kit import STAFF, jst, one, scenario, segment, step
+
+pytestmark = pytest.mark.django_db
+
+
+def _library() -> None:
+    trial = segment("trial-buyers", one("bought_kind", "in", ["trial"]))
+    segment(
+        "tokyo-women",
+        {
+            "op": "and",
+            "rules": [
+                {"field": "prefecture", "operator": "in", "value": ["13"]},
+                {"op": "or", "rules": [{"field": "gender", "operator": "in", "value": ["female"]}]},
+            ],
+        },
+    )
+    template_save(
+        template=None, key="thanks", name="お礼", subject="{{ name }} 様、ありがとうございます",
+        text="{{ name }} 様\n\nご購入ありがとうございます。\n{% if offer %}{{ offer.label }}{% endif %}\n",
+        html="<p>{{ name }} 様</p>\n<p>ありがとうございます</p>", acting_user=STAFF,
+    )  # fmt: skip
+    offer_save(
+        offer=None, key="welcome", name="本品1,000円OFF", kind="yen_off", value=1000,
+        code="WELCOME1000", valid_days=14, acting_user=STAFF,
+    )  # fmt: skip
+    scenario(
+        "trial-steps",
+        trigger={"kind": "first_purchase", "product_kind": "trial"},
+        steps=[
+            step("arrived", anchor="delivery", send_time="10:00", template="thanks"),
+            step(
+                "coupon",
+                anchor="first_use",
+                offset_days=7,
+                send_time="10:00",
+                template="thanks",
+                offer="welcome",
+                condition="tokyo-women",
+                channel="best",
+            ),
+        ],
+        holdout_percent=10,
+        exit_on=["purchase", "opt_out"],
+        audience=trial.key,
+        activated_at=jst(2026, 5, 1),
+    )
+    paused = scenario(
+        "monthly-tips",
+        trigger={"kind": "delivery"},
+        steps=[
+            step("tip", anchor="delivery", send_time="09:30", repeat_monthly=6, template="thanks")
+        ],
+        activated_at=jst(2026, 5, 1),
+    )
+    scenario_pause(scenario=paused, acting_user=STAFF)
+
+
+def _empty() -> None:
+    Scenario.objects.all().delete()
+    MessageTemplate.objects.all().delete()
+    Offer.objects.all().delete()
+    Segment.objects.all().delete()
+
+
+def test_export_load_export_gives_the_same_file() -> None:
+    # given
+    _library()
+    first = export_yaml()
+    # when: loaded into an empty database
+    _empty()
+    report = load_yaml(first, acting_user=STAFF)
+    # then
+    assert export_yaml() == first
+    assert report.created == {"segments": 2, "templates": 1, "offers": 1, "scenarios": 2}
+    statuses = dict(Scenario.objects.values_list("key", "status"))
+    assert statuses == {"trial-steps": ScenarioStatus.ACTIVE, "monthly-tips": ScenarioStatus.PAUSED}
+
+
+def test_the_file_reads_like_what_staff_wrote() -> None:
+    _library()
+    text = export_yaml()
+    assert "ご購入ありがとうございます。" in text  # not \\u escapes
+    assert "text: |" in text  # multi-line bodies as literal blocks
+    document = yaml.safe_load(text)
+    trial = next(s for s in document["scenarios"] if s["key"] == "trial-steps")
+    assert trial["trigger"] == {"kind": "first_purchase", "product_kind": "trial"}
+    assert trial["steps"][1] == {
+        "key": "coupon", "anchor": "first_use", "offset_days": 7, "send_time": "10:00",
+        "repeat_monthly": 0, "channel": "best", "template": "thanks", "offer": "welcome",
+        "condition": "tokyo-women",
+    }  # fmt: skip
+
+
+def test_loading_the_same_file_again_changes_nothing() -> None:
+    _library()
+    text = export_yaml()
+    audits = AuditLog.objects.count()
+    report = load_yaml(text, acting_user=STAFF)
+    assert sum(report.created.values()) + sum(report.updated.values()) == 0
+    assert report.unchanged == {"segments": 2, "templates": 1, "offers": 1, "scenarios": 2}
+    assert AuditLog.objects.count() == audits
+
+
+def test_an_edited_file_updates_by_key() -> None:
+    _library()
+    document = yaml.safe_load(export_yaml())
+    document["scenarios"][0]["holdout_percent"] = 20
+    document["templates"][0]["subject"] = "新しい件名"
+    report = load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    assert report.updated["scenarios"] == 1
+    assert report.updated["templates"] == 1
+    key = document["scenarios"][0]["key"]
+    assert Scenario.objects.get(key=key).holdout_percent == 20
+    assert MessageTemplate.objects.get().subject == "新しい件名"
+
+
+def test_a_bad_file_changes_nothing_and_names_every_problem() -> None:
+    _library()
+    before = export_yaml()
+    document = yaml.safe_load(before)
+    document["scenarios"][0]["holdout_percent"] = 95
+    document["scenarios"][1]["steps"][0]["template"] = "no-such-template"
+    document["templates"][0]["text"] = "{% include 'x' %}"
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    messages = excinfo.value.messages
+    assert any(m.startswith("templates[1](key: thanks)") and "include" in m for m in messages)
+    assert any(m.startswith("scenarios[1]") and "ホールドアウト" in m for m in messages)
+    assert any(m.startswith("scenarios[2]") and "テンプレート" in m for m in messages)
+    assert export_yaml() == before
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: 1\nscenarios: [\n", "YAMLとして読めません"),
+        ("- a\n- b\n", "形式が正しくありません"),
+        ("version: 2\n", "version は 1"),
+        ("version: 1\nsegments: {}\nfoo: 1\n", "不明な項目です: foo"),
+    ],
+)
+def test_unreadable_files_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(text, acting_user=STAFF)
+    assert any(message in m for m in excinfo.value.messages)
+
+
+def test_the_command_exports_and_loads(tmp_path: Path) -> None:
+    _library()
+    path = tmp_path / "scenarios.yml"
+    call_command("scenarios", "export", str(path), stdout=StringIO())
+    text = path.read_text(encoding="utf-8")
+    _empty()
+    out = StringIO()
+    call_command("scenarios", "load", str(path), stdout=out)
+    assert "シナリオ 新規2" in out.getvalue()
+    assert export_yaml() == text
+    bad = tmp_path / "bad.yml"
+    bad.write_text("version: 1\nscenarios:\n- key: x\n", encoding="utf-8")
+    with pytest.raises(CommandError, match="何も変更していません"):
+        call_command("scenarios", "load", str(bad), stdout=StringIO())

@@ -1,0 +1,198 @@
+"""The segment pages: who may open them, the htmx rule builder, the live count and sample,
+saving with Japanese errors that keep the input, and the audited CSV export."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role
+from kizuna.campaigns.automation.models import Segment
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer, Identity, IdentityKind
+from tests.factories import make_customer
+from tests.test_scenarios_kit import one, segment
+
+pytestmark = pytest.mark.django_db
+HTMX = {"HX-Request": "true"}
+Login = Callable[[Role], Client]
+
+
+def form(**fields: Any) -> dict[str, Any]:
+    """The builder's fields for a root AND group with one prefecture condition."""
+    data: dict[str, Any] = {
+        "node": ["0", "0.0"],
+        "kind-0": "group",
+        "op-0": "and",
+        "kind-0.0": "condition",
+        "field-0.0": "prefecture",
+        "operator-0.0": "in",
+        "value-0.0": ["13"],
+    }
+    data.update(fields)
+    return data
+
+
+@pytest.fixture
+def tokyo() -> Segment:
+    return segment("tokyo", one("prefecture", "in", ["13"]))
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_only_marketers_and_admins_open_segments(
+    client_for: Login, tokyo: Segment, role: Role
+) -> None:
+    client = client_for(role)
+    allowed = role in (Role.ADMIN, Role.MARKETER)
+    for url in (
+        reverse("segments:list"),
+        reverse("segments:create"),
+        reverse("segments:edit", args=[tokyo.pk]),
+        reverse("segments:count", args=[tokyo.pk]),
+    ):
+        assert client.get(url).status_code == (200 if allowed else 403), url
+    response = client.post(reverse("segments:preview"), form(), headers=HTMX)
+    assert response.status_code == (200 if allowed else 403)
+
+
+def test_the_list_shows_each_segment_and_loads_its_count(client_for: Login, tokyo: Segment) -> None:
+    make_customer(prefecture=13)
+    make_customer(prefecture=27)
+    client = client_for(Role.MARKETER)
+    html = client.get(reverse("segments:list")).content.decode()
+    assert "セグメント tokyo" in html
+    assert "都道府県が東京都のいずれか" in html
+    assert client.get(reverse("segments:count", args=[tokyo.pk])).content.decode() == "1人"
+
+
+def test_an_empty_list_says_how_to_start(client_for: Login) -> None:
+    html = client_for(Role.MARKETER).get(reverse("segments:list")).content.decode()
+    assert "セグメントはまだありません" in html
+
+
+def test_the_builder_adds_and_removes_conditions_and_groups(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    url = reverse("segments:builder")
+    added = client.post(url, form(action="add-condition:0"), headers=HTMX).content.decode()
+    assert 'name="field-0.1"' in added
+    assert 'value="13" checked' in added  # what was chosen before stays chosen
+    grouped = client.post(url, form(action="add-group:0"), headers=HTMX).content.decode()
+    assert 'name="op-0.1"' in grouped
+    assert 'name="field-0.1.0"' in grouped
+    removed = client.post(url, form(action="remove:0.0"), headers=HTMX).content.decode()
+    assert 'name="field-0.0"' not in removed
+
+
+def test_choosing_a_field_offers_its_operators_and_value_inputs(client_for: Login) -> None:
+    data = form(**{"field-0.0": "last_order", "operator-0.0": ""})
+    html = (
+        client_for(Role.MARKETER)
+        .post(reverse("segments:builder"), data, headers=HTMX)
+        .content.decode()
+    )
+    assert "過去n日以内" in html
+    assert 'name="value-0.0"' in html
+
+
+def test_the_builder_works_without_javascript(client_for: Login) -> None:
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:builder"), form(action="add-condition:0", name="下書き")
+    )
+    html = response.content.decode()
+    assert "<html" in html
+    assert 'value="下書き"' in html
+    assert 'name="field-0.1"' in html
+
+
+def test_the_preview_counts_and_links_a_sample(client_for: Login) -> None:
+    inside = make_customer(prefecture=13, family_name="東京")
+    make_customer(prefecture=27)
+    response = client_for(Role.MARKETER).post(reverse("segments:preview"), form(), headers=HTMX)
+    html = response.content.decode()
+    assert '<span class="segment-count-value">1</span> 人' in html
+    assert reverse("web:customer_detail", args=[inside.pk]) in html
+
+
+def test_the_preview_explains_an_unfinished_condition(client_for: Login) -> None:
+    data = form(**{"field-0.0": "age", "operator-0.0": "gte", "value-0.0": "三十"})
+    html = (
+        client_for(Role.MARKETER)
+        .post(reverse("segments:preview"), data, headers=HTMX)
+        .content.decode()
+    )
+    assert "年齢" in html
+    assert "0以上の整数を入力してください" in html
+
+
+def test_full_width_digits_are_read_as_numbers(client_for: Login) -> None:
+    make_customer(prefecture=13)
+    data = {
+        **form(),
+        "node": ["0", "0.0"],
+        "field-0.0": "registered",
+        "operator-0.0": "within_days",
+    }
+    data["value-0.0"] = "３６５"
+    html = (
+        client_for(Role.MARKETER)
+        .post(reverse("segments:preview"), data, headers=HTMX)
+        .content.decode()
+    )
+    assert '<span class="segment-count-value">1</span>' in html
+
+
+def test_saving_refuses_bad_input_and_keeps_it(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    response = client.post(reverse("segments:create"), form(key="Tokyo Women", name=""))
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "名前を入力してください" in html
+    assert "識別名" in html
+    assert 'value="Tokyo Women"' in html
+    assert 'value="13" checked' in html
+    assert not Segment.objects.exists()
+
+
+def test_saving_creates_the_segment_and_records_who(client_for: Login, users: Any) -> None:
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:create"), form(key="tokyo-women", name="東京都の女性")
+    )
+    saved = Segment.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("segments:edit", args=[saved.pk])
+    assert saved.rules == {
+        "op": "and",
+        "rules": [{"field": "prefecture", "operator": "in", "value": ["13"]}],
+    }
+    audit = AuditLog.objects.get(action="segment.create")
+    assert audit.actor_label == "marketer-user"
+
+
+def test_the_csv_export_streams_members_and_is_audited(client_for: Login, tokyo: Segment) -> None:
+    member = make_customer(prefecture=13, family_name="髙橋", given_name="花子")
+    Identity.objects.create(
+        customer=member,
+        kind=IdentityKind.EMAIL,
+        value="hanako@example.jp",
+        display_value="hanako@example.jp",
+    )
+    make_customer(prefecture=27)
+    client = client_for(Role.MARKETER)
+    assert client.get(reverse("segments:export", args=[tokyo.pk])).status_code == 405
+    response = client.post(reverse("segments:export", args=[tokyo.pk]))
+    body = b"".join(response.streaming_content).decode("utf-8")  # type: ignore[attr-defined]
+    lines = body.lstrip("\ufeff").splitlines()
+    assert body.startswith("\ufeff")
+    assert lines[0].startswith("顧客ID,姓,名")
+    assert len(lines) == 2
+    assert f"{member.pk},髙橋,花子" in lines[1]
+    assert "hanako@example.jp" in lines[1]
+    assert "東京都" in lines[1]
+    audit = AuditLog.objects.get(action="segment.export")
+    assert audit.entity_id == str(tokyo.pk)
+    assert audit.changes["rows"] == [None, 1]
+    assert Customer.objects.count() == 2

@@ -1,0 +1,101 @@
+"""The opt-out link (RELIABILITY S5): GET never changes anything; a cookie-less POST without a
+CSRF token (RFC 8058 one-click) withdraws the consent, audited and on the timeline."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from kizuna.campaigns.unsubscribe import make_token
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import (
+    Consent,
+    ConsentChannel,
+    ConsentEvent,
+    ConsentMethod,
+    TimelineKind,
+)
+from tests.delivery_support import consenting_customer
+
+pytestmark = pytest.mark.django_db
+
+
+def email_consent(customer) -> Consent:  # type: ignore[no-untyped-def]
+    return Consent.objects.get(customer=customer, channel=ConsentChannel.EMAIL)
+
+
+def test_opening_the_link_shows_a_confirmation_and_changes_nothing() -> None:
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    response = Client().get(f"/u/{token}")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "メールでのお知らせの配信を停止します" in page
+    assert "配信停止" in page
+    # no name or address on a public page
+    assert "山田" not in page
+    assert email_consent(customer).granted
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_one_click_post_without_cookies_or_csrf_token_unsubscribes() -> None:
+    # given the POST a mail client sends for List-Unsubscribe-Post (no cookie, no CSRF token)
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(
+        f"/u/{token}",
+        data="List-Unsubscribe=One-Click",
+        content_type="application/x-www-form-urlencoded",
+    )
+    # then the consent is withdrawn, with evidence, audit row and timeline row
+    assert response.status_code == 200
+    assert "配信を停止しました" in response.content.decode()
+    consent = email_consent(customer)
+    assert not consent.granted
+    assert consent.opted_out_at is not None
+    event = ConsentEvent.objects.filter(customer=customer).latest("id")
+    assert (event.action, event.method) == (ConsentEvent.Action.WITHDRAW, ConsentMethod.UNSUBSCRIBE)
+    assert AuditLog.objects.filter(action="consent.withdraw", customer_id=customer.pk).exists()
+    assert customer.timeline.filter(kind=TimelineKind.CONSENT, title="メール: 配信停止").exists()
+    # the grant evidence is kept (S7: evidence is retained)
+    assert ConsentEvent.objects.filter(customer=customer, action=ConsentEvent.Action.GRANT).exists()
+
+
+def test_a_second_click_writes_nothing_more() -> None:
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    Client().post(f"/u/{token}")
+    before = ConsentEvent.objects.count()
+    response = Client().post(f"/u/{token}")
+    assert "すでに停止されています" in response.content.decode()
+    assert ConsentEvent.objects.count() == before
+
+
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t[:-3] + "abc", lambda t: "x" + t, lambda t: "nonsense"]
+)
+def test_an_altered_link_is_refused_and_changes_nothing(mangle) -> None:  # type: ignore[no-untyped-def]
+    customer = consenting_customer()
+    token = mangle(make_token(customer_id=customer.pk, channel="email"))
+    for method in ("get", "post"):
+        response = getattr(Client(), method)(f"/u/{token}")
+        assert response.status_code == 404
+        assert "リンクが無効です" in response.content.decode()
+    assert email_consent(customer).granted
+
+
+def test_the_token_only_withdraws_the_channel_it_names() -> None:
+    customer = consenting_customer(channels=(ConsentChannel.EMAIL, ConsentChannel.LINE))
+    Client().post(f"/u/{make_token(customer_id=customer.pk, channel='line')}")
+    assert email_consent(customer).granted
+    assert not Consent.objects.get(customer=customer, channel=ConsentChannel.LINE).granted
+
+
+def test_an_unsubscribe_mail_is_applied_by_command(capsys) -> None:  # type: ignore[no-untyped-def]
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    call_command("campaigns", "unsubscribe", token)
+    assert not email_consent(customer).granted
+    assert "停止しました" in capsys.readouterr().out
