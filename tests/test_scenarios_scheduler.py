@@ -245,3 +245,28 @@ def test_each_tick_is_logged_with_what_it_did() -> None:
     assert log.now == jst(2026, 5, 2, 10)
     assert log.report["scenarios"][0]["queued"] == 2
     assert "送信キュー 2" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_date_based_triggers_run_hourly_and_at_each_new_jst_day() -> None:
+    # given: a birthday scenario that has just looked at today's birthdays
+    scenario(trigger={"kind": "birthday"}, activated_at=START)
+    tick(jst(2026, 5, 10, 10))
+    late = make_customer(birthday=dt.date(1990, 5, 10))  # registered at 10:30 the same day
+    # when: the next minutes' ticks
+    tick(jst(2026, 5, 10, 10, 31))
+    # then: the birthday query waits for its hour…
+    assert not Enrollment.objects.filter(customer=late).exists()
+    # …and then finds the customer, with the message due at the day's start
+    tick(jst(2026, 5, 10, 11, 0))
+    assert Enrollment.objects.filter(customer=late).exists()
+    assert OutboxMessage.objects.get(customer=late).send_after == jst(2026, 5, 10)
+
+
+@pytest.mark.django_db
+def test_purchase_triggers_run_every_tick() -> None:
+    scenario(trigger={"kind": "first_purchase"}, activated_at=START)
+    tick(jst(2026, 5, 10, 10))
+    buyer = _buyers(1, jst(2026, 5, 10, 10, 0, 30))
+    tick(jst(2026, 5, 10, 10, 1))
+    assert list(Enrollment.objects.values_list("customer_id", flat=True)) == buyer

@@ -618,12 +618,15 @@ def _delivery_history(scenario: Scenario, window: triggers.Window) -> list[tuple
 
 
 def _consents(customer_ids: list[int]) -> dict[tuple[int, str], tuple[Any, Any]]:
+    """(granted at, opted out at) per (customer, channel), read 5,000 customers at a time
+    (SQLite refuses statements with more than 32,766 parameters)."""
     found: dict[tuple[int, str], tuple[Any, Any]] = {}
-    rows = Consent.objects.filter(customer_id__in=customer_ids).values_list(
-        "customer_id", "channel", "granted_at", "opted_out_at"
-    )
-    for customer_id, channel, granted_at, opted_out_at in rows:
-        found[(customer_id, channel)] = (granted_at, opted_out_at)
+    for start in range(0, len(customer_ids), 5000):
+        rows = Consent.objects.filter(customer_id__in=customer_ids[start : start + 5000])
+        for customer_id, channel, granted_at, opted_out_at in rows.values_list(
+            "customer_id", "channel", "granted_at", "opted_out_at"
+        ):
+            found[(customer_id, channel)] = (granted_at, opted_out_at)
     return found
 
 

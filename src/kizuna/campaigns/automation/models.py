@@ -166,6 +166,9 @@ class Scenario(TimeStampedModel):
     # Triggers consider only events from this moment on: activating a scenario never reaches
     # back into the history it was not running for.
     activated_at = models.DateTimeField("稼働開始日時", null=True, blank=True)
+    # When the trigger query last ran: date-based triggers run once an hour (and at the first
+    # tick of each JST day), not every minute (triggers.Trigger.every_minutes).
+    trigger_checked_at = models.DateTimeField("きっかけの確認日時", null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         on_delete=models.SET_NULL,

@@ -283,12 +283,28 @@ class _Run:
             now=self.now, since=max(scenario.activated_at, reference - lookback())
         )
 
+    def trigger_due(self, scenario: Scenario) -> bool:
+        """Whether the scenario's trigger query runs in this tick (see Trigger.every_minutes).
+
+        A new JST day always runs it, so birthdays and "N days before" start at midnight; the
+        lookback window catches anything an hour's wait leaves for the next run.
+        """
+        every = triggers.TRIGGERS[scenario.trigger_kind].every_minutes
+        checked = scenario.trigger_checked_at
+        if not every or checked is None or checked > self.now:
+            return True
+        if jst_date(checked) != jst_date(self.now):
+            return True
+        return self.now - checked >= dt.timedelta(minutes=every)
+
     def scenario(self, scenario: Scenario) -> ScenarioReport:
         report = ScenarioReport(key=scenario.key)
         try:
-            with transaction.atomic():
-                enrolled = triggers.enroll(scenario, self.window(scenario))
-            report.enrolled, report.holdout = enrolled.treated, enrolled.holdout
+            if self.trigger_due(scenario):
+                with transaction.atomic():
+                    enrolled = triggers.enroll(scenario, self.window(scenario))
+                    Scenario.objects.filter(pk=scenario.pk).update(trigger_checked_at=self.now)
+                report.enrolled, report.holdout = enrolled.treated, enrolled.holdout
             report.exited = sum(triggers.apply_exits(scenario, now=self.now).values())
             steps = list(
                 scenario.steps.select_related("template", "offer", "condition").order_by(

@@ -141,6 +141,8 @@ class Trigger:
     available: Callable[[], bool] = lambda: True
     help: str = ""
     unavailable_note: str = ""
+    # Triggers that change with the date rather than with each event run hourly; 0 = every tick.
+    every_minutes: int = 0
 
     @property
     def label(self) -> str:
@@ -655,6 +657,7 @@ TRIGGERS: dict[str, Trigger] = {
             (Param("days", "何日間", "int", 120, True, 7, 1095),),
             has_order=True,
             help="注文のあとN日間、次の注文がなかった時(N日目に始まります)",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.CPM_CHANGE,
@@ -666,13 +669,17 @@ TRIGGERS: dict[str, Trigger] = {
             available=_cpm_available,
             help="最新の分析でCPMセグメントが前回の分析から変わった時",
             unavailable_note="分析アプリが導入されると使えます",
+            every_minutes=60,
         ),
-        Trigger(TriggerKind.BIRTHDAY, _birthday, help="誕生日(日本時間の0時から)"),
+        Trigger(
+            TriggerKind.BIRTHDAY, _birthday, help="誕生日(日本時間の0時から)", every_minutes=60
+        ),
         Trigger(
             TriggerKind.FIRST_PURCHASE_ANNIVERSARY,
             _anniversary,
             has_order=True,
             help="初回購入から1年ごとの同じ日",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.POINTS_EARNED,
@@ -686,6 +693,7 @@ TRIGGERS: dict[str, Trigger] = {
             (Param("days", "失効の何日前", "int", 30, True, 1, 365),),
             has_delivery_date=False,
             help="ポイントの有効期限のN日前(残高がある人のみ)",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY,
@@ -693,17 +701,20 @@ TRIGGERS: dict[str, Trigger] = {
             (Param("days", "お届けの何日前", "int", 3, True, 0, 60),),
             has_delivery_date=True,
             help="継続中の定期の次回お届け予定日のN日前",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.SUBSCRIPTION_SKIP,
             _subscription_skip,
             has_delivery_date=True,
             help="定期のお届けがスキップされた時",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.SUBSCRIPTION_CANCEL,
             _subscription_cancel,
             help="定期が解約された日(解約受付の記録から)",
+            every_minutes=60,
         ),
         Trigger(
             TriggerKind.NPS_ANSWER,
@@ -724,6 +735,7 @@ TRIGGERS: dict[str, Trigger] = {
                 Param("include_existing", "稼働開始時点の該当者も対象にする", "bool", False),
             ),
             help="指定したセグメントの条件に新しく当てはまった時",
+            every_minutes=60,
         ),
     )
 }
