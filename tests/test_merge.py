@@ -20,6 +20,7 @@ from kizuna.customers.merge import (
     MERGE_POINTS_REASON,
     MOVED_TABLES,
     STAYS_WITH_ABSORBED,
+    UNDO_POINTS_REASON,
     MergeError,
     customer_merge,
     customer_merge_undo,
@@ -50,7 +51,8 @@ from kizuna.customers.services import consent_grant, consent_withdraw, customer_
 from kizuna.demo.duplicates import seed_duplicate_candidates
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
-from kizuna.loyalty.services import points_earn, points_redeem
+from kizuna.loyalty.services import points_earn, points_expiring, points_lots, points_redeem
+from kizuna.loyalty.tasks import expire_points
 from kizuna.subscriptions.models import CycleKind, Subscription, SubscriptionDelivery
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
@@ -409,6 +411,38 @@ def test_points_move_as_a_pair_of_adjustments(pair: Pair) -> None:
             amount,
             MERGE_POINTS_REASON,
         )
+        _ledger_is_consistent(customer)
+
+
+def test_merged_points_keep_their_expiry_dates(pair: Pair) -> None:
+    # given: 60 of the absorbed record's points were earned 300 days ago and expire in 65 days
+    points_earn(customer=pair.absorbed, amount=60, acting_user=IMPORT, reason="購入",
+                at=timezone.now() - dt.timedelta(days=300))  # fmt: skip
+    soon = timezone.localdate() + dt.timedelta(days=65)
+    later = timezone.localdate() + dt.timedelta(days=365)
+    # when
+    merge = customer_merge(survivor=pair.survivor, absorbed=pair.absorbed, acting_user=STAFF)
+    # then: the survivor holds them with the same expiry, and they expire on that day
+    assert merge.points_transferred == 300
+    assert points_lots(pair.survivor) == [(60, soon), (440, later)]
+    assert points_expiring(customer=pair.survivor, on=soon + dt.timedelta(days=1)) == 60
+    expire_points.call(on=(soon + dt.timedelta(days=1)).isoformat())
+    assert points_balance(pair.survivor) == 440
+    _ledger_is_consistent(pair.survivor)
+
+
+def test_undo_gives_back_the_points_with_their_expiry_dates(pair: Pair) -> None:
+    points_earn(customer=pair.absorbed, amount=60, acting_user=IMPORT, reason="購入",
+                at=timezone.now() - dt.timedelta(days=300))  # fmt: skip
+    before = points_lots(pair.absorbed)
+    merge = customer_merge(survivor=pair.survivor, absorbed=pair.absorbed, acting_user=STAFF)
+    customer_merge_undo(merge=merge, acting_user=STAFF)
+    given_back = PointEntry.objects.filter(
+        customer=pair.absorbed, reason=UNDO_POINTS_REASON, amount__gt=0
+    ).order_by("seq")
+    assert [(e.amount, e.expires_on) for e in given_back] == before
+    assert (points_balance(pair.survivor), points_balance(pair.absorbed)) == (200, 300)
+    for customer in (pair.survivor, pair.absorbed):
         _ledger_is_consistent(customer)
 
 

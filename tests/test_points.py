@@ -21,6 +21,7 @@ from kizuna.loyalty.services import (
     points_earn,
     points_expire_due,
     points_expiring,
+    points_lots,
     points_redeem,
 )
 from kizuna.loyalty.tasks import expire_points
@@ -133,6 +134,22 @@ def test_expiry_writes_off_only_unspent_expired_points_oldest_first() -> None:
     assert points_balance(customer) == 200
     # running it again finds nothing more to expire
     assert points_expire_due(customer=customer, on=today, acting_user=SYSTEM) is None
+
+
+@pytest.mark.django_db
+def test_unspent_lots_are_charged_soonest_expiry_first() -> None:
+    customer = make_customer()
+    now = timezone.now()
+    points_earn(customer=customer, amount=200, acting_user=SYSTEM, reason="最近の購入",
+                at=now - dt.timedelta(days=10))  # fmt: skip
+    points_earn(customer=customer, amount=300, acting_user=SYSTEM, reason="古い購入",
+                at=now - dt.timedelta(days=100))  # fmt: skip
+    points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び")
+    points_redeem(customer=customer, amount=320, acting_user=SYSTEM, reason="利用")
+    today = timezone.localdate()
+    # 320 spent: all 300 of the soonest-expiring lot, then 20 of the next; the undated
+    # adjustment never expires and is spent last
+    assert points_lots(customer) == [(180, today + dt.timedelta(days=355)), (50, None)]
 
 
 @pytest.mark.django_db

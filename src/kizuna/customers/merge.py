@@ -48,9 +48,9 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.customers.timeline import timeline_add
-from kizuna.loyalty.models import PointEntry
+from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
-from kizuna.loyalty.services import points_adjust
+from kizuna.loyalty.services import points_lots, points_transfer
 from kizuna.subscriptions.models import Subscription, SubscriptionDelivery
 from kizuna.support.models import Contact
 
@@ -410,13 +410,15 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
     candidate.save()
 
     # After the rows moved, so the adjustment rows' own timeline lines land where they belong.
-    if plan.points > 0:
-        points_adjust(
-            customer=absorbed, amount=-plan.points, acting_user=actor, reason=MERGE_POINTS_REASON
-        )
-        points_adjust(
-            customer=survivor, amount=plan.points, acting_user=actor, reason=MERGE_POINTS_REASON
-        )
+    # Each lot keeps its expiry date, so merged points expire when they would have.
+    points_transfer(
+        source=absorbed,
+        target=survivor,
+        lots=points_lots(absorbed),
+        acting_user=actor,
+        reason=MERGE_POINTS_REASON,
+        at=now,
+    )
 
     merge = CustomerMerge.objects.create(
         candidate=candidate,
@@ -634,19 +636,14 @@ def customer_merge_undo(*, merge: CustomerMerge, acting_user: Any) -> CustomerMe
     candidate.decided_at = None
     candidate.save()
 
-    if merge.points_transferred > 0:
-        points_adjust(
-            customer=survivor,
-            amount=-merge.points_transferred,
-            acting_user=actor,
-            reason=UNDO_POINTS_REASON,
-        )
-        points_adjust(
-            customer=absorbed,
-            amount=merge.points_transferred,
-            acting_user=actor,
-            reason=UNDO_POINTS_REASON,
-        )
+    points_transfer(
+        source=survivor,
+        target=absorbed,
+        lots=_merged_lots(merge),
+        acting_user=actor,
+        reason=UNDO_POINTS_REASON,
+        at=now,
+    )
 
     merge.undone_at = now
     merge.undone_by = actor.label
@@ -934,3 +931,22 @@ def merge_detail(pk: int) -> MergeDetail | None:
             ConsentEvent.objects.filter(customer_id=merge.absorbed_id).order_by("-at", "-id")
         ),
     )
+
+
+def _merged_lots(merge: CustomerMerge) -> list[tuple[int, dt.date | None]]:
+    """The lots the merge credited to the survivor, to give back with their expiry dates.
+    Merges recorded before lots kept their expiry credited one undated adjustment; those
+    give back the same amount undated."""
+    credited = [
+        (amount, expires_on)
+        for amount, expires_on in PointEntry.objects.filter(
+            customer=merge.survivor,
+            kind=PointKind.ADJUST,
+            reason=MERGE_POINTS_REASON,
+            occurred_at=merge.merged_at,
+            amount__gt=0,
+        ).values_list("amount", "expires_on")
+    ]
+    if sum(amount for amount, _ in credited) != merge.points_transferred:
+        return [(merge.points_transferred, None)] if merge.points_transferred else []
+    return credited

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from kizuna.commerce.models import Order
@@ -153,13 +153,14 @@ def points_adjust(*, customer: Customer, amount: int, acting_user: Any, reason: 
 def points_expiring(*, customer: Customer, on: dt.date) -> int:
     """Points that have expired by `on` and are not yet written off.
 
-    Spending consumes the oldest points first, so of all points whose expiry has passed, what
-    is left is their sum minus everything taken out so far (redeemed, expired, negative
-    adjustments), never below zero.
+    Spending consumes the soonest-expiring points first, so of all points whose expiry has
+    passed, what is left is their sum minus everything taken out so far (redeemed, expired,
+    negative adjustments), never below zero. A lot is any positive entry with an expiry: an
+    earning, or points carried over from a merged record with their original expiry.
     """
     entries = PointEntry.objects.filter(customer=customer)
     expired_earned = (
-        entries.filter(kind=PointKind.EARN, expires_on__lt=on).aggregate(s=Sum("amount"))["s"] or 0
+        entries.filter(amount__gt=0, expires_on__lt=on).aggregate(s=Sum("amount"))["s"] or 0
     )
     taken_out = -(entries.filter(amount__lt=0).aggregate(s=Sum("amount"))["s"] or 0)
     return max(0, min(expired_earned - taken_out, points_balance(customer)))
@@ -180,3 +181,63 @@ def points_expire_due(*, customer: Customer, on: dt.date, acting_user: Any) -> P
         reason="有効期限切れ",
         at=timezone.now(),
     )
+
+
+def points_lots(customer: Customer) -> list[tuple[int, dt.date | None]]:
+    """The customer's unspent points as (points, expiry) lots, soonest expiry first; points
+    that never expire (manual adjustments) come last with expiry None.
+
+    The same accounting as `points_expiring`: everything taken out so far is charged to the
+    soonest-expiring lots first.
+    """
+    positive = PointEntry.objects.filter(customer=customer, amount__gt=0)
+    lots = positive.order_by(F("expires_on").asc(nulls_last=True), "seq").values_list(
+        "amount", "expires_on"
+    )
+    taken_out = -(
+        PointEntry.objects.filter(customer=customer, amount__lt=0).aggregate(s=Sum("amount"))["s"]
+        or 0
+    )
+    remaining: dict[dt.date | None, int] = {}
+    for amount, expires_on in lots:
+        used = min(amount, taken_out)
+        taken_out -= used
+        if amount > used:
+            remaining[expires_on] = remaining.get(expires_on, 0) + amount - used
+    return [(points, expires_on) for expires_on, points in remaining.items()]
+
+
+@transaction.atomic
+def points_transfer(
+    *,
+    source: Customer,
+    target: Customer,
+    lots: list[tuple[int, dt.date | None]],
+    acting_user: Any,
+    reason: str,
+    at: dt.datetime,
+) -> int:
+    """Move `lots` of points from `source` to `target`, keeping each lot's expiry.
+
+    `source` gives them up in one negative adjustment; `target` receives one adjustment per
+    lot carrying its expiry date, so merged points expire when they would have. Returns the
+    points moved; refused (InsufficientPointsError) if `source` holds fewer.
+    """
+    total = sum(points for points, _ in lots)
+    if total <= 0:
+        return 0
+    actor = Actor.of(acting_user)
+    _append(
+        customer=source, kind=PointKind.ADJUST, amount=-total, actor=actor, reason=reason, at=at
+    )
+    for points, expires_on in lots:
+        _append(
+            customer=target,
+            kind=PointKind.ADJUST,
+            amount=points,
+            actor=actor,
+            reason=reason,
+            at=at,
+            expires_on=expires_on,
+        )
+    return total

@@ -9,7 +9,7 @@ from django_tasks import task
 
 from kizuna.core.audit import Actor
 from kizuna.customers.models import Customer
-from kizuna.loyalty.models import PointEntry, PointKind
+from kizuna.loyalty.models import PointEntry
 from kizuna.loyalty.services import points_expire_due
 
 # Customers whose points expired within this window are re-checked each run; a daily run
@@ -26,7 +26,7 @@ def expire_points(on: str | None = None) -> int:
     day = dt.date.fromisoformat(on) if on else timezone.localdate()
     window_start = day - dt.timedelta(days=EXPIRY_LOOKBACK_DAYS)
     customer_ids = (
-        PointEntry.objects.filter(kind=PointKind.EARN, expires_on__gte=window_start)
+        PointEntry.objects.filter(amount__gt=0, expires_on__gte=window_start)
         .filter(expires_on__lt=day)
         .values_list("customer_id", flat=True)
         .distinct()

@@ -437,8 +437,9 @@ def _points_expiring(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Que
     # One row per (customer, expiry date): DISTINCT over the output columns, which carry no
     # per-entry value.
     entries = (
+        # Any lot with an expiry: earnings and points carried over by a merge.
         PointEntry.objects.filter(
-            kind=PointKind.EARN,
+            amount__gt=0,
             expires_on__gte=w.since_day + ahead,
             expires_on__lte=w.today + ahead,
         )
