@@ -6,17 +6,27 @@ DATABASE_URL=postgres://… moves the operational store to PostgreSQL with the s
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from kizuna.core.env import env_bool, env_int, env_list, env_str
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DATA_DIR = Path(env_str("KIZUNA_DATA_DIR", "var")).resolve()
+
+# KIZUNA_ENV=production switches the HTTPS and cookie settings below to safe defaults and refuses
+# to start without an explicit SECRET_KEY and ALLOWED_HOSTS (docs/security.md). The default,
+# development, serves the demo over plain HTTP on this machine.
+KIZUNA_ENV = env_str("KIZUNA_ENV", "development")
+if KIZUNA_ENV not in ("development", "production"):
+    raise ImproperlyConfigured(f"KIZUNA_ENV must be development or production, got {KIZUNA_ENV!r}")
+PRODUCTION = KIZUNA_ENV == "production"
 
 
 def _secret_key() -> str:
@@ -28,6 +38,10 @@ def _secret_key() -> str:
     key = env_str("SECRET_KEY", "")
     if key:
         return key
+    if PRODUCTION:
+        # Every web server and worker must sign with the same key; a per-machine file would
+        # log staff out whenever a request reaches another machine.
+        raise ImproperlyConfigured("KIZUNA_ENV=production needs SECRET_KEY (50+ random characters)")
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / "secret_key"
     if not path.exists():
@@ -39,6 +53,10 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured("DEBUG shows settings and data on error pages: never in production")
+if PRODUCTION and "ALLOWED_HOSTS" not in os.environ:
+    raise ImproperlyConfigured("KIZUNA_ENV=production needs ALLOWED_HOSTS (e.g. crm.example.jp)")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
@@ -52,6 +70,10 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks",
     "django_tasks_db",
+    # Login throttling (RELIABILITY D4) and TOTP two-factor authentication.
+    "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "kizuna.core",
     "kizuna.accounts",
     "kizuna.customers",
@@ -74,11 +96,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed the TOTP step.
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Deny by default: every view must declare who may open it (RELIABILITY D2).
     "kizuna.accounts.middleware.RoleAccessMiddleware",
+    # Last, as django-axes asks: turns a lockout into the login page's "locked" message.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "kizuna.urls"
@@ -150,6 +176,35 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "web:home"
 LOGOUT_REDIRECT_URL = "login"
 
+# Login throttling (django-axes, docs/security.md): failures are counted in the database per
+# username + IP and per IP; either count reaching its limit locks that login for the cool-off
+# time (every further try restarts it). An admin unlocks on セキュリティ管理 or with
+# `kizuna axes_reset_username NAME` / `kizuna axes_reset_ip IP`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before any check
+    # ModelBackend that reads the 2FA state in the same query as the session's user row.
+    "kizuna.accounts.backends.StaffBackend",
+]
+AXES_FAILURE_LIMIT = env_int("KIZUNA_LOGIN_FAILURE_LIMIT", 5)
+# An office's staff often share one public IP: the per-IP limit is higher so a few typos by
+# several people do not lock the whole office out, while a password spray is still stopped.
+KIZUNA_LOGIN_IP_FAILURE_LIMIT = env_int("KIZUNA_LOGIN_IP_FAILURE_LIMIT", 20)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("KIZUNA_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_HANDLER = "kizuna.accounts.throttling.LoginThrottle"
+AXES_CLIENT_IP_CALLABLE = "kizuna.accounts.throttling.client_ip"
+AXES_LOCKOUT_CALLABLE = "kizuna.web.security.lockout_response"
+AXES_USERNAME_FORM_FIELD = "username"
+# Quiet start-up; axes masks usernames and addresses in the lockout lines it logs.
+AXES_VERBOSE = False
+# Behind a reverse proxy every request comes from the proxy's address: the client's own address
+# is then read from X-Forwarded-For, this many entries from its right end.
+KIZUNA_TRUSTED_PROXY_COUNT = env_int("KIZUNA_TRUSTED_PROXY_COUNT", 0)
+# TOTP (django-otp): the name authenticator apps show; after each wrong code the next try waits
+# 1, 2, 4, 8… seconds (kept in the database, so logging in again does not reset it).
+OTP_TOTP_ISSUER = env_str("KIZUNA_TOTP_ISSUER", "Kizuna")
+OTP_TOTP_THROTTLE_FACTOR = 1
+
 LANGUAGE_CODE = "ja"
 LANGUAGES = [("ja", "日本語"), ("en", "English")]
 TIME_ZONE = "Asia/Tokyo"
@@ -210,11 +265,22 @@ KIZUNA_SCHEDULER_BACKLOG_MINUTES = env_int("KIZUNA_SCHEDULER_BACKLOG_MINUTES", 6
 KIZUNA_SCHEDULER_MAX_LATE_HOURS = env_int("KIZUNA_SCHEDULER_MAX_LATE_HOURS", 24)
 KIZUNA_TRIGGER_LOOKBACK_DAYS = env_int("KIZUNA_TRIGGER_LOOKBACK_DAYS", 7)
 
+# HTTPS hardening: off for the demo on http://127.0.0.1, on by default in production, each
+# overridable (`kizuna check --deploy` is clean with the production defaults; docs/security.md).
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("KIZUNA_SECURE_COOKIES", False)
+SESSION_COOKIE_SECURE = env_bool("KIZUNA_SECURE_COOKIES", PRODUCTION)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_SSL_REDIRECT = env_bool("KIZUNA_SSL_REDIRECT", False)
-SECURE_HSTS_SECONDS = env_int("KIZUNA_HSTS_SECONDS", 0)
+SECURE_SSL_REDIRECT = env_bool("KIZUNA_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("KIZUNA_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("KIZUNA_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("KIZUNA_HSTS_PRELOAD", False)
+if not SECURE_HSTS_PRELOAD:
+    # Preloading is a decision for the owner of the shop's whole domain (the list only takes
+    # registrable domains, and Kizuna usually runs on a subdomain such as crm.example.jp).
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# A TLS-terminating proxy in front: trust its X-Forwarded-Proto, or SSL redirect would loop.
+if env_bool("KIZUNA_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

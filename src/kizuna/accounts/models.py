@@ -48,6 +48,10 @@ class ApiScope(models.TextChoices):
     POINTS_WRITE = "points:write", "ポイントの付与・利用・調整"
     EVENTS_WRITE = "events:write", "行動イベントの送信"
     ONSITE_READ = "onsite:read", "サイト内メッセージの取得"
+    ANALYTICS_READ = "analytics:read", "顧客分析の参照"
+    # APPI requests (customers.privacy): a full export and an irreversible erasure. Never implied
+    # by customers:read/write; an admin grants it to the DPO's integration only.
+    PRIVACY = "privacy", "個人データの書き出し・削除(APPI)"
 
 
 class ApiKey(TimeStampedModel):
@@ -93,3 +97,55 @@ class ApiKey(TimeStampedModel):
 
     def scope_labels(self) -> list[str]:
         return [ApiScope(scope).label for scope in ApiScope if scope in self.scopes]
+
+
+class TwoFactorPolicy(models.TextChoices):
+    """Who must use TOTP two-factor authentication (RELIABILITY D4)."""
+
+    OPTIONAL = "optional", "任意(各自がセキュリティ設定で有効にする)"
+    ADMINS = "admins", "管理者は必須"
+    ALL = "all", "全スタッフ必須"
+
+
+class SecuritySettings(models.Model):
+    """The shop's login rules: one row (pk=1), edited by admins on セキュリティ管理.
+
+    A database row rather than an environment variable so that an admin can require two-factor
+    authentication from the screen, and the change is audited like any other.
+    """
+
+    SINGLETON_ID = 1
+
+    two_factor_policy = models.CharField(
+        "2段階認証",
+        max_length=16,
+        choices=TwoFactorPolicy.choices,
+        default=TwoFactorPolicy.OPTIONAL,
+    )
+    updated_at = models.DateTimeField("更新日時", auto_now=True)
+
+    class Meta:
+        verbose_name = "セキュリティ設定"
+        verbose_name_plural = "セキュリティ設定"
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="security_settings_singleton"),
+        ]
+
+    def __str__(self) -> str:
+        return "セキュリティ設定"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.pk = self.SINGLETON_ID
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def load(cls) -> SecuritySettings:
+        row, _ = cls.objects.get_or_create(pk=cls.SINGLETON_ID)
+        return row
+
+    def requires_two_factor(self, user: User) -> bool:
+        if self.two_factor_policy == TwoFactorPolicy.ALL:
+            return True
+        return self.two_factor_policy == TwoFactorPolicy.ADMINS and (
+            user.role == Role.ADMIN or user.is_superuser
+        )

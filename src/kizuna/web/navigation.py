@@ -24,4 +24,5 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("outbox:dashboard", "配信状況"),
     MenuItem("imports:index", "データ取込"),
     MenuItem("apikeys:index", "API・Webhook"),
+    MenuItem("security:staff", "セキュリティ管理"),
 )

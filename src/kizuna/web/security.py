@@ -1,0 +1,220 @@
+"""Login security screens (RELIABILITY D4): the 2FA code at login, each member of staff's own
+セキュリティ設定 (TOTP enrolment), and the admins' セキュリティ管理 (policy, 2FA reset, unlocks).
+
+The rules live in kizuna.accounts (twofactor.py, throttling.py); these views read the input,
+call them and render. Every change an admin makes here is audited there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from axes.models import AccessAttempt
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.db.models import Exists, OuterRef
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render, resolve_url
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from kizuna.accounts.access import allow_roles, public
+from kizuna.accounts.models import SecuritySettings, TwoFactorPolicy, User
+from kizuna.accounts.throttling import recent_failed_logins, unlock_login
+from kizuna.accounts.twofactor import (
+    CodeCheck,
+    Step,
+    confirm_enrolment,
+    confirmed_device,
+    enrolment_device,
+    pending_step,
+    qr_svg,
+    reset_two_factor,
+    secret_text,
+    set_two_factor_policy,
+    verify_login,
+)
+from kizuna.web.views import STAFF_ROLES, LoginForm
+
+
+class CodeForm(forms.Form):
+    code = forms.CharField(
+        label="確認コード(6桁)",
+        max_length=20,
+        error_messages={"required": "確認コードを入力してください。"},
+        widget=forms.TextInput(
+            attrs={
+                "autocomplete": "one-time-code",
+                "inputmode": "numeric",
+                "autofocus": True,
+                "spellcheck": "false",
+            }
+        ),
+    )
+
+
+class PolicyForm(forms.Form):
+    two_factor_policy = forms.ChoiceField(
+        label="2段階認証",
+        choices=TwoFactorPolicy.choices,
+        widget=forms.RadioSelect,
+        error_messages={"invalid_choice": "選べない設定です。", "required": "選んでください。"},
+    )
+
+
+def _local_time(value: Any) -> str:
+    return f"{timezone.localtime(value):%H:%M:%S}"
+
+
+def _refused(result: CodeCheck) -> str:
+    if result.retry_at is not None:
+        return (
+            "確認コードの入力に続けて失敗したため、"
+            f"{_local_time(result.retry_at)}まで入力できません。少し待ってから入力してください。"
+        )
+    return "確認コードが正しくありません。認証アプリに表示されている6桁の数字を入力してください。"
+
+
+def _safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return resolve_url(settings.LOGIN_REDIRECT_URL)
+
+
+def lockout_response(
+    request: HttpRequest, original_response: HttpResponse | None, credentials: Any
+) -> HttpResponse:
+    """The login page saying the login is locked and until when (AXES_LOCKOUT_CALLABLE).
+
+    Every try during the lockout counts as a failure and restarts the cool-off, so the time
+    shown is the cool-off from now.
+    """
+    until = timezone.now() + settings.AXES_COOLOFF_TIME
+    username = request.POST.get("username", "")
+    context = {
+        "form": LoginForm(request, initial={"username": username}),
+        "next": request.POST.get("next", ""),
+        "lockout_message": (
+            "ログインに続けて失敗したため、このアカウントは一時的にロックされています。"
+            f"{timezone.localtime(until):%H:%M}以降にもう一度お試しください"
+            "(それまでの間にログインを試すと、待ち時間が延びます)。"
+            "急ぐ場合は管理者にロックの解除を依頼してください。"
+        ),
+    }
+    return render(request, "web/login.html", context, status=429)
+
+
+@public
+@never_cache
+@require_http_methods(["GET", "POST"])
+def verify(request: HttpRequest) -> HttpResponse:
+    """The second step of login for staff with a confirmed authenticator app."""
+    if not request.user.is_authenticated:
+        return redirect("login")
+    if pending_step(request.user) is not Step.VERIFY:
+        return redirect(_safe_next(request))
+    form = CodeForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        result = verify_login(request, form.cleaned_data["code"])
+        if result.accepted:
+            return redirect(_safe_next(request))
+        form.add_error("code", _refused(result))
+    context = {"form": form, "next": request.POST.get("next") or request.GET.get("next", "")}
+    return render(request, "web/security/verify.html", context)
+
+
+@allow_roles(*STAFF_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def account(request: HttpRequest) -> HttpResponse:
+    """セキュリティ設定: the user's own 2FA status, and enrolment while they have none."""
+    user = cast(User, request.user)  # the page is for logged-in staff only
+    device = confirmed_device(user)
+    context: dict[str, Any] = {
+        "device": device,
+        "required": pending_step(user) is Step.ENROL,
+    }
+    if device is None:
+        form = CodeForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            result = confirm_enrolment(request, form.cleaned_data["code"])
+            if result.accepted:
+                messages.success(
+                    request, "2段階認証を有効にしました。次回のログインから確認コードが必要です。"
+                )
+                return redirect("security:account")
+            form.add_error("code", _refused(result))
+        pending = enrolment_device(user)
+        context.update({"form": form, "qr_svg": qr_svg(pending), "secret": secret_text(pending)})
+    return render(request, "web/security/account.html", context)
+
+
+def _staff_action(request: HttpRequest) -> None:
+    action = request.POST.get("action")
+    target = str(request.POST.get("id", ""))
+    if action == "policy":
+        form = PolicyForm(request.POST)
+        if form.is_valid():
+            set_two_factor_policy(
+                policy=form.cleaned_data["two_factor_policy"], acting_user=request.user
+            )
+            messages.success(request, "2段階認証の設定を保存しました。")
+        else:
+            messages.error(request, "2段階認証の設定を選び直してください。")
+        return
+    if not target.isdigit():
+        messages.error(request, "対象が指定されていません。")
+        return
+    if action == "reset_two_factor":
+        staff = get_object_or_404(User, pk=int(target))
+        if reset_two_factor(user=staff, acting_user=request.user):
+            messages.success(
+                request,
+                f"{staff.username} の2段階認証をリセットしました。次回ログイン時に設定し直せます。",
+            )
+        else:
+            messages.error(request, f"{staff.username} は2段階認証を設定していません。")
+    elif action == "unlock":
+        attempt = get_object_or_404(AccessAttempt, pk=int(target))
+        unlock_login(attempt=attempt, acting_user=request.user)
+        messages.success(
+            request,
+            f"{attempt.username or '(未入力)'}({attempt.ip_address})のログイン制限を解除しました。",
+        )
+    else:
+        messages.error(request, "操作が正しくありません。")
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET", "POST"])
+def staff(request: HttpRequest) -> HttpResponse:
+    """セキュリティ管理 (admins): who has 2FA, the policy, and logins locked by failures."""
+    if request.method == "POST":
+        _staff_action(request)
+        return redirect("security:staff")
+    confirmed = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+    people = (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .annotate(has_two_factor=Exists(confirmed))
+        .order_by("username")
+    )
+    row = SecuritySettings.load()
+    context = {
+        "policy_form": PolicyForm(initial={"two_factor_policy": row.two_factor_policy}),
+        "people": people,
+        "failures": recent_failed_logins(),
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+        "ip_failure_limit": settings.KIZUNA_LOGIN_IP_FAILURE_LIMIT,
+        "lockout_minutes": int(settings.AXES_COOLOFF_TIME.total_seconds() // 60),
+    }
+    return render(request, "web/security/staff.html", context)
