@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, SuppressionReason
+from kizuna.campaigns.suppression import address_hash
 from kizuna.commerce.models import Order
 from kizuna.customers.models import (
     AcquisitionChannel,
@@ -123,10 +124,12 @@ class Audience:
             for consent in Consent.objects.filter(customer_id__in=ids)
         }
         addresses = {value for values in identities.values() for value in values}
+        # An erased customer's addresses are on the list only as hashes (customers.privacy).
+        hashed = {address_hash(address): address for address in addresses}
         suppressions = {
-            (kind, address): reason
+            (kind, hashed.get(address, address)): reason
             for kind, address, reason in Suppression.objects.filter(
-                address__in=addresses
+                address__in=addresses | set(hashed)
             ).values_list("kind", "address", "reason")
         }
         latest_orders: dict[int, str] = {}

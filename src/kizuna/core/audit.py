@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import models
 from django.utils import timezone
 
+from kizuna.core.append_only import REDACTED
 from kizuna.core.models import AuditLog
 
 
@@ -55,7 +56,23 @@ def audit_record(
     customer_id: int | None,
     changes: Mapping[str, list[Any]] | None = None,
 ) -> AuditLog:
-    return AuditLog.objects.create(
+    row = audit_row(
+        actor=actor, action=action, instance=instance, customer_id=customer_id, changes=changes
+    )
+    row.save(force_insert=True)
+    return row
+
+
+def audit_row(
+    *,
+    actor: Actor,
+    action: str,
+    instance: models.Model,
+    customer_id: int | None,
+    changes: Mapping[str, list[Any]] | None = None,
+) -> AuditLog:
+    """An unsaved audit row, for bulk writers that insert many with one `bulk_create`."""
+    return AuditLog(
         at=timezone.now(),
         actor_id=actor.user_id,
         actor_label=actor.label,
@@ -65,3 +82,34 @@ def audit_record(
         customer_id=customer_id,
         changes=dict(changes or {}),
     )
+
+
+def redacted(value: Any, *, only: frozenset[str] | None = None) -> Any:
+    """`value` with its values replaced by REDACTED, keys and list lengths kept (the shape the
+    audit log's guard admits). With `only`, just the strings in it are replaced; None stays None
+    because it says nothing."""
+    if isinstance(value, dict):
+        return {key: redacted(item, only=only) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redacted(item, only=only) for item in value]
+    if value is None or (only is not None and value not in only):
+        return value
+    return REDACTED
+
+
+def audit_redact(rows: Iterable[AuditLog], *, only: frozenset[str] | None = None) -> int:
+    """Redact the recorded values of these audit rows (APPI erasure); returns how many changed.
+
+    The one write the audit log admits besides an insert: the database guard
+    (core.append_only.allow_audit_redaction) refuses anything but this replacement of values
+    by REDACTED. The caller writes its own audit row saying why, in the same transaction.
+    """
+    count = 0
+    for row in rows:
+        new = redacted(row.changes, only=only)
+        if new != row.changes:
+            # AppendOnlyQuerySet refuses update(); the plain QuerySet's update is called on
+            # purpose, for this one use, and the trigger checks that it is only a redaction.
+            models.QuerySet.update(AuditLog.objects.filter(pk=row.pk), changes=new)
+            count += 1
+    return count

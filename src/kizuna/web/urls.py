@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kizuna.web import views
+from kizuna.web import privacy, views
 
 app_name = "web"
 urlpatterns = [
@@ -10,4 +10,6 @@ urlpatterns = [
     path("customers/<int:pk>/orders/", views.customer_orders, name="customer_orders"),
     path("customers/<int:pk>/points/", views.customer_points, name="customer_points"),
     path("customers/<int:pk>/timeline/", views.customer_timeline, name="customer_timeline"),
+    path("customers/<int:pk>/export/", privacy.customer_export, name="customer_export"),
+    path("customers/<int:pk>/erase/", privacy.customer_erase, name="customer_erase"),
 ]

@@ -23,12 +23,13 @@ from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseClientRedirect
 
 from kizuna.accounts.access import allow_roles, public
-from kizuna.accounts.models import Role
+from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order
-from kizuna.customers import selectors
+from kizuna.customers import privacy, selectors
 from kizuna.customers.models import Customer
 from kizuna.loyalty.selectors import points_balance
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
+from kizuna.web import privacy as privacy_views
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Analysts work on aggregates; the customer screens show personal data, so they are not here.
@@ -172,6 +173,9 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "timeline": selectors.timeline_page(customer, 1),
         "contacts": selectors.recent_contacts(customer),
         "contacts_limit": selectors.RECENT_CONTACTS,
+        "erased": privacy.is_erased(customer),
+        "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),
+        "can_erase": cast(User, request.user).has_role(Role.ADMIN),
     }
     return render(request, "web/customer_detail.html", context)
 
