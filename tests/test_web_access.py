@@ -26,6 +26,7 @@ CUSTOMER_SCREENS = frozenset({Role.ADMIN, Role.OPERATOR, Role.MARKETER})
 MARKETING = frozenset({Role.ADMIN, Role.MARKETER})
 MARKETING_READ = frozenset({Role.ADMIN, Role.MARKETER, Role.ANALYST})
 ADMIN_ONLY = frozenset({Role.ADMIN})
+ANALYSIS_SETTINGS = frozenset({Role.ADMIN, Role.ANALYST})
 
 # The REST API is public to the session middleware: it authenticates every call itself with
 # scoped API keys or webhook signatures (tests/test_api_*.py, tests/test_webhooks.py).
@@ -34,18 +35,28 @@ API_ROUTES = [
     "docs-asset", "get_customer", "get_points", "get_subscription", "ingest_events",
     "list_onsite_messages", "openapi-json", "openapi-view", "order_webhook", "search_customers",
     "update_customer", "update_subscription", "upsert_order",
+    "list_analytics_runs", "get_analytics_run", "list_analytics_segments", "list_analytics_kpis",
+    "get_analytics_kpi", "get_customer_scores", "list_analytics_scores",
+    "email_event_webhook", "export_customer", "erase_customer",
 ]  # fmt: skip
 
 EXPECTED: dict[str, frozenset[Role] | None] = {
     # None: public (no login needed).
     "login": None,
     "logout": None,
+    # The 2FA code step of login: public, the view itself sends anyone not half-logged-in away.
+    "login_verify": None,
+    "security:account": EVERYONE,
+    "security:staff": ADMIN_ONLY,
     "web:home": EVERYONE,
     "web:customer_search": CUSTOMER_SCREENS,
     "web:customer_detail": CUSTOMER_SCREENS,
     "web:customer_orders": CUSTOMER_SCREENS,
     "web:customer_points": CUSTOMER_SCREENS,
     "web:customer_timeline": CUSTOMER_SCREENS,
+    # APPI requests: the contact center hands out the export; erasing is for admins (the DPO).
+    "web:customer_export": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:customer_erase": ADMIN_ONLY,
     # The one-click unsubscribe link in every marketing mail (RFC 8058): no login.
     "unsubscribe:unsubscribe": None,
     "apikeys:index": ADMIN_ONLY,
@@ -88,6 +99,19 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "scenarios:template_create": MARKETING,
     "scenarios:template_edit": MARKETING,
     "scenarios:template_preview": MARKETING,
+    "analytics:dashboard": MARKETING_READ,
+    "analytics:repeat": MARKETING_READ,
+    "analytics:cohorts": MARKETING_READ,
+    "analytics:subscriptions": MARKETING_READ,
+    "analytics:predictions": MARKETING_READ,
+    "analytics:dynamics": MARKETING_READ,
+    "analytics:fans": MARKETING_READ,
+    "analytics:runs": MARKETING_READ,
+    "analytics:run_start": MARKETING_READ,
+    "analytics:run_progress": MARKETING_READ,
+    "analytics:settings": ANALYSIS_SETTINGS,
+    # The export holds customers' names: the roles that may see customers' data.
+    "analytics:segment_export": MARKETING,
     **{f"api-v1:{name}": None for name in API_ROUTES},
 }
 PROTECTED = [name for name, roles in EXPECTED.items() if roles is not None]

@@ -19,7 +19,16 @@ from kizuna.accounts.access import public
 from kizuna.api import docs, onsite
 from kizuna.api.errors import install_error_handlers
 from kizuna.api.idempotency import HEADER, OPENAPI_MARK
-from kizuna.api.v1 import customers, events, orders, points, subscriptions, webhooks
+from kizuna.api.v1 import (
+    analytics,
+    customers,
+    events,
+    orders,
+    points,
+    privacy,
+    subscriptions,
+    webhooks,
+)
 
 _IDEMPOTENCY_PARAMETER = {
     "in": "header",
@@ -80,7 +89,7 @@ api = KizunaAPI(
 )
 api.add_decorator(_in_japanese, mode="view")
 install_error_handlers(api)
-for module in (customers, orders, subscriptions, points, events, webhooks):
+for module in (customers, orders, subscriptions, points, events, webhooks, analytics, privacy):
     api.add_router("", module.router)
 api.add_router("", onsite.router)
 

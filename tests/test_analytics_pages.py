@@ -1,0 +1,406 @@
+"""顧客分析 pages: what each page shows from a real (small) pipeline run, the empty state before
+the first run, starting a run and following its progress, the settings form, and the CSV export
+of a segment's customers."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django_tasks_db.models import DBTaskResult
+
+from kizuna.accounts.models import Role
+from kizuna.analytics.models import (
+    AnalyticsRun,
+    AnalyticsSettings,
+    CustomerScore,
+    RunStatus,
+    SegmentCount,
+)
+from kizuna.analytics.pipeline.segments import CPM_SEGMENTS
+from kizuna.analytics.tasks import analytics_run
+from kizuna.core.models import AuditLog
+from tests.analytics_shop import build_varied_shop, kpi, run
+
+pytestmark = pytest.mark.django_db
+AS_OF = dt.date(2025, 6, 30)
+EARLIER = dt.date(2025, 3, 31)
+SNAPSHOT_PAGES = [
+    "analytics:dashboard",
+    "analytics:repeat",
+    "analytics:cohorts",
+    "analytics:subscriptions",
+    "analytics:predictions",
+]
+
+ClientFor = Callable[[Role], Client]
+
+
+@pytest.fixture
+def snapshot() -> AnalyticsRun:
+    build_varied_shop()
+    return run(AS_OF)
+
+
+def _html(client: Client, name: str, **params: str) -> str:
+    response = client.get(reverse(name), params)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+# --- empty state ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", SNAPSHOT_PAGES)
+def test_before_the_first_run_every_page_says_how_to_run_the_analysis(
+    client_for: ClientFor, name: str
+) -> None:
+    html = _html(client_for(Role.ANALYST), name)
+    assert "まだ分析結果がありません" in html
+    assert "kizuna analytics run" in html
+    assert reverse("analytics:runs") in html
+
+
+def test_the_menu_offers_analytics_to_the_roles_that_may_open_it(client_for: ClientFor) -> None:
+    assert reverse("analytics:dashboard") in _html(client_for(Role.MARKETER), "web:home")
+    assert reverse("analytics:dashboard") not in _html(client_for(Role.OPERATOR), "web:home")
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+
+def test_the_dashboard_shows_the_runs_headline_and_all_ten_cpm_segments(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:dashboard"))
+    html = response.content.decode()
+    headline = kpi(snapshot, "headline")
+    assert isinstance(headline, dict)
+    assert f"{headline['customers']:,}" in html
+    assert f"¥{headline['revenue']:,}" in html
+    stored = dict(
+        SegmentCount.objects.filter(run=snapshot, kind="cpm").values_list("segment", "customers")
+    )
+    shown = {row.code: row.customers for row in response.context["cpm"]}
+    assert shown == {code: stored.get(code, 0) for code in CPM_SEGMENTS}
+    for label in CPM_SEGMENTS.values():
+        assert label in html
+    assert "2025年6月30日" in html  # the run's as-of
+    assert "前回の分析がないため" in html
+
+
+def test_the_dashboard_compares_each_segment_with_the_previous_run(
+    client_for: ClientFor,
+) -> None:
+    build_varied_shop()
+    before = run(EARLIER)
+    latest = run(AS_OF)
+    response = client_for(Role.MARKETER).get(reverse("analytics:dashboard"))
+    old = dict(
+        SegmentCount.objects.filter(run=before, kind="cpm").values_list("segment", "customers")
+    )
+    new = dict(
+        SegmentCount.objects.filter(run=latest, kind="cpm").values_list("segment", "customers")
+    )
+    changes = {row.code: row.change for row in response.context["cpm"]}
+    assert changes == {code: new.get(code, 0) - old.get(code, 0) for code in CPM_SEGMENTS}
+    assert any(changes.values()), "the two as-of days should differ somewhere"
+    assert "2025年3月31日" in response.content.decode()
+
+
+def test_the_rf_grid_has_every_cell_with_its_stored_count(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:dashboard"))
+    grid = response.context["grid"]
+    assert [row.r for row in grid] == [5, 4, 3, 2, 1]
+    cells = {cell.code: cell.customers for row in grid for cell in row.cells}
+    assert len(cells) == 25
+    stored = dict(
+        SegmentCount.objects.filter(run=snapshot, kind="rf").values_list("segment", "customers")
+    )
+    assert {code: n for code, n in cells.items() if n} == {
+        code: n for code, n in stored.items() if n
+    }
+    assert sum(cells.values()) == snapshot.customers
+
+
+# --- repeat, cohorts, subscriptions, predictions ----------------------------------------------
+
+
+def _pct(rate: float | None) -> str:
+    return "—" if rate is None else f"{rate * 100:.1f}%"
+
+
+def test_the_repeat_page_shows_conversion_per_cohort_and_window(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:repeat"))
+    html = response.content.decode()
+    rows = kpi(snapshot, "f_conversion")
+    assert isinstance(rows, list)
+    shown = {c.cohort: c for c in response.context["conversion"]}  # the newest cohorts
+    row = next(r for r in rows if r["cohort"] in shown and r["f2"])
+    cell = shown[row["cohort"]].cells[response.context["windows"].index(row["window_days"])]
+    assert cell.rates["f2"] == row["f2_rate"]
+    assert _pct(row["f2_rate"]) in html
+    for heading in ("F2 / F3 / F4 転換率", "引き上げ率", "リピート率"):
+        assert heading in html
+    overall = kpi(snapshot, "f_conversion_overall")
+    assert isinstance(overall, list)
+    assert _pct(overall[0]["f2_rate"]) in html
+
+
+def test_cohorts_split_by_channel_show_the_channels_japanese_names(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    client = client_for(Role.MARKETER)
+    html = _html(client, "analytics:cohorts", split="channel", group="line")
+    assert "LINE" in html
+    response = client.get(reverse("analytics:cohorts"), {"split": "channel", "group": "line"})
+    table = response.context["table"]
+    assert table.group == "line"
+    stored = [r for r in kpi(snapshot, "cohorts:channel") if r["group"] == "line"]  # type: ignore[union-attr]
+    first = table.rows[-1]  # the oldest cohort comes last
+    expected = [r for r in stored if r["cohort"] == first.cohort]
+    assert [c.retention for c in first.cells] == [
+        r["retention"] for r in sorted(expected, key=lambda r: r["months_since_first"])
+    ]
+
+
+def test_an_unknown_cohort_split_falls_back_to_all(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:cohorts"), {"split": "nope"})
+    assert response.status_code == 200
+    assert response.context["split"] == "all"
+
+
+def test_the_subscriptions_page_shows_continuation_and_churn(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:subscriptions"))
+    html = response.content.decode()
+    rows = kpi(snapshot, "continuation")
+    assert isinstance(rows, list)
+    overall = [r for r in rows if r["group"] is None]
+    assert response.context["continuation"][0].label == "全商品"
+    assert response.context["continuation"][0].rows == sorted(overall, key=lambda r: r["delivery"])
+    assert "回数別継続率" in html
+    assert "月次解約率" in html
+
+
+def test_the_predictions_page_counts_every_customer_once_and_ranks_by_clv(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.MARKETER).get(reverse("analytics:predictions"))
+    histograms = response.context["histograms"]
+    for bins in (histograms.p_alive, histograms.expected_purchases, histograms.clv_12m):
+        assert sum(b.customers for b in bins) == snapshot.customers
+    top = list(response.context["top"])
+    best = CustomerScore.objects.filter(run=snapshot).order_by("-clv_12m").first()
+    assert best is not None
+    assert top[0].customer_id == best.customer_id
+    html = response.content.decode()
+    assert reverse("web:customer_detail", args=[best.customer_id]) in html
+    assert "当てはめたモデル" in html
+    assert "BG/NBD" in html
+
+
+def test_analysts_see_customer_ids_but_no_names_or_links(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    best = CustomerScore.objects.filter(run=snapshot).order_by("-clv_12m").first()
+    assert best is not None
+    name = f"{best.customer.family_name} {best.customer.given_name}"
+    html = _html(client_for(Role.ANALYST), "analytics:predictions")
+    assert f"顧客ID {best.customer_id}" in html
+    assert "/customers/" not in html
+    assert name not in html
+    assert name in _html(client_for(Role.MARKETER), "analytics:predictions")
+
+
+# --- runs and progress ------------------------------------------------------------------------
+
+
+def test_the_run_button_queues_one_run_and_the_page_polls_its_progress(
+    client_for: ClientFor,
+) -> None:
+    build_varied_shop()
+    client = client_for(Role.ANALYST)
+    response = client.post(reverse("analytics:run_start"), follow=True)
+    html = response.content.decode()
+    queued = AnalyticsRun.objects.get()
+    assert (queued.status, queued.trigger) == (RunStatus.QUEUED, "web")
+    assert queued.requested_by == "analyst-user"
+    assert DBTaskResult.objects.filter(
+        task_path=analytics_run.module_path, status="READY", args_kwargs__args=[queued.pk]
+    ).exists()
+    assert "分析の実行を受け付けました" in html
+    progress_url = reverse("analytics:run_progress", args=[queued.pk])
+    assert f'hx-get="{progress_url}"' in html
+    assert "待機中" in html
+
+    # A second press while the first is waiting starts nothing.
+    again = client.post(reverse("analytics:run_start"), follow=True)
+    assert AnalyticsRun.objects.count() == 1
+    assert "すでに実行中" in again.content.decode()
+
+    # The worker carries it out; the polled fragment then shows the end and stops polling.
+    analytics_run.call(queued.pk)
+    fragment = client.get(progress_url, headers={"HX-Request": "true"}).content.decode()
+    assert "完了" in fragment
+    assert "100%" in fragment
+    assert "hx-get" not in fragment
+    assert AnalyticsRun.objects.get().requested_by == "analyst-user"
+
+
+def test_a_failed_run_shows_its_message(client_for: ClientFor) -> None:
+    failed = AnalyticsRun.objects.create(
+        as_of=AS_OF, backend="duckdb", status=RunStatus.FAILED, message="予測: 収束しませんでした"
+    )
+    html = _html(client_for(Role.MARKETER), "analytics:runs")
+    assert "失敗" in html
+    assert "予測: 収束しませんでした" in html
+    fragment = client_for(Role.MARKETER).get(reverse("analytics:run_progress", args=[failed.pk]))
+    assert "分析に失敗しました: 予測: 収束しませんでした" in fragment.content.decode()
+
+
+def test_progress_of_an_unknown_run_is_404(client_for: ClientFor) -> None:
+    assert (
+        client_for(Role.ANALYST).get(reverse("analytics:run_progress", args=[999])).status_code
+        == 404
+    )
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def _settings_post(**changes: object) -> dict[str, object]:
+    row = AnalyticsSettings.load()
+    data: dict[str, object] = {
+        name: getattr(row, name)
+        for name in (
+            "rfm_method",
+            "recency_days",
+            "frequency_counts",
+            "monetary_yen",
+            "cpm_lapse_days",
+            "cpm_toddler_tenure_days",
+            "cpm_loyal_tenure_days",
+            "cpm_amount_yen",
+            "windows_days",
+            "prediction_model",
+            "prediction_horizon_days",
+            "keep_customer_runs",
+            "nightly_backend",
+        )
+    }
+    data.update(changes)
+    return data
+
+
+def test_settings_are_saved_and_audited(client_for: ClientFor) -> None:
+    response = client_for(Role.ANALYST).post(
+        reverse("analytics:settings"),
+        _settings_post(windows_days="30、９０", cpm_lapse_days=180),
+        follow=True,
+    )
+    assert "分析設定を保存しました" in response.content.decode()
+    row = AnalyticsSettings.load()
+    assert (row.cpm_lapse_days, row.to_config().windows_days) == (180, (30, 90))
+    audit = AuditLog.objects.get(action="analytics_settings.update")
+    assert audit.actor_label == "analyst-user"
+    assert audit.changes["cpm_lapse_days"] == [240, 180]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"recency_days": "30,abc"}, "整数をカンマ区切りで入力してください"),
+        ({"frequency_counts": "5,3,2,10"}, "小さい順に"),
+        ({"cpm_toddler_tenure_days": 300}, "よちよち"),
+        ({"cpm_lapse_days": ""}, "このフィールドは必須です"),
+    ],
+)
+def test_unusable_settings_are_refused_in_japanese_and_nothing_changes(
+    client_for: ClientFor, changes: dict[str, object], message: str
+) -> None:
+    before = AnalyticsSettings.load()
+    response = client_for(Role.ADMIN).post(reverse("analytics:settings"), _settings_post(**changes))
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    after = AnalyticsSettings.load()
+    assert (after.recency_days, after.frequency_counts, after.cpm_toddler_tenure_days) == (
+        before.recency_days,
+        before.frequency_counts,
+        before.cpm_toddler_tenure_days,
+    )
+    assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
+
+
+def test_marketers_may_not_change_the_settings(client_for: ClientFor) -> None:
+    response = client_for(Role.MARKETER).post(reverse("analytics:settings"), _settings_post())
+    assert response.status_code == 403
+    assert "分析設定" not in _html(client_for(Role.MARKETER), "analytics:runs").split("<h1>")[0]
+
+
+# --- CSV export -------------------------------------------------------------------------------
+
+
+def _read_csv(content: bytes) -> list[list[str]]:
+    text = content.decode("utf-8")
+    assert text.startswith("\ufeff")
+    return list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+
+
+def test_the_export_holds_exactly_the_segments_customers_and_is_audited(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    code = (
+        SegmentCount.objects.filter(run=snapshot, kind="cpm", customers__gt=0)
+        .order_by("-customers")
+        .values_list("segment", flat=True)
+        .first()
+    )
+    assert code is not None
+    response = client_for(Role.MARKETER).post(
+        reverse("analytics:segment_export", args=["cpm", code])
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    rows = _read_csv(b"".join(response.streaming_content))  # type: ignore[attr-defined]
+    assert rows[0][:4] == ["顧客ID", "姓", "名", "CPMセグメント"]
+    expected = CustomerScore.objects.filter(run=snapshot, cpm_segment=code).order_by("customer_id")
+    assert [int(r[0]) for r in rows[1:]] == [s.customer_id for s in expected]
+    assert {r[3] for r in rows[1:]} == {CPM_SEGMENTS[code]}
+    first = expected.first()
+    assert first is not None
+    assert rows[1][9] == str(first.total_spend)
+    audit = AuditLog.objects.get(action="analytics.segment_export")
+    assert audit.changes == {"segment": [None, f"cpm:{code}"], "rows": [None, len(rows) - 1]}
+
+
+def test_an_unknown_segment_is_404_and_get_is_refused(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    client = client_for(Role.MARKETER)
+    assert client.post(reverse("analytics:segment_export", args=["cpm", "nope"])).status_code == 404
+    assert client.post(reverse("analytics:segment_export", args=["rf", "R5F5"])).status_code == 404
+    assert (
+        client.get(reverse("analytics:segment_export", args=["cpm", "first_active"])).status_code
+        == 405
+    )
+    assert not AuditLog.objects.filter(action="analytics.segment_export").exists()
+
+
+def test_analysts_may_not_export_customers(client_for: ClientFor, snapshot: AnalyticsRun) -> None:
+    url = reverse("analytics:segment_export", args=["cpm", "first_active"])
+    assert client_for(Role.ANALYST).post(url).status_code == 403
+    assert url not in _html(client_for(Role.ANALYST), "analytics:dashboard")
+    assert url in _html(client_for(Role.MARKETER), "analytics:dashboard")
