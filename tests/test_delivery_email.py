@@ -3,12 +3,19 @@ the worker refuses to send (RELIABILITY S4–S8)."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
 
+from kizuna.campaigns.automation.templating import (
+    compile_template,
+    content_for,
+    customer_contexts,
+)
 from kizuna.campaigns.delivery import DeliveryWorker
+from kizuna.campaigns.journal import Journal, SentMark
 from kizuna.campaigns.models import (
     OutboxMessage,
     OutboxStatus,
@@ -103,6 +110,40 @@ def test_marketing_mail_carries_one_click_unsubscribe_and_the_sender_block(smtp)
     event = customer.timeline.get(kind=TimelineKind.MESSAGE)
     assert event.title.startswith("メール送信: 山田様へのお知らせ")
     assert event.detail["outbox_id"] == message.pk
+
+
+def test_a_template_s_unsubscribe_url_is_the_recipient_s_one_click_link(smtp) -> None:  # type: ignore[no-untyped-def]
+    # given a scenario template that places {{ unsubscribe_url }} in its text and HTML
+    customer = consenting_customer()
+    compiled = compile_template(
+        subject="{{ name }}様へのお知らせ",
+        text="ご案内です。\n配信停止はこちら: {{ unsubscribe_url }}\n",
+        html='<html><body><p><a href="{{ unsubscribe_url }}">配信停止</a></p></body></html>',
+    )
+    context = customer_contexts([customer.pk], today=dt.date(2026, 5, 1))[customer.pk]
+    message = mail(customer, "tpl-1", content=content_for("email", compiled.render(context)))
+    # when the worker sends it
+    deliver()
+    # then each part carries the same link as the List-Unsubscribe header, never the
+    # placeholder
+    [received] = smtp.handler.received
+    https_link = received.message["List-Unsubscribe"].split(",")[0].strip(" <>")
+    text = received.message.get_body(preferencelist=("plain",)).get_content()
+    html = received.message.get_body(preferencelist=("html",)).get_content()
+    assert f"配信停止はこちら: {https_link}\r\n" in text
+    assert f'<a href="{https_link}">配信停止</a>' in html
+    assert "unsubscribe_url" not in text + html
+    # and the sender block (S8) still shows it as well
+    assert text.count(https_link) == 2
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    # a transactional message from the same template has no link to show: the spot is empty
+    mail(customer, "tpl-2", purpose=Purpose.TRANSACTIONAL,
+         content=content_for("email", compiled.render(context)))  # fmt: skip
+    deliver()
+    text = smtp.handler.received[1].message.get_body(preferencelist=("plain",)).get_content()
+    assert text.rstrip().endswith("配信停止はこちら:")
+    assert "{{" not in text
 
 
 def test_transactional_mail_has_no_unsubscribe_header_and_no_sender_block(smtp) -> None:  # type: ignore[no-untyped-def]
@@ -261,3 +302,19 @@ def test_worker_runs_the_scenario_tick_before_delivering(smtp, monkeypatch) -> N
     call_command("worker", "--once")
     assert ticks == [1]
     assert len(smtp.handler.received) == 1
+
+
+def test_without_a_writable_journal_each_sent_mark_is_recorded_at_once(smtp, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # given a data directory the worker cannot write its sent journal to
+    def full(self: Journal, mark: SentMark) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Journal, "append", full)
+    customer = consenting_customer()
+    message = mail(customer, "no-journal")
+    # when the worker sends
+    deliver()
+    # then the message is still recorded as sent, with its timeline row, exactly once
+    assert len(smtp.handler.received) == 1
+    assert status_of(message)[0] == OutboxStatus.SENT
+    assert customer.timeline.filter(kind=TimelineKind.MESSAGE).count() == 1

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 from django.db import transaction
 
+from kizuna.campaigns.journal import read_marks
 from kizuna.campaigns.models import DeliverySettings, OutboxMessage, OutboxStatus
 from tests.delivery_support import (
     SmtpServer,
@@ -72,7 +73,7 @@ def test_a_rolled_back_decision_sends_nothing(smtp, env) -> None:  # type: ignor
     assert smtp.handler.received == []
 
 
-def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(smtp, env) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(smtp, env, tmp_path) -> None:  # type: ignore[no-untyped-def]
     # given 20 committed messages and a worker that claims them all in one batch
     queue(20)
     smtp.handler.hold_at = 5
@@ -83,17 +84,47 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_doubles_nothing(smtp, env) 
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(30)
     smtp.handler.release.set()
-    # then the four before it are recorded as sent and the rest are still held by the dead
-    # worker's lease
+    # then the server has the four before it, and each is either marked sent or named in the
+    # dead worker's sent journal (marks reach the outbox in groups, at least once a second)
     assert len(smtp.handler.received) == 4
-    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 4
-    assert OutboxMessage.objects.filter(status=OutboxStatus.CLAIMED).count() == 16
+    [dead_token] = set(OutboxMessage.objects.values_list("claimed_by", flat=True))
+    [journal] = (tmp_path / "outbox-journal").glob("*.jsonl")
+    journaled = {m.outbox_id for m in read_marks(journal)}
+    recorded = set(
+        OutboxMessage.objects.filter(status=OutboxStatus.SENT).values_list("pk", flat=True)
+    )
+    assert len(journaled | recorded) == 4
+    assert OutboxMessage.objects.filter(status=OutboxStatus.CLAIMED).count() == 20 - len(recorded)
     # when a new worker starts after the lease ran out
     time.sleep(2.5)
     run_worker(env)
-    # then every message arrived exactly once, by Message-ID
+    # then the four were recorded under the dead worker's claim (from its journal), not sent
+    # again, and every message arrived exactly once, by Message-ID
     assert_each_arrived_once(smtp, 20)
     assert OutboxMessage.objects.exclude(status=OutboxStatus.SENT).count() == 0
+    accepted = OutboxMessage.objects.filter(pk__in=journaled | recorded)
+    assert set(accepted.values_list("claimed_by", flat=True)) == {dead_token}
+    assert not list((tmp_path / "outbox-journal").glob("*.jsonl"))
+
+
+def test_a_killed_worker_s_journal_is_replayed_before_its_lease_runs_out(smtp, env) -> None:  # type: ignore[no-untyped-def]
+    # given a worker killed while its 3rd message was on the wire, with a long lease
+    queue(6, prefix="j")
+    smtp.handler.hold_at = 3
+    worker = start_worker(env, "--batch-size", "6")
+    assert smtp.handler.holding.wait(60)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(30)
+    smtp.handler.release.set()
+    # when the next worker starts at once (the other four are still leased to the dead one)
+    run_worker(env)
+    # then the two the server accepted are recorded as sent and nothing went out twice
+    assert len(smtp.handler.received) == 2
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 2
+    assert OutboxMessage.objects.filter(status=OutboxStatus.CLAIMED).count() == 4
+    assert {r.message_id for r in smtp.handler.received} == set(
+        OutboxMessage.objects.filter(status=OutboxStatus.SENT).values_list("message_id", flat=True)
+    )
 
 
 def test_pausing_mid_run_and_resuming_skips_no_one_and_mails_no_one_twice(smtp, env) -> None:  # type: ignore[no-untyped-def]

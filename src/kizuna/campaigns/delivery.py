@@ -12,15 +12,20 @@ One pass (`DeliveryWorker.run_batch`):
    hours, the customer's usual hour and the frequency cap. Skips and deferrals are written in
    one transaction; the cap check locks the batch's customers so two workers cannot both use a
    customer's last free slot.
-3. **Send** one message at a time and record `sent` (with the customer's timeline row) in its
-   own transaction right after the transport returns. Transient errors retry with exponential
-   backoff; permanent ones fail the message; nothing stops the loop.
+3. **Send** one message at a time over one connection per channel. The moment the remote side
+   accepts a message, the worker appends a line to its sent journal (kizuna.campaigns.journal,
+   one write(2)); the marks are written to the outbox, with the customers' timeline rows, in
+   one transaction per group (at most a second's worth, and at the end of the batch). Transient
+   errors retry with exponential backoff; permanent ones fail the message; nothing stops the
+   loop. Paper and call lists (no remote side) are recorded one by one, as before.
 
-A worker killed at any point leaves claimed rows whose lease runs out; another pass claims
-them again. The only window for a duplicate is between the remote side accepting a message and
-the `sent` commit; e-mail carries a Message-ID fixed per outbox row and LINE a retry key, so a
-duplicate is recognisable (LINE drops it). Sending stops between two messages when an admin
-pauses it, and the unsent rest of the batch goes back to the queue.
+A worker killed at any point leaves claimed rows whose lease runs out, and a journal nobody
+holds; before claiming, every worker replays such journals, so a message the remote side
+accepted is marked sent and never goes out again, and the rest are claimed again. Only a crash
+of the machine (not the process) can lose journal lines; e-mail carries a Message-ID fixed per
+outbox row and LINE a retry key, so such a duplicate is recognisable (LINE drops it). Sending
+stops between two messages when an admin pauses it, and the unsent rest of the batch goes back
+to the queue.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kizuna.campaigns import consent_checks, timing
+from kizuna.campaigns.automation.bulk import insert_rows
 from kizuna.campaigns.channels import Envelope, Receipt, Transport, TransportError, transport_for
 from kizuna.campaigns.consent_checks import SUPPRESSION_KIND, Audience
+from kizuna.campaigns.journal import Journal, SentMark, orphans
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
@@ -53,11 +60,17 @@ from kizuna.campaigns.models import (
     Purpose,
     SuppressionReason,
 )
+from kizuna.campaigns.restore import restore_check
 from kizuna.campaigns.sender import Sender, current_sender
 from kizuna.campaigns.suppression import suppression_add
-from kizuna.campaigns.unsubscribe import UNSUBSCRIBABLE, make_token
+from kizuna.campaigns.unsubscribe import (
+    UNSUBSCRIBABLE,
+    fill_unsubscribe_url,
+    make_token,
+    unsubscribe_url,
+)
 from kizuna.core.audit import Actor
-from kizuna.customers.models import Customer, TimelineKind
+from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 from kizuna.customers.timeline import timeline_add
 
 logger = logging.getLogger(__name__)
@@ -73,6 +86,8 @@ TIMED_CHANNELS = frozenset({Channel.EMAIL, Channel.LINE, Channel.SMS})
 LISTED_CHANNELS = frozenset({Channel.POSTAL, Channel.INSERT, Channel.CALL})
 SENDER_HOLD = dt.timedelta(minutes=10)
 PAUSE_CHECK_SECONDS = 1.0
+# Sent marks are written to the outbox at least this often (and at the end of every batch).
+FLUSH_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 60
 BACKOFF_MAX_SECONDS = 6 * 3600
 SENDER_MISSING = "送信者情報(名称・住所・苦情窓口)が未設定のため保留中"
@@ -105,6 +120,13 @@ def _sqlite_turn() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fast_commit() -> None:
+    """On PostgreSQL, do not wait for the WAL flush of this transaction (see record_marks)."""
+    if connection.vendor == "postgresql" and not settings.KIZUNA_OUTBOX_DURABLE_SENT:
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
 
 
 def capped_reason(row: DeliverySettings) -> str:
@@ -163,6 +185,8 @@ class DeliveryWorker:
         self.stop_requested = False
         self._pass = 0
         self._transports: dict[str, Transport] = {}
+        self.journal = Journal(self.worker_id)
+        self._unflushed: list[tuple[SentMark, Plan]] = []
 
     # -- claiming -------------------------------------------------------------------------
 
@@ -173,6 +197,7 @@ class DeliveryWorker:
 
     def claim(self) -> tuple[str, list[OutboxMessage]]:
         """Take up to batch_size due rows for this pass; (claim token, rows)."""
+        replay_orphan_journals()
         self._pass += 1
         token = f"{self.worker_id}:{self._pass}"
         now = self.clock()
@@ -358,12 +383,17 @@ class DeliveryWorker:
         return self._transports[channel]
 
     def close(self) -> None:
-        for transport in self._transports.values():
-            try:
-                transport.close()
-            except Exception:  # a failing close must not hide the batch's outcome
-                logger.exception("closing a transport failed")
-        self._transports.clear()
+        try:
+            # If the marks cannot be written now, the journal stays and is replayed later.
+            self._flush()
+            self.journal.close()
+        finally:
+            for transport in self._transports.values():
+                try:
+                    transport.close()
+                except Exception:  # a failing close must not hide the batch's outcome
+                    logger.exception("closing a transport failed")
+            self._transports.clear()
 
     def _envelope(self, plan: Plan, sender: Sender) -> Envelope:
         message = plan.message
@@ -371,31 +401,26 @@ class DeliveryWorker:
         token = ""
         if marketing and plan.channel in UNSUBSCRIBABLE:
             token = make_token(customer_id=message.customer_id, channel=plan.channel)
+        # The same link as the List-Unsubscribe header and the sender block (S5, S8).
+        link = unsubscribe_url(token) if token else ""
         return Envelope(
             message=message,
             customer=message.customer,
             channel=plan.channel,
             address=plan.address,
-            content=plan.content or {},
+            content=fill_unsubscribe_url(plan.content or {}, link),
             marketing=marketing,
             unsubscribe_token=token,
             sender=sender if marketing else None,
         )
 
-    def _record_sent(self, token: str, plan: Plan, receipt: Receipt) -> bool:
+    def _record_listed(self, token: str, plan: Plan, receipt: Receipt) -> bool:
+        """Record a message added to a print/call list, in the transaction that locks the
+        channel's open list (nothing was sent anywhere, so there is nothing to journal)."""
         message = plan.message
         now = self.clock()
         with _writing():
-            if connection.vendor == "postgresql" and not settings.KIZUNA_OUTBOX_DURABLE_SENT:
-                # The message has left; this row only remembers that. Not waiting for the WAL
-                # flush saves a disk sync per message. A worker crash loses nothing (the server
-                # has the commit); only a crash of the database server itself can forget the
-                # last fraction of a second of marks, and those messages are sent again with
-                # the same Message-ID — never lost. SQLite's synchronous=NORMAL is the same
-                # trade. KIZUNA_OUTBOX_DURABLE_SENT=1 waits for every flush instead.
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            delivery_list = open_list(plan.channel, now) if receipt.to_list else None
+            delivery_list = open_list(plan.channel, now)
             updated = OutboxMessage.objects.filter(
                 pk=message.pk, claimed_by=token, status=OutboxStatus.CLAIMED
             ).update(
@@ -472,6 +497,48 @@ class DeliveryWorker:
                 )
         return "failed" if final else "retried"
 
+    def _journal_sent(self, token: str, plan: Plan, receipt: Receipt) -> None:
+        mark = SentMark(
+            outbox_id=plan.message.pk,
+            token=token,
+            sent_at=self.clock().isoformat(),
+            channel=plan.channel,
+            address=plan.address[:254],
+            message_id=receipt.provider_id[:200],
+            attempts=plan.message.attempts + 1,
+        )
+        try:
+            self.journal.append(mark)
+        except OSError:
+            # No journal (disk full, unwritable data dir): record this one mark at once.
+            logger.exception(
+                "cannot write the sent journal; recording outbox %s directly", mark.outbox_id
+            )
+            record_marks(
+                [mark], titles={mark.outbox_id: timeline_title(plan.channel, plan.content or {})}
+            )
+            return
+        self._unflushed.append((mark, plan))
+
+    def _flush(self) -> None:
+        """Write the journaled sent marks to the outbox; then the journal can forget them."""
+        if not self._unflushed:
+            return
+        marks = [mark for mark, _ in self._unflushed]
+        titles = {
+            mark.outbox_id: timeline_title(plan.channel, plan.content or {})
+            for mark, plan in self._unflushed
+        }
+        recorded = record_marks(marks, titles=titles)
+        if recorded < len(marks):
+            logger.warning(
+                "%s of %s sent marks found their rows no longer held by this worker",
+                len(marks) - recorded,
+                len(marks),
+            )
+        self.journal.clear()
+        self._unflushed.clear()
+
     def _release(self, token: str, plans: list[Plan]) -> int:
         """Give unsent rows back to the queue (pause, shutdown)."""
         if not plans:
@@ -489,6 +556,7 @@ class DeliveryWorker:
         """Claim and process one batch. Returns what happened; never raises for one message."""
         result = BatchResult()
         config = DeliverySettings.load()
+        restore_check(config)  # a restored database starts paused (D8)
         if config.paused or self.stop_requested:
             return result
         token, rows = self.claim()
@@ -502,15 +570,17 @@ class DeliveryWorker:
         to_send = self._apply_decisions(token, plans, config, now)
         result.skipped = sum(1 for p in plans if p.skip)
         result.deferred = sum(1 for p in plans if p.defer_to is not None and not p.skip)
-        last_pause_check = time.monotonic()
+        last_pause_check = last_flush = time.monotonic()
         renew_after = self.lease.total_seconds() / 2
         for index, plan in enumerate(to_send):
             if time.monotonic() - last_pause_check >= PAUSE_CHECK_SECONDS:
                 last_pause_check = time.monotonic()
                 if DeliverySettings.objects.filter(paused=True).exists():
+                    self._flush()
                     result.released = self._release(token, to_send[index:])
                     break
             if self.stop_requested:
+                self._flush()
                 result.released = self._release(token, to_send[index:])
                 break
             if time.monotonic() - claimed_at >= renew_after:
@@ -518,6 +588,10 @@ class DeliveryWorker:
                 claimed_at = time.monotonic()
             outcome = self._send_one(token, plan, sender)
             setattr(result, outcome, getattr(result, outcome) + 1)
+            if time.monotonic() - last_flush >= FLUSH_SECONDS:
+                self._flush()
+                last_flush = time.monotonic()
+        self._flush()
         return result
 
     def _send_one(self, token: str, plan: Plan, sender: Sender) -> str:
@@ -539,7 +613,10 @@ class DeliveryWorker:
             return self._record_failure(
                 token, plan, TransportError(f"{type(error).__name__}: {error}", permanent=False)
             )
-        return "sent" if self._record_sent(token, plan, receipt) else "released"
+        if receipt.to_list:
+            return "sent" if self._record_listed(token, plan, receipt) else "released"
+        self._journal_sent(token, plan, receipt)
+        return "sent"
 
     def drain(self, *, should_stop: Callable[[], bool] = lambda: False) -> BatchResult:
         """Run batches until nothing is due (or stop is asked); the totals."""
@@ -554,6 +631,94 @@ class DeliveryWorker:
         finally:
             self.close()
         return total
+
+
+def record_marks(marks: list[SentMark], *, titles: dict[int, str] | None = None) -> int:
+    """Mark the journaled messages sent, with their timeline rows, in one transaction; the
+    number recorded. A mark applies only while its row is still claimed with the same token
+    (one UPDATE statement, run over the marks with executemany).
+
+    The messages have left; these rows only remember that. On PostgreSQL the commit does not
+    wait for the WAL flush (a disk sync saved per group): a worker crash loses nothing, only a
+    crash of the database server itself can forget the last fraction of a second of marks, and
+    those messages are sent again with the same Message-ID — never lost. SQLite's
+    synchronous=NORMAL is the same trade. KIZUNA_OUTBOX_DURABLE_SENT=1 waits for every flush.
+    `titles` are the timeline titles of the rendered messages; replayed marks (whose worker
+    died) take theirs from the stored content.
+    """
+    if not marks:
+        return 0
+    table = OutboxMessage._meta
+    quote = connection.ops.quote_name
+    # Each of these fields' column is its name.
+    assignments = ", ".join(
+        f"{quote(name)} = %s"
+        for name in ("status", "sent_at", "sent_channel", "address", "message_id", "attempts")
+    )
+    sql = (
+        f"UPDATE {quote(table.db_table)} SET {assignments}, lease_until = NULL, reason = '', "  # noqa: S608 - names from the model
+        "last_error = '' WHERE id = %s AND claimed_by = %s AND status = %s"
+    )
+    with _writing():
+        _fast_commit()
+        held = {
+            row["pk"]: row
+            for row in OutboxMessage.objects.filter(
+                pk__in=[m.outbox_id for m in marks], status=OutboxStatus.CLAIMED
+            ).values(
+                "pk", "claimed_by", "customer_id", "purpose", "scenario_id", "step_key", "content"
+            )
+        }
+        current = [
+            m for m in marks if m.outbox_id in held and held[m.outbox_id]["claimed_by"] == m.token
+        ]
+        adapt = connection.ops.adapt_datetimefield_value
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                sql,
+                [
+                    (OutboxStatus.SENT, adapt(m.when), m.channel, m.address, m.message_id,
+                     m.attempts, m.outbox_id, m.token, OutboxStatus.CLAIMED)
+                    for m in current
+                ],
+            )  # fmt: skip
+        insert_rows(
+            TimelineEvent,
+            ("customer_id", "kind", "title", "occurred_at", "ref_entity", "ref_id", "detail"),
+            [
+                (
+                    held[m.outbox_id]["customer_id"],
+                    TimelineKind.MESSAGE,
+                    (
+                        (titles or {}).get(m.outbox_id)
+                        or timeline_title(m.channel, held[m.outbox_id]["content"])
+                    )[:200],
+                    m.when,
+                    table.label,
+                    m.outbox_id,
+                    {
+                        "outbox_id": m.outbox_id,
+                        "channel": m.channel,
+                        "purpose": held[m.outbox_id]["purpose"],
+                        "scenario_id": held[m.outbox_id]["scenario_id"],
+                        "step_key": held[m.outbox_id]["step_key"],
+                        "message_id": m.message_id,
+                    },
+                )
+                for m in current
+            ],
+        )
+    return len(current)
+
+
+def replay_orphan_journals() -> int:
+    """Record the sent marks of workers that died before writing them (see journal.py)."""
+    recorded = 0
+    with orphans() as found:
+        for path, marks in found:
+            recorded += record_marks(marks)
+            logger.warning("replayed %s sent marks from %s", len(marks), path.name)
+    return recorded
 
 
 def open_list(channel: str, now: dt.datetime) -> DeliveryList:

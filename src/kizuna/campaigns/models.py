@@ -204,6 +204,9 @@ class DeliverySettings(models.Model):
     sender_contact = models.CharField("苦情・問い合わせ先", max_length=200, blank=True)
     updated_at = models.DateTimeField("更新日時", auto_now=True)
     updated_by = models.CharField("更新した人", max_length=150, blank=True)
+    # Where this database lives (kizuna.campaigns.restore): a restored or copied database
+    # carries its origin's value, and sending pauses until an admin resumes it (D8).
+    database_identity = models.CharField("データベースの識別子", max_length=200, blank=True)
 
     class Meta:
         verbose_name = "配信設定"

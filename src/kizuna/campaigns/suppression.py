@@ -2,11 +2,13 @@
 
 Adding or removing an address is audited (it is PII) and, when the address belongs to a
 customer, shown on their timeline. Bounce and complaint notifications from an ESP arrive as a
-JSON file (`kizuna campaigns bounce FILE`); SMTP 5xx refusals are added by the worker itself.
+signed webhook (POST /api/v1/webhooks/<source>/email-events) or a JSON file (`kizuna campaigns
+bounce FILE`); SMTP 5xx refusals are added by the worker itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,18 @@ _IDENTITY_KINDS = {
     SuppressionKind.PHONE: [IdentityKind.PHONE, IdentityKind.PBX_CALLER],
     SuppressionKind.LINE_USER: [IdentityKind.LINE_USER],
 }
+
+
+# Addresses of people whose data was erased (customers.privacy) are kept only as this hash of
+# the normalised address: enough to recognise the address when it comes back (an import, an
+# API create), not enough to read it.
+HASH_PREFIX = "sha256:"
+ERASED_DETAIL = "個人データ削除(APPI)の請求により登録"
+
+
+def address_hash(address: str) -> str:
+    """The stored form of a normalised address whose owner's data was erased."""
+    return HASH_PREFIX + hashlib.sha256(address.encode()).hexdigest()
 
 
 def normalise_address(kind: SuppressionKind, address: str) -> str:
@@ -121,6 +135,42 @@ def suppression_remove(*, suppression: Suppression, acting_user: Any) -> None:
     suppression.delete()
 
 
+def suppression_add_erased(
+    *, kind: SuppressionKind, address: str, customer_id: int, acting_user: Any
+) -> Suppression:
+    """Block an erased customer's normalised address by its hash, for good.
+
+    A row already holding the address in clear (a bounce, a complaint) keeps its reason and
+    becomes the hashed row, so the clear address leaves the database. The audit row names the
+    hash only.
+    """
+    hashed = address_hash(address)
+    plain = Suppression.objects.filter(kind=kind, address=address).first()
+    row = Suppression.objects.filter(kind=kind, address=hashed).first()
+    if row is None and plain is not None:
+        plain.address = hashed
+        plain.save(update_fields=["address", "updated_at"])
+        row = plain
+    elif plain is not None:
+        plain.delete()
+    if row is None:
+        row = Suppression.objects.create(
+            kind=kind,
+            address=hashed,
+            reason=SuppressionReason.MANUAL,
+            detail=ERASED_DETAIL,
+            created_by=Actor.of(acting_user).label,
+        )
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="suppression.add",
+        instance=row,
+        customer_id=customer_id,
+        changes={"address": [None, hashed], "reason": [None, str(row.reason)]},
+    )
+    return row
+
+
 @dataclass
 class NotificationReport:
     added: int = 0
@@ -132,35 +182,37 @@ class NotificationReport:
 _TYPES = {"bounce": SuppressionReason.BOUNCE, "complaint": SuppressionReason.COMPLAINT}
 
 
+def notification_apply(record: Mapping[str, Any], *, acting_user: Any) -> str:
+    """Apply one ESP notification: `{"type": "bounce"|"complaint", "email": …, "bounce_type":
+    "permanent"|"transient", "detail": …}`. "added" (the address is now suppressed, audited),
+    "already" (it was) or "ignored" (a transient bounce: the worker retries those). A record
+    that cannot be applied raises ValidationError and changes nothing."""
+    kind = str(record.get("type", "")).lower()
+    if kind not in _TYPES:
+        raise ValidationError("type は bounce か complaint です")
+    if kind == "bounce" and str(record.get("bounce_type", "permanent")) != "permanent":
+        return "ignored"
+    _, created = suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address=str(record.get("email", "")),
+        reason=_TYPES[kind],
+        detail=str(record.get("detail", "")),
+        acting_user=acting_user,
+    )
+    return "added" if created else "already"
+
+
 def notifications_ingest(
     records: Iterable[Mapping[str, Any]], *, acting_user: Any
 ) -> NotificationReport:
-    """Apply ESP notifications: `{"type": "bounce"|"complaint", "email": …, "bounce_type":
-    "permanent"|"transient", "detail": …}`. Transient bounces are counted and ignored (the
-    worker retries those); each record is applied on its own, so one bad record is reported
-    and the rest still apply."""
+    """Apply ESP notifications (see `notification_apply`), each on its own, so one bad record
+    is reported and the rest still apply."""
     report = NotificationReport()
     for number, record in enumerate(records, start=1):
-        kind = str(record.get("type", "")).lower()
-        if kind not in _TYPES:
-            report.errors.append(f"{number}件目: type は bounce か complaint です")
-            continue
-        if kind == "bounce" and str(record.get("bounce_type", "permanent")) != "permanent":
-            report.ignored += 1
-            continue
         try:
-            _, created = suppression_add(
-                kind=SuppressionKind.EMAIL,
-                address=str(record.get("email", "")),
-                reason=_TYPES[kind],
-                detail=str(record.get("detail", "")),
-                acting_user=acting_user,
-            )
+            outcome = notification_apply(record, acting_user=acting_user)
         except ValidationError as exc:
             report.errors.append(f"{number}件目: {'; '.join(exc.messages)}")
             continue
-        if created:
-            report.added += 1
-        else:
-            report.already += 1
+        setattr(report, outcome, getattr(report, outcome) + 1)
     return report

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from django.conf import settings
 from django.core import signing
 from django.db import transaction
+from django.utils.html import escape
 
 from kizuna.core.audit import Actor
 from kizuna.customers.models import Consent, ConsentChannel, ConsentMethod, Customer
@@ -26,6 +27,9 @@ UNSUBSCRIBABLE = {
     "sms": ConsentChannel.SMS,
 }
 _MAX_MERGE_HOPS = 10
+# What `{{ unsubscribe_url }}` renders as when a scenario step is queued: the link is signed
+# per recipient and channel, which only the delivery worker knows (`fill_unsubscribe_url`).
+UNSUBSCRIBE_PLACEHOLDER = "{{unsubscribe_url}}"
 
 
 class InvalidTokenError(Exception):
@@ -59,6 +63,18 @@ def read_token(token: str) -> TokenClaim:
 
 def unsubscribe_url(token: str) -> str:
     return f"{settings.KIZUNA_PUBLIC_URL}/u/{token}"
+
+
+def fill_unsubscribe_url(content: dict[str, str], url: str) -> dict[str, str]:
+    """`content` with the placeholder replaced by the recipient's one-click link (HTML-escaped
+    in the HTML part). A message without a link — transactional, paper — gets an empty string,
+    never the placeholder itself."""
+    if not any(UNSUBSCRIBE_PLACEHOLDER in value for value in content.values()):
+        return content
+    return {
+        key: value.replace(UNSUBSCRIBE_PLACEHOLDER, escape(url) if key == "html" else url)
+        for key, value in content.items()
+    }
 
 
 def unsubscribe_mailto(token: str) -> str:

@@ -1,4 +1,5 @@
-"""Fast multi-row INSERTs for the scheduler's own tables (and the demo's history).
+"""Fast multi-row INSERTs for the scheduler's own tables, the outbox (outbox_enqueue_many) and
+the demo's history.
 
 A tick may enroll and dispatch a hundred thousand customers at once. bulk_create spends far
 longer preparing each value than the database spends storing the row; these rows are new and
@@ -10,6 +11,7 @@ named get their field's default, as the ORM would give them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,12 +21,16 @@ from django.db import connection, models
 BATCH = 5000
 
 
+@functools.lru_cache(maxsize=4096)
+def _sqlite_datetime(value: dt.datetime) -> str:
+    # Cached: the rows of one insert mostly share a few moments (created, decided, due).
+    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
 def _converter(field: models.Field[Any, Any], sqlite: bool) -> Callable[[Any], Any] | None:
     kind = field.get_internal_type()
     if kind == "DateTimeField" and sqlite:
-        return lambda v: (
-            None if v is None else v.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
-        )
+        return lambda v: None if v is None else _sqlite_datetime(v)
     if kind == "DateField" and sqlite:
         return lambda v: None if v is None else v.isoformat()
     if kind == "JSONField":

@@ -85,6 +85,7 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.campaigns.models import Purpose
 from kizuna.campaigns.outbox import OutboxRow, outbox_enqueue_many, validate_content
+from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
 from kizuna.customers.models import Customer
 
@@ -207,6 +208,9 @@ def tick(now: dt.datetime | None = None) -> TickReport:
     now = now or wall
     if timezone.is_naive(now):
         raise ValueError("tick(now) needs an aware datetime")
+    # A restored database pauses delivery (D8); the tick still runs, and its backlog rule
+    # holds whatever became due while the backup was away (S10).
+    restore_check()
     holder = _holder()
     if not lease_acquire(holder):
         return TickReport(now=now, ran=False, holder=holder, note="別のスケジューラが実行中です")

@@ -34,13 +34,12 @@ from django.template.base import VariableDoesNotExist
 from kizuna.campaigns.automation.clock import jst_date
 from kizuna.campaigns.automation.models import MessageTemplate, Offer
 from kizuna.campaigns.models import Channel
+from kizuna.campaigns.unsubscribe import UNSUBSCRIBE_PLACEHOLDER
 from kizuna.commerce.models import OrderLine, OrderStatus
 from kizuna.customers.models import Customer
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
-# The e-mail channel puts the customer's own one-click link here when it sends (S5, S8).
-UNSUBSCRIBE_PLACEHOLDER = "{{unsubscribe_url}}"
 VOID_ORDER = (OrderStatus.CANCELLED, OrderStatus.RETURNED)
 
 library = Library()
@@ -344,6 +343,7 @@ def _context_chunk(
             "name": f"{family} {given}".strip(),
             "family_name": family,
             "given_name": given,
+            # The delivery worker puts the customer's own one-click link here (S5, S8).
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
             "last_product": values.get("last_product") or "",
             "last_order_date": jst_date(values["last_ordered_at"])
