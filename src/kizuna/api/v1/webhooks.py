@@ -1,4 +1,5 @@
-"""Webhooks the cart posts: order events and customer events.
+"""Webhooks the cart posts (order and customer events) and the e-mail provider posts (bounces
+and complaints).
 
 Authenticated by the HMAC signature of the raw body (kizuna.core.webhooks), not by an API key.
 Each event is applied once whatever the number of deliveries (RELIABILITY I2), and an older
@@ -22,6 +23,7 @@ from kizuna.api.ingest import resolve_customer, with_retries
 from kizuna.api.schemas import ProfileFields, RequiredIdentitiesIn, Timestamp, chars
 from kizuna.api.v1.orders import OrderBody, OrderNumber, ingest_order
 from kizuna.api.v1.responses import errors_for
+from kizuna.campaigns.suppression import notification_apply
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
 from kizuna.customers.models import Customer
@@ -204,3 +206,60 @@ def _apply_customer_event(
         _, fields = django_fields(exc, prefix="data.profile.")
         raise ValidationError(fields or exc.messages) from None
     return "updated" if updated.updated_at != before else "unchanged"
+
+
+class EmailEventData(Schema):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["bounce", "complaint"] = Field(
+        description="bounce(不達)または complaint(迷惑メール報告)"
+    )
+    email: Annotated[str, chars(254, min_length=1)] = Field(
+        description="対象のメールアドレス", examples=["hanako@example.jp"]
+    )
+    bounce_type: Literal["permanent", "transient"] = Field(
+        default="permanent", description="bounce のみ。transient(一時的な不達)は無視します"
+    )
+    detail: Annotated[str, chars(500)] = Field(default="", description="診断メッセージなど")
+
+
+class EmailEvent(Envelope):
+    data: EmailEventData
+
+
+class EmailEventOut(Schema):
+    event_id: str
+    duplicate: bool = Field(description="true: 受信済みのイベント(何も変更していません)")
+    outcome: str = Field(
+        description="added(配信停止に追加)/ already(登録済み)/ ignored(一時的な不達)"
+    )
+
+
+@router.post(
+    "/webhooks/{source}/email-events",
+    response={200: EmailEventOut, **_ERRORS},
+    auth=WebhookSignatureAuth(),
+    summary="メールのバウンス・苦情通知を受け取る(Webhook)",
+)
+def email_event_webhook(
+    request: HttpRequest, source: Path[SourceSlug], payload: EmailEvent
+) -> dict[str, Any]:
+    """メール配信サービスからのバウンス(恒久的な不達)・苦情通知。署名とタイムスタンプの
+    確認、イベントIDでの重複排除は注文イベントと同じです。対象のアドレスを配信停止リストに
+    追加し(監査ログに記録)、以後そのアドレスへは取引連絡も含めて送信しません。"""
+    sender: WebhookSource = request.auth  # type: ignore[attr-defined]
+    with transaction.atomic():
+        event = webhooks.webhook_event_claim(
+            source=sender, event_id=payload.id, topic="email", source_updated_at=None
+        )
+        if event is None:
+            previous = webhooks.webhook_event_previous(source=sender, event_id=payload.id)
+            return {
+                "event_id": payload.id,
+                "duplicate": True,
+                "outcome": previous.outcome if previous else "",
+            }
+        outcome = notification_apply(payload.data.model_dump(), acting_user=webhook_actor(sender))
+        # The address is not stored with the event (it is PII; the suppression row has it).
+        webhooks.webhook_event_finish(event=event, customer_id=None, ref="", outcome=outcome)
+    return {"event_id": payload.id, "duplicate": False, "outcome": outcome}
