@@ -2,6 +2,8 @@
 
 RELIABILITY I2: one webhook event delivered N times at once creates exactly one order.
 RELIABILITY I4: N requests with one Idempotency-Key at once run the write exactly once.
+A new customer's first contact on N connections at once creates one customer: identity
+resolution settles the race on the unique identity index itself (savepoint, read again).
 On PostgreSQL the requests really overlap; SQLite runs writers one at a time, and the same
 assertions must hold there too.
 """
@@ -15,14 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 
 from kizuna.commerce.models import Order
 from kizuna.core import webhooks
 from kizuna.core.audit import Actor
-from kizuna.core.models import IdempotencyKey, WebhookEvent
-from kizuna.customers.models import Customer
+from kizuna.core.models import AuditLog, IdempotencyKey, WebhookEvent
+from kizuna.customers.models import Customer, DuplicateCandidate, IdentityKind
+from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
 from tests.test_api_common import make_key
 from tests.test_webhooks import order_event
 
@@ -139,3 +142,85 @@ def test_one_idempotency_key_sent_concurrently_runs_once() -> None:
             assert response.json()["error"]["code"] == "idempotency_key_in_use"
     assert Customer.objects.count() == 1
     assert IdempotencyKey.objects.get().status_code == 201
+
+
+def _first_order(number: str) -> bytes:
+    return json.dumps(
+        {
+            "customer": {
+                "identities": {"email": "First.Contact@example.jp", "phone": "090-1111-2222"},
+                "profile": {"family_name": "山田", "given_name": "花子"},
+            },
+            "ordered_at": "2026-05-01T10:00:00+09:00",
+            "lines": [
+                {
+                    "product_code": "SK-01",
+                    "product_name": "美容液",
+                    "unit_price": 980,
+                    "quantity": 1,
+                }
+            ],
+        }
+    ).encode()
+
+
+def test_first_contact_of_one_new_customer_on_many_connections_creates_one_customer() -> None:
+    # given: a new customer's first orders arrive at once, each on its own connection
+    _, secret = make_key()
+    headers = {"Authorization": f"Bearer {secret}"}
+    turn = iter(range(THREADS))
+    lock = threading.Lock()
+
+    def send(client: Client) -> Any:
+        with lock:
+            n = next(turn)
+        return client.put(
+            f"/api/v1/orders/F-{n}",
+            _first_order(f"F-{n}"),
+            content_type="application/json",
+            headers=headers,
+        )
+
+    responses = run_together(send)
+    # then: every order is stored, all with the one customer the winner created
+    assert [r.status_code for r in responses] == [201] * THREADS, [r.content for r in responses]
+    customer = Customer.objects.get()
+    assert {r.json()["customer_id"] for r in responses} == {customer.pk}
+    assert [r.json()["customer_created"] for r in responses].count(True) == 1
+    assert Order.objects.filter(customer=customer).count() == THREADS
+    assert customer.identities.count() == 2
+    assert not DuplicateCandidate.objects.exists()
+    creations = AuditLog.objects.filter(action="customer.create")
+    assert list(creations.values_list("entity_id", flat=True)) == [str(customer.pk)]
+
+
+def test_concurrent_resolution_of_the_same_new_identities_settles_on_one_customer() -> None:
+    # given: the service itself, called at once from several connections (an import and the
+    # API, say), each resolving a chunk in which the same new customer appears
+    def resolve(_client: Client) -> Any:
+        with transaction.atomic():
+            results = customers_resolve_many(
+                [
+                    ResolveRequest(
+                        {IdentityKind.EMAIL: f"other{threading.get_ident()}@example.jp"},
+                        {"family_name": "別人"},
+                    ),
+                    ResolveRequest(
+                        {IdentityKind.CART_MEMBER: "EC-777", IdentityKind.EMAIL: "same@example.jp"},
+                        {"family_name": "佐藤"},
+                    ),
+                ],
+                acting_user=Actor.system("test"),
+                source="test",
+            )
+        return [r.customer.pk for r in results if not isinstance(r, Exception)]
+
+    resolved = run_together(resolve)
+    # then: one customer holds both identities; every caller got it
+    same = Customer.objects.get(family_name="佐藤")
+    assert {pks[1] for pks in resolved} == {same.pk}
+    assert sorted(same.identities.values_list("kind", flat=True)) == [
+        IdentityKind.CART_MEMBER,
+        IdentityKind.EMAIL,
+    ]
+    assert Customer.objects.filter(family_name="別人").count() == THREADS

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from kizuna.accounts.models import ApiScope
 from kizuna.commerce.models import Order, OrderStatus
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, IdentityKind, TimelineKind
 from tests.factories import add_identity, make_customer
-from tests.test_api_common import ApiClient, assert_error, full_access_client
+from tests.test_api_common import ApiClient, assert_error, full_access_client, make_key
 
 pytestmark = pytest.mark.django_db
 
@@ -161,3 +162,93 @@ def test_a_discount_larger_than_the_order_is_refused_by_the_service(api: ApiClie
     assert error["fields"] == {"total": "合計金額がマイナスになります"}
     assert not Order.objects.exists()
     assert not Customer.objects.exists()  # the customer created on the way was rolled back
+
+
+# -- POST /orders/batch --------------------------------------------------------------------------
+
+BATCH = "/api/v1/orders/batch"
+
+
+def batch_item(number: str, email: str = "hanako@example.jp", **overrides: Any) -> dict[str, Any]:
+    body = copy.deepcopy(order_body(**overrides))
+    body["customer"]["identities"] = {"email": email}
+    return {"number": number, **body}
+
+
+def test_a_batch_stores_each_order_and_answers_for_each_in_order(api: ApiClient) -> None:
+    orders = [
+        batch_item("B-1"),
+        batch_item("B-2", discount=100_000),  # refused by the service: only this one
+        batch_item("B-3", email="ichiro@example.jp"),
+        batch_item("B-1", status="shipped", shipped_on="2026-05-02"),  # then updated in turn
+    ]
+    response = api.post(BATCH, {"orders": orders})
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert [(r["number"], r["ok"]) for r in body["results"]] == [
+        ("B-1", True),
+        ("B-2", False),
+        ("B-3", True),
+        ("B-1", True),
+    ]
+    first, refused, third, again = body["results"]
+    assert (first["order"]["outcome"], again["order"]["outcome"]) == ("created", "updated")
+    assert first["order"]["customer_created"]
+    assert third["order"]["customer_created"]
+    assert refused["order"] is None
+    assert refused["error"]["code"] == "invalid_data"
+    assert refused["error"]["fields"] == {"total": "合計金額がマイナスになります"}
+    assert (body["created"], body["updated"], body["failed"]) == (2, 1, 1)
+    assert sorted(Order.objects.values_list("number", flat=True)) == ["B-1", "B-3"]
+    assert Order.objects.get(number="B-1").status == OrderStatus.SHIPPED
+    assert Customer.objects.count() == 2
+
+    # the same batch again changes nothing
+    again_body = api.post(BATCH, {"orders": orders[:1] + orders[2:]}).json()
+    assert [r["order"]["outcome"] for r in again_body["results"]] == [
+        "unchanged",
+        "unchanged",
+        "unchanged",
+    ]
+
+
+def test_a_batch_names_a_new_customers_profile_error_on_its_item(api: ApiClient) -> None:
+    item = batch_item("B-1", email="new@example.jp")
+    item["customer"]["profile"]["postal_code"] = "12"  # no such postal code
+    result = api.post(BATCH, {"orders": [item, batch_item("B-2")]}).json()["results"]
+    assert list(result[0]["error"]["fields"]) == ["customer.profile.postal_code"]
+    assert result[1]["ok"]
+    assert list(Order.objects.values_list("number", flat=True)) == ["B-2"]
+
+
+def test_a_malformed_batch_is_refused_whole_with_the_place_named(api: ApiClient) -> None:
+    bad = batch_item("B-2")
+    bad["lines"][0]["quantity"] = 0
+    error = assert_error(api.post(BATCH, {"orders": [batch_item("B-1"), bad]}), 422)
+    assert error["fields"] == {"orders.1.lines.0.quantity": "1以上で指定してください"}
+    assert not Order.objects.exists()
+
+
+def test_a_batch_holds_at_most_500_orders(api: ApiClient) -> None:
+    orders = [batch_item(f"B-{n}") for n in range(501)]
+    error = assert_error(api.post(BATCH, {"orders": orders}), 422)
+    assert error["fields"] == {"orders": "500件以内で指定してください"}
+    assert not Order.objects.exists()
+
+
+def test_a_batch_needs_the_orders_write_scope(db: None) -> None:
+    _, secret = make_key(ApiScope.CUSTOMERS_READ)
+    error = assert_error(ApiClient(secret).post(BATCH, {"orders": [batch_item("B-1")]}), 403)
+    assert error["code"] == "missing_scope"
+    assert not Order.objects.exists()
+
+
+def test_a_batch_resent_with_its_idempotency_key_is_replayed(api: ApiClient) -> None:
+    body = {"orders": [batch_item("B-1"), batch_item("B-2")]}
+    headers = {"Idempotency-Key": "sync-2026-05-01"}
+    first = api.post(BATCH, body, headers=headers)
+    second = api.post(BATCH, body, headers=headers)
+    assert second.status_code == first.status_code == 200
+    assert second.has_header("Idempotent-Replayed")
+    assert second.content == first.content
+    assert AuditLog.objects.filter(action="order.create").count() == 2

@@ -1,7 +1,7 @@
 """Re-importing: unchanged orders are recognised in bulk, every real change still goes through.
 
-The importer skips orders it can prove `order_upsert` would leave UNCHANGED. These tests make
-sure that proof never swallows a change a later export carries.
+The importer compares a whole batch with what is stored in a few queries (the bulk upsert).
+These tests make sure that comparison never swallows a change a later export carries.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ API_ROUTES = [
     "api-root", "change_points", "create_customer", "create_subscription", "customer_webhook",
     "docs-asset", "get_customer", "get_points", "get_subscription", "ingest_events",
     "list_onsite_messages", "openapi-json", "openapi-view", "order_webhook", "search_customers",
-    "update_customer", "update_subscription", "upsert_order",
+    "update_customer", "update_subscription", "upsert_order", "upsert_orders_batch",
     "list_analytics_runs", "get_analytics_run", "list_analytics_segments", "list_analytics_kpis",
     "get_analytics_kpi", "get_customer_scores", "list_analytics_scores",
     "email_event_webhook", "export_customer", "erase_customer",

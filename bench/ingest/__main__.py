@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 
+from bench.foundation import load_average
+
 POSTGRES = os.environ.get("KIZUNA_BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432")
 
 
@@ -28,8 +30,9 @@ def main() -> None:
         ["-m", "bench.ingest.api", "--database-url", f"{POSTGRES}/kizuna_bench_api"],
     ]
     for step in steps:
-        print(f"$ python {' '.join(step)}", flush=True)
+        print(f"$ python {' '.join(step)}   (load average {load_average()})", flush=True)
         subprocess.run([sys.executable, *step], check=True)  # noqa: S603
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,16 @@
 """Benchmark for the REST API: order upserts per second through gunicorn on PostgreSQL.
 
     python -m bench.ingest.api                                   # 5,000 orders
-    python -m bench.ingest.api --count 20000 --threads 8
+    python -m bench.ingest.api --count 20000 --threads 8 --batch-size 500
     python -m bench.ingest.api --database-url postgres://postgres@127.0.0.1:5432/kizuna_bench_api
 
 A fresh database named after the URL's (default `kizuna_bench_api`) is created, migrated and
 dropped afterwards. The app is served by gunicorn (2 sync workers) on 127.0.0.1; a client
-with a few threads, each holding one keep-alive connection, sends `PUT /api/v1/orders/{n}`
-for `count` orders (one customer per four orders, resolved by e-mail and cart member ID):
-first as new orders, then the same bodies again (the idempotent "unchanged" path). The
+with a few threads, each holding one keep-alive connection, sends `count` orders (one customer
+per four orders, resolved by e-mail and cart member ID) two ways: one order per request
+(`PUT /api/v1/orders/{n}`), and `--batch-size` orders per request (`POST
+/api/v1/orders/batch`, other order numbers). Each way runs twice: first as new orders, then
+the same bodies again (the idempotent "unchanged" path). The
 target from the ingest issue is 300 order upserts/s, printed as a ratio (≥ 1.0 meets it);
 the floor is the same order rows loaded with COPY into a bare table. The gunicorn workers'
 CPU time per order is printed too: unlike orders/s it does not depend on what else the
@@ -35,6 +37,7 @@ from urllib.parse import urlsplit, urlunsplit
 TARGET_PER_S = 300.0
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/kizuna_bench_api"
 WORKERS = 2
+BATCH_SIZE = 500
 
 
 def order_body(n: int) -> dict[str, Any]:
@@ -128,23 +131,26 @@ def _worker_cpu_seconds(master_pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _fire(port: int, secret: str, count: int, threads: int) -> tuple[float, Counter[int]]:
-    """Send `count` order upserts from `threads` keep-alive connections; (seconds, statuses)."""
-    bodies = [json.dumps(order_body(n)).encode() for n in range(count)]
+def _fire(
+    port: int, secret: str, requests: list[tuple[str, str, bytes]], threads: int
+) -> tuple[float, Counter[int]]:
+    """Send (method, path, body) requests from `threads` keep-alive connections;
+    (seconds, statuses)."""
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
-    next_index = iter(range(count))
+    next_index = iter(range(len(requests)))
     headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
 
     def worker() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
         local: Counter[int] = Counter()
         while True:
             with lock:
                 n = next(next_index, None)
             if n is None:
                 break
-            conn.request("PUT", f"/api/v1/orders/B{n:08d}", bodies[n], headers)
+            method, path, body = requests[n]
+            conn.request(method, path, body, headers)
             response = conn.getresponse()
             response.read()
             local[response.status] += 1
@@ -159,6 +165,25 @@ def _fire(port: int, secret: str, count: int, threads: int) -> tuple[float, Coun
     for thread in pool:
         thread.join()
     return time.perf_counter() - started, statuses
+
+
+def single_requests(count: int) -> list[tuple[str, str, bytes]]:
+    """One `PUT /orders/{number}` per order."""
+    return [
+        ("PUT", f"/api/v1/orders/B{n:08d}", json.dumps(order_body(n)).encode())
+        for n in range(count)
+    ]
+
+
+def batch_requests(count: int, size: int) -> list[tuple[str, str, bytes]]:
+    """`POST /orders/batch` with `size` orders each (numbers C…, so they are new orders)."""
+    requests = []
+    for start in range(0, count, size):
+        orders = [
+            {"number": f"C{n:08d}", **order_body(n)} for n in range(start, min(start + size, count))
+        ]
+        requests.append(("POST", "/api/v1/orders/batch", json.dumps({"orders": orders}).encode()))
+    return requests
 
 
 def floor_copy(database_url: str, count: int) -> float:
@@ -181,8 +206,11 @@ def floor_copy(database_url: str, count: int) -> float:
     return seconds
 
 
-def run(database_url: str, count: int, threads: int = 4) -> list[dict[str, Any]]:
-    """Upsert `count` orders through the API twice (new, then unchanged); one result per pass."""
+def run(
+    database_url: str, count: int, threads: int = 4, batch_size: int = BATCH_SIZE
+) -> list[dict[str, Any]]:
+    """Upsert `count` orders one per request, then in batches, each twice (new, then
+    unchanged); one result per pass."""
     url = _fresh_database(database_url)
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="kizuna-bench-api-") as tmp:
@@ -208,6 +236,8 @@ def run(database_url: str, count: int, threads: int = 4) -> list[dict[str, Any]]
                     str(WORKERS),
                     "--bind",
                     f"127.0.0.1:{port}",
+                    "--timeout",
+                    "300",
                     "--log-level",
                     "warning",
                 ],
@@ -215,25 +245,32 @@ def run(database_url: str, count: int, threads: int = 4) -> list[dict[str, Any]]
             )
             _wait_until_serving(port, server)
             results = []
-            for label in ("新規", "再送(変更なし)"):
-                cpu_before = _worker_cpu_seconds(server.pid)
-                seconds, statuses = _fire(port, secret, count, threads)
-                cpu = _worker_cpu_seconds(server.pid) - cpu_before
-                results.append(
-                    {
-                        "pass": label,
-                        "orders": count,
-                        "threads": threads,
-                        "workers": WORKERS,
-                        "seconds": seconds,
-                        "orders_per_s": count / seconds,
-                        "ratio_to_target": count / seconds / TARGET_PER_S,
-                        # Independent of other load on the machine: what one order costs the
-                        # app server, and so how many orders one free core could take.
-                        "worker_cpu_ms_per_order": cpu / count * 1000,
-                        "statuses": dict(sorted(statuses.items())),
-                    }
-                )
+            ways = [
+                ("PUT 1件ずつ", 1, single_requests(count)),
+                (f"POST batch {batch_size}件", batch_size, batch_requests(count, batch_size)),
+            ]
+            for way, size, requests in ways:
+                for label in ("新規", "再送(変更なし)"):
+                    cpu_before = _worker_cpu_seconds(server.pid)
+                    seconds, statuses = _fire(port, secret, requests, threads)
+                    cpu = _worker_cpu_seconds(server.pid) - cpu_before
+                    results.append(
+                        {
+                            "way": way,
+                            "pass": label,
+                            "orders": count,
+                            "orders_per_request": size,
+                            "threads": threads,
+                            "workers": WORKERS,
+                            "seconds": seconds,
+                            "orders_per_s": count / seconds,
+                            "ratio_to_target": count / seconds / TARGET_PER_S,
+                            # Independent of other load on the machine: what one order costs
+                            # the app server, and so how many orders one free core could take.
+                            "worker_cpu_ms_per_order": cpu / count * 1000,
+                            "statuses": dict(sorted(statuses.items())),
+                        }
+                    )
             floor = floor_copy(url, count)
         finally:
             if server is not None:
@@ -251,11 +288,14 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_URL, help="PostgreSQL URL")
     parser.add_argument("--count", type=int, default=5_000, help="orders to upsert")
     parser.add_argument("--threads", type=int, default=4, help="client threads")
+    parser.add_argument(
+        "--batch-size", type=int, default=BATCH_SIZE, help="orders per batch request"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; gunicorn {WORKERS} workers; PostgreSQL")
-    for result in run(args.database_url, args.count, args.threads):
+    for result in run(args.database_url, args.count, args.threads, args.batch_size):
         print(
-            f"API order upsert {result['pass']:<10} {result['orders']:>7,} orders, "
+            f"API {result['way']:<16} {result['pass']:<10} {result['orders']:>7,} orders, "
             f"{result['threads']} client threads: {result['seconds']:6.1f} s = "
             f"{result['orders_per_s']:6,.0f} orders/s | target {TARGET_PER_S:.0f}/s: ratio "
             f"{result['ratio_to_target']:.2f} | COPY floor {result['floor_orders_per_s']:,.0f}/s "

@@ -9,7 +9,9 @@ customers) is imported into a fresh database by a child process, whose peak RSS 
 `os.wait4` (and its anonymous memory, sampled from /proc, apart from SQLite's mmap of the
 database file). The floor is the same file decoded, parsed and loaded into one bare table with a
 plain `executemany` (SQLite) or `COPY` (PostgreSQL). Targets from the ingest issue, printed as
-ratios: the import within 5x of the floor, and peak memory flat as the file grows.
+ratios: the import within 5x of the floor, and peak memory flat as the file grows. The
+import's CPU time (user + system, from the same `wait4`) is printed too: unlike the wall time,
+it hardly depends on what else the machine is running.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class ChildRun:
     peak_rss_mib: float  # VmHWM: everything resident, including SQLite's mmap of its file
     peak_heap_mib: float  # the most RssAnon seen: the process's own memory
     stdout: str
+    cpu_seconds: float  # user + system: what the import costs, whatever else the machine runs
 
 
 def _sample_heap(pid: int, peak: list[int]) -> None:
@@ -169,7 +172,8 @@ def _child(args: list[str], env: dict[str, str]) -> ChildRun:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"kizuna {args[0]} exited {code}: {text[-2000:]}")
-    return ChildRun(seconds, usage.ru_maxrss / 1024, heap[0] / 1024, text)
+    cpu = usage.ru_utime + usage.ru_stime
+    return ChildRun(seconds, usage.ru_maxrss / 1024, heap[0] / 1024, text, cpu)
 
 
 def _fresh_postgres(database_url: str) -> tuple[str, str]:
@@ -220,6 +224,7 @@ def run(rows: int, database_url: str | None) -> list[dict[str, Any]]:
                         "database": "postgresql" if database_url else "sqlite",
                         "seconds": child.seconds,
                         "rows_per_s": rows / child.seconds,
+                        "cpu_seconds": child.cpu_seconds,
                         "peak_rss_mib": child.peak_rss_mib,
                         "peak_heap_mib": child.peak_heap_mib,
                         "file_mib": csv_path.stat().st_size / (1024 * 1024),
@@ -258,7 +263,7 @@ def main() -> None:
                 f"floor {result['floor_seconds']:.2f} s = {result['floor_rows_per_s']:,.0f} rows/s | "
                 f"x{result['ratio_to_floor']:.0f} of floor (target x{TARGET_RATIO:.0f}: "
                 f"ratio {ratio:.1f}) | peak RSS {result['peak_rss_mib']:.0f} MiB "
-                f"(heap {result['peak_heap_mib']:.0f} MiB)"
+                f"(heap {result['peak_heap_mib']:.0f} MiB) | import CPU {result['cpu_seconds']:.0f} s"
             )
             print(f"  {json.dumps(result['summary'], ensure_ascii=False)}")
 

@@ -1,14 +1,17 @@
 """Write paths for orders: the one upsert every ingest route (CSV, API, webhook) goes through.
 
-`order_upsert` is idempotent (the same input twice changes nothing the second time) and
+`orders_upsert_many` is idempotent (the same input twice changes nothing the second time) and
 monotonic (an update never moves an order back to an earlier state, RELIABILITY I3), so
-importers and webhooks can replay, retry and arrive out of order safely.
+importers and webhooks can replay, retry and arrive out of order safely. It writes a whole
+chunk of orders (a CSV batch, an API batch) in a constant number of statements; `order_upsert`
+is its one-order case, so every route shares one code path.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,9 +31,11 @@ from kizuna.commerce.models import (
     Shipment,
 )
 from kizuna.core import jp
-from kizuna.core.audit import Actor, audit_record, diff
-from kizuna.customers.models import Customer, TimelineKind
-from kizuna.customers.timeline import timeline_add
+from kizuna.core.audit import Actor, audit_row, diff
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
+from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
+from kizuna.customers.timeline import timeline_row
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,10 @@ class OrderInput:
     @property
     def total(self) -> int:
         return self.subtotal - self.discount + self.shipping_fee - self.points_used
+
+
+# A chunk that keeps losing creation races on new order numbers is tried this often.
+ATTEMPTS = 3
 
 
 class UpsertOutcome(enum.Enum):
@@ -137,182 +146,427 @@ def _order_fields(data: OrderInput) -> dict[str, Any]:
     }
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class OrderItem:
+    """One order of a bulk upsert and who placed it.
+
+    `customer` when the caller knows it; otherwise `who` is resolved (kizuna.customers.
+    resolution) — only when the order is new: an update never moves an order to another
+    customer, and resolving again could create a customer nobody uses.
+    """
+
+    data: OrderInput
+    customer: Customer | None = None
+    who: ResolveRequest | None = None
+
+
+@dataclass
+class OrderResult:
+    """What became of one OrderItem: the order and its outcome, or why it was refused
+    (`customer_error`: the refusal is about the customer's identities or profile)."""
+
+    order: Order | None = None
+    outcome: UpsertOutcome | None = None
+    customer_created: bool = False
+    error: ValidationError | None = None
+    customer_error: bool = False
+
+
 def order_upsert(
     *, customer: Customer, data: OrderInput, acting_user: Any
 ) -> tuple[Order, UpsertOutcome]:
-    """Create the order, or bring the stored one up to date with `data`.
+    """Create the order, or bring the stored one up to date with `data`: the one-order case
+    of `orders_upsert_many`. Raises ValidationError for an order that cannot be stored."""
+    (result,) = orders_upsert_many([OrderItem(data, customer=customer)], acting_user=acting_user)
+    if result.error is not None:
+        raise result.error
+    assert result.order is not None  # noqa: S101 - set whenever there is no error
+    assert result.outcome is not None  # noqa: S101 - likewise
+    return result.order, result.outcome
 
-    The order row is locked while it is compared, so concurrent deliveries of the same update
-    serialise; the unique order number makes a concurrent double-create fail rather than
-    duplicate (callers retry, and the retry finds the order).
+
+def orders_upsert_many(
+    items: Sequence[OrderItem], *, acting_user: Any, source: str = ""
+) -> list[OrderResult]:
+    """Upsert each order as if one after another, in a constant number of statements.
+
+    Stored orders are read with their lines, shipments and reversals in one query each (their
+    rows locked on PostgreSQL, so concurrent deliveries of one order serialise), compared in
+    Python, and the changes written with one bulk statement per table. The same order number
+    twice in `items` is two upserts in turn: the second is applied in a later round that reads
+    what the first wrote. An item that fails validation gets its error and writes nothing.
+
+    Two writers creating the same new order race on the unique order number: the loser rolls
+    back to a savepoint, reads again and applies its item as an update of the winner's order.
+    `source` is recorded on identities added while resolving customers.
     """
-    validate_order_input(data)
     actor = Actor.of(acting_user)
-    number = jp.normalize_identifier(data.number)
-    order = Order.objects.select_for_update().filter(number=number).first()
-    if order is None:
-        return _create(customer=customer, number=number, data=data, actor=actor), (
-            UpsertOutcome.CREATED
+    for attempt in range(ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _upsert(items, actor=actor, source=source)
+        except IntegrityError as exc:
+            if attempt == ATTEMPTS - 1 or not _is_order_number_clash(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_order_number_clash(exc: IntegrityError) -> bool:
+    """The unique order number refused a new order: PostgreSQL names the index
+    (commerce_order_number_key), SQLite the column (commerce_order.number)."""
+    text = str(exc)
+    return "commerce_order_number" in text or "commerce_order.number" in text
+
+
+def _upsert(items: Sequence[OrderItem], *, actor: Actor, source: str) -> list[OrderResult]:
+    results = [OrderResult() for _ in items]
+    rounds: list[list[tuple[int, str]]] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        try:
+            validate_order_input(item.data)
+        except ValidationError as exc:
+            results[index].error = exc
+            continue
+        number = jp.normalize_identifier(item.data.number)
+        turn = seen.get(number, 0)
+        seen[number] = turn + 1
+        if turn == len(rounds):
+            rounds.append([])
+        rounds[turn].append((index, number))
+    for entries in rounds:
+        _Round(actor=actor, source=source).run([(items[i], n, results[i]) for i, n in entries])
+    return results
+
+
+class _Round:
+    """Items with distinct order numbers: read what is stored, decide, write in bulk."""
+
+    def __init__(self, *, actor: Actor, source: str) -> None:
+        self.actor = actor
+        self.source = source
+        self.now = timezone.now()
+        self.created: list[Order] = []
+        self.saved: list[Order] = []  # changed: every field written
+        self.touched: list[Order] = []  # unchanged but for the cart's version timestamp
+        self.lines_for: list[tuple[Order, OrderInput]] = []
+        self.relined: list[int] = []  # stored orders whose lines are replaced
+        self.new_shipments: list[Shipment] = []
+        self.changed_shipments: list[Shipment] = []
+        self.new_reversals: list[OrderReversal] = []
+        # Built once the rows they refer to have ids: (customer, kind, title, at, ref).
+        self.timeline: list[tuple[Customer, TimelineKind, str, dt.datetime, Any]] = []
+        self.audit: list[tuple[str, Order, dict[str, list[Any]]]] = []
+
+    def run(self, entries: list[tuple[OrderItem, str, OrderResult]]) -> None:
+        stored = _Stored.read([number for _, number, _ in entries])
+        customers = self._customers(
+            [(item, result) for item, number, result in entries if number not in stored.orders]
         )
-    if (
-        data.source_updated_at is not None
-        and order.source_updated_at is not None
-        and data.source_updated_at < order.source_updated_at
-    ):
-        return order, UpsertOutcome.STALE
-    changed = _update(order=order, data=data, actor=actor)
-    return order, UpsertOutcome.UPDATED if changed else UpsertOutcome.UNCHANGED
+        for item, number, result in entries:
+            if result.error is not None:
+                continue
+            order = stored.orders.get(number)
+            if order is None:
+                result.order = self._create(number, item.data, customers[id(item)])
+                result.outcome = UpsertOutcome.CREATED
+            else:
+                result.order = order
+                result.outcome = self._update(order, item.data, stored)
+        self._write()
 
+    def _customers(self, new: list[tuple[OrderItem, OrderResult]]) -> dict[int, Customer]:
+        """Who placed each new order: given, or resolved for all of them at once."""
+        found = {id(item): item.customer for item, _ in new if item.customer is not None}
+        asked = [(item, result) for item, result in new if item.customer is None]
+        if not asked:
+            return found
+        requests = [item.who or ResolveRequest(identities={}) for item, _ in asked]
+        resolved = customers_resolve_many(requests, acting_user=self.actor, source=self.source)
+        for (item, result), resolution in zip(asked, resolved, strict=True):
+            if isinstance(resolution, ValidationError):
+                result.error = resolution
+                result.customer_error = True
+            else:
+                found[id(item)] = resolution.customer
+                result.customer_created = resolution.created
+        return found
 
-def _create(*, customer: Customer, number: str, data: OrderInput, actor: Actor) -> Order:
-    order = Order.objects.create(
-        number=number,
-        customer=customer,
-        status=data.status.value,
-        source=data.source,
-        source_updated_at=data.source_updated_at,
-        **_order_fields(data),
-    )
-    _replace_lines(order, data)
-    timeline_add(
-        customer=customer,
-        kind=TimelineKind.ORDER,
-        title=f"注文 {number}(¥{order.total:,})",
-        occurred_at=data.ordered_at,
-        ref=order,
-    )
-    audit_record(actor=actor, action="order.create", instance=order, customer_id=customer.pk)
-    _apply_fulfilment(order=order, data=data)
-    return order
+    # -- deciding, order by order -----------------------------------------------------------
 
+    def _create(self, number: str, data: OrderInput, customer: Customer) -> Order:
+        order = Order(
+            number=number,
+            customer=customer,
+            status=data.status.value,
+            source=data.source,
+            source_updated_at=data.source_updated_at,
+            **_order_fields(data),
+        )
+        self.created.append(order)
+        self.lines_for.append((order, data))
+        self.timeline.append(
+            (
+                customer,
+                TimelineKind.ORDER,
+                f"注文 {number}(¥{order.total:,})",
+                data.ordered_at,
+                order,
+            )
+        )
+        self.audit.append(("order.create", order, {}))
+        self._fulfil(order, data, shipment=None, reversal_kinds=set())
+        return order
 
-def _update(*, order: Order, data: OrderInput, actor: Actor) -> bool:
-    new_fields = _order_fields(data)
-    old_fields = {name: getattr(order, name) for name in new_fields}
-    changes = diff(old_fields, new_fields)
-    lines_changed = _lines_signature(order) != _input_signature(data)
-    status = _effective_status(order.status, data.status)
-    if status != order.status:
-        changes["status"] = [order.status, status]
-    for name, value in new_fields.items():
-        setattr(order, name, value)
-    order.status = status
-    if data.source_updated_at is not None:
-        order.source_updated_at = data.source_updated_at
-    fulfilment_changed = _apply_fulfilment(order=order, data=data)
-    if not changes and not lines_changed and not fulfilment_changed:
+    def _update(self, order: Order, data: OrderInput, stored: _Stored) -> UpsertOutcome:
+        if (
+            data.source_updated_at is not None
+            and order.source_updated_at is not None
+            and data.source_updated_at < order.source_updated_at
+        ):
+            return UpsertOutcome.STALE
+        new_fields = _order_fields(data)
+        changes = diff({name: getattr(order, name) for name in new_fields}, new_fields)
+        lines_changed = sorted(stored.lines.get(order.pk, [])) != _input_signature(data)
+        status = _effective_status(order.status, data.status)
+        if status != order.status:
+            changes["status"] = [order.status, status]
+        for name, value in new_fields.items():
+            setattr(order, name, value)
+        order.status = status
         if data.source_updated_at is not None:
-            order.save(update_fields=["source_updated_at"])
-        return False
-    if lines_changed:
-        _replace_lines(order, data)
-        changes["lines"] = ["変更前", "変更後"]
-    order.save()
-    audit_record(
-        actor=actor,
-        action="order.update",
-        instance=order,
-        customer_id=order.customer_id,
-        changes=changes,
-    )
-    return True
+            order.source_updated_at = data.source_updated_at
+        fulfilment_changed = self._fulfil(
+            order,
+            data,
+            shipment=stored.shipments.get(order.pk),
+            reversal_kinds=stored.reversals.get(order.pk, set()),
+        )
+        if not changes and not lines_changed and not fulfilment_changed:
+            if data.source_updated_at is not None:
+                self.touched.append(order)
+            return UpsertOutcome.UNCHANGED
+        if lines_changed:
+            self.relined.append(order.pk)
+            self.lines_for.append((order, data))
+            changes["lines"] = ["変更前", "変更後"]
+        order.updated_at = self.now  # bulk_update does not apply auto_now
+        self.saved.append(order)
+        self.audit.append(("order.update", order, changes))
+        return UpsertOutcome.UPDATED
+
+    def _fulfil(
+        self,
+        order: Order,
+        data: OrderInput,
+        *,
+        shipment: Shipment | None,
+        reversal_kinds: set[str],
+    ) -> bool:
+        """Record shipping, delivery and cancellation facts not yet known. Facts only
+        accumulate: a later input that lacks a date does not erase it."""
+        changed = False
+        customer = order.customer
+        if data.shipped_on and shipment is None:
+            shipment = Shipment(
+                order=order,
+                shipped_on=data.shipped_on,
+                delivered_on=data.delivered_on,
+                carrier=data.carrier,
+                tracking_number=data.tracking_number,
+            )
+            self.new_shipments.append(shipment)
+            self.timeline.append(
+                (
+                    customer,
+                    TimelineKind.SHIPMENT,
+                    f"出荷 {order.number}",
+                    _start_of(data.shipped_on),
+                    shipment,
+                )
+            )
+            if data.delivered_on:
+                self._delivered(order, shipment, data.delivered_on)
+            changed = True
+        elif shipment is not None:
+            if data.delivered_on and shipment.delivered_on is None:
+                shipment.delivered_on = data.delivered_on
+                self._delivered(order, shipment, data.delivered_on)
+                changed = True
+            if data.tracking_number and shipment.tracking_number != data.tracking_number:
+                shipment.tracking_number = data.tracking_number
+                shipment.carrier = data.carrier or shipment.carrier
+                changed = True
+            if changed:
+                self.changed_shipments.append(shipment)
+        if data.status in (OrderStatus.CANCELLED, OrderStatus.RETURNED):
+            kind = (
+                OrderReversal.Kind.CANCEL
+                if data.status == OrderStatus.CANCELLED
+                else OrderReversal.Kind.RETURN
+            )
+            if kind.value not in reversal_kinds:
+                at = data.cancelled_at or data.source_updated_at or data.ordered_at
+                reversal = OrderReversal(
+                    order=order, kind=kind, occurred_at=at, reason=data.cancel_reason
+                )
+                self.new_reversals.append(reversal)
+                self.timeline.append(
+                    (
+                        customer,
+                        TimelineKind.CANCELLATION,
+                        f"{reversal.get_kind_display()} {order.number}",
+                        at,
+                        reversal,
+                    )
+                )
+                changed = True
+        return changed
+
+    def _delivered(self, order: Order, shipment: Shipment, delivered_on: dt.date) -> None:
+        self.timeline.append(
+            (
+                order.customer,
+                TimelineKind.DELIVERY,
+                f"お届け {order.number}",
+                _start_of(delivered_on),
+                shipment,
+            )
+        )
+
+    # -- writing, one statement per table ---------------------------------------------------
+
+    def _write(self) -> None:
+        # New orders in number order (and stored ones locked in number order, see _Stored):
+        # two writers with overlapping orders then wait on each other instead of deadlocking.
+        Order.objects.bulk_create(sorted(self.created, key=lambda order: order.number))
+        if self.saved:
+            Order.objects.bulk_update(self.saved, [*_ORDER_FIELDS, "status", "updated_at"])
+        if self.touched:
+            Order.objects.bulk_update(self.touched, ["source_updated_at"])
+        if self.relined:
+            OrderLine.objects.filter(order_id__in=self.relined).delete()
+        OrderLine.objects.bulk_create(self._lines())
+        Shipment.objects.bulk_create(self.new_shipments)
+        if self.changed_shipments:
+            Shipment.objects.bulk_update(
+                self.changed_shipments, ["delivered_on", "tracking_number", "carrier"]
+            )
+        OrderReversal.objects.bulk_create(self.new_reversals)
+        TimelineEvent.objects.bulk_create(
+            timeline_row(customer=customer, kind=kind, title=title, occurred_at=at, ref=ref)
+            for customer, kind, title, at, ref in self.timeline
+        )
+        AuditLog.objects.bulk_create(
+            audit_row(
+                actor=self.actor,
+                action=action,
+                instance=order,
+                customer_id=order.customer_id,
+                changes=changes,
+            )
+            for action, order, changes in self.audit
+        )
+
+    def _lines(self) -> list[OrderLine]:
+        products = _products_ensure(
+            [line for _order, data in self.lines_for for line in data.lines]
+        )
+        return [
+            OrderLine(
+                order=order,
+                product=products[jp.normalize_identifier(line.product_code)],
+                product_name=line.product_name,
+                unit_price=line.unit_price,
+                quantity=line.quantity,
+                amount=line.unit_price * line.quantity,
+            )
+            for order, data in self.lines_for
+            for line in data.lines
+        ]
 
 
-def _lines_signature(order: Order) -> list[tuple[str, int, int]]:
-    return sorted(order.lines.values_list("product__code", "unit_price", "quantity").order_by("id"))
+_ORDER_FIELDS = (
+    "ordered_at",
+    "channel",
+    "subtotal",
+    "discount",
+    "shipping_fee",
+    "points_used",
+    "total",
+    "payment_method",
+    "source_updated_at",
+)
+
+
+@dataclass
+class _Stored:
+    """The stored orders a round refers to, with what the comparison needs of each."""
+
+    orders: dict[str, Order] = field(default_factory=dict)
+    lines: dict[int, list[tuple[str, int, int]]] = field(default_factory=dict)
+    shipments: dict[int, Shipment] = field(default_factory=dict)  # the first, by id
+    reversals: dict[int, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, numbers: list[str]) -> _Stored:
+        orders = {
+            order.number: order
+            for order in Order.objects.select_for_update(of=("self",))
+            .select_related("customer")
+            .filter(number__in=numbers)
+            .order_by("number")
+        }
+        stored = cls(orders=orders)
+        if not orders:
+            return stored
+        ids = [order.pk for order in orders.values()]
+        for order_id, code, price, quantity in OrderLine.objects.filter(
+            order_id__in=ids
+        ).values_list("order_id", "product__code", "unit_price", "quantity"):
+            stored.lines.setdefault(order_id, []).append((code, price, quantity))
+        for shipment in Shipment.objects.filter(order_id__in=ids).order_by("order_id", "id"):
+            stored.shipments.setdefault(shipment.order_id, shipment)
+        for order_id, kind in OrderReversal.objects.filter(order_id__in=ids).values_list(
+            "order_id", "kind"
+        ):
+            stored.reversals.setdefault(order_id, set()).add(kind)
+        return stored
 
 
 def _input_signature(data: OrderInput) -> list[tuple[str, int, int]]:
+    """The lines as the stored signature reads them: (normalised code, price, quantity)."""
     return sorted(
         (jp.normalize_identifier(x.product_code), x.unit_price, x.quantity) for x in data.lines
     )
 
 
-def _replace_lines(order: Order, data: OrderInput) -> None:
-    order.lines.all().delete()
-    OrderLine.objects.bulk_create(
-        OrderLine(
-            order=order,
-            product=product_ensure(
-                code=line.product_code,
-                name=line.product_name,
-                price=line.unit_price,
-                kind=line.product_kind,
-            ),
-            product_name=line.product_name,
-            unit_price=line.unit_price,
-            quantity=line.quantity,
-            amount=line.unit_price * line.quantity,
+def _products_ensure(lines: list[LineInput]) -> dict[str, Product]:
+    """The products these lines name, by normalised code; the catalogue's missing ones are
+    created from the first line that names them (as `product_ensure` does, in bulk)."""
+    wanted: dict[str, LineInput] = {}
+    for line in lines:
+        wanted.setdefault(jp.normalize_identifier(line.product_code), line)
+    if not wanted:
+        return {}
+    products = {p.code: p for p in Product.objects.filter(code__in=wanted)}
+    missing = [code for code in wanted if code not in products]
+    if missing:
+        # ignore_conflicts: a concurrent import may create the same product meanwhile.
+        Product.objects.bulk_create(
+            [
+                Product(
+                    code=code,
+                    name=wanted[code].product_name,
+                    price=max(wanted[code].unit_price, 0),
+                    kind=wanted[code].product_kind,
+                )
+                for code in missing
+            ],
+            ignore_conflicts=True,
         )
-        for line in data.lines
-    )
-
-
-def _apply_fulfilment(*, order: Order, data: OrderInput) -> bool:
-    """Record shipping, delivery and cancellation facts not yet known. Facts only accumulate:
-    a later input that lacks a date does not erase it."""
-    changed = False
-    shipment = order.shipments.order_by("id").first()
-    if data.shipped_on and shipment is None:
-        shipment = Shipment.objects.create(
-            order=order,
-            shipped_on=data.shipped_on,
-            delivered_on=data.delivered_on,
-            carrier=data.carrier,
-            tracking_number=data.tracking_number,
-        )
-        timeline_add(
-            customer=order.customer,
-            kind=TimelineKind.SHIPMENT,
-            title=f"出荷 {order.number}",
-            occurred_at=_start_of(data.shipped_on),
-            ref=shipment,
-        )
-        if data.delivered_on:
-            _delivered_timeline(order, shipment, data.delivered_on)
-        changed = True
-    elif shipment is not None:
-        if data.delivered_on and shipment.delivered_on is None:
-            shipment.delivered_on = data.delivered_on
-            shipment.save(update_fields=["delivered_on"])
-            _delivered_timeline(order, shipment, data.delivered_on)
-            changed = True
-        if data.tracking_number and shipment.tracking_number != data.tracking_number:
-            shipment.tracking_number = data.tracking_number
-            shipment.carrier = data.carrier or shipment.carrier
-            shipment.save(update_fields=["tracking_number", "carrier"])
-            changed = True
-    if data.status in (OrderStatus.CANCELLED, OrderStatus.RETURNED):
-        kind = (
-            OrderReversal.Kind.CANCEL
-            if data.status == OrderStatus.CANCELLED
-            else OrderReversal.Kind.RETURN
-        )
-        if not order.reversals.filter(kind=kind).exists():
-            at = data.cancelled_at or data.source_updated_at or data.ordered_at
-            reversal = OrderReversal.objects.create(
-                order=order, kind=kind, occurred_at=at, reason=data.cancel_reason
-            )
-            timeline_add(
-                customer=order.customer,
-                kind=TimelineKind.CANCELLATION,
-                title=f"{reversal.get_kind_display()} {order.number}",
-                occurred_at=at,
-                ref=reversal,
-            )
-            changed = True
-    return changed
-
-
-def _delivered_timeline(order: Order, shipment: Shipment, delivered_on: dt.date) -> None:
-    timeline_add(
-        customer=order.customer,
-        kind=TimelineKind.DELIVERY,
-        title=f"お届け {order.number}",
-        occurred_at=_start_of(delivered_on),
-        ref=shipment,
-    )
+        products.update((p.code, p) for p in Product.objects.filter(code__in=missing))
+    return products
 
 
 def _start_of(day: dt.date) -> dt.datetime:

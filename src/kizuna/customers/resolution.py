@@ -5,20 +5,49 @@ Matching is on normalised identities only, strongest first: the cart's member ID
 then phone. A match is certain enough to attach the data. Weaker evidence — the same name kana
 and postal code, an identity already held by another record — never merges anything by itself:
 it is proposed as a DuplicateCandidate for staff to review (merge and undo live in merge.py).
+
+`customers_resolve_many` resolves a whole chunk (an import batch, an API batch) in a constant
+number of statements: it reads every identity the chunk mentions at once, decides in Python —
+request by request, in order, so a new customer met twice in one chunk is created once — and
+then inserts the new customers, identities, audit and timeline rows with one `bulk_create`
+each. `customer_resolve` is its one-request case.
+
+Two requests about the same new customer can run at once (a cart retrying, two imports). Both
+find nothing and insert the same identity; the unique (kind, value) index lets one win. The
+loser rolls its chunk back to a savepoint, reads the identities again — the winner's are
+committed by then — and decides again, so it attaches to the winner's customer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import functools
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, models, transaction
 
-from kizuna.customers.models import Customer, DuplicateCandidate, Identity, IdentityKind
-from kizuna.customers.services import customer_create, identity_add, normalize_identity
+from kizuna.core import jp
+from kizuna.core.audit import Actor, audit_row, diff
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import (
+    Customer,
+    DuplicateCandidate,
+    Identity,
+    IdentityKind,
+    TimelineEvent,
+    TimelineKind,
+)
+from kizuna.customers.services import customer_prepare, normalize_identity
+from kizuna.customers.timeline import timeline_row
 
 MATCH_ORDER = (IdentityKind.CART_MEMBER, IdentityKind.EMAIL, IdentityKind.PHONE)
+# A chunk that keeps losing identity races (several importers on the same customers) is tried
+# this often before the error is raised to the caller.
+ATTEMPTS = 3
+PROFILE_MATCHES = 5  # existing records proposed per new customer on name kana + postal code
 
 
 @dataclass(frozen=True)
@@ -27,31 +56,14 @@ class Resolution:
     created: bool
 
 
-def propose_duplicate(a: Customer, b: Customer, reason: str) -> None:
-    """Queue the pair for review (once per pair; a later reason does not re-open a decision)."""
-    if a.pk == b.pk:
-        return
-    first, second = (a, b) if a.pk < b.pk else (b, a)
-    try:
-        with transaction.atomic():
-            DuplicateCandidate.objects.get_or_create(
-                customer_a=first, customer_b=second, defaults={"reason": reason}
-            )
-    except IntegrityError:  # proposed concurrently by another import
-        pass
+@dataclass(frozen=True)
+class ResolveRequest:
+    """Who some incoming data is about: identities to match on, the profile for a new record."""
+
+    identities: Mapping[IdentityKind, str]
+    profile: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _owners(identities: Mapping[IdentityKind, str]) -> dict[IdentityKind, Identity]:
-    keys = {kind: normalize_identity(kind, value) for kind, value in identities.items() if value}
-    found: dict[IdentityKind, Identity] = {}
-    for kind, key in keys.items():
-        identity = Identity.objects.select_related("customer").filter(kind=kind, value=key).first()
-        if identity is not None:
-            found[kind] = identity
-    return found
-
-
-@transaction.atomic
 def customer_resolve(
     *,
     identities: Mapping[IdentityKind, str],
@@ -62,68 +74,274 @@ def customer_resolve(
     """The customer these identities belong to, created from `profile` when none matches.
 
     Identities the customer does not have yet are added when free; one that belongs to another
-    record is left alone and the two records are proposed as duplicates.
+    record is left alone and the two records are proposed as duplicates. Raises
+    ValidationError for an identity or profile that cannot be stored.
     """
-    present = {kind: value for kind, value in identities.items() if value and value.strip()}
-    owners = _owners(present)
-    matched_kind = next((kind for kind in MATCH_ORDER if kind in owners), None)
-    if matched_kind is None and owners:  # a weaker kind (LINE, chat…) still identifies
-        matched_kind = next(iter(owners))
-    customer = owners[matched_kind].customer if matched_kind is not None else None
-    conflict = _stronger_conflict(customer, matched_kind, present, owners)
-    if customer is not None and matched_kind is not None and conflict is not None:
-        # e.g. a family sharing one landline: same phone, but a different cart member ID or
-        # e-mail than the record holds. Another person, most likely; staff confirm.
-        probable = customer
-        customer = customer_create(acting_user=acting_user, profile=profile)
-        propose_duplicate(
-            customer,
-            probable,
-            f"同じ{IdentityKind(matched_kind).label}で{IdentityKind(conflict).label}が異なる",
-        )
-    created = customer is None or conflict is not None
-    if customer is None:
-        customer = customer_create(acting_user=acting_user, profile=profile)
-        _propose_by_profile(customer)
-    for kind, value in present.items():
-        owner = owners.get(kind)
-        if owner is None:
-            identity_add(
-                customer=customer, kind=kind, value=value, acting_user=acting_user, source=source
+    request = ResolveRequest(identities=identities, profile=profile)
+    (result,) = customers_resolve_many([request], acting_user=acting_user, source=source)
+    if isinstance(result, ValidationError):
+        raise result
+    return result
+
+
+def customers_resolve_many(
+    requests: Sequence[ResolveRequest], *, acting_user: Any, source: str
+) -> list[Resolution | ValidationError]:
+    """Resolve each request as `customer_resolve` would, one after another, in a constant
+    number of statements. A request that cannot be stored gets its ValidationError in its
+    place and writes nothing; the others are resolved."""
+    actor = Actor.of(acting_user)
+    for attempt in range(ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _Chunk(requests, actor=actor, source=source).resolve()
+        except IntegrityError as exc:
+            if attempt == ATTEMPTS - 1 or not _is_identity_clash(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_identity_clash(exc: IntegrityError) -> bool:
+    """The unique (kind, value) index refused an identity: PostgreSQL names the constraint,
+    SQLite the table."""
+    text = str(exc)
+    return "identity_unique_kind_value" in text or "customers_identity" in text
+
+
+@functools.lru_cache(maxsize=16384)  # repeat customers in an import; phonenumbers is slow
+def _normalised(kind: IdentityKind, value: str) -> str:
+    return normalize_identity(kind, value)
+
+
+@dataclass
+class _NewIdentity:
+    customer: Customer
+    kind: IdentityKind
+    key: str
+    display: str
+
+
+class _Chunk:
+    """One attempt at resolving a chunk: read, decide in order, then write in bulk."""
+
+    def __init__(self, requests: Sequence[ResolveRequest], *, actor: Actor, source: str) -> None:
+        self.requests = requests
+        self.actor = actor
+        self.source = source
+        self.owner: dict[tuple[str, str], Customer] = {}  # (kind, normalised value) → customer
+        self.held: dict[int, set[str]] = defaultdict(set)  # id(customer) → kinds it holds
+        self.new_customers: list[tuple[Customer, dict[str, Any]]] = []
+        self.new_identities: list[_NewIdentity] = []
+        self.proposals: list[tuple[Customer, Customer, str]] = []
+
+    def resolve(self) -> list[Resolution | ValidationError]:
+        keyed = [self._keys(request) for request in self.requests]
+        self._read([keys for keys in keyed if isinstance(keys, dict)])
+        results: list[Resolution | ValidationError] = []
+        for request, keys in zip(self.requests, keyed, strict=True):
+            if isinstance(keys, ValidationError):
+                results.append(keys)
+                continue
+            try:
+                results.append(self._decide(request, keys))
+            except ValidationError as exc:
+                results.append(exc)
+        self._write()
+        return results
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _keys(request: ResolveRequest) -> dict[IdentityKind, tuple[str, str]] | ValidationError:
+        """{kind: (normalised, as given)} for the identities present, in the request's order."""
+        try:
+            return {
+                IdentityKind(kind): (_normalised(IdentityKind(kind), value), value)
+                for kind, value in request.identities.items()
+                if value and value.strip()
+            }
+        except ValidationError as exc:
+            return exc
+
+    def _read(self, keyed: list[dict[IdentityKind, tuple[str, str]]]) -> None:
+        """Every identity the chunk mentions, with its customer, and what kinds those hold."""
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for keys in keyed:
+            for kind, (key, _value) in keys.items():
+                wanted[kind.value].add(key)
+        if not wanted:
+            return
+        condition = models.Q()
+        for kind_value, values in wanted.items():
+            condition |= models.Q(kind=kind_value, value__in=values)
+        # Every identity of every customer owning one of them, in one query: the owners, and
+        # which kinds those customers hold (for `_stronger_conflict`).
+        owning = Identity.objects.filter(condition).values("customer_id")
+        customers: dict[int, Customer] = {}
+        for identity in Identity.objects.filter(customer_id__in=owning).select_related("customer"):
+            customer = customers.setdefault(identity.customer_id, identity.customer)
+            self.owner[(identity.kind, identity.value)] = customer
+            self.held[id(customer)].add(identity.kind)
+
+    # -- deciding (in Python, in request order) ----------------------------------------------
+
+    def _decide(
+        self, request: ResolveRequest, keys: dict[IdentityKind, tuple[str, str]]
+    ) -> Resolution:
+        owners = {
+            kind: self.owner[(kind.value, key)]
+            for kind, (key, _value) in keys.items()
+            if (kind.value, key) in self.owner
+        }
+        matched_kind = next((kind for kind in MATCH_ORDER if kind in owners), None)
+        if matched_kind is None and owners:  # a weaker kind (LINE, chat…) still identifies
+            matched_kind = next(iter(owners))
+        customer = owners[matched_kind] if matched_kind is not None else None
+        conflict = self._stronger_conflict(customer, matched_kind, keys, owners)
+        if customer is not None and matched_kind is not None and conflict is not None:
+            # e.g. a family sharing one landline: same phone, but a different cart member ID
+            # or e-mail than the record holds. Another person, most likely; staff confirm.
+            probable = customer
+            customer = self._new_customer(request.profile)
+            self.proposals.append(
+                (
+                    customer,
+                    probable,
+                    f"同じ{IdentityKind(matched_kind).label}で{IdentityKind(conflict).label}が異なる",
+                )
             )
-        elif owner.customer_id != customer.pk:
-            label = IdentityKind(kind).label
-            propose_duplicate(customer, owner.customer, f"同じ{label}で別の顧客")
-    return Resolution(customer=customer, created=created)
+        created = customer is None or conflict is not None
+        if customer is None:
+            customer = self._new_customer(request.profile)
+        for kind, (key, value) in keys.items():
+            owner = owners.get(kind)
+            if owner is None:
+                self.new_identities.append(_NewIdentity(customer, kind, key, jp.nfkc(value)))
+                self.owner[(kind.value, key)] = customer
+                self.held[id(customer)].add(kind.value)
+            elif owner is not customer:
+                self.proposals.append((customer, owner, f"同じ{kind.label}で別の顧客"))
+        return Resolution(customer=customer, created=created)
 
-
-def _stronger_conflict(
-    customer: Customer | None,
-    matched_kind: IdentityKind | None,
-    present: Mapping[IdentityKind, str],
-    owners: Mapping[IdentityKind, Identity],
-) -> IdentityKind | None:
-    """A stronger identity in the input that is new, where the matched record already holds
-    a different one of that kind."""
-    if customer is None or matched_kind not in MATCH_ORDER:
+    def _stronger_conflict(
+        self,
+        customer: Customer | None,
+        matched_kind: IdentityKind | None,
+        keys: Mapping[IdentityKind, tuple[str, str]],
+        owners: Mapping[IdentityKind, Customer],
+    ) -> IdentityKind | None:
+        """A stronger identity in the input that is new, where the matched record already
+        holds a different one of that kind."""
+        if customer is None or matched_kind not in MATCH_ORDER:
+            return None
+        for kind in MATCH_ORDER[: MATCH_ORDER.index(matched_kind)]:
+            if kind in keys and kind not in owners and kind.value in self.held[id(customer)]:
+                return kind
         return None
-    for kind in MATCH_ORDER[: MATCH_ORDER.index(matched_kind)]:
-        if (
-            kind in present
-            and kind not in owners
-            and customer.identities.filter(kind=kind).exists()
+
+    def _new_customer(self, profile: Mapping[str, Any]) -> Customer:
+        customer, fields = customer_prepare(profile)  # raises before anything is decided
+        self.new_customers.append((customer, fields))
+        return customer
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        if self.new_customers:
+            Customer.objects.bulk_create([customer for customer, _ in self.new_customers])
+        identities = Identity.objects.bulk_create(
+            [
+                Identity(
+                    customer=new.customer,
+                    kind=new.kind,
+                    value=new.key,
+                    display_value=new.display,
+                    source=self.source,
+                )
+                # In one order everywhere, so two chunks inserting the same identities wait
+                # on each other instead of deadlocking.
+                for new in sorted(self.new_identities, key=lambda new: (new.kind, new.key))
+            ]
+        )
+        audit: list[AuditLog] = []
+        timeline: list[TimelineEvent] = []
+        for customer, fields in self.new_customers:
+            audit.append(
+                audit_row(
+                    actor=self.actor,
+                    action="customer.create",
+                    instance=customer,
+                    customer_id=customer.pk,
+                    changes=diff({}, fields),
+                )
+            )
+            timeline.append(
+                timeline_row(
+                    customer=customer,
+                    kind=TimelineKind.PROFILE,
+                    title="顧客登録",
+                    occurred_at=customer.registered_at,
+                    ref=customer,
+                )
+            )
+        for identity in identities:
+            audit.append(
+                audit_row(
+                    actor=self.actor,
+                    action="identity.add",
+                    instance=identity,
+                    customer_id=identity.customer_id,
+                    changes={"kind": [None, identity.kind], "value": [None, identity.value]},
+                )
+            )
+        AuditLog.objects.bulk_create(audit)
+        TimelineEvent.objects.bulk_create(timeline)
+        self._propose(self.proposals + self._profile_proposals())
+
+    def _profile_proposals(self) -> list[tuple[Customer, Customer, str]]:
+        """Same name kana and postal code as another record: probably the same person who
+        bought again with a new e-mail address. Compared against the records stored before the
+        chunk (one query) and the ones created earlier in it."""
+        keyed = [
+            customer
+            for customer, _ in self.new_customers
+            if customer.kana_key and customer.postal_code
+        ]
+        if not keyed:
+            return []
+        others: dict[tuple[str, str], list[Customer]] = defaultdict(list)
+        new_ids = [customer.pk for customer in keyed]
+        for other in (
+            Customer.objects.filter(
+                kana_key__in={c.kana_key for c in keyed},
+                postal_code__in={c.postal_code for c in keyed},
+                merged_into__isnull=True,
+            )
+            .exclude(pk__in=new_ids)
+            .only("pk", "kana_key", "postal_code")
         ):
-            return kind
-    return None
+            others[(other.kana_key, other.postal_code)].append(other)
+        proposals: list[tuple[Customer, Customer, str]] = []
+        for customer in keyed:
+            same = others[(customer.kana_key, customer.postal_code)]
+            for other in same[:PROFILE_MATCHES]:
+                proposals.append((customer, other, "氏名カナと郵便番号が一致"))
+            same.append(customer)  # later new customers of the chunk see this one
+        return proposals
 
-
-def _propose_by_profile(customer: Customer) -> None:
-    """Same name kana and postal code as an existing record: probably the same person who
-    bought again with a new e-mail address."""
-    if not customer.kana_key or not customer.postal_code:
-        return
-    others = Customer.objects.filter(
-        kana_key=customer.kana_key, postal_code=customer.postal_code, merged_into__isnull=True
-    ).exclude(pk=customer.pk)[:5]
-    for other in others:
-        propose_duplicate(customer, other, "氏名カナと郵便番号が一致")
+    @staticmethod
+    def _propose(proposals: list[tuple[Customer, Customer, str]]) -> None:
+        """Queue each pair once (the first reason stands; a pair already queued, or decided,
+        is left as it is — the unique pair index ignores it, even if proposed concurrently)."""
+        pairs: dict[tuple[int, int], str] = {}
+        for a, b, reason in proposals:
+            if a.pk != b.pk:
+                pairs.setdefault((min(a.pk, b.pk), max(a.pk, b.pk)), reason)
+        if pairs:
+            DuplicateCandidate.objects.bulk_create(
+                [
+                    DuplicateCandidate(customer_a_id=a, customer_b_id=b, reason=reason)
+                    for (a, b), reason in pairs.items()
+                ],
+                ignore_conflicts=True,
+            )

@@ -93,6 +93,21 @@ def normalize_identity(kind: IdentityKind, value: str) -> str:
         raise ValidationError({"value": str(exc)}) from exc
 
 
+def customer_prepare(profile: Mapping[str, Any]) -> tuple[Customer, dict[str, Any]]:
+    """A new, unsaved customer from `profile`, validated, and the cleaned fields (for the audit
+    row). Shared by `customer_create` and bulk resolution, which inserts many at once."""
+    fields = _clean_profile(profile)
+    fields.setdefault("registered_at", timezone.now())
+    if not fields.get("family_name"):
+        raise ValidationError({"family_name": "姓は必須です"})
+    customer = Customer(**fields)
+    # The one check constraint (prefecture 1–47) is the field's choices, checked here already;
+    # validating constraints too would cost a database query per customer.
+    customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+    customer.refresh_search_keys()  # bulk_create does not call save(), which keeps them
+    return customer, fields
+
+
 @transaction.atomic
 def customer_create(
     *,
@@ -102,12 +117,7 @@ def customer_create(
 ) -> Customer:
     """Create a customer with identities. Refuses an identity that belongs to someone else."""
     actor = Actor.of(acting_user)
-    fields = _clean_profile(profile)
-    fields.setdefault("registered_at", timezone.now())
-    if not fields.get("family_name"):
-        raise ValidationError({"family_name": "姓は必須です"})
-    customer = Customer(**fields)
-    customer.full_clean(exclude=["name_key", "kana_key"])
+    customer, fields = customer_prepare(profile)
     customer.save()
     audit_record(
         actor=actor,

@@ -19,7 +19,24 @@ def timeline_add(
     ref: models.Model | None = None,
     detail: dict[str, Any] | None = None,
 ) -> TimelineEvent:
-    return TimelineEvent.objects.create(
+    event = timeline_row(
+        customer=customer, kind=kind, title=title, occurred_at=occurred_at, ref=ref, detail=detail
+    )
+    event.save(force_insert=True)
+    return event
+
+
+def timeline_row(
+    *,
+    customer: Customer,
+    kind: TimelineKind,
+    title: str,
+    occurred_at: dt.datetime,
+    ref: models.Model | None = None,
+    detail: dict[str, Any] | None = None,
+) -> TimelineEvent:
+    """An unsaved timeline row, for bulk writers that insert many with one `bulk_create`."""
+    return TimelineEvent(
         customer=customer,
         kind=kind,
         title=title[:200],

@@ -1,10 +1,13 @@
-"""Orders: create or bring up to date by order number (the same upsert as CSV and webhooks)."""
+"""Orders: create or bring up to date by order number (the same upsert as CSV and webhooks),
+one at a time (`PUT /orders/{number}`) or up to BATCH_MAX per request (`POST /orders/batch`)."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 from ninja import Path, Router, Schema
 from ninja.decorators import decorate_view
@@ -13,18 +16,28 @@ from pydantic import Field
 
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
+from kizuna.api.errors import ErrorDetail, django_fields
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
-from kizuna.api.ingest import resolve_customer, with_retries
 from kizuna.api.schemas import CustomerIn, Input, Timestamp, Yen, chars
 from kizuna.api.v1.responses import write_errors
 from kizuna.commerce.models import Order, OrderStatus, ProductKind, SalesChannel
-from kizuna.commerce.services import LineInput, OrderInput, UpsertOutcome, order_upsert
+from kizuna.commerce.services import (
+    LineInput,
+    OrderInput,
+    OrderItem,
+    OrderResult,
+    UpsertOutcome,
+    orders_upsert_many,
+)
 from kizuna.core.audit import Actor
-from kizuna.customers.resolution import Resolution
+from kizuna.customers.resolution import ResolveRequest
 
 router = Router(tags=["注文"])
 
 OrderNumber = Annotated[str, chars(64, min_length=1)]
+# Orders per batch request: large enough that a cart's sync job sends few requests, small
+# enough that one request holds its row locks briefly and its body stays well under 2.5 MB.
+BATCH_MAX = 500
 
 
 class LineIn(Input):
@@ -84,6 +97,34 @@ class OrderOut(Schema):
     total: int
 
 
+class BatchOrderIn(OrderBody):
+    number: OrderNumber = Field(description="注文番号", examples=["EC-2026-0001"])
+
+
+class OrderBatchIn(Input):
+    orders: list[BatchOrderIn] = Field(
+        min_length=1,
+        max_length=BATCH_MAX,
+        description=f"注文(1〜{BATCH_MAX}件)。同じ注文番号が複数あれば、並び順に適用します",
+    )
+
+
+class BatchItemOut(Schema):
+    number: str = Field(description="送られた注文番号")
+    ok: bool = Field(description="登録・更新できたか")
+    order: OrderOut | None = Field(description="結果(ok のとき)")
+    error: ErrorDetail | None = Field(description="取り込めなかった理由(ok でないとき)")
+
+
+class OrderBatchOut(Schema):
+    results: list[BatchItemOut] = Field(description="送られた順の、注文ごとの結果")
+    created: int = Field(description="新規")
+    updated: int = Field(description="更新")
+    unchanged: int = Field(description="変化なし")
+    stale: int = Field(description="古い更新のため無視")
+    failed: int = Field(description="取り込めなかった注文")
+
+
 def order_input(number: str, body: OrderBody, source: str) -> OrderInput:
     return OrderInput(
         number=number,
@@ -115,32 +156,53 @@ def order_input(number: str, body: OrderBody, source: str) -> OrderInput:
     )
 
 
+def ingest_orders(
+    items: Sequence[tuple[str, OrderBody]], *, actor: Actor, source: str
+) -> list[OrderResult]:
+    """Upsert the orders, resolving the customer of each new one, in one bulk write (see
+    kizuna.commerce.services.orders_upsert_many: it also settles creation races)."""
+    return orders_upsert_many(
+        [
+            OrderItem(
+                order_input(number, body, source),
+                who=ResolveRequest(
+                    identities=body.customer.identities.as_kinds(),
+                    profile=body.customer.profile.changes(),
+                ),
+            )
+            for number, body in items
+        ],
+        acting_user=actor,
+        source=source,
+    )
+
+
 def ingest_order(
     *, number: str, body: OrderBody, actor: Actor, source: str
-) -> tuple[Order, UpsertOutcome, Resolution]:
-    """Resolve the customer and upsert the order in one transaction (see kizuna.api.ingest)."""
-    data = order_input(number, body, source)
-
-    def work() -> tuple[Order, UpsertOutcome, Resolution]:
-        resolution = resolve_customer(
-            identities=body.customer.identities.as_kinds(),
-            profile=body.customer.profile.changes(),
-            actor=actor,
-            source=source,
-            field_prefix="customer.profile.",
-        )
-        order, outcome = order_upsert(customer=resolution.customer, data=data, acting_user=actor)
-        return order, outcome, resolution
-
-    return with_retries(work)
+) -> tuple[Order, UpsertOutcome, bool]:
+    """One order (`PUT /orders/{number}`, webhooks): (order, outcome, customer created).
+    A refused order raises ValidationError with its fields named as the client sent them."""
+    (result,) = ingest_orders([(number, body)], actor=actor, source=source)
+    if result.error is not None:
+        _, fields = error_fields(result)
+        raise ValidationError(fields or result.error.messages)
+    assert result.order is not None  # noqa: S101 - set whenever there is no error
+    assert result.outcome is not None  # noqa: S101 - likewise
+    return result.order, result.outcome, result.customer_created
 
 
-def order_out(order: Order, outcome: UpsertOutcome, resolution: Resolution) -> dict[str, Any]:
+def error_fields(result: OrderResult) -> tuple[str, dict[str, str]]:
+    """A refused item's message and {field: message}, fields named as the client sent them."""
+    assert result.error is not None  # noqa: S101 - only called for refused items
+    return django_fields(result.error, prefix="customer.profile." if result.customer_error else "")
+
+
+def order_out(order: Order, outcome: UpsertOutcome, *, customer_created: bool) -> dict[str, Any]:
     return {
         "id": order.pk,
         "number": order.number,
         "customer_id": order.customer_id,
-        "customer_created": resolution.created and outcome == UpsertOutcome.CREATED,
+        "customer_created": customer_created,
         "outcome": outcome.value,
         "status": order.status,
         "ordered_at": order.ordered_at,
@@ -150,6 +212,47 @@ def order_out(order: Order, outcome: UpsertOutcome, resolution: Resolution) -> d
         "points_used": order.points_used,
         "total": order.total,
     }
+
+
+# Registered before PUT /orders/{number}, whose path would otherwise take "batch" as a number.
+@router.post(
+    "/orders/batch",
+    response={200: OrderBatchOut, **write_errors()},
+    auth=ApiKeyAuth(ApiScope.ORDERS_WRITE),
+    summary="注文をまとめて登録・更新する",
+    openapi_extra={OPENAPI_MARK: True},
+)
+@decorate_view(idempotent)
+def upsert_orders_batch(request: HttpRequest, payload: OrderBatchIn) -> dict[str, Any]:
+    """注文を最大500件まとめて、1件ずつの `PUT /orders/{number}` と同じ規則で
+    登録・更新します(カートの一括同期向け。1件ずつより大幅に速く書き込めます)。
+
+    結果は注文ごとに送られた順で返します。内容の誤り(合計がマイナスなど)はその注文だけを
+    取り込まず(`ok: false` と理由)、ほかの注文は取り込みます。項目の形式の誤り(必須項目の
+    欠落など)はリクエスト全体を 422 で断り、何も書き込みません。`Idempotency-Key` は
+    バッチ全体に対して働きます。注文番号 `batch` は1件ずつの PUT では使えません(この
+    バッチで送ってください)。
+    """
+    api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+    items = [(order.number, order) for order in payload.orders]
+    results = ingest_orders(items, actor=key_actor(api_key), source="api")
+    out: list[dict[str, Any]] = []
+    counts = dict.fromkeys(("created", "updated", "unchanged", "stale", "failed"), 0)
+    for (number, _), result in zip(items, results, strict=True):
+        if result.error is not None:
+            message, fields = error_fields(result)
+            error = {"code": "invalid_data", "message": message, "fields": fields}
+            out.append({"number": number, "ok": False, "order": None, "error": error})
+            counts["failed"] += 1
+        else:
+            assert result.order is not None  # noqa: S101 - set whenever there is no error
+            assert result.outcome is not None  # noqa: S101 - likewise
+            order = order_out(
+                result.order, result.outcome, customer_created=result.customer_created
+            )
+            out.append({"number": number, "ok": True, "order": order, "error": None})
+            counts[result.outcome.value] += 1
+    return {"results": out, **counts}
 
 
 @router.put(
@@ -170,8 +273,8 @@ def upsert_order(
     戻ることはありません。`updated_at` が保存済みより古い更新は無視されます(outcome: stale)。
     """
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
-    order, outcome, resolution = ingest_order(
+    order, outcome, customer_created = ingest_order(
         number=number, body=payload, actor=key_actor(api_key), source="api"
     )
     status = 201 if outcome == UpsertOutcome.CREATED else 200
-    return Status(status, order_out(order, outcome, resolution))
+    return Status(status, order_out(order, outcome, customer_created=customer_created))

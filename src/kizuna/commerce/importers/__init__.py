@@ -3,8 +3,8 @@
     from kizuna.commerce.importers import ImportOptions, run_import
     result = run_import(Path("受注.csv"), ImportOptions(kind="orders", dry_run=True))
 
-Formats only read; every write goes through `customer_resolve` and `order_upsert`, so a CSV
-import, the API and webhooks store orders the same way. docs/ingest.md is the user's guide.
+Formats only read; every order is written through `orders_upsert_many` (which `order_upsert`
+and the API use too), so a CSV import, the API and webhooks store orders the same way. docs/ingest.md is the user's guide.
 """
 
 from kizuna.commerce.importers.errors import ImportRefused, RowError, UsageError

@@ -4,15 +4,16 @@ Every file is read twice, as a stream, so memory stays flat however large it gro
 
 1. a checking pass decodes every byte and reads every record (and, in strict mode, every value),
    so an undecodable byte or a broken quote refuses the file before anything is written;
-2. the import pass writes through the services every ingest route uses — `customer_resolve`
-   and `order_upsert` — committing every `batch_size` orders (lenient), or everything in one
-   transaction (strict), or nothing (dry run: the same writes, rolled back).
+2. the import pass writes through the bulk service every ingest route uses —
+   `orders_upsert_many`, which resolves customers with `customers_resolve_many` — one batch of
+   `batch_size` orders at a time, in a constant number of statements per batch, committing
+   every batch (lenient), or everything in one transaction (strict), or nothing (dry run: the
+   same writes, rolled back).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sqlite3
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from kizuna.commerce.importers import eccube, generic, shopify
 from kizuna.commerce.importers.base import (
@@ -34,12 +35,10 @@ from kizuna.commerce.importers.base import (
     Skipped,
     validation_errors,
 )
-from kizuna.commerce.importers.current import BatchOrders, read_batch
 from kizuna.commerce.importers.decoding import ENCODINGS, StreamDecoder, lines
 from kizuna.commerce.importers.errors import ImportRefused, RowError, RowErrors, UsageError
 from kizuna.commerce.importers.table import Column, CsvTable, Header, Record
-from kizuna.commerce.services import UpsertOutcome, order_upsert
-from kizuna.core import jp
+from kizuna.commerce.services import OrderItem, OrderResult, UpsertOutcome, orders_upsert_many
 from kizuna.core.audit import Actor
 from kizuna.customers.models import (
     Consent,
@@ -48,8 +47,8 @@ from kizuna.customers.models import (
     Customer,
     IdentityKind,
 )
-from kizuna.customers.resolution import customer_resolve
-from kizuna.customers.services import consent_grant, customer_update, normalize_identity
+from kizuna.customers.resolution import ResolveRequest, customer_resolve
+from kizuna.customers.services import consent_grant, customer_update
 
 KINDS = ("orders", "customers")
 FORMATS = ("auto", "eccube", "shopify", "generic")
@@ -451,10 +450,7 @@ class Importer:
 
     def _write_batch(self, batch: list[_Unit], *, savepoints: bool) -> None:
         with transaction.atomic():
-            stored = read_batch(u.parsed for u in batch if isinstance(u.parsed, ParsedOrder))
-            # Within one batch, rows with the same identities are the same customer: the first
-            # resolution stands for the rest (its identities are on that customer by then).
-            resolved: dict[tuple[tuple[str, str], ...], Customer] = {}
+            orders: list[_Unit] = []
             for unit in batch:
                 if unit.errors:
                     if not self.options.strict:  # strict mode counted them in the check
@@ -462,71 +458,130 @@ class Importer:
                     continue
                 if isinstance(unit.parsed, Skipped):
                     self._skip(unit)
-                    continue
-                if unit.key in stored.current:
-                    self._tally(unit, {"order": UpsertOutcome.UNCHANGED, "created": False})
-                    continue
-                try:
-                    with transaction.atomic() if savepoints else contextlib.nullcontext():
-                        outcome = self._write(unit, stored, resolved)
-                except (ValidationError, IntegrityError) as exc:
-                    self._reject(unit, self._write_errors(unit, exc))
-                    if self.options.strict:
-                        self._refuse(
-                            "取り込み中に誤りが見つかったため、何も取り込みませんでした(--strict)。"
-                        )
-                        return
+                elif isinstance(unit.parsed, ParsedOrder):
+                    orders.append(unit)
                 else:
-                    if outcome.get("identity_key"):
-                        resolved[outcome["identity_key"]] = outcome["customer"]
-                    self._tally(unit, outcome)
+                    self._write_one_customer(unit, savepoints=savepoints)
+                if self.result.refused:
+                    return
+            if orders:
+                self._write_orders(orders)
 
-    # -- writing one unit ----------------------------------------------------------------------
+    # -- writing orders, a batch at a time -----------------------------------------------------
 
-    def _write(
-        self,
-        unit: _Unit,
-        stored: BatchOrders,
-        resolved: dict[tuple[tuple[str, str], ...], Customer],
-    ) -> dict[str, Any]:
-        if not isinstance(unit.parsed, ParsedOrder):
-            return self._write_customer(unit)
-        parsed = unit.parsed
-        customer, created, key = self._order_customer(parsed, stored, resolved)
-        _order, outcome = order_upsert(customer=customer, data=parsed.order, acting_user=self.actor)
-        consent = self._consent(customer, parsed.customer)
-        # The caller remembers the resolution only once this order's savepoint has committed.
-        return {
-            "order": outcome,
-            "created": created,
-            "consent": consent,
-            "customer": customer,
-            "identity_key": key,
-        }
+    def _write_orders(self, units: list[_Unit]) -> None:
+        """The batch through the bulk upsert, in a savepoint. Should the database refuse a row
+        the checks let through (a value too long for its column, say), the batch is rolled
+        back and written again order by order, to name the row and keep the others."""
+        try:
+            with transaction.atomic():
+                results = self._upsert(units)
+        except (IntegrityError, DataError):
+            for unit in units:
+                try:
+                    with transaction.atomic():
+                        (result,) = self._upsert([unit])
+                except (IntegrityError, DataError) as exc:
+                    self._refuse_or_reject(unit, exc)
+                else:
+                    self._outcome(unit, result)
+                if self.result.refused:
+                    return
+            return
+        for unit, result in zip(units, results, strict=True):
+            self._outcome(unit, result)
+            if self.result.refused:
+                return
 
-    def _order_customer(
-        self,
-        parsed: ParsedOrder,
-        stored: BatchOrders,
-        resolved: dict[tuple[tuple[str, str], ...], Customer],
-    ) -> tuple[Customer, bool, tuple[tuple[str, str], ...]]:
-        """Who the order belongs to: the stored order's customer when it exists (an update
-        never moves an order, and resolving again could create a customer nobody uses);
-        otherwise identity resolution."""
-        existing = stored.existing.get(jp.nfkc(parsed.order.number))
-        if existing is not None:
-            return existing.customer, False, ()
-        key = _identity_key(parsed.customer)
-        if key and key in resolved:
-            return resolved[key], False, ()
+    def _upsert(self, units: list[_Unit]) -> list[tuple[OrderResult, bool]]:
+        """Upsert the orders, then record the e-mail consents they carry: (result, consent)."""
         assert self._format is not None  # noqa: S101 - set by the checking pass
-        resolution = customer_resolve(
-            identities=parsed.customer.identities,
-            profile=parsed.customer.profile,
+        parsed = [unit.parsed for unit in units if isinstance(unit.parsed, ParsedOrder)]
+        results = orders_upsert_many(
+            [
+                OrderItem(
+                    p.order,
+                    who=ResolveRequest(
+                        identities=p.customer.identities, profile=p.customer.profile
+                    ),
+                )
+                for p in parsed
+            ],
             acting_user=self.actor,
             source=self._format.info.source,
         )
-        return resolution.customer, resolution.created, key
+        customers = [r.order.customer if r.order is not None else None for r in results]
+        granted = self._consents([p.customer for p in parsed], customers)
+        return list(zip(results, granted, strict=True))
+
+    def _outcome(self, unit: _Unit, outcome: tuple[OrderResult, bool]) -> None:
+        result, consent = outcome
+        if result.error is not None:
+            self._refuse_or_reject(unit, result.error)
+            return
+        self._tally(
+            unit, {"order": result.outcome, "created": result.customer_created, "consent": consent}
+        )
+
+    def _refuse_or_reject(self, unit: _Unit, exc: ValidationError | DatabaseError) -> None:
+        self._reject(unit, self._write_errors(unit, exc))
+        if self.options.strict:
+            self._refuse("取り込み中に誤りが見つかったため、何も取り込みませんでした(--strict)。")
+
+    def _consents(
+        self, parsed: list[ParsedCustomer], customers: list[Customer | None]
+    ) -> list[bool]:
+        """Record e-mail consent the file shows, unless the customer already consented or has
+        opted out since: an old export must never re-subscribe someone who left. The batch's
+        customers' consents are read in one query; only new grants are written."""
+        wanted = [
+            customer if customer is not None and self._offers_consent(p) else None
+            for p, customer in zip(parsed, customers, strict=True)
+        ]
+        ids = {customer.pk for customer in wanted if customer is not None}
+        if not ids:
+            return [False] * len(parsed)
+        settled = set(
+            Consent.objects.filter(customer_id__in=ids, channel=ConsentChannel.EMAIL)
+            .exclude(granted=False, opted_out_at__isnull=True)
+            .values_list("customer_id", flat=True)
+        )
+        granted: list[bool] = []
+        for p, customer in zip(parsed, wanted, strict=True):
+            if customer is None or customer.pk in settled:
+                granted.append(False)
+                continue
+            self._grant(customer, p)
+            settled.add(customer.pk)
+            granted.append(True)
+        return granted
+
+    @staticmethod
+    def _offers_consent(parsed: ParsedCustomer) -> bool:
+        return bool(parsed.email_opt_in) and IdentityKind.EMAIL in parsed.identities
+
+    def _grant(self, customer: Customer, parsed: ParsedCustomer) -> None:
+        assert self._format is not None  # noqa: S101 - set by the checking pass
+        consent_grant(
+            customer=customer,
+            channel=ConsentChannel.EMAIL,
+            method=ConsentMethod.IMPORT,
+            source_form=self._format.info.consent_form,
+            wording_version=self.options.consent_wording,
+            acting_user=self.actor,
+            at=parsed.consent_at,
+        )
+
+    # -- writing customers, one at a time ------------------------------------------------------
+
+    def _write_one_customer(self, unit: _Unit, *, savepoints: bool) -> None:
+        try:
+            with transaction.atomic() if savepoints else contextlib.nullcontext():
+                outcome = self._write_customer(unit)
+        except (ValidationError, IntegrityError) as exc:
+            self._refuse_or_reject(unit, exc)
+        else:
+            self._tally(unit, outcome)
 
     def _write_customer(self, unit: _Unit) -> dict[str, Any]:
         assert self._format is not None  # noqa: S101 - set by the checking pass
@@ -547,30 +602,10 @@ class Importer:
                 customer=resolution.customer, changes=changes, acting_user=self.actor
             ).updated_at
             updated = after != before
-        consent = self._consent(resolution.customer, customer_data)
+        (consent,) = self._consents([customer_data], [resolution.customer])
         return {"created": resolution.created, "updated": updated, "consent": consent}
 
-    def _consent(self, customer: Any, parsed: ParsedCustomer) -> bool:
-        """Record e-mail consent the file shows, unless the customer already consented or
-        has opted out since: an old export must never re-subscribe someone who left."""
-        if not parsed.email_opt_in or IdentityKind.EMAIL not in parsed.identities:
-            return False
-        current = Consent.objects.filter(customer=customer, channel=ConsentChannel.EMAIL).first()
-        if current is not None and (current.granted or current.opted_out_at is not None):
-            return False
-        assert self._format is not None  # noqa: S101 - set by the checking pass
-        consent_grant(
-            customer=customer,
-            channel=ConsentChannel.EMAIL,
-            method=ConsentMethod.IMPORT,
-            source_form=self._format.info.consent_form,
-            wording_version=self.options.consent_wording,
-            acting_user=self.actor,
-            at=parsed.consent_at,
-        )
-        return True
-
-    def _write_errors(self, unit: _Unit, exc: ValidationError | IntegrityError) -> list[RowError]:
+    def _write_errors(self, unit: _Unit, exc: ValidationError | DatabaseError) -> list[RowError]:
         assert self._format is not None  # noqa: S101 - set by the checking pass
         line = unit.lines[0]
         if isinstance(exc, IntegrityError):
@@ -578,6 +613,9 @@ class Importer:
                 "データベースの制約に反するため取り込めません"
                 "(同時に別の取り込みが動いていないか確認してください)"
             )
+            return [RowError(line, "", reason, unit.key)]
+        if isinstance(exc, DatabaseError):
+            reason = "データベースに保存できない値があります(文字数や桁数を確認してください)"
             return [RowError(line, "", reason, unit.key)]
         columns: dict[str, Column | None] = dict(self._format.columns)
         return validation_errors(exc, line=line, order=unit.key, columns=columns)
@@ -618,22 +656,6 @@ class Importer:
         result.rows_rejected += len(unit.lines)
         if self.options.kind == "orders":
             result.orders["rejected"] += 1
-
-
-def _identity_key(customer: ParsedCustomer) -> tuple[tuple[str, str], ...]:
-    """The row's identities as stored (normalised); empty when there are none or one cannot
-    be normalised (then the row is resolved on its own)."""
-    try:
-        return tuple(
-            sorted(_normalised(kind, value) for kind, value in customer.identities.items())
-        )
-    except ValidationError:
-        return ()
-
-
-@functools.lru_cache(maxsize=16384)  # repeat customers; bounded so memory stays flat
-def _normalised(kind: IdentityKind, value: str) -> tuple[str, str]:
-    return kind.value, normalize_identity(kind, value)
 
 
 def _groups(table: CsvTable, fmt: OrderFormat) -> Iterator[tuple[str, list[Record]]]:

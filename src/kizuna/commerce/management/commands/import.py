@@ -62,6 +62,9 @@ class JapaneseCommandParser(CommandParser):
 class Command(BaseCommand):
     help = "カートのCSV(注文・顧客)を取り込みます。EC-CUBE・Shopify は自動で判定します。"
     missing_args_message = "取り込む種類(orders / customers)とファイルを指定してください。"
+    # The system checks load every URLconf, and with it the analytics stack (scipy…): seconds
+    # of start-up an import does not use. `kizuna check` and the web server still run them.
+    requires_system_checks: list[str] = []
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
