@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import pytest
 from django.apps import apps
+from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, models, transaction
 from django.test import Client
@@ -50,7 +51,7 @@ from kizuna.customers.models import (
     TimelineEvent,
 )
 from kizuna.customers.selectors import customer_search
-from kizuna.customers.services import consent_grant, customer_create, customer_update
+from kizuna.customers.services import consent_grant, customer_create, customer_update, identity_add
 from kizuna.loyalty.models import PointEntry
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
@@ -490,6 +491,23 @@ def test_erase_is_audited_and_refused_a_second_time(person: Person) -> None:
     assert update.actor_label == STAFF.label
     with pytest.raises(privacy.PrivacyError, match="既に削除"):
         privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="again")
+
+
+def test_an_erased_record_takes_no_new_personal_data(person: Person) -> None:
+    privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 2026-0043")
+    erased = Customer.objects.get(pk=person.customer.pk)
+    with pytest.raises(ValidationError, match="削除\\(匿名化\\)済み"):
+        customer_update(customer=erased, changes={"family_name": "鈴木"}, acting_user=STAFF)
+    with pytest.raises(ValidationError, match="削除\\(匿名化\\)済み"):
+        identity_add(
+            customer=erased, kind=IdentityKind.EMAIL, value="back@example.jp", acting_user=STAFF
+        )
+    with pytest.raises(ValidationError, match="削除\\(匿名化\\)済み"):
+        consent_grant(customer=erased, channel=ConsentChannel.EMAIL, method=ConsentMethod.WEB_FORM,
+                      source_form="会員登録", wording_version="v3", acting_user=STAFF)  # fmt: skip
+    erased.refresh_from_db()
+    assert erased.family_name == privacy.ERASED_NAME
+    assert not erased.identities.exists()
 
 
 def test_erase_anonymises_records_merged_into_the_customer_and_refuses_the_absorbed(

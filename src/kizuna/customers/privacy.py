@@ -52,7 +52,7 @@ from kizuna.customers.models import (
     MemberStatus,
     TimelineKind,
 )
-from kizuna.customers.services import consent_withdraw
+from kizuna.customers.services import ERASE_ACTION, consent_withdraw, is_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
@@ -61,7 +61,6 @@ EXPORT_VERSION = 1
 # What an erased record is called everywhere it is shown (its family name after erasure).
 ERASED_NAME = "削除済み(匿名化)"
 EXPORT_ACTION = "customer.export"
-ERASE_ACTION = "customer.erase"
 REASON_MAX = 200
 
 
@@ -287,12 +286,6 @@ def customer_export(customer: Customer, acting_user: Any) -> dict[str, Any]:
 
 
 # --- erasure -----------------------------------------------------------------------------------
-
-
-def is_erased(customer: Customer) -> bool:
-    return AuditLog.objects.filter(
-        customer_id=customer.pk, action=ERASE_ACTION, entity=Customer._meta.label
-    ).exists()
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
+from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -138,6 +139,25 @@ def customer_create(
     return customer
 
 
+# The audit action of an APPI erasure (customers.privacy). An erased record takes no new
+# personal data: it stays anonymous, and a returning person is a new customer.
+ERASE_ACTION = "customer.erase"
+
+
+def is_erased(customer: Customer) -> bool:
+    return AuditLog.objects.filter(
+        customer_id=customer.pk, action=ERASE_ACTION, entity=Customer._meta.label
+    ).exists()
+
+
+def _refuse_if_erased(customer: Customer) -> None:
+    if is_erased(customer):
+        raise ValidationError(
+            "この顧客の個人データは削除(匿名化)済みのため、変更できません。"
+            "同じ方から新たにご連絡があった場合は新しい顧客として登録してください"
+        )
+
+
 @transaction.atomic
 def customer_update(
     *, customer: Customer, changes: Mapping[str, Any], acting_user: Any
@@ -145,6 +165,7 @@ def customer_update(
     """Change profile fields; the audit row records each field's old and new value."""
     cleaned = _clean_profile(changes)
     customer = Customer.objects.select_for_update().get(pk=customer.pk)
+    _refuse_if_erased(customer)
     old = {name: getattr(customer, name) for name in cleaned}
     changed = diff(old, cleaned)
     if not changed:
@@ -182,6 +203,7 @@ def identity_add(
         if existing.customer_id == customer.pk:
             return existing
         raise ValidationError({"value": "この識別子は別の顧客に登録されています"})
+    _refuse_if_erased(customer)
     identity = Identity.objects.create(
         customer=customer, kind=kind, value=key, display_value=jp.nfkc(value), source=source
     )
@@ -210,6 +232,7 @@ def consent_grant(
     form and wording). Consent without a form and wording version is refused."""
     if not source_form or not wording_version:
         raise ValidationError("同意の証跡(取得フォームと文言バージョン)は必須です")
+    _refuse_if_erased(customer)
     return _consent_change(
         customer=customer,
         channel=channel,
