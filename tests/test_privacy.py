@@ -484,6 +484,7 @@ def test_erase_is_audited_and_refused_a_second_time(person: Person) -> None:
     row = AuditLog.objects.get(action="customer.erase")
     assert (row.actor_label, row.customer_id) == ("dpo-admin", person.customer.pk)
     assert row.changes["reason"] == [None, "受付番号 2026-0042"]
+    person.customer.refresh_from_db()
     assert privacy.is_erased(person.customer)
     # the rows that recorded the person's values keep who, when, what and which fields
     update = AuditLog.objects.get(action="customer.update", customer_id=person.customer.pk)
@@ -697,6 +698,7 @@ def test_erase_page_needs_the_customer_id_typed_again(
     assert "の個人データを削除(匿名化)しました" in html
     assert NAME[1] not in html
     assert ADDRESS not in html
+    person.customer.refresh_from_db()
     assert privacy.is_erased(person.customer)
 
 

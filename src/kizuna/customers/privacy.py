@@ -52,14 +52,12 @@ from kizuna.customers.models import (
     MemberStatus,
     TimelineKind,
 )
-from kizuna.customers.services import ERASE_ACTION, consent_withdraw, is_erased
+from kizuna.customers.services import ERASE_ACTION, ERASED_NAME, consent_withdraw, is_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
 EXPORT_FORMAT = "kizuna.customer-export"
 EXPORT_VERSION = 1
-# What an erased record is called everywhere it is shown (its family name after erasure).
-ERASED_NAME = "削除済み(匿名化)"
 EXPORT_ACTION = "customer.export"
 REASON_MAX = 200
 

@@ -142,9 +142,14 @@ def customer_create(
 # The audit action of an APPI erasure (customers.privacy). An erased record takes no new
 # personal data: it stays anonymous, and a returning person is a new customer.
 ERASE_ACTION = "customer.erase"
+# What an erased record is called everywhere it is shown (its family name after erasure).
+ERASED_NAME = "削除済み(匿名化)"
 
 
 def is_erased(customer: Customer) -> bool:
+    # Every erased record carries ERASED_NAME, so other records need no audit lookup.
+    if customer.family_name != ERASED_NAME:
+        return False
     return AuditLog.objects.filter(
         customer_id=customer.pk, action=ERASE_ACTION, entity=Customer._meta.label
     ).exists()

@@ -19,6 +19,7 @@ from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.customers import privacy
 from kizuna.customers.models import Customer
+from kizuna.customers.services import is_erased
 from kizuna.web.http import HtmxHttpRequest
 
 # The contact center receives disclosure requests and hands the file to the customer; erasing
@@ -100,7 +101,7 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "customer": customer,
         "form": form,
         "errors": errors,
-        "erased": privacy.is_erased(customer),
+        "erased": is_erased(customer),
         "person_ids": privacy.person_ids(customer),
     }
     status = 422 if request.method == "POST" else 200

@@ -25,8 +25,9 @@ from django_htmx.http import HttpResponseClientRedirect
 from kizuna.accounts.access import allow_roles, public
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order
-from kizuna.customers import privacy, selectors
+from kizuna.customers import selectors
 from kizuna.customers.models import Customer
+from kizuna.customers.services import is_erased
 from kizuna.loyalty.selectors import points_balance
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 from kizuna.web import privacy as privacy_views
@@ -173,7 +174,7 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "timeline": selectors.timeline_page(customer, 1),
         "contacts": selectors.recent_contacts(customer),
         "contacts_limit": selectors.RECENT_CONTACTS,
-        "erased": privacy.is_erased(customer),
+        "erased": is_erased(customer),
         "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),
         "can_erase": cast(User, request.user).has_role(Role.ADMIN),
     }
