@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import models, transaction
-from django.db.models import Count, Max, Min, Sum
+from django.db.models import Count, F, Max, Min, Sum
 
 from kizuna.commerce.models import (
     Order,
@@ -45,6 +45,8 @@ from kizuna.customers.models import (
 )
 from kizuna.demo import geo
 from kizuna.demo.build import DemoDatabaseNotEmptyError, DemoSummary, build_demo
+from kizuna.demo.plan import Calendar
+from kizuna.demo.simulate import customer_rng, simulate_customer
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import (
     DeliveryStatus,
@@ -141,6 +143,29 @@ def test_refuses_to_build_next_to_an_existing_catalogue() -> None:
     with pytest.raises(DemoDatabaseNotEmptyError, match=r"commerce\.Product"):
         build_demo(customers=10, as_of=AS_OF)
     assert not Customer.objects.exists()
+
+
+@pytest.mark.django_db
+def test_rows_read_back_as_the_story_wrote_them() -> None:
+    # The builder writes plain tuples past the ORM: times must land as the same instants (not
+    # shifted by the JST offset), JSON must read back as objects, and the columns the builder
+    # leaves out must hold their model defaults.
+    build_demo(customers=20, seed=3, as_of=AS_OF)
+    cal = Calendar(AS_OF)
+    for index, customer in enumerate(Customer.objects.order_by("pk")):
+        story = simulate_customer(customer_rng(3, index), cal, index, customer.pk)
+        assert customer.registered_at == story.profile.registered_at
+        # Lookups compare stored values: on SQLite they must be in Django's UTC form.
+        assert Customer.objects.get(registered_at=story.profile.registered_at) == customer
+        assert customer.birthday == story.profile.birthday
+        assert customer.name_key == jp.name_key(customer.family_name + customer.given_name)
+        assert customer.merged_into_id is None
+        assert customer.created_at is not None
+        orders = list(Order.objects.filter(customer=customer).order_by("ordered_at", "id"))
+        assert [o.ordered_at for o in orders] == [o.at for o in story.orders]
+        entry = TimelineEvent.objects.get(ref_entity="commerce.Order", ref_id=orders[0].pk)
+        assert entry.detail == {"total": orders[0].total, "channel": orders[0].channel}
+    assert not Customer.objects.exclude(created_at=F("updated_at")).exists()
 
 
 def test_landline_prefixes_cannot_produce_the_same_number() -> None:

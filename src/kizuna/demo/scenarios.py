@@ -90,6 +90,7 @@ from kizuna.subscriptions.models import DeliveryStatus, Subscription, Subscripti
 
 ACTOR = Actor.system("demo")
 HISTORY_DAYS = 180
+OUTBOX_BATCH = 5_000  # messages rendered and written at a time
 VOID = (OrderStatus.CANCELLED, OrderStatus.RETURNED)
 
 # The chance that a message makes a customer buy who would not have bought within the
@@ -427,7 +428,13 @@ class _History:
                 delay = dt.timedelta(minutes=rng.randint(0, 25), seconds=rng.randint(0, 59))
                 messages.append((row, due_at + delay))
         insert_rows(StepDispatch, DISPATCH_COLUMNS, dispatches)
-        return self.outbox(scenario, step, repeat, messages)
+        # Rendered in batches: a step can message a third of a million customers at 1,000,000,
+        # and their contexts and contents need not all be in memory at once.
+        sent: list[_Sent] = []
+        for start in range(0, len(messages), OUTBOX_BATCH):
+            batch = messages[start : start + OUTBOX_BATCH]
+            sent += self.outbox(scenario, step, repeat, batch)
+        return sent
 
     def outbox(
         self,
