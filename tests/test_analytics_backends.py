@@ -97,7 +97,15 @@ def assert_same_snapshot(a: AnalyticsRun, b: AnalyticsRun) -> None:
             else:
                 assert x[column] == pytest.approx(y[column], rel=1e-9)
     assert kpis_a == kpis_b
-    assert set(kpis_a) >= {"f_conversion", "repeat_rate_month", "upgrade", "cohorts:channel"}
+    assert set(kpis_a) >= {
+        "f_conversion",
+        "repeat_rate_month",
+        "upgrade",
+        "cohorts:channel",
+        "cpm_changes",
+        "cpm_forecast",
+        "fan_indicators",
+    }
 
 
 @pytest.mark.django_db(transaction=True)

@@ -70,6 +70,8 @@ def test_a_run_records_each_step_as_it_starts_and_its_timings() -> None:
         "repeat",
         "cohorts",
         "subscriptions",
+        "dynamics",
+        "fans",
         "store",
     ]
     assert all(name == on_row for name, on_row, _ in seen)
@@ -165,8 +167,8 @@ def test_the_command_prints_one_line_per_step_and_a_summary(
     _small_shop()
     call_command("analytics", "run", "--as-of", "2025-06-30")
     out = capsys.readouterr().out
-    assert "[1/8] 業務データの読み出し" in out
-    assert "[8/8] スナップショットの保存" in out
+    assert "[1/10] 業務データの読み出し" in out
+    assert "[10/10] スナップショットの保存" in out
     assert "完了: 基準日 2025-06-30、購入のある顧客 5人、購入 7件" in out
 
 

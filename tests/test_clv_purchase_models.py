@@ -279,6 +279,31 @@ def test_next_purchase_is_when_one_more_purchase_is_expected(
     assert model.expected_purchases(params, 520.0, x[2:], t_x[2:], T[2:])[0] < 1
 
 
+@pytest.mark.parametrize("name", ["bgnbd", "pareto"])
+def test_next_purchase_in_whole_units_is_the_first_unit_reaching_one_purchase(
+    cdnow: CustomerSummary, name: str
+) -> None:
+    model: Any = {"bgnbd": bgnbd, "pareto": pareto}[name]
+    params = model.fit(cdnow.x, cdnow.t_x, cdnow.T)
+    # given customers from the frequent to the lapsed, several of them alike
+    x = np.array([20.0, 20.0, 4.0, 9.0, 2.0, 6.0, 0.0])
+    t_x = np.array([38.0, 38.0, 36.0, 30.0, 20.0, 5.0, 0.0])
+    T = np.full(x.size, 39.0)
+    # when the next purchase is asked for in whole weeks
+    when = model.expected_next_purchase(params, x, t_x, T, horizon=104.0, whole_units=True)
+    # then it is, per customer, the first whole week by which one purchase is expected
+    weeks = np.arange(1.0, 105.0)
+    for i in range(x.size):
+        expected = model.expected_purchases(
+            params, weeks, np.full(weeks.size, x[i]), np.full(weeks.size, t_x[i]), T[:1]
+        )
+        first = weeks[np.argmax(expected >= 1.0)] if np.any(expected >= 1.0) else np.nan
+        assert when[i] == first or (np.isnan(when[i]) and np.isnan(first)), i
+    # (the frequent buyer is expected back within the two years, the one-time buyer is not)
+    assert not np.isnan(when[0])
+    assert np.isnan(when[-1])
+
+
 @pytest.mark.parametrize(
     ("x", "t_x", "T", "message"),
     [

@@ -165,7 +165,7 @@ def run(
     return results
 
 
-def _print(results: list[dict[str, Any]]) -> None:
+def print_rows(results: list[dict[str, Any]]) -> None:
     for row in results:
         print(
             f"\n{row['model']}: {row['customers']:,} customers "
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results, indent=2))
     else:
-        _print(results)
+        print_rows(results)
 
 
 if __name__ == "__main__":

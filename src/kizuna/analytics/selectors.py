@@ -812,8 +812,9 @@ class WhatIfView:
 
 def forecast_what_if(run: AnalyticsRun, *, before: str, after: str, points: float) -> WhatIfView:
     """The stored forecast with P(before → after) changed by `points` percentage points (the
-    rest of the row rescaled). Raises WhatIfError (Japanese) for a change that cannot be made,
-    ValueError when the run holds no forecast."""
+    rest of the row rescaled). Raises WhatIfError (Japanese) for a change that cannot be made
+    or when the run holds no forecast. The one computation a page asks for: twelve products of
+    a 10×10 matrix, from the model stored with the run."""
     stored = kpi_table(run, "cpm_forecast")
     if stored is None:
         raise WhatIfError("この分析結果には予測がありません。分析を実行し直してください")

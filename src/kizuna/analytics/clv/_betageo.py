@@ -29,10 +29,10 @@ from kizuna.analytics.clv.common import (
     Rows,
     collapse,
     customer_arrays,
+    distinct_pairs,
     dot,
     group,
     maximise,
-    on_distinct_rows,
     softplus_and_share,
     weighted_count,
 )
@@ -191,15 +191,39 @@ def p_alive(params: Fitted, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, *, k: in
     return np.asarray(expit(-_log_death_odds(params, xs, txs, Ts, k=k)), dtype=np.float64)
 
 
-def _expected(
-    params: Fitted, t: FloatArray, xs: FloatArray, txs: FloatArray, Ts: FloatArray, *, k: int
-) -> FloatArray:
+def _growth(params: Fitted, t: FloatArray, xs: FloatArray, Ts: FloatArray, *, k: int) -> FloatArray:
+    """The hypergeometric factor of E[purchases in (T, T+t]]: a function of (t, x, T) only."""
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     rx = r + xs
     z = t / (alpha + Ts + t)
     growth = 1.0 - np.exp(rx * np.log1p(-z)) * hyp2f1(rx, b + xs + k, a + b + xs + k - 1, z)
+    return np.asarray(growth, dtype=np.float64)
+
+
+def _scaled(
+    params: Fitted, growth: FloatArray, xs: FloatArray, txs: FloatArray, Ts: FloatArray, *, k: int
+) -> FloatArray:
+    a, b = params.a, params.b
     alive = expit(-_log_death_odds(params, xs, txs, Ts, k=k))
     return np.asarray((a + b + xs + k - 1) / (a - 1) * growth * alive, dtype=np.float64)
+
+
+def _expected(
+    params: Fitted, t: FloatArray, xs: FloatArray, txs: FloatArray, Ts: FloatArray, *, k: int
+) -> FloatArray:
+    return _scaled(params, _growth(params, t, xs, Ts, k=k), xs, txs, Ts, k=k)
+
+
+def _expected_at(
+    params: Fitted, t: float, xs: FloatArray, txs: FloatArray, Ts: FloatArray, *, k: int
+) -> FloatArray:
+    """_expected for one t shared by all rows: the costly 2F1 runs once per distinct (x, T)
+    pair (a million customers have about 600,000 distinct rows but 70,000 such pairs)."""
+    if xs.size == 0:
+        return np.zeros(0)
+    px, pT, at = distinct_pairs(xs, Ts)
+    growth = _growth(params, np.full(px.shape, t), px, pT, k=k)[at]
+    return _scaled(params, growth, xs, txs, Ts, k=k)
 
 
 def expected_purchases(
@@ -208,14 +232,11 @@ def expected_purchases(
     ts = np.asarray(t, dtype=np.float64)
     if np.any(ts < 0):
         raise ValueError("予測期間 t は0以上である必要があります")
-    if ts.ndim == 0:
-        return on_distinct_rows(
-            lambda ux, utx, uT: _expected(params, np.full(ux.shape, float(ts)), ux, utx, uT, k=k),
-            x,
-            t_x,
-            T,
-        )
     xs, txs, Ts = customer_arrays(x, t_x, T)
+    if ts.ndim == 0:
+        return _expected_at(params, float(ts), xs.ravel(), txs.ravel(), Ts.ravel(), k=k).reshape(
+            xs.shape
+        )
     ts, xs, txs, Ts = np.broadcast_arrays(ts, xs, txs, Ts)
     return _expected(params, ts, xs, txs, Ts, k=k)
 

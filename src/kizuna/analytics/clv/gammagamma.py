@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import digamma, gammaln
 
-from kizuna.analytics.clv.common import FloatArray, dot, maximise, weighted_count
+from kizuna.analytics.clv.common import FloatArray, dot, group, maximise, weighted_count
 
 # 365.25 / 12 days: the month used to turn a model's time unit into calendar months.
 DAYS_PER_MONTH = 30.4375
@@ -74,33 +74,39 @@ def fit(
         if weights is None
         else np.broadcast_to(np.asarray(weights, dtype=np.float64), x.shape).ravel()
     )
-    pairs, inverse = np.unique(np.stack((x, m), axis=1), axis=0, return_inverse=True)
-    ux, um = pairs[:, 0], pairs[:, 1]
-    uw = weighted_count(inverse.ravel(), w, ux.size)
-    total = float(uw.sum())
-    log_x, log_m = np.log(ux), np.log(um)
+    # The gamma functions depend on x alone: they run once per distinct x, weighted by how
+    # many customers have it; per customer only log(γ + x·m) and 1/(γ + x·m) are left.
+    xg = group(x)
+    ux = xg.values
+    W_x = weighted_count(xg.index, w, ux.size)
+    total = float(W_x.sum())
+    log_ux = np.log(ux)
+    xm = x * m
+    wx = w * x
+    sum_wx_log_m = dot(wx, np.log(m))
+    sum_w_log_m = dot(w, np.log(m))
 
     def neg_mean_loglik(theta: FloatArray) -> tuple[float, FloatArray]:
         p, q, g = np.exp(theta)
         px = p * ux
-        log_gxm = np.log(g + ux * um)
+        log_gxm = np.log(g + xm)
+        inv_gxm = 1.0 / (g + xm)
         ll = (
-            gammaln(px + q)
-            - gammaln(px)
-            - gammaln(q)
-            + q * np.log(g)
-            + (px - 1) * log_m
-            + px * log_x
-            - (px + q) * log_gxm
+            dot(W_x, gammaln(px + q) - gammaln(px) + px * log_ux)
+            - total * (gammaln(q) - q * np.log(g))
+            + p * sum_wx_log_m
+            - sum_w_log_m
+            - p * dot(wx, log_gxm)
+            - q * dot(w, log_gxm)
         )
         psi = digamma(px + q)
-        d_p = ux * (psi - digamma(px) + log_m + log_x - log_gxm)
-        d_q = psi - digamma(q) + np.log(g) - log_gxm
-        d_g = q / g - (px + q) / (g + ux * um)
-        grad = np.array([p * dot(uw, d_p), q * dot(uw, d_q), g * dot(uw, d_g)])
-        return -float(dot(uw, ll)) / total, -grad / total
+        d_p = dot(W_x, ux * (psi - digamma(px) + log_ux)) + sum_wx_log_m - dot(wx, log_gxm)
+        d_q = dot(W_x, psi) - total * (digamma(q) - np.log(g)) - dot(w, log_gxm)
+        d_g = total * q / g - p * dot(wx, inv_gxm) - q * dot(w, inv_gxm)
+        grad = np.array([p * d_p, q * d_q, g * d_g])
+        return -float(ll) / total, -grad / total
 
-    mean = float(dot(uw, um) / total)
+    mean = float(dot(w, m) / total)
     best = maximise(neg_mean_loglik, np.log([1.0, 2.0, max(mean, 1e-6)]), total)
     p, q, g = (float(v) for v in best.params)
     return GammaGammaParams(p, q, g, best.log_likelihood, round(total), best.converged)

@@ -62,8 +62,10 @@ def expected_next_purchase(
     *,
     horizon: float,
     tolerance: float = 1e-3,
+    whole_units: bool = False,
 ) -> FloatArray:
-    """Time after T by which one more purchase is expected (NaN: not within the horizon)."""
+    """Time after T by which one more purchase is expected (NaN: not within the horizon);
+    with `whole_units`, the first whole time unit (day) by which it is."""
     return next_purchase_time(
         lambda t, x_, tx_, T_: expected_purchases(params, t, x_, tx_, T_),
         x,
@@ -71,4 +73,5 @@ def expected_next_purchase(
         T,
         horizon=horizon,
         tolerance=tolerance,
+        whole_units=whole_units,
     )

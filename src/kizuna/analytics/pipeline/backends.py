@@ -26,7 +26,12 @@ class BackendUnavailableError(RuntimeError):
 
 
 def connect_duckdb() -> ibis.BaseBackend:
-    return ibis.duckdb.connect()
+    con = ibis.duckdb.connect()
+    # Every result the pipeline reads in a given order says so (ORDER BY, or sorted after
+    # collection); without this promise DuckDB materialises and aggregates ten million rows
+    # in parallel without keeping them in input order, two to three times faster here.
+    con.raw_sql("SET preserve_insertion_order = false")
+    return con
 
 
 def connect_postgres(using: str = "default") -> ibis.BaseBackend:

@@ -23,6 +23,8 @@ import pyarrow.compute as pc
 from kizuna.analytics.pipeline import expressions as ex
 from kizuna.analytics.pipeline import kpis
 from kizuna.analytics.pipeline.config import AnalyticsConfig
+from kizuna.analytics.pipeline.dynamics import dynamics
+from kizuna.analytics.pipeline.fans import fan_indicators
 from kizuna.analytics.pipeline.predict import Predictions, predict
 from kizuna.analytics.pipeline.tables import Tables
 
@@ -34,6 +36,8 @@ STEP_LABELS: dict[str, str] = {
     "repeat": "リピート指標(F2転換率・リピート率・引き上げ率)",
     "cohorts": "コホート(継続率・累計LTV)",
     "subscriptions": "定期(回数別継続率・解約率)",
+    "dynamics": "顧客数の推移・予測",
+    "fans": "ファン化指標",
     "store": "スナップショットの保存",
 }
 
@@ -194,9 +198,13 @@ def compute(
             rates = ex.repeat_rates(p, summary, period=period).to_pyarrow()
             results[f"repeat_rate_{period}"] = kpis.repeat_rate_rows(rates, period=period)
         if tables.lines is not None and tables.products is not None:
-            flags = ex.order_flags(tables.lines, tables.products)
             up = ex.upgrade(
-                seq, flags, nth, as_of_day=as_of_day, windows=cfg.windows_days
+                seq,
+                tables.lines,
+                tables.products,
+                nth,
+                as_of_day=as_of_day,
+                windows=cfg.windows_days,
             ).to_pyarrow()
             results["upgrade"] = kpis.upgrade_rows(up)
             results["upgrade_overall"] = kpis.upgrade_overall(up)
@@ -213,6 +221,12 @@ def compute(
                     as_of_month=as_of_month,
                 )
             )
+    with clock.step("dynamics"):
+        results.update(dynamics(p, as_of_day=as_of_day, as_of_month=as_of_month, cfg=cfg))
+    with clock.step("fans"):
+        results["fan_indicators"] = fan_indicators(
+            tables, ex.with_cpm(summary, cfg), nth, seq, as_of_day=as_of_day
+        )
     results["headline"] = _headline(customers, totals, purchase_total)
     return PipelineResult(
         as_of=as_of,
@@ -244,9 +258,11 @@ def _cohorts(
         dims = dims.left_join(labelled, "customer_id").select(dims, labelled.first_product)
         splits.append("first_product")
     dims = dims.cache()
+    # Every split adds up the same per-customer months: computed once, not once per split.
+    months = ex.customer_month_revenue(p).cache()
     out: dict[str, list[dict[str, Any]]] = {}
     for split in splits:
-        sizes, activity = ex.cohort_activity(p, dims, dimension=split)
+        sizes, activity = ex.cohort_activity(months, dims, dimension=split)
         out[split] = kpis.cohort_rows(
             sizes.to_pyarrow(), activity.to_pyarrow(), as_of_month=as_of_month
         )

@@ -273,34 +273,42 @@ def repeat_rates(p: ir.Table, summary: ir.Table, *, period: str) -> ir.Table:
     )
 
 
-def order_flags(lines: ir.Table, products: ir.Table) -> ir.Table:
-    """Per order: whether it holds a trial product, and a main or subscription product."""
-    lp = lines.join(products, lines.product_id == products.product_id)
-    return lp.group_by(lp.order_id).aggregate(
-        has_trial=lp.count(where=lp.kind.isin(TRIAL_KINDS)) > 0,
-        has_main=lp.count(where=lp.kind.isin(MAIN_KINDS)) > 0,
-    )
-
-
 def upgrade(
-    seq: ir.Table, flags: ir.Table, nth: ir.Table, *, as_of_day: int, windows: Sequence[int]
+    seq: ir.Table,
+    lines: ir.Table,
+    products: ir.Table,
+    nth: ir.Table,
+    *,
+    as_of_day: int,
+    windows: Sequence[int],
 ) -> ir.Table:
     """引き上げ: per first-purchase month and window N, the trial-first customers (first order
     holds a trial and no main/subscription product), those observed for N days, and those of
-    them whose later order within N days held a main or subscription product."""
-    f = seq.left_join(flags, seq.order_id == flags.order_id).select(
-        seq.customer_id,
-        seq.day,
-        seq.seq,
-        has_trial=flags.has_trial.fill_null(False),
-        has_main=flags.has_main.fill_null(False),
+    them whose later order within N days held a main or subscription product.
+
+    Orders are matched to trial and main lines with IN (subquery) filters, which every engine
+    runs as a semi-join (Ibis's semi_join becomes SQL PostgreSQL does not read): no per-order
+    flags over every line (ten million groups), and only the trial-first customers' later
+    orders are looked at.
+    """
+
+    def holding(kinds: Sequence[str]) -> ir.IntegerColumn:
+        wanted = products.filter(products.kind.isin(kinds)).product_id
+        return lines.filter(lines.product_id.isin(wanted)).order_id
+
+    trial_orders, main_orders = holding(TRIAL_KINDS), holding(MAIN_KINDS)
+    trial_first = seq.filter(
+        seq.seq == 0, seq.order_id.isin(trial_orders), ~seq.order_id.isin(main_orders)
+    ).customer_id
+    later = seq.filter(
+        seq.seq >= 1, seq.customer_id.isin(trial_first), seq.order_id.isin(main_orders)
     )
-    per = f.group_by("customer_id").aggregate(
-        trial_first=f.count(where=(f.seq == 0) & f.has_trial & ~f.has_main) > 0,
-        upgrade_day=f.day.min(where=(f.seq >= 1) & f.has_main),
-    )
+    upgraded_on = later.group_by("customer_id").aggregate(upgrade_day=later.day.min())
     base = nth.select("customer_id", "first_day", "first_month")
-    trial = base.join(per.filter(per.trial_first), "customer_id")
+    trial = base.filter(base.customer_id.isin(trial_first))
+    trial = trial.left_join(upgraded_on, trial.customer_id == upgraded_on.customer_id).select(
+        trial.first_day, trial.first_month, upgraded_on.upgrade_day
+    )
     x = trial.cross_join(_windows(windows))
     eligible = (ibis.literal(as_of_day, "int64") - x.first_day) >= x.window_days
     upgraded = eligible & x.upgrade_day.notnull() & ((x.upgrade_day - x.first_day) <= x.window_days)
@@ -324,14 +332,18 @@ def first_products(seq: ir.Table, lines: ir.Table) -> ir.Table:
     return ranked.filter(ranked.pick == 0).select("customer_id", first_product_id="product_id")
 
 
-def cohort_activity(p: ir.Table, dims: ir.Table, *, dimension: str) -> tuple[ir.Table, ir.Table]:
+def customer_month_revenue(p: ir.Table) -> ir.Table:
+    """Per customer and month with a purchase: the month's revenue (cohort_activity's input)."""
+    return p.group_by(["customer_id", "month"]).aggregate(revenue=p.amount.sum())
+
+
+def cohort_activity(cm: ir.Table, dims: ir.Table, *, dimension: str) -> tuple[ir.Table, ir.Table]:
     """Cohort sizes and, per months since the first purchase, active customers and revenue.
 
-    `dims` has customer_id, first_month and the `dimension` column to split by.
-    Returns (sizes: dim, first_month, customers; activity: dim, first_month, offset, active,
-    revenue).
+    `cm` is `customer_month_revenue` of the purchases; `dims` has customer_id, first_month and
+    the `dimension` column to split by. Returns (sizes: dim, first_month, customers; activity:
+    dim, first_month, offset, active, revenue).
     """
-    cm = p.group_by(["customer_id", "month"]).aggregate(revenue=p.amount.sum())
     d = dims.select("customer_id", "first_month", dim=dims[dimension])
     joined = cm.join(d, "customer_id")
     activity = joined.group_by(

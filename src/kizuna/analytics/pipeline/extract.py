@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -38,6 +39,8 @@ class Snapshot:
     customers: pa.Table | None = None
     subscriptions: pa.Table | None = None
     deliveries: pa.Table | None = None
+    points: pa.Table | None = None
+    contacts: pa.Table | None = None
 
     def tables(self) -> dict[str, pa.Table]:
         named = {
@@ -47,13 +50,18 @@ class Snapshot:
             "customers": self.customers,
             "subscriptions": self.subscriptions,
             "deliveries": self.deliveries,
+            "points": self.points,
+            "contacts": self.contacts,
         }
         return {name: table for name, table in named.items() if table is not None}
 
 
 # SQL per vendor for the two conversions the databases store differently.
 _EPOCH = {
-    "sqlite": "CAST(strftime('%s', {col}) AS INTEGER)",
+    # Whole seconds, like strftime('%s', …) (both go through SQLite's internal Julian-day
+    # milliseconds) but about twice as fast on ten million rows: integer arithmetic on
+    # julianday() instead of formatting a string and parsing it back.
+    "sqlite": "(CAST(ROUND(julianday({col}) * 86400000) AS INTEGER) - 210866760000000) / 1000",
     "postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM {col})) AS BIGINT)",
 }
 _DAYS = {
@@ -85,14 +93,13 @@ def _queries(vendor: str) -> list[_Query]:
         _Query(
             "orders",
             "SELECT id, customer_id, "  # noqa: S608
-            f"{epoch(col='ordered_at')}, status, channel, total, subtotal FROM commerce_order",
+            f"{epoch(col='ordered_at')}, status, total, subtotal FROM commerce_order",
             pa.schema(
                 [
                     ("order_id", i64),
                     ("customer_id", i64),
                     ("epoch", i64),
                     ("status", s),
-                    ("channel", s),
                     ("amount", i64),
                     ("subtotal", i64),
                 ]
@@ -100,8 +107,8 @@ def _queries(vendor: str) -> list[_Query]:
         ),
         _Query(
             "lines",
-            "SELECT order_id, product_id, amount FROM commerce_orderline",
-            pa.schema([("order_id", i64), ("product_id", i64), ("amount", i64)]),
+            "SELECT order_id, product_id, amount, id FROM commerce_orderline",
+            pa.schema([("order_id", i64), ("product_id", i64), ("amount", i64), ("id", i64)]),
         ),
         _Query(
             "products",
@@ -135,23 +142,41 @@ def _queries(vendor: str) -> list[_Query]:
             "FROM subscriptions_subscriptiondelivery",
             pa.schema([("subscription_id", i64), ("sequence", i64), ("status", s), ("day", i64)]),
         ),
+        # Points use and contacts: early behaviours for the fan indicators (pipeline/fans.py).
+        _Query(
+            "points",
+            f"SELECT customer_id, kind, {epoch(col='occurred_at')} FROM loyalty_pointentry",  # noqa: S608
+            pa.schema([("customer_id", i64), ("kind", s), ("epoch", i64)]),
+        ),
+        _Query(
+            "contacts",
+            f"SELECT customer_id, direction, {epoch(col='occurred_at')} FROM support_contact",  # noqa: S608
+            pa.schema([("customer_id", i64), ("direction", s), ("epoch", i64)]),
+        ),
     ]
 
 
-def month_of_day(days: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray | pa.Array:
-    """Months since 1970-01 for day numbers (nulls stay null)."""
-    as_dates = pc.cast(pc.cast(days, pa.int32()), pa.date32())
-    year = pc.cast(pc.year(as_dates), pa.int64())
-    month = pc.cast(pc.month(as_dates), pa.int64())
-    return pc.add(pc.multiply(pc.subtract(year, 1970), 12), pc.subtract(month, 1))
+def month_of_day(days: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Months since 1970-01 for day numbers (nulls stay null).
+
+    numpy's day → month datetime conversion: several times faster than Arrow's year() and
+    month() kernels on ten million rows.
+    """
+    values = pc.cast(days, pa.int64())
+    mask = pc.is_null(values).to_numpy(zero_copy_only=False)
+    numbers = pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+    months = numbers.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+    return pa.array(months, pa.int64(), mask=mask if mask.any() else None)
 
 
 def _normalise(name: str, table: pa.Table) -> pa.Table:
-    if name == "orders":
+    if name == "lines":
+        return table.drop_columns(["id"])  # read only to split the scan (see _PARTITIONED)
+    if name in ("orders", "points", "contacts"):
         epoch = table.column("epoch").to_numpy()
         day = pa.array((epoch + JST_OFFSET_SECONDS) // SECONDS_PER_DAY, pa.int64())
-        table = table.drop_columns(["epoch"])
-        return table.append_column("day", day).append_column("month", month_of_day(day))
+        table = table.drop_columns(["epoch"]).append_column("day", day)
+        return table.append_column("month", month_of_day(day)) if name == "orders" else table
     if name == "subscriptions":
         cancel = table["cancel_day"]
         table = table.set_column(
@@ -165,10 +190,22 @@ def _normalise(name: str, table: pa.Table) -> pa.Table:
     return table
 
 
+# The tables with a row per order: connectorx reads them in this many id ranges at once
+# (one thread each), which nearly halves the longest step of a run on two cores.
+_PARTITIONED = {"orders": "id", "lines": "id"}
+PARTITIONS = 2
+
+
 def _read_connectorx(url: str, query: _Query) -> pa.Table:
     import connectorx
 
-    table = connectorx.read_sql(url, query.sql, return_type="arrow")
+    column = _PARTITIONED.get(query.name)
+    if column is None:
+        table = connectorx.read_sql(url, query.sql, return_type="arrow")
+    else:
+        table = connectorx.read_sql(
+            url, query.sql, return_type="arrow", partition_on=column, partition_num=PARTITIONS
+        )
     return _conform(table, query.schema)
 
 

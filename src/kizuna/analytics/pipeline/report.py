@@ -25,7 +25,7 @@ from kizuna.analytics.pipeline.compute import OnStep, PipelineResult, StepClock,
 from kizuna.analytics.pipeline.config import AnalyticsConfig
 from kizuna.analytics.pipeline.tables import DEFAULT_COLUMNS, file_tables
 
-REPORT_STEPS = ["load", "summary", "predictions", "repeat", "cohorts"]
+REPORT_STEPS = ["load", "summary", "predictions", "repeat", "cohorts", "dynamics", "fans"]
 
 
 class ColumnsError(ValueError):

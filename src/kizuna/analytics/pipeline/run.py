@@ -32,7 +32,17 @@ class AnalyticsRunError(RuntimeError):
 
 def _steps(backend: Backend) -> list[str]:
     first = ["load"] if backend == Backend.POSTGRES else ["extract", "load"]
-    return [*first, "summary", "predictions", "repeat", "cohorts", "subscriptions", "store"]
+    return [
+        *first,
+        "summary",
+        "predictions",
+        "repeat",
+        "cohorts",
+        "subscriptions",
+        "dynamics",
+        "fans",
+        "store",
+    ]
 
 
 def _config_json(cfg: AnalyticsConfig) -> dict[str, Any]:
