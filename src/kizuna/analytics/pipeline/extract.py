@@ -14,6 +14,9 @@ Timestamps leave the database as UTC epoch seconds and become Asia/Tokyo day num
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -209,6 +212,41 @@ def _read_connectorx(url: str, query: _Query) -> pa.Table:
     return _conform(table, query.schema)
 
 
+def _connectorx_to_files(url: str, queries: list[_Query], directory: str) -> None:
+    """Child-process side of `_read_connectorx_isolated`: each table to an Arrow IPC file."""
+    for query in queries:
+        table = _read_connectorx(url, query)
+        path = os.path.join(directory, query.name)
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+
+
+def _read_connectorx_isolated(url: str, queries: list[_Query]) -> dict[str, pa.Table]:
+    """connectorx on SQLite, in a child process.
+
+    connectorx links its own copy of SQLite. Two copies in one process do not see each other's
+    POSIX locks, so when one closes the database file it drops the other's locks too (SQLite's
+    "How To Corrupt An SQLite Database File", 2.2.1); after a large write through Django's
+    connection this killed the process with SIGBUS. In a child process the locks stay apart;
+    the tables come back as Arrow IPC files.
+    """
+    with tempfile.TemporaryDirectory(prefix="kizuna-extract-") as directory:
+        child = multiprocessing.get_context("spawn").Process(
+            target=_connectorx_to_files, args=(url, queries, directory)
+        )
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(
+                f"業務データの読み出し(connectorx)が終了コード {child.exitcode} で失敗しました"
+            )
+        out: dict[str, pa.Table] = {}
+        for query in queries:
+            with pa.OSFile(os.path.join(directory, query.name), "rb") as source:
+                out[query.name] = pa.ipc.open_file(source).read_all()
+        return out
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """Rename positionally and cast: each engine reports slightly different column types."""
     renamed = table.rename_columns(schema.names)
@@ -299,11 +337,19 @@ def snapshot_from_database(
     if chosen == "copy" and conn.vendor != "postgresql":
         raise ValueError("COPY での読み出しは PostgreSQL のときだけ使えます")
     out: dict[str, pa.Table] = {}
+    queries = _queries(conn.vendor)
+    isolated = (
+        _read_connectorx_isolated(url, queries)
+        if url is not None and conn.vendor == "sqlite"
+        else {}
+    )
     conn.ensure_connection()
     with conn.cursor() as cursor:
         raw = getattr(cursor, "cursor", cursor)  # the DB-API cursor under Django's wrappers
-        for query in _queries(conn.vendor):
-            if url is not None:
+        for query in queries:
+            if query.name in isolated:
+                table = isolated.pop(query.name)
+            elif url is not None:
                 table = _read_connectorx(url, query)
             elif chosen == "copy":
                 table = _read_copy(raw, query)

@@ -14,7 +14,6 @@ from typing import Any
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 from django.utils import timezone
 
 from kizuna.accounts.models import Role, User
@@ -79,9 +78,7 @@ class Command(BaseCommand):
             self.stdout.write(f"シナリオとその配信履歴を作成しました{_took(started)}。")
             # The analytics snapshot the segment builder and scenarios read.
             started = time.perf_counter()
-            run = run_analytics(
-                acting_user=Actor.system("demo"), as_of=as_of, extract_method=_extract_method()
-            )
+            run = run_analytics(acting_user=Actor.system("demo"), as_of=as_of)
             self.stdout.write(
                 f"顧客分析のスナップショットを作成しました({run.status}){_took(started)}。"
             )
@@ -125,15 +122,3 @@ class Command(BaseCommand):
 
 def _took(started: float) -> str:
     return f"({time.perf_counter() - started:,.1f} 秒)"
-
-
-def _extract_method() -> str:
-    """How the analytics run reads the database from this process.
-
-    On SQLite, not connectorx: it brings its own copy of SQLite, and two copies of SQLite in
-    one process do not see each other's file locks. After the build has written hundreds of
-    megabytes through Django's connection, connectorx's connection closing as if it were the
-    last one killed the process with SIGBUS at 100,000 customers. Reading through Django's
-    own connection avoids the second copy.
-    """
-    return "cursor" if connection.vendor == "sqlite" else "auto"
