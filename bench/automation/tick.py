@@ -13,8 +13,9 @@ missing, dropped afterwards unless --keep). Then, at 10:00 JST on the demo's las
 1. tick, first: the catch-up tick after the demo's history (enrolls the day's events and
    sends the steps that came due since midnight);
 2. tick, steady: the next minute's tick — what every minute costs (target: under 10 s).
-   Floor: the same SELECT statements the tick issued, replayed directly on a database cursor
-   (recorded with Django's execute_wrapper), i.e. the database work without the engine;
+   Floor: the same SELECT statements the tick issued (and the SELECT of each INSERT … SELECT),
+   replayed directly on a database cursor (recorded with Django's execute_wrapper), i.e. the
+   database's reading without the engine;
 3. outbox fill: a "segment entered" scenario over ~100,000 customers with a step due at once;
    one tick enrolls them, renders each message and writes the outbox (target: ≥ 20,000
    messages/s). Floor: a plain executemany INSERT of as many outbox rows (rolled back).
@@ -95,6 +96,10 @@ class _Recorder:
             head = sql.lstrip()[:6].upper()
             if not many and head in ("SELECT", "WITH S"):
                 self.reads.append((sql, params))
+            elif not many and head == "INSERT" and " SELECT " in sql:
+                # INSERT … SELECT (enrolling): its SELECT is the read the database does.
+                select = sql[sql.index(" SELECT ") + 1 :].removesuffix(" ON CONFLICT DO NOTHING")
+                self.reads.append((select, params))
 
 
 def _replay(reads: list[tuple[str, Any]]) -> float:

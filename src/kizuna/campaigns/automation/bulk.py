@@ -1,5 +1,5 @@
 """Fast multi-row INSERTs for the scheduler's own tables, the outbox (outbox_enqueue_many) and
-the demo's history.
+the demo's history; and INSERT … SELECT, for rows the database can compute itself.
 
 A tick may enroll and dispatch a hundred thousand customers at once. bulk_create spends far
 longer preparing each value than the database spends storing the row; these rows are new and
@@ -17,25 +17,80 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.db import connection, models
+from django.db.models import QuerySet
 
 BATCH = 5000
 
 
+# Cached: the rows of one insert mostly share a few moments (created, decided, due) and dates.
 @functools.lru_cache(maxsize=4096)
-def _sqlite_datetime(value: dt.datetime) -> str:
-    # Cached: the rows of one insert mostly share a few moments (created, decided, due).
-    return value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+def _sqlite_datetime(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
+@functools.lru_cache(maxsize=4096)
+def _sqlite_date(value: dt.date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# One encoder for every row: json.dumps with options builds a new encoder on each call.
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _converter(field: models.Field[Any, Any], sqlite: bool) -> Callable[[Any], Any] | None:
     kind = field.get_internal_type()
     if kind == "DateTimeField" and sqlite:
-        return lambda v: None if v is None else _sqlite_datetime(v)
+        return _sqlite_datetime
     if kind == "DateField" and sqlite:
-        return lambda v: None if v is None else v.isoformat()
+        return _sqlite_date
     if kind == "JSONField":
-        return lambda v: json.dumps(v, ensure_ascii=False)
+        return _json_text
     return None
+
+
+def _insert_head(
+    model: type[models.Model], columns: Sequence[str], *, ignore_conflicts: bool
+) -> tuple[str, str, list[models.Field[Any, Any]]]:
+    """(INSERT … INTO table (columns), the ON CONFLICT tail, the fields left to their defaults)."""
+    meta = model._meta
+    named = set(columns)
+    rest = [f for f in meta.concrete_fields if f.attname not in named and not f.primary_key]
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    fields = [by_attname[name] for name in columns] + rest
+    sqlite = connection.vendor == "sqlite"
+    quoted = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    verb = "INSERT OR IGNORE" if ignore_conflicts and sqlite else "INSERT"
+    tail = " ON CONFLICT DO NOTHING" if ignore_conflicts and not sqlite else ""
+    return f"{verb} INTO {meta.db_table} ({quoted})", tail, rest
+
+
+def insert_select(
+    model: type[models.Model],
+    columns: Sequence[str],
+    query: QuerySet[Any],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """INSERT the rows `query` selects (a values_list of annotations only — so the SELECT
+    keeps their order — giving `columns`, field attnames, in that order) without fetching
+    them; returns how many rows were inserted.
+
+    Nothing passes through Python, so the values must already be in the column's form (use
+    expressions with the field's output_field). Columns not named get their field's default.
+    With `ignore_conflicts`, rows that would break a unique constraint are left out.
+    """
+    if query.query.values_select or len(query.query.annotation_select) != len(columns):
+        raise ValueError(f"the query must select {len(columns)} annotations, one per column")
+    head, tail, rest = _insert_head(model, columns, ignore_conflicts=ignore_conflicts)
+    select, params = query.query.sql_with_params()
+    defaults = [f.get_db_prep_save(f.get_default(), connection) for f in rest]
+    extra = "".join(", %s" for _ in rest)
+    sql = f"{head} SELECT q.*{extra} FROM ({select}) AS q{tail}"  # noqa: S608 - our own SQL
+    with connection.cursor() as cursor:
+        # The defaults' placeholders come first in the statement's text.
+        cursor.execute(sql, [*defaults, *params])
+        inserted: int = cursor.rowcount
+    return max(inserted, 0)
 
 
 def insert_rows(
@@ -52,10 +107,8 @@ def insert_rows(
     """
     if not rows:
         return
-    meta = model._meta
-    named = set(columns)
-    rest = [f for f in meta.concrete_fields if f.attname not in named and not f.primary_key]
-    by_attname = {f.attname: f for f in meta.concrete_fields}
+    head, tail, rest = _insert_head(model, columns, ignore_conflicts=ignore_conflicts)
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
     fields = [by_attname[name] for name in columns] + rest
     defaults = tuple(f.get_default() for f in rest)
     sqlite = connection.vendor == "sqlite"
@@ -64,11 +117,8 @@ def insert_rows(
         for index, field in enumerate(fields)
         if (conv := _converter(field, sqlite)) is not None
     ]
-    quoted = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
-    verb = "INSERT OR IGNORE" if ignore_conflicts and sqlite else "INSERT"
-    tail = " ON CONFLICT DO NOTHING" if ignore_conflicts and not sqlite else ""
-    sql = f"{verb} INTO {meta.db_table} ({quoted}) VALUES ({marks}){tail}"
+    sql = f"{head} VALUES ({marks}){tail}"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), BATCH):
             batch = []

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ from kizuna.campaigns.automation.templating import (
     offer_context,
 )
 from kizuna.campaigns.models import Purpose
-from kizuna.campaigns.outbox import OutboxRow, outbox_enqueue_many, validate_content
+from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
 from kizuna.customers.models import Customer
@@ -346,7 +346,6 @@ class _Run:
                 "customer_id",
                 "holdout",
                 "occurrence",
-                "anchor_at",
                 "anchor_value",
                 "in_condition",
                 "product__name",
@@ -355,10 +354,11 @@ class _Run:
         if not rows:
             return
         late_before = self.now - max_lateness()
+        due = due_moments(scenario, step, repeat)
         dispatches: list[Decision] = []
         to_send: list[tuple[Decision, int, str, str]] = []
-        for pk, customer_id, holdout, occurrence, anchor_at, anchor_value, matches, product in rows:
-            due_at = due_moment(scenario, step, repeat, anchor_at, anchor_value)
+        for pk, customer_id, holdout, occurrence, anchor_value, matches, product in rows:
+            due_at = due(anchor_value)
             if holdout:
                 status = DispatchStatus.HELD_OUT
             elif not matches:
@@ -428,6 +428,7 @@ class _Run:
         )
         offer = offer_context(step.offer, today=today)
         purpose = Purpose(scenario.purpose)
+        check = ContentCheck()
         rows: list[OutboxRow] = []
         for dispatch, customer_id, occurrence, product in items:
             context = contexts.get(customer_id)
@@ -437,7 +438,7 @@ class _Run:
             context = {**context, "offer": offer, "product": product}
             content = content_for(step.channel, compiled.render(context))
             try:
-                validate_content(step.channel, content)
+                check(step.channel, content)
             except ValidationError:
                 dispatch.status = DispatchStatus.SKIPPED
                 continue
@@ -619,14 +620,34 @@ def due_moment(
     anchor_value: dt.date | dt.datetime,
 ) -> dt.datetime:
     """When the step was (or is) due for one enrollment."""
+    return due_moments(scenario, step, repeat)(anchor_value)
+
+
+def due_moments(
+    scenario: Scenario, step: ScenarioStep, repeat: int
+) -> Callable[[dt.date | dt.datetime], dt.datetime]:
+    """`due_moment` for many enrollments of one step: what depends on the step is worked
+    out once, and a date-anchored step's moment once per anchor date."""
     if not _date_anchor(step):
-        assert isinstance(anchor_value, dt.datetime)  # noqa: S101 - see _anchor_expression
-        return anchor_value + dt.timedelta(days=step.offset_days)
-    day = anchor_value if not isinstance(anchor_value, dt.datetime) else jst_date(anchor_value)
-    day = add_months(day, repeat) + dt.timedelta(
-        days=step.offset_days + _extra_days(scenario, step)
-    )
-    return jst_at(day, step.send_time or dt.time(0))
+        offset = dt.timedelta(days=step.offset_days)
+
+        def after(anchor_value: dt.date | dt.datetime) -> dt.datetime:
+            assert isinstance(anchor_value, dt.datetime)  # noqa: S101 - see _anchor_expression
+            return anchor_value + offset
+
+        return after
+    days = dt.timedelta(days=step.offset_days + _extra_days(scenario, step))
+    send_time = step.send_time or dt.time(0)
+    by_day: dict[dt.date, dt.datetime] = {}
+
+    def on_day(anchor_value: dt.date | dt.datetime) -> dt.datetime:
+        day = anchor_value if not isinstance(anchor_value, dt.datetime) else jst_date(anchor_value)
+        moment = by_day.get(day)
+        if moment is None:
+            moment = by_day[day] = jst_at(add_months(day, repeat) + days, send_time)
+        return moment
+
+    return on_day
 
 
 # --- finishing --------------------------------------------------------------------------------

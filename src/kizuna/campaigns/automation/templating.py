@@ -29,7 +29,8 @@ from django.template import (
     defaultfilters,
     defaulttags,
 )
-from django.template.base import VariableDoesNotExist
+from django.template.base import TextNode, Variable, VariableDoesNotExist, VariableNode
+from django.utils.html import escape
 
 from kizuna.campaigns.automation.clock import jst_date
 from kizuna.campaigns.automation.models import MessageTemplate, Offer
@@ -164,27 +165,84 @@ def _explain(exc: TemplateSyntaxError) -> str:
     return text
 
 
+# A template made only of text and plain `{{ name }}` variables, as its pieces in order: a
+# str is text, a 1-tuple names a context key. None when the template uses anything else.
+Plan = tuple[str | tuple[str], ...] | None
+
+
+def _plan(template: Template) -> Plan:
+    pieces: list[str | tuple[str]] = []
+    for node in template.nodelist:
+        if isinstance(node, TextNode):
+            pieces.append(node.s)
+            continue
+        if not isinstance(node, VariableNode):
+            return None
+        expression = node.filter_expression
+        var = expression.var
+        if (
+            expression.filters
+            or not isinstance(var, Variable)
+            or var.translate
+            or var.lookups is None
+            or len(var.lookups) != 1
+        ):
+            return None
+        pieces.append((var.lookups[0],))
+    return tuple(pieces)
+
+
+def _render_plan(plan: Plan, context: Mapping[str, Any], autoescape: bool) -> str | None:
+    """What Django renders for `plan`, without building a Context — or None when a value is
+    not plain text (a number, a date, a missing key…), which Django's own rendering formats."""
+    if plan is None:
+        return None
+    out: list[str] = []
+    for piece in plan:
+        if isinstance(piece, str):
+            out.append(piece)
+            continue
+        value = context.get(piece[0])
+        if type(value) is not str:
+            return None
+        out.append(escape(value) if autoescape else value)
+    return "".join(out)
+
+
 @dataclass(frozen=True)
 class CompiledTemplate:
+    """A template's three parts, compiled once per step and rendered once per message.
+
+    Most message templates are text with `{{ name }}`-style variables; for those `plans`
+    render by joining strings (≈ 1 µs a part instead of ≈ 15 µs), producing exactly what
+    Django would. Anything else — tags, filters, dotted names, non-text values — goes through
+    Django's renderer.
+    """
+
     subject: Template
     text: Template
     html: Template | None
     uses: frozenset[str]
+    plans: tuple[Plan, Plan, Plan] = (None, None, None)
 
     def render(self, context: Mapping[str, Any]) -> dict[str, str]:
-        ctx = dict(context)
+        subject_plan, text_plan, html_plan = self.plans
         rendered = {
-            "subject": _render(self.subject, ctx).strip(),
-            "text": _render(self.text, ctx),
+            "subject": _render(self.subject, subject_plan, context).strip(),
+            "text": _render(self.text, text_plan, context),
         }
         if self.html is not None:
-            rendered["html"] = _render(self.html, ctx)
+            rendered["html"] = _render(self.html, html_plan, context)
         return rendered
 
 
-def _render(template: Template, context: dict[str, Any]) -> str:
+def _render(template: Template, plan: Plan, context: Mapping[str, Any]) -> str:
+    autoescape = template.engine.autoescape
+    fast = _render_plan(plan, context, autoescape)
+    if fast is not None:
+        return fast
     try:
-        return template.render(Context(context, autoescape=template.engine.autoescape))
+        return template.render(Context(dict(context), autoescape=autoescape))
     except VariableDoesNotExist:
         return ""
 
@@ -233,7 +291,9 @@ def compile_template(*, subject: str, text: str, html: str = "") -> CompiledTemp
     subject_t, text_t = parts["subject"], parts["text"]
     assert subject_t is not None  # noqa: S101 - compiled above
     assert text_t is not None  # noqa: S101 - compiled above
-    return CompiledTemplate(subject=subject_t, text=text_t, html=parts["html"], uses=uses)
+    html_t = parts["html"]
+    plans = (_plan(subject_t), _plan(text_t), _plan(html_t) if html_t is not None else None)
+    return CompiledTemplate(subject=subject_t, text=text_t, html=html_t, uses=uses, plans=plans)
 
 
 def compile_stored(template: MessageTemplate) -> CompiledTemplate:
@@ -305,12 +365,13 @@ def _context_chunk(
     )
     last_line = lines.order_by("-order__ordered_at", "-order_id", "id")
     want_recs = "recommendations" in uses and recommendations is not None
-    if uses & {"last_product", "recommendations"}:
-        rows = rows.annotate(
-            last_product=Subquery(last_line.values("product_name")[:1]),
-            last_product_id=Subquery(last_line.values("product_id")[:1]),
-        )
-        fields += ["last_product", "last_product_id"]
+    if "last_product" in uses:
+        rows = rows.annotate(last_product=Subquery(last_line.values("product_name")[:1]))
+        fields.append("last_product")
+    if want_recs:
+        # Each of these subqueries is a search per customer: only what the template uses.
+        rows = rows.annotate(last_product_id=Subquery(last_line.values("product_id")[:1]))
+        fields.append("last_product_id")
     if "last_order_date" in uses:
         rows = rows.annotate(last_ordered_at=Subquery(last_line.values("order__ordered_at")[:1]))
         fields.append("last_ordered_at")

@@ -9,9 +9,9 @@ events, the points ledger, subscriptions…) that yields one row per (customer, 
 
 The query already leaves out occurrences enrolled before (NOT EXISTS on the unique
 (scenario, customer, occurrence) key), merged-away and withdrawn customers, and customers
-outside the scenario's audience segment; `enroll` fetches its rows once and bulk-inserts the
-enrollments. Python only hashes each customer id for the holdout draw and fills in the anchor
-dates — there is no per-customer decision loop.
+outside the scenario's audience segment; `enroll` inserts its rows as enrollments with one
+INSERT … SELECT, the anchor dates computed in SQL. Python only hashes the new enrollments'
+customer ids for the holdout draw — there is no per-customer decision loop.
 
 The window: events from `since` to `now`, where `since` is the later of the scenario's
 activation and the last tick minus the lookback (KIZUNA_TRIGGER_LOOKBACK_DAYS, default 7). The
@@ -29,12 +29,14 @@ from typing import Any
 
 from django.db import models, transaction
 from django.db.models import (
+    BooleanField,
     Case,
     CharField,
     Count,
     DateField,
     DateTimeField,
     Exists,
+    ExpressionWrapper,
     F,
     Func,
     IntegerField,
@@ -45,10 +47,10 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models.functions import Cast, Coalesce, Concat, Substr
 
 from kizuna.campaigns.automation import segments
-from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.campaigns.automation.bulk import insert_select
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.models import (
     Enrollment,
@@ -152,8 +154,10 @@ class Trigger:
 # --- building blocks --------------------------------------------------------------------------
 
 
-def _none(field: models.Field[Any, Any]) -> Value:
-    return Value(None, output_field=field)
+def _none(field: models.Field[Any, Any]) -> Cast:
+    # A typed NULL: enroll inserts the query's rows as they are (INSERT … SELECT), and
+    # PostgreSQL takes an untyped NULL in a subquery for text.
+    return Cast(Value(None), field)
 
 
 def _columns(
@@ -237,6 +241,51 @@ class MonthDay(Func):
     def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         value = "(%(expressions)s AT TIME ZONE 'Asia/Tokyo')" if self.moment else "%(expressions)s"
         template = f"to_char({value}, 'MM-DD')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+class JstDate(Func):
+    """The Japanese calendar date of a moment, in native SQL (Japan keeps no summer time)."""
+
+    output_field = DateField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="date(%(expressions)s, '+9 hours')")
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        template = "((%(expressions)s) AT TIME ZONE 'Asia/Tokyo')::date"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+class JstMidnight(Func):
+    """0:00 JST of a date, as a moment (what clock.jst_at gives), in native SQL."""
+
+    output_field = DateTimeField()
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        # Stored as Django stores aware moments on SQLite: UTC text without a zone.
+        return self.as_sql(compiler, connection, template="datetime(%(expressions)s, '-9 hours')")
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        template = "((%(expressions)s)::timestamp AT TIME ZONE 'Asia/Tokyo')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+class DaysBefore(Func):
+    """A date `days` days earlier, in native SQL."""
+
+    output_field = DateField()
+
+    def __init__(self, expression: Any, *, days: int) -> None:
+        super().__init__(expression)
+        self.days = int(days)
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        template = f"date(%(expressions)s, '-{self.days} days')"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        template = f"((%(expressions)s) - {self.days})"
         return self.as_sql(compiler, connection, template=template, **extra)
 
 
@@ -561,9 +610,9 @@ def _segment_entered(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Que
 def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     """Bring a "segment entered" scenario's membership up to date; returns the new entries.
 
-    Three set-based statements: close the stays of customers who left, add the customers who
-    are in now but were not (on the very first evaluation they are a baseline, not entries,
-    unless the trigger says `include_existing`), and nothing else.
+    Two set-based statements: close the stays of customers who left, and add (INSERT …
+    SELECT) the customers who are in now but were not — on the very first evaluation they are
+    a baseline, not entries, unless the trigger says `include_existing`.
     """
     segment = Segment.objects.get(key=scenario.trigger_params["segment"])
     members = segments.member_ids(segment.rules, now=now)
@@ -572,18 +621,24 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     baseline = first_time and not scenario.trigger_params.get("include_existing")
     with transaction.atomic():
         open_stays.exclude(customer_id__in=members).update(left_at=now)
-        newcomers = list(
+        newcomers = (
             Customer.objects.filter(pk__in=members)
             .exclude(pk__in=open_stays.values("customer_id"))
-            .values_list("pk", flat=True)
+            .annotate(
+                m_scenario=Value(scenario.pk, output_field=IntegerField()),
+                m_customer=F("pk"),
+                m_entered_at=Value(now, output_field=DateTimeField()),
+                m_baseline=Value(baseline, output_field=BooleanField()),
+            )
+            .values_list("m_scenario", "m_customer", "m_entered_at", "m_baseline")
         )
-        insert_rows(
+        entered = insert_select(
             SegmentMember,
             ("scenario_id", "customer_id", "entered_at", "baseline"),
-            [(scenario.pk, pk, now, baseline) for pk in newcomers],
+            newcomers,
             ignore_conflicts=True,
         )
-    return 0 if baseline else len(newcomers)
+    return 0 if baseline else entered
 
 
 # --- the registry -----------------------------------------------------------------------------
@@ -830,62 +885,88 @@ ENROLLMENT_COLUMNS = (
     "scenario_id", "customer_id", "occurrence", "holdout", "enrolled_at", "anchor_at",
     "anchor_date", "order_id", "subscription_id", "product_id", "delivery_date",
 )  # fmt: skip
-"""The columns of an enrollment row as `enrollment_rows` gives it (bulk.insert_rows)."""
+"""The columns of an enrollment row, in the order `enrollment_query` selects them."""
+
+
+def enrollment_query(
+    scenario: Scenario, window: Window, *, at_trigger: bool = False
+) -> QuerySet[Any]:
+    """The new enrollments the trigger finds in `window` as one SELECT of ENROLLMENT_COLUMNS
+    (holdout still false: the draw is a hash computed in Python, see `holdout_draw`).
+
+    The anchor is computed in the database: the trigger moment and its JST date; date-only
+    events start at 0:00 JST; "N hours / days after" triggers start when the waiting is over;
+    "N days before" triggers on that day. `at_trigger` dates each enrollment at its anchor
+    rather than at `window.now`: for writing history (the demo), where the scheduler would
+    have enrolled them back then.
+    """
+    params = scenario.trigger_params
+    kind = scenario.trigger_kind
+    at: Any = F("at")
+    day: Any = F("day")
+    if kind in (TriggerKind.CART_ABANDONMENT, TriggerKind.BROWSE_ABANDONMENT):
+        at = ExpressionWrapper(
+            at + dt.timedelta(hours=int(params["hours"])), output_field=DateTimeField()
+        )
+    elif kind == TriggerKind.NO_PURCHASE:
+        at = ExpressionWrapper(
+            at + dt.timedelta(days=int(params["days"])), output_field=DateTimeField()
+        )
+    elif kind in (TriggerKind.POINTS_EXPIRING, TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY):
+        day = Coalesce(DaysBefore(F("ddate"), days=int(params["days"])), day)
+    rows = candidate_query(scenario, window).annotate(
+        e_scenario=Value(scenario.pk, output_field=IntegerField()),
+        e_occurrence=Substr("occ", 1, 64),
+        e_holdout=Value(False, output_field=BooleanField()),
+        e_anchor_at=Coalesce(at, JstMidnight(day), output_field=DateTimeField()),
+        e_anchor_date=Coalesce(JstDate(at), day, output_field=DateField()),
+    )
+    enrolled_at: Any = (
+        F("e_anchor_at") if at_trigger else Value(window.now, output_field=DateTimeField())
+    )
+    selected: QuerySet[Any] = rows.annotate(e_enrolled_at=enrolled_at).values_list(
+        "e_scenario", "cid", "e_occurrence", "e_holdout", "e_enrolled_at", "e_anchor_at",
+        "e_anchor_date", "oid", "sid", "pid", "ddate",
+    )  # fmt: skip
+    return selected
 
 
 def enrollment_rows(
     scenario: Scenario, window: Window, *, at_trigger: bool = False
 ) -> list[tuple[Any, ...]]:
-    """The new enrollments the trigger finds in `window`, as ENROLLMENT_COLUMNS rows, from
-    one query.
-
-    `at_trigger` dates each enrollment at its trigger moment rather than at `window.now`:
-    for writing history (the demo), where the scheduler would have enrolled them back then.
-    """
-    rows = candidate_query(scenario, window).values_list(
-        "cid", "occ", "at", "day", "oid", "sid", "pid", "ddate"
-    )
+    """`enrollment_query`'s rows with the holdout drawn, for callers that insert them
+    themselves (the demo writes history in a fixed order)."""
     key, percent = scenario.key, scenario.holdout_percent
-    enrollments = []
-    for cid, occ, at, day, oid, sid, pid, ddate in rows:
-        anchor_at, anchor_date = _anchor(scenario, at, day, ddate)
-        enrolled_at = anchor_at if at_trigger else window.now
-        holdout = holdout_draw(key, cid, percent)
-        enrollments.append(
-            (scenario.pk, cid, occ[:64], holdout, enrolled_at, anchor_at, anchor_date,
-             oid, sid, pid, ddate)
-        )  # fmt: skip
-    return enrollments
+    return [
+        (*row[:3], holdout_draw(key, row[1], percent), *row[4:])
+        for row in enrollment_query(scenario, window, at_trigger=at_trigger)
+    ]
 
 
 def enroll(scenario: Scenario, window: Window) -> Enrolled:
     """Enroll everyone the trigger finds in `window`; safe to run again (and concurrently):
-    the unique (scenario, customer, occurrence) key keeps each occurrence to one row."""
-    if scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED:
-        refresh_segment_members(scenario, now=window.now)
-    rows = enrollment_rows(scenario, window)
-    insert_rows(Enrollment, ENROLLMENT_COLUMNS, rows, ignore_conflicts=True)
-    held = sum(1 for row in rows if row[3])
-    return Enrolled(treated=len(rows) - held, holdout=held)
+    the unique (scenario, customer, occurrence) key keeps each occurrence to one row.
 
-
-def _anchor(
-    scenario: Scenario, at: dt.datetime | None, day: dt.date | None, ddate: dt.date | None
-) -> tuple[dt.datetime, dt.date]:
-    """The trigger moment and its JST date. Date-only events start at 0:00 JST; "N hours /
-    days after" triggers start when the waiting is over; "N days before" triggers on that day."""
-    params = scenario.trigger_params
-    kind = scenario.trigger_kind
-    if kind in (TriggerKind.CART_ABANDONMENT, TriggerKind.BROWSE_ABANDONMENT) and at:
-        at = at + dt.timedelta(hours=int(params["hours"]))
-    elif kind == TriggerKind.NO_PURCHASE and at:
-        at = at + dt.timedelta(days=int(params["days"]))
-    elif kind in (TriggerKind.POINTS_EXPIRING, TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY) and ddate:
-        day = ddate - dt.timedelta(days=int(params["days"]))
-    if at is not None:
-        return at, jst_date(at)
-    assert day is not None  # noqa: S101 - every trigger yields a moment or a date
-    return jst_at(day), day
+    One INSERT … SELECT from the trigger's query, so no row passes through Python; then, when
+    the scenario has a control group, one UPDATE marks the new enrollments the hash draws —
+    in the same transaction, so no control-group customer is ever seen as treated.
+    """
+    with transaction.atomic():
+        if scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED:
+            refresh_segment_members(scenario, now=window.now)
+        query = enrollment_query(scenario, window)
+        inserted = insert_select(Enrollment, ENROLLMENT_COLUMNS, query, ignore_conflicts=True)
+        held = 0
+        if inserted and scenario.holdout_percent > 0:
+            new = Enrollment.objects.filter(
+                scenario=scenario, enrolled_at=window.now, holdout=False
+            ).values_list("pk", "customer_id")
+            key, percent = scenario.key, scenario.holdout_percent
+            drawn = [pk for pk, cid in new if holdout_draw(key, cid, percent)]
+            for start in range(0, len(drawn), 5000):
+                chunk = drawn[start : start + 5000]
+                held += Enrollment.objects.filter(pk__in=chunk).update(holdout=True)
+    return Enrolled(treated=inserted - held, holdout=held)
 
 
 # --- exits ------------------------------------------------------------------------------------
@@ -939,6 +1020,7 @@ __all__ = [
     "apply_exits",
     "candidate_query",
     "enroll",
+    "enrollment_query",
     "enrollment_rows",
     "holdout_draw",
     "validate_params",
