@@ -56,7 +56,11 @@ def _dynamics(purchases: list[tuple[int, dt.date, int]], **kwargs: Any) -> dict[
     con = ibis.duckdb.connect()
     p = ex.purchases(con.create_table("orders", _orders(purchases)), as_of_day=D)
     return dy.dynamics(
-        p, as_of_day=D, as_of_month=month_index(AS_OF), cfg=AnalyticsConfig(), **kwargs
+        ex.customer_months(p),
+        as_of_day=D,
+        as_of_month=month_index(AS_OF),
+        cfg=AnalyticsConfig(),
+        **kwargs,
     )
 
 
@@ -124,7 +128,7 @@ def test_a_partial_as_of_month_is_shown_but_not_used_for_transitions() -> None:
     as_of = dt.date(2025, 6, 20)
     p = ex.purchases(con.create_table("orders", _orders(STORY)), as_of_day=day_number(as_of))
     out = dy.dynamics(
-        p,
+        ex.customer_months(p),
         as_of_day=day_number(as_of),
         as_of_month=month_index(as_of),
         cfg=AnalyticsConfig(),
@@ -445,10 +449,11 @@ def test_month_flows_match_the_segments_at_every_month_end(
     day = day_number(as_of)
     p = ex.purchases(con.create_table("orders", _orders(purchases)), as_of_day=day)
     months, ends, partial = dy.month_grid(day, month_index(as_of), months=36)
-    first = dy.first_purchases_by_month(p).to_pyarrow()
+    cm = ex.customer_months(p)
+    first = dy.first_purchases_by_month(cm).to_pyarrow()
     # when the flows are computed the fast way and from the definition
     fast = dy.flows_from_arrow(
-        dy.month_flows(p, months=months, end_days=ends, cfg=cfg).to_pyarrow(),
+        dy.month_flows(cm, months=months, end_days=ends, cfg=cfg).to_pyarrow(),
         first,
         months=months,
         partial=partial,

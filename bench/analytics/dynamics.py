@@ -67,13 +67,14 @@ def main() -> None:
     as_of_day, as_of_month = day_number(AS_OF), month_index(AS_OF)
     p = ex.purchases(orders, as_of_day=as_of_day).cache()
     months, ends, partial = dy.month_grid(as_of_day, as_of_month, months=36)
-    first = dy.first_purchases_by_month(p).to_pyarrow()
+    cm = ex.customer_months(p).cache()
+    first = dy.first_purchases_by_month(cm).to_pyarrow()
 
     floor, _ = _timed(
         lambda: p.group_by(["customer_id", "month"]).aggregate(n=p.count()).count().to_pyarrow()
     )
     ours_flows, flows = _timed(
-        lambda: dy.month_flows(p, months=months, end_days=ends, cfg=cfg).to_pyarrow()
+        lambda: dy.month_flows(cm, months=months, end_days=ends, cfg=cfg).to_pyarrow()
     )
     reference, ref = _timed(lambda: _reference_flows(p, months, ends, cfg).to_pyarrow())
     a = dy.flows_from_arrow(flows, first, months=months, partial=partial)
@@ -85,14 +86,19 @@ def main() -> None:
         and np.array_equal(a.counts(0), b.counts(0))
     )
     step, out = _timed(
-        lambda: dy.dynamics(p, as_of_day=as_of_day, as_of_month=as_of_month, cfg=cfg)
+        lambda: dy.dynamics(cm, as_of_day=as_of_day, as_of_month=as_of_month, cfg=cfg)
     )
     summary = ex.customer_summary(p, as_of_day=as_of_day).cache()
     seq = ex.purchase_sequence(p).cache()
     nth = ex.nth_purchase_days(seq, summary)
+    first_products = None  # orders only: no lines to pick a first product from
     fans_time, _ = _timed(
         lambda: fan_indicators(
-            Tables(orders=orders), ex.with_cpm(summary, cfg), nth, seq, as_of_day=as_of_day
+            Tables(orders=orders),
+            ex.with_cpm(summary, cfg),
+            nth,
+            first_products,
+            as_of_day=as_of_day,
         )
     )
     print(f"customers {args.customers:,}, orders {args.orders:,}")

@@ -188,14 +188,17 @@ def compute(
     customers = _customer_table(scored_arrow, preds)
     with clock.step("repeat"):
         seq = ex.purchase_sequence(p).cache()
-        nth = ex.nth_purchase_days(seq, summary)
+        # Read by the conversion, totals, 引き上げ and fan steps: computed once.
+        nth = ex.nth_purchase_days(seq, summary).cache()
+        # The one (customer, month) GROUP BY behind the repeat rates, cohorts and dynamics.
+        cm = ex.customer_months(p).cache()
         conversion = ex.f_conversion(nth, as_of_day=as_of_day, windows=cfg.windows_days)
         conv_arrow = conversion.to_pyarrow()
         results["f_conversion"] = kpis.f_conversion_rows(conv_arrow)
         results["f_conversion_overall"] = kpis.f_conversion_overall(conv_arrow)
         totals = ex.f_totals(nth).to_pyarrow()
         for period in ("month", "year"):
-            rates = ex.repeat_rates(p, summary, period=period).to_pyarrow()
+            rates = ex.repeat_rates(cm, summary, period=period).to_pyarrow()
             results[f"repeat_rate_{period}"] = kpis.repeat_rate_rows(rates, period=period)
         if tables.lines is not None and tables.products is not None:
             up = ex.upgrade(
@@ -209,7 +212,13 @@ def compute(
             results["upgrade"] = kpis.upgrade_rows(up)
             results["upgrade_overall"] = kpis.upgrade_overall(up)
     with clock.step("cohorts"):
-        results["cohorts"] = _cohorts(tables, p, summary, seq, as_of_month=as_of_month)
+        # Each customer's first product, for the cohorts and the fan indicators.
+        first = (
+            ex.first_products(seq, tables.lines).cache()
+            if tables.lines is not None and tables.products is not None
+            else None
+        )
+        results["cohorts"] = _cohorts(tables, cm, summary, first, as_of_month=as_of_month)
     if tables.subscriptions is not None and tables.deliveries is not None:
         with clock.step("subscriptions"):
             results.update(
@@ -222,10 +231,10 @@ def compute(
                 )
             )
     with clock.step("dynamics"):
-        results.update(dynamics(p, as_of_day=as_of_day, as_of_month=as_of_month, cfg=cfg))
+        results.update(dynamics(cm, as_of_day=as_of_day, as_of_month=as_of_month, cfg=cfg))
     with clock.step("fans"):
         results["fan_indicators"] = fan_indicators(
-            tables, ex.with_cpm(summary, cfg), nth, seq, as_of_day=as_of_day
+            tables, ex.with_cpm(summary, cfg), nth, first, as_of_day=as_of_day
         )
     results["headline"] = _headline(customers, totals, purchase_total)
     return PipelineResult(
@@ -239,10 +248,15 @@ def compute(
 
 
 def _cohorts(
-    tables: Tables, p: ir.Table, summary: ir.Table, seq: ir.Table, *, as_of_month: int
+    tables: Tables,
+    cm: ir.Table,
+    summary: ir.Table,
+    first: ir.Table | None,
+    *,
+    as_of_month: int,
 ) -> dict[str, list[dict[str, Any]]]:
     """Retention and cumulative LTV by cohort: for all customers, by acquisition channel and by
-    first product (when the operational tables are there)."""
+    first product (`first`: `expressions.first_products`, when lines and products are there)."""
     base = summary.select("customer_id", "first_month")
     dims = base.mutate(all=ibis.literal("全体"))
     splits = ["all"]
@@ -251,18 +265,15 @@ def _cohorts(
             dims, channel=tables.customers.acquisition_channel
         )
         splits.append("channel")
-    if tables.lines is not None and tables.products is not None:
-        first = ex.first_products(seq, tables.lines)
+    if first is not None and tables.products is not None:
         named = first.join(tables.products, first.first_product_id == tables.products.product_id)
         labelled = named.select("customer_id", first_product=named.name)
         dims = dims.left_join(labelled, "customer_id").select(dims, labelled.first_product)
         splits.append("first_product")
     dims = dims.cache()
-    # Every split adds up the same per-customer months: computed once, not once per split.
-    months = ex.customer_month_revenue(p).cache()
     out: dict[str, list[dict[str, Any]]] = {}
     for split in splits:
-        sizes, activity = ex.cohort_activity(months, dims, dimension=split)
+        sizes, activity = ex.cohort_activity(cm, dims, dimension=split)
         out[split] = kpis.cohort_rows(
             sizes.to_pyarrow(), activity.to_pyarrow(), as_of_month=as_of_month
         )

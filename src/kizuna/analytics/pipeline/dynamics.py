@@ -84,34 +84,33 @@ def possible(before: str, after: str) -> bool:
 
 
 def month_flows(
-    p: ir.Table, *, months: Sequence[int], end_days: Sequence[int], cfg: AnalyticsConfig
+    cm: ir.Table, *, months: Sequence[int], end_days: Sequence[int], cfg: AnalyticsConfig
 ) -> ir.Table:
     """Per month: customers and their revenue in the month, by (previous, current) segment.
 
-    `months` must be consecutive; `end_days[i]` is the day months[i] is judged on (its last
+    `cm` is `expressions.customer_months` of the purchases. `months` must be consecutive; `end_days[i]` is the day months[i] is judged on (its last
     day, or the as-of day for a partial month). prev_segment is the segment at the end of the
     month before (NULL: first purchase this month).
 
     The segments are those of `expressions.cpm_at_month_ends`, computed without its join of
     every purchase month with every later month end: a customer's running totals change only
     in the months they buy, so each buying month's totals are joined with the month ends up
-    to their next buying month only (one row per customer and month, nothing to re-aggregate),
-    and the segment at the previous month end comes from the same totals — or, in a buying
-    month, from the previous buying month's.
+    to their next buying month only (nothing to re-aggregate), and the segment at the previous
+    month end comes from the same totals — or, in a buying month, from the previous buying
+    month's. Buying months that agree on everything the month ends look at are counted
+    together before that join, so it sees a few hundred thousand weighted rows instead of one
+    per customer and month.
     """
-    monthly = p.group_by(["customer_id", "month"]).aggregate(
-        n=p.count(), amount=p.amount.sum(), last=p.day.max(), first=p.day.min()
-    )
-    running = ibis.cumulative_window(group_by=monthly.customer_id, order_by=monthly.month)
-    ordered = ibis.window(group_by=monthly.customer_id, order_by=monthly.month)
+    running = ibis.cumulative_window(group_by=cm.customer_id, order_by=cm.month)
+    ordered = ibis.window(group_by=cm.customer_id, order_by=cm.month)
     # All window functions in one SELECT: the engine sorts each customer's months once.
-    totals = monthly.mutate(
-        purchase_count=monthly.n.sum().over(running),
-        total_spend=monthly.amount.sum().over(running).cast("int64"),
-        first_day=monthly.first.min().over(running),
+    totals = cm.mutate(
+        purchase_count=cm.n.sum().over(running),
+        total_spend=cm.amount.sum().over(running).cast("int64"),
+        first_day=cm.first.min().over(running),
         # the last buying month's totals hold to the end (a plain range keeps the join fast)
-        next_month=monthly.month.lead().over(ordered).fill_null(months[-1] + 1),
-        prev_last=monthly.last.lag().over(ordered),
+        next_month=cm.month.lead().over(ordered).fill_null(months[-1] + 1),
+        prev_last=cm.last.lag().over(ordered),
     )
     state = totals.mutate(
         # the totals before this month's purchases (0 purchases: none, a first purchase)
@@ -143,6 +142,25 @@ def month_flows(
             state.prev_count == 0, ibis.null("int8"), stage_before.cases(*codes).cast("int8")
         ),
     )
+    # The segment before a buying month needs the end of the month before it; outside the
+    # grid it is never used (those buying months are no month's "bought" row).
+    before_end = staged.month.cases(*[(m, month_end_day(m - 1)) for m in months])
+    lapse = cfg.cpm_lapse_days  # 離脱: days since the last purchase ≥ lapse (as cpm_segment)
+    # Customers whose buying months agree on everything the month ends look at are counted
+    # once: a few hundred thousand weighted rows go into the join with the month ends instead
+    # of one row per customer and buying month (the join then yields one row per distinct
+    # span and month, not one per customer and month: ≈ 18M rows at 1M customers).
+    spans_in_grid = staged.filter(staged.next_month > months[0])
+    compact = spans_in_grid.group_by(
+        [
+            spans_in_grid.month,
+            spans_in_grid.next_month,
+            spans_in_grid.last,
+            spans_in_grid.stage,
+            spans_in_grid.stage_before,
+            ((before_end - spans_in_grid.prev_last) >= lapse).name("lapsed_before"),
+        ]
+    ).aggregate(customers=spans_in_grid.count(), amount=spans_in_grid.amount.sum())
     ends = ibis.memtable(
         {
             "at_month": list(months),
@@ -151,26 +169,24 @@ def month_flows(
         },
         schema={"at_month": "int64", "end_day": "int64", "prev_end_day": "int64"},
     )
-    spans = staged.join(
+    spans = compact.join(
         ends,
-        [ends.at_month >= staged.month, ends.at_month < staged.next_month],
+        [ends.at_month >= compact.month, ends.at_month < compact.next_month],
     )
     bought = spans.at_month == spans.month
-    lapse = cfg.cpm_lapse_days  # 離脱: days since the last purchase ≥ lapse (as cpm_segment)
     paired = spans.select(
         month=spans.at_month,
         stage=spans.stage,
         lapsed=(spans.end_day - spans.last) >= lapse,
         prev_stage=ibis.ifelse(bought, spans.stage_before, spans.stage),
         prev_lapsed=ibis.ifelse(
-            bought,
-            (spans.prev_end_day - spans.prev_last) >= lapse,
-            (spans.prev_end_day - spans.last) >= lapse,
+            bought, spans.lapsed_before, (spans.prev_end_day - spans.last) >= lapse
         ),
+        customers=spans.customers,
         revenue=ibis.ifelse(bought, spans.amount, 0),
     )
     grouped = paired.group_by(["month", "stage", "lapsed", "prev_stage", "prev_lapsed"]).aggregate(
-        customers=paired.count(), revenue=paired.revenue.sum().cast("int64")
+        customers=paired.customers.sum().cast("int64"), revenue=paired.revenue.sum().cast("int64")
     )
     # Back to segment codes: stage i, 現役 or 離脱 → SEGMENTS[2i] or SEGMENTS[2i + 1].
     names = list(enumerate(SEGMENTS))
@@ -188,9 +204,9 @@ def month_flows(
     )
 
 
-def first_purchases_by_month(p: ir.Table) -> ir.Table:
-    """New customers (first purchase) per month, over the whole history."""
-    first = p.group_by("customer_id").aggregate(first_month=p.month.min())
+def first_purchases_by_month(cm: ir.Table) -> ir.Table:
+    """New customers (first purchase) per month, over the whole history (`cm`: customer_months)."""
+    first = cm.group_by("customer_id").aggregate(first_month=cm.month.min())
     return first.group_by("first_month").aggregate(customers=first.count())
 
 
@@ -610,7 +626,7 @@ def month_grid(
 
 
 def dynamics(
-    p: ir.Table,
+    cm: ir.Table,
     *,
     as_of_day: int,
     as_of_month: int,
@@ -622,11 +638,12 @@ def dynamics(
     backtest_months: int = 12,
 ) -> dict[str, Any]:
     """The KPI tables cpm_monthly, cpm_changes, cpm_transitions, cpm_forecast and
-    cpm_forecast_backtest from the purchases `p` (already cut at the as-of day)."""
+    cpm_forecast_backtest from `cm`, the `expressions.customer_months` of the purchases
+    (already cut at the as-of day)."""
     grid, ends, partial = month_grid(as_of_day, as_of_month, months=months)
     flows = flows_from_arrow(
-        month_flows(p, months=grid, end_days=ends, cfg=cfg).to_pyarrow(),
-        first_purchases_by_month(p).to_pyarrow(),
+        month_flows(cm, months=grid, end_days=ends, cfg=cfg).to_pyarrow(),
+        first_purchases_by_month(cm).to_pyarrow(),
         months=grid,
         partial=partial,
     )

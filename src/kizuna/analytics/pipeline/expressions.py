@@ -254,17 +254,20 @@ def f_totals(nth: ir.Table) -> ir.Table:
     )
 
 
-def repeat_rates(p: ir.Table, summary: ir.Table, *, period: str) -> ir.Table:
+def repeat_rates(cm: ir.Table, summary: ir.Table, *, period: str) -> ir.Table:
     """Per period ("month" or "year"): buyers, buyers with 2+ purchases in the period
-    (definition a) and buyers whose first purchase came before the period (definition b)."""
+    (definition a) and buyers whose first purchase came before the period (definition b).
+
+    `cm` is `customer_months` of the purchases (a month is its own period; a year adds up
+    its months)."""
     first = summary.select("customer_id", "first_month")
     if period == "month":
-        keyed = p.mutate(period=p.month)
+        per = cm.select("customer_id", period=cm.month, orders=cm.n)
         first = first.mutate(first_period=first.first_month)
     else:
-        keyed = p.mutate(period=p.month // 12)
+        keyed = cm.mutate(period=cm.month // 12)
+        per = keyed.group_by(["customer_id", "period"]).aggregate(orders=keyed.n.sum())
         first = first.mutate(first_period=first.first_month // 12)
-    per = keyed.group_by(["customer_id", "period"]).aggregate(orders=keyed.count())
     joined = per.join(first, "customer_id")
     return joined.group_by("period").aggregate(
         buyers=joined.count(),
@@ -332,15 +335,19 @@ def first_products(seq: ir.Table, lines: ir.Table) -> ir.Table:
     return ranked.filter(ranked.pick == 0).select("customer_id", first_product_id="product_id")
 
 
-def customer_month_revenue(p: ir.Table) -> ir.Table:
-    """Per customer and month with a purchase: the month's revenue (cohort_activity's input)."""
-    return p.group_by(["customer_id", "month"]).aggregate(revenue=p.amount.sum())
+def customer_months(p: ir.Table) -> ir.Table:
+    """Per customer and month with a purchase: purchases `n`, revenue `amount` and the first
+    and last day bought. One GROUP BY shared by the repeat rates, the cohorts and the
+    dynamics (each used to make its own pass over every purchase)."""
+    return p.group_by(["customer_id", "month"]).aggregate(
+        n=p.count(), amount=p.amount.sum(), first=p.day.min(), last=p.day.max()
+    )
 
 
 def cohort_activity(cm: ir.Table, dims: ir.Table, *, dimension: str) -> tuple[ir.Table, ir.Table]:
     """Cohort sizes and, per months since the first purchase, active customers and revenue.
 
-    `cm` is `customer_month_revenue` of the purchases; `dims` has customer_id, first_month and
+    `cm` is `customer_months` of the purchases; `dims` has customer_id, first_month and
     the `dimension` column to split by. Returns (sizes: dim, first_month, customers; activity:
     dim, first_month, offset, active, revenue).
     """
@@ -348,7 +355,7 @@ def cohort_activity(cm: ir.Table, dims: ir.Table, *, dimension: str) -> tuple[ir
     joined = cm.join(d, "customer_id")
     activity = joined.group_by(
         [joined.dim, joined.first_month, (joined.month - joined.first_month).name("offset")]
-    ).aggregate(active=joined.count(), revenue=joined.revenue.sum().cast("int64"))
+    ).aggregate(active=joined.count(), revenue=joined.amount.sum().cast("int64"))
     sizes = d.group_by(["dim", "first_month"]).aggregate(customers=d.count())
     return sizes, activity
 

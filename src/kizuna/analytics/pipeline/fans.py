@@ -20,7 +20,6 @@ import ibis.expr.types as ir
 import numpy as np
 from scipy import stats
 
-from kizuna.analytics.pipeline import expressions as ex
 from kizuna.analytics.pipeline.tables import Tables
 
 Z95 = 1.959963984540054
@@ -80,20 +79,21 @@ def fan_table(
     tables: Tables,
     scored: ir.Table,
     nth: ir.Table,
-    seq: ir.Table,
+    first: ir.Table | None,
     *,
     as_of_day: int,
     judge_days: int = 365,
     window_days: int = 90,
 ) -> tuple[ir.Table, list[str]]:
-    """One row per judged customer: `loyal` and one column per behaviour available here."""
+    """One row per judged customer: `loyal` and one column per behaviour available here.
+
+    `first` is `expressions.first_products` (None without order lines)."""
     base = fan_base(
         scored, nth, as_of_day=as_of_day, judge_days=judge_days, window_days=window_days
     ).cache()
     out = base
     names = ["days_to_second"]
-    if tables.lines is not None and tables.products is not None:
-        first = ex.first_products(seq, tables.lines)
+    if first is not None and tables.products is not None:
         named = first.join(tables.products, first.first_product_id == tables.products.product_id)
         picked = named.select("customer_id", first_product=named.name)
         out = out.left_join(picked, "customer_id").select(
@@ -251,7 +251,7 @@ def fan_indicators(
     tables: Tables,
     scored: ir.Table,
     nth: ir.Table,
-    seq: ir.Table,
+    first: ir.Table | None,
     *,
     as_of_day: int,
     judge_days: int = 365,
@@ -263,7 +263,7 @@ def fan_indicators(
         tables,
         scored,
         nth,
-        seq,
+        first,
         as_of_day=as_of_day,
         judge_days=judge_days,
         window_days=window_days,
