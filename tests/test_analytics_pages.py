@@ -195,6 +195,25 @@ def test_the_subscriptions_page_shows_continuation_and_churn(
     assert "月次解約率" in html
 
 
+def test_the_subscriptions_page_shows_the_sbg_fit_of_every_subscription(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    response = client_for(Role.ANALYST).get(reverse("analytics:subscriptions"))
+    stored = kpi(snapshot, "subscription_sbg")
+    assert isinstance(stored, list)
+    everyone = next(r for r in stored if r["cohort"] is None)
+    shown = response.context["sbg"][0]
+    assert (shown["label"], shown["alpha"], shown["beta"]) == (
+        "全体",
+        everyone["alpha"],
+        everyone["beta"],
+    )
+    # the columns are the projected retention into boxes 2, 3, 4, 6 and 12
+    assert [n for n, _ in shown["shown"]] == [2, 3, 4, 6, 12]
+    assert shown["shown"][0][1] == everyone["retention"][0]
+    assert "継続の予測(sBG モデル)" in response.content.decode()
+
+
 def test_the_predictions_page_counts_every_customer_once_and_ranks_by_clv(
     client_for: ClientFor, snapshot: AnalyticsRun
 ) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from kizuna.analytics.clv import sbg
+from kizuna.analytics.pipeline import kpis
 
 # Fader & Hardie (2007), "How to project customer retention", Table 1: customers still active
 # at the start of years 0..12 out of 1,000 acquired.
@@ -72,3 +74,50 @@ def test_cohorts_of_different_ages_pool_into_one_fit() -> None:
 def test_unusable_survival_counts_are_refused_with_a_reason(curve: list[int], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         sbg.fit(curve)
+
+
+def _reach(curve: list[int], start_month: int, product_id: int = 1) -> list[dict[str, object]]:
+    """A 定期 book as the pipeline's subscription_reach counts it: of `curve[0]` subscribers
+    who received box 1, curve[k-1] - curve[k] cancelled after k boxes, and curve[-1] are still
+    running with len(curve) boxes."""
+    rows: list[dict[str, object]] = [
+        {"product_id": product_id, "start_month": start_month, "reached": k,
+         "cancelled": True, "n": curve[k - 1] - curve[k]}
+        for k in range(1, len(curve))
+    ]  # fmt: skip
+    rows.append(
+        {"product_id": product_id, "start_month": start_month, "reached": len(curve),
+         "cancelled": False, "n": curve[-1]}
+    )  # fmt: skip
+    return rows
+
+
+def test_the_pipelines_sbg_table_fits_each_start_cohort_from_the_live_book() -> None:
+    # given: two start-month cohorts — the paper's regular customers seen for seven renewals,
+    # and a small cohort of 20 — plus subscriptions that have no box yet
+    rows = _reach(REGULAR[:8], start_month=660) + _reach([20, 15, 12], start_month=661)
+    rows += [
+        {"product_id": 1, "start_month": 662, "reached": 0, "cancelled": False, "n": 40},
+        {"product_id": 1, "start_month": 662, "reached": 0, "cancelled": True, "n": 5},
+    ]
+    reach = pa.Table.from_pylist(rows)
+    # when
+    fits = {row["cohort"]: row for row in kpis.sbg_rows(reach)}
+    # then: the paper's cohort reproduces the paper's estimates; the small cohort counts in
+    # the fit over everyone but gets no fit of its own; boxless subscriptions tell nothing
+    assert set(fits) == {None, "2025-01"}
+    regular = fits["2025-01"]
+    assert (regular["subscriptions"], regular["cancelled"]) == (1000, 1000 - 241)
+    assert regular["alpha"] == pytest.approx(0.704, rel=0.01)
+    assert regular["beta"] == pytest.approx(1.182, rel=0.01)
+    assert regular["retention"][0] == pytest.approx(float(sbg.retention(sbg.fit(REGULAR[:8]), 1)))
+    assert fits[None]["subscriptions"] == 1020
+    assert len(regular["survival"]) == kpis.SBG_HORIZON + 1
+    assert regular["survival"][0] == pytest.approx(1.0)
+
+
+def test_a_cohort_with_no_cancellation_yet_gets_no_fit() -> None:
+    reach = pa.Table.from_pylist(
+        [{"product_id": 1, "start_month": 660, "reached": 3, "cancelled": False, "n": 50}]
+    )
+    assert kpis.sbg_rows(reach) == []

@@ -18,6 +18,7 @@ from kizuna.analytics.models import (
     RunStatus,
     SegmentCount,
 )
+from kizuna.analytics.pipeline import kpis
 from kizuna.analytics.pipeline.compute import STEP_LABELS
 from kizuna.analytics.pipeline.dynamics import MarkovModel, WhatIfError, what_if
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, RFM_GRID, RFM_SEGMENTS
@@ -429,6 +430,30 @@ def continuation_tables(run: AnalyticsRun) -> list[ContinuationTable]:
             rows=sorted(groups[group], key=lambda r: int(r["delivery"])),
         )
         for group in ordered
+    ]
+
+
+# The renewals the sBG page shows (the stored fit projects 12), and the smallest start cohort
+# with a fit of its own.
+SBG_SHOWN = (1, 2, 3, 5, 11)
+SBG_MIN_COHORT = kpis.SBG_MIN_COHORT
+
+
+def sbg_fits(run: AnalyticsRun) -> list[dict[str, Any]]:
+    """sBG fits of 定期 continuation: the fit over all subscriptions first, then the start
+    cohorts newest first, each with the projected retention at the renewals SBG_SHOWN and the
+    share expected to remain after 12 renewals."""
+    rows = kpi_table(run, "subscription_sbg") or []
+    ordered = sorted(rows, key=lambda r: (r["cohort"] is not None, str(r["cohort"] or "")))
+    everyone, cohorts = ordered[:1], ordered[1:]
+    return [
+        {
+            **row,
+            "label": "全体" if row["cohort"] is None else f"{row['cohort']} 開始",
+            "shown": [(n + 1, row["retention"][n - 1]) for n in SBG_SHOWN],
+            "remaining": row["survival"][-1],
+        }
+        for row in everyone + cohorts[::-1]
     ]
 
 

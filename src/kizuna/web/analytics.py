@@ -131,6 +131,8 @@ def subscriptions(request: HtmxHttpRequest) -> HttpResponse:
     if run is not None:
         context.update(
             continuation=selectors.continuation_tables(run),
+            sbg=selectors.sbg_fits(run),
+            sbg_min=selectors.SBG_MIN_COHORT,
             churn=_page(request, selectors.churn_by_month(run), COHORTS_PER_PAGE),
         )
     return render(request, "analytics/subscriptions.html", context)

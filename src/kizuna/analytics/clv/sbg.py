@@ -67,15 +67,27 @@ def fit_cohorts(curves_in: Sequence[ArrayLike]) -> SBGParams:
     if not curves:
         raise ValueError("継続人数の列が1つもありません")
     longest = max(c.size for c in curves)
-    # cancelled[t] = cancellations at renewal t+1; censored[t] = still active at renewal t.
     cancelled = np.zeros(longest - 1)
     censored = np.zeros(longest)
     for c in curves:
         cancelled[: c.size - 1] += -np.diff(c)
         censored[c.size - 1] += c[-1]
-    n = np.arange(1, longest, dtype=np.float64)
-    m = np.arange(0, longest, dtype=np.float64)
-    total = float(sum(c[0] for c in curves))
+    return fit_counts(cancelled, censored)
+
+
+def fit_counts(cancelled_in: ArrayLike, censored_in: ArrayLike) -> SBGParams:
+    """Fit α, β to counts: cancelled[t] subscribers cancelled at renewal t+1, censored[m] are
+    still active after m renewals (so far). Subscriptions observed for different lengths — as
+    in a live 定期 book, where each is censored where it stands today — fit directly."""
+    cancelled = np.asarray(cancelled_in, dtype=np.float64)
+    censored = np.asarray(censored_in, dtype=np.float64)
+    if np.any(cancelled < 0) or np.any(censored < 0):
+        raise ValueError("人数は0以上で指定してください")
+    total = float(cancelled.sum() + censored.sum())
+    if total <= 0:
+        raise ValueError("開始時点の人数が0のため推定できません")
+    n = np.arange(1, cancelled.size + 1, dtype=np.float64)
+    m = np.arange(0, censored.size, dtype=np.float64)
 
     def neg_mean_loglik(theta: FloatArray) -> tuple[float, FloatArray]:
         a, b = np.exp(theta)

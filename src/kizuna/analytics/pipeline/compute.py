@@ -294,10 +294,11 @@ def _subscriptions(
         names = dict(
             zip(prod.column("product_id").to_pylist(), prod.column("name").to_pylist(), strict=True)
         )
-    reach = ex.subscription_reach(subs, deliveries, as_of_day=as_of_day)
+    reach = ex.subscription_reach(subs, deliveries, as_of_day=as_of_day).to_pyarrow()
     starts, cancels = ex.subscription_months(subs, as_of_day=as_of_day)
     return {
-        "continuation": kpis.continuation_rows(reach.to_pyarrow(), product_names=names),
+        "continuation": kpis.continuation_rows(reach, product_names=names),
+        "subscription_sbg": kpis.sbg_rows(reach),
         "churn_month": kpis.churn_rows(
             starts.to_pyarrow(), cancels.to_pyarrow(), as_of_month=as_of_month
         ),

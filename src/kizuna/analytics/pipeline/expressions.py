@@ -361,8 +361,8 @@ def cohort_activity(cm: ir.Table, dims: ir.Table, *, dimension: str) -> tuple[ir
 
 
 def subscription_reach(subs: ir.Table, deliveries: ir.Table, *, as_of_day: int) -> ir.Table:
-    """Subscriptions by product, how many boxes went out (skips are not boxes) and whether the
-    subscription had been cancelled, all as of `as_of_day`: counts per group."""
+    """Subscriptions by product and start month, how many boxes went out (skips are not boxes)
+    and whether the subscription had been cancelled, all as of `as_of_day`: counts per group."""
     boxes = deliveries.filter(
         deliveries.status.isin(DELIVERED_STATUSES), deliveries.day <= as_of_day
     )
@@ -371,10 +371,13 @@ def subscription_reach(subs: ir.Table, deliveries: ir.Table, *, as_of_day: int) 
     joined = started.left_join(reached, started.subscription_id == reached.subscription_id)
     shaped = joined.select(
         product_id=joined.product_id,
+        start_month=joined.start_month,
         reached=joined.reached.fill_null(0),
         cancelled=joined.cancel_day.notnull() & (joined.cancel_day <= as_of_day),
     )
-    return shaped.group_by(["product_id", "reached", "cancelled"]).aggregate(n=shaped.count())
+    return shaped.group_by(["product_id", "start_month", "reached", "cancelled"]).aggregate(
+        n=shaped.count()
+    )
 
 
 def subscription_months(subs: ir.Table, *, as_of_day: int) -> tuple[ir.Table, ir.Table]:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from kizuna.analytics.clv import sbg
+
 Row = dict[str, Any]
 
 EPOCH = dt.date(1970, 1, 1)
@@ -278,3 +280,56 @@ def churn_rows(starts: pa.Table, cancels: pa.Table, *, as_of_month: int) -> list
             "churn_rate": _ratio(ended_running, running_at_start),
         }
     )
+
+
+# A start-month cohort needs this many subscriptions with a box before it gets a fit of its
+# own; smaller cohorts still count in the fit over all subscriptions.
+SBG_MIN_COHORT = 30
+SBG_HORIZON = 12
+
+
+def sbg_rows(reach: pa.Table) -> list[Row]:
+    """sBG (shifted-beta-geometric) fits of 定期 continuation by delivery count: one over every
+    subscription (cohort None), then one per start-month cohort.
+
+    A subscription cancelled after k boxes stopped at renewal k; one still running with k boxes
+    has survived k-1 renewals so far (right-censored, as every live subscription is). Those
+    without a box yet tell nothing and are left out, as are groups with no cancellation (the
+    fit would send β to infinity). `retention[i]` is r(i+1): the share of those who received
+    i+1 boxes expected to receive box i+2; `survival[n]` the share still running after n
+    renewals."""
+    c = _sorted(reach, ["start_month", "reached", "cancelled"])
+    has_box = c["reached"] >= 1
+    groups: list[tuple[str | None, np.ndarray[Any, Any]]] = [(None, has_box)]
+    for month in np.unique(c["start_month"][has_box]).tolist():
+        groups.append((month_label(int(month)), has_box & (c["start_month"] == month)))
+    out: list[Row] = []
+    for label, mask in groups:
+        reached = c["reached"][mask].astype(np.int64)
+        stopped = c["cancelled"][mask].astype(bool)
+        n = c["n"][mask].astype(np.float64)
+        minimum = 1 if label is None else SBG_MIN_COHORT
+        if n.sum() < minimum or not stopped.any():
+            continue
+        top = int(reached.max())
+        cancelled = np.bincount(reached[stopped] - 1, weights=n[stopped], minlength=top)
+        censored = np.bincount(reached[~stopped] - 1, weights=n[~stopped], minlength=top)
+        params = sbg.fit_counts(cancelled, censored)
+        out.append(
+            {
+                "cohort": label,
+                "subscriptions": int(n.sum()),
+                "cancelled": int(n[stopped].sum()),
+                "alpha": round(params.alpha, 6),
+                "beta": round(params.beta, 6),
+                "log_likelihood": round(params.log_likelihood, 6),
+                "converged": params.converged,
+                "retention": [
+                    round(float(v), 6) for v in sbg.retention(params, np.arange(1, SBG_HORIZON + 1))
+                ],
+                "survival": [
+                    round(float(v), 6) for v in sbg.survival(params, np.arange(0, SBG_HORIZON + 1))
+                ],
+            }
+        )
+    return out
