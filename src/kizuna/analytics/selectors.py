@@ -433,10 +433,14 @@ def continuation_tables(run: AnalyticsRun) -> list[ContinuationTable]:
     ]
 
 
-# The renewals the sBG page shows (the stored fit projects 12), and the smallest start cohort
-# with a fit of its own.
+# The renewals the sBG page shows (the stored fit projects 12), and what a start cohort needs
+# for a fit of its own.
 SBG_SHOWN = (1, 2, 3, 5, 11)
-SBG_MIN_COHORT = kpis.SBG_MIN_COHORT
+SBG_MIN_COHORT = {
+    "subscriptions": kpis.SBG_MIN_COHORT,
+    "cancelled": kpis.SBG_MIN_CANCELLED,
+    "renewals": kpis.SBG_MIN_RENEWALS,
+}
 
 
 def sbg_fits(run: AnalyticsRun) -> list[dict[str, Any]]:

@@ -282,10 +282,17 @@ def churn_rows(starts: pa.Table, cancels: pa.Table, *, as_of_month: int) -> list
     )
 
 
-# A start-month cohort needs this many subscriptions with a box before it gets a fit of its
-# own; smaller cohorts still count in the fit over all subscriptions.
+# A start-month cohort gets a fit of its own once it has this many subscriptions with a box,
+# this many cancellations and this many renewals seen: a younger cohort's counts cannot tell
+# the spread of cancellation risk from its mean, and its fit runs off to the boundary. Every
+# cohort still counts in the fit over all subscriptions.
 SBG_MIN_COHORT = 30
+SBG_MIN_CANCELLED = 10
+SBG_MIN_RENEWALS = 3
 SBG_HORIZON = 12
+# Above this α + β the cohort's subscribers cancel with practically one shared probability
+# (a constant retention rate); the page says so instead of printing α and β in the millions.
+SBG_HOMOGENEOUS = 10_000.0
 
 
 def sbg_rows(reach: pa.Table) -> list[Row]:
@@ -295,7 +302,7 @@ def sbg_rows(reach: pa.Table) -> list[Row]:
     A subscription cancelled after k boxes stopped at renewal k; one still running with k boxes
     has survived k-1 renewals so far (right-censored, as every live subscription is). Those
     without a box yet tell nothing and are left out, as are groups with no cancellation (the
-    fit would send β to infinity). `retention[i]` is r(i+1): the share of those who received
+    fit would send β to infinity) and cohorts too young to fit (SBG_MIN_*). `retention[i]` is r(i+1): the share of those who received
     i+1 boxes expected to receive box i+2; `survival[n]` the share still running after n
     renewals."""
     c = _sorted(reach, ["start_month", "reached", "cancelled"])
@@ -308,13 +315,21 @@ def sbg_rows(reach: pa.Table) -> list[Row]:
         reached = c["reached"][mask].astype(np.int64)
         stopped = c["cancelled"][mask].astype(bool)
         n = c["n"][mask].astype(np.float64)
-        minimum = 1 if label is None else SBG_MIN_COHORT
-        if n.sum() < minimum or not stopped.any():
+        top = int(reached.max()) if reached.size else 0
+        if not stopped.any() or (
+            label is not None
+            and (
+                n.sum() < SBG_MIN_COHORT
+                or n[stopped].sum() < SBG_MIN_CANCELLED
+                or top - 1 < SBG_MIN_RENEWALS
+            )
+        ):
             continue
-        top = int(reached.max())
         cancelled = np.bincount(reached[stopped] - 1, weights=n[stopped], minlength=top)
         censored = np.bincount(reached[~stopped] - 1, weights=n[~stopped], minlength=top)
         params = sbg.fit_counts(cancelled, censored)
+        if label is not None and not params.converged:
+            continue
         out.append(
             {
                 "cohort": label,
@@ -324,6 +339,7 @@ def sbg_rows(reach: pa.Table) -> list[Row]:
                 "beta": round(params.beta, 6),
                 "log_likelihood": round(params.log_likelihood, 6),
                 "converged": params.converged,
+                "homogeneous": params.alpha + params.beta > SBG_HOMOGENEOUS,
                 "retention": [
                     round(float(v), 6) for v in sbg.retention(params, np.arange(1, SBG_HORIZON + 1))
                 ],
