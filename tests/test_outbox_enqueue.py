@@ -130,3 +130,33 @@ def test_bulk_enqueue_with_one_bad_row_writes_nothing() -> None:
     with pytest.raises(ValidationError):
         outbox_enqueue_many(rows)
     assert not OutboxMessage.objects.exists()
+
+
+def test_bulk_enqueue_of_checked_content_stores_defaults_and_still_checks_the_rest() -> None:
+    # The scheduler passes content_checked=True (it checked each message while rendering):
+    # the row must still get every default right and its kind, key and time checked.
+    customer = make_customer()
+    now = timezone.now()
+    content = {"subject": "件名", "text": "本文"}
+    outbox_enqueue_many(
+        [OutboxRow(customer.pk, "email", Purpose.MARKETING, "checked-1", content, now)],
+        content_checked=True,
+    )
+    stored = OutboxMessage.objects.get(dedupe_key="checked-1")
+    assert stored.content == content
+    assert (stored.status, stored.attempts, stored.sent_channel) == (OutboxStatus.PENDING, 0, "")
+    assert stored.next_attempt_at == now
+    assert stored.lease_until is None
+    assert stored.delivery_list_id is None
+    with pytest.raises(ValidationError, match="最適チャネル"):
+        outbox_enqueue_many(
+            [OutboxRow(customer.pk, "best", Purpose.TRANSACTIONAL, "checked-2", content, now)],
+            content_checked=True,
+        )
+    naive = dt.datetime(2026, 11, 1, 10)
+    with pytest.raises(ValidationError, match="タイムゾーン"):
+        outbox_enqueue_many(
+            [OutboxRow(customer.pk, "email", Purpose.MARKETING, "checked-3", content, naive)],
+            content_checked=True,
+        )
+    assert OutboxMessage.objects.count() == 1

@@ -4,6 +4,7 @@ with 100,000 messages, each next to its floor.
     python -m bench.automation.tick                         # 100,000-customer demo, SQLite
     python -m bench.automation.tick --customers 1000000     # the issue's size (builds for long)
     python -m bench.automation.tick --data-dir /tmp/demo    # reuse a built SQLite demo
+    python -m bench.automation.tick --data-dir /tmp/demo1m --as-of 2026-11-24  # its last day
     python -m bench.automation.tick --database-url postgres://postgres@127.0.0.1:5432/kizuna_bench_tick
 
 The demo is built with `kizuna demo --no-serve` (and its scenarios seeded when the build did
@@ -40,17 +41,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+# The demo's last day: the ticks run on it. A reused demo built with another --as-of needs
+# that date given (--as-of), or its scenarios have nothing due.
 AS_OF = dt.date(2026, 11, 1)
 TICK_TARGET_S = 10.0
 FILL_TARGET_PER_S = 20_000.0
 FILL_MESSAGES = 100_000
 
 
-def _build(customers: int, env: dict[str, str]) -> float:
+def _build(customers: int, env: dict[str, str], as_of: dt.date) -> float:
     started = time.perf_counter()
     subprocess.run(  # noqa: S603
         [sys.executable, "-m", "kizuna", "demo", "--no-serve", "--customers", str(customers),
-         "--as-of", AS_OF.isoformat()],
+         "--as-of", as_of.isoformat()],
         check=True, env=env, stdout=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - started
@@ -113,14 +116,14 @@ def _replay(reads: list[tuple[str, Any]]) -> float:
     return time.perf_counter() - started
 
 
-def _measure_ticks() -> list[dict[str, Any]]:
+def _measure_ticks(as_of: dt.date) -> list[dict[str, Any]]:
     from django.db import connection
 
     from kizuna.campaigns.automation.clock import jst_at
     from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
     from kizuna.campaigns.automation.scheduler import tick
 
-    now = jst_at(AS_OF, dt.time(10))
+    now = jst_at(as_of, dt.time(10))
     active = Scenario.objects.filter(status=ScenarioStatus.ACTIVE).count()
     results = []
     for label, moment in (("first", now), ("steady", now + dt.timedelta(minutes=1))):
@@ -170,7 +173,7 @@ def _fill_segment(count: int) -> dict[str, Any]:
     }
 
 
-def _measure_fill() -> dict[str, Any]:
+def _measure_fill(as_of: dt.date) -> dict[str, Any]:
     from kizuna.campaigns.automation.clock import jst_at
     from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
     from kizuna.campaigns.automation.scheduler import tick
@@ -184,7 +187,7 @@ def _measure_fill() -> dict[str, Any]:
     from kizuna.core.audit import Actor
 
     actor = Actor.system("bench")
-    now = jst_at(AS_OF, dt.time(10, 5))
+    now = jst_at(as_of, dt.time(10, 5))
     # Only the fill scenario runs in this tick: the others were measured above.
     Scenario.objects.filter(status=ScenarioStatus.ACTIVE).update(status=ScenarioStatus.PAUSED)
     segment = segment_save(
@@ -272,7 +275,7 @@ def _bare_insert(count: int) -> float:
 
 
 def run(database_url: str | None, *, customers: int = 100_000, data_dir: str | None = None,
-        keep: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+        keep: bool = False, as_of: dt.date = AS_OF) -> list[dict[str, Any]]:  # fmt: skip
     """Build (or reuse) a demo database and measure; one dict per measurement."""
     env = dict(os.environ)
     created = False
@@ -292,7 +295,7 @@ def run(database_url: str | None, *, customers: int = 100_000, data_dir: str | N
         reuse = data_dir is not None and Path(data_dir, "kizuna.sqlite3").exists() and temp is None
         if database_url and not created:
             reuse = True
-        build_seconds = None if reuse else _build(customers, env)
+        build_seconds = None if reuse else _build(customers, env, as_of)
         os.environ.update({k: env[k] for k in ("KIZUNA_DATA_DIR", "DATABASE_URL") if k in env})
         if not database_url:
             os.environ.pop("DATABASE_URL", None)
@@ -307,7 +310,7 @@ def run(database_url: str | None, *, customers: int = 100_000, data_dir: str | N
         seeded_here = None
         if not Scenario.objects.filter(key__in=RESPONSE).exists():
             started = time.perf_counter()
-            seed_demo_scenarios(as_of=AS_OF, seed=42)
+            seed_demo_scenarios(as_of=as_of, seed=42)
             seeded_here = round(time.perf_counter() - started, 2)
         size = Customer.objects.count()
         results.append(
@@ -315,8 +318,8 @@ def run(database_url: str | None, *, customers: int = 100_000, data_dir: str | N
              "seed_scenarios_seconds": seeded_here,
              "engine": "postgresql" if database_url else "sqlite"}
         )  # fmt: skip
-        results.extend(_measure_ticks())
-        results.append(_measure_fill())
+        results.extend(_measure_ticks(as_of))
+        results.append(_measure_fill(as_of))
     finally:
         if temp is not None:
             temp.cleanup()
@@ -336,9 +339,19 @@ def main() -> None:
         "--data-dir", default=None, help="reuse (or build into) this SQLite data dir"
     )
     parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL database")
+    parser.add_argument(
+        "--as-of",
+        type=dt.date.fromisoformat,
+        default=AS_OF,
+        help="the demo's last day (kizuna demo --as-of); the ticks run on it",
+    )
     args = parser.parse_args()
     for row in run(
-        args.database_url, customers=args.customers, data_dir=args.data_dir, keep=args.keep
+        args.database_url,
+        customers=args.customers,
+        data_dir=args.data_dir,
+        keep=args.keep,
+        as_of=args.as_of,
     ):
         print(json.dumps(row, ensure_ascii=False), flush=True)
 

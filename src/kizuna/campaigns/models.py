@@ -43,11 +43,14 @@ class OutboxMessage(models.Model):
     twice for the same message stores it once.
     """
 
+    # No index of its own: outbox_customer_cap starts with the customer (a tick writes up to
+    # one row per customer, and each index costs a write).
     customer = models.ForeignKey(
         "customers.Customer",
         on_delete=models.CASCADE,
         related_name="outbox_messages",
         verbose_name="顧客",
+        db_index=False,
     )
     channel = models.CharField("チャネル", max_length=8, choices=Channel.choices)
     # The channel actually used; differs from `channel` only for "best".
@@ -83,6 +86,7 @@ class OutboxMessage(models.Model):
     message_id = models.CharField("Message-ID", max_length=200, blank=True)
     reason = models.CharField("理由", max_length=200, blank=True)
     last_error = models.TextField("最後のエラー", blank=True)
+    # Indexed only where set (outbox_list): e-mail, LINE and SMS messages never have one.
     delivery_list = models.ForeignKey(
         "DeliveryList",
         on_delete=models.PROTECT,
@@ -90,6 +94,7 @@ class OutboxMessage(models.Model):
         blank=True,
         related_name="messages",
         verbose_name="出力リスト",
+        db_index=False,
     )
     created_at = models.DateTimeField("作成日時", auto_now_add=True)
 
@@ -100,7 +105,11 @@ class OutboxMessage(models.Model):
             models.Index(fields=["status", "next_attempt_at"], name="outbox_due"),
             models.Index(fields=["status", "lease_until"], name="outbox_lease"),
             models.Index(fields=["customer", "cap_counted_at"], name="outbox_customer_cap"),
-            models.Index(fields=["delivery_list"], name="outbox_list"),
+            models.Index(
+                fields=["delivery_list"],
+                condition=models.Q(delivery_list__isnull=False),
+                name="outbox_list",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

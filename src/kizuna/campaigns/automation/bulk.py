@@ -48,6 +48,11 @@ def _converter(field: models.Field[Any, Any], sqlite: bool) -> Callable[[Any], A
     return None
 
 
+def _converted(field: models.Field[Any, Any], value: Any, sqlite: bool) -> Any:
+    conv = _converter(field, sqlite)
+    return value if conv is None else conv(value)
+
+
 def _insert_head(
     model: type[models.Model], columns: Sequence[str], *, ignore_conflicts: bool
 ) -> tuple[str, str, list[models.Field[Any, Any]]]:
@@ -110,11 +115,12 @@ def insert_rows(
     head, tail, rest = _insert_head(model, columns, ignore_conflicts=ignore_conflicts)
     by_attname = {f.attname: f for f in model._meta.concrete_fields}
     fields = [by_attname[name] for name in columns] + rest
-    defaults = tuple(f.get_default() for f in rest)
     sqlite = connection.vendor == "sqlite"
+    # The defaults are the same on every row: converted once here, not once per row.
+    defaults = tuple(_converted(f, f.get_default(), sqlite) for f in rest)
     converters = [
         (index, conv)
-        for index, field in enumerate(fields)
+        for index, field in enumerate(fields[: len(columns)])
         if (conv := _converter(field, sqlite)) is not None
     ]
     marks = ", ".join(["%s"] * len(fields))

@@ -267,17 +267,27 @@ class Enrollment(models.Model):
     else (that is what makes them a control group) but none of their steps is ever sent.
     """
 
-    scenario = models.ForeignKey(Scenario, on_delete=models.CASCADE, related_name="enrollments")
+    # No index of their own: enrollment_once starts with the scenario, enrollment_customer
+    # with the customer (a tick writes up to one row per customer; each index costs a write).
+    scenario = models.ForeignKey(
+        Scenario, on_delete=models.CASCADE, related_name="enrollments", db_index=False
+    )
     customer = models.ForeignKey(
-        "customers.Customer", on_delete=models.CASCADE, related_name="enrollments"
+        "customers.Customer", on_delete=models.CASCADE, related_name="enrollments", db_index=False
     )
     occurrence = models.CharField("発生キー", max_length=64)
     holdout = models.BooleanField("ホールドアウト", default=False)
     enrolled_at = models.DateTimeField("エントリー日時")
     anchor_at = models.DateTimeField("きっかけの日時")
     anchor_date = models.DateField("きっかけの日(日本時間)")
+    # Indexed only where set (the partial indexes below): most triggers leave them empty.
     order = models.ForeignKey(
-        "commerce.Order", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "commerce.Order",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     subscription = models.ForeignKey(
         "subscriptions.Subscription",
@@ -285,9 +295,15 @@ class Enrollment(models.Model):
         null=True,
         blank=True,
         related_name="+",
+        db_index=False,
     )
     product = models.ForeignKey(
-        "commerce.Product", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        "commerce.Product",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     delivery_date = models.DateField("お届け予定日", null=True, blank=True)
     status = models.CharField(
@@ -307,6 +323,19 @@ class Enrollment(models.Model):
         indexes = [
             models.Index(fields=["scenario", "status"], name="enrollment_scenario_status"),
             models.Index(fields=["customer", "enrolled_at"], name="enrollment_customer"),
+            models.Index(
+                fields=["order"], condition=models.Q(order__isnull=False), name="enrollment_order"
+            ),
+            models.Index(
+                fields=["subscription"],
+                condition=models.Q(subscription__isnull=False),
+                name="enrollment_subscription",
+            ),
+            models.Index(
+                fields=["product"],
+                condition=models.Q(product__isnull=False),
+                name="enrollment_product",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -358,14 +387,26 @@ class Backlog(models.Model):
 class StepDispatch(models.Model):
     """What became of one step (and one monthly repeat of it) for one enrollment."""
 
-    enrollment = models.ForeignKey(Enrollment, on_delete=models.CASCADE, related_name="dispatches")
-    step = models.ForeignKey(ScenarioStep, on_delete=models.PROTECT, related_name="dispatches")
+    # No index of their own: dispatch_once starts with the enrollment, dispatch_step_status
+    # with the step; the backlog is indexed only where set (a tick writes one row per message,
+    # and each index costs a write).
+    enrollment = models.ForeignKey(
+        Enrollment, on_delete=models.CASCADE, related_name="dispatches", db_index=False
+    )
+    step = models.ForeignKey(
+        ScenarioStep, on_delete=models.PROTECT, related_name="dispatches", db_index=False
+    )
     repeat = models.PositiveSmallIntegerField("くり返し回", default=0)
     due_at = models.DateTimeField("送信予定日時")
     status = models.CharField("結果", max_length=16, choices=DispatchStatus.choices)
     decided_at = models.DateTimeField("判定日時")
     backlog = models.ForeignKey(
-        Backlog, on_delete=models.SET_NULL, null=True, blank=True, related_name="dispatches"
+        Backlog,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="dispatches",
+        db_index=False,
     )
 
     class Meta:
@@ -379,6 +420,11 @@ class StepDispatch(models.Model):
         indexes = [
             models.Index(fields=["status", "backlog"], name="dispatch_status_backlog"),
             models.Index(fields=["step", "status"], name="dispatch_step_status"),
+            models.Index(
+                fields=["backlog"],
+                condition=models.Q(backlog__isnull=False),
+                name="dispatch_backlog",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -389,7 +389,7 @@ class _Run:
                         for d in dispatches
                     ],
                 )  # fmt: skip
-                outbox_enqueue_many(outbox)
+                outbox_enqueue_many(outbox, content_checked=True)
         except IntegrityError:
             # Another scheduler recorded these dispatches first (only possible if a lease ran
             # out mid-tick); its transaction sent them, this one sends nothing.
@@ -414,7 +414,8 @@ class _Run:
     ) -> list[OutboxRow]:
         """Render each queued message (per customer, from batched context queries) and turn
         it into an outbox row. A message whose content a channel refuses is not sent: its
-        dispatch becomes `skipped`, so one odd customer record never blocks the batch."""
+        dispatch becomes `skipped`, so one odd customer record never blocks the batch (and
+        the rows returned need no second content check in outbox_enqueue_many)."""
         items = list(to_send)
         if not items:
             return []
@@ -435,7 +436,8 @@ class _Run:
             if context is None:  # the customer was deleted since the query
                 dispatch.status = DispatchStatus.SKIPPED
                 continue
-            context = {**context, "offer": offer, "product": product}
+            # The contexts were built for this call: filled in place rather than copied.
+            context["offer"], context["product"] = offer, product
             content = content_for(step.channel, compiled.render(context))
             try:
                 check(step.channel, content)
@@ -496,7 +498,7 @@ class _Run:
                 StepDispatch.objects.filter(pk__in=skipped).update(
                     status=DispatchStatus.SKIPPED, decided_at=self.now
                 )
-                outbox_enqueue_many(rows)
+                outbox_enqueue_many(rows, content_checked=True)
             released += len(rows)
         return released
 
