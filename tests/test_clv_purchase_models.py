@@ -12,7 +12,7 @@ import pytest
 from scipy import integrate
 from scipy.special import gammaln
 
-from kizuna.analytics.clv import _betageo, bgnbd, mbgnbd, pareto, simulate
+from kizuna.analytics.clv import PURCHASE_MODELS, _betageo, bgnbd, mbgnbd, pareto, simulate
 from kizuna.analytics.clv.common import collapse
 from kizuna.analytics.clv.summary import CustomerSummary
 from tests.clv_cdnow import cdnow_weeks, lifetimes_datasets
@@ -265,7 +265,7 @@ def test_expectations_match_customers_drawn_from_the_model(name: str) -> None:
 def test_next_purchase_is_when_one_more_purchase_is_expected(
     cdnow: CustomerSummary, name: str
 ) -> None:
-    model: Any = {"bgnbd": bgnbd, "mbgnbd": mbgnbd, "pareto": pareto}[name]
+    model: Any = PURCHASE_MODELS[name]
     params = model.fit(cdnow.x, cdnow.t_x, cdnow.T)
     # given a frequent recent buyer, a slower one, and one who has probably lapsed
     x, t_x, T = np.array([20.0, 4.0, 6.0]), np.array([38.0, 36.0, 5.0]), np.array([39.0] * 3)
@@ -283,7 +283,7 @@ def test_next_purchase_is_when_one_more_purchase_is_expected(
 def test_next_purchase_in_whole_units_is_the_first_unit_reaching_one_purchase(
     cdnow: CustomerSummary, name: str
 ) -> None:
-    model: Any = {"bgnbd": bgnbd, "pareto": pareto}[name]
+    model: Any = PURCHASE_MODELS[name]
     params = model.fit(cdnow.x, cdnow.t_x, cdnow.T)
     # given customers from the frequent to the lapsed, several of them alike
     x = np.array([20.0, 20.0, 4.0, 9.0, 2.0, 6.0, 0.0])

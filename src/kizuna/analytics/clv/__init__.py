@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from numpy.typing import ArrayLike
 
 from kizuna.analytics.clv import bgnbd, mbgnbd, pareto
-from kizuna.analytics.clv.common import FloatArray
+from kizuna.analytics.clv.common import FloatArray, next_purchase_time
 
 
 class FittedModel(Protocol):
@@ -36,14 +36,46 @@ class FittedModel(Protocol):
 P = TypeVar("P", bound=FittedModel)
 
 
+P_co = TypeVar("P_co", bound=FittedModel, covariant=True)
+
+
+class Fit(Protocol[P_co]):
+    def __call__(
+        self, x: ArrayLike, t_x: ArrayLike, T: ArrayLike, weights: ArrayLike | None = None
+    ) -> P_co: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PurchaseModel(Generic[P]):
     name: str
     label: str
-    fit: Callable[[ArrayLike, ArrayLike, ArrayLike], P]
+    fit: Fit[P]
     expected_purchases: Callable[[P, ArrayLike, ArrayLike, ArrayLike, ArrayLike], FloatArray]
     p_alive: Callable[[P, ArrayLike, ArrayLike, ArrayLike], FloatArray]
     expected_purchases_new: Callable[[P, ArrayLike], FloatArray]
+
+    def expected_next_purchase(
+        self,
+        params: P,
+        x: ArrayLike,
+        t_x: ArrayLike,
+        T: ArrayLike,
+        *,
+        horizon: float,
+        tolerance: float = 1e-3,
+        whole_units: bool = False,
+    ) -> FloatArray:
+        """Time after T by which one more purchase is expected (NaN: not within the horizon);
+        with `whole_units`, the first whole time unit (day) by which it is."""
+        return next_purchase_time(
+            lambda t, x_, tx_, T_: self.expected_purchases(params, t, x_, tx_, T_),
+            x,
+            t_x,
+            T,
+            horizon=horizon,
+            tolerance=tolerance,
+            whole_units=whole_units,
+        )
 
 
 PURCHASE_MODELS: dict[str, PurchaseModel[Any]] = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from numpy.typing import ArrayLike
 
 from kizuna.analytics.clv import _betageo
-from kizuna.analytics.clv.common import FloatArray, next_purchase_time
+from kizuna.analytics.clv.common import FloatArray
 
 _K = 0
 
@@ -51,26 +51,3 @@ def p_alive(params: BGNBDParams, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> 
 def expected_purchases_new(params: BGNBDParams, t: ArrayLike) -> FloatArray:
     """E[repeat purchases in the first t after a new customer's first purchase]."""
     return _betageo.expected_purchases_new(params, t, k=_K)
-
-
-def expected_next_purchase(
-    params: BGNBDParams,
-    x: ArrayLike,
-    t_x: ArrayLike,
-    T: ArrayLike,
-    *,
-    horizon: float,
-    tolerance: float = 1e-3,
-    whole_units: bool = False,
-) -> FloatArray:
-    """Time after T by which one more purchase is expected (NaN: not within the horizon);
-    with `whole_units`, the first whole time unit (day) by which it is."""
-    return next_purchase_time(
-        lambda t, x_, tx_, T_: expected_purchases(params, t, x_, tx_, T_),
-        x,
-        t_x,
-        T,
-        horizon=horizon,
-        tolerance=tolerance,
-        whole_units=whole_units,
-    )

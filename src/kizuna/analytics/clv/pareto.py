@@ -37,7 +37,6 @@ from kizuna.analytics.clv.common import (
     dot,
     group,
     maximise,
-    next_purchase_time,
     on_distinct_rows,
     softplus_and_share,
     weighted_count,
@@ -293,26 +292,3 @@ def expected_purchases_new(params: ParetoParams, t: ArrayLike) -> FloatArray:
         raise ValueError("予測期間 t は0以上である必要があります")
     growth = _one_minus_ratio_power(params.s - 1, np.log1p(ts / params.beta))
     return np.asarray(params.r * params.beta / params.alpha * growth, dtype=np.float64)
-
-
-def expected_next_purchase(
-    params: ParetoParams,
-    x: ArrayLike,
-    t_x: ArrayLike,
-    T: ArrayLike,
-    *,
-    horizon: float,
-    tolerance: float = 1e-3,
-    whole_units: bool = False,
-) -> FloatArray:
-    """Time after T by which one more purchase is expected (NaN: not within the horizon);
-    with `whole_units`, the first whole time unit (day) by which it is."""
-    return next_purchase_time(
-        lambda t, x_, tx_, T_: _expected(params, t, x_, tx_, T_),
-        x,
-        t_x,
-        T,
-        horizon=horizon,
-        tolerance=tolerance,
-        whole_units=whole_units,
-    )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -37,12 +36,6 @@ class Predictions:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _purchase_model(name: str) -> ModuleType:
-    from kizuna.analytics.clv import bgnbd, mbgnbd, pareto
-
-    return {"bgnbd": bgnbd, "mbgnbd": mbgnbd, "pareto": pareto}[name]
-
-
 def empty(n: int, reason: str) -> Predictions:
     columns = {name: pa.nulls(n, pa.float64()) for name in PREDICTION_COLUMNS[:-1]}
     columns["expected_next_purchase_on"] = pa.nulls(n, pa.date32())
@@ -53,7 +46,7 @@ def predict(inputs: pa.Table, *, as_of: dt.date, cfg: AnalyticsConfig) -> Predic
     """Predictions for the customers of `inputs` (rows in the same order as given)."""
     n = inputs.num_rows
     try:
-        from kizuna.analytics.clv import gammagamma
+        from kizuna.analytics.clv import PURCHASE_MODELS, gammagamma
         from kizuna.analytics.clv.common import customer_arrays, distinct_rows
     except ImportError:
         return empty(n, "予測モデル(kizuna.analytics.clv)がありません")
@@ -63,7 +56,7 @@ def predict(inputs: pa.Table, *, as_of: dt.date, cfg: AnalyticsConfig) -> Predic
     t_x = inputs.column("recency").to_numpy().astype(np.float64)
     age = inputs.column("age").to_numpy().astype(np.float64)
     repeat_spend = inputs.column("repeat_spend").to_numpy().astype(np.float64)
-    model = _purchase_model(cfg.prediction_model)
+    model = PURCHASE_MODELS[cfg.prediction_model]
     horizon = float(cfg.prediction_horizon_days)
     try:
         # Customers with the same (x, t_x, T) get the same fit term and the same predictions:
