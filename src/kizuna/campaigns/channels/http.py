@@ -1,4 +1,5 @@
-"""A small JSON-over-HTTPS client shared by the HTTP channels (LINE, SMS)."""
+"""What the HTTP text channels (LINE, SMS) share: a small JSON-over-HTTPS client and the
+message text with the sender block the law asks for."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from kizuna.campaigns.channels import TransportError
+from kizuna.campaigns import sender as sender_block
+from kizuna.campaigns.channels import Envelope, TransportError
+from kizuna.campaigns.unsubscribe import unsubscribe_url
 
 TIMEOUT_SECONDS = 15
 TOO_MANY_REQUESTS = 429
@@ -40,3 +43,14 @@ def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
         ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise TransportError(f"接続できません: {exc}", permanent=False) from exc
+
+
+def text_with_sender_block(envelope: Envelope, limit: int) -> str:
+    """The message's text within `limit` characters, marketing messages ending with the short
+    sender block (S8). The message is shortened, never the block."""
+    block = ""
+    if envelope.marketing and envelope.sender is not None:
+        block = sender_block.short_block(
+            envelope.sender, unsubscribe_url(envelope.unsubscribe_token)
+        )
+    return str(envelope.content["text"])[: limit - len(block)] + block

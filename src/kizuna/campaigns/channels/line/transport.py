@@ -11,10 +11,8 @@ import uuid
 
 from django.conf import settings
 
-from kizuna.campaigns import sender as sender_block
 from kizuna.campaigns.channels import Envelope, Receipt, TransportError
-from kizuna.campaigns.channels.http import post_json
-from kizuna.campaigns.unsubscribe import unsubscribe_url
+from kizuna.campaigns.channels.http import post_json, text_with_sender_block
 
 PUSH_PATH = "/v2/bot/message/push"
 MAX_TEXT = 5000
@@ -24,16 +22,6 @@ _NAMESPACE = uuid.UUID("6f1f5a52-7c2e-4e4b-9a55-3d0c2a4f2b10")
 
 def retry_key_for(outbox_id: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{settings.SECRET_KEY[:8]}:{outbox_id}"))
-
-
-def message_text(envelope: Envelope) -> str:
-    block = ""
-    if envelope.marketing and envelope.sender is not None:
-        block = sender_block.short_block(
-            envelope.sender, unsubscribe_url(envelope.unsubscribe_token)
-        )
-    # Shorten the message, never the sender block the law asks for.
-    return envelope.content["text"][: MAX_TEXT - len(block)] + block
 
 
 class LineTransport:
@@ -46,7 +34,7 @@ class LineTransport:
         key = retry_key_for(envelope.message.pk)
         body = {
             "to": envelope.address,
-            "messages": [{"type": "text", "text": message_text(envelope)}],
+            "messages": [{"type": "text", "text": text_with_sender_block(envelope, MAX_TEXT)}],
         }
         try:
             post_json(

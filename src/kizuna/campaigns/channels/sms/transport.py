@@ -10,22 +10,10 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from kizuna.campaigns import sender as sender_block
 from kizuna.campaigns.channels import Envelope, Receipt, TransportError
-from kizuna.campaigns.channels.http import post_json
-from kizuna.campaigns.unsubscribe import unsubscribe_url
+from kizuna.campaigns.channels.http import post_json, text_with_sender_block
 
 MAX_TEXT = 660  # 70 characters × the 10 segments Japanese carriers concatenate
-
-
-def message_text(envelope: Envelope) -> str:
-    block = ""
-    if envelope.marketing and envelope.sender is not None:
-        block = sender_block.short_block(
-            envelope.sender, unsubscribe_url(envelope.unsubscribe_token)
-        )
-    # Shorten the message, never the sender block the law asks for.
-    return envelope.content["text"][: MAX_TEXT - len(block)] + block
 
 
 class SmsTransport:
@@ -41,7 +29,7 @@ class SmsTransport:
             headers["Authorization"] = f"Bearer {settings.KIZUNA_SMS_API_TOKEN}"
         body = {
             "to": envelope.address,
-            "text": message_text(envelope),
+            "text": text_with_sender_block(envelope, MAX_TEXT),
             "from": settings.KIZUNA_SMS_SENDER,
             "client_ref": reference,
         }
