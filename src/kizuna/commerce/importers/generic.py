@@ -170,7 +170,9 @@ class _Columns(dict[str, Column | None]):
         return None
 
 
-class GenericOrders:
+class _MappedFormat:
+    """What both generic importers start from: the mapping and the header's columns bound."""
+
     def __init__(self, header: Header, mapping: ColumnMapping) -> None:
         self.mapping = mapping
         self.columns: Mapping[str, Column | None] = _Columns(_bind_columns(header, mapping))
@@ -181,6 +183,8 @@ class GenericOrders:
             consent_form=mapping.consent_form,
         )
 
+
+class GenericOrders(_MappedFormat):
     def key(self, record: Record) -> str:
         column = self.columns["order_number"]
         return jp.nfkc(column.get(record)) if column is not None else ""
@@ -272,17 +276,7 @@ class GenericOrders:
         )
 
 
-class GenericCustomers:
-    def __init__(self, header: Header, mapping: ColumnMapping) -> None:
-        self.mapping = mapping
-        self.columns: Mapping[str, Column | None] = _Columns(_bind_columns(header, mapping))
-        self.info = FormatInfo(
-            name="generic",
-            label="汎用CSV(マッピング指定)",
-            source=mapping.source,
-            consent_form=mapping.consent_form,
-        )
-
+class GenericCustomers(_MappedFormat):
     def parse(self, record: Record) -> ParsedCustomer:
         cols = self.columns
         errors: list[RowError] = []
