@@ -10,7 +10,7 @@ import pytest
 from django.template import Context
 
 from kizuna.campaigns.automation import triggers
-from kizuna.campaigns.automation.bulk import insert_select
+from kizuna.core.bulk import insert_select
 from kizuna.campaigns.automation.models import Enrollment, StepDispatch
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.templating import compile_template

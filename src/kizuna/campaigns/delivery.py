@@ -47,7 +47,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from kizuna.campaigns import consent_checks, timing
-from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.channels import Envelope, Receipt, Transport, TransportError, transport_for
 from kizuna.campaigns.consent_checks import SUPPRESSION_KIND, Audience
 from kizuna.campaigns.journal import Journal, SentMark, orphans

@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus, Purpose
 from kizuna.customers.models import Customer
 
@@ -178,7 +178,7 @@ def outbox_enqueue_many(rows: Iterable[OutboxRow], *, content_checked: bool = Fa
     """Store many messages in bulk; rows whose `dedupe_key` already exists are left out.
 
     The fast path for scenario ticks: a prepared INSERT … ON CONFLICT DO NOTHING run over the
-    rows with executemany (automation.bulk.insert_rows), without building model instances.
+    rows with executemany (core.bulk.insert_rows), without building model instances.
     Every row is validated first, so one bad row refuses the whole call before anything is
     written. The checks are the ones `outbox_enqueue` makes, done set-wise: a
     channel/purpose combination and a content shape are checked once (ContentCheck), each

@@ -1,7 +1,7 @@
 """Turn simulated stories into table rows, and write them a chunk at a time.
 
-Rows are plain tuples in the column order of `COLUMNS`, written with one multi-row statement
-per table (executemany on SQLite, COPY on PostgreSQL) instead of model instances and
+Rows are plain tuples in the column order of `COLUMNS`, written with kizuna.core.bulk (one
+executemany on SQLite, COPY on PostgreSQL per table) instead of model instances and
 bulk_create: at a million customers and ~40 rows each, the ORM's per-object and per-field work
 was three quarters of the build. The columns a tuple does not give take their model default,
 and `created_at`/`updated_at` the moment the chunk is written (as for an import).
@@ -19,13 +19,10 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import random
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connections, models
-from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.backends.utils import CursorWrapper
+from django.db import models
 from django.utils import timezone
 
 from kizuna.commerce.models import (
@@ -36,6 +33,7 @@ from kizuna.commerce.models import (
     ProductKind,
     Shipment,
 )
+from kizuna.core.bulk import insert_rows
 from kizuna.core.jp import name_key, normalize_email, normalize_kana
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
@@ -166,83 +164,10 @@ class ChunkRows:
     def write(self, using: str) -> dict[str, int]:
         """Insert every table's rows (parents first); returns the number of rows per table.
         Call inside a transaction: a chunk is written whole or not at all."""
-        connection = connections[using]
         now = timezone.now()
-        with connection.cursor() as cursor:
-            for name, (model, columns) in COLUMNS.items():
-                if self.tables[name]:
-                    _Insert(model, columns, connection, now).run(cursor, self.tables[name])
+        for name, (model, columns) in COLUMNS.items():
+            insert_rows(model, columns, self.tables[name], using=using, now=now)
         return {name: len(rows) for name, rows in self.tables.items()}
-
-
-class _Insert:
-    """An INSERT of plain tuples into one table, doing once per table what the ORM would do
-    once per field of every object: defaults, and adapting values to the database."""
-
-    def __init__(
-        self,
-        model: type[models.Model],
-        columns: tuple[str, ...],
-        connection: BaseDatabaseWrapper,
-        now: dt.datetime,
-    ) -> None:
-        by_attname = {f.attname: f for f in model._meta.concrete_fields}
-        given = [by_attname[name] for name in columns]
-        rest = [f for name, f in by_attname.items() if name not in columns]
-        self.constants = [
-            f.get_db_prep_save(now if _is_auto_now(f) else f.get_default(), connection)
-            for f in rest
-        ]
-        self.adapters = [
-            (i, adapter)
-            for i, f in enumerate(given)
-            if (adapter := _adapter(f, connection)) is not None
-        ]
-        self.table = model._meta.db_table
-        self.names = ", ".join(connection.ops.quote_name(f.column) for f in (*given, *rest))
-        self.copy = connection.vendor == "postgresql"
-
-    def _values(self, rows: list[Row]) -> Iterator[list[Any]]:
-        adapters, constants = self.adapters, self.constants
-        for row in rows:
-            values = list(row)
-            for i, adapt in adapters:
-                if values[i] is not None:
-                    values[i] = adapt(values[i])
-            values.extend(constants)
-            yield values
-
-    def run(self, cursor: CursorWrapper, rows: list[Row]) -> None:
-        table = cursor.db.ops.quote_name(self.table)
-        if self.copy:
-            # COPY is PostgreSQL's bulk load: several times faster than INSERTs.
-            with cursor.cursor.copy(f"COPY {table} ({self.names}) FROM STDIN") as copy:
-                for values in self._values(rows):
-                    copy.write_row(values)
-        else:
-            marks = ", ".join(["%s"] * (len(self.constants) + len(rows[0])))
-            # Table and column names come from the models, never from input.
-            sql = f"INSERT INTO {table} ({self.names}) VALUES ({marks})"  # noqa: S608
-            cursor.executemany(sql, list(self._values(rows)))
-
-
-def _is_auto_now(f: models.Field[Any, Any]) -> bool:
-    return isinstance(f, models.DateField) and (f.auto_now or f.auto_now_add)
-
-
-def _adapter(
-    f: models.Field[Any, Any], connection: BaseDatabaseWrapper
-) -> Callable[[Any], Any] | None:
-    """How a value of column `f` must be passed to the database driver (None: as it is)."""
-    if isinstance(f, models.JSONField):
-        encoder = f.encoder
-        empty = connection.ops.adapt_json_value({}, encoder)  # most timeline rows: no detail
-        return lambda value: connection.ops.adapt_json_value(value, encoder) if value else empty
-    if isinstance(f, models.DateTimeField) and connection.vendor == "sqlite":
-        # Django stores naive UTC text in SQLite (what adapt_datetimefield_value does, for a
-        # fraction of its cost).
-        return lambda value: str(value.astimezone(dt.UTC).replace(tzinfo=None))
-    return None
 
 
 class RowMaker:

@@ -37,7 +37,7 @@ from django.db import connection, transaction
 from django.db.models import DateField, Max, OuterRef, Subquery
 
 from kizuna.campaigns.automation import triggers
-from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.models import (
     DispatchStatus,

@@ -51,7 +51,7 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from kizuna.campaigns.automation import segments, triggers
-from kizuna.campaigns.automation.bulk import insert_rows
+from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.automation.clock import (
     JST,
     add_months,

@@ -50,7 +50,7 @@ from django.db.models import (
 from django.db.models.functions import Cast, Coalesce, Concat, Substr
 
 from kizuna.campaigns.automation import segments
-from kizuna.campaigns.automation.bulk import insert_select
+from kizuna.core.bulk import insert_select
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.models import (
     Enrollment,

@@ -1,0 +1,218 @@
+"""Fast bulk writes of plain rows: multi-row INSERTs (COPY on PostgreSQL), INSERT … SELECT, and
+primary keys reserved ahead of the rows that use them.
+
+The bulk writers — CSV import and the API batch route (orders and customers), a scenario
+tick (enrollments, dispatches, the outbox), the demo's history — write tens of thousands of
+new rows at a time. bulk_create spends far longer preparing each value and compiling each
+statement than the database spends storing the row; these rows are new and plain, so their
+values go to the driver nearly as they are: aware datetimes as UTC text on SQLite (the format
+Django itself stores there), dates as ISO text, JSON as text. Columns not named get their
+field's default, `auto_now`/`auto_now_add` columns the moment of the write, as the ORM would
+give them.
+
+Callers that need the new rows' ids before writing (an order's lines refer to it) reserve them
+with `reserve_ids`, so nothing has to be read back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections, models
+from django.db.models import QuerySet
+from django.utils import timezone
+
+BATCH = 5000
+
+
+# Cached: the rows of one insert mostly share a few moments (created, decided, due) and dates.
+@functools.lru_cache(maxsize=4096)
+def _sqlite_datetime(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ")
+
+
+@functools.lru_cache(maxsize=4096)
+def _sqlite_date(value: dt.date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+# One encoder for every row: json.dumps with options builds a new encoder on each call.
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _converter(field: models.Field[Any, Any], sqlite: bool) -> Callable[[Any], Any] | None:
+    kind = field.get_internal_type()
+    if kind == "DateTimeField" and sqlite:
+        return _sqlite_datetime
+    if kind == "DateField" and sqlite:
+        return _sqlite_date
+    if kind == "JSONField":
+        return _json_text
+    return None
+
+
+def _default(field: models.Field[Any, Any], now: dt.datetime, sqlite: bool) -> Any:
+    """The value the ORM would give a column the row does not name, in the driver's form."""
+    auto = isinstance(field, models.DateField) and (field.auto_now or field.auto_now_add)
+    value = now if auto else field.get_default()
+    conv = _converter(field, sqlite)
+    return value if conv is None or value is None else conv(value)
+
+
+def _insert_head(
+    model: type[models.Model], columns: Sequence[str], *, ignore_conflicts: bool, vendor: str
+) -> tuple[str, str, list[models.Field[Any, Any]]]:
+    """(INSERT … INTO table (columns), the ON CONFLICT tail, the fields left to their defaults).
+
+    The primary key is among the defaults only when `columns` does not give it — then it is
+    left out and the database numbers the row."""
+    meta = model._meta
+    named = set(columns)
+    rest = [f for f in meta.concrete_fields if f.attname not in named and not f.primary_key]
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    fields = [by_attname[name] for name in columns] + rest
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    quoted = ", ".join(quote(f.column) for f in fields)
+    sqlite = vendor == "sqlite"
+    verb = "INSERT OR IGNORE" if ignore_conflicts and sqlite else "INSERT"
+    tail = " ON CONFLICT DO NOTHING" if ignore_conflicts and not sqlite else ""
+    return f"{verb} INTO {quote(meta.db_table)} ({quoted})", tail, rest
+
+
+def insert_select(
+    model: type[models.Model],
+    columns: Sequence[str],
+    query: QuerySet[Any],
+    *,
+    ignore_conflicts: bool = False,
+) -> int:
+    """INSERT the rows `query` selects (a values_list of annotations only — so the SELECT
+    keeps their order — giving `columns`, field attnames, in that order) without fetching
+    them; returns how many rows were inserted.
+
+    Nothing passes through Python, so the values must already be in the column's form (use
+    expressions with the field's output_field). Columns not named get their field's default.
+    With `ignore_conflicts`, rows that would break a unique constraint are left out.
+    """
+    if query.query.values_select or len(query.query.annotation_select) != len(columns):
+        raise ValueError(f"the query must select {len(columns)} annotations, one per column")
+    connection = connections[query.db]
+    head, tail, rest = _insert_head(
+        model, columns, ignore_conflicts=ignore_conflicts, vendor=connection.vendor
+    )
+    select, params = query.query.sql_with_params()
+    now = timezone.now()
+    defaults = [f.get_db_prep_save(now if _auto(f) else f.get_default(), connection) for f in rest]
+    extra = "".join(", %s" for _ in rest)
+    sql = f"{head} SELECT q.*{extra} FROM ({select}) AS q{tail}"  # noqa: S608 - our own SQL
+    with connection.cursor() as cursor:
+        # The defaults' placeholders come first in the statement's text.
+        cursor.execute(sql, [*defaults, *params])
+        inserted: int = cursor.rowcount
+    return max(inserted, 0)
+
+
+def _auto(field: models.Field[Any, Any]) -> bool:
+    return isinstance(field, models.DateField) and (field.auto_now or field.auto_now_add)
+
+
+def insert_rows(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    ignore_conflicts: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
+    now: dt.datetime | None = None,
+) -> None:
+    """INSERT `rows` (values in the order of `columns`, field attnames) in batches: COPY on
+    PostgreSQL, executemany on SQLite.
+
+    With `ignore_conflicts`, rows that would break a unique constraint are left out
+    (SQLite INSERT OR IGNORE, PostgreSQL ON CONFLICT DO NOTHING — COPY cannot skip rows, so
+    these go in with executemany), as bulk_create does. `now` fills auto_now columns
+    (default: the moment of the call).
+    """
+    if not rows:
+        return
+    connection = connections[using]
+    sqlite = connection.vendor == "sqlite"
+    head, tail, rest = _insert_head(
+        model, columns, ignore_conflicts=ignore_conflicts, vendor=connection.vendor
+    )
+    by_attname = {f.attname: f for f in model._meta.concrete_fields}
+    given = [by_attname[name] for name in columns]
+    moment = now or timezone.now()
+    # The defaults are the same on every row: converted once here, not once per row.
+    defaults = tuple(_default(f, moment, sqlite) for f in rest)
+    converters = [
+        (index, conv)
+        for index, field in enumerate(given)
+        if (conv := _converter(field, sqlite)) is not None
+    ]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and not ignore_conflicts:
+            # COPY is PostgreSQL's bulk load: several times faster than INSERTs.
+            copy_head = head.replace("INSERT INTO", "COPY", 1)
+            with cursor.cursor.copy(f"{copy_head} FROM STDIN") as copy:
+                for row in rows:
+                    values = [*row, *defaults]
+                    for index, conv in converters:
+                        if values[index] is not None:
+                            values[index] = conv(values[index])
+                    copy.write_row(values)
+            return
+        marks = ", ".join(["%s"] * (len(given) + len(rest)))
+        sql = f"{head} VALUES ({marks}){tail}"
+        for start in range(0, len(rows), BATCH):
+            batch = []
+            for row in rows[start : start + BATCH]:
+                values = [*row, *defaults]
+                for index, conv in converters:
+                    values[index] = conv(values[index])
+                batch.append(values)
+            cursor.executemany(sql, batch)
+
+
+def reserve_ids(
+    model: type[models.Model], count: int, *, using: str = DEFAULT_DB_ALIAS
+) -> list[int]:
+    """`count` primary keys for new rows of `model`, never handed out again (to this caller or
+    any other), so rows can refer to each other before they are written.
+
+    PostgreSQL takes them from the table's sequence, as INSERT would. SQLite advances the
+    table's AUTOINCREMENT counter; that is safe only while this connection holds the write
+    lock, which Kizuna's IMMEDIATE transactions take at BEGIN — so call it inside one.
+    """
+    if count <= 0:
+        return []
+    connection = connections[using]
+    table = model._meta.db_table
+    column = model._meta.pk.column
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                [table, column, count],
+            )
+            # Not necessarily one unbroken run: other sessions may draw at the same time.
+            return [row[0] for row in cursor.fetchall()]
+        if not connection.in_atomic_block:
+            raise RuntimeError("reserve_ids on SQLite needs a transaction (the write lock)")
+        quote = connection.ops.quote_name
+        cursor.execute(
+            f"SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = %s), 0),"  # noqa: S608
+            f" coalesce((SELECT max({quote(column)}) FROM {quote(table)}), 0))",
+            [table],
+        )
+        last = int(cursor.fetchone()[0])
+        cursor.execute("UPDATE sqlite_sequence SET seq = %s WHERE name = %s", [last + count, table])
+        if cursor.rowcount == 0:
+            cursor.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (%s, %s)", [table, last + count]
+            )
+        return list(range(last + 1, last + count + 1))
