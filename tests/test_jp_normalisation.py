@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kizuna.core import jp
 
@@ -28,6 +31,24 @@ from kizuna.core import jp
 )
 def test_phone_numbers_normalise_to_e164(raw: str, expected: str) -> None:
     assert jp.normalize_phone(raw) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(r"0[1-9][0-9]{8,9}", fullmatch=True))
+def test_domestic_numbers_read_as_phonenumbers_reads_them(digits: str) -> None:
+    """Domestic numbers skip phonenumbers (for speed); whatever 0 + 9 or 10 digits a cart
+    sends, the result must be the one phonenumbers gives — or the same refusal."""
+    try:
+        parsed = phonenumbers.parse(digits, "JP")
+        possible = phonenumbers.is_possible_number(parsed)
+    except phonenumbers.NumberParseException:
+        possible = False
+    if not possible:
+        with pytest.raises(jp.NormalisationError):
+            jp.normalize_phone(digits)
+        return
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    assert jp.normalize_phone(digits) == e164
 
 
 @pytest.mark.parametrize("raw", ["", "abc", "12", "090-1234", "メール"])

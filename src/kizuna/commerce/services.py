@@ -31,11 +31,12 @@ from kizuna.commerce.models import (
     Shipment,
 )
 from kizuna.core import jp
-from kizuna.core.audit import Actor, audit_row, diff
+from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
+from kizuna.core.bulk import insert_instances, insert_rows
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
-from kizuna.customers.timeline import timeline_row
+from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_values
 
 
 @dataclass(frozen=True)
@@ -437,55 +438,75 @@ class _Round:
     # -- writing, one statement per table ---------------------------------------------------
 
     def _write(self) -> None:
+        # New rows go in as plain rows (kizuna.core.bulk), ids reserved up front so lines,
+        # shipments and timeline rows can refer to their order: an order line is a dozen
+        # rows, and building them through the ORM cost several times what storing them does.
         # New orders in number order (and stored ones locked in number order, see _Stored):
         # two writers with overlapping orders then wait on each other instead of deadlocking.
-        Order.objects.bulk_create(sorted(self.created, key=lambda order: order.number))
+        now = timezone.now()
+        insert_instances(sorted(self.created, key=lambda order: order.number))
         if self.saved:
             Order.objects.bulk_update(self.saved, [*_ORDER_FIELDS, "status", "updated_at"])
         if self.touched:
             Order.objects.bulk_update(self.touched, ["source_updated_at"])
         if self.relined:
             OrderLine.objects.filter(order_id__in=self.relined).delete()
-        OrderLine.objects.bulk_create(self._lines())
-        Shipment.objects.bulk_create(self.new_shipments)
+        insert_rows(OrderLine, _LINE_COLUMNS, self._lines(), now=now)
+        insert_instances(self.new_shipments)
         if self.changed_shipments:
             Shipment.objects.bulk_update(
                 self.changed_shipments, ["delivered_on", "tracking_number", "carrier"]
             )
-        OrderReversal.objects.bulk_create(self.new_reversals)
-        TimelineEvent.objects.bulk_create(
-            timeline_row(customer=customer, kind=kind, title=title, occurred_at=at, ref=ref)
-            for customer, kind, title, at, ref in self.timeline
+        insert_instances(self.new_reversals)
+        insert_rows(
+            TimelineEvent,
+            TIMELINE_COLUMNS,
+            [
+                timeline_values(
+                    customer_id=customer.pk, kind=kind, title=title, occurred_at=at, ref=ref
+                )
+                for customer, kind, title, at, ref in self.timeline
+            ],
+            now=now,
         )
-        AuditLog.objects.bulk_create(
-            audit_row(
-                actor=self.actor,
-                action=action,
-                instance=order,
-                customer_id=order.customer_id,
-                changes=changes,
-            )
-            for action, order, changes in self.audit
+        insert_rows(
+            AuditLog,
+            AUDIT_COLUMNS,
+            [
+                audit_values(
+                    actor=self.actor,
+                    action=action,
+                    entity=Order,
+                    entity_id=order.pk,
+                    customer_id=order.customer_id,
+                    changes=changes,
+                    at=now,
+                )
+                for action, order, changes in self.audit
+            ],
+            now=now,
         )
 
-    def _lines(self) -> list[OrderLine]:
+    def _lines(self) -> list[tuple[Any, ...]]:
+        """The new lines as plain rows in _LINE_COLUMNS order."""
         products = _products_ensure(
             [line for _order, data in self.lines_for for line in data.lines]
         )
         return [
-            OrderLine(
-                order=order,
-                product=products[jp.normalize_identifier(line.product_code)],
-                product_name=line.product_name,
-                unit_price=line.unit_price,
-                quantity=line.quantity,
-                amount=line.unit_price * line.quantity,
+            (
+                order.pk,
+                products[jp.normalize_identifier(line.product_code)].pk,
+                line.product_name,
+                line.unit_price,
+                line.quantity,
+                line.unit_price * line.quantity,
             )
             for order, data in self.lines_for
             for line in data.lines
         ]
 
 
+_LINE_COLUMNS = ("order_id", "product_id", "product_name", "unit_price", "quantity", "amount")
 _ORDER_FIELDS = (
     "ordered_at",
     "channel",

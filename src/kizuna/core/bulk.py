@@ -20,13 +20,14 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models
 from django.db.models import QuerySet
 from django.utils import timezone
 
 BATCH = 5000
+_M = TypeVar("_M", bound=models.Model)
 
 
 # Cached: the rows of one insert mostly share a few moments (created, decided, due) and dates.
@@ -154,7 +155,9 @@ def insert_rows(
         for index, field in enumerate(given)
         if (conv := _converter(field, sqlite)) is not None
     ]
-    with connection.cursor() as cursor:
+    # wrap_database_errors: COPY goes to psycopg directly, and callers catch Django's
+    # IntegrityError / DataError (a lost creation race, a value too long for its column).
+    with connection.cursor() as cursor, connection.wrap_database_errors:
         if connection.vendor == "postgresql" and not ignore_conflicts:
             # COPY is PostgreSQL's bulk load: several times faster than INSERTs.
             copy_head = head.replace("INSERT INTO", "COPY", 1)
@@ -176,6 +179,52 @@ def insert_rows(
                     values[index] = conv(values[index])
                 batch.append(values)
             cursor.executemany(sql, batch)
+
+
+def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) -> None:
+    """INSERT new instances of one model as `insert_rows` does, and leave them as saved ones.
+
+    Instances without a primary key get one from `reserve_ids` (so on SQLite, call inside a
+    transaction); `auto_now` fields are set to the moment of the call, and a foreign key
+    given as an object takes that object's id, as `bulk_create` does. Like `bulk_create`, no
+    `save()` and no signals.
+    """
+    if not instances:
+        return
+    model = type(instances[0])
+    meta = model._meta
+    pk_name = meta.pk.attname
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    stamped = [f.attname for f in fields if _auto(f)]
+    now = timezone.now()
+    unnumbered = [instance for instance in instances if instance.pk is None]
+    for instance, pk in zip(
+        unnumbered, reserve_ids(model, len(unnumbered), using=using), strict=True
+    ):
+        setattr(instance, pk_name, pk)
+    relations = [f for f in fields if isinstance(f, models.ForeignKey)]
+    for instance in instances:
+        for relation in relations:
+            # A parent given as an object before it had its id (Shipment(order=new_order)).
+            if getattr(instance, relation.attname) is None and relation.is_cached(instance):
+                parent = getattr(instance, relation.name)
+                if parent is not None:
+                    if parent.pk is None:
+                        raise ValueError(f"{relation.name} of a new {meta.label} is not saved")
+                    setattr(instance, relation.attname, parent.pk)
+        for name in stamped:
+            setattr(instance, name, now)
+    columns = (pk_name, *(f.attname for f in fields))
+    insert_rows(
+        model,
+        columns,
+        [tuple(getattr(instance, name) for name in columns) for instance in instances],
+        using=using,
+        now=now,
+    )
+    for instance in instances:
+        instance._state.adding = False
+        instance._state.db = using
 
 
 def reserve_ids(

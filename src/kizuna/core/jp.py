@@ -19,6 +19,9 @@ _HYPHENS = "-‐‑‒–—―−ーｰ─━－﹣⁃˗"
 _HYPHEN_RE = re.compile(f"[{re.escape(_HYPHENS)}]")
 _SPACE_RE = re.compile(r"\s+")
 _POSTAL_RE = re.compile(r"^(\d{3})(\d{4})$")
+# 0 and a 9- or 10-digit national number (not 00… or 010…, the international prefixes): every such
+# number is a possible Japanese number, and its E.164 form is +81 and the national number.
+_DOMESTIC_RE = re.compile(r"0(?:[2-9]\d|1[1-9])\d{7,8}")
 
 
 class NormalisationError(ValueError):
@@ -47,6 +50,10 @@ def normalize_phone(value: str) -> str:
     or +81/0081. Raises NormalisationError when the result is not a possible number.
     """
     digits = _strip_separators(value)
+    if _DOMESTIC_RE.fullmatch(digits):
+        # The common case, a domestic number with its leading 0 (090-1234-5678, 03-1234-5678):
+        # what phonenumbers would give, without its cost (a third of a CSV import's parsing).
+        return "+81" + digits[1:]
     if digits.startswith("00"):
         digits = "+" + digits[2:]
     if not re.fullmatch(r"\+?\d{6,15}", digits):

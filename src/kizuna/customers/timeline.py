@@ -9,6 +9,11 @@ from django.db import models
 
 from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 
+# The columns of `timeline_values` tuples, for kizuna.core.bulk.insert_rows.
+TIMELINE_COLUMNS = (
+    "customer_id", "occurred_at", "kind", "title", "detail", "ref_entity", "ref_id",
+)  # fmt: skip
+
 
 def timeline_add(
     *,
@@ -24,6 +29,28 @@ def timeline_add(
     )
     event.save(force_insert=True)
     return event
+
+
+def timeline_values(
+    *,
+    customer_id: int,
+    kind: TimelineKind,
+    title: str,
+    occurred_at: dt.datetime,
+    ref: models.Model | None = None,
+    detail: dict[str, Any] | None = None,
+) -> tuple[Any, ...]:
+    """A timeline row as a tuple in TIMELINE_COLUMNS order, for bulk writers (insert_rows):
+    the same row `timeline_row` builds, without a model instance."""
+    return (
+        customer_id,
+        occurred_at,
+        kind.value,
+        title[:200],
+        detail or {},
+        ref._meta.label if ref is not None else "",
+        ref.pk if ref is not None else None,
+    )
 
 
 def timeline_row(

@@ -37,7 +37,6 @@ from django.db import connection, transaction
 from django.db.models import DateField, Max, OuterRef, Subquery
 
 from kizuna.campaigns.automation import triggers
-from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.models import (
     DispatchStatus,
@@ -78,6 +77,7 @@ from kizuna.commerce.models import (
     Shipment,
 )
 from kizuna.core.audit import Actor
+from kizuna.core.bulk import insert_rows
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -85,6 +85,7 @@ from kizuna.customers.models import (
     TimelineEvent,
     TimelineKind,
 )
+from kizuna.customers.timeline import TIMELINE_COLUMNS
 from kizuna.demo import story
 from kizuna.subscriptions.models import DeliveryStatus, Subscription, SubscriptionDelivery
 
@@ -529,9 +530,6 @@ OUTBOX_COLUMNS = (
     "id", "customer_id", "channel", "sent_channel", "purpose", "dedupe_key", "content",
     "send_after", "next_attempt_at", "scenario_id", "step_key", "enrollment_id", "status",
     "attempts", "sent_at", "reason", "created_at",
-)  # fmt: skip
-TIMELINE_COLUMNS = (
-    "customer_id", "occurred_at", "kind", "title", "detail", "ref_entity", "ref_id",
 )  # fmt: skip
 
 
