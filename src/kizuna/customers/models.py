@@ -86,6 +86,12 @@ class Customer(TimeStampedModel):
     class Meta:
         verbose_name = "顧客"
         verbose_name_plural = "顧客"
+        indexes = [
+            # Resolution proposes a new customer as a probable duplicate of records with the
+            # same name kana and postal code: a lookup of exact pairs, postal code first (the
+            # more selective: a popular name has thousands of records).
+            models.Index(fields=["postal_code", "kana_key"], name="customer_postal_kana"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(prefecture__isnull=True)

@@ -177,8 +177,8 @@ class _Chunk:
         for kind_value, values in wanted.items():
             condition |= models.Q(kind=kind_value, value__in=values)
         # Every identity of every customer owning one of them, in one query: the owners, and
-        # which kinds those customers hold (for `_stronger_conflict`).
-        # Read as plain values, with one instance per customer (not one per identity).
+        # which kinds those customers hold (for `_stronger_conflict`). Read as plain values,
+        # with one instance per customer (not one per identity).
         owning = Identity.objects.filter(condition).values("customer_id")
         held = list(
             Identity.objects.filter(customer_id__in=owning).values_list(
@@ -186,10 +186,10 @@ class _Chunk:
             )
         )
         customers = Customer.objects.in_bulk({customer_id for customer_id, _, _ in held})
-        for customer_id, kind, value in held:
+        for customer_id, held_kind, value in held:
             customer = customers[customer_id]
-            self.owner[(kind, value)] = customer
-            self.held[id(customer)].add(kind)
+            self.owner[(held_kind, value)] = customer
+            self.held[id(customer)].add(held_kind)
 
     # -- deciding (in Python, in request order) ----------------------------------------------
 
@@ -325,12 +325,15 @@ class _Chunk:
             return []
         others: dict[tuple[str, str], list[Customer]] = defaultdict(list)
         new_ids = [customer.pk for customer in keyed]
+        # Exact (postal code, kana) pairs, each an index lookup: two IN lists would match
+        # every record of any of the chunk's names in any of its postal codes.
+        pairs = {(c.postal_code, c.kana_key) for c in keyed}
+        same_pair = models.Q(
+            *(models.Q(postal_code=postal, kana_key=kana) for postal, kana in pairs),
+            _connector=models.Q.OR,
+        )
         for other in (
-            Customer.objects.filter(
-                kana_key__in={c.kana_key for c in keyed},
-                postal_code__in={c.postal_code for c in keyed},
-                merged_into__isnull=True,
-            )
+            Customer.objects.filter(same_pair, merged_into__isnull=True)
             .exclude(pk__in=new_ids)
             .only("pk", "kana_key", "postal_code")
         ):
