@@ -11,7 +11,10 @@ run starts from the same queue (every message pending) and is timed from process
 exit, Django start-up included; `steady` is the rate between the first and last `sent_at`.
 Every run is checked: the server received exactly `messages`, and every row is `sent`. The
 floor is measured again right before each worker run, so a ratio compares runs that saw the
-same machine load.
+same machine load. Each line also gives the CPU time per mail (the floor's client; the
+workers' processes, start-up included, with SQLite's work but not PostgreSQL's server) and the
+1-minute load average when the run ended: on a shared machine the wall times follow the load,
+the CPU times much less.
 Target (issue 5, part 10): delivery ≥ 50% of the bare smtplib rate.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import resource
 import smtplib
 import socket
 import subprocess
@@ -180,17 +184,25 @@ def _rendered(path: Path) -> list[tuple[str, bytes]]:
     return messages
 
 
-def floor_smtplib(port: int, messages: list[tuple[str, bytes]]) -> float:
-    """Seconds for one smtplib connection to send every message."""
-    started = time.perf_counter()
+def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def floor_smtplib(port: int, messages: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) for one smtplib connection to send every
+    message."""
+    started, cpu = time.perf_counter(), _cpu_seconds()
     with smtplib.SMTP("127.0.0.1", port) as client:
         for address, data in messages:
             client.sendmail("info@kizuna.example", [address], data)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu_seconds() - cpu
 
 
-def _workers(env: dict[str, str], count: int) -> float:
-    started = time.perf_counter()
+def _workers(env: dict[str, str], count: int) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the worker processes, start-up included)."""
+    # The children's CPU counts every child waited for; only the workers end in between.
+    started, cpu = time.perf_counter(), _cpu_seconds(resource.RUSAGE_CHILDREN)
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "kizuna", "worker", "--once", "--no-tasks", "--no-scheduler"],
@@ -201,7 +213,7 @@ def _workers(env: dict[str, str], count: int) -> float:
     for process in processes:
         if process.wait(timeout=3600) != 0:
             raise RuntimeError("a worker failed")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, _cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
 
 
 def _wait_for(received: Synchronized[int], expected: int) -> None:
@@ -245,7 +257,7 @@ def run(messages: int, database_url: str | None = None) -> list[dict[str, Any]]:
                 # load (the machine may be shared).
                 with received.get_lock():
                     received.value = 0
-                floor = floor_smtplib(port, rendered)
+                floor, floor_cpu = floor_smtplib(port, rendered)
                 _wait_for(received, messages)
                 if received.value != messages:
                     raise RuntimeError(f"floor: server got {received.value} of {messages}")
@@ -259,12 +271,14 @@ def run(messages: int, database_url: str | None = None) -> list[dict[str, Any]]:
                         "per_s": floor_rate,
                         "steady_per_s": floor_rate,
                         "ratio_to_floor": 1.0,
+                        "cpu_ms_per_message": floor_cpu / messages * 1000,
+                        "load": os.getloadavg()[0],
                     }
                 )
                 _python(["-c", _RESET], env)
                 with received.get_lock():
                     received.value = 0
-                seconds = _workers(env, workers)
+                seconds, cpu = _workers(env, workers)
                 _wait_for(received, messages)
                 sent, total, span = _python(["-c", _CHECK], env).split()
                 if received.value != messages or int(sent) != messages or int(total) != messages:
@@ -282,6 +296,8 @@ def run(messages: int, database_url: str | None = None) -> list[dict[str, Any]]:
                         "per_s": rate,
                         "steady_per_s": messages / float(span) if float(span) else rate,
                         "ratio_to_floor": rate / floor_rate,
+                        "cpu_ms_per_message": cpu / messages * 1000,
+                        "load": os.getloadavg()[0],
                     }
                 )
         finally:
@@ -303,7 +319,8 @@ def main() -> None:
             f"{result['case']:<28} {result['database']:<10} {result['messages']:>7,} mails: "
             f"{result['seconds']:7.2f} s = {result['per_s']:7,.0f}/s "
             f"(steady {result['steady_per_s']:7,.0f}/s) | ratio to smtplib floor "
-            f"{result['ratio_to_floor']:.2f} (target ≥ {TARGET_RATIO:.2f})"
+            f"{result['ratio_to_floor']:.2f} (target ≥ {TARGET_RATIO:.2f}) | CPU "
+            f"{result['cpu_ms_per_message']:.3f} ms/mail | load {result['load']:.1f}"
         )
 
 

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -55,7 +55,9 @@ class SentMark:
         return dt.datetime.fromisoformat(self.sent_at)
 
     def line(self) -> bytes:
-        return json.dumps(asdict(self), ensure_ascii=False).encode("utf-8") + b"\n"
+        # vars(), not dataclasses.asdict: the fields are flat, and asdict's deep copy is most
+        # of the cost of a line.
+        return json.dumps(vars(self), ensure_ascii=False).encode("utf-8") + b"\n"
 
 
 def directory() -> Path:

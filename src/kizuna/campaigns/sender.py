@@ -4,6 +4,7 @@ customer may opt out."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -55,13 +56,18 @@ def short_block(sender: Sender, unsubscribe_url: str) -> str:
 
 def html_block(sender: Sender, unsubscribe_url: str) -> str:
     url = escape(unsubscribe_url)
+    return f'{_html_head(sender)}配信停止: <a href="{url}">{url}</a></p></div>'
+
+
+@functools.lru_cache(maxsize=8)
+def _html_head(sender: Sender) -> str:
+    """The block up to the per-recipient link: the same in every message, escaped once."""
     return (
         '<hr><div class="kizuna-sender" style="font-size:12px;color:#555">'
         f"<p>送信者: {escape(sender.name)}<br>"
         f"住所: {escape(sender.address)}<br>"
         f"お問い合わせ・苦情窓口: {escape(sender.contact)}</p>"
         "<p>今後このようなご案内が不要な方は、次のリンクから配信を停止できます。<br>"
-        f'配信停止: <a href="{url}">{url}</a></p></div>'
     )
 
 

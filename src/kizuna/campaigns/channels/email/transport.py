@@ -39,15 +39,19 @@ PERMANENT_FLOOR = 500
 MAX_LINE = 998
 
 
-def mail_domain() -> str:
-    address = parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
-    return address.rpartition("@")[2] or "localhost"
-
-
 def message_id_for(outbox_id: int) -> str:
     """Stable for one outbox row; the installation tag keeps two shops' ids apart."""
-    tag = salted_hmac("kizuna.campaigns.message-id", "installation").hexdigest()[:12]
-    return f"<kizuna.{outbox_id}.{tag}@{mail_domain()}>"
+    tail = _installation_tail(settings.SECRET_KEY, settings.DEFAULT_FROM_EMAIL)
+    return f"<kizuna.{outbox_id}.{tail}>"
+
+
+@functools.lru_cache(maxsize=16)
+def _installation_tail(secret: str, from_email: str) -> str:
+    """`tag@domain` of every Message-ID: the same for all messages of one installation, so
+    the HMAC and the address parsing are done once, not per message."""
+    tag = salted_hmac("kizuna.campaigns.message-id", "installation", secret=secret).hexdigest()
+    domain = parseaddr(from_email)[1].rpartition("@")[2] or "localhost"
+    return f"{tag[:12]}@{domain}"
 
 
 @dataclass(frozen=True)
