@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from kizuna.accounts.apikeys import api_key_create, api_key_revoke
 from kizuna.accounts.models import ApiKey, ApiScope
@@ -152,6 +153,30 @@ def test_revoked_key_is_401(customer: Customer, method: str, path: str, scope: A
     api_key, secret = make_key()
     api_key_revoke(api_key=api_key, acting_user=ADMIN_ACTOR)
     assert_error(_call(ApiClient(secret), method, path, customer), 401, "unauthorized")
+
+
+def test_a_key_in_use_stops_working_as_soon_as_it_is_revoked(customer: Customer) -> None:
+    # given: a key that has just been used (and so is remembered by this server process)
+    api_key, secret = make_key(ApiScope.CUSTOMERS_READ)
+    client = ApiClient(secret)
+    assert client.get(f"/api/v1/customers/{customer.pk}").status_code == 200
+    # when
+    api_key_revoke(api_key=api_key, acting_user=ADMIN_ACTOR)
+    # then
+    assert_error(client.get(f"/api/v1/customers/{customer.pk}"), 401, "unauthorized")
+
+
+def test_a_key_revoked_by_another_server_process_stops_working_at_once(
+    customer: Customer,
+) -> None:
+    # given: this process accepted the key a moment ago
+    api_key, secret = make_key(ApiScope.CUSTOMERS_READ)
+    client = ApiClient(secret)
+    assert client.get(f"/api/v1/customers/{customer.pk}").status_code == 200
+    # when: another process revokes it (straight in the database, not through this process)
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+    # then: the very next request is refused
+    assert_error(client.get(f"/api/v1/customers/{customer.pk}"), 401, "unauthorized")
 
 
 @pytest.mark.parametrize(("method", "path", "scope"), ALL_ROUTES)

@@ -170,3 +170,22 @@ def test_unauthenticated_requests_do_not_claim_keys(db: None) -> None:
     response = post(ApiClient("kzn_wrong"), "k", body())
     assert_error(response, 401)
     assert not IdempotencyKey.objects.exists()
+
+
+def test_expired_keys_are_deleted_in_passing(
+    api: ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from kizuna.core import idempotency
+
+    clock = [time.monotonic()]
+    monkeypatch.setattr(idempotency.time, "monotonic", lambda: clock[0])
+    # given: yesterday's keys of this client
+    post(api, "old-1", body())
+    IdempotencyKey.objects.update(created_at=timezone.now() - dt.timedelta(hours=25))
+    # when: the client writes with a new key after a while
+    clock[0] += idempotency.SWEEP_EVERY_SECONDS
+    post(api, "new-1", body())
+    # then: only today's key is kept
+    assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new-1"]
