@@ -2,20 +2,24 @@
 
 Each function is one use case: it validates and normalises its input, changes the rows, and in
 the same transaction writes the audit row (PII/consent, RELIABILITY D3) and the timeline row.
+Bulk writers (CSV import) use the `…_many` forms, which do the same for a batch in a constant
+number of statements; `customer_update` and `consent_grant` are their one-item case.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from kizuna.core import jp
-from kizuna.core.audit import Actor, audit_record, diff
+from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_record, audit_values, diff
+from kizuna.core.bulk import insert_instances, insert_rows
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     Consent,
@@ -25,9 +29,10 @@ from kizuna.customers.models import (
     Customer,
     Identity,
     IdentityKind,
+    TimelineEvent,
     TimelineKind,
 )
-from kizuna.customers.timeline import timeline_add
+from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_add, timeline_values
 
 # Profile fields a service may set; search keys and timestamps are derived, never set directly.
 PROFILE_FIELDS = frozenset(
@@ -147,53 +152,153 @@ ERASED_NAME = "削除済み(匿名化)"
 
 
 def is_erased(customer: Customer) -> bool:
-    # Every erased record carries ERASED_NAME, so other records need no audit lookup.
-    if customer.family_name != ERASED_NAME:
-        return False
-    return AuditLog.objects.filter(
-        customer_id=customer.pk, action=ERASE_ACTION, entity=Customer._meta.label
-    ).exists()
+    return customer.pk in _erased_ids([customer])
+
+
+def _erased_ids(customers: Iterable[Customer]) -> set[int]:
+    """The erased ones among `customers`, in one query. Every erased record carries
+    ERASED_NAME, so other records need no audit lookup."""
+    named = [customer.pk for customer in customers if customer.family_name == ERASED_NAME]
+    if not named:
+        return set()
+    found = AuditLog.objects.filter(
+        customer_id__in=named, action=ERASE_ACTION, entity=Customer._meta.label
+    ).values_list("customer_id", flat=True)
+    return {pk for pk in found if pk is not None}
+
+
+_ERASED_REFUSAL = (
+    "この顧客の個人データは削除(匿名化)済みのため、変更できません。"
+    "同じ方から新たにご連絡があった場合は新しい顧客として登録してください"
+)
 
 
 def _refuse_if_erased(customer: Customer) -> None:
     if is_erased(customer):
-        raise ValidationError(
-            "この顧客の個人データは削除(匿名化)済みのため、変更できません。"
-            "同じ方から新たにご連絡があった場合は新しい顧客として登録してください"
-        )
+        raise ValidationError(_ERASED_REFUSAL)
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class ProfileChange:
+    """Profile fields to change on one customer: a request to `customers_update_many`."""
+
+    customer: Customer
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ProfileUpdate:
+    """The customer as stored after the change, and whether the change changed anything."""
+
+    customer: Customer
+    changed: bool
+
+
 def customer_update(
     *, customer: Customer, changes: Mapping[str, Any], acting_user: Any
 ) -> Customer:
-    """Change profile fields; the audit row records each field's old and new value."""
+    """Change profile fields; the audit row records each field's old and new value. The
+    one-customer case of `customers_update_many`: raises ValidationError for a change that
+    cannot be stored."""
+    (result,) = customers_update_many([ProfileChange(customer, changes)], acting_user=acting_user)
+    if isinstance(result, ValidationError):
+        raise result
+    return result.customer
+
+
+@transaction.atomic
+def customers_update_many(
+    changes: Sequence[ProfileChange], *, acting_user: Any
+) -> list[ProfileUpdate | ValidationError]:
+    """Apply each change as if one after another (the same customer twice: the second sees
+    the first), in a constant number of statements: the customers are read and locked in one
+    query, compared in Python, and written with one bulk UPDATE, their audit and timeline rows
+    with one INSERT each. A change that cannot be stored gets its ValidationError in its place
+    and writes nothing; the others are applied."""
+    actor = Actor.of(acting_user)
+    # Locked in id order, so two writers updating the same customers wait instead of deadlocking.
+    stored = {
+        customer.pk: customer
+        for customer in Customer.objects.select_for_update()
+        .filter(pk__in={change.customer.pk for change in changes})
+        .order_by("pk")
+    }
+    erased = _erased_ids(stored.values())
+    now = timezone.now()
+    results: list[ProfileUpdate | ValidationError] = []
+    saved: dict[int, Customer] = {}
+    fields: set[str] = set()
+    audit: list[tuple[Any, ...]] = []
+    timeline: list[tuple[Any, ...]] = []
+    for change in changes:
+        customer = stored.get(change.customer.pk)
+        if customer is None:
+            raise Customer.DoesNotExist(f"顧客 {change.customer.pk} は存在しません")
+        try:
+            changed = _apply_profile(customer, change.changes, erased=customer.pk in erased)
+        except ValidationError as exc:
+            results.append(exc)
+            continue
+        results.append(ProfileUpdate(customer, bool(changed)))
+        if not changed:
+            continue
+        customer.updated_at = now  # bulk_update neither applies auto_now nor calls save()
+        customer.refresh_search_keys()
+        saved[customer.pk] = customer
+        fields.update(changed)
+        audit.append(
+            audit_values(
+                actor=actor,
+                action="customer.update",
+                entity=Customer,
+                entity_id=customer.pk,
+                customer_id=customer.pk,
+                changes=changed,
+                at=now,
+            )
+        )
+        timeline.append(
+            timeline_values(
+                customer_id=customer.pk,
+                kind=TimelineKind.PROFILE,
+                title="顧客情報を変更: " + "、".join(_field_label(name) for name in changed),
+                occurred_at=now,
+                ref=customer,
+            )
+        )
+    if saved:
+        Customer.objects.bulk_update(
+            list(saved.values()), sorted(fields | {"name_key", "kana_key", "updated_at"})
+        )
+    # The audit and timeline rows as plain rows (kizuna.core.bulk), as resolution writes them.
+    insert_rows(AuditLog, AUDIT_COLUMNS, audit, now=now)
+    insert_rows(TimelineEvent, TIMELINE_COLUMNS, timeline, now=now)
+    return results
+
+
+def _apply_profile(
+    customer: Customer, changes: Mapping[str, Any], *, erased: bool
+) -> dict[str, list[Any]]:
+    """Set the cleaned changes on `customer` and validate it; returns what changed. A refused
+    change leaves `customer` as it was, for the next change of the same customer."""
     cleaned = _clean_profile(changes)
-    customer = Customer.objects.select_for_update().get(pk=customer.pk)
-    _refuse_if_erased(customer)
+    if erased:
+        raise ValidationError(_ERASED_REFUSAL)
     old = {name: getattr(customer, name) for name in cleaned}
     changed = diff(old, cleaned)
     if not changed:
-        return customer
+        return changed
     for name, value in cleaned.items():
         setattr(customer, name, value)
-    customer.full_clean(exclude=["name_key", "kana_key"])
-    customer.save()
-    audit_record(
-        actor=Actor.of(acting_user),
-        action="customer.update",
-        instance=customer,
-        customer_id=customer.pk,
-        changes=changed,
-    )
-    timeline_add(
-        customer=customer,
-        kind=TimelineKind.PROFILE,
-        title="顧客情報を変更: " + "、".join(_field_label(name) for name in changed),
-        occurred_at=timezone.now(),
-        ref=customer,
-    )
-    return customer
+    try:
+        # The one check constraint (prefecture 1–47) is the field's choices, checked here
+        # already; validating constraints too would cost a database query per customer.
+        customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+    except ValidationError:
+        for name, value in old.items():
+            setattr(customer, name, value)
+        raise
+    return changed
 
 
 @transaction.atomic
@@ -222,7 +327,19 @@ def identity_add(
     return identity
 
 
-@transaction.atomic
+@dataclass(frozen=True)
+class ConsentGrant:
+    """Consent of one customer for one channel, with its evidence: a request to
+    `consents_grant_many`."""
+
+    customer: Customer
+    channel: ConsentChannel
+    method: ConsentMethod
+    source_form: str
+    wording_version: str
+    at: dt.datetime | None = None
+
+
 def consent_grant(
     *,
     customer: Customer,
@@ -234,20 +351,46 @@ def consent_grant(
     at: dt.datetime | None = None,
 ) -> Consent:
     """Record consent with the evidence the law asks for (特定電子メール法: when, how, which
-    form and wording). Consent without a form and wording version is refused."""
-    if not source_form or not wording_version:
-        raise ValidationError("同意の証跡(取得フォームと文言バージョン)は必須です")
-    _refuse_if_erased(customer)
-    return _consent_change(
-        customer=customer,
-        channel=channel,
-        granted=True,
-        method=method,
-        source_form=source_form,
-        wording_version=wording_version,
-        actor=Actor.of(acting_user),
-        at=at or timezone.now(),
-    )
+    form and wording). Consent without a form and wording version is refused. The one-grant
+    case of `consents_grant_many`."""
+    grant = ConsentGrant(customer, channel, method, source_form, wording_version, at)
+    (result,) = consents_grant_many([grant], acting_user=acting_user)
+    if isinstance(result, ValidationError):
+        raise result
+    return result
+
+
+@transaction.atomic
+def consents_grant_many(
+    grants: Sequence[ConsentGrant], *, acting_user: Any
+) -> list[Consent | ValidationError]:
+    """Record each grant as if one after another, in a constant number of statements. A grant
+    without its evidence, or for an erased record, gets its ValidationError in its place and
+    writes nothing; the others are recorded."""
+    erased = _erased_ids(grant.customer for grant in grants)
+    now = timezone.now()
+    results: list[Consent | ValidationError | None] = []
+    changes: list[_ConsentChange] = []
+    for grant in grants:
+        if not grant.source_form or not grant.wording_version:
+            results.append(ValidationError("同意の証跡(取得フォームと文言バージョン)は必須です"))
+        elif grant.customer.pk in erased:
+            results.append(ValidationError(_ERASED_REFUSAL))
+        else:
+            results.append(None)
+            changes.append(
+                _ConsentChange(
+                    customer=grant.customer,
+                    channel=grant.channel,
+                    granted=True,
+                    method=grant.method,
+                    source_form=grant.source_form,
+                    wording_version=grant.wording_version,
+                    at=grant.at or now,
+                )
+            )
+    consents = iter(_consents_change(changes, actor=Actor.of(acting_user)))
+    return [next(consents) if result is None else result for result in results]
 
 
 @transaction.atomic
@@ -260,69 +403,154 @@ def consent_withdraw(
     at: dt.datetime | None = None,
 ) -> Consent:
     """Opt the customer out of one channel. Takes effect at once; the grant evidence is kept."""
-    return _consent_change(
+    change = _ConsentChange(
         customer=customer,
         channel=channel,
         granted=False,
         method=method,
         source_form="",
         wording_version="",
-        actor=Actor.of(acting_user),
         at=at or timezone.now(),
     )
-
-
-def _consent_change(
-    *,
-    customer: Customer,
-    channel: ConsentChannel,
-    granted: bool,
-    method: ConsentMethod,
-    source_form: str,
-    wording_version: str,
-    actor: Actor,
-    at: dt.datetime,
-) -> Consent:
-    consent, _ = Consent.objects.select_for_update().get_or_create(
-        customer=customer, channel=channel
-    )
-    old = {"granted": consent.granted, "opted_out_at": consent.opted_out_at}
-    if granted:
-        consent.granted = True
-        consent.granted_at = at
-        consent.method = method
-        consent.source_form = source_form
-        consent.wording_version = wording_version
-        consent.opted_out_at = None
-    else:
-        consent.granted = False
-        consent.opted_out_at = at
-    consent.save()
-    action = ConsentEvent.Action.GRANT if granted else ConsentEvent.Action.WITHDRAW
-    ConsentEvent.objects.create(
-        customer=customer,
-        channel=channel,
-        action=action,
-        at=at,
-        method=method,
-        source_form=source_form,
-        wording_version=wording_version,
-        recorded_by=actor.label,
-    )
-    audit_record(
-        actor=actor,
-        action=f"consent.{action.value}",
-        instance=consent,
-        customer_id=customer.pk,
-        changes=diff(old, {"granted": consent.granted, "opted_out_at": consent.opted_out_at}),
-    )
-    verb = "同意" if granted else "配信停止"
-    timeline_add(
-        customer=customer,
-        kind=TimelineKind.CONSENT,
-        title=f"{ConsentChannel(channel).label}: {verb}",
-        occurred_at=at,
-        ref=consent,
-        detail={"method": method.value, "source_form": source_form, "wording": wording_version},
-    )
+    (consent,) = _consents_change([change], actor=Actor.of(acting_user))
     return consent
+
+
+@dataclass(frozen=True)
+class _ConsentChange:
+    customer: Customer
+    channel: ConsentChannel
+    granted: bool
+    method: ConsentMethod
+    source_form: str
+    wording_version: str
+    at: dt.datetime
+
+
+# A chunk that keeps losing the race to create the same consent rows (two imports granting the
+# same new customers' consent) is tried this often before the error is raised to the caller.
+_CONSENT_ATTEMPTS = 3
+
+
+def _consents_change(changes: list[_ConsentChange], *, actor: Actor) -> list[Consent]:
+    """Grant or withdraw, in order, in a constant number of statements: each customer's
+    consent row for the channel is read and locked (or created), changed, and the grant or
+    opt-out appended as a ConsentEvent with its audit and timeline rows.
+
+    Two writers creating the same consent row at once (get_or_create's race): the unique
+    (customer, channel) index lets one win; the loser rolls back to a savepoint, reads again
+    and applies its changes to the winner's row."""
+    for attempt in range(_CONSENT_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _consents_write(changes, actor=actor)
+        except IntegrityError as exc:
+            if attempt == _CONSENT_ATTEMPTS - 1 or not _is_consent_clash(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_consent_clash(exc: IntegrityError) -> bool:
+    """The unique (customer, channel) index refused a new consent row: PostgreSQL names the
+    constraint, SQLite the table."""
+    text = str(exc)
+    return "consent_one_per_channel" in text or "customers_consent." in text
+
+
+def _consents_write(changes: list[_ConsentChange], *, actor: Actor) -> list[Consent]:
+    if not changes:
+        return []
+    keys = {(change.customer.pk, str(change.channel)) for change in changes}
+    # Locked in one order, so two writers wait on each other instead of deadlocking.
+    stored = {
+        (consent.customer_id, consent.channel): consent
+        for consent in Consent.objects.select_for_update()
+        .filter(
+            customer_id__in={pk for pk, _ in keys}, channel__in={channel for _, channel in keys}
+        )
+        .order_by("customer_id", "channel")
+        if (consent.customer_id, consent.channel) in keys
+    }
+    new = {key: Consent(customer_id=key[0], channel=key[1]) for key in sorted(keys - stored.keys())}
+    rows = {**stored, **new}
+    now = timezone.now()
+    done: list[tuple[_ConsentChange, Consent, dict[str, list[Any]]]] = []
+    for change in changes:
+        consent = rows[(change.customer.pk, str(change.channel))]
+        old = {"granted": consent.granted, "opted_out_at": consent.opted_out_at}
+        if change.granted:
+            consent.granted = True
+            consent.granted_at = change.at
+            consent.method = change.method
+            consent.source_form = change.source_form
+            consent.wording_version = change.wording_version
+            consent.opted_out_at = None
+        else:
+            consent.granted = False
+            consent.opted_out_at = change.at
+        consent.updated_at = now  # bulk_update does not apply auto_now
+        new_state = {"granted": consent.granted, "opted_out_at": consent.opted_out_at}
+        done.append((change, consent, diff(old, new_state)))
+    # New rows go in whole, as plain rows with reserved ids (kizuna.core.bulk): Django's
+    # bulk_update costs far more per row than an INSERT. Their ids are needed below.
+    insert_instances(list(new.values()))
+    if stored:
+        Consent.objects.bulk_update(
+            list(stored.values()),
+            [
+                "granted",
+                "granted_at",
+                "method",
+                "source_form",
+                "wording_version",
+                "opted_out_at",
+                "updated_at",
+            ],
+        )
+    events: list[ConsentEvent] = []
+    audit: list[tuple[Any, ...]] = []
+    timeline: list[tuple[Any, ...]] = []
+    for change, consent, changed in done:
+        action = ConsentEvent.Action.GRANT if change.granted else ConsentEvent.Action.WITHDRAW
+        events.append(
+            ConsentEvent(
+                customer=change.customer,
+                channel=change.channel,
+                action=action,
+                at=change.at,
+                method=change.method,
+                source_form=change.source_form,
+                wording_version=change.wording_version,
+                recorded_by=actor.label,
+            )
+        )
+        audit.append(
+            audit_values(
+                actor=actor,
+                action=f"consent.{action.value}",
+                entity=Consent,
+                entity_id=consent.pk,
+                customer_id=change.customer.pk,
+                changes=changed,
+                at=now,
+            )
+        )
+        verb = "同意" if change.granted else "配信停止"
+        timeline.append(
+            timeline_values(
+                customer_id=change.customer.pk,
+                kind=TimelineKind.CONSENT,
+                title=f"{ConsentChannel(change.channel).label}: {verb}",
+                occurred_at=change.at,
+                ref=consent,
+                detail={
+                    "method": change.method.value,
+                    "source_form": change.source_form,
+                    "wording": change.wording_version,
+                },
+            )
+        )
+    insert_instances(events)
+    insert_rows(AuditLog, AUDIT_COLUMNS, audit, now=now)
+    insert_rows(TimelineEvent, TIMELINE_COLUMNS, timeline, now=now)
+    return [consent for _, consent, _ in done]

@@ -4,11 +4,12 @@ Every file is read twice, as a stream, so memory stays flat however large it gro
 
 1. a checking pass decodes every byte and reads every record (and, in strict mode, every value),
    so an undecodable byte or a broken quote refuses the file before anything is written;
-2. the import pass writes through the bulk service every ingest route uses —
-   `orders_upsert_many`, which resolves customers with `customers_resolve_many` — one batch of
-   `batch_size` orders at a time, in a constant number of statements per batch, committing
-   every batch (lenient), or everything in one transaction (strict), or nothing (dry run: the
-   same writes, rolled back).
+2. the import pass writes through the bulk services every ingest route uses —
+   `orders_upsert_many`, which resolves customers with `customers_resolve_many`; for a member
+   file, `customers_resolve_many`, `customers_update_many` and `consents_grant_many` — one
+   batch of `batch_size` orders or members at a time, in a constant number of statements per
+   batch, committing every batch (lenient), or everything in one transaction (strict), or
+   nothing (dry run: the same writes, rolled back).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, DataError, IntegrityError, transaction
@@ -47,13 +48,20 @@ from kizuna.customers.models import (
     Customer,
     IdentityKind,
 )
-from kizuna.customers.resolution import ResolveRequest, customer_resolve
-from kizuna.customers.services import consent_grant, customer_update
+from kizuna.customers.resolution import Resolution, ResolveRequest, customers_resolve_many
+from kizuna.customers.services import (
+    ConsentGrant,
+    ProfileChange,
+    consents_grant_many,
+    customers_update_many,
+)
 
 KINDS = ("orders", "customers")
 FORMATS = ("auto", "eccube", "shopify", "generic")
 NAME_ORDERS = ("auto", "family_first", "given_first")
 BATCH_SIZE = 500
+
+_Outcome = TypeVar("_Outcome")
 
 
 @dataclass(frozen=True)
@@ -423,34 +431,35 @@ class Importer:
     def _import_pass(self) -> None:
         if self.options.strict:
             with transaction.atomic():
-                self._write_all(savepoints=False)
+                self._write_all()
                 if self.result.refused or self.options.dry_run:
                     transaction.set_rollback(True)
             return
         with transaction.atomic() if self.options.dry_run else contextlib.nullcontext():
-            self._write_all(savepoints=True)
+            self._write_all()
             if self.options.dry_run:
                 transaction.set_rollback(True)
 
-    def _write_all(self, *, savepoints: bool) -> None:
+    def _write_all(self) -> None:
         assert self._format is not None  # noqa: S101 - set by the checking pass
         with self._table() as table:
             batch: list[_Unit] = []
             for unit in self._units(table, self._format):
                 batch.append(unit)
                 if len(batch) >= self.options.batch_size:
-                    self._write_batch(batch, savepoints=savepoints)
+                    self._write_batch(batch)
                     batch = []
                     self._report("import", table.rows_read)
                     if self.result.refused:
                         return
             if batch:
-                self._write_batch(batch, savepoints=savepoints)
+                self._write_batch(batch)
             self._report("import", table.rows_read)
 
-    def _write_batch(self, batch: list[_Unit], *, savepoints: bool) -> None:
+    def _write_batch(self, batch: list[_Unit]) -> None:
         with transaction.atomic():
             orders: list[_Unit] = []
+            members: list[_Unit] = []
             for unit in batch:
                 if unit.errors:
                     if not self.options.strict:  # strict mode counted them in the check
@@ -461,37 +470,45 @@ class Importer:
                 elif isinstance(unit.parsed, ParsedOrder):
                     orders.append(unit)
                 else:
-                    self._write_one_customer(unit, savepoints=savepoints)
+                    members.append(unit)
                 if self.result.refused:
                     return
             if orders:
-                self._write_orders(orders)
+                self._write_units(orders, self._upsert, self._outcome)
+            if members:
+                self._write_units(members, self._members, self._member_outcome)
 
-    # -- writing orders, a batch at a time -----------------------------------------------------
-
-    def _write_orders(self, units: list[_Unit]) -> None:
-        """The batch through the bulk upsert, in a savepoint. Should the database refuse a row
-        the checks let through (a value too long for its column, say), the batch is rolled
-        back and written again order by order, to name the row and keep the others."""
+    def _write_units(
+        self,
+        units: list[_Unit],
+        write: Callable[[list[_Unit]], list[_Outcome]],
+        outcome: Callable[[_Unit, _Outcome], None],
+    ) -> None:
+        """The batch through the bulk services (`write`), in a savepoint. Should the database
+        refuse a row the checks let through (a value too long for its column, say), or a
+        stored customer refuse the file's profile, the batch is rolled back and written again
+        unit by unit, to name the row and keep the others."""
         try:
             with transaction.atomic():
-                results = self._upsert(units)
-        except (IntegrityError, DataError):
+                results = write(units)
+        except (IntegrityError, DataError, ValidationError):
             for unit in units:
                 try:
                     with transaction.atomic():
-                        (result,) = self._upsert([unit])
-                except (IntegrityError, DataError) as exc:
+                        (result,) = write([unit])
+                except (IntegrityError, DataError, ValidationError) as exc:
                     self._refuse_or_reject(unit, exc)
                 else:
-                    self._outcome(unit, result)
+                    outcome(unit, result)
                 if self.result.refused:
                     return
             return
         for unit, result in zip(units, results, strict=True):
-            self._outcome(unit, result)
+            outcome(unit, result)
             if self.result.refused:
                 return
+
+    # -- writing orders, a batch at a time -----------------------------------------------------
 
     def _upsert(self, units: list[_Unit]) -> list[tuple[OrderResult, bool]]:
         """Upsert the orders, then record the e-mail consents they carry: (result, consent)."""
@@ -533,7 +550,8 @@ class Importer:
     ) -> list[bool]:
         """Record e-mail consent the file shows, unless the customer already consented or has
         opted out since: an old export must never re-subscribe someone who left. The batch's
-        customers' consents are read in one query; only new grants are written."""
+        customers' consents are read in one query; only new grants are written, all at once."""
+        assert self._format is not None  # noqa: S101 - set by the checking pass
         wanted = [
             customer if customer is not None and self._offers_consent(p) else None
             for p, customer in zip(parsed, customers, strict=True)
@@ -547,63 +565,83 @@ class Importer:
             .values_list("customer_id", flat=True)
         )
         granted: list[bool] = []
+        grants: list[ConsentGrant] = []
         for p, customer in zip(parsed, wanted, strict=True):
             if customer is None or customer.pk in settled:
                 granted.append(False)
                 continue
-            self._grant(customer, p)
+            grants.append(
+                ConsentGrant(
+                    customer=customer,
+                    channel=ConsentChannel.EMAIL,
+                    method=ConsentMethod.IMPORT,
+                    source_form=self._format.info.consent_form,
+                    wording_version=self.options.consent_wording,
+                    at=p.consent_at,
+                )
+            )
             settled.add(customer.pk)
             granted.append(True)
+        for result in consents_grant_many(grants, acting_user=self.actor):
+            if isinstance(result, ValidationError):
+                raise result  # an erased record: the batch is written again to name the row
         return granted
 
     @staticmethod
     def _offers_consent(parsed: ParsedCustomer) -> bool:
         return bool(parsed.email_opt_in) and IdentityKind.EMAIL in parsed.identities
 
-    def _grant(self, customer: Customer, parsed: ParsedCustomer) -> None:
+    # -- writing members, a batch at a time ----------------------------------------------------
+
+    def _members(self, units: list[_Unit]) -> list[dict[str, Any] | ValidationError]:
+        """Resolve the rows' customers, update the matched ones from the file's profile (not
+        their registration date), then record the e-mail consents the file shows: a row whose
+        customer cannot be resolved gets its ValidationError and writes nothing. A profile a
+        matched customer refuses raises, so the batch is written again row by row and the
+        row's new identities roll back with it."""
         assert self._format is not None  # noqa: S101 - set by the checking pass
-        consent_grant(
-            customer=customer,
-            channel=ConsentChannel.EMAIL,
-            method=ConsentMethod.IMPORT,
-            source_form=self._format.info.consent_form,
-            wording_version=self.options.consent_wording,
+        parsed = [unit.parsed for unit in units if isinstance(unit.parsed, ParsedCustomer)]
+        resolved = customers_resolve_many(
+            [ResolveRequest(identities=p.identities, profile=p.profile) for p in parsed],
             acting_user=self.actor,
-            at=parsed.consent_at,
+            source=self._format.info.source,
         )
+        matched = {
+            index: r.customer
+            for index, r in enumerate(resolved)
+            if isinstance(r, Resolution) and not r.created
+        }
+        updates = customers_update_many(
+            [
+                # The registration date is when the record began; a later file does not move it.
+                ProfileChange(
+                    customer,
+                    {k: v for k, v in parsed[index].profile.items() if k != "registered_at"},
+                )
+                for index, customer in matched.items()
+            ],
+            acting_user=self.actor,
+        )
+        updated: dict[int, bool] = {}
+        for index, update in zip(matched, updates, strict=True):
+            if isinstance(update, ValidationError):
+                raise update
+            updated[index] = update.changed
+        granted = self._consents(
+            parsed, [r.customer if isinstance(r, Resolution) else None for r in resolved]
+        )
+        return [
+            r
+            if isinstance(r, ValidationError)
+            else {"created": r.created, "updated": updated.get(index, False), "consent": consent}
+            for index, (r, consent) in enumerate(zip(resolved, granted, strict=True))
+        ]
 
-    # -- writing customers, one at a time ------------------------------------------------------
-
-    def _write_one_customer(self, unit: _Unit, *, savepoints: bool) -> None:
-        try:
-            with transaction.atomic() if savepoints else contextlib.nullcontext():
-                outcome = self._write_customer(unit)
-        except (ValidationError, IntegrityError) as exc:
-            self._refuse_or_reject(unit, exc)
+    def _member_outcome(self, unit: _Unit, outcome: dict[str, Any] | ValidationError) -> None:
+        if isinstance(outcome, ValidationError):
+            self._refuse_or_reject(unit, outcome)
         else:
             self._tally(unit, outcome)
-
-    def _write_customer(self, unit: _Unit) -> dict[str, Any]:
-        assert self._format is not None  # noqa: S101 - set by the checking pass
-        source = self._format.info.source
-        assert isinstance(unit.parsed, ParsedCustomer)  # noqa: S101 - customers kind
-        customer_data = unit.parsed
-        resolution = customer_resolve(
-            identities=customer_data.identities,
-            profile=customer_data.profile,
-            acting_user=self.actor,
-            source=source,
-        )
-        updated = False
-        if not resolution.created:
-            changes = {k: v for k, v in customer_data.profile.items() if k != "registered_at"}
-            before = resolution.customer.updated_at
-            after = customer_update(
-                customer=resolution.customer, changes=changes, acting_user=self.actor
-            ).updated_at
-            updated = after != before
-        (consent,) = self._consents([customer_data], [resolution.customer])
-        return {"created": resolution.created, "updated": updated, "consent": consent}
 
     def _write_errors(self, unit: _Unit, exc: ValidationError | DatabaseError) -> list[RowError]:
         assert self._format is not None  # noqa: S101 - set by the checking pass
