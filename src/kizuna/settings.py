@@ -254,7 +254,9 @@ KIZUNA_LINE_CHANNEL_TOKEN = env_str("KIZUNA_LINE_CHANNEL_TOKEN", "")
 KIZUNA_SMS_API_URL = env_str("KIZUNA_SMS_API_URL", "")
 KIZUNA_SMS_API_TOKEN = env_str("KIZUNA_SMS_API_TOKEN", "")
 KIZUNA_SMS_SENDER = env_str("KIZUNA_SMS_SENDER", "")
-KIZUNA_OUTBOX_BATCH = env_int("KIZUNA_OUTBOX_BATCH", 100)
+# 500: per-claim work (the claim, consent and cap reads, the sent marks) is shared by more
+# messages; a batch still takes well under the lease at any realistic sending rate.
+KIZUNA_OUTBOX_BATCH = env_int("KIZUNA_OUTBOX_BATCH", 500)
 KIZUNA_OUTBOX_LEASE_SECONDS = env_int("KIZUNA_OUTBOX_LEASE_SECONDS", 300)
 KIZUNA_OUTBOX_MAX_ATTEMPTS = env_int("KIZUNA_OUTBOX_MAX_ATTEMPTS", 8)
 KIZUNA_OUTBOX_DURABLE_SENT = env_bool("KIZUNA_OUTBOX_DURABLE_SENT", False)
