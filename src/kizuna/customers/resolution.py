@@ -326,8 +326,9 @@ class _Chunk:
         others: dict[tuple[str, str], list[Customer]] = defaultdict(list)
         new_ids = {customer.pk for customer in keyed}
         for pk, postal, kana in _same_postal_and_kana({(c.postal_code, c.kana_key) for c in keyed}):
-            if pk not in new_ids:
-                others[(kana, postal)].append(Customer(pk=pk))
+            same = others[(kana, postal)]
+            if pk not in new_ids and len(same) < PROFILE_MATCHES:
+                same.append(Customer(pk=pk))
         proposals: list[tuple[Customer, Customer, str]] = []
         for customer in keyed:
             same = others[(customer.kana_key, customer.postal_code)]
