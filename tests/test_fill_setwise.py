@@ -10,11 +10,11 @@ import pytest
 from django.template import Context
 
 from kizuna.campaigns.automation import triggers
-from kizuna.core.bulk import insert_select
 from kizuna.campaigns.automation.models import Enrollment, StepDispatch
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.templating import compile_template
 from kizuna.campaigns.models import OutboxMessage
+from kizuna.core.bulk import insert_select
 from kizuna.customers.models import BehaviourEvent, BehaviourKind, Customer
 from tests.factories import make_customer, make_order, make_product
 from tests.test_scenarios_kit import jst, scenario

@@ -16,8 +16,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus, Purpose
+from kizuna.core.bulk import insert_rows
 from kizuna.customers.models import Customer
 
 __all__ = [

@@ -51,7 +51,6 @@ from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from kizuna.campaigns.automation import segments, triggers
-from kizuna.core.bulk import insert_rows
 from kizuna.campaigns.automation.clock import (
     JST,
     add_months,
@@ -87,6 +86,7 @@ from kizuna.campaigns.models import Purpose
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
+from kizuna.core.bulk import insert_rows
 from kizuna.customers.models import Customer
 
 logger = logging.getLogger(__name__)

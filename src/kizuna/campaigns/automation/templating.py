@@ -15,11 +15,14 @@ them is refused when it is saved, with the tag named.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from django.db import connection
 from django.db.models import Min, OuterRef, Subquery, Sum
+from django.db.models.expressions import RawSQL
 from django.template import (
     Context,
     Engine,
@@ -339,17 +342,35 @@ def customer_contexts(
     uses: frozenset[str] = frozenset(CONTEXT_KEYS),
     recommendations: Mapping[int, list[tuple[int, str, int]]] | None = None,
 ) -> dict[int, dict[str, Any]]:
-    """The template context of each customer, as plain values, from one query per 2,000
+    """The template context of each customer, as plain values, from one query per 10,000
     customers (plus one for what they bought, when recommendations are used).
 
     Only the columns the template `uses` are read. `recommendations` maps a product id to its
     co-purchase list [(product id, name, price)] (recommendations.copurchase_table).
     """
-    ids = list(customer_ids)
+    # In id order: each chunk then reads neighbouring customers, orders and order lines, so
+    # the pages it needs are mostly ones the previous chunk already read. Ids in the order a
+    # tick finds them (enrollment order, e.g. by registration) scatter every chunk over the
+    # whole database and cost twice the CPU (95,000 customers: 0.6 s against 0.3 s on SQLite).
+    ids = sorted(set(customer_ids))
     result: dict[int, dict[str, Any]] = {}
-    for start in range(0, len(ids), 2000):
-        result.update(_context_chunk(ids[start : start + 2000], today, uses, recommendations))
+    for start in range(0, len(ids), CONTEXT_CHUNK):
+        chunk = ids[start : start + CONTEXT_CHUNK]
+        result.update(_context_chunk(chunk, today, uses, recommendations))
     return result
+
+
+CONTEXT_CHUNK = 10_000
+
+
+def _among(ids: list[int]) -> RawSQL:
+    """`ids` for `pk__in=` as one parameter (a JSON array on SQLite, an array on PostgreSQL).
+
+    Django turns `pk__in=[…]` into one placeholder per id and prepares each of them: ≈ 0.2 s
+    of a tick's CPU for 95,000 customers, and SQLite refuses more than 32,766 placeholders."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", (ids,))
+    return RawSQL("SELECT value FROM json_each(%s)", (json.dumps(ids),))
 
 
 def _context_chunk(
@@ -358,7 +379,7 @@ def _context_chunk(
     uses: frozenset[str],
     recommendations: Mapping[int, list[tuple[int, str, int]]] | None,
 ) -> dict[int, dict[str, Any]]:
-    rows = Customer.objects.filter(pk__in=ids)
+    rows = Customer.objects.filter(pk__in=_among(ids))
     fields = ["pk", "family_name", "given_name"]
     lines = OrderLine.objects.filter(order__customer=OuterRef("pk")).exclude(
         order__status__in=VOID_ORDER
@@ -395,37 +416,44 @@ def _context_chunk(
             )
         )
         fields.append("next_delivery")
+    # Tuples read by position rather than a dict per row (values()) and a lookup per key:
+    # this loop runs once per message of a tick.
+    column = {name: index for index, name in enumerate(fields)}
+    product_at, product_id_at, ordered_at = (
+        column.get(name) for name in ("last_product", "last_product_id", "last_ordered_at")
+    )
+    balance_at, expiry_at, delivery_at = (
+        column.get(name) for name in ("balance", "expiry", "next_delivery")
+    )
     contexts: dict[int, dict[str, Any]] = {}
     expiring_on: dict[int, dt.date] = {}
-    for values in rows.values(*fields):
-        pk = values["pk"]
-        family, given = values["family_name"], values["given_name"]
-        context: dict[str, Any] = {
+    last_product_ids: dict[int, int] = {}
+    for row in rows.values_list(*fields):
+        pk, family, given = row[0], row[1], row[2]
+        ordered = None if ordered_at is None else row[ordered_at]
+        expiry = None if expiry_at is None else row[expiry_at]
+        contexts[pk] = {
             "name": f"{family} {given}".strip(),
             "family_name": family,
             "given_name": given,
             # The delivery worker puts the customer's own one-click link here (S5, S8).
             "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
-            "last_product": values.get("last_product") or "",
-            "last_order_date": jst_date(values["last_ordered_at"])
-            if values.get("last_ordered_at")
-            else None,
-            "points_balance": values.get("balance") or 0,
+            "last_product": ("" if product_at is None else row[product_at]) or "",
+            "last_order_date": jst_date(ordered) if ordered else None,
+            "points_balance": (0 if balance_at is None else row[balance_at]) or 0,
             "points_expiring": 0,
-            "points_expiry_date": values.get("expiry"),
-            "next_delivery_date": values.get("next_delivery"),
+            "points_expiry_date": expiry,
+            "next_delivery_date": None if delivery_at is None else row[delivery_at],
             "recommendations": [],
-            "_last_product_id": values.get("last_product_id"),
         }
-        if values.get("expiry"):
-            expiring_on[pk] = values["expiry"]
-        contexts[pk] = context
+        if expiry:
+            expiring_on[pk] = expiry
+        if product_id_at is not None and row[product_id_at] is not None:
+            last_product_ids[pk] = row[product_id_at]
     if expiring_on and "points_expiring" in uses:
         _fill_expiring(contexts, expiring_on)
     if want_recs and recommendations is not None:
-        _fill_recommendations(contexts, recommendations)
-    for context in contexts.values():
-        context.pop("_last_product_id", None)
+        _fill_recommendations(contexts, last_product_ids, recommendations)
     return contexts
 
 
@@ -435,7 +463,7 @@ def _fill_expiring(contexts: dict[int, dict[str, Any]], expiring_on: dict[int, d
     sums = (
         PointEntry.objects.filter(
             kind=PointKind.EARN,
-            customer_id__in=list(expiring_on),
+            customer_id__in=_among(list(expiring_on)),
             expires_on__lte=max(expiring_on.values()),
         )
         .values_list("customer_id", "expires_on")
@@ -448,22 +476,21 @@ def _fill_expiring(contexts: dict[int, dict[str, Any]], expiring_on: dict[int, d
 
 
 def _fill_recommendations(
-    contexts: dict[int, dict[str, Any]], table: Mapping[int, list[tuple[int, str, int]]]
+    contexts: dict[int, dict[str, Any]],
+    last_product_ids: Mapping[int, int],
+    table: Mapping[int, list[tuple[int, str, int]]],
 ) -> None:
     bought: dict[int, set[int]] = {}
     pairs = (
-        OrderLine.objects.filter(order__customer_id__in=list(contexts))
+        OrderLine.objects.filter(order__customer_id__in=_among(list(contexts)))
         .values_list("order__customer_id", "product_id")
         .distinct()
     )
     for customer_id, product_id in pairs:
         bought.setdefault(customer_id, set()).add(product_id)
-    for pk, context in contexts.items():
-        last = context.get("_last_product_id")
-        if last is None:
-            continue
+    for pk, last in last_product_ids.items():
         owned = bought.get(pk, set())
-        context["recommendations"] = [
+        contexts[pk]["recommendations"] = [
             {"name": name, "price": price}
             for product_id, name, price in table.get(last, [])
             if product_id not in owned

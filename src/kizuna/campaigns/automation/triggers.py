@@ -50,7 +50,6 @@ from django.db.models import (
 from django.db.models.functions import Cast, Coalesce, Concat, Substr
 
 from kizuna.campaigns.automation import segments
-from kizuna.core.bulk import insert_select
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.models import (
     Enrollment,
@@ -70,6 +69,7 @@ from kizuna.commerce.models import (
     ProductKind,
     Shipment,
 )
+from kizuna.core.bulk import insert_select
 from kizuna.customers.models import (
     BehaviourEvent,
     BehaviourKind,
@@ -613,17 +613,23 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     Two set-based statements: close the stays of customers who left, and add (INSERT …
     SELECT) the customers who are in now but were not — on the very first evaluation they are
     a baseline, not entries, unless the trigger says `include_existing`.
+
+    Each side is checked row by row (EXISTS on the other side's index), not as an IN list:
+    SQLite would first build the whole list, the segment or every open stay. Newcomers are
+    added in customer order, so their rows, and the enrollments and messages made from them,
+    are written in the order of the customer indexes they go into.
     """
     segment = Segment.objects.get(key=scenario.trigger_params["segment"])
-    members = segments.member_ids(segment.rules, now=now)
+    members = segments.members(segment.rules, now=now)
     open_stays = SegmentMember.objects.filter(scenario=scenario, left_at__isnull=True)
     first_time = not SegmentMember.objects.filter(scenario=scenario).exists()
     baseline = first_time and not scenario.trigger_params.get("include_existing")
     with transaction.atomic():
-        open_stays.exclude(customer_id__in=members).update(left_at=now)
+        still_in = members.filter(pk=OuterRef("customer_id"))
+        open_stays.filter(~Exists(still_in)).update(left_at=now)
         newcomers = (
-            Customer.objects.filter(pk__in=members)
-            .exclude(pk__in=open_stays.values("customer_id"))
+            members.filter(~Exists(open_stays.filter(customer_id=OuterRef("pk"))))
+            .order_by("pk")
             .annotate(
                 m_scenario=Value(scenario.pk, output_field=IntegerField()),
                 m_customer=F("pk"),
@@ -862,7 +868,11 @@ def candidate_query(scenario: Scenario, window: Window) -> QuerySet[Any]:
     """The one query that finds who enters `scenario` in `window` (not yet enrolled)."""
     trigger = TRIGGERS[scenario.trigger_kind]
     rows = trigger.candidates(scenario, window, scenario.trigger_params)
-    eligible = Customer.objects.filter(merged_into__isnull=True).exclude(
+    # Checked per candidate (EXISTS on the customer's row), not as `cid IN (eligible)`: SQLite
+    # builds the whole IN list first — every live customer, on every trigger query of every
+    # tick (0.05–0.1 s each at 100,000 customers, ten times that at 1M) — while a tick's
+    # candidates are few.
+    eligible = Customer.objects.filter(pk=OuterRef("cid"), merged_into__isnull=True).exclude(
         member_status=MemberStatus.WITHDRAWN
     )
     if scenario.audience_id is not None and scenario.audience is not None:
@@ -872,7 +882,7 @@ def candidate_query(scenario: Scenario, window: Window) -> QuerySet[Any]:
     enrolled = Enrollment.objects.filter(
         scenario=scenario, customer_id=OuterRef("cid"), occurrence=OuterRef("occ")
     )
-    return rows.filter(cid__in=eligible.values("pk")).filter(~Exists(enrolled))
+    return rows.filter(Exists(eligible)).filter(~Exists(enrolled))
 
 
 @dataclass(frozen=True)
