@@ -32,7 +32,7 @@ from kizuna.commerce.models import (
 )
 from kizuna.core import jp
 from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
-from kizuna.core.bulk import insert_instances, insert_rows
+from kizuna.core.bulk import insert_instances, insert_rows, update_fields
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
@@ -351,7 +351,7 @@ class _Round:
             self.relined.append(order.pk)
             self.lines_for.append((order, data))
             changes["lines"] = ["変更前", "変更後"]
-        order.updated_at = self.now  # bulk_update does not apply auto_now
+        order.updated_at = self.now  # update_fields does not apply auto_now
         self.saved.append(order)
         self.audit.append(("order.update", order, changes))
         return UpsertOutcome.UPDATED
@@ -445,18 +445,13 @@ class _Round:
         # two writers with overlapping orders then wait on each other instead of deadlocking.
         now = timezone.now()
         insert_instances(sorted(self.created, key=lambda order: order.number))
-        if self.saved:
-            Order.objects.bulk_update(self.saved, [*_ORDER_FIELDS, "status", "updated_at"])
-        if self.touched:
-            Order.objects.bulk_update(self.touched, ["source_updated_at"])
+        update_fields(self.saved, [*_ORDER_FIELDS, "status", "updated_at"])
+        update_fields(self.touched, ["source_updated_at"])
         if self.relined:
             OrderLine.objects.filter(order_id__in=self.relined).delete()
         insert_rows(OrderLine, _LINE_COLUMNS, self._lines(), now=now)
         insert_instances(self.new_shipments)
-        if self.changed_shipments:
-            Shipment.objects.bulk_update(
-                self.changed_shipments, ["delivered_on", "tracking_number", "carrier"]
-            )
+        update_fields(self.changed_shipments, ["delivered_on", "tracking_number", "carrier"])
         insert_instances(self.new_reversals)
         insert_rows(
             TimelineEvent,
