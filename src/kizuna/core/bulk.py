@@ -176,8 +176,7 @@ def insert_rows(
                             values[index] = conv(values[index])
                     copy.write_row(values)
             return
-        marks = ", ".join(["%s"] * (len(given) + len(rest)))
-        sql = f"{head} VALUES ({marks}){tail}"
+        marks = "(" + ", ".join(["%s"] * (len(given) + len(rest))) + ")"
         for start in range(0, len(rows), BATCH):
             batch = []
             for row in rows[start : start + BATCH]:
@@ -185,7 +184,13 @@ def insert_rows(
                 for index, conv in converters:
                     values[index] = conv(values[index])
                 batch.append(values)
-            cursor.executemany(sql, batch)
+            if sqlite or len(batch) >= COPY_MIN_ROWS:
+                cursor.executemany(f"{head} VALUES {marks}{tail}", batch)
+            else:
+                # A few rows on PostgreSQL: one statement, one round trip (executemany would
+                # pipeline one statement per row).
+                values_sql = ", ".join([marks] * len(batch))
+                cursor.execute(f"{head} VALUES {values_sql}{tail}", [v for b in batch for v in b])
 
 
 def update_fields(
