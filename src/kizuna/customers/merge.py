@@ -47,6 +47,7 @@ from kizuna.customers.models import (
     Tag,
     TimelineKind,
 )
+from kizuna.customers.services import CONSENT_STATE_FIELDS
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
@@ -98,14 +99,6 @@ _FILL_FIELDS = ("given_name", "family_kana", "given_kana", "company", "birthday"
 # An address is filled as a whole or not at all: a postal code from one address and a street
 # from another would send parcels nowhere.
 _ADDRESS_FIELDS = ("postal_code", "prefecture", "address1", "address2")
-_CONSENT_STATE_FIELDS = (
-    "granted",
-    "granted_at",
-    "method",
-    "source_form",
-    "wording_version",
-    "opted_out_at",
-)
 # SQLite caps the number of parameters in one statement; updates by id go in slices.
 _ID_CHUNK = 500
 
@@ -297,11 +290,11 @@ def _json(value: Any) -> Any:
 
 
 def _consent_state(row: Consent) -> dict[str, Any]:
-    return {name: _json(getattr(row, name)) for name in _CONSENT_STATE_FIELDS}
+    return {name: _json(getattr(row, name)) for name in CONSENT_STATE_FIELDS}
 
 
 def _set_consent_state(row: Consent, state: dict[str, Any]) -> None:
-    for name in _CONSENT_STATE_FIELDS:
+    for name in CONSENT_STATE_FIELDS:
         value = state[name]
         if name.endswith("_at") and value is not None:
             value = dt.datetime.fromisoformat(value)

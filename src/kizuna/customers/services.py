@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from kizuna.core import jp
 from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_record, audit_values, diff
-from kizuna.core.bulk import insert_instances, insert_rows
+from kizuna.core.bulk import insert_instances, insert_rows, update_fields
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     Consent,
@@ -63,6 +63,18 @@ _IDENTITY_NORMALISERS = {
     IdentityKind.LINE_USER: jp.normalize_identifier,
     IdentityKind.CHAT: jp.normalize_identifier,
 }
+
+
+# What a consent row records of the customer's current choice (merge.py compares and carries
+# these; the consent writers update them).
+CONSENT_STATE_FIELDS = (
+    "granted",
+    "granted_at",
+    "method",
+    "source_form",
+    "wording_version",
+    "opted_out_at",
+)
 
 
 def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
@@ -242,7 +254,7 @@ def customers_update_many(
         results.append(ProfileUpdate(customer, bool(changed)))
         if not changed:
             continue
-        customer.updated_at = now  # bulk_update neither applies auto_now nor calls save()
+        customer.updated_at = now  # update_fields neither applies auto_now nor calls save()
         customer.refresh_search_keys()
         saved[customer.pk] = customer
         fields.update(changed)
@@ -266,10 +278,7 @@ def customers_update_many(
                 ref=customer,
             )
         )
-    if saved:
-        Customer.objects.bulk_update(
-            list(saved.values()), sorted(fields | {"name_key", "kana_key", "updated_at"})
-        )
+    update_fields(list(saved.values()), sorted(fields | {"name_key", "kana_key", "updated_at"}))
     # The audit and timeline rows as plain rows (kizuna.core.bulk), as resolution writes them.
     insert_rows(AuditLog, AUDIT_COLUMNS, audit, now=now)
     insert_rows(TimelineEvent, TIMELINE_COLUMNS, timeline, now=now)
@@ -488,25 +497,12 @@ def _consents_write(changes: list[_ConsentChange], *, actor: Actor) -> list[Cons
         else:
             consent.granted = False
             consent.opted_out_at = change.at
-        consent.updated_at = now  # bulk_update does not apply auto_now
+        consent.updated_at = now  # update_fields does not apply auto_now
         new_state = {"granted": consent.granted, "opted_out_at": consent.opted_out_at}
         done.append((change, consent, diff(old, new_state)))
-    # New rows go in whole, as plain rows with reserved ids (kizuna.core.bulk): Django's
-    # bulk_update costs far more per row than an INSERT. Their ids are needed below.
+    # As plain rows (kizuna.core.bulk); the new rows with reserved ids, needed below.
     insert_instances(list(new.values()))
-    if stored:
-        Consent.objects.bulk_update(
-            list(stored.values()),
-            [
-                "granted",
-                "granted_at",
-                "method",
-                "source_form",
-                "wording_version",
-                "opted_out_at",
-                "updated_at",
-            ],
-        )
+    update_fields(list(stored.values()), [*CONSENT_STATE_FIELDS, "updated_at"])
     events: list[ConsentEvent] = []
     audit: list[tuple[Any, ...]] = []
     timeline: list[tuple[Any, ...]] = []
