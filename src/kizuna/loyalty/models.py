@@ -43,6 +43,16 @@ class PointEntry(AppendOnlyModel):
     class Meta:
         verbose_name = "ポイント履歴"
         verbose_name_plural = "ポイント履歴"
+        indexes = [
+            # The "points expiring within N days" trigger looks up lots by expiry date; without
+            # this it read the whole ledger (3.2 M rows at 1,000,000 customers) every hour.
+            # Partial: only lots that expire have a date.
+            models.Index(
+                fields=["expires_on"],
+                name="points_expires_on",
+                condition=models.Q(expires_on__isnull=False),
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["customer", "seq"], name="points_linear_history"),
             models.UniqueConstraint(
