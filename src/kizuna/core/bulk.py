@@ -141,8 +141,23 @@ def insert_rows(
     these go in with executemany), as bulk_create does. `now` fills auto_now columns
     (default: the moment of the call).
     """
+    _insert(model, columns, rows, ignore_conflicts=ignore_conflicts, using=using, now=now)
+
+
+def _insert(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    ignore_conflicts: bool = False,
+    using: str = DEFAULT_DB_ALIAS,
+    now: dt.datetime | None = None,
+    returning: bool = False,
+) -> list[int]:
+    """`insert_rows`; with `returning` (PostgreSQL, fewer than COPY_MIN_ROWS rows: one
+    statement) the new rows' primary keys, in the order of `rows`."""
     if not rows:
-        return
+        return []
     connection = connections[using]
     sqlite = connection.vendor == "sqlite"
     head, tail, rest = _insert_head(
@@ -175,7 +190,7 @@ def insert_rows(
                         if values[index] is not None:
                             values[index] = conv(values[index])
                     copy.write_row(values)
-            return
+            return []
         marks = "(" + ", ".join(["%s"] * (len(given) + len(rest))) + ")"
         for start in range(0, len(rows), BATCH):
             batch = []
@@ -186,11 +201,22 @@ def insert_rows(
                 batch.append(values)
             if sqlite or len(batch) >= COPY_MIN_ROWS:
                 cursor.executemany(f"{head} VALUES {marks}{tail}", batch)
-            else:
-                # A few rows on PostgreSQL: one statement, one round trip (executemany would
-                # pipeline one statement per row).
-                values_sql = ", ".join([marks] * len(batch))
-                cursor.execute(f"{head} VALUES {values_sql}{tail}", [v for b in batch for v in b])
+                continue
+            # A few rows on PostgreSQL: one statement, one round trip (executemany would
+            # pipeline one statement per row).
+            values_sql = ", ".join([marks] * len(batch))
+            params = [v for b in batch for v in b]
+            if not returning:
+                cursor.execute(f"{head} VALUES {values_sql}{tail}", params)
+                continue
+            # PostgreSQL returns the rows of a multi-row VALUES in their order (bulk_create
+            # relies on the same).
+            pk = connection.ops.quote_name(model._meta.pk.column)
+            cursor.execute(f"{head} VALUES {values_sql}{tail} RETURNING {pk}", params)
+            return [row[0] for row in cursor.fetchall()]
+    if returning:
+        raise ValueError("returning needs PostgreSQL and fewer than COPY_MIN_ROWS rows")
+    return []
 
 
 def update_fields(
@@ -225,7 +251,7 @@ def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) 
     """INSERT new instances of one model as `insert_rows` does, and leave them as saved ones.
 
     Instances without a primary key get one from `reserve_ids` (so on SQLite, call inside a
-    transaction); `auto_now` fields are set to the moment of the call, and a foreign key
+    transaction), or from the INSERT itself for a few rows on PostgreSQL; `auto_now` fields are set to the moment of the call, and a foreign key
     given as an object takes that object's id, as `bulk_create` does. Like `bulk_create`, no
     `save()` and no signals.
     """
@@ -238,10 +264,17 @@ def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) 
     stamped = [f.attname for f in fields if _auto(f)]
     now = timezone.now()
     unnumbered = [instance for instance in instances if instance.pk is None]
-    for instance, pk in zip(
-        unnumbered, reserve_ids(model, len(unnumbered), using=using), strict=True
-    ):
-        setattr(instance, pk_name, pk)
+    # A few new rows on PostgreSQL (one API call's order): the INSERT hands out their ids
+    # (RETURNING), which saves a round trip to the sequence per table.
+    returned = (
+        connections[using].vendor == "postgresql"
+        and len(unnumbered) == len(instances)
+        and len(instances) < COPY_MIN_ROWS
+    )
+    if not returned:
+        ids = reserve_ids(model, len(unnumbered), using=using)
+        for instance, pk in zip(unnumbered, ids, strict=True):
+            setattr(instance, pk_name, pk)
     relations = [f for f in fields if isinstance(f, models.ForeignKey)]
     for instance in instances:
         for relation in relations:
@@ -254,14 +287,19 @@ def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) 
                     setattr(instance, relation.attname, parent.pk)
         for name in stamped:
             setattr(instance, name, now)
-    columns = (pk_name, *(f.attname for f in fields))
-    insert_rows(
+    columns = (
+        tuple(f.attname for f in fields) if returned else (pk_name, *(f.attname for f in fields))
+    )
+    ids = _insert(
         model,
         columns,
         [tuple(getattr(instance, name) for name in columns) for instance in instances],
         using=using,
         now=now,
+        returning=returned,
     )
+    for instance, pk in zip(instances if returned else (), ids, strict=True):
+        setattr(instance, pk_name, pk)
     for instance in instances:
         instance._state.adding = False
         instance._state.db = using
