@@ -132,30 +132,18 @@ def insert_rows(
     ignore_conflicts: bool = False,
     using: str = DEFAULT_DB_ALIAS,
     now: dt.datetime | None = None,
-) -> None:
+    returning: bool = False,
+) -> list[int]:
     """INSERT `rows` (values in the order of `columns`, field attnames) in batches: COPY on
     PostgreSQL (for COPY_MIN_ROWS or more), executemany otherwise.
 
     With `ignore_conflicts`, rows that would break a unique constraint are left out
     (SQLite INSERT OR IGNORE, PostgreSQL ON CONFLICT DO NOTHING — COPY cannot skip rows, so
     these go in with executemany), as bulk_create does. `now` fills auto_now columns
-    (default: the moment of the call).
+    (default: the moment of the call). With `returning` (PostgreSQL and fewer than
+    COPY_MIN_ROWS rows: one statement) the new rows' primary keys are returned, in the order
+    of `rows`; otherwise an empty list.
     """
-    _insert(model, columns, rows, ignore_conflicts=ignore_conflicts, using=using, now=now)
-
-
-def _insert(
-    model: type[models.Model],
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-    *,
-    ignore_conflicts: bool = False,
-    using: str = DEFAULT_DB_ALIAS,
-    now: dt.datetime | None = None,
-    returning: bool = False,
-) -> list[int]:
-    """`insert_rows`; with `returning` (PostgreSQL, fewer than COPY_MIN_ROWS rows: one
-    statement) the new rows' primary keys, in the order of `rows`."""
     if not rows:
         return []
     connection = connections[using]
@@ -290,7 +278,7 @@ def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) 
     columns = (
         tuple(f.attname for f in fields) if returned else (pk_name, *(f.attname for f in fields))
     )
-    ids = _insert(
+    ids = insert_rows(
         model,
         columns,
         [tuple(getattr(instance, name) for name in columns) for instance in instances],
