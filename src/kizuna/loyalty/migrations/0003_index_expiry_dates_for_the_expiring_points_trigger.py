@@ -4,16 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('commerce', '0005_index_orders_by_time'),
-        ('customers', '0006_index_postal_code_and_kana_for_duplicate_proposals'),
-        ('loyalty', '0002_make_points_ledger_append_only'),
+        ("commerce", "0005_index_orders_by_time"),
+        ("customers", "0006_index_postal_code_and_kana_for_duplicate_proposals"),
+        ("loyalty", "0002_make_points_ledger_append_only"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='pointentry',
-            index=models.Index(condition=models.Q(('expires_on__isnull', False)), fields=['expires_on'], name='points_expires_on'),
+            model_name="pointentry",
+            index=models.Index(
+                condition=models.Q(("expires_on__isnull", False)),
+                fields=["expires_on"],
+                name="points_expires_on",
+            ),
         ),
     ]
