@@ -173,20 +173,11 @@ def insert_rows(
             copy_head = head.replace("INSERT INTO", "COPY", 1)
             with cursor.cursor.copy(f"{copy_head} FROM STDIN") as copy:
                 for row in rows:
-                    values = [*row, *defaults]
-                    for index, conv in converters:
-                        if values[index] is not None:
-                            values[index] = conv(values[index])
-                    copy.write_row(values)
+                    copy.write_row(_values(row, defaults, converters))
             return []
         marks = "(" + ", ".join(["%s"] * (len(given) + len(rest))) + ")"
         for start in range(0, len(rows), BATCH):
-            batch = []
-            for row in rows[start : start + BATCH]:
-                values = [*row, *defaults]
-                for index, conv in converters:
-                    values[index] = conv(values[index])
-                batch.append(values)
+            batch = [_values(row, defaults, converters) for row in rows[start : start + BATCH]]
             if sqlite or len(batch) >= COPY_MIN_ROWS:
                 cursor.executemany(f"{head} VALUES {marks}{tail}", batch)
                 continue
@@ -207,6 +198,20 @@ def insert_rows(
     return []
 
 
+def _values(
+    row: Sequence[Any],
+    defaults: Sequence[Any],
+    converters: Sequence[tuple[int, Callable[[Any], Any]]],
+) -> list[Any]:
+    """A row as the driver takes it: its values converted where the column needs it (NULL
+    stays NULL), then the defaults of the columns it does not name."""
+    values = [*row, *defaults]
+    for index, conv in converters:
+        if values[index] is not None:
+            values[index] = conv(values[index])
+    return values
+
+
 def update_fields(
     instances: Sequence[models.Model], fields: Sequence[str], *, using: str = DEFAULT_DB_ALIAS
 ) -> None:
@@ -220,17 +225,19 @@ def update_fields(
     sqlite = connection.vendor == "sqlite"
     meta = type(instances[0])._meta
     by_attname = {f.attname: f for f in meta.concrete_fields}
-    converters = [_converter(by_attname[name], sqlite) for name in fields]
+    converters = [
+        (index, conv)
+        for index, name in enumerate(fields)
+        if (conv := _converter(by_attname[name], sqlite)) is not None
+    ]
     quote = connection.ops.quote_name
     assignments = ", ".join(f"{quote(by_attname[name].column)} = %s" for name in fields)
     sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
-    rows = []
-    for instance in instances:
-        values = [getattr(instance, name) for name in fields]
-        for index, conv in enumerate(converters):
-            if conv is not None and values[index] is not None:
-                values[index] = conv(values[index])
-        rows.append((*values, instance.pk))
+    # The primary key goes last, as the WHERE's parameter (a "default" to _values).
+    rows = [
+        _values([getattr(instance, name) for name in fields], (instance.pk,), converters)
+        for instance in instances
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 
@@ -239,9 +246,9 @@ def insert_instances(instances: Sequence[_M], *, using: str = DEFAULT_DB_ALIAS) 
     """INSERT new instances of one model as `insert_rows` does, and leave them as saved ones.
 
     Instances without a primary key get one from `reserve_ids` (so on SQLite, call inside a
-    transaction), or from the INSERT itself for a few rows on PostgreSQL; `auto_now` fields are set to the moment of the call, and a foreign key
-    given as an object takes that object's id, as `bulk_create` does. Like `bulk_create`, no
-    `save()` and no signals.
+    transaction), or from the INSERT itself for a few rows on PostgreSQL; `auto_now` fields
+    are set to the moment of the call, and a foreign key given as an object takes that
+    object's id, as `bulk_create` does. Like `bulk_create`, no `save()` and no signals.
     """
     if not instances:
         return
