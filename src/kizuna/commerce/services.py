@@ -443,7 +443,7 @@ class _Round:
         # rows, and building them through the ORM cost several times what storing them does.
         # New orders in number order (and stored ones locked in number order, see _Stored):
         # two writers with overlapping orders then wait on each other instead of deadlocking.
-        now = timezone.now()
+        now = self.now
         insert_instances(sorted(self.created, key=lambda order: order.number))
         update_fields(self.saved, [*_ORDER_FIELDS, "status", "updated_at"])
         update_fields(self.touched, ["source_updated_at"])
