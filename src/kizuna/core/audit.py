@@ -57,32 +57,19 @@ def audit_record(
     customer_id: int | None,
     changes: Mapping[str, list[Any]] | None = None,
 ) -> AuditLog:
-    row = audit_row(
-        actor=actor, action=action, instance=instance, customer_id=customer_id, changes=changes
+    """Write one audit row now: the row `audit_values` describes, saved through the ORM."""
+    values = audit_values(
+        actor=actor,
+        action=action,
+        entity=instance._meta.model,  # not type(): request.user is a lazy proxy
+        entity_id=instance.pk,
+        customer_id=customer_id,
+        changes=changes,
+        at=timezone.now(),
     )
+    row = AuditLog(**dict(zip(AUDIT_COLUMNS, values, strict=True)))
     row.save(force_insert=True)
     return row
-
-
-def audit_row(
-    *,
-    actor: Actor,
-    action: str,
-    instance: models.Model,
-    customer_id: int | None,
-    changes: Mapping[str, list[Any]] | None = None,
-) -> AuditLog:
-    """An unsaved audit row, for bulk writers that insert many with one `bulk_create`."""
-    return AuditLog(
-        at=timezone.now(),
-        actor_id=actor.user_id,
-        actor_label=actor.label,
-        action=action,
-        entity=instance._meta.label,
-        entity_id=str(instance.pk),
-        customer_id=customer_id,
-        changes=dict(changes or {}),
-    )
 
 
 # The columns of `audit_values` tuples, for kizuna.core.bulk.insert_rows.
@@ -101,8 +88,8 @@ def audit_values(
     changes: Mapping[str, list[Any]] | None = None,
     at: dt.datetime,
 ) -> tuple[Any, ...]:
-    """An audit row as a tuple in AUDIT_COLUMNS order, for bulk writers (insert_rows): the
-    same row `audit_row` builds for an instance of `entity`, without building either."""
+    """An audit row as a tuple in AUDIT_COLUMNS order: what bulk writers insert (insert_rows)
+    and `audit_record` saves, for an instance of `entity`."""
     return (
         at,
         actor.user_id,

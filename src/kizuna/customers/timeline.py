@@ -24,9 +24,15 @@ def timeline_add(
     ref: models.Model | None = None,
     detail: dict[str, Any] | None = None,
 ) -> TimelineEvent:
-    event = timeline_row(
-        customer=customer, kind=kind, title=title, occurred_at=occurred_at, ref=ref, detail=detail
+    values = timeline_values(
+        customer_id=customer.pk,
+        kind=kind,
+        title=title,
+        occurred_at=occurred_at,
+        ref=ref,
+        detail=detail,
     )
+    event = TimelineEvent(**dict(zip(TIMELINE_COLUMNS, values, strict=True)))
     event.save(force_insert=True)
     return event
 
@@ -40,8 +46,8 @@ def timeline_values(
     ref: models.Model | None = None,
     detail: dict[str, Any] | None = None,
 ) -> tuple[Any, ...]:
-    """A timeline row as a tuple in TIMELINE_COLUMNS order, for bulk writers (insert_rows):
-    the same row `timeline_row` builds, without a model instance."""
+    """A timeline row as a tuple in TIMELINE_COLUMNS order: what bulk writers insert
+    (insert_rows) and `timeline_add` saves."""
     return (
         customer_id,
         occurred_at,
@@ -50,25 +56,4 @@ def timeline_values(
         detail or {},
         ref._meta.label if ref is not None else "",
         ref.pk if ref is not None else None,
-    )
-
-
-def timeline_row(
-    *,
-    customer: Customer,
-    kind: TimelineKind,
-    title: str,
-    occurred_at: dt.datetime,
-    ref: models.Model | None = None,
-    detail: dict[str, Any] | None = None,
-) -> TimelineEvent:
-    """An unsaved timeline row, for bulk writers that insert many with one `bulk_create`."""
-    return TimelineEvent(
-        customer=customer,
-        kind=kind,
-        title=title[:200],
-        occurred_at=occurred_at,
-        ref_entity=ref._meta.label if ref is not None else "",
-        ref_id=ref.pk if ref is not None else None,
-        detail=detail or {},
     )
