@@ -122,7 +122,7 @@ def customer_prepare(profile: Mapping[str, Any]) -> tuple[Customer, dict[str, An
     # The one check constraint (prefecture 1–47) is the field's choices, checked here already;
     # validating constraints too would cost a database query per customer.
     customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
-    customer.refresh_search_keys()  # bulk_create does not call save(), which keeps them
+    customer.refresh_search_keys()  # bulk inserts do not call save(), which keeps them
     return customer, fields
 
 
