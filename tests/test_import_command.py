@@ -109,6 +109,8 @@ def test_dry_run_reports_and_writes_nothing() -> None:
             "マッピングファイルが見つかりません",
         ),
         (["customers", str(DATA / "shopify_orders_bom.csv"), "--format", "shopify"], "Shopify"),
+        (["orders", str(DATA / "eccube_orders_cp932.csv"), "--batch-size", "0"], "1〜5,000"),
+        (["orders", str(DATA / "eccube_orders_cp932.csv"), "--batch-size", "5001"], "1〜5,000"),
     ],
 )
 def test_usage_errors_exit_two_in_japanese(args: list[str], message: str) -> None:

@@ -60,6 +60,9 @@ KINDS = ("orders", "customers")
 FORMATS = ("auto", "eccube", "shopify", "generic")
 NAME_ORDERS = ("auto", "family_first", "given_first")
 BATCH_SIZE = 500
+# A batch's reads name every order number and identity in it, one SQL parameter each; SQLite
+# takes at most 32,766 parameters per statement.
+MAX_BATCH_SIZE = 5000
 
 _Outcome = TypeVar("_Outcome")
 
@@ -96,8 +99,8 @@ class ImportOptions:
             raise UsageError("Shopify の顧客CSVには対応していません(注文CSVから顧客も取り込めます)")
         if not self.consent_wording.strip():
             raise UsageError("--consent-wording を空にはできません(同意の証跡として記録します)")
-        if self.batch_size < 1:
-            raise UsageError("--batch-size は1以上です")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise UsageError(f"--batch-size は1〜{MAX_BATCH_SIZE:,}で指定してください")
 
 
 @dataclass(frozen=True)
