@@ -33,7 +33,7 @@ from kizuna.commerce.models import (
 from kizuna.core import jp
 from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
 from kizuna.core.bulk import insert_instances, insert_rows, update_fields
-from kizuna.core.fetch import instances_where_in
+from kizuna.core.fetch import instances_where_in, rows_where_in
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
@@ -540,15 +540,17 @@ class _Stored:
         for order in found:
             order.customer = owners[order.customer_id]
         ids = [order.pk for order in found]
-        for order_id, code, price, quantity in OrderLine.objects.filter(
-            order_id__in=ids
-        ).values_list("order_id", "product__code", "unit_price", "quantity"):
-            stored.lines.setdefault(order_id, []).append((code, price, quantity))
-        for shipment in Shipment.objects.filter(order_id__in=ids).order_by("order_id", "id"):
-            stored.shipments.setdefault(shipment.order_id, shipment)
-        for order_id, kind in OrderReversal.objects.filter(order_id__in=ids).values_list(
-            "order_id", "kind"
+        lines = rows_where_in(
+            OrderLine, ("order_id", "product_id", "unit_price", "quantity"), "order_id", ids
+        )
+        codes = dict(rows_where_in(Product, ("id", "code"), "id", {row[1] for row in lines}))
+        for order_id, product_id, price, quantity in lines:
+            stored.lines.setdefault(order_id, []).append((codes[product_id], price, quantity))
+        for shipment in sorted(
+            instances_where_in(Shipment, "order_id", ids), key=lambda s: (s.order_id, s.pk)
         ):
+            stored.shipments.setdefault(shipment.order_id, shipment)
+        for order_id, kind in rows_where_in(OrderReversal, ("order_id", "kind"), "order_id", ids):
             stored.reversals.setdefault(order_id, set()).add(kind)
         return stored
 
