@@ -115,3 +115,20 @@ def test_no_enrollments_gives_empty_groups_not_an_error() -> None:
     lift = scenario_lift(s, now=NOW)
     assert (lift.conversion.treated_n, lift.conversion.holdout_n) == (0, 0)
     assert lift.revenue.diff == 0
+
+
+@pytest.mark.django_db
+def test_the_attribution_window_ends_exactly_n_days_after_the_trigger() -> None:
+    # given: two treated customers enrolled at ANCHOR, attribution 30 days
+    s = scenario(trigger={"kind": "signup"}, activated_at=jst(2026, 1, 1), attribution_days=30)
+    on_the_last_moment, just_after = make_customer(), make_customer()
+    for customer in (on_the_last_moment, just_after):
+        _enroll(s, customer, holdout=False)
+    end = ANCHOR + dt.timedelta(days=30)
+    make_order(on_the_last_moment, ordered_at=end)
+    make_order(just_after, ordered_at=end + dt.timedelta(seconds=1))
+    # when
+    lift = scenario_lift(s, now=NOW)
+    # then: the order at the window's last moment counts, the one a second later does not
+    assert (lift.conversion.treated_n, lift.conversion.treated_x) == (2, 1)
+    assert lift.ltv90.treated_n == 2
