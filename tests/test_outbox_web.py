@@ -63,6 +63,31 @@ def test_counts_and_skip_reasons_are_shown(client_for) -> None:  # type: ignore[
     assert "送信者情報(名称・住所・苦情窓口)が未設定です" in page
 
 
+def test_problems_list_the_most_recently_due_first_across_pages(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given: 25 skipped and failed messages, due an hour apart, the two statuses interleaved
+    customer = make_customer(family_name="問題")
+    base = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
+    for n in range(25):
+        message = mail(customer, f"problem-{n}", send_after=base + dt.timedelta(hours=n))
+        message.status = OutboxStatus.FAILED if n % 3 == 0 else OutboxStatus.SKIPPED
+        message.reason = f"理由{n:02d}"
+        message.save()
+    mail(customer, "still-pending", send_after=base + dt.timedelta(days=1))
+    client = client_for(Role.MARKETER)
+
+    def reasons(page: str) -> list[str]:
+        return [f"理由{n:02d}" for n in range(25) if f"理由{n:02d}" in page]
+
+    # when
+    first = client.get("/delivery/").content.decode()
+    second = client.get("/delivery/?page=2").content.decode()
+    # then: 20 newest on the first page, the 5 oldest on the second, nothing twice or missing
+    assert reasons(first) == [f"理由{n:02d}" for n in range(5, 25)]
+    assert reasons(second) == [f"理由{n:02d}" for n in range(5)]
+    assert "全25件" in first
+    assert first.index("理由24") < first.index("理由23") < first.index("理由05")
+
+
 def test_admin_pauses_and_resumes_sending_and_it_is_audited(client_for) -> None:  # type: ignore[no-untyped-def]
     admin = client_for(Role.ADMIN)
     assert admin.post("/delivery/pause/", {"paused": "1"}).status_code == 302

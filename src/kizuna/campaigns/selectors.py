@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import heapq
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -49,13 +51,50 @@ def queue_counts() -> QueueCounts:
     return QueueCounts(rows=rows, totals=dict(totals), oldest_due=oldest)
 
 
-def recent_problems() -> QuerySet[OutboxMessage]:
-    """Failed and skipped messages, newest first (the page shows one page of them)."""
-    return (
-        OutboxMessage.objects.filter(status__in=[OutboxStatus.FAILED, OutboxStatus.SKIPPED])
-        .select_related("customer")
-        .order_by("-id")
-    )
+PROBLEM_STATUSES = (OutboxStatus.FAILED, OutboxStatus.SKIPPED)
+
+
+class RecentProblems:
+    """Failed and skipped messages, the most recently due first — a sequence the page's
+    Paginator slices.
+
+    Each status is read on its own in the order of the outbox_due index (status,
+    next_attempt_at), so a page reads only its rows plus the ones before it; the two are
+    merged here. One query for both statuses ordered by id made the database sort every
+    problem there is (400,000 skipped messages in a 1M-customer shop: 1.8 s a page view).
+    """
+
+    def __init__(self) -> None:
+        self._by_status = [
+            OutboxMessage.objects.filter(status=status)
+            .select_related("customer")
+            .order_by("-next_attempt_at", "-id")
+            for status in PROBLEM_STATUSES
+        ]
+
+    def count(self) -> int:
+        return sum(rows.count() for rows in self._by_status)
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, index: slice) -> list[OutboxMessage]:
+        if not isinstance(index, slice) or index.step is not None:
+            raise TypeError("RecentProblems is sliced by a page, start:stop")
+        start, stop = index.start or 0, index.stop
+        if stop is None:
+            raise TypeError("RecentProblems needs the end of the slice")
+        merged = heapq.merge(
+            *(rows[:stop] for rows in self._by_status),
+            key=lambda m: (m.next_attempt_at, m.pk),
+            reverse=True,
+        )
+        return list(itertools.islice(merged, start, stop))
+
+
+def recent_problems() -> RecentProblems:
+    """Failed and skipped messages, the most recently due first (the page shows one page)."""
+    return RecentProblems()
 
 
 def suppressions(query: str = "") -> QuerySet[Suppression]:
