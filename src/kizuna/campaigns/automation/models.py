@@ -388,8 +388,9 @@ class StepDispatch(models.Model):
     """What became of one step (and one monthly repeat of it) for one enrollment."""
 
     # No index of their own: dispatch_once starts with the enrollment, dispatch_step_status
-    # with the step; the backlog is indexed only where set (a tick writes one row per message,
-    # and each index costs a write).
+    # with the step (a scenario's approved dispatches are found by its steps); the backlog is
+    # indexed only where set (a tick writes one row per message, and each index costs a
+    # write).
     enrollment = models.ForeignKey(
         Enrollment, on_delete=models.CASCADE, related_name="dispatches", db_index=False
     )
@@ -418,7 +419,6 @@ class StepDispatch(models.Model):
             ),
         ]
         indexes = [
-            models.Index(fields=["status", "backlog"], name="dispatch_status_backlog"),
             models.Index(fields=["step", "status"], name="dispatch_step_status"),
             models.Index(
                 fields=["backlog"],

@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.models import (
     BooleanField,
     Count,
@@ -49,6 +51,7 @@ from django.db.models import (
 )
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
 
 from kizuna.campaigns.automation import segments, triggers
 from kizuna.campaigns.automation.clock import (
@@ -340,52 +343,47 @@ class _Run:
         compiled: CompiledTemplate,
         report: ScenarioReport,
     ) -> None:
-        rows = list(
-            due_enrollments(scenario, step, repeat, now=self.now).values_list(
-                "pk",
-                "customer_id",
-                "holdout",
-                "occurrence",
-                "anchor_value",
-                "in_condition",
-                "product__name",
-            )
-        )
+        rows = due_rows(due_enrollments(scenario, step, repeat, now=self.now))
         if not rows:
             return
         late_before = self.now - max_lateness()
         due = due_moments(scenario, step, repeat)
+        backlog_mode = self.backlog_mode
+        # Looked up once: an enum member is a class attribute lookup, and this runs per row.
+        held_out, skipped = DispatchStatus.HELD_OUT, DispatchStatus.SKIPPED
+        queued, pending_confirmation = DispatchStatus.QUEUED, DispatchStatus.PENDING_CONFIRMATION
         dispatches: list[Decision] = []
         to_send: list[tuple[Decision, int, str, str]] = []
         for pk, customer_id, holdout, occurrence, anchor_value, matches, product in rows:
             due_at = due(anchor_value)
             if holdout:
-                status = DispatchStatus.HELD_OUT
+                status = held_out
             elif not matches:
-                status = DispatchStatus.SKIPPED
-            elif self.backlog_mode or due_at < late_before:
-                status = DispatchStatus.PENDING_CONFIRMATION
+                status = skipped
+            elif backlog_mode or due_at < late_before:
+                status = pending_confirmation
             else:
-                status = DispatchStatus.QUEUED
-            decision = Decision(pk, repeat, due_at, status)
-            if status == DispatchStatus.QUEUED:
+                decision = Decision(pk, repeat, due_at, queued)
                 to_send.append((decision, customer_id, occurrence, product or ""))
-            dispatches.append(decision)
+                dispatches.append(decision)
+                continue
+            dispatches.append(Decision(pk, repeat, due_at, status))
         outbox = self.render(scenario, step, compiled, to_send, send_at=None)
-        pending = [d for d in dispatches if d.status == DispatchStatus.PENDING_CONFIRMATION]
+        pending = [d for d in dispatches if d.status == pending_confirmation]
         try:
             with transaction.atomic():
                 backlog_id = None
                 if pending:
                     backlog = _open_backlog(scenario, pending, now=self.now, mode=self.backlog_mode)
                     backlog_id = backlog.pk
+                step_id, now = step.pk, self.now
                 insert_rows(
                     StepDispatch,
                     ("enrollment_id", "step_id", "repeat", "due_at", "status", "decided_at",
                      "backlog_id"),
                     [
-                        (d.enrollment_id, step.pk, d.repeat, d.due_at, d.status, self.now,
-                         backlog_id if d.status == DispatchStatus.PENDING_CONFIRMATION else None)
+                        (d.enrollment_id, step_id, d.repeat, d.due_at, d.status, now,
+                         backlog_id if d.status == pending_confirmation else None)
                         for d in dispatches
                     ],
                 )  # fmt: skip
@@ -395,13 +393,11 @@ class _Run:
             # out mid-tick); its transaction sent them, this one sends nothing.
             logger.warning("dispatch conflict for scenario %s step %s", scenario.key, step.key)
             return
-        counts = dict.fromkeys(DispatchStatus.values, 0)
-        for d in dispatches:
-            counts[d.status] += 1
-        report.queued += counts[DispatchStatus.QUEUED]
-        report.held_out += counts[DispatchStatus.HELD_OUT]
-        report.skipped += counts[DispatchStatus.SKIPPED]
-        report.pending_confirmation += counts[DispatchStatus.PENDING_CONFIRMATION]
+        counts = Counter(d.status for d in dispatches)
+        report.queued += counts[queued]
+        report.held_out += counts[held_out]
+        report.skipped += counts[skipped]
+        report.pending_confirmation += counts[pending_confirmation]
 
     def render(
         self,
@@ -430,6 +426,10 @@ class _Run:
         offer = offer_context(step.offer, today=today)
         purpose = Purpose(scenario.purpose)
         check = ContentCheck()
+        # What is the same for every message, looked up once: this loop runs per message.
+        channel, scenario_id, step_key = step.channel, scenario.pk, step.key
+        key_prefix = _dedupe_prefix(scenario, step)
+        render = compiled.render
         rows: list[OutboxRow] = []
         for dispatch, customer_id, occurrence, product in items:
             context = contexts.get(customer_id)
@@ -438,23 +438,26 @@ class _Run:
                 continue
             # The contexts were built for this call: filled in place rather than copied.
             context["offer"], context["product"] = offer, product
-            content = content_for(step.channel, compiled.render(context))
+            content = content_for(channel, render(context))
             try:
-                check(step.channel, content)
+                check(channel, content)
             except ValidationError:
                 dispatch.status = DispatchStatus.SKIPPED
                 continue
+            repeat = dispatch.repeat
+            key = f"{key_prefix}{customer_id}:{occurrence}"
+            # Positional: OutboxRow's fields in their order (keywords cost a dict per row).
             rows.append(
                 OutboxRow(
-                    customer_id=customer_id,
-                    channel=step.channel,
-                    purpose=purpose,
-                    dedupe_key=dedupe_key(scenario, step, customer_id, occurrence, dispatch.repeat),
-                    content=content,
-                    send_after=send_at or dispatch.due_at,
-                    scenario_id=scenario.pk,
-                    step_key=step.key,
-                    enrollment_id=dispatch.enrollment_id,
+                    customer_id,
+                    channel,
+                    purpose,
+                    f"{key}:{repeat}" if repeat else key,
+                    content,
+                    send_at or dispatch.due_at,
+                    scenario_id,
+                    step_key,
+                    dispatch.enrollment_id,
                 )
             )
         return rows
@@ -463,10 +466,9 @@ class _Run:
         """Queue the messages of confirmed backlogs, now."""
         released = 0
         by_step = {s.pk: s for s in steps}
+        # By the scenario's steps, so dispatch_step_status (step, status) finds them.
         approved = (
-            StepDispatch.objects.filter(
-                enrollment__scenario=scenario, status=DispatchStatus.APPROVED
-            )
+            StepDispatch.objects.filter(step__in=list(by_step), status=DispatchStatus.APPROVED)
             .select_related("enrollment", "enrollment__product")
             .order_by("pk")
         )
@@ -503,6 +505,58 @@ class _Run:
         return released
 
 
+DUE_COLUMNS = (
+    "pk",
+    "customer_id",
+    "holdout",
+    "occurrence",
+    "anchor_value",
+    "in_condition",
+    "product__name",
+)
+_ANCHOR_AT = DUE_COLUMNS.index("anchor_value")
+
+
+def due_rows(enrollments: QuerySet[Any]) -> list[tuple[Any, ...]]:
+    """The DUE_COLUMNS of `enrollments` (a due_enrollments query), fetched with a plain
+    cursor: the rows as the driver gives them, except `anchor_value`, made a date or an aware
+    moment by `anchor_value()` once per distinct value rather than by Django's converters on
+    every column of every row (95,000 rows on SQLite: 0.3 s → 0.17 s of CPU). `holdout` and
+    `in_condition` stay as the driver gives them (1/0 on SQLite): only their truth is used."""
+    query = enrollments.values_list(*DUE_COLUMNS)
+    connection = connections[query.db]
+    # Django 5.2 selects a values_list's columns in the order they are named.
+    sql, params = query.query.get_compiler(using=query.db).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    output = query.query.annotations["anchor_value"].output_field.get_internal_type()
+    zone = connection.timezone
+    at = _ANCHOR_AT
+    return [(*row[:at], anchor_value(row[at], output, zone), *row[at + 1 :]) for row in rows]
+
+
+@functools.lru_cache(maxsize=4096)
+def anchor_value(value: Any, output: str, zone: dt.tzinfo) -> dt.date | dt.datetime:
+    """An anchor as the driver returns it, converted as Django's converters would: for a
+    DateField (`output`, the field's internal type) ISO text becomes a date; otherwise ISO
+    text becomes a moment and a naive moment is made aware in the connection's time zone
+    (`zone`, UTC). SQLite returns text for an expression, and a naive datetime or a date for a
+    plain column (Django registers its column types with sqlite3); PostgreSQL returns dates
+    and aware moments."""
+    if output == "DateField":
+        if isinstance(value, str):
+            day = parse_date(value)
+            if day is None:
+                raise ValueError(f"not a DateField value: {value!r}")
+            return day
+        return value  # type: ignore[no-any-return]
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    if not isinstance(moment, dt.datetime):
+        raise ValueError(f"not a DateTimeField value: {value!r}")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, zone)
+
+
 @dataclass(slots=True)
 class Decision:
     """What the tick decided for one enrollment's step (written as a StepDispatch row)."""
@@ -517,8 +571,13 @@ def dedupe_key(
     scenario: Scenario, step: ScenarioStep, customer_id: int, occurrence: str, repeat: int
 ) -> str:
     """The outbox key of one message: (scenario, step, customer, occurrence[, repeat])."""
-    key = f"scn:{scenario.pk}:{step.key}:{customer_id}:{occurrence}"
+    key = f"{_dedupe_prefix(scenario, step)}{customer_id}:{occurrence}"
     return f"{key}:{repeat}" if repeat else key
+
+
+def _dedupe_prefix(scenario: Scenario, step: ScenarioStep) -> str:
+    """The start of every dedupe_key of `step`'s messages (render builds the rest inline)."""
+    return f"scn:{scenario.pk}:{step.key}:"
 
 
 def _open_backlog(
@@ -662,10 +721,21 @@ def complete_finished(scenario: Scenario, steps: list[ScenarioStep], *, now: dt.
     if not steps:
         return 0
     total = sum(1 + s.repeat_monthly for s in steps)
-    finished = active.annotate(n=Count("dispatches")).filter(n__gte=total).values("pk")
-    done = Enrollment.objects.filter(pk__in=Subquery(finished)).update(
-        status=EnrollmentStatus.COMPLETED, exited_at=now
-    )
+    if total == 1:
+        # One step, no repeats: finished is "has a dispatch" — a search of
+        # dispatch_once_per_step per enrollment inside the UPDATE, instead of a GROUP BY over
+        # a join whose ids the UPDATE then looks up one by one (95,000 enrollments on SQLite:
+        # 0.19 s → 0.14 s; on PostgreSQL a semi-join, no slower). With more to count the
+        # GROUP BY stays: a correlated COUNT per enrollment was slower on PostgreSQL.
+        dispatched = StepDispatch.objects.filter(enrollment=OuterRef("pk")).order_by()
+        done = active.filter(Exists(dispatched)).update(
+            status=EnrollmentStatus.COMPLETED, exited_at=now
+        )
+    else:
+        finished = active.annotate(n=Count("dispatches")).filter(n__gte=total).values("pk")
+        done = Enrollment.objects.filter(pk__in=Subquery(finished)).update(
+            status=EnrollmentStatus.COMPLETED, exited_at=now
+        )
     span = max(s.offset_days + _extra_days(scenario, s) + 31 * s.repeat_monthly for s in steps)
     horizon = now - dt.timedelta(days=max(span, 0) + ENROLLMENT_GRACE_DAYS)
     expired = active.filter(anchor_at__lt=horizon).update(
