@@ -297,6 +297,43 @@ def test_segment_entered_fires_on_entering_not_for_those_already_inside() -> Non
     assert entries[climber.pk].startswith("entered:")
 
 
+def test_segment_entered_enrolls_the_first_entrants_of_a_segment_that_started_empty() -> None:
+    # given: a segment nobody is in when the scenario first looks
+    loyal = segment("two-orders-empty", one("order_count", "gte", 2))
+    s = scenario(trigger={"kind": "segment_entered", "segment": loyal.key}, activated_at=START)
+    tick(jst(2026, 5, 1, 9))
+    assert enrolled(s) == {}
+    # when: the first customer enters it
+    climber = make_customer()
+    for at in (jst(2026, 5, 2, 9), jst(2026, 5, 2, 10)):
+        make_order(climber, ordered_at=at)
+    tick(jst(2026, 5, 2, 11))
+    # then: an entry, not a baseline
+    assert list(enrolled(s)) == [climber.pk]
+
+
+def test_changing_the_segment_makes_its_current_members_a_baseline_again() -> None:
+    from kizuna.web.scenarios import spec_of
+
+    # given: a running "segment entered" scenario on one segment
+    two = segment("two-orders-x", one("order_count", "gte", 2))
+    one_order = segment("one-order-x", one("order_count", "gte", 1))
+    buyer = make_customer()
+    make_order(buyer, ordered_at=jst(2026, 4, 1))
+    s = scenario(trigger={"kind": "segment_entered", "segment": two.key}, activated_at=START)
+    tick(jst(2026, 5, 1, 9))
+    # when: staff point it at another segment, which the buyer is already in
+    spec = spec_of(s)
+    spec["trigger"] = {"kind": "segment_entered", "segment": one_order.key}
+    scenario_save(scenario=Scenario.objects.get(pk=s.pk), spec=spec, acting_user=STAFF)
+    tick(jst(2026, 5, 1, 10))
+    newcomer = make_customer()
+    make_order(newcomer, ordered_at=jst(2026, 5, 1, 11))
+    tick(jst(2026, 5, 1, 12))
+    # then: the buyer was already inside (baseline); only the newcomer entered
+    assert list(enrolled(s)) == [newcomer.pk]
+
+
 def test_cpm_change_is_refused_until_analytics_snapshots_exist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -382,6 +382,13 @@ def scenario_save(
     before = {} if scenario is None else _scenario_values(scenario)
     if scenario is None:
         scenario = Scenario(key=cleaned["key"], created_by_id=actor.user_id)
+    elif (scenario.trigger_kind, scenario.trigger_params) != (
+        cleaned["trigger_kind"],
+        cleaned["trigger_params"],
+    ):
+        # A changed trigger starts afresh: its first check is made again (for "segment
+        # entered", who is inside the new segment then is the baseline, not an entry).
+        scenario.trigger_checked_at = None
     for name in ("name", "description", "trigger_kind", "trigger_params", "holdout_percent",
                  "purpose", "exit_on", "first_use_days", "attribution_days"):  # fmt: skip
         setattr(scenario, name, cleaned[name])

@@ -612,7 +612,10 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
 
     Two set-based statements: close the stays of customers who left, and add (INSERT …
     SELECT) the customers who are in now but were not — on the very first evaluation they are
-    a baseline, not entries, unless the trigger says `include_existing`.
+    a baseline, not entries, unless the trigger says `include_existing`. The first evaluation
+    is the first check of the trigger (`trigger_checked_at` unset: the scenario is new, or
+    its trigger was changed), not "no stays recorded yet": a segment that starts empty would
+    otherwise make its first real entrants a baseline, and they would never be enrolled.
 
     Each side is checked row by row (EXISTS on the other side's index), not as an IN list:
     SQLite would first build the whole list, the segment or every open stay. Newcomers are
@@ -622,7 +625,7 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     segment = Segment.objects.get(key=scenario.trigger_params["segment"])
     members = segments.members(segment.rules, now=now)
     open_stays = SegmentMember.objects.filter(scenario=scenario, left_at__isnull=True)
-    first_time = not SegmentMember.objects.filter(scenario=scenario).exists()
+    first_time = scenario.trigger_checked_at is None
     baseline = first_time and not scenario.trigger_params.get("include_existing")
     with transaction.atomic():
         still_in = members.filter(pk=OuterRef("customer_id"))
