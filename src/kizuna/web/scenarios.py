@@ -432,7 +432,6 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         .annotate(n=Count("pk"))
         .values_list("status", "n")
     )
-    lift = scenario_lift(scenario, now=timezone.now())
     context = {
         "scenario": scenario,
         "trigger": trigger_label(scenario),
@@ -443,8 +442,6 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             "completed": statuses.get(EnrollmentStatus.COMPLETED, 0),
             "exited": statuses.get(EnrollmentStatus.EXITED, 0),
         },
-        "lift": lift,
-        "lift_rows": lift_rows(lift),
         "backlog": Backlog.objects.filter(scenario=scenario, status=Backlog.Status.PENDING).first(),
         "last_tick": TickLog.objects.order_by("-started_at").first(),
         "can_edit": _can_edit(request),
@@ -460,6 +457,18 @@ def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpR
         return _form_page(request, spec, scenario=scenario, errors=exc.messages, status=400)
     messages.success(request, f"シナリオ「{saved.name}」を保存しました。")
     return redirect("scenarios:detail", pk=saved.pk)
+
+
+@allow_roles(*VIEW_ROLES)
+@never_cache
+@require_GET
+def scenario_lift_part(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """The scenario page's lift table, loaded after the page: at a million customers a large
+    scenario's lift takes seconds to compute, and the rest of the page should not wait."""
+    scenario = get_object_or_404(Scenario, pk=pk)
+    lift = scenario_lift(scenario, now=timezone.now())
+    context = {"scenario": scenario, "lift": lift, "lift_rows": lift_rows(lift)}
+    return render(request, "web/scenarios/_lift.html", context)
 
 
 @allow_roles(*EDIT_ROLES)

@@ -8,6 +8,7 @@ urlpatterns = [
     path("new/", scenarios.scenario_create, name="create"),
     path("form/", scenarios.scenario_form_refresh, name="form_refresh"),
     path("<int:pk>/", scenarios.scenario_detail, name="detail"),
+    path("<int:pk>/lift/", scenarios.scenario_lift_part, name="lift"),
     path("<int:pk>/edit/", scenarios.scenario_edit, name="edit"),
     path("<int:pk>/activate/", scenarios.scenario_activate_view, name="activate"),
     path("<int:pk>/pause/", scenarios.scenario_pause_view, name="pause"),
