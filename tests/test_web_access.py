@@ -87,6 +87,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "segments:preview": MARKETING,
     "scenarios:list": MARKETING_READ,
     "scenarios:detail": MARKETING_READ,
+    "scenarios:lift": MARKETING_READ,
     "scenarios:create": MARKETING,
     "scenarios:edit": MARKETING,
     "scenarios:form_refresh": MARKETING,
