@@ -150,6 +150,30 @@ def test_an_order_without_identities_is_refused(api: ApiClient) -> None:
     assert not Customer.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("lines", "field"),
+    [
+        # one line whose price × quantity passes what an amount column holds
+        ([(99_999_999, 10_000)], "quantity"),
+        # lines each within it whose sum does not
+        ([(99_999_999, 20)] * 2, "total"),
+    ],
+)
+def test_amounts_beyond_what_an_order_holds_are_refused_not_a_500(
+    api: ApiClient, lines: list[tuple[int, int]], field: str
+) -> None:
+    body = order_body(
+        lines=[
+            {"product_code": f"BIG-{n}", "product_name": "高額品", "unit_price": price,
+             "quantity": quantity}
+            for n, (price, quantity) in enumerate(lines)
+        ]
+    )  # fmt: skip
+    error = assert_error(api.put(URL, body), 422, "invalid_data")
+    assert "2,147,483,647円" in error["fields"][field]
+    assert not Order.objects.exists()
+
+
 def test_a_new_customer_needs_a_family_name(api: ApiClient) -> None:
     body = copy.deepcopy(order_body())
     del body["customer"]["profile"]["family_name"]

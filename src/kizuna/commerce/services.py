@@ -90,6 +90,10 @@ class UpsertOutcome(enum.Enum):
     STALE = "stale"  # an older version of the order than the one stored: ignored
 
 
+# The largest amount an order's yen columns hold (IntegerField: 32 bits on every database).
+AMOUNT_MAX = 2_147_483_647
+
+
 def validate_order_input(data: OrderInput) -> None:
     """Refuse input that would store a wrong order; messages name the field, in Japanese."""
     errors: dict[str, str] = {}
@@ -98,12 +102,9 @@ def validate_order_input(data: OrderInput) -> None:
     if not data.lines:
         errors["lines"] = "注文明細がありません"
     for line in data.lines:
-        if not line.product_code.strip():
-            errors["product_code"] = "商品コードが空です"
-        if line.quantity < 1:
-            errors["quantity"] = "数量は1以上にしてください"
-        if line.unit_price < 0:
-            errors["unit_price"] = "価格がマイナスです"
+        errors.update(_line_errors(line))
+    if "quantity" not in errors and max(data.subtotal, data.total) > AMOUNT_MAX:
+        errors["total"] = f"注文の合計が上限の{AMOUNT_MAX:,}円を超えます"
     for name in ("discount", "shipping_fee", "points_used"):
         if getattr(data, name) < 0:
             errors[name] = "金額がマイナスです"
@@ -113,6 +114,19 @@ def validate_order_input(data: OrderInput) -> None:
         errors["delivered_on"] = "お届け日が出荷日より前です"
     if errors:
         raise ValidationError(errors)
+
+
+def _line_errors(line: LineInput) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if not line.product_code.strip():
+        errors["product_code"] = "商品コードが空です"
+    if line.quantity < 1:
+        errors["quantity"] = "数量は1以上にしてください"
+    if line.unit_price < 0:
+        errors["unit_price"] = "価格がマイナスです"
+    if line.unit_price * line.quantity > AMOUNT_MAX:
+        errors["quantity"] = f"明細の金額(単価×数量)が上限の{AMOUNT_MAX:,}円を超えます"
+    return errors
 
 
 def product_ensure(*, code: str, name: str, price: int, kind: ProductKind) -> Product:
