@@ -149,6 +149,9 @@ def _databases() -> dict[str, Any]:
 def _sqlite_options() -> dict[str, Any]:
     # WAL lets the web server read while the worker writes; IMMEDIATE transactions take the
     # write lock up front so two writers queue on busy_timeout instead of failing mid-way.
+    # The WAL is written back to the database every 10,000 pages (40 MB) rather than every
+    # 1,000: a CSV import commits every 500 orders and checkpointed the same index pages
+    # after each batch (100,000 lines: 2.7 s of commits -> 1.7 s).
     return {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -158,6 +161,7 @@ def _sqlite_options() -> dict[str, Any]:
             "PRAGMA foreign_keys=ON;"
             "PRAGMA cache_size=-65536;"
             "PRAGMA mmap_size=268435456;"
+            "PRAGMA wal_autocheckpoint=10000;"
         ),
     }
 
