@@ -342,14 +342,14 @@ class _Chunk:
         for a, b, reason in proposals:
             if a.pk != b.pk:
                 pairs.setdefault((min(a.pk, b.pk), max(a.pk, b.pk)), reason)
-        if pairs:
-            DuplicateCandidate.objects.bulk_create(
-                [
-                    DuplicateCandidate(customer_a_id=a, customer_b_id=b, reason=reason)
-                    for (a, b), reason in pairs.items()
-                ],
-                ignore_conflicts=True,
-            )
+        # Plain rows (kizuna.core.bulk): an import of a file full of namesakes proposes
+        # tens of thousands of pairs, and bulk_create compiled a statement per hundred.
+        insert_rows(
+            DuplicateCandidate,
+            ("customer_a_id", "customer_b_id", "reason"),
+            [(a, b, reason) for (a, b), reason in pairs.items()],
+            ignore_conflicts=True,
+        )
 
 
 @functools.lru_cache(maxsize=64)
