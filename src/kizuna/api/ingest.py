@@ -3,40 +3,25 @@
 Two requests about the same new customer or the same new order can run at once (a cart
 retrying, two events for one order). Both look, find nothing, and try to create; the
 database's unique indexes let one win. The loser's attempt is rolled back to its savepoint and
-run again, and the second time it finds the row the winner created.
+run again (kizuna.core.races), and the second time it finds the row the winner created.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 
 from kizuna.api.errors import django_fields
 from kizuna.core.audit import Actor
 from kizuna.customers.models import IdentityKind
 from kizuna.customers.resolution import Resolution, customer_resolve
 
-T = TypeVar("T")
-ATTEMPTS = 3
-
 
 class IdentityRaceError(IntegrityError):
     """An identity was free when resolution looked and taken when it was added."""
-
-
-def with_retries(work: Callable[[], T]) -> T:
-    """`work()` in a savepoint, run again (up to ATTEMPTS times) after losing a creation race."""
-    for attempt in range(ATTEMPTS):
-        try:
-            with transaction.atomic():
-                return work()
-        except IntegrityError:
-            if attempt == ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def resolve_customer(

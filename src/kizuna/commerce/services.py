@@ -35,6 +35,7 @@ from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
 from kizuna.core.bulk import insert_instances, insert_rows, update_fields
 from kizuna.core.fetch import instances_where_in, rows_where_in
 from kizuna.core.models import AuditLog
+from kizuna.core.races import retry_lost_race, unique_clash
 from kizuna.customers.models import Customer, TimelineEvent, TimelineKind
 from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
 from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_values
@@ -77,10 +78,6 @@ class OrderInput:
     @property
     def total(self) -> int:
         return self.subtotal - self.discount + self.shipping_fee - self.points_used
-
-
-# A chunk that keeps losing creation races on new order numbers is tried this often.
-ATTEMPTS = 3
 
 
 class UpsertOutcome(enum.Enum):
@@ -217,21 +214,11 @@ def orders_upsert_many(
     `source` is recorded on identities added while resolving customers.
     """
     actor = Actor.of(acting_user)
-    for attempt in range(ATTEMPTS):
-        try:
-            with transaction.atomic():
-                return _upsert(items, actor=actor, source=source)
-        except IntegrityError as exc:
-            if attempt == ATTEMPTS - 1 or not _is_order_number_clash(exc):
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _is_order_number_clash(exc: IntegrityError) -> bool:
-    """The unique order number refused a new order: PostgreSQL names the index
-    (commerce_order_number_key), SQLite the column (commerce_order.number)."""
-    text = str(exc)
-    return "commerce_order_number" in text or "commerce_order.number" in text
+    # PostgreSQL names the unique index (commerce_order_number_key), SQLite the column.
+    return retry_lost_race(
+        lambda: _upsert(items, actor=actor, source=source),
+        lost=unique_clash("commerce_order_number", "commerce_order.number"),
+    )
 
 
 def _upsert(items: Sequence[OrderItem], *, actor: Actor, source: str) -> list[OrderResult]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from kizuna.core import jp
@@ -35,6 +35,7 @@ from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
 from kizuna.core.bulk import insert_instances, insert_rows, reserve_ids
 from kizuna.core.fetch import instances_where_in
 from kizuna.core.models import AuditLog
+from kizuna.core.races import retry_lost_race, unique_clash
 from kizuna.customers.models import (
     Customer,
     DuplicateCandidate,
@@ -47,9 +48,6 @@ from kizuna.customers.services import customer_prepare, normalize_identity
 from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_values
 
 MATCH_ORDER = (IdentityKind.CART_MEMBER, IdentityKind.EMAIL, IdentityKind.PHONE)
-# A chunk that keeps losing identity races (several importers on the same customers) is tried
-# this often before the error is raised to the caller.
-ATTEMPTS = 3
 PROFILE_MATCHES = 5  # existing records proposed per new customer on name kana + postal code
 
 
@@ -94,21 +92,11 @@ def customers_resolve_many(
     number of statements. A request that cannot be stored gets its ValidationError in its
     place and writes nothing; the others are resolved."""
     actor = Actor.of(acting_user)
-    for attempt in range(ATTEMPTS):
-        try:
-            with transaction.atomic():
-                return _Chunk(requests, actor=actor, source=source).resolve()
-        except IntegrityError as exc:
-            if attempt == ATTEMPTS - 1 or not _is_identity_clash(exc):
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _is_identity_clash(exc: IntegrityError) -> bool:
-    """The unique (kind, value) index refused an identity: PostgreSQL names the constraint,
-    SQLite the table."""
-    text = str(exc)
-    return "identity_unique_kind_value" in text or "customers_identity" in text
+    # Several importers on the same new customers race on the unique (kind, value) identity.
+    return retry_lost_race(
+        lambda: _Chunk(requests, actor=actor, source=source).resolve(),
+        lost=unique_clash("identity_unique_kind_value", "customers_identity"),
+    )
 
 
 @functools.lru_cache(maxsize=16384)  # repeat customers in an import; phonenumbers is slow

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from kizuna.core import jp
 from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_record, audit_values, diff
 from kizuna.core.bulk import insert_instances, insert_rows, update_fields
 from kizuna.core.models import AuditLog
+from kizuna.core.races import retry_lost_race, unique_clash
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -436,11 +437,6 @@ class _ConsentChange:
     at: dt.datetime
 
 
-# A chunk that keeps losing the race to create the same consent rows (two imports granting the
-# same new customers' consent) is tried this often before the error is raised to the caller.
-_CONSENT_ATTEMPTS = 3
-
-
 def _consents_change(changes: list[_ConsentChange], *, actor: Actor) -> list[Consent]:
     """Grant or withdraw, in order, in a constant number of statements: each customer's
     consent row for the channel is read and locked (or created), changed, and the grant or
@@ -449,21 +445,10 @@ def _consents_change(changes: list[_ConsentChange], *, actor: Actor) -> list[Con
     Two writers creating the same consent row at once (get_or_create's race): the unique
     (customer, channel) index lets one win; the loser rolls back to a savepoint, reads again
     and applies its changes to the winner's row."""
-    for attempt in range(_CONSENT_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                return _consents_write(changes, actor=actor)
-        except IntegrityError as exc:
-            if attempt == _CONSENT_ATTEMPTS - 1 or not _is_consent_clash(exc):
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _is_consent_clash(exc: IntegrityError) -> bool:
-    """The unique (customer, channel) index refused a new consent row: PostgreSQL names the
-    constraint, SQLite the table."""
-    text = str(exc)
-    return "consent_one_per_channel" in text or "customers_consent." in text
+    return retry_lost_race(
+        lambda: _consents_write(changes, actor=actor),
+        lost=unique_clash("consent_one_per_channel", "customers_consent."),
+    )
 
 
 def _consents_write(changes: list[_ConsentChange], *, actor: Actor) -> list[Consent]:

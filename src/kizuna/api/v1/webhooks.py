@@ -19,13 +19,14 @@ from pydantic import ConfigDict, Field
 
 from kizuna.api.auth import WebhookSignatureAuth, webhook_actor
 from kizuna.api.errors import django_fields
-from kizuna.api.ingest import resolve_customer, with_retries
+from kizuna.api.ingest import resolve_customer
 from kizuna.api.schemas import ProfileFields, RequiredIdentitiesIn, Timestamp, chars
 from kizuna.api.v1.orders import OrderBody, OrderNumber, ingest_order
 from kizuna.api.v1.responses import errors_for
 from kizuna.campaigns.suppression import notification_apply
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
+from kizuna.core.races import retry_lost_race
 from kizuna.customers.models import Customer
 from kizuna.customers.services import customer_update
 
@@ -151,7 +152,7 @@ def customer_webhook(
         if event is None:
             return _duplicate(sender, payload.id)
         changes = data.profile.changes()
-        resolution = with_retries(
+        resolution = retry_lost_race(
             lambda: resolve_customer(
                 identities=data.identities.as_kinds(),
                 profile=changes,
