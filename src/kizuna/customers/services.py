@@ -112,6 +112,13 @@ def normalize_identity(kind: IdentityKind, value: str) -> str:
         raise ValidationError({"value": str(exc)}) from exc
 
 
+def _validate_profile(customer: Customer) -> None:
+    """Field validation of a new or changed customer (the search keys are derived, not input).
+    The one check constraint (prefecture 1–47) is the field's choices, checked here already;
+    validating constraints too would cost a database query per customer."""
+    customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+
+
 def customer_prepare(profile: Mapping[str, Any]) -> tuple[Customer, dict[str, Any]]:
     """A new, unsaved customer from `profile`, validated, and the cleaned fields (for the audit
     row). Shared by `customer_create` and bulk resolution, which inserts many at once."""
@@ -120,9 +127,7 @@ def customer_prepare(profile: Mapping[str, Any]) -> tuple[Customer, dict[str, An
     if not fields.get("family_name"):
         raise ValidationError({"family_name": "姓は必須です"})
     customer = Customer(**fields)
-    # The one check constraint (prefecture 1–47) is the field's choices, checked here already;
-    # validating constraints too would cost a database query per customer.
-    customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+    _validate_profile(customer)
     customer.refresh_search_keys()  # bulk inserts do not call save(), which keeps them
     return customer, fields
 
@@ -301,9 +306,7 @@ def _apply_profile(
     for name, value in cleaned.items():
         setattr(customer, name, value)
     try:
-        # The one check constraint (prefecture 1–47) is the field's choices, checked here
-        # already; validating constraints too would cost a database query per customer.
-        customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+        _validate_profile(customer)
     except ValidationError:
         for name, value in old.items():
             setattr(customer, name, value)
