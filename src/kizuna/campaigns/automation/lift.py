@@ -31,10 +31,8 @@ from typing import Any, NamedTuple
 from django.db import connection
 from django.db.models import (
     Count,
-    DateTimeField,
     Exists,
     F,
-    Func,
     OuterRef,
     QuerySet,
     Subquery,
@@ -42,9 +40,9 @@ from django.db.models import (
     Value,
 )
 from django.db.models.functions import Coalesce
-from scipy import stats
 
 from kizuna.campaigns.automation.models import Enrollment, Scenario
+from kizuna.campaigns.automation.sqlfuncs import DaysLater
 from kizuna.commerce.models import Order, OrderStatus
 
 CONFIDENCE = 0.95
@@ -99,6 +97,10 @@ def welch(a: Sample, b: Sample, confidence: float = CONFIDENCE) -> tuple[float, 
     if se2 == 0:
         return diff, diff, diff
     df = se2**2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
+    # Imported here, not with the module: the scenario pages import this module, and scipy
+    # would add about half a second and tens of MiB to every web and delivery worker.
+    from scipy import stats
+
     t = float(stats.t.ppf(0.5 + confidence / 2, df))
     half = t * math.sqrt(se2)
     return diff, diff - half, diff + half
@@ -179,37 +181,11 @@ def _units(scenario: Scenario) -> QuerySet[Enrollment]:
     return Enrollment.objects.filter(scenario=scenario).filter(~Exists(earlier))
 
 
-class _DaysLater(Func):
-    """A moment `days` days after another, in native SQL.
-
-    Django writes `F("anchor_at") + timedelta` on SQLite as a call back into Python for every
-    row compared; over the orders of 100,000 enrollments that was most of a scenario page's
-    time. Stored moments are UTC text there, so strftime's text compares the same way (to the
-    millisecond, which a window of days does not notice)."""
-
-    output_field = DateTimeField()
-
-    def __init__(self, expression: Any, *, days: int) -> None:
-        super().__init__(expression)
-        self.days = int(days)
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # Doubled twice: once for the template, once for the driver's parameter style.
-        template = (
-            f"strftime('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', %(expressions)s, '+{self.days} days')"
-        )
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = f"(%(expressions)s + interval '{self.days} days')"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-
 def _orders_within(days: int) -> QuerySet[Order]:
     return Order.objects.filter(
         customer=OuterRef("customer_id"),
         ordered_at__gt=OuterRef("anchor_at"),
-        ordered_at__lte=_DaysLater(OuterRef("anchor_at"), days=days),
+        ordered_at__lte=DaysLater(OuterRef("anchor_at"), days=days),
     ).exclude(status__in=VOID_ORDER)
 
 

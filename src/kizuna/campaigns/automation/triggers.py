@@ -38,7 +38,6 @@ from django.db.models import (
     Exists,
     ExpressionWrapper,
     F,
-    Func,
     IntegerField,
     OuterRef,
     Q,
@@ -60,6 +59,7 @@ from kizuna.campaigns.automation.models import (
     SegmentMember,
     TriggerKind,
 )
+from kizuna.campaigns.automation.sqlfuncs import DaysBefore, JstDate, JstMidnight, MonthDay
 from kizuna.campaigns.models import Purpose
 from kizuna.commerce.models import (
     Order,
@@ -217,76 +217,6 @@ def _with_products(orders: QuerySet[Order], params: Mapping[str, Any]) -> QueryS
     if params.get("product_kind") or params.get("products"):
         return orders.filter(Exists(lines))
     return orders
-
-
-class MonthDay(Func):
-    """ "MM-DD" of a date, or of a moment on the Japanese calendar, in native SQL.
-
-    Birthdays and anniversaries compare month and day over a million rows every tick; on
-    SQLite Django's own Extract functions are Python callbacks, this is strftime in C.
-    """
-
-    output_field = CharField()
-
-    def __init__(self, expression: Any, *, moment: bool = False) -> None:
-        super().__init__(expression)
-        self.moment = moment
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        shift = ", '+9 hours'" if self.moment else ""
-        # Doubled twice: once for the template, once for the driver's parameter style.
-        template = f"strftime('%%%%m-%%%%d', %(expressions)s{shift})"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        value = "(%(expressions)s AT TIME ZONE 'Asia/Tokyo')" if self.moment else "%(expressions)s"
-        template = f"to_char({value}, 'MM-DD')"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-
-class JstDate(Func):
-    """The Japanese calendar date of a moment, in native SQL (Japan keeps no summer time)."""
-
-    output_field = DateField()
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        return self.as_sql(compiler, connection, template="date(%(expressions)s, '+9 hours')")
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = "((%(expressions)s) AT TIME ZONE 'Asia/Tokyo')::date"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-
-class JstMidnight(Func):
-    """0:00 JST of a date, as a moment (what clock.jst_at gives), in native SQL."""
-
-    output_field = DateTimeField()
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        # Stored as Django stores aware moments on SQLite: UTC text without a zone.
-        return self.as_sql(compiler, connection, template="datetime(%(expressions)s, '-9 hours')")
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = "((%(expressions)s)::timestamp AT TIME ZONE 'Asia/Tokyo')"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-
-class DaysBefore(Func):
-    """A date `days` days earlier, in native SQL."""
-
-    output_field = DateField()
-
-    def __init__(self, expression: Any, *, days: int) -> None:
-        super().__init__(expression)
-        self.days = int(days)
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = f"date(%(expressions)s, '-{self.days} days')"
-        return self.as_sql(compiler, connection, template=template, **extra)
-
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
-        template = f"((%(expressions)s) - {self.days})"
-        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 def _day_match(month_day: str, days: list[dt.date]) -> tuple[Q, Case, Case]:
