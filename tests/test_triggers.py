@@ -6,6 +6,8 @@ import dataclasses
 import datetime as dt
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from kizuna.campaigns.automation import segments, triggers
 from kizuna.campaigns.automation.models import Enrollment, Scenario
@@ -125,6 +127,31 @@ def test_cart_abandonment_waits_n_hours_and_skips_buyers() -> None:
     # then: one reminder, for the latest action of the customer who did not buy
     assert enrolled(s) == {abandoner.pk: f"cart:{last.pk}"}
     assert Enrollment.objects.get().anchor_at == jst(2026, 5, 2, 13, 5)
+
+
+def test_the_wait_ends_to_the_microsecond_and_is_worked_out_in_sql() -> None:
+    # given: three carts left at the same moment (with a fraction of a second); one customer
+    # orders exactly when the 3-hour wait ends (within it), one a microsecond later (after)
+    s = scenario(trigger={"kind": "cart_abandonment", "hours": 3}, activated_at=START)
+    product = make_product()
+    left = jst(2026, 5, 2, 10, 0, 0) + dt.timedelta(microseconds=250_000)
+    end = left + dt.timedelta(hours=3)
+    on_time, late, never = make_customer(), make_customer(), make_customer()
+    for customer in (on_time, late, never):
+        BehaviourEvent.objects.create(
+            customer=customer, kind=BehaviourKind.CART_ADD, occurred_at=left, product=product
+        )
+    make_order(on_time, ordered_at=end)
+    make_order(late, ordered_at=end + dt.timedelta(microseconds=1))
+    # when
+    with CaptureQueriesContext(connection) as queries:
+        tick(jst(2026, 5, 2, 13, 1))
+    # then: the one who ordered within the wait is not reminded; the anchor is the wait's end
+    assert set(enrolled(s)) == {late.pk, never.pk}
+    assert {e.anchor_at for e in Enrollment.objects.filter(scenario=s)} == {end}
+    # and no statement calls back into Python per row (Django's SQLite date functions)
+    callbacks = [q["sql"] for q in queries.captured_queries if "django_" in q["sql"]]
+    assert callbacks == []
 
 
 def test_browse_abandonment_ignores_visitors_who_went_on_to_the_cart() -> None:

@@ -42,7 +42,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from kizuna.campaigns.automation.models import Enrollment, Scenario
-from kizuna.campaigns.automation.sqlfuncs import DaysLater
+from kizuna.campaigns.automation.sqlfuncs import Later
 from kizuna.commerce.models import Order, OrderStatus
 
 CONFIDENCE = 0.95
@@ -185,7 +185,7 @@ def _orders_within(days: int) -> QuerySet[Order]:
     return Order.objects.filter(
         customer=OuterRef("customer_id"),
         ordered_at__gt=OuterRef("anchor_at"),
-        ordered_at__lte=DaysLater(OuterRef("anchor_at"), days=days),
+        ordered_at__lte=Later(OuterRef("anchor_at"), days=days),
     ).exclude(status__in=VOID_ORDER)
 
 

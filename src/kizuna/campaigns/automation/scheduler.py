@@ -49,7 +49,6 @@ from django.db.models import (
     Subquery,
     Value,
 )
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
@@ -78,6 +77,7 @@ from kizuna.campaigns.automation.recommendations import (
     copurchase_refresh_if_stale,
     copurchase_table,
 )
+from kizuna.campaigns.automation.sqlfuncs import JstDate
 from kizuna.campaigns.automation.templating import (
     CompiledTemplate,
     compile_stored,
@@ -625,7 +625,7 @@ def _anchor_expression(step: ScenarioStep) -> Any:
         return F("anchor_date") if date_based else F("anchor_at")
     if step.anchor == StepAnchor.PURCHASE:
         if date_based:
-            return TruncDate("order__ordered_at", tzinfo=JST)
+            return JstDate("order__ordered_at")
         return F("order__ordered_at")
     if step.anchor == StepAnchor.SHIPMENT:
         return Subquery(first_shipment.values("shipped_on")[:1], output_field=DateField())

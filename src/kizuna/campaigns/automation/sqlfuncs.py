@@ -33,14 +33,6 @@ class _NativeDateFunc(Func):
         return self.as_sql(compiler, connection, template=self.postgresql(), **extra)
 
 
-class _DayShift(_NativeDateFunc):
-    """A date or moment `days` days from another (the number is written into the SQL)."""
-
-    def __init__(self, expression: Any, *, days: int) -> None:
-        super().__init__(expression)
-        self.days = int(days)
-
-
 class MonthDay(_NativeDateFunc):
     """ "MM-DD" of a date, or of a moment (`moment=True`) on the Japanese calendar."""
 
@@ -84,10 +76,14 @@ class JstMidnight(_NativeDateFunc):
         return "((%(expressions)s)::timestamp AT TIME ZONE 'Asia/Tokyo')"
 
 
-class DaysBefore(_DayShift):
+class DaysBefore(_NativeDateFunc):
     """A date `days` days earlier."""
 
     output_field = DateField()
+
+    def __init__(self, expression: Any, *, days: int) -> None:
+        super().__init__(expression)
+        self.days = int(days)
 
     def sqlite(self) -> str:
         return f"date(%(expressions)s, '-{self.days} days')"
@@ -96,16 +92,26 @@ class DaysBefore(_DayShift):
         return f"((%(expressions)s) - {self.days})"
 
 
-class DaysLater(_DayShift):
-    """A moment `days` days later. On SQLite stored moments are UTC text, so strftime's text
-    compares the same way (to the millisecond, which a window of days does not notice)."""
+class Later(Func):
+    """A moment `days` and `hours` after another, to the microsecond.
+
+    Replaces `F(...) + timedelta`, which SQLite runs through Python for every row compared
+    (cart abandonment compares each cart event with the orders and cart actions after it)."""
 
     output_field = DateTimeField()
 
-    def sqlite(self) -> str:
-        return (
-            f"strftime('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', %(expressions)s, '+{self.days} days')"
-        )
+    def __init__(self, expression: Any, *, days: int = 0, hours: int = 0) -> None:
+        super().__init__(expression)
+        self.seconds = int(days) * 86_400 + int(hours) * 3_600
 
-    def postgresql(self) -> str:
-        return f"(%(expressions)s + interval '{self.days} days')"
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        sql, params = compiler.compile(self.source_expressions[0])
+        # Stored moments are UTC text, "YYYY-MM-DD HH:MM:SS" and ".ffffff" when not zero.
+        # datetime() drops the fraction; adding whole seconds leaves it as it was, so the
+        # original's is put back and the text is what Django would have stored.
+        shifted = f"(datetime({sql}, '{self.seconds:+d} seconds') || substr({sql}, 20))"
+        return shifted, [*params, *params]
+
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"({sql} + interval '{self.seconds} seconds')", params

@@ -36,7 +36,6 @@ from django.db.models import (
     DateField,
     DateTimeField,
     Exists,
-    ExpressionWrapper,
     F,
     IntegerField,
     OuterRef,
@@ -59,7 +58,13 @@ from kizuna.campaigns.automation.models import (
     SegmentMember,
     TriggerKind,
 )
-from kizuna.campaigns.automation.sqlfuncs import DaysBefore, JstDate, JstMidnight, MonthDay
+from kizuna.campaigns.automation.sqlfuncs import (
+    DaysBefore,
+    JstDate,
+    JstMidnight,
+    Later,
+    MonthDay,
+)
 from kizuna.campaigns.models import Purpose
 from kizuna.commerce.models import (
     Order,
@@ -300,17 +305,18 @@ def _shipments(field: str, prefix: str) -> Candidates:
 def _cart_abandonment(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> QuerySet[Any]:
     # Decided as of the moment the wait ends (event + N hours), so the answer is the same
     # whenever it is evaluated: no order and no further cart action within those N hours.
-    wait = dt.timedelta(hours=int(p["hours"]))
+    hours = int(p["hours"])
+    wait = dt.timedelta(hours=hours)
     later_cart = BehaviourEvent.objects.filter(
         customer=OuterRef("customer_id"),
         kind__in=CART_KINDS,
         occurred_at__gt=OuterRef("occurred_at"),
-        occurred_at__lte=OuterRef("occurred_at") + wait,
+        occurred_at__lte=Later(OuterRef("occurred_at"), hours=hours),
     )
     ordered = _valid_orders().filter(
         customer=OuterRef("customer_id"),
         ordered_at__gte=OuterRef("occurred_at"),
-        ordered_at__lte=OuterRef("occurred_at") + wait,
+        ordered_at__lte=Later(OuterRef("occurred_at"), hours=hours),
     )
     events = BehaviourEvent.objects.filter(
         kind__in=CART_KINDS, occurred_at__gte=w.since - wait, occurred_at__lte=w.now - wait
@@ -325,17 +331,18 @@ def _cart_abandonment(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Qu
 
 
 def _browse_abandonment(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> QuerySet[Any]:
-    wait = dt.timedelta(hours=int(p["hours"]))
+    hours = int(p["hours"])
+    wait = dt.timedelta(hours=hours)
     later = BehaviourEvent.objects.filter(
         customer=OuterRef("customer_id"),
         kind__in=(BehaviourKind.PRODUCT_VIEW, *CART_KINDS),
         occurred_at__gt=OuterRef("occurred_at"),
-        occurred_at__lte=OuterRef("occurred_at") + wait,
+        occurred_at__lte=Later(OuterRef("occurred_at"), hours=hours),
     )
     ordered = _valid_orders().filter(
         customer=OuterRef("customer_id"),
         ordered_at__gte=OuterRef("occurred_at"),
-        ordered_at__lte=OuterRef("occurred_at") + wait,
+        ordered_at__lte=Later(OuterRef("occurred_at"), hours=hours),
     )
     events = BehaviourEvent.objects.filter(
         kind=BehaviourKind.PRODUCT_VIEW,
@@ -355,12 +362,13 @@ def _browse_abandonment(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> 
 def _no_purchase(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> QuerySet[Any]:
     # An order followed by N days without another: decided at order + N days, whatever
     # happens afterwards (a purchase after that is what the scenario hopes for, and an exit).
-    quiet = dt.timedelta(days=int(p["days"]))
+    days = int(p["days"])
+    quiet = dt.timedelta(days=days)
     next_within = _valid_orders().filter(
         Q(ordered_at__gt=OuterRef("ordered_at"))
         | Q(ordered_at=OuterRef("ordered_at"), pk__gt=OuterRef("pk")),
         customer=OuterRef("customer_id"),
-        ordered_at__lte=OuterRef("ordered_at") + quiet,
+        ordered_at__lte=Later(OuterRef("ordered_at"), days=days),
     )
     last_orders = _valid_orders().filter(
         ordered_at__gte=w.since - quiet, ordered_at__lte=w.now - quiet
@@ -848,13 +856,9 @@ def enrollment_query(
     at: Any = F("at")
     day: Any = F("day")
     if kind in (TriggerKind.CART_ABANDONMENT, TriggerKind.BROWSE_ABANDONMENT):
-        at = ExpressionWrapper(
-            at + dt.timedelta(hours=int(params["hours"])), output_field=DateTimeField()
-        )
+        at = Later(at, hours=int(params["hours"]))
     elif kind == TriggerKind.NO_PURCHASE:
-        at = ExpressionWrapper(
-            at + dt.timedelta(days=int(params["days"])), output_field=DateTimeField()
-        )
+        at = Later(at, days=int(params["days"]))
     elif kind in (TriggerKind.POINTS_EXPIRING, TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY):
         day = Coalesce(DaysBefore(F("ddate"), days=int(params["days"])), day)
     rows = candidate_query(scenario, window).annotate(
