@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -121,6 +122,7 @@ CASES: list[tuple[str, str, Any, str]] = [
     ("tags", "not_in", ["VIP"], "BC"),
     ("member_status", "in", ["guest"], "C"),
     ("birthday_month", "in", ["5"], "A"),
+    ("birthday_month", "not_in", ["5"], "BC"),  # C's birthday is unknown: not in May
     ("consent", "in", ["email"], "A"),
     ("consent", "not_in", ["email"], "BC"),
     ("order_count", "gte", 2, "A"),
@@ -155,6 +157,21 @@ def test_each_condition_selects_the_right_customers(
 ) -> None:
     field, operator, value, expected = case
     assert names(one(field, operator, value)) == expected
+
+
+def test_no_condition_calls_back_into_python_per_customer(shop: dict[str, Any]) -> None:
+    # Django's SQLite date functions (django_date_extract…) run Python for every row: a live
+    # count over a million customers took 1.5 s with one of them.
+    called = {
+        f"{field}-{operator}": functions
+        for field, operator, value, _ in CASES
+        if (functions := set(re.findall(r"django_\w+", sql_of(one(field, operator, value)))))
+    }
+    assert called == {}
+
+
+def sql_of(rules: dict[str, Any]) -> str:
+    return str(segment_customers(rules, now=NOW).query)
 
 
 def test_product_conditions(shop: dict[str, Any]) -> None:

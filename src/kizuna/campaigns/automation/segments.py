@@ -31,10 +31,11 @@ from django.apps import apps
 from django.db import models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
-from django.db.models.lookups import Exact, GreaterThanOrEqual, LessThanOrEqual
+from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThanOrEqual
 
 from kizuna.campaigns.automation.clock import JST, jst_at, jst_date, years_before
 from kizuna.campaigns.automation.models import Segment
+from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
@@ -231,7 +232,11 @@ def _tags(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clo
 
 
 def _birthday_month(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
-    return _choice_q("birthday__month", op, [int(v) for v in value])
+    # Not `birthday__month`: Django extracts the month through Python for every customer on
+    # SQLite (1.5 s over a million). The IS NOT NULL keeps what Django's negation gives:
+    # "not in May" includes customers whose birthday is unknown.
+    q = Q(In(MonthOf("birthday"), [int(v) for v in value])) & Q(birthday__isnull=False)
+    return q if op == "in" else ~q
 
 
 # --- consent ----------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import CharField, DateField, DateTimeField, Func
+from django.db.models import CharField, DateField, DateTimeField, Func, IntegerField
 
 
 class _NativeDateFunc(Func):
@@ -49,6 +49,18 @@ class MonthDay(_NativeDateFunc):
     def postgresql(self) -> str:
         value = "(%(expressions)s AT TIME ZONE 'Asia/Tokyo')" if self.moment else "%(expressions)s"
         return f"to_char({value}, 'MM-DD')"
+
+
+class MonthOf(_NativeDateFunc):
+    """The month (1–12) of a date, as an integer."""
+
+    output_field = IntegerField()
+
+    def sqlite(self) -> str:
+        return "CAST(strftime('%%%%m', %(expressions)s) AS integer)"
+
+    def postgresql(self) -> str:
+        return "CAST(EXTRACT(MONTH FROM %(expressions)s) AS integer)"
 
 
 class JstDate(_NativeDateFunc):
