@@ -7,7 +7,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from django.db.models import Count, Q, QuerySet
 
 from kizuna.analytics.models import (
@@ -18,10 +17,9 @@ from kizuna.analytics.models import (
     RunStatus,
     SegmentCount,
 )
-from kizuna.analytics.pipeline import kpis
-from kizuna.analytics.pipeline.compute import STEP_LABELS
-from kizuna.analytics.pipeline.dynamics import MarkovModel, WhatIfError, what_if
-from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, RFM_GRID, RFM_SEGMENTS
+from kizuna.analytics.pipeline import config
+from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, RFM_GRID, RFM_SEGMENTS, WhatIfError
+from kizuna.analytics.pipeline.steps import STEP_LABELS
 from kizuna.customers.models import AcquisitionChannel
 
 
@@ -437,9 +435,9 @@ def continuation_tables(run: AnalyticsRun) -> list[ContinuationTable]:
 # for a fit of its own.
 SBG_SHOWN = (1, 2, 3, 5, 11)
 SBG_MIN_COHORT = {
-    "subscriptions": kpis.SBG_MIN_COHORT,
-    "cancelled": kpis.SBG_MIN_CANCELLED,
-    "renewals": kpis.SBG_MIN_RENEWALS,
+    "subscriptions": config.SBG_MIN_COHORT,
+    "cancelled": config.SBG_MIN_CANCELLED,
+    "renewals": config.SBG_MIN_RENEWALS,
 }
 
 
@@ -844,6 +842,12 @@ def forecast_what_if(run: AnalyticsRun, *, before: str, after: str, points: floa
     rest of the row rescaled). Raises WhatIfError (Japanese) for a change that cannot be made
     or when the run holds no forecast. The one computation a page asks for: twelve products of
     a 10×10 matrix, from the model stored with the run."""
+    # Imported here, the one selector that computes: every other page and the API read stored
+    # rows, and their processes should not load numpy and the pipeline for them.
+    import numpy as np
+
+    from kizuna.analytics.pipeline.dynamics import MarkovModel, what_if
+
     stored = kpi_table(run, "cpm_forecast")
     if stored is None:
         raise WhatIfError("この分析結果には予測がありません。分析を実行し直してください")

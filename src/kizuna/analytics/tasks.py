@@ -15,8 +15,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings
-from kizuna.analytics.pipeline.backends import Backend
-from kizuna.analytics.pipeline.run import run_analytics
+from kizuna.analytics.pipeline.config import Backend
 from kizuna.core.audit import Actor
 
 NIGHTLY_AT = dt.time(2, 0)
@@ -26,6 +25,10 @@ BUSINESS_TZ = ZoneInfo("Asia/Tokyo")
 @task()
 def analytics_run(run_id: int) -> int:
     """Carry out a run queued by `enqueue_run` (its row already exists, status 待機中)."""
+    # Imported here: web processes import this module to enqueue runs and must not load the
+    # pipeline (numpy, scipy, Ibis); only the worker that runs the task needs it.
+    from kizuna.analytics.pipeline.run import run_analytics
+
     run = AnalyticsRun.objects.get(pk=run_id)
     # A run started from a page keeps the name of the member of staff who asked for it.
     actor = (
@@ -46,6 +49,8 @@ def analytics_run(run_id: int) -> int:
 @task()
 def analytics_nightly() -> int:
     """Yesterday's snapshot with the shop's nightly engine; then queue tomorrow night's run."""
+    from kizuna.analytics.pipeline.run import run_analytics  # as in analytics_run
+
     try:
         run = run_analytics(
             acting_user=Actor.system("analytics-nightly"),

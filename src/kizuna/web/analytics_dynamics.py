@@ -23,8 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.analytics import selectors
-from kizuna.analytics.pipeline.dynamics import WhatIfError
-from kizuna.analytics.pipeline.segments import CPM_SEGMENTS
+from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, WhatIfError
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 READ_ROLES = (Role.MARKETER, Role.ANALYST)

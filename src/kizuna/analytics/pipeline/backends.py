@@ -8,17 +8,12 @@
 from __future__ import annotations
 
 import os
-from enum import StrEnum
 from typing import Any
 
 import ibis
 from django.db import connections
 
-
-class Backend(StrEnum):
-    DUCKDB = "duckdb"
-    POSTGRES = "postgres"
-    PYSPARK = "pyspark"
+from kizuna.analytics.pipeline.config import Backend
 
 
 class BackendUnavailableError(RuntimeError):

@@ -20,8 +20,9 @@ from typing import Any, TextIO
 
 from django.core.management.base import CommandError
 
-from kizuna.analytics.pipeline.backends import Backend, BackendUnavailableError
-from kizuna.analytics.pipeline.compute import STEP_LABELS, OnStep
+from kizuna.analytics.pipeline.backends import BackendUnavailableError
+from kizuna.analytics.pipeline.config import Backend
+from kizuna.analytics.pipeline.steps import STEP_LABELS, OnStep
 
 
 def parse_day(value: str | dt.date | None, *, option: str = "--as-of") -> dt.date | None:

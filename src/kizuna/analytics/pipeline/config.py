@@ -1,7 +1,8 @@
 """The shop's analytics thresholds as a plain value, so the pipeline runs with or without a DB.
 
 `AnalyticsConfig()` holds the defaults of PRODUCT.md section 2; the per-shop settings row
-(`kizuna.analytics.models.AnalyticsSettings`) turns into one with `.to_config()`.
+(`kizuna.analytics.models.AnalyticsSettings`) turns into one with `.to_config()`. Models and
+pages import this module, so it imports nothing of the pipeline's engines or numerics.
 """
 
 from __future__ import annotations
@@ -11,12 +12,29 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class Backend(StrEnum):
+    """The engine a run computes on (connections in `backends`)."""
+
+    DUCKDB = "duckdb"
+    POSTGRES = "postgres"
+    PYSPARK = "pyspark"
+
+
 class RfmMethod(StrEnum):
     QUANTILE = "quantile"
     FIXED = "fixed"
 
 
 PREDICTION_MODELS = ("bgnbd", "mbgnbd", "pareto")
+
+# sBG fits of 定期 continuation (kpis.sbg_rows): a start-month cohort gets a fit of its own
+# once it has this many subscriptions with a box, this many cancellations and this many
+# renewals seen: a younger cohort's counts cannot tell the spread of cancellation risk from
+# its mean, and its fit runs off to the boundary. Every cohort still counts in the fit over
+# all subscriptions. Fixed, not a shop setting; the 定期 page states them.
+SBG_MIN_COHORT = 30
+SBG_MIN_CANCELLED = 10
+SBG_MIN_RENEWALS = 3
 
 
 class ThresholdError(ValueError):

@@ -24,7 +24,12 @@ import pyarrow as pa
 from kizuna.analytics.pipeline.config import AnalyticsConfig
 from kizuna.analytics.pipeline.expressions import cpm_segment
 from kizuna.analytics.pipeline.kpis import month_end_day, month_label
-from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, LAPSED_SUFFIX, CpmStage
+from kizuna.analytics.pipeline.segments import (
+    CPM_SEGMENTS,
+    LAPSED_SUFFIX,
+    CpmStage,
+    WhatIfError,
+)
 
 SEGMENTS: tuple[str, ...] = tuple(CPM_SEGMENTS)
 N_SEGMENTS = len(SEGMENTS)
@@ -263,10 +268,6 @@ def flows_from_arrow(
 
 
 # --- the Markov model --------------------------------------------------------------------------
-
-
-class WhatIfError(ValueError):
-    """A what-if change that cannot be applied; the message says why, in Japanese."""
 
 
 @dataclass(frozen=True)

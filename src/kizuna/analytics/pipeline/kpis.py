@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from kizuna.analytics.clv import sbg
+from kizuna.analytics.pipeline.config import SBG_MIN_CANCELLED, SBG_MIN_COHORT, SBG_MIN_RENEWALS
 
 Row = dict[str, Any]
 
@@ -282,13 +283,6 @@ def churn_rows(starts: pa.Table, cancels: pa.Table, *, as_of_month: int) -> list
     )
 
 
-# A start-month cohort gets a fit of its own once it has this many subscriptions with a box,
-# this many cancellations and this many renewals seen: a younger cohort's counts cannot tell
-# the spread of cancellation risk from its mean, and its fit runs off to the boundary. Every
-# cohort still counts in the fit over all subscriptions.
-SBG_MIN_COHORT = 30
-SBG_MIN_CANCELLED = 10
-SBG_MIN_RENEWALS = 3
 SBG_HORIZON = 12
 # Above this α + β the cohort's subscribers cancel with practically one shared probability
 # (a constant retention rate); the page says so instead of printing α and β in the millions.

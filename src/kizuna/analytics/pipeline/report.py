@@ -21,8 +21,9 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from kizuna.analytics.pipeline.backends import connect_duckdb
-from kizuna.analytics.pipeline.compute import OnStep, PipelineResult, StepClock, compute
+from kizuna.analytics.pipeline.compute import PipelineResult, compute
 from kizuna.analytics.pipeline.config import AnalyticsConfig
+from kizuna.analytics.pipeline.steps import OnStep, StepClock
 from kizuna.analytics.pipeline.tables import DEFAULT_COLUMNS, file_tables
 
 REPORT_STEPS = ["load", "summary", "predictions", "repeat", "cohorts", "dynamics", "fans"]

@@ -15,10 +15,10 @@ from django.utils import timezone
 
 from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings, RunStatus
 from kizuna.analytics.pipeline import backends
-from kizuna.analytics.pipeline.backends import Backend
-from kizuna.analytics.pipeline.compute import STEP_LABELS, OnStep, StepClock, compute
-from kizuna.analytics.pipeline.config import AnalyticsConfig
+from kizuna.analytics.pipeline.compute import compute
+from kizuna.analytics.pipeline.config import AnalyticsConfig, Backend
 from kizuna.analytics.pipeline.extract import snapshot_from_database
+from kizuna.analytics.pipeline.steps import STEP_LABELS, OnStep, StepClock
 from kizuna.analytics.pipeline.store import prune_customer_scores, store_result
 from kizuna.analytics.pipeline.tables import Tables, load_snapshot, postgres_tables
 from kizuna.core.audit import Actor

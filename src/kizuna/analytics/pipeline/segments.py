@@ -2,6 +2,8 @@
 
 CPM stage from (purchase count, tenure, total spend), then 現役/離脱 from days since the last
 purchase; every comparison and its side of the boundary is listed in docs/analytics.md.
+Pages and the API import this module, so it imports nothing of the pipeline's engines or
+numerics.
 """
 
 from __future__ import annotations
@@ -74,3 +76,8 @@ def _rfm_grid() -> dict[tuple[int, int], str]:
 
 
 RFM_GRID: dict[tuple[int, int], str] = _rfm_grid()
+
+
+class WhatIfError(ValueError):
+    """A what-if change to the CPM transitions that cannot be applied (dynamics.what_if); the
+    message says why, in Japanese."""
