@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from kizuna.accounts.models import Role, User
@@ -32,6 +33,13 @@ def client_for(users: dict[Role, User]):  # type: ignore[no-untyped-def]
         return client
 
     return login
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    # The cache is per process and outlives each test's database; on SQLite a rolled-back
+    # test hands out the same ids again, so a value cached for "run 1" must not leak.
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

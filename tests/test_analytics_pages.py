@@ -8,6 +8,7 @@ import csv
 import datetime as dt
 import io
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -15,6 +16,7 @@ from django.urls import reverse
 from django_tasks_db.models import DBTaskResult
 
 from kizuna.accounts.models import Role
+from kizuna.analytics import selectors
 from kizuna.analytics.models import (
     AnalyticsRun,
     AnalyticsSettings,
@@ -229,6 +231,18 @@ def test_the_predictions_page_counts_every_customer_once_and_ranks_by_clv(
     assert reverse("web:customer_detail", args=[best.customer_id]) in html
     assert "当てはめたモデル" in html
     assert "BG/NBD" in html
+
+
+def test_a_finished_runs_prediction_histograms_are_counted_once(
+    snapshot: AnalyticsRun, django_assert_num_queries: Any
+) -> None:
+    # given: the page counted them once (about a second over a million customers)
+    first = selectors.prediction_histograms(snapshot)
+    # when: the page is viewed again
+    with django_assert_num_queries(0):
+        again = selectors.prediction_histograms(snapshot)
+    # then: the same distributions, without reading the run's rows again
+    assert again == first
 
 
 def test_analysts_see_customer_ids_but_no_names_or_links(
