@@ -197,6 +197,46 @@ def test_an_undecodable_upload_is_refused_with_its_place(client_for: ClientFor) 
 
 
 @pytest.mark.django_db
+def test_a_refused_upload_does_not_say_every_row_was_fine(client_for: ClientFor) -> None:
+    client = client_for(Role.MARKETER)
+    # when a file with an unreadable byte is refused before any row is read
+    post_import(client, upload("eccube_orders_bad_byte_cp932.csv"), dry_run="")
+    run = ImportRun.objects.get()
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    # then the report neither says no row failed nor shows a table of zeros
+    assert "取り込めなかった行はありません" not in page
+    assert "取り込みを中止したため、何も取り込んでいません" in page
+    assert "読んだ行" not in page
+
+
+@pytest.mark.django_db
+def test_refusals_speak_of_the_page_not_of_command_line_options(client_for: ClientFor) -> None:
+    client = client_for(Role.MARKETER)
+    # when a file of an unknown layout is uploaded with 自動判定
+    post_import(client, upload("generic_orders.csv"))
+    unknown = ImportRun.objects.get()
+    # and a file with bad rows is uploaded with 「1行でも誤りがあれば何も取り込まない」
+    post_import(client, upload("eccube_orders_bad_rows.csv"), strict="on")
+    strict = ImportRun.objects.exclude(pk=unknown.pk).get()
+    # then each message names what to choose on this page
+    assert unknown.status == strict.status == ImportStatus.REFUSED
+    assert "形式「汎用CSV」とマッピングファイル" in unknown.message
+    assert "「1行でも誤りがあれば何も取り込まない」指定" in strict.message
+
+
+@pytest.mark.django_db
+def test_a_dry_run_counts_rows_it_could_import_not_rows_it_imported(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(Role.MARKETER)
+    post_import(client, upload("eccube_orders_cp932.csv"))
+    run = ImportRun.objects.get()
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "取り込める行" in page
+    assert "取り込んだ行" not in page
+
+
+@pytest.mark.django_db
 def test_bad_rows_are_paginated(client_for: ClientFor) -> None:
     # given 60 one-row orders, each with an unreadable 個数
     text = (DATA / "eccube_orders_cp932.csv").read_bytes().decode("cp932")

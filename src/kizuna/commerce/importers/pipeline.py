@@ -251,7 +251,8 @@ def _detect(header: Header, kind: str, has_mapping: bool) -> str:
     what = "注文" if kind == "orders" else "顧客"
     raise ImportRefused(
         f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。"
-        "EC-CUBE・Shopify 以外のCSVは --format generic と --mapping で列の対応を指定してください。"
+        "EC-CUBE・Shopify 以外のCSVは、形式「汎用CSV」とマッピングファイル"
+        "(コマンドでは --format generic と --mapping)で列の対応を指定してください。"
     )
 
 
@@ -428,7 +429,7 @@ class Importer:
         if strict and self.result.errors.count:
             self._refuse(
                 f"{self.result.rows_rejected:,}行に誤りがあるため、何も取り込みませんでした"
-                "(--strict: すべての行が正しいときだけ取り込みます)。"
+                "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
             )
 
     def _import_pass(self) -> None:
@@ -546,7 +547,10 @@ class Importer:
     def _refuse_or_reject(self, unit: _Unit, exc: ValidationError | DatabaseError) -> None:
         self._reject(unit, self._write_errors(unit, exc))
         if self.options.strict:
-            self._refuse("取り込み中に誤りが見つかったため、何も取り込みませんでした(--strict)。")
+            self._refuse(
+                "取り込み中に誤りが見つかったため、何も取り込みませんでした"
+                "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
+            )
 
     def _consents(
         self, parsed: list[ParsedCustomer], customers: list[Customer | None]
