@@ -248,6 +248,25 @@ def test_confirming_merges_and_shows_the_merge(
     assert merge.merged_by == "operator-user"
 
 
+def test_the_absorbed_records_page_leads_to_the_survivor(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # given: a merge that kept the newer record
+    client = client_for(Role.OPERATOR)
+    client.post(
+        reverse("duplicates:merge", args=[candidate.pk]), {"survivor": candidate.customer_b_id}
+    )
+    # when: someone opens the absorbed record (from an old link or the audit log)
+    html = client.get(
+        reverse("web:customer_detail", args=[candidate.customer_a_id])
+    ).content.decode()
+    # then: it says where the customer went, with a link
+    survivor = reverse("web:customer_detail", args=[candidate.customer_b_id])
+    assert f'<a href="{survivor}">顧客ID {candidate.customer_b_id}</a> に統合されました' in html
+    # and the survivor's own page says nothing of the kind
+    assert "に統合されました" not in client.get(survivor).content.decode()
+
+
 def test_a_second_click_on_merge_does_not_merge_twice(
     client_for: ClientFor, candidate: DuplicateCandidate
 ) -> None:
