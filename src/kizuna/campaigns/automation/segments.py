@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThanOrEqual
@@ -59,6 +59,10 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 MAX_DEPTH = 4
 MAX_CONDITIONS = 40
 MAX_DAYS = 3650
+# Beyond these a number overflows the database's integer and a date its calendar (500s).
+MAX_NUMBER = 10**12
+MAX_AGE = 150
+FIRST_DATE, LAST_DATE = dt.date(1900, 1, 1), dt.date(2999, 12, 31)
 # Orders that did not happen (cancelled before shipping, returned) never count as purchases.
 VOID_ORDER = (OrderStatus.CANCELLED, OrderStatus.RETURNED)
 
@@ -125,6 +129,7 @@ class Condition:
     # Behaviour conditions may narrow to products: {"products": ["SK-MN-01", …]}.
     with_products: bool = False
     help: str = ""
+    max_value: int = MAX_NUMBER
 
     def choice_list(self) -> list[tuple[str, str]]:
         return self.choices() if self.choices is not None else []
@@ -165,6 +170,21 @@ def _choice_q(lookup: str, operator: str, value: Sequence[Any]) -> Q:
 
 def _exists_q(queryset: QuerySet[Any], operator: str) -> Q:
     return Q(Exists(queryset)) if operator in ("in", "exists") else ~Q(Exists(queryset))
+
+
+def _customer_in(rows: QuerySet[Any], customer: str, *, negate: bool) -> Q:
+    """Customers with (or, `negate`, without) one of `rows`, whose `customer` is the customer's
+    id: `pk IN (one uncorrelated SELECT)`, for tables that also have an index leading with what
+    the condition filters on (kind and time, product, status and date).
+
+    Without statistics SQLite runs a correlated EXISTS through that index for every customer
+    instead of the customer's own index: minutes over 100,000 customers, where this reads the
+    matching rows once. PostgreSQL plans an EXISTS well, and runs `NOT IN (SELECT …)` row by
+    row once the ids outgrow its work_mem, so a negated condition stays NOT EXISTS there."""
+    if negate and connection.vendor == "postgresql":
+        return ~Q(Exists(rows.filter(**{customer: OuterRef("pk")})))
+    q = Q(pk__in=rows.values(customer))
+    return ~q if negate else q
 
 
 def _date_bounds(operator: str, value: Any, clock: Clock) -> tuple[dt.date | None, dt.date | None]:
@@ -211,9 +231,10 @@ def _simple_choice(lookup: str, cast: Callable[[str], Any] = str) -> Compiler:
 
 def _age(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
     # Age ≥ a ⇔ born on or before today a years ago; age ≤ b ⇔ born after today b+1 years ago.
-    low, high = (value, None) if op == "gte" else (None, value) if op == "lte" else value
     if op == "eq":
         low, high = value, value
+    else:
+        low, high = (value, None) if op == "gte" else (None, value) if op == "lte" else value
     q = Q(birthday__isnull=False)
     if low is not None:
         q &= Q(birthday__lte=years_before(clock.today, low))
@@ -288,8 +309,9 @@ def _first_order(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clo
 
 def _bought(lookup: str) -> Compiler:
     def compile_(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
-        lines = OrderLine.objects.filter(order__customer=OuterRef("pk"), **{f"{lookup}__in": value})
-        return _exists_q(lines.exclude(order__status__in=VOID_ORDER), op)
+        lines = OrderLine.objects.filter(**{f"{lookup}__in": value})
+        bought = lines.exclude(order__status__in=VOID_ORDER)
+        return _customer_in(bought, "order__customer_id", negate=op not in ("in", "exists"))
 
     return compile_
 
@@ -312,11 +334,10 @@ def _deliveries(op: str, value: Any, c: Condition, rule: Mapping[str, Any], cloc
 
 def _next_delivery(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
     subs = Subscription.objects.filter(
-        customer=OuterRef("pk"),
         status=SubscriptionStatus.ACTIVE,
         **_day_filter("next_delivery_on", op, value, clock),
     )
-    return Q(Exists(subs))
+    return _customer_in(subs, "customer_id", negate=False)
 
 
 # --- points -----------------------------------------------------------------------------------
@@ -349,12 +370,10 @@ def _points_expiring(op: str, value: Any, c: Condition, rule: Mapping[str, Any],
 def _behaviour(kind: BehaviourKind) -> Compiler:
     def compile_(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
         since = clock.now - dt.timedelta(days=value)
-        events = BehaviourEvent.objects.filter(
-            customer=OuterRef("pk"), kind=kind, occurred_at__gte=since
-        )
+        events = BehaviourEvent.objects.filter(kind=kind, occurred_at__gte=since)
         if rule.get("products"):
             events = events.filter(product__code__in=rule["products"])
-        return Q(Exists(events)) if op == "within_days" else ~Q(Exists(events))
+        return _customer_in(events, "customer_id", negate=op != "within_days")
 
     return compile_
 
@@ -426,7 +445,7 @@ def _core_conditions() -> list[Condition]:
             _simple_choice("gender"),
             _str_choices(Gender.choices),
         ),
-        Condition("age", "年齢", profile, NUMBER_OPS, _age, unit="歳"),
+        Condition("age", "年齢", profile, NUMBER_OPS, _age, unit="歳", max_value=MAX_AGE),
         Condition(
             "acquisition_channel",
             "獲得経路",
@@ -681,32 +700,45 @@ class _Checker:
             unknown = [str(v) for v in value if str(v) not in self.choices(condition)]
             return f"選べない値です: {', '.join(unknown)}" if unknown else ""
         if shape in (Shape.NUMBER, Shape.DAYS):
-            return _number_error(shape, value)
-        return _range_error(shape, value)
+            return _number_error(shape, value, condition.max_value)
+        return _range_error(shape, value, condition.max_value)
 
 
-def _number_error(shape: Shape, value: Any) -> str:
+def _number_error(shape: Shape, value: Any, maximum: int) -> str:
     if not _is_int(value) or value < 0:
         return "0以上の整数を入力してください"
     if shape == Shape.DAYS and not 1 <= value <= MAX_DAYS:
         return f"日数は1〜{MAX_DAYS}で入力してください"
+    if value > maximum:
+        return f"0〜{maximum:,}の整数で入力してください"
     return ""
 
 
-def _range_error(shape: Shape, value: Any) -> str:
+def _range_error(shape: Shape, value: Any, maximum: int) -> str:
     if not isinstance(value, list) or len(value) != 2:
         return "範囲の始まりと終わりを入力してください"
     if shape == Shape.RANGE:
         if not all(_is_int(v) and v >= 0 for v in value):
             return "範囲は0以上の整数で入力してください"
+        if any(v > maximum for v in value):
+            return f"範囲は0〜{maximum:,}の整数で入力してください"
     else:
-        try:
-            value = [dt.date.fromisoformat(str(v)) for v in value]
-        except ValueError:
-            return "日付は YYYY-MM-DD の形で入力してください"
+        message, value = _dates_of(value)
+        if message:
+            return message
     if value[0] > value[1]:
         return "範囲の始まりが終わりより後になっています"
     return ""
+
+
+def _dates_of(value: list[Any]) -> tuple[str, list[Any]]:
+    try:
+        dates = [dt.date.fromisoformat(str(v)) for v in value]
+    except ValueError:
+        return "日付は YYYY-MM-DD の形で入力してください", value
+    if not all(FIRST_DATE <= d <= LAST_DATE for d in dates):
+        return f"日付は{FIRST_DATE:%Y/%m/%d}〜{LAST_DATE:%Y/%m/%d}の間で入力してください", value
+    return "", dates
 
 
 def _is_int(value: Any) -> bool:
