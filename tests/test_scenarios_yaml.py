@@ -154,6 +154,29 @@ def test_a_bad_file_changes_nothing_and_names_every_problem() -> None:
     assert export_yaml() == before
 
 
+def test_names_longer_than_their_columns_are_refused_by_place() -> None:
+    # The forms' maxlength stops a browser; a file is checked here, or PostgreSQL would
+    # refuse the row with a server error (and SQLite quietly store it).
+    _library()
+    before = export_yaml()
+    document = yaml.safe_load(before)
+    document["segments"][0]["name"] = "セ" * 101
+    document["templates"][0]["subject"] = "件" * 201
+    document["scenarios"][0]["name"] = "シ" * 101
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    messages = excinfo.value.messages
+    assert any(
+        m.startswith("segments[1]") and "名前は100文字以内で入力してください(いま101文字)" in m
+        for m in messages
+    )
+    assert any(
+        m.startswith("templates[1]") and "件名・タイトルは200文字以内" in m for m in messages
+    )
+    assert any(m.startswith("scenarios[1]") and "名前は100文字以内" in m for m in messages)
+    assert export_yaml() == before
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -34,7 +34,7 @@ from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThanOrEqual
 
 from kizuna.campaigns.automation.clock import JST, jst_at, jst_date, years_before
-from kizuna.campaigns.automation.models import Segment
+from kizuna.campaigns.automation.models import Segment, too_long
 from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
@@ -859,6 +859,7 @@ def segment_save(
     errors = validate_rules(rules)
     if not name.strip():
         errors.insert(0, "名前を入力してください")
+    errors[:0] = too_long(Segment, name=name.strip())
     if segment is None:
         if not isinstance(key, str) or not KEY_RE.match(key):
             errors.insert(

@@ -30,6 +30,7 @@ from kizuna.campaigns.automation.models import (
     Segment,
     StepAnchor,
     StepDispatch,
+    too_long,
 )
 from kizuna.campaigns.automation.templating import TemplateRenderError, compile_template
 from kizuna.campaigns.models import Channel, Purpose
@@ -91,6 +92,7 @@ def template_save(
         errors.append(f"識別名「{key}」のテンプレートは既にあります")
     if not name.strip():
         errors.append("テンプレートの名前を入力してください")
+    errors.extend(too_long(MessageTemplate, name=name.strip(), subject=subject))
     try:
         compile_template(subject=subject, text=text, html=html)
     except TemplateRenderError as exc:
@@ -139,6 +141,7 @@ def offer_save(
         errors.append(f"識別名「{key}」のオファーは既にあります")
     if not name.strip():
         errors.append("オファーの名前を入力してください")
+    errors.extend(too_long(Offer, name=name.strip(), code=code.strip()))
     if kind not in OfferKind.values:
         errors.append("オファーの種類を選んでください")
     if not isinstance(value, int) or value < 0:
@@ -186,6 +189,7 @@ def validate_scenario(
     name = str(spec.get("name") or "").strip()
     if not name:
         errors.append("シナリオの名前を入力してください")
+    errors.extend(too_long(Scenario, name=name))
     trigger = spec.get("trigger") or {}
     if not isinstance(trigger, Mapping):
         trigger = {}
