@@ -335,3 +335,21 @@ def test_best_channel_with_nowhere_to_go_is_skipped_with_a_reason() -> None:
     message.refresh_from_db()
     assert message.status == OutboxStatus.SKIPPED
     assert message.reason.startswith("送信できるチャネルがありません")
+
+
+def test_excel_list_keeps_text_that_starts_with_equals_as_text(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given: a name from the shop's cart and a message body that start like spreadsheet formulas
+    customer = postal_customer(family_name='=HYPERLINK("http://x.example","a")')
+    content = {"title": "=1+1", "text": "-2+3 ご案内"}
+    mail(customer, "dm-formula", channel="postal", content=content)
+    DeliveryWorker().drain()
+    delivery_list = DeliveryList.objects.get()
+    # when: the printer's Excel file is downloaded
+    book = load_workbook(io.BytesIO(download(client_for(Role.MARKETER), delivery_list, "xlsx")))
+    sheet = book.active
+    assert sheet is not None
+    cells = {cell.value: cell.data_type for cell in next(sheet.iter_rows(min_row=2, max_row=2))}
+    # then: Excel shows the text as written and runs nothing
+    assert cells["=1+1"] == "s"
+    assert cells["-2+3 ご案内"] == "s"
+    assert all(kind == "s" for value, kind in cells.items() if value)

@@ -208,3 +208,24 @@ def test_bounce_notifications_are_applied_by_command(tmp_path, capsys) -> None: 
         "gone@example.jp": "bounce",
         "angry@example.jp": "complaint",
     }
+
+
+def test_removing_a_suppression_twice_or_with_a_broken_id_explains_it(client_for) -> None:  # type: ignore[no-untyped-def]
+    row, _ = suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="hanako@example.jp",
+        reason=SuppressionReason.MANUAL,
+        acting_user=STAFF,
+    )
+    marketer = client_for(Role.MARKETER)
+    assert (
+        marketer.post("/delivery/suppressions/", {"action": "remove", "id": row.pk}).status_code
+        == 302
+    )
+    # the same form again (a second tab, the browser's back button) or a broken id
+    for broken in (row.pk, "abc", "", "9" * 30, "１"):
+        response = marketer.post(
+            "/delivery/suppressions/", {"action": "remove", "id": broken}, follow=True
+        )
+        assert response.status_code == 200
+        assert "すでに配信停止リストから外されています" in response.content.decode()

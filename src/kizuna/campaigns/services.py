@@ -218,14 +218,23 @@ def delivery_list_export(
 
 def _xlsx(header: list[str], rows: Iterator[list[str]], *, title: str) -> tuple[bytes, int]:
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import Cell
 
     book = Workbook(write_only=True)
     sheet = book.create_sheet(title=title[:31])
+
+    def text(value: str) -> Cell:
+        # Names and addresses come from the shop's cart: "=…" stays text, never a formula.
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"
+        return cell
+
     sheet.append(header)
     count = 0
     # Postal codes, phone numbers and order numbers stay text, so Excel keeps leading zeros.
     for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is used below
-        sheet.append(row)
+        sheet.append([text(value) if isinstance(value, str) and value else value for value in row])
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue(), count

@@ -226,7 +226,14 @@ def suppressions(request: HttpRequest) -> HttpResponse:
     form = SuppressionForm()
     if request.method == "POST":
         if request.POST.get("action") == "remove":
-            row = get_object_or_404(Suppression, pk=request.POST.get("id"))
+            pk = request.POST.get("id", "")
+            # Digits that fit a 64-bit id; anything else cannot name a row.
+            known = pk.isascii() and pk.isdigit() and len(pk) <= 18
+            row = Suppression.objects.filter(pk=int(pk)).first() if known else None
+            if row is None:
+                # A second tab or the back button: the row is gone already.
+                messages.info(request, "この宛先はすでに配信停止リストから外されています。")
+                return redirect("outbox:suppressions")
             suppression_remove(suppression=row, acting_user=_user(request))
             messages.success(request, f"{row.address} を配信停止リストから外しました。")
             return redirect("outbox:suppressions")
