@@ -177,6 +177,25 @@ def test_a_held_backlog_is_shown_and_confirmed_on_the_scenario_page(
     assert backlog.decided_by == "marketer-user"
 
 
+def test_discarding_a_held_backlog_asks_to_be_sure(client_for: Login, welcome: Scenario) -> None:
+    tick(jst(2026, 5, 2, 10))
+    make_order(make_customer(), ordered_at=jst(2026, 5, 3, 9))
+    tick(jst(2026, 5, 6, 10))  # after a stop: held
+    backlog = Backlog.objects.get()
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:backlog_discard", args=[backlog.pk])
+    # when: the button is pressed without ticking 「破棄してよい」
+    html = client.post(url, follow=True).content.decode()
+    # then: nothing is discarded, and the page says what to do
+    backlog.refresh_from_db()
+    assert backlog.status == Backlog.Status.PENDING
+    assert "「破棄してよい」にチェックを入れてから" in html
+    # when: ticked
+    client.post(url, {"sure": "1"})
+    backlog.refresh_from_db()
+    assert backlog.status == Backlog.Status.DISCARDED
+
+
 def test_activation_is_refused_with_the_reason(client_for: Login) -> None:
     draft = scenario_save(
         scenario=None,

@@ -537,6 +537,13 @@ def backlog_decide(request: HtmxHttpRequest, pk: int, decision: str) -> HttpResp
                 request,
                 f"{backlog.size:,}件の送信を承認しました。次回のスケジューラ実行で送信キューに入ります。",
             )
+        elif request.POST.get("sure") != "1":
+            # Discarding cannot be undone: one click on the wrong button must not do it.
+            messages.error(
+                request,
+                "破棄するには「破棄してよい」にチェックを入れてから押してください"
+                "(破棄したメッセージは元に戻せません)。",
+            )
         else:
             backlog_discard(backlog=backlog, acting_user=request.user)
             messages.success(request, f"{backlog.size:,}件を破棄しました。送信されません。")
