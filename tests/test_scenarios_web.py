@@ -238,6 +238,17 @@ def test_templates_are_created_and_previewed_with_a_real_customer(client_for: Lo
     assert MessageTemplate.objects.filter(key="thanks-2").exists()
 
 
+def test_the_preview_shows_where_the_unsubscribe_link_goes(client_for: Login) -> None:
+    fields = {"subject": "ご案内", "text": "配信停止はこちら: {{ unsubscribe_url }}", "html": ""}
+    html = (
+        client_for(Role.MARKETER)
+        .post(reverse("scenarios:template_preview"), fields, headers=HTMX)
+        .content.decode()
+    )
+    assert "/u/お客様ごとの配信停止リンク" in html
+    assert "{{unsubscribe_url}}" not in html
+
+
 def test_a_template_with_a_forbidden_tag_is_not_saved(client_for: Login) -> None:
     response = client_for(Role.MARKETER).post(
         reverse("scenarios:template_create"),

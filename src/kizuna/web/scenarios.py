@@ -58,6 +58,7 @@ from kizuna.campaigns.automation.templating import (
     customer_contexts,
 )
 from kizuna.campaigns.models import Channel, Purpose
+from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
@@ -674,7 +675,11 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
             text=request.POST.get("text", ""),
             html=request.POST.get("html", ""),
         )
-        rendered = compiled.render(context)
+        # The worker puts each recipient's own one-click link in at sending; the preview shows
+        # where it goes rather than the raw placeholder.
+        rendered = fill_unsubscribe_url(
+            compiled.render(context), unsubscribe_url("お客様ごとの配信停止リンク")
+        )
     except TemplateRenderError as exc:
         errors.extend(exc.messages)
     return render(
