@@ -227,9 +227,7 @@ def suppressions(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         if request.POST.get("action") == "remove":
             pk = request.POST.get("id", "")
-            # Digits that fit a 64-bit id; anything else cannot name a row.
-            known = pk.isascii() and pk.isdigit() and len(pk) <= 18
-            row = Suppression.objects.filter(pk=int(pk)).first() if known else None
+            row = Suppression.objects.filter(pk=pk).first() if pk.isdigit() else None
             if row is None:
                 # A second tab or the back button: the row is gone already.
                 messages.info(request, "この宛先はすでに配信停止リストから外されています。")
