@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -39,8 +40,10 @@ def test_logged_out_visitors_are_sent_to_the_login_page(client) -> None:  # type
 
 
 def test_an_empty_outbox_says_so(client_for) -> None:  # type: ignore[no-untyped-def]
-    page = client_for(Role.MARKETER).get("/delivery/").content.decode()
-    assert "まだメッセージはありません" in page
+    client = client_for(Role.MARKETER)
+    page = client.get("/delivery/").content.decode()
+    counts = client.get("/delivery/?part=counts", headers={"HX-Request": "true"}).content.decode()
+    assert "まだメッセージはありません" in counts
     assert "見送り・失敗はありません" in page
     assert "リストはまだありません" in page
     # only admins see the switch and the rules
@@ -57,10 +60,23 @@ def test_counts_and_skip_reasons_are_shown(client_for) -> None:  # type: ignore[
     mail(customer, "no-consent")
     mail(customer, "waiting", send_after=dt.datetime(2099, 1, 1, tzinfo=dt.UTC))
     DeliveryWorker().drain()
-    page = client_for(Role.MARKETER).get("/delivery/").content.decode()
+    client = client_for(Role.MARKETER)
+    page = client.get("/delivery/").content.decode()
     assert "配信同意がありません" in page
     assert "未同意" in page
     assert "送信者情報(名称・住所・苦情窓口)が未設定です" in page
+    # The table of counts follows the page (it reads the whole outbox); without JavaScript the
+    # same address shows it inside the whole page.
+    assert "数えています" in page
+    counts = client.get("/delivery/?part=counts", headers={"HX-Request": "true"}).content.decode()
+    assert "<html" not in counts
+    cells = re.findall(r'<td class="num">([^<]*)</td>', counts)
+    assert "メール" in counts
+    assert cells == ["1", "0", "0", "1", "0"]  # one waiting, one skipped
+    whole = client.get("/delivery/?part=counts").content.decode()
+    assert "<html" in whole
+    assert "数えています" not in whole
+    assert re.findall(r'<td class="num">([^<]*)</td>', whole)[:5] == cells
 
 
 def test_problems_list_the_most_recently_due_first_across_pages(client_for) -> None:  # type: ignore[no-untyped-def]
