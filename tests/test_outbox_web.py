@@ -102,6 +102,11 @@ def test_problems_list_the_most_recently_due_first_across_pages(client_for) -> N
     assert reasons(second) == [f"理由{n:02d}" for n in range(5)]
     assert "全25件" in first
     assert first.index("理由24") < first.index("理由23") < first.index("理由05")
+    # Without JavaScript the pager is a plain link: it keeps the other pager's page (lists=).
+    paged = client.get("/delivery/?lists=1").content.decode()
+    assert 'href="/delivery/?lists=1&amp;page=2"' in paged
+    fragment = client.get("/delivery/?lists=1&page=2&part=problems", headers={"HX-Request": "true"})
+    assert 'hx-get="/delivery/?lists=1&amp;page=1&amp;part=problems"' in fragment.content.decode()
 
 
 def test_admin_pauses_and_resumes_sending_and_it_is_audited(client_for) -> None:  # type: ignore[no-untyped-def]
