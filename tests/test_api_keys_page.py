@@ -119,6 +119,13 @@ def test_a_taken_webhook_name_is_refused(client_for: Callable[[Role], Client]) -
     response = admin.post("/settings/api-keys/webhooks/new/", {"name": "2号店", "slug": "eccube"})
     assert "この識別名はすでに使われています" in response.content.decode()
     assert WebhookSource.objects.count() == 1
+    # A revoked sender's identifier stays its own: the refusal says so and suggests another.
+    source = WebhookSource.objects.get()
+    admin.post("/settings/api-keys/", {"action": "revoke_source", "id": str(source.pk)})
+    again = admin.post("/settings/api-keys/webhooks/new/", {"name": "新本店", "slug": "eccube"})
+    assert "失効した送信元「本店」が使っていたため使えません" in again.content.decode()
+    assert "「eccube-2」など別の識別名" in again.content.decode()
+    assert WebhookSource.objects.count() == 1
 
 
 def test_revoke_a_webhook_sender(client_for: Callable[[Role], Client]) -> None:

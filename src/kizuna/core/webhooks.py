@@ -90,8 +90,15 @@ def webhook_source_create(*, name: str, slug: str, acting_user: Any) -> tuple[We
         errors["name"] = "名前を入力してください"
     if not slug:
         errors["slug"] = "識別名は半角英数字とハイフンで入力してください"
-    elif WebhookSource.objects.filter(slug=slug).exists():
-        errors["slug"] = "この識別名はすでに使われています"
+    elif taken := WebhookSource.objects.filter(slug=slug).first():
+        errors["slug"] = (
+            "この識別名はすでに使われています"
+            if taken.revoked_at is None
+            # A revoked sender keeps its identifier, so what it delivered stays attributed to
+            # it (the audit log and the received events name it): say why, and what to do.
+            else f"この識別名は失効した送信元「{taken.name}」が使っていたため使えません。"
+            f"「{slug}-2」など別の識別名にしてください"
+        )
     if errors:
         raise ValidationError(errors)
     actor = Actor.of(acting_user)
