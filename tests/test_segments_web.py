@@ -1,5 +1,6 @@
 """The segment pages: who may open them, the htmx rule builder, the live count and sample,
-saving with Japanese errors that keep the input, and the audited CSV export."""
+saving with Japanese errors that keep the input, the audited CSV export, and deleting a
+segment no scenario uses."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from django.test import Client
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
-from kizuna.campaigns.automation.models import Segment
+from kizuna.campaigns.automation.models import Scenario, Segment
+from kizuna.campaigns.automation.services import scenario_save
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, Identity, IdentityKind
 from tests.factories import make_customer
-from tests.test_scenarios_kit import one, segment
+from tests.test_scenarios_kit import STAFF, one, segment, step
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -128,6 +130,24 @@ def test_the_preview_explains_an_unfinished_condition(client_for: Login) -> None
     assert "0以上の整数を入力してください" in html
 
 
+def test_a_negative_number_gets_the_validators_message(client_for: Login) -> None:
+    data = form(
+        **{
+            "field-0.0": "age",
+            "operator-0.0": "between",
+            "value-0.0-low": "-5",
+            "value-0.0-high": "30",
+        }
+    )
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:create"), {**data, "key": "young", "name": "若い方"}
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "範囲は0以上の整数で入力してください" in html
+    assert 'value="-5"' in html
+
+
 def test_full_width_digits_are_read_as_numbers(client_for: Login) -> None:
     make_customer(prefecture=13)
     data = {
@@ -196,3 +216,85 @@ def test_the_csv_export_streams_members_and_is_audited(client_for: Login, tokyo:
     assert audit.entity_id == str(tokyo.pk)
     assert audit.changes["rows"] == [None, 1]
     assert Customer.objects.count() == 2
+
+
+def test_a_segment_is_deleted_only_once_confirmed(client_for: Login, tokyo: Segment) -> None:
+    client = client_for(Role.MARKETER)
+    url = reverse("segments:delete", args=[tokyo.pk])
+    page = client.get(reverse("segments:edit", args=[tokyo.pk])).content.decode()
+    assert f'action="{url}"' in page
+    assert "削除してよい" in page
+    assert client.get(url).status_code == 405
+    # when: the button is pressed without ticking 「削除してよい」
+    refused = client.post(url, follow=True)
+    # then: nothing is deleted, and the segment's page says what to do
+    assert Segment.objects.filter(pk=tokyo.pk).exists()
+    assert refused.redirect_chain[-1][0] == reverse("segments:edit", args=[tokyo.pk])
+    assert "「削除してよい」にチェックを入れてから" in refused.content.decode()
+    # when: ticked
+    deleted = client.post(url, {"sure": "1"}, follow=True)
+    # then: gone from the list, said so, and audited
+    assert not Segment.objects.filter(pk=tokyo.pk).exists()
+    assert deleted.redirect_chain[-1][0] == reverse("segments:list")
+    assert "セグメント「セグメント tokyo」を削除しました" in deleted.content.decode()
+    audit = AuditLog.objects.get(action="segment.delete")
+    assert (audit.entity_id, audit.actor_label) == (str(tokyo.pk), "marketer-user")
+    assert audit.changes["key"] == ["tokyo", None]
+    assert audit.changes["rules"] == ["都道府県が東京都のいずれか", None]
+    # when: the same form is sent again from a second tab
+    again = client.post(url, {"sure": "1"}, follow=True)
+    # then: a plain answer, not an error page
+    assert again.status_code == 200
+    assert "このセグメントはすでに削除されています" in again.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("use", "place"),
+    [
+        ("audience", "対象セグメント"),
+        ("condition", "ステップ「s1」の送信条件"),
+        ("trigger", "きっかけ「セグメントに入った」"),
+    ],
+)
+def test_a_segment_a_scenario_uses_is_not_deleted(
+    client_for: Login, tokyo: Segment, use: str, place: str
+) -> None:
+    # given: a draft scenario that reads the segment in one place
+    spec: dict[str, Any] = {
+        "key": "welcome",
+        "name": "ようこそシナリオ",
+        "trigger": {"kind": "first_purchase"},
+        "steps": [step()],
+    }
+    if use == "audience":
+        spec["audience"] = tokyo.key
+    elif use == "condition":
+        spec["steps"] = [step(condition=tokyo.key)]
+    else:
+        spec["trigger"] = {"kind": "segment_entered", "segment": tokyo.key}
+    used_by = scenario_save(scenario=None, spec=spec, acting_user=STAFF)
+    client = client_for(Role.MARKETER)
+    # then: the segment's page names the scenario, links to it, and offers no delete button
+    page = client.get(reverse("segments:edit", args=[tokyo.pk])).content.decode()
+    assert f'href="{reverse("scenarios:edit", args=[used_by.pk])}">ようこそシナリオ</a>' in page
+    assert place in page
+    assert "先にシナリオの設定からこのセグメントを外してください" in page
+    assert reverse("segments:delete", args=[tokyo.pk]) not in page
+    # when: a delete is posted anyway (a page opened before the scenario used it)
+    response = client.post(reverse("segments:delete", args=[tokyo.pk]), {"sure": "1"}, follow=True)
+    # then: refused, naming the scenario; nothing is deleted and nothing audited
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "次のシナリオで使われているため削除できません: 「ようこそシナリオ」" in html
+    assert Segment.objects.filter(pk=tokyo.pk).exists()
+    assert Scenario.objects.filter(pk=used_by.pk).exists()
+    assert not AuditLog.objects.filter(action="segment.delete").exists()
+
+
+@pytest.mark.parametrize("role", [Role.OPERATOR, Role.ANALYST])
+def test_only_marketers_and_admins_delete_segments(
+    client_for: Login, tokyo: Segment, role: Role
+) -> None:
+    response = client_for(role).post(reverse("segments:delete", args=[tokyo.pk]), {"sure": "1"})
+    assert response.status_code == 403
+    assert Segment.objects.filter(pk=tokyo.pk).exists()

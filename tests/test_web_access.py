@@ -82,6 +82,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "segments:builder": MARKETING,
     "segments:count": MARKETING,
     "segments:create": MARKETING,
+    "segments:delete": MARKETING,
     "segments:edit": MARKETING,
     "segments:export": MARKETING,
     "segments:preview": MARKETING,

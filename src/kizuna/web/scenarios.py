@@ -8,7 +8,6 @@ data — but change nothing. Operators work on calls and do not see these pages.
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,17 +59,10 @@ from kizuna.campaigns.automation.templating import (
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
-from kizuna.web.http import HtmxHttpRequest, wants_fragment
+from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
 
 EDIT_ROLES = (Role.MARKETER,)
 VIEW_ROLES = (Role.MARKETER, Role.ANALYST)
-
-
-def _int_or_text(raw: str | None) -> int | str:
-    text = unicodedata.normalize("NFKC", raw or "").strip().replace(",", "")
-    if text.lstrip("-").isdigit():
-        return int(text)
-    return raw or ""
 
 
 # --- reading the scenario form ----------------------------------------------------------------
@@ -80,7 +72,7 @@ def _param_value(param: triggers.Param, data: QueryDict) -> Any:
     name = f"param-{param.name}"
     if param.kind == "int":
         raw = data.get(name, "")
-        return _int_or_text(raw) if raw.strip() else None
+        return int_or_text(raw) if raw.strip() else None
     if param.kind == "bool":
         return name in data
     if param.kind == "choices":
@@ -105,8 +97,8 @@ def spec_from_post(data: QueryDict) -> dict[str, Any]:
     for index in data.getlist("step"):
         prefix = f"step-{index}-"
         step: dict[str, Any] = {name: data.get(prefix + name, "") for name in STEP_FIELDS}
-        step["offset_days"] = _int_or_text(step["offset_days"] or "0")
-        step["repeat_monthly"] = _int_or_text(step["repeat_monthly"] or "0")
+        step["offset_days"] = int_or_text(step["offset_days"] or "0")
+        step["repeat_monthly"] = int_or_text(step["repeat_monthly"] or "0")
         step["send_time"] = step["send_time"] or None
         step["offer"] = step["offer"] or None
         step["condition"] = step["condition"] or None
@@ -117,11 +109,11 @@ def spec_from_post(data: QueryDict) -> dict[str, Any]:
         "description": data.get("description", ""),
         "trigger": trigger,
         "audience": data.get("audience") or None,
-        "holdout_percent": _int_or_text(data.get("holdout_percent", "10")),
+        "holdout_percent": int_or_text(data.get("holdout_percent", "10")),
         "purpose": data.get("purpose", Purpose.MARKETING),
         "exit_on": data.getlist("exit_on"),
-        "first_use_days": _int_or_text(data.get("first_use_days", "3")),
-        "attribution_days": _int_or_text(data.get("attribution_days", "30")),
+        "first_use_days": int_or_text(data.get("first_use_days", "3")),
+        "attribution_days": int_or_text(data.get("attribution_days", "30")),
         "steps": steps,
     }
 
@@ -651,7 +643,7 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
     """The template as it is in the form, rendered for a real customer (or a made-up one)."""
     if not wants_fragment(request):
         raise Http404("このURLは画面の中から使われます")
-    raw_id = _int_or_text(request.POST.get("customer", ""))
+    raw_id = int_or_text(request.POST.get("customer", ""))
     customer = (
         Customer.objects.filter(pk=raw_id, merged_into__isnull=True).first()
         if isinstance(raw_id, int)
@@ -716,9 +708,9 @@ def offer_list(request: HtmxHttpRequest) -> HttpResponse:
                 key=values["key"].strip(),
                 name=values["name"],
                 kind=values["kind"],
-                value=_int_or_text(values["value"]),  # type: ignore[arg-type]
+                value=int_or_text(values["value"]),  # type: ignore[arg-type]
                 code=values["code"],
-                valid_days=_int_or_text(values["valid_days"]),  # type: ignore[arg-type]
+                valid_days=int_or_text(values["valid_days"]),  # type: ignore[arg-type]
                 acting_user=request.user,
             )
         except ScenarioError as exc:

@@ -13,12 +13,14 @@ Every builder button ("条件を追加", "グループを追加", "削除") post
 `action=<verb>:<path>`; the server applies it and answers with the builder again (the whole
 page when JavaScript is off), so nothing typed is ever lost. Segments show customers' names,
 so only marketers and admins use these pages.
+
+A segment no scenario uses can be deleted from its page, once 「削除してよい」 is ticked; the
+page of one that is used lists the scenarios that use it, and where, instead.
 """
 
 from __future__ import annotations
 
 import csv
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,25 +47,20 @@ from kizuna.campaigns.automation.segments import (
     SegmentError,
     Shape,
     segment_customers,
+    segment_delete,
     segment_export_rows,
     segment_save,
+    segment_uses,
     validate_rules,
 )
 from kizuna.customers.models import Customer
-from kizuna.web.http import HtmxHttpRequest, wants_fragment
+from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
 
 SEGMENT_ROLES = (Role.MARKETER,)
 SAMPLE_SIZE = 20
 
 
 # --- the tree in the form ---------------------------------------------------------------------
-
-
-def _int_or_text(raw: str) -> int | str:
-    """A typed number (full-width digits too) as int; anything else kept as typed, so the
-    validator can say what is wrong and the builder shows it again."""
-    text = unicodedata.normalize("NFKC", raw).strip().replace(",", "")
-    return int(text) if text.isdigit() else raw
 
 
 def _condition_from(data: QueryDict, path: str) -> dict[str, Any]:
@@ -75,11 +72,11 @@ def _condition_from(data: QueryDict, path: str) -> dict[str, Any]:
     if shape == Shape.CHOICES:
         node["value"] = data.getlist(f"value-{path}")
     elif shape in (Shape.NUMBER, Shape.DAYS):
-        node["value"] = _int_or_text(data.get(f"value-{path}", ""))
+        node["value"] = int_or_text(data.get(f"value-{path}", ""))
     elif shape == Shape.RANGE:
         node["value"] = [
-            _int_or_text(data.get(f"value-{path}-low", "")),
-            _int_or_text(data.get(f"value-{path}-high", "")),
+            int_or_text(data.get(f"value-{path}-low", "")),
+            int_or_text(data.get(f"value-{path}-high", "")),
         ]
     elif shape == Shape.DATE_RANGE:
         node["value"] = [data.get(f"value-{path}-from", ""), data.get(f"value-{path}-to", "")]
@@ -292,6 +289,7 @@ def _page(
 ) -> HttpResponse:
     context = {
         "segment": segment,
+        "uses": segment_uses(segment) if segment is not None else [],
         "values": values,
         "errors": errors or [],
         "preview": preview_for(tree) if tree.get("rules") else None,
@@ -374,6 +372,31 @@ def segment_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         return _save(request, segment)
     return _page(request, segment=segment, tree=segment.rules, values=_values(request, segment))
+
+
+@allow_roles(*SEGMENT_ROLES)
+@require_POST
+def segment_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    segment = Segment.objects.filter(pk=pk).first()
+    if segment is None:
+        # A second tab or the back button: it is gone already.
+        messages.info(request, "このセグメントはすでに削除されています。")
+        return redirect("segments:list")
+    if request.POST.get("sure") != "1":
+        # Deleting cannot be undone: one click on the wrong button must not do it.
+        messages.error(
+            request,
+            "削除するには「削除してよい」にチェックを入れてから押してください"
+            "(削除したセグメントは元に戻せません)。",
+        )
+        return redirect("segments:edit", pk=pk)
+    try:
+        segment_delete(segment=segment, acting_user=request.user)
+    except SegmentError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("segments:edit", pk=pk)
+    messages.success(request, f"セグメント「{segment.name}」を削除しました。")
+    return redirect("segments:list")
 
 
 @allow_roles(*SEGMENT_ROLES)

@@ -11,4 +11,5 @@ urlpatterns = [
     path("<int:pk>/", segments.segment_edit, name="edit"),
     path("<int:pk>/count/", segments.segment_count, name="count"),
     path("<int:pk>/export/", segments.segment_export, name="export"),
+    path("<int:pk>/delete/", segments.segment_delete_view, name="delete"),
 ]

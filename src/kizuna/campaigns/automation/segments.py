@@ -34,7 +34,13 @@ from django.db.models.functions import Coalesce
 from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThanOrEqual
 
 from kizuna.campaigns.automation.clock import JST, jst_at, jst_date, years_before
-from kizuna.campaigns.automation.models import Segment, too_long
+from kizuna.campaigns.automation.models import (
+    Scenario,
+    ScenarioStep,
+    Segment,
+    TriggerKind,
+    too_long,
+)
 from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
@@ -895,6 +901,73 @@ def _segment_values(segment: Segment) -> dict[str, Any]:
     }
 
 
+# --- deleting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentUse:
+    scenario: Scenario
+    places: list[str]
+
+
+def segment_uses(segment: Segment) -> list[SegmentUse]:
+    """The scenarios that read this segment, and where: as the audience, as a step's send
+    condition, or in a "segment entered" trigger. The trigger names the segment by its key in
+    the trigger's settings, which no foreign key protects: deleted from under it, the scenario
+    would fail at every scheduler run."""
+    conditions: dict[int, list[str]] = {}
+    for scenario_id, step_key in (
+        ScenarioStep.objects.filter(condition=segment)
+        .order_by("position", "pk")
+        .values_list("scenario_id", "key")
+    ):
+        conditions.setdefault(scenario_id, []).append(step_key)
+    scenarios = Scenario.objects.filter(
+        Q(audience=segment)
+        | Q(pk__in=list(conditions))
+        | Q(trigger_kind=TriggerKind.SEGMENT_ENTERED, trigger_params__segment=segment.key)
+    ).order_by("name", "pk")
+    uses = []
+    for scenario in scenarios:
+        places = []
+        if scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED and (
+            scenario.trigger_params.get("segment") == segment.key
+        ):
+            places.append(f"きっかけ「{TriggerKind.SEGMENT_ENTERED.label}」")
+        if scenario.audience_id == segment.pk:
+            places.append("対象セグメント")
+        places += [f"ステップ「{key}」の送信条件" for key in conditions.get(scenario.pk, [])]
+        uses.append(SegmentUse(scenario, places))
+    return uses
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment, acting_user: Any) -> None:
+    """Delete a segment no scenario uses, leaving an audit row of what it was. Refuses
+    (SegmentError, naming the scenarios) one that is still used: its foreign keys PROTECT it,
+    but a trigger's reference would not stop the delete."""
+    uses = segment_uses(segment)
+    if uses:
+        names = "、".join(f"「{use.scenario.name}」({'・'.join(use.places)})" for use in uses)
+        raise SegmentError(
+            [
+                f"セグメント「{segment.name}」は次のシナリオで使われているため削除できません: "
+                f"{names}。先にシナリオの設定からこのセグメントを外してください。"
+            ]
+        )
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="segment.delete",
+        instance=segment,
+        customer_id=None,
+        changes={
+            name: [value, None]
+            for name, value in {"key": segment.key, **_segment_values(segment)}.items()
+        },
+    )
+    segment.delete()
+
+
 EXPORT_HEADER = (
     "顧客ID",
     "姓",
@@ -982,13 +1055,16 @@ __all__ = [
     "Clock",
     "Condition",
     "SegmentError",
+    "SegmentUse",
     "Shape",
     "compile_rules",
     "conditions",
     "describe",
     "members",
     "segment_customers",
+    "segment_delete",
     "segment_export_rows",
     "segment_save",
+    "segment_uses",
     "validate_rules",
 ]
