@@ -21,7 +21,8 @@ from kizuna.campaigns.automation.models import (
 )
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import scenario_save
-from tests.factories import make_customer, make_order
+from kizuna.customers.models import IdentityKind
+from tests.factories import add_identity, make_customer, make_order
 from tests.test_scenarios_kit import STAFF, jst, scenario, step, template
 
 pytestmark = pytest.mark.django_db
@@ -229,6 +230,26 @@ def test_templates_are_created_and_previewed_with_a_real_customer(client_for: Lo
         reverse("scenarios:template_preview"), fields, headers=HTMX
     ).content.decode()
     assert "山田 花子 様" in sample
+
+    def preview_for(typed: str) -> str:
+        answer = client.post(
+            reverse("scenarios:template_preview"), {**fields, "customer": typed}, headers=HTMX
+        )
+        return answer.content.decode()
+
+    # A marketer knows a test customer by e-mail or phone rather than by ID.
+    add_identity(customer, IdentityKind.EMAIL, "ichiro.sato@example.jp")
+    add_identity(customer, IdentityKind.PHONE, "+819012345678", "090-1234-5678")
+    assert "佐藤 一郎 様、ありがとうございます。" in preview_for("Ichiro.Sato@example.jp")
+    assert "佐藤 一郎 様、ありがとうございます。" in preview_for("09012345678")
+    # Two 佐藤 are not one customer: the preview says so and names them, never picks one.
+    other = make_customer(family_name="佐藤", given_name="花")
+    both = preview_for("佐藤")
+    assert "山田 花子 様" in both
+    assert "当てはまるお客様が複数います" in both
+    assert f"#{customer.pk} 佐藤 一郎" in both
+    assert f"#{other.pk} 佐藤 花" in both
+    assert "当てはまるお客様は見つかりません" in preview_for("nobody@example.jp")
     refused = client.post(
         reverse("scenarios:template_preview"), {**fields, "text": "{% debug %}"}, headers=HTMX
     )

@@ -59,6 +59,7 @@ from kizuna.campaigns.automation.templating import (
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
+from kizuna.customers.selectors import customer_search
 from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
 
 EDIT_ROLES = (Role.MARKETER,)
@@ -636,6 +637,34 @@ def template_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return _template_page(request, template)
 
 
+PREVIEW_MATCHES = 5
+
+
+def _preview_customer(typed: str) -> tuple[Customer | None, list[str]]:
+    """The customer a template preview is shown for: a customer ID, or anything the customer
+    search finds exactly one customer by (e-mail, phone, cart member ID, order number, name).
+    Nothing typed, or no single match, gives the made-up customer, with a note saying why."""
+    typed = typed.strip()
+    if not typed:
+        return None, []
+    number = int_or_text(typed)
+    if isinstance(number, int):
+        by_id = Customer.objects.filter(pk=number, merged_into__isnull=True).first()
+        if by_id is not None:
+            return by_id, []
+    found = [c for c in customer_search(typed, limit=PREVIEW_MATCHES) if c.merged_into_id is None]
+    if len(found) == 1:
+        return found[0], []
+    if not found:
+        return None, [f"「{typed}」に当てはまるお客様は見つかりません。架空のお客様で表示します。"]
+    shown = "、".join(f"#{c.pk} {c.full_name}" for c in found[: PREVIEW_MATCHES - 1])
+    more = " ほか" if len(found) >= PREVIEW_MATCHES else ""
+    return None, [
+        f"「{typed}」に当てはまるお客様が複数います({shown}{more})。顧客ID・メールアドレス・"
+        "電話番号で1人に絞ってください。架空のお客様で表示します。"
+    ]
+
+
 @allow_roles(*EDIT_ROLES)
 @never_cache
 @require_POST
@@ -643,15 +672,7 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
     """The template as it is in the form, rendered for a real customer (or a made-up one)."""
     if not wants_fragment(request):
         raise Http404("このURLは画面の中から使われます")
-    raw_id = int_or_text(request.POST.get("customer", ""))
-    customer = (
-        Customer.objects.filter(pk=raw_id, merged_into__isnull=True).first()
-        if isinstance(raw_id, int)
-        else None
-    )
-    errors: list[str] = []
-    if request.POST.get("customer", "").strip() and customer is None:
-        errors.append("その顧客IDのお客様は見つかりません。架空のお客様で表示します。")
+    customer, errors = _preview_customer(request.POST.get("customer", ""))
     if customer is not None:
         context = {
             **SAMPLE_CONTEXT,
