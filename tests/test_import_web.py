@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,13 @@ def upload(name: str, content: bytes | None = None) -> SimpleUploadedFile:
     return SimpleUploadedFile(name, data, content_type="text/csv")
 
 
+def form_token(client: Client) -> str:
+    """The one-time token of the upload form, as a browser gets it by opening the page."""
+    page = client.get(reverse("imports:index")).content.decode()
+    found = re.search(r'name="form_token" value="([^"]+)"', page)
+    return found.group(1) if found else ""
+
+
 def post_import(client: Client, file: SimpleUploadedFile, **fields: object):  # type: ignore[no-untyped-def]
     data: dict[str, object] = {
         "kind": "orders",
@@ -42,6 +50,8 @@ def post_import(client: Client, file: SimpleUploadedFile, **fields: object):  # 
         "file": file,
     }
     data.update(fields)
+    if "form_token" not in data:
+        data["form_token"] = form_token(client)
     return client.post(reverse("imports:index"), data)
 
 
@@ -120,6 +130,48 @@ def test_bad_uploads_are_refused_with_a_clear_message(
     response = post_import(client_for(Role.MARKETER), file, **fields)
     assert response.status_code == 400
     assert message in response.content.decode()
+    assert not ImportRun.objects.exists()
+
+
+@pytest.mark.django_db
+def test_sending_the_same_form_twice_starts_one_import(client_for: ClientFor) -> None:
+    client = client_for(Role.MARKETER)
+    token = form_token(client)
+    # when the operator presses 取り込みを始める twice on the same form
+    first = post_import(client, upload("eccube_orders_cp932.csv"), form_token=token)
+    second = post_import(client, upload("eccube_orders_cp932.csv"), form_token=token)
+    # then one import runs, and the second press leads to it with a word on why
+    run = ImportRun.objects.get()
+    assert first["Location"] == second["Location"] == reverse("imports:detail", args=[run.pk])
+    page = client.get(second["Location"]).content.decode()
+    assert "このファイルはすでに受け付けています" in page
+
+
+@pytest.mark.django_db
+def test_a_form_sent_again_with_another_choice_is_a_new_import(client_for: ClientFor) -> None:
+    client = client_for(Role.MARKETER)
+    token = form_token(client)
+    # given a dry run, then Back to the same form (its token comes back with it)
+    post_import(client, upload("eccube_orders_cp932.csv"), form_token=token)
+    # when 試行 is unticked, or another file is chosen, and the form is sent
+    post_import(client, upload("eccube_orders_cp932.csv"), form_token=token, dry_run="")
+    post_import(client, upload("eccube_orders_bad_rows.csv"), form_token=token)
+    # then each is imported: only the same file with the same choices counts as a second press
+    assert list(ImportRun.objects.order_by("id").values_list("original_name", "dry_run")) == [
+        ("eccube_orders_cp932.csv", True),
+        ("eccube_orders_cp932.csv", False),
+        ("eccube_orders_bad_rows.csv", True),
+    ]
+    assert Order.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_form_the_session_did_not_give_out_is_refused(client_for: ClientFor) -> None:
+    response = post_import(
+        client_for(Role.MARKETER), upload("eccube_orders_cp932.csv"), form_token="forged"
+    )
+    assert response.status_code == 400
+    assert "もう一度ファイルを選んで取り込みを始めてください" in response.content.decode()
     assert not ImportRun.objects.exists()
 
 
@@ -225,6 +277,43 @@ def test_refusals_speak_of_the_page_not_of_command_line_options(client_for: Clie
 
 
 @pytest.mark.django_db
+def test_the_run_says_its_format_encoding_and_mode_in_the_forms_words(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(Role.MARKETER)
+    # given a strict dry run of a Shift_JIS EC-CUBE file, with 自動判定 for both
+    post_import(client, upload("eccube_orders_cp932.csv"), strict="on")
+    run = ImportRun.objects.get()
+    # when its page is opened
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    # then it shows what was found, as the form names it, and both ticked boxes
+    assert "<dd>EC-CUBE 4</dd>" in page
+    assert "<dd>Shift_JIS(CP932)</dd>" in page
+    assert "<dd>試行(何も書き込みません)・1行でも誤りがあれば何も取り込まない</dd>" in page
+    facts = " ".join(re.findall(r"<dd>(.*?)</dd>", page))
+    assert "eccube" not in facts
+    assert "cp932" not in facts
+
+
+@pytest.mark.django_db
+def test_a_waiting_run_shows_the_choices_it_was_given(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    run = ImportRun.objects.create(
+        kind="customers",
+        original_name="会員.csv",
+        stored_path="/nonexistent.csv",
+        created_by=users[Role.MARKETER],
+        file_format="generic",
+        strict=True,
+    )
+    page = client_for(Role.MARKETER).get(reverse("imports:detail", args=[run.pk])).content
+    assert "<dd>汎用CSV(マッピングファイルで列を指定)</dd>" in page.decode()
+    assert "<dd>自動判定</dd>" in page.decode()
+    assert "<dd>1行でも誤りがあれば何も取り込まない</dd>" in page.decode()
+
+
+@pytest.mark.django_db
 def test_a_dry_run_counts_rows_it_could_import_not_rows_it_imported(
     client_for: ClientFor,
 ) -> None:
@@ -257,13 +346,19 @@ def test_bad_rows_are_paginated(client_for: ClientFor) -> None:
     first = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
     second = client.get(
         reverse("imports:errors", args=[run.pk]), {"page": 2}, HTTP_HX_REQUEST="true"
-    ).content.decode()
+    )
     # then the rows come a page at a time, in file order
     assert "1 / 2ページ" in first
     assert '<td class="num">2</td>' in first
-    assert "2 / 2ページ" in second
-    assert '<td class="num">61</td>' in second
-    assert "<html" not in second
+    assert "2 / 2ページ" in second.content.decode()
+    assert '<td class="num">61</td>' in second.content.decode()
+    assert "<html" not in second.content.decode()
+    # and the page shown goes into the address bar, where a reload or a shared link opens it
+    assert second["HX-Push-Url"] == reverse("imports:detail", args=[run.pk]) + "?page=2"
+    reloaded = client.get(second["HX-Push-Url"]).content.decode()
+    assert "2 / 2ページ" in reloaded
+    assert '<td class="num">61</td>' in reloaded
+    assert 'href="{}"'.format(reverse("imports:detail", args=[run.pk]) + "?page=1") in reloaded
 
 
 @pytest.mark.django_db

@@ -6,18 +6,23 @@ in the worker (`kizuna worker`) through the Django Tasks API.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 from pathlib import PurePath
 from typing import Any
 
 import yaml
 from django import forms
 from django.conf import settings
+from django.contrib import messages
 from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods
-from django_htmx.http import HttpResponseClientRefresh
+from django_htmx.http import HttpResponseClientRefresh, push_url
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
@@ -46,6 +51,12 @@ FORMAT_CHOICES = [
     ("shopify", "Shopify(注文のみ)"),
     ("generic", "汎用CSV(マッピングファイルで列を指定)"),
 ]
+# A run's format and encoding, shown in the words the form offered them in.
+FORMAT_LABELS = dict(FORMAT_CHOICES)
+# The upload forms this session was given, newest last: token -> None until the form's upload
+# has made its run, then {"run": pk, "upload": fingerprint} (see _upload_fingerprint).
+FORM_TOKENS_SESSION_KEY = "imports_form_tokens"
+MAX_FORM_TOKENS = 20
 
 
 def max_upload_bytes() -> int:
@@ -152,9 +163,35 @@ class ImportForm(forms.Form):
         return cleaned
 
 
+def _issue_form_token(request: HtmxHttpRequest) -> str:
+    """A token for one rendering of the form: its upload makes one run, however often sent."""
+    tokens: dict[str, Any] = request.session.get(FORM_TOKENS_SESSION_KEY, {})
+    token = secrets.token_urlsafe(16)
+    tokens[token] = None
+    # Only the newest forms: a tab opened longer ago than that is asked to choose again.
+    request.session[FORM_TOKENS_SESSION_KEY] = dict(list(tokens.items())[-MAX_FORM_TOKENS:])
+    return token
+
+
+def _upload_fingerprint(data: dict[str, Any]) -> str:
+    """What a resubmission of the same form sends again: the file's bytes and every choice.
+
+    Going back to a form already sent brings its token back too; a different file or choice
+    sent with it is a new import the operator meant, not a second click.
+    """
+    upload: UploadedFile = data["file"]
+    digest = hashlib.sha256()
+    choices = {name: value for name, value in data.items() if name != "file"}
+    digest.update(json.dumps([upload.name, choices], sort_keys=True).encode())
+    for chunk in upload.chunks():
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
     return {
         "form": form,
+        "form_token": _issue_form_token(request),
         "runs": runs_page(request.GET.get("page")),
         "max_upload": _megabytes(max_upload_bytes()),
     }
@@ -165,9 +202,27 @@ def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
 def import_index(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
+        tokens: dict[str, Any] = request.session.get(FORM_TOKENS_SESSION_KEY, {})
+        token = request.POST.get("form_token", "")
+        if token not in tokens:
+            form.add_error(
+                None,
+                "この画面を開いてから時間が経ったため、受け付けませんでした。"
+                "お手数ですが、もう一度ファイルを選んで取り込みを始めてください。",
+            )
         if form.is_valid():
             data = form.cleaned_data
             upload: UploadedFile = data["file"]
+            fingerprint = _upload_fingerprint(data)
+            sent = tokens[token]
+            if sent is not None and sent["upload"] == fingerprint:
+                messages.info(
+                    request,
+                    "このファイルはすでに受け付けています。二重に取り込まないよう、"
+                    "2回目の送信では取り込みを始めませんでした(同じファイルをもう一度"
+                    "取り込むときは、CSV取り込みの画面を開き直してください)。",
+                )
+                return redirect("imports:detail", pk=sent["run"])
             run = import_run_create(
                 kind=data["kind"],
                 chunks=upload.chunks(),
@@ -180,6 +235,8 @@ def import_index(request: HtmxHttpRequest) -> HttpResponse:
                 mapping_yaml=data["mapping"],
                 acting_user=request.user,
             )
+            tokens[token] = {"run": run.pk, "upload": fingerprint}
+            request.session[FORM_TOKENS_SESSION_KEY] = tokens
             return redirect("imports:detail", pk=run.pk)
         return render(request, "web/imports/index.html", _page_context(request, form), status=400)
     return render(request, "web/imports/index.html", _page_context(request, ImportForm()))
@@ -192,6 +249,14 @@ def _run_or_404(pk: int) -> ImportRun:
     return run
 
 
+def _mode_label(run: ImportRun) -> str:
+    """方式 in the words of the form's check boxes, both of them when both were ticked."""
+    strict = str(ImportForm.base_fields["strict"].label)
+    if run.dry_run:
+        return "試行(何も書き込みません)" + (f"・{strict}" if run.strict else "")
+    return strict if run.strict else "正しい行だけ取り込む"
+
+
 def _progress_context(run: ImportRun) -> dict[str, Any]:
     progress = read_progress(run) if not run.finished else None
     percent = None
@@ -200,7 +265,17 @@ def _progress_context(run: ImportRun) -> dict[str, Any]:
             percent = min(100, round(100 * progress["rows"] / progress["total_rows"]))
         elif progress["total_bytes"]:
             percent = min(100, round(100 * progress["bytes_read"] / progress["total_bytes"]))
-    return {"run": run, "progress": progress, "percent": percent}
+    # What the import found once it has read the file; until then, what was chosen (自動判定).
+    file_format = run.summary.get("format") or run.file_format
+    encoding = run.summary.get("encoding") or run.encoding
+    return {
+        "run": run,
+        "progress": progress,
+        "percent": percent,
+        "format_label": FORMAT_LABELS.get(file_format, file_format),
+        "encoding_label": ENCODING_LABELS.get(encoding, encoding),
+        "mode_label": _mode_label(run),
+    }
 
 
 @allow_roles(*IMPORT_ROLES)
@@ -228,10 +303,17 @@ def import_status(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def import_errors(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     run = _run_or_404(pk)
-    context = {"run": run, "errors": errors_page(run, request.GET.get("page"))}
-    template = "web/imports/_errors.html" if wants_fragment(request) else "web/imports/detail.html"
-    if not wants_fragment(request):
+    errors = errors_page(run, request.GET.get("page"))
+    context = {"run": run, "errors": errors}
+    if wants_fragment(request):
+        response = render(request, "web/imports/_errors.html", context)
+        # The page shown goes into the address bar as the detail page's own ?page=, which
+        # that page honours: a reload or a shared link opens the same rows.
+        detail_url = reverse("imports:detail", args=[run.pk])
+        page_url = f"{detail_url}?page={errors.number}" if errors.number > 1 else detail_url
+        push_url(response, page_url)
+    else:
         context.update(_progress_context(run))
-    response = render(request, template, context)
+        response = render(request, "web/imports/detail.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response
