@@ -4,6 +4,7 @@ a confirmation step, 「別人」, the history tabs and undo."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +16,7 @@ from django.utils import timezone
 
 from kizuna.accounts.models import Role
 from kizuna.core.audit import Actor
-from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge
+from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge, duplicate_dismiss
 from kizuna.customers.models import (
     Customer,
     CustomerMerge,
@@ -23,6 +24,7 @@ from kizuna.customers.models import (
     DuplicateStatus,
     IdentityKind,
 )
+from kizuna.customers.resolution import customer_resolve
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
 from tests.factories import add_identity, make_customer, make_order
@@ -334,13 +336,110 @@ def test_dismiss_without_javascript_returns_to_the_same_queue_page(
     assert f"候補 #{candidate.pk} を「別人」として記録しました" in response.content.decode()
 
 
-def test_dismiss_never_redirects_off_site(
-    client_for: ClientFor, candidate: DuplicateCandidate
+@pytest.mark.parametrize(
+    "elsewhere",
+    ["https://evil.example/", "//evil.example/duplicates/", "/admin/", "/duplicates/1/merge/"],
+)
+def test_dismiss_returns_only_to_the_queue_never_elsewhere(
+    client_for: ClientFor, candidate: DuplicateCandidate, elsewhere: str
 ) -> None:
     response = client_for(Role.OPERATOR).post(
-        reverse("duplicates:dismiss", args=[candidate.pk]), {"next": "https://evil.example/"}
+        reverse("duplicates:dismiss", args=[candidate.pk]), {"next": elsewhere}
     )
     assert response["Location"] == reverse("duplicates:queue")
+
+
+def _next_field(html: str) -> str:
+    """The place a queue page's forms send the reviewer back to (the first form's)."""
+    found = re.search(r'name="next" value="([^"]*)"', html)
+    assert found, "no next field"
+    return found.group(1).replace("&amp;", "&")
+
+
+def _link(html: str, text: str) -> str:
+    found = re.search(rf'href="([^"]*)">{text}<', html)
+    assert found, text
+    return found.group(1).replace("&amp;", "&")
+
+
+def test_reopen_from_the_last_page_of_the_dismissed_tab_lands_on_the_page_now_last(
+    client_for: ClientFor,
+) -> None:
+    # given: one more dismissed pair than fits a page; the reviewer is on page 2 of 別人
+    pairs = [_pair(n) for n in range(QUEUE_PER_PAGE + 1)]
+    for pair in pairs:
+        duplicate_dismiss(candidate=pair, acting_user=SYSTEM)
+    client = client_for(Role.OPERATOR)
+    page_two = client.get(reverse("duplicates:queue"), {"status": "dismissed", "page": "2"})
+    html = page_two.content.decode()
+    # when: 確認待ちに戻す on its only pair (the first dismissed)
+    response = client.post(
+        reverse("duplicates:reopen", args=[pairs[0].pk]), {"next": _next_field(html)}
+    )
+    # then: still in 別人, on the page that is now its last
+    assert response["Location"] == reverse("duplicates:queue") + "?status=dismissed&page=1"
+    followed = client.get(response["Location"]).content.decode()
+    assert f"候補 #{pairs[0].pk} を確認待ちに戻しました" in followed
+    assert 'aria-current="page">別人' in followed
+
+
+def test_taking_back_a_dismiss_made_with_htmx_returns_to_the_same_page(
+    client_for: ClientFor,
+) -> None:
+    # given: two pages of open pairs; the reviewer presses 「別人」 on page 2 (htmx)
+    pairs = [_pair(n) for n in range(QUEUE_PER_PAGE + 2)]
+    client = client_for(Role.MARKETER)
+    here = _next_field(client.get(reverse("duplicates:queue"), {"page": 2}).content.decode())
+    fragment = client.post(
+        reverse("duplicates:dismiss", args=[pairs[0].pk]),
+        {"next": here},
+        headers={"HX-Request": "true"},
+    ).content.decode()
+    # when: 「元に戻す」 in the replaced pair
+    response = client.post(
+        reverse("duplicates:reopen", args=[pairs[0].pk]), {"next": _next_field(fragment)}
+    )
+    # then
+    assert response["Location"] == reverse("duplicates:queue") + "?page=2"
+
+
+def test_merging_from_a_queue_page_returns_to_that_page(client_for: ClientFor) -> None:
+    # given: the reviewer presses 「統合する」 on page 2 of 確認待ち
+    pairs = [_pair(n) for n in range(QUEUE_PER_PAGE + 2)]
+    client = client_for(Role.OPERATOR)
+    here = _next_field(client.get(reverse("duplicates:queue"), {"page": 2}).content.decode())
+    url = reverse("duplicates:merge", args=[pairs[0].pk])
+    confirm = client.get(
+        url, {"survivor": str(pairs[0].customer_a_id), "next": here}
+    ).content.decode()
+    # when: confirmed
+    response = client.post(
+        url, {"survivor": pairs[0].customer_a_id, "next": _next_field(confirm)}, follow=True
+    )
+    # then: back on page 2, told what happened and where to take it back
+    assert response.redirect_chain == [(reverse("duplicates:queue") + "?page=2", 302)]
+    html = response.content.decode()
+    assert f"顧客 #{pairs[0].customer_b_id} を顧客 #{pairs[0].customer_a_id} に統合しました" in html
+    assert "「統合済み」から取り消せます" in html
+    assert CustomerMerge.objects.filter(candidate=pairs[0]).exists()
+    # and 「やめる」 on the confirmation page led back there too
+    assert _link(confirm, "やめる") == reverse("duplicates:queue") + "?page=2"
+
+
+def test_undoing_from_the_merged_tab_returns_to_it(client_for: ClientFor) -> None:
+    # given: two pages of merges; the reviewer opens 「統合を取り消す」 on page 2 of 統合済み
+    pairs = [_pair(n) for n in range(QUEUE_PER_PAGE + 1)]
+    for pair in pairs:
+        customer_merge(survivor=pair.customer_a, absorbed=pair.customer_b, acting_user=SYSTEM)
+    client = client_for(Role.OPERATOR)
+    page_two = client.get(reverse("duplicates:queue"), {"status": "merged", "page": "2"})
+    confirm_url = _link(page_two.content.decode(), "統合を取り消す")
+    confirm = client.get(confirm_url).content.decode()
+    # when
+    response = client.post(confirm_url, {"next": _next_field(confirm)})
+    # then: back in 統合済み, on its last page now that page 2 emptied
+    assert response["Location"] == reverse("duplicates:queue") + "?status=merged&page=1"
+    assert "統合を取り消しました" in client.get(response["Location"]).content.decode()
 
 
 def test_merged_history_offers_undo(
@@ -396,6 +495,92 @@ def test_undo_from_the_merge_page(
     again = client.post(url)
     assert again.status_code == 409
     assert "この統合は既に取り消されています" in again.content.decode()
+
+
+def test_an_undone_merge_puts_the_pair_back_for_a_new_decision_with_its_history(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    # given
+    client = client_for(Role.OPERATOR)
+    # when
+    client.post(reverse("duplicates:merge_undo", args=[merge.pk]))
+    # then: no longer under 統合済み ...
+    merged = client.get(reverse("duplicates:queue"), {"status": "merged"}).content.decode()
+    assert "統合した候補はまだありません" in merged
+    assert '統合済み <span class="dup-count">0</span>' in merged
+    # ... but waiting for a decision again, saying it was merged once and taken back
+    queue = client.get(reverse("duplicates:queue")).content.decode()
+    assert f"候補 #{candidate.pk}・" in queue
+    assert "に一度統合し、" in queue
+    assert "operator-user が取り消した候補です" in queue
+    assert reverse("duplicates:merge_detail", args=[merge.pk]) in queue
+
+
+def _match_line(html: str, label: str) -> str:
+    """The 「一致した…」 line of a pair: the values its reason was matched on."""
+    found = re.search(rf"一致した{label}</span>(.*?)</p>", html, re.S)
+    assert found, label
+    return found.group(1)
+
+
+def test_a_pair_proposed_on_a_shared_phone_shows_that_phone(client_for: ClientFor) -> None:
+    # given: a second registration over the phone with the same number and a new e-mail, which
+    # identity resolution proposes (the number stays with the record that already had it)
+    profile = {"family_name": "山田", "given_name": "花子", "family_kana": "ヤマダ"}
+    first = customer_resolve(
+        identities={IdentityKind.PHONE: "090-5555-0001", IdentityKind.EMAIL: "a@example.jp"},
+        profile={**profile, "given_kana": "ハナコ"},
+        acting_user=SYSTEM,
+        source="test",
+    ).customer
+    customer_resolve(
+        identities={IdentityKind.PHONE: "09055550001", IdentityKind.EMAIL: "b@example.jp"},
+        profile={**profile, "given_kana": "ハナゴ"},
+        acting_user=SYSTEM,
+        source="test",
+    )
+    candidate = DuplicateCandidate.objects.get()
+    assert candidate.reason.startswith("同じ電話番号で")
+    # when / then: the reviewer sees the number in the queue and on the confirmation page
+    for role in (Role.OPERATOR, Role.MARKETER, Role.ADMIN):
+        client = client_for(role)
+        pages = [
+            client.get(reverse("duplicates:queue")),
+            client.get(reverse("duplicates:merge", args=[candidate.pk])),
+        ]
+        for page in pages:
+            line = _match_line(page.content.decode(), "電話番号")
+            assert "090-5555-0001" in line, role
+            assert f"顧客ID {first.pk}" in line, role
+    # and the page stays closed to those who may not see personal data
+    analyst = client_for(Role.ANALYST).get(reverse("duplicates:queue"))
+    assert analyst.status_code == 403
+    assert "090-5555-0001" not in analyst.content.decode()
+
+
+def test_a_pair_proposed_on_kana_and_postal_code_shows_both(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    assert "ヤマダ ハナコ" in _match_line(html, "氏名カナ")
+    assert "〒150-0002" in _match_line(html, "郵便番号")
+
+
+def test_a_pair_proposed_on_a_shared_email_shows_that_address(client_for: ClientFor) -> None:
+    holder = make_customer(given_name="一郎")
+    other = make_customer(given_name="次郎")
+    add_identity(holder, IdentityKind.EMAIL, "family@example.jp")
+    candidate = DuplicateCandidate.objects.create(
+        customer_a=holder, customer_b=other, reason="同じメールで別の顧客"
+    )
+    html = (
+        client_for(Role.OPERATOR)
+        .get(reverse("duplicates:merge", args=[candidate.pk]))
+        .content.decode()
+    )
+    line = _match_line(html, "メール")
+    assert "family@example.jp" in line
+    assert f"顧客ID {holder.pk}" in line
 
 
 def test_unknown_records_are_404(client_for: ClientFor) -> None:

@@ -753,11 +753,98 @@ class CustomerCard:
 
 
 @dataclass(frozen=True)
+class Match:
+    """A value the two records were paired on, so the reviewer sees why they were proposed.
+
+    `show` says how the values are written: "phone" and "postal" go through the template
+    filters of the same name, anything else is shown as it is."""
+
+    label: str
+    show: str
+    values: tuple[tuple[str, int], ...]  # (value, id of the customer record holding it)
+    identity: bool  # an identity belongs to one customer only, so only one record holds it
+
+    @property
+    def per_record(self) -> bool:
+        """Whether to say which record holds each value (always for an identity; for a profile
+        value only when the two records no longer agree)."""
+        return self.identity or len(self.values) > 1
+
+
+# The candidate keeps only the sentence identity resolution (resolution.py) wrote, so what a
+# reason was matched on is read back from it: 「同じ{識別子の種類}で…」 for an identity,
+# 「氏名カナと郵便番号が一致」 for the profile match.
+_PROFILE_REASON_WORDS = ("氏名カナ", "郵便番号")
+
+
+def _reason_kind(reason: str) -> IdentityKind | None:
+    return next((kind for kind in IdentityKind if reason.startswith(f"同じ{kind.label}で")), None)
+
+
+def _identities_of(card: CustomerCard, kind: IdentityKind) -> list[Identity]:
+    if kind in (IdentityKind.PHONE, IdentityKind.PBX_CALLER):
+        return card.phones  # one number, whether the customer gave it or the PBX saw it
+    if kind == IdentityKind.EMAIL:
+        return card.emails
+    return [i for i in card.other_ids if i.kind == kind]
+
+
+def _identity_match(kind: IdentityKind, a: CustomerCard, b: CustomerCard) -> Match:
+    """The values of that kind on either record. The record that gave an already registered
+    value was not given it (one value, one customer), so normally only one side has any."""
+    numbers = kind in (IdentityKind.PHONE, IdentityKind.PBX_CALLER)
+    # Written as the records show them beside it: numbers and e-mails normalised, other IDs
+    # as given.
+    normalised = numbers or kind == IdentityKind.EMAIL
+    values = tuple(
+        (
+            identity.value if normalised else identity.display_value or identity.value,
+            card.customer.pk,
+        )
+        for card in (a, b)
+        for identity in _identities_of(card, kind)
+    )
+    return Match(label=kind.label, show="phone" if numbers else "", values=values, identity=True)
+
+
+def _profile_match(words: str, a: Customer, b: Customer) -> Match:
+    """The name kana or postal code, once when both records agree (kana as matching compares
+    it, on its normalised key, so two spellings of one reading count as one)."""
+    kana = words == "氏名カナ"
+    shown = (a.full_kana, b.full_kana) if kana else (a.postal_code, b.postal_code)
+    keys = (a.kana_key, b.kana_key) if kana else shown
+    values = [(shown[0], a.pk)] if shown[0] else []
+    if shown[1] and keys[1] != keys[0]:
+        values.append((shown[1], b.pk))
+    return Match(label=words, show="" if kana else "postal", values=tuple(values), identity=False)
+
+
+def candidate_matches(
+    candidate: DuplicateCandidate, a: CustomerCard, b: CustomerCard
+) -> list[Match]:
+    """The values behind the candidate's reason, read from the two records as they are now
+    ([] for a reason that names none, such as a merge staff made directly)."""
+    kind = _reason_kind(candidate.reason)
+    if kind is not None:
+        return [_identity_match(kind, a, b)]
+    return [
+        _profile_match(words, a.customer, b.customer)
+        for words in _PROFILE_REASON_WORDS
+        if words in candidate.reason
+    ]
+
+
+@dataclass(frozen=True)
 class QueueItem:
     candidate: DuplicateCandidate
     a: CustomerCard
     b: CustomerCard
     merge: CustomerMerge | None  # the merge in force, for merged candidates
+    undone: CustomerMerge | None  # the latest merge taken back, for candidates back in the queue
+
+    @property
+    def matches(self) -> list[Match]:
+        return candidate_matches(self.candidate, self.a, self.b)
 
     @property
     def sides(self) -> tuple[CustomerCard, CustomerCard]:
@@ -842,41 +929,51 @@ def customer_cards(ids: Iterable[int]) -> dict[int, CustomerCard]:
     return cards
 
 
+def _queue_candidates(status: DuplicateStatus) -> models.QuerySet[DuplicateCandidate]:
+    candidates = DuplicateCandidate.objects.filter(status=status)
+    if status == DuplicateStatus.OPEN:
+        return candidates.filter(
+            customer_a__merged_into__isnull=True, customer_b__merged_into__isnull=True
+        ).order_by("-created_at", "-id")
+    return candidates.order_by("-decided_at", "-id")
+
+
 def duplicate_queue(
     *, status: DuplicateStatus, page: str | int | None
 ) -> tuple[Page[DuplicateCandidate], list[QueueItem]]:
     """One page (20) of candidates in `status`: open ones newest first, decided ones by the
     time of the decision. Open pairs with a record since merged away are left out: the
     record no longer exists for staff (undoing that merge brings the pair back)."""
-    candidates = DuplicateCandidate.objects.filter(status=status)
-    if status == DuplicateStatus.OPEN:
-        candidates = candidates.filter(
-            customer_a__merged_into__isnull=True, customer_b__merged_into__isnull=True
-        ).order_by("-created_at", "-id")
-    else:
-        candidates = candidates.order_by("-decided_at", "-id")
-    paginator = Paginator(candidates, QUEUE_PER_PAGE)
+    paginator = Paginator(_queue_candidates(status), QUEUE_PER_PAGE)
     page_obj = paginator.get_page(page)
     rows = list(page_obj.object_list)
     cards = customer_cards(
         [pk for c in rows for pk in (c.customer_a_id, c.customer_b_id)] if rows else []
     )
-    merges: dict[int, CustomerMerge] = {}
-    if status == DuplicateStatus.MERGED and rows:
-        for merge in CustomerMerge.objects.filter(
-            candidate__in=rows, undone_at__isnull=True
-        ).order_by("merged_at"):
-            merges[merge.candidate_id] = merge
+    # The merge in force for a merged pair; for a pair back in the queue, the merge that was
+    # taken back, so whoever decides again sees it was merged once.
+    live: dict[int, CustomerMerge] = {}
+    undone: dict[int, CustomerMerge] = {}
+    if rows and status != DuplicateStatus.DISMISSED:
+        for merge in CustomerMerge.objects.filter(candidate__in=rows).order_by("merged_at", "pk"):
+            (undone if merge.undone_at else live)[merge.candidate_id] = merge
     items = [
         QueueItem(
             candidate=c,
             a=cards[c.customer_a_id],
             b=cards[c.customer_b_id],
-            merge=merges.get(c.pk),
+            merge=live.get(c.pk),
+            undone=undone.get(c.pk) if c.status == DuplicateStatus.OPEN else None,
         )
         for c in rows
     ]
     return page_obj, items
+
+
+def queue_last_page(status: DuplicateStatus) -> int:
+    """The number of the last page of `status` (1 when it is empty), to send a reviewer whose
+    page emptied to the last one that still exists."""
+    return Paginator(_queue_candidates(status), QUEUE_PER_PAGE).num_pages
 
 
 def queue_counts() -> dict[str, int]:

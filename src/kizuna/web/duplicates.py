@@ -8,11 +8,12 @@ views only read the input, call it and show the outcome.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode, urlsplit
+
 from django.contrib import messages
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from kizuna.accounts.access import allow_roles
@@ -36,13 +37,44 @@ def _status(value: str | None) -> DuplicateStatus:
     return DuplicateStatus(value) if value in DuplicateStatus.values else DuplicateStatus.OPEN
 
 
-def _back_to_queue(request: HtmxHttpRequest, status: DuplicateStatus) -> HttpResponseRedirect:
-    """The queue page the form was sent from (same tab and page), or the tab's first page."""
-    back = request.POST.get("next", "")
-    if back and url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
-        return HttpResponseRedirect(back)
+def _queue_url(status: DuplicateStatus, page: int | None = None) -> str:
+    query: dict[str, str | int] = {} if status == DuplicateStatus.OPEN else {"status": status}
+    if page is not None:
+        query["page"] = page
     url = reverse("duplicates:queue")
-    return HttpResponseRedirect(url if status == DuplicateStatus.OPEN else f"{url}?status={status}")
+    return f"{url}?{urlencode(query)}" if query else url
+
+
+def _queue_place(value: str | None) -> tuple[DuplicateStatus, int | None] | None:
+    """The tab and page of a queue address a page or form carried along (`next`), or None
+    when it is not this queue's own address. Only the tab and page are kept and the address is
+    written anew, so `next` can lead nowhere else, on this site or off it."""
+    if not value:
+        return None
+    url = urlsplit(value)
+    if url.scheme or url.netloc or url.path != reverse("duplicates:queue"):
+        return None
+    query = QueryDict(url.query)
+    page = query.get("page", "")
+    return _status(query.get("status")), int(page) if page.isascii() and page.isdigit() else None
+
+
+def _next(request: HtmxHttpRequest) -> str | None:
+    """The queue page the reviewer came from, to go back to (None when not known)."""
+    place = _queue_place(request.POST.get("next") or request.GET.get("next"))
+    return None if place is None else _queue_url(*place)
+
+
+def _back_to_queue(request: HtmxHttpRequest, status: DuplicateStatus) -> HttpResponseRedirect:
+    """The queue page the reviewer came from (same tab and page; the tab's last page when the
+    decision emptied theirs), or the first page of `status`."""
+    place = _queue_place(request.POST.get("next") or request.GET.get("next"))
+    if place is None:
+        return HttpResponseRedirect(_queue_url(status))
+    status, page = place
+    if page is not None:
+        page = max(1, min(page, merging.queue_last_page(status)))
+    return HttpResponseRedirect(_queue_url(status, page))
 
 
 def _tabs() -> list[tuple[DuplicateStatus, str, int]]:
@@ -60,7 +92,8 @@ def duplicate_queue(request: HtmxHttpRequest) -> HttpResponse:
         "tabs": _tabs(),
         "page": page,
         "items": items,
-        "here": request.get_full_path(),
+        # Sent along with every decision, to come back to this tab and page.
+        "here": _queue_url(status, page.number if page.number > 1 else None),
     }
     return render(request, "web/duplicates/queue.html", context)
 
@@ -88,7 +121,7 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             messages.info(request, "この候補は既に統合されています。")
             return redirect("duplicates:merge_detail", pk=live.pk)
         messages.error(request, f"この候補は既に「{candidate.get_status_display()}」です。")
-        return redirect("duplicates:queue")
+        return _back_to_queue(request, DuplicateStatus.OPEN)
     chosen = (
         request.POST.get("survivor") if request.method == "POST" else request.GET.get("survivor")
     )
@@ -105,15 +138,20 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             except merging.MergeError as exc:
                 errors = exc.messages
             else:
-                messages.success(
-                    request,
-                    f"顧客 #{absorbed.pk} を顧客 #{survivor.pk} に統合しました。"
-                    "間違いだった場合はこのページから取り消せます。",
-                )
+                done = f"顧客 #{absorbed.pk} を顧客 #{survivor.pk} に統合しました。"
+                if _next(request) is not None:
+                    messages.success(
+                        request, f"{done}間違いだった場合は「統合済み」から取り消せます。"
+                    )
+                    return _back_to_queue(request, DuplicateStatus.OPEN)
+                messages.success(request, f"{done}間違いだった場合はこのページから取り消せます。")
                 return redirect("duplicates:merge_detail", pk=merge.pk)
     cards = merging.customer_cards([survivor.pk, absorbed.pk])
     context = {
         "candidate": candidate,
+        "matches": merging.candidate_matches(
+            candidate, cards[candidate.customer_a_id], cards[candidate.customer_b_id]
+        ),
         "plan": merging.merge_plan(survivor=survivor, absorbed=absorbed),
         "survivor_card": cards[survivor.pk],
         "absorbed_card": cards[absorbed.pk],
@@ -124,6 +162,7 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             if c.merged_into_id is not None
         ],
         "errors": errors,
+        "back": _next(request),
     }
     return render(
         request, "web/duplicates/merge_confirm.html", context, status=409 if errors else 200
@@ -143,7 +182,12 @@ def duplicate_dismiss(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         messages.error(request, " ".join(exc.messages))
         return _back_to_queue(request, DuplicateStatus.OPEN)
     if wants_fragment(request):
-        context = {"candidate": candidate, "tabs": _tabs(), "status": DuplicateStatus.OPEN}
+        context = {
+            "candidate": candidate,
+            "tabs": _tabs(),
+            "status": DuplicateStatus.OPEN,
+            "back": _next(request) or _queue_url(DuplicateStatus.OPEN),
+        }
         return render(request, "web/duplicates/_decided.html", context)
     messages.success(request, f"候補 #{candidate.pk} を「別人」として記録しました。")
     return _back_to_queue(request, DuplicateStatus.OPEN)
@@ -174,9 +218,8 @@ def _merge_or_404(pk: int) -> merging.MergeDetail:
 def merge_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     detail = _merge_or_404(pk)
     blockers = [] if detail.merge.undone_at else merging.undo_blockers(detail.merge)
-    return render(
-        request, "web/duplicates/merge_detail.html", {"detail": detail, "blockers": blockers}
-    )
+    context = {"detail": detail, "blockers": blockers, "back": _next(request)}
+    return render(request, "web/duplicates/merge_detail.html", context)
 
 
 @allow_roles(*REVIEW_ROLES)
@@ -197,11 +240,17 @@ def merge_undo(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 f"統合を取り消しました。顧客 #{merge.absorbed_id} は元に戻り、"
                 "候補は確認待ちに戻りました。",
             )
+            if _next(request) is not None:
+                return _back_to_queue(request, DuplicateStatus.MERGED)
             return redirect("duplicates:merge_detail", pk=merge.pk)
-    blockers = errors or merging.undo_blockers(detail.merge)
+    back = _next(request)
+    record = reverse("duplicates:merge_detail", args=[pk])
+    context = {
+        "detail": detail,
+        "blockers": errors or merging.undo_blockers(detail.merge),
+        "back": back,
+        "record": f"{record}?{urlencode({'next': back})}" if back else record,
+    }
     return render(
-        request,
-        "web/duplicates/undo_confirm.html",
-        {"detail": detail, "blockers": blockers},
-        status=409 if errors else 200,
+        request, "web/duplicates/undo_confirm.html", context, status=409 if errors else 200
     )
