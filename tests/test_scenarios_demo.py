@@ -20,11 +20,18 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
 )
 from kizuna.campaigns.automation.scheduler import tick
-from kizuna.campaigns.models import OutboxMessage, OutboxStatus
+from kizuna.campaigns.models import DeliverySettings, OutboxMessage, OutboxStatus
+from kizuna.campaigns.sender import current_sender
 from kizuna.commerce.models import Order
 from kizuna.customers.models import TimelineEvent, TimelineKind
 from kizuna.demo.build import build_demo
-from kizuna.demo.scenarios import RESPONSE, DemoScenariosExistError, seed_demo_scenarios
+from kizuna.demo.management.commands.demo import FILE_BACKEND, worker_environment
+from kizuna.demo.scenarios import (
+    RESPONSE,
+    DemoScenariosExistError,
+    seed_demo_scenarios,
+    seed_demo_sender,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 AS_OF = dt.date(2025, 6, 30)
@@ -60,6 +67,7 @@ def test_the_demo_ships_running_scenarios_with_history_lift_and_responses() -> N
     _responses_come_only_from_customers_who_were_sent_a_message()
     _lift_is_measured_from_the_history_on_day_one()
     _seeding_twice_is_refused_and_the_scheduler_takes_over()
+    _the_demo_shop_has_a_sender_block()
 
 
 def _history_is_what_the_scheduler_would_have_written() -> None:
@@ -134,3 +142,33 @@ def _seeding_twice_is_refused_and_the_scheduler_takes_over() -> None:
     assert not report.backlog_mode
     assert all(not s.error for s in report.scenarios)
     assert Enrollment.objects.count() >= before
+
+
+def _the_demo_shop_has_a_sender_block() -> None:
+    # Without one every marketing message the running demo queues would be held (S8).
+    row = DeliverySettings.load()
+    assert current_sender(row).complete
+    # A sender the shop set itself is never overwritten by the demo's.
+    row.sender_name = "自分のショップ"
+    row.save()
+    seed_demo_sender()
+    assert DeliverySettings.load().sender_name == "自分のショップ"
+
+
+@pytest.mark.parametrize(
+    ("environ", "backend"),
+    [
+        ({}, FILE_BACKEND),
+        ({"KIZUNA_SMTP_HOST": "mail.example.jp"}, None),
+        ({"KIZUNA_EMAIL_BACKEND": "django.core.mail.backends.console.EmailBackend"}, "console"),
+    ],
+)
+def test_the_demo_worker_writes_mail_to_files_unless_a_mail_server_is_set(
+    environ: dict[str, str], backend: str | None
+) -> None:
+    env = worker_environment({"PATH": "/usr/bin", **environ})
+    assert env["PATH"] == "/usr/bin"
+    if backend is None:
+        assert "KIZUNA_EMAIL_BACKEND" not in env
+    else:
+        assert backend in env["KIZUNA_EMAIL_BACKEND"]

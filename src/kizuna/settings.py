@@ -246,6 +246,9 @@ EMAIL_HOST_PASSWORD = env_str("KIZUNA_SMTP_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("KIZUNA_SMTP_TLS", False)
 EMAIL_USE_SSL = env_bool("KIZUNA_SMTP_SSL", False)
 EMAIL_TIMEOUT = env_int("KIZUNA_SMTP_TIMEOUT", 30)
+# Where django.core.mail.backends.filebased.EmailBackend writes (the demo uses it when no SMTP
+# server is configured, so its mail can be read without one).
+EMAIL_FILE_PATH = env_str("KIZUNA_EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("KIZUNA_MAIL_FROM", "Kizuna <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 KIZUNA_SENDER_NAME = env_str("KIZUNA_SENDER_NAME", "")

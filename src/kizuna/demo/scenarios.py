@@ -65,7 +65,13 @@ from kizuna.campaigns.automation.templating import (
 from kizuna.campaigns.automation.yaml_io import load_yaml
 from kizuna.campaigns.consent_checks import NO_CONSENT, OPTED_OUT
 from kizuna.campaigns.delivery import timeline_title
-from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus, Purpose
+from kizuna.campaigns.models import (
+    Channel,
+    DeliverySettings,
+    OutboxMessage,
+    OutboxStatus,
+    Purpose,
+)
 from kizuna.commerce.models import (
     Order,
     OrderLine,
@@ -343,6 +349,7 @@ def seed_demo_scenarios(*, as_of: dt.date, seed: int) -> None:
             "デモのシナリオは作成済みです。作り直すには空のデータベースからデモを作成してください。"
         )
     with transaction.atomic():
+        seed_demo_sender()
         # Loaded as drafts and started at the beginning of the history, not at the clock.
         load_yaml(DEMO_SCENARIOS.replace("status: active", "status: draft"), acting_user=ACTOR)
         for scenario in Scenario.objects.filter(key__in=RESPONSE).order_by("pk"):
@@ -356,6 +363,25 @@ def seed_demo_scenarios(*, as_of: dt.date, seed: int) -> None:
     with connection.cursor() as cursor:
         for statement in connection.ops.sequence_reset_sql(no_style(), [OutboxMessage]):
             cursor.execute(statement)
+
+
+# The made-up shop behind the demo's sender block (特定電子メール法, S8): without one, every
+# marketing message the running demo queues would be held, and the delivery page would say so.
+DEMO_SENDER = {
+    "sender_name": "きずなコスメ公式通販(デモ)",
+    "sender_address": "〒150-0000 東京都渋谷区デモ町1-2-3 きずなビル5階",
+    "sender_contact": "0120-000-000(平日10:00〜18:00)/ support@example.jp",
+}
+
+
+def seed_demo_sender() -> None:
+    """Fill the sender block on the delivery settings, where the shop has not set its own."""
+    row = DeliverySettings.load()
+    changed = [name for name, value in DEMO_SENDER.items() if not getattr(row, name)]
+    for name in changed:
+        setattr(row, name, DEMO_SENDER[name])
+    if changed:
+        row.save(update_fields=changed)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from argparse import ArgumentParser
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -111,13 +112,32 @@ class Command(BaseCommand):
     def _serve(self, addr: str) -> None:
         # Points that expired while the demo was not running are written off by the worker.
         expire_points.enqueue()
-        worker = subprocess.Popen([sys.executable, "-m", "kizuna", "worker"])
+        env = worker_environment(os.environ)
+        worker = subprocess.Popen([sys.executable, "-m", "kizuna", "worker"], env=env)
         self.stdout.write(f"ワーカーを起動しました(pid {worker.pid})。Ctrl+C で終了します。")
+        if env.get("KIZUNA_EMAIL_BACKEND") == FILE_BACKEND:
+            self.stdout.write(
+                f"SMTPサーバーが未設定のため、メールは送らずに {settings.EMAIL_FILE_PATH} の"
+                "ファイルに書き出します(実際に送るには KIZUNA_SMTP_HOST を設定)。"
+            )
         try:
             call_command("runserver", addr, use_reloader=False, use_threading=True)
         finally:
             worker.terminate()
             worker.wait(timeout=10)
+
+
+FILE_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+
+
+def worker_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The demo worker's environment: with no SMTP server configured, its mail is written to
+    files under the data directory (KIZUNA_EMAIL_FILE_PATH) instead of failing against a
+    server that is not there, so the demo's scenario mail can be read on any machine."""
+    env = dict(environ)
+    if not env.get("KIZUNA_EMAIL_BACKEND") and not env.get("KIZUNA_SMTP_HOST"):
+        env["KIZUNA_EMAIL_BACKEND"] = FILE_BACKEND
+    return env
 
 
 def _took(started: float) -> str:
