@@ -268,7 +268,11 @@ def test_onsite_messages_are_served_to_the_shops_site_by_member_id(client) -> No
         (AcquisitionChannel.SNS, (ConsentChannel.EMAIL,), ("line", "email"), "email"),
     ],
 )
-def test_best_channel_follows_the_customer(acquired, consents, identities, expected) -> None:  # type: ignore[no-untyped-def]
+def test_best_channel_follows_the_customer(
+    acquired, consents, identities, expected, settings
+) -> None:  # type: ignore[no-untyped-def]
+    # The shop has a LINE provider (without one, LINE is passed over: see the test below).
+    settings.KIZUNA_LINE_CHANNEL_TOKEN = "line-token"
     customer = consenting_customer(
         email_address=None, channels=consents, acquisition_channel=acquired
     )
@@ -304,6 +308,38 @@ def test_best_channel_follows_the_customer(acquired, consents, identities, expec
         "best",
         expected,
     )
+
+
+@pytest.mark.parametrize(("line_token", "expected"), [("", "email"), ("line-token", "line")])
+def test_best_channel_passes_over_line_when_the_shop_has_no_line_provider(
+    line_token: str, expected: str, settings: Any
+) -> None:
+    # given: a customer who came through SNS, consents to LINE and e-mail, and has both
+    settings.KIZUNA_LINE_CHANNEL_TOKEN = line_token
+    customer = consenting_customer(
+        email_address="sns@example.jp",
+        channels=(ConsentChannel.LINE, ConsentChannel.EMAIL),
+        acquisition_channel=AcquisitionChannel.SNS,
+    )
+    add_identity(customer, IdentityKind.LINE_USER, "Uabc")
+    message = mail(customer, "best-line", channel="best", content={"title": "ご案内", "text": "x"})
+    sent_on: list[str] = []
+
+    class Recorder:
+        def open(self) -> None: ...
+        def close(self) -> None: ...
+        def send(self, envelope: Any) -> Any:
+            from kizuna.campaigns.channels import Receipt
+
+            sent_on.append(envelope.channel)
+            return Receipt()
+
+    # when
+    DeliveryWorker(transports=lambda kind: Recorder()).drain()
+    # then: without a LINE provider the message goes by e-mail instead of waiting to fail
+    message.refresh_from_db()
+    assert sent_on == [expected]
+    assert message.sent_channel == expected
 
 
 def test_best_channel_skips_a_channel_whose_address_bounced() -> None:

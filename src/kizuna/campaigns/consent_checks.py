@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from kizuna.campaigns import channels
 from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, SuppressionReason
 from kizuna.campaigns.suppression import address_hash
 from kizuna.commerce.models import Order
@@ -209,9 +210,12 @@ class Audience:
         return consent_problem(self.consents.get((customer.pk, CONSENT_FOR[channel])))
 
     def best_channel(self, customer: Customer, content: dict[str, str]) -> tuple[str, str] | None:
-        """The first channel in the customer's order that may be used, with its address."""
+        """The first channel in the customer's order that may be used, with its address
+        (channels the shop has no provider for are passed over: channels.configured)."""
         preferred = BEST_ORDER.get(customer.acquisition_channel, ())
         for channel in dict.fromkeys((*preferred, *BEST_FALLBACK)):
+            if not channels.configured(channel):
+                continue
             address = self.address(customer, channel, content)
             if self.problem(customer, channel, marketing=True, address=address) is None:
                 return channel, address

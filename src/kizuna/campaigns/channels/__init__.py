@@ -71,3 +71,12 @@ def transport_for(kind: str) -> Transport:
     module = importlib.import_module(f"kizuna.campaigns.channels.{kind}.transport")
     transport: Transport = module.build()
     return transport
+
+
+def configured(kind: str) -> bool:
+    """Whether channel `kind` can send at all: LINE and SMS need the shop's provider settings,
+    the others need nothing beyond the worker. "Best channel" passes over a channel that is not
+    configured, rather than pick one whose every message would wait and then fail."""
+    module = importlib.import_module(f"kizuna.campaigns.channels.{kind}.transport")
+    check = getattr(module, "configured", None)
+    return True if check is None else bool(check())

@@ -24,12 +24,16 @@ def retry_key_for(outbox_id: int) -> str:
     return str(uuid.uuid5(_NAMESPACE, f"{settings.SECRET_KEY[:8]}:{outbox_id}"))
 
 
+def configured() -> bool:
+    return bool(settings.KIZUNA_LINE_CHANNEL_TOKEN)
+
+
 class LineTransport:
     def open(self) -> None:
         return None
 
     def send(self, envelope: Envelope) -> Receipt:
-        if not settings.KIZUNA_LINE_CHANNEL_TOKEN:
+        if not configured():
             raise TransportError("LINEのチャネルアクセストークンが未設定です", permanent=False)
         key = retry_key_for(envelope.message.pk)
         body = {

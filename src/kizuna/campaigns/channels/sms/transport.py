@@ -16,12 +16,16 @@ from kizuna.campaigns.channels.http import post_json, text_with_sender_block
 MAX_TEXT = 660  # 70 characters × the 10 segments Japanese carriers concatenate
 
 
+def configured() -> bool:
+    return bool(settings.KIZUNA_SMS_API_URL)
+
+
 class SmsTransport:
     def open(self) -> None:
         return None
 
     def send(self, envelope: Envelope) -> Receipt:
-        if not settings.KIZUNA_SMS_API_URL:
+        if not configured():
             raise TransportError("SMS送信APIのURLが未設定です", permanent=False)
         reference = f"kizuna-{envelope.message.pk}"
         headers = {}
