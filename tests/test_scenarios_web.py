@@ -3,6 +3,7 @@ and held backlogs; templates with a preview on a real customer; offers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -120,6 +121,72 @@ def test_form_errors_are_japanese_and_keep_the_input(client_for: Login) -> None:
     assert not Scenario.objects.exists()
 
 
+def _opened(html: str) -> str:
+    """The version an edit form was opened on (its hidden "opened" field)."""
+    found = re.search(r'name="opened" value="([^"]*)"', html)
+    assert found is not None
+    return found[1]
+
+
+def test_a_save_from_a_second_tab_does_not_silently_undo_the_first(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    client.post(reverse("scenarios:create"), _form())
+    saved = Scenario.objects.get(key="trial-follow")
+    url = reverse("scenarios:edit", args=[saved.pk])
+    # given: the scenario is open in two tabs; the first adds a step and saves
+    second_tab = _opened(client.get(url).content.decode())
+    reminder = {
+        "step-1-key": "reminder",
+        "step-1-anchor": "delivery",
+        "step-1-offset_days": "7",
+        "step-1-channel": "email",
+        "step-1-template": template().key,
+    }
+    first_tab = _form(opened=_opened(client.get(url).content.decode()), step=["0", "1"], **reminder)
+    assert client.post(url, first_tab).status_code == 302
+    # when: the second tab, opened before that save, saves its older form
+    response = client.post(url, _form(opened=second_tab, name="名前だけ変えた"))
+    # then: nothing is overwritten; the page says why and keeps what was typed
+    html = response.content.decode()
+    assert response.status_code == 409
+    assert "この画面を開いた後に別の画面で保存されています" in html
+    assert 'value="名前だけ変えた"' in html
+    assert sorted(saved.steps.values_list("key", flat=True)) == ["arrived", "reminder"]
+    saved.refresh_from_db()
+    assert saved.name == "トライアル購入者フォロー"
+    # when: saved again from the page that said so, it overwrites knowingly
+    again = client.post(url, _form(opened=_opened(html), name="名前だけ変えた"))
+    assert again.status_code == 302
+    saved.refresh_from_db()
+    assert saved.name == "名前だけ変えた"
+
+
+def test_a_template_saved_in_another_tab_is_not_silently_overwritten(
+    client_for: Login,
+) -> None:
+    client = client_for(Role.MARKETER)
+    thanks = template(text="最初の本文")
+    url = reverse("scenarios:template_edit", args=[thanks.pk])
+    fields = {"name": "お礼", "subject": "{{ name }} 様", "html": ""}
+    second_tab = _opened(client.get(url).content.decode())
+    first_tab = _opened(client.get(url).content.decode())
+    assert (
+        client.post(url, {**fields, "text": "一つ目のタブの本文", "opened": first_tab}).status_code
+        == 302
+    )
+    response = client.post(url, {**fields, "text": "二つ目のタブの本文", "opened": second_tab})
+    html = response.content.decode()
+    assert response.status_code == 409
+    assert "この画面を開いた後に別の画面で保存されています" in html
+    assert "二つ目のタブの本文" in html
+    thanks.refresh_from_db()
+    assert thanks.text == "一つ目のタブの本文"
+    again = client.post(url, {**fields, "text": "二つ目のタブの本文", "opened": _opened(html)})
+    assert again.status_code == 302
+    thanks.refresh_from_db()
+    assert thanks.text == "二つ目のタブの本文"
+
+
 def test_the_form_adds_steps_and_changes_trigger_settings_without_losing_input(
     client_for: Login,
 ) -> None:
@@ -151,6 +218,21 @@ def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
     assert welcome.status == ScenarioStatus.PAUSED
     html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
     assert "稼働させる" in html
+
+
+def test_a_scenario_without_entries_says_so_instead_of_a_table_of_zeros(
+    client_for: Login,
+) -> None:
+    draft = scenario_save(
+        scenario=None,
+        spec={"key": "draft", "name": "下書き", "trigger": {"kind": "signup"}, "steps": []},
+        acting_user=STAFF,
+    )
+    lift = client_for(Role.ANALYST).get(reverse("scenarios:lift", args=[draft.pk]))
+    html = lift.content.decode()
+    assert "まだエントリーがありません" in html
+    assert "「稼働させる」を押すと" in html
+    assert "0.0%" not in html
 
 
 def test_a_held_backlog_is_shown_and_confirmed_on_the_scenario_page(

@@ -61,6 +61,7 @@ from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
 from kizuna.customers.selectors import customer_search
 from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
+from kizuna.web.templatetags.kizuna import jdatetime
 
 EDIT_ROLES = (Role.MARKETER,)
 VIEW_ROLES = (Role.MARKETER, Role.ANALYST)
@@ -248,9 +249,35 @@ def _form_page(
     scenario: Scenario | None,
     errors: list[str] | None = None,
     status: int = 200,
+    opened: str | None = None,
 ) -> HttpResponse:
-    context = {**form_context(spec, scenario=scenario), "errors": errors or []}
+    context = {
+        **form_context(spec, scenario=scenario),
+        "errors": errors or [],
+        # The version the form was opened on travels with it through every re-draw, so a
+        # save can tell whether someone saved the scenario in the meantime.
+        "opened": opened if opened is not None else request.POST.get("opened", _version(scenario)),
+    }
     return render(request, "web/scenarios/form.html", context, status=status)
+
+
+def _version(saved: Scenario | MessageTemplate | None) -> str:
+    """When a scenario or template was last saved, as the edit form carries it."""
+    return saved.updated_at.isoformat() if saved is not None else ""
+
+
+def _saved_meanwhile(saved: Scenario | MessageTemplate, opened: str, what: str) -> str | None:
+    """Why a save would overwrite a save made after this form was opened (in another tab, or
+    by a colleague), or None. Saving the whole form again would silently drop that change —
+    a step added there, a text rewritten — so the marketer is told and the second press of
+    保存する overwrites knowingly."""
+    if opened == _version(saved):
+        return None
+    return (
+        f"この{what}は、この画面を開いた後に別の画面で保存されています"
+        f"({jdatetime(saved.updated_at)})。このまま保存するとその変更は失われます。"
+        f"別のタブで{what}を開いて確かめ、上書きしてよければもう一度「保存する」を押してください。"
+    )
 
 
 # --- describing a scenario --------------------------------------------------------------------
@@ -445,6 +472,13 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpResponse:
     spec = spec_from_post(request.POST)
+    if scenario is not None and (
+        conflict := _saved_meanwhile(scenario, request.POST.get("opened", ""), "シナリオ")
+    ):
+        opened = _version(scenario)
+        return _form_page(
+            request, spec, scenario=scenario, errors=[conflict], status=409, opened=opened
+        )
     try:
         saved = scenario_save(scenario=scenario, spec=spec, acting_user=request.user)
     except ScenarioError as exc:
@@ -572,16 +606,22 @@ def _template_values(request: HtmxHttpRequest, template: MessageTemplate | None)
 
 
 def _template_page(
-    request: HtmxHttpRequest, template: MessageTemplate | None, errors: list[str] | None = None
+    request: HtmxHttpRequest,
+    template: MessageTemplate | None,
+    errors: list[str] | None = None,
+    *,
+    status: int = 400,
+    opened: str | None = None,
 ) -> HttpResponse:
     context = {
         "template": template,
         "values": _template_values(request, template),
         "errors": errors or [],
         "context_keys": TEMPLATE_VARIABLES,
+        "opened": opened if opened is not None else request.POST.get("opened", _version(template)),
     }
     return render(
-        request, "web/scenarios/template_form.html", context, status=400 if errors else 200
+        request, "web/scenarios/template_form.html", context, status=status if errors else 200
     )
 
 
@@ -597,11 +637,16 @@ TEMPLATE_VARIABLES = (
     ("{{ next_delivery_date|jdate }}", "次回お届け予定日(定期)"),
     ("{% for r in recommendations %}{{ r.name }}{% endfor %}", "おすすめ商品(併買)"),
     ("{{ offer.label }} {{ offer.code }}", "オファー(割引・クーポンコード)"),
+    ("{{ offer.expires_on|jdate }}", "オファーの有効期限"),
 )
 
 
 def _save_template(request: HtmxHttpRequest, template: MessageTemplate | None) -> HttpResponse:
     values = _template_values(request, template)
+    if template is not None and (
+        conflict := _saved_meanwhile(template, request.POST.get("opened", ""), "テンプレート")
+    ):
+        return _template_page(request, template, [conflict], status=409, opened=_version(template))
     try:
         saved = template_save(
             template=template,
