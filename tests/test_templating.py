@@ -8,15 +8,17 @@ from typing import Any
 
 import pytest
 
-from kizuna.campaigns.automation.models import CoPurchase
+from kizuna.campaigns.automation.models import CoPurchase, Offer, OfferKind
 from kizuna.campaigns.automation.recommendations import copurchase_refresh, copurchase_table
 from kizuna.campaigns.automation.services import ScenarioError, template_save
 from kizuna.campaigns.automation.templating import (
+    SAMPLE_CONTEXT,
     UNSUBSCRIBE_PLACEHOLDER,
     TemplateRenderError,
     compile_template,
     content_for,
     customer_contexts,
+    offer_context,
 )
 from kizuna.commerce.models import ProductKind
 from kizuna.loyalty.services import points_earn
@@ -85,6 +87,29 @@ def test_unknown_filters_and_broken_syntax_are_refused_with_the_part_named() -> 
     assert "件名" in messages
     assert "pprint" in messages
     assert "本文" in messages
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("{% if %}壊れた", "{% if %} の条件の書き方に誤りがあります"),
+        ("{% if a b %}x{% endif %}", "{% if %} の条件の書き方に誤りがあります"),
+        ("{{ }}", "{{ }} の中が空です"),
+        ("{% for x %}{% endfor %}", "{% for r in recommendations %} の形"),
+        ("{{ name|default: }}", "フィルタ「default」には「:」のあとに値が必要です"),
+        ("{{ name!! }}", "「!!」の部分を読み取れません"),
+        ("{% if a %}{% endfor %}", "「{% endfor %}」の位置が正しくありません"),
+        ("{% with %}{% endwith %}", "書き方を読み取れません"),
+    ],
+)
+def test_syntax_errors_are_explained_in_japanese(text: str, said: str) -> None:
+    # A marketer reads these on the template page: no English from the template engine.
+    with pytest.raises(TemplateRenderError) as excinfo:
+        compile_template(subject="件名", text=text)
+    [message] = excinfo.value.messages
+    assert message.startswith("本文: テンプレートに誤りがあります(")
+    assert said in message
+    assert str(excinfo.value.__cause__) not in message
 
 
 def test_allowed_tags_and_filters_work() -> None:
@@ -174,3 +199,18 @@ def test_copurchase_counts_next_orders_per_customer_in_one_statement() -> None:
     copurchase_refresh(now=jst(2026, 5, 1))
     pairs = set(CoPurchase.objects.values_list("product_id", "next_product_id", "customers"))
     assert pairs == {(a.pk, b.pk, 2), (b.pk, a.pk, 1)}
+
+
+def test_the_made_up_customer_has_every_offer_field_a_real_offer_has() -> None:
+    # The preview without a real customer must not show 「(まで)」 for a template that prints
+    # the offer's expiry: the sample offer carries what offer_context gives a real one.
+    real = offer_context(
+        Offer(name="初回", kind=OfferKind.YEN_OFF, value=500, code="HELLO"),
+        today=dt.date(2026, 5, 1),
+    )
+    assert real is not None
+    assert set(SAMPLE_CONTEXT["offer"]) == set(real)
+    rendered = compile_template(subject="件名", text="{{ offer.expires_on|jdate }}まで").render(
+        SAMPLE_CONTEXT
+    )
+    assert rendered["text"] != "まで"

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,19 +154,51 @@ def _compile(source: str, engine: Engine, part: str) -> Template:
         ) from exc
 
 
+def _misplaced_or_unknown_tag(quoted: list[str]) -> str:
+    tag = quoted[0] if quoted else ""
+    if len(quoted) > 1:  # "…'endfor', expected 'elif', 'else' or 'endif'"
+        return f"「{{% {tag} %}}」の位置が正しくありません(ここで閉じられるのは {'・'.join(quoted[1:])} です)"
+    return f"「{{% {tag} %}}」は使えません。使えるのは if・for・with・firstof・now です"
+
+
+IF_HINT = "{% if %} の条件の書き方に誤りがあります(例: {% if points_balance %})"
+
+# Django's (English) syntax errors, by a phrase each contains, in the words a marketer needs:
+# what to look for. Each maker gets the error's text and its quoted parts.
+_EXPLANATIONS: tuple[tuple[str, Callable[[str, list[str]], str]], ...] = (
+    ("Invalid block tag", lambda _, q: _misplaced_or_unknown_tag(q)),
+    ("Invalid filter", lambda _, q: f"フィルタ「{q[0] if q else ''}」は使えません"),
+    ("may not begin with underscores", lambda _, q: "「_」で始まる名前は使えません"),
+    ("Unclosed tag", lambda _, q: "閉じていないタグがあります(endif・endfor など)"),
+    ("Empty variable tag", lambda _, q: "{{ }} の中が空です。差し込む項目名を書いてください"),
+    ("in if tag", lambda _, q: IF_HINT),
+    ("if expression", lambda _, q: IF_HINT),
+    ("'if' statement", lambda _, q: IF_HINT),
+    (
+        "'for' statements",
+        lambda _, q: "{% for %} は {% for r in recommendations %} の形で書いてください",
+    ),
+    (
+        "requires 2 arguments",
+        lambda t, q: f"フィルタ「{t.split(' ', 1)[0]}」には「:」のあとに値が必要です",
+    ),
+    (
+        "Could not parse the remainder",
+        lambda _, q: (
+            f"「{q[0] if q else ''}」の部分を読み取れません(記号や閉じていない引用符を確かめてください)"
+        ),
+    ),
+)
+
+
 def _explain(exc: TemplateSyntaxError) -> str:
     text = str(exc)
-    if "Invalid block tag" in text:
-        tag = text.split("'")[1] if "'" in text else ""
-        return f"「{{% {tag} %}}」は使えません。使えるのは if・for・with・firstof・now です"
-    if "Invalid filter" in text:
-        name = text.split("'")[1] if "'" in text else ""
-        return f"フィルタ「{name}」は使えません"
-    if "may not begin with underscores" in text:
-        return "「_」で始まる名前は使えません"
-    if "Unclosed tag" in text:
-        return "閉じていないタグがあります(endif・endfor など)"
-    return text
+    quoted = re.findall(r"'([^']*)'", text)
+    for phrase, explain in _EXPLANATIONS:
+        if phrase in text:
+            return explain(text, quoted)
+    # Anything rarer: no English on the page, but where to look.
+    return "{{ }} や {% %} の書き方を読み取れません。閉じ忘れや綴りを確かめてください"
 
 
 # A template made only of text and plain `{{ name }}` variables, as its pieces in order: a
@@ -509,7 +542,13 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "points_expiry_date": dt.date(2026, 6, 30),
     "next_delivery_date": dt.date(2026, 5, 15),
     "recommendations": [{"name": "うるおい保湿クリーム 50g", "price": 3280}],
-    "offer": {"name": "本品1,000円OFF", "label": "1,000円OFF", "code": "WELCOME1000"},
+    "offer": {
+        "name": "本品1,000円OFF",
+        "label": "1,000円OFF",
+        "code": "WELCOME1000",
+        "value": 1000,
+        "expires_on": dt.date(2026, 5, 31),
+    },
     "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
 }
 """A made-up customer, to check a template renders before a real customer is picked."""
