@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import pytest
+from django.contrib.staticfiles import finders
+from django.utils import timezone
 
 from kizuna.accounts.models import Role
 from kizuna.campaigns.delivery import DeliveryWorker
 from kizuna.campaigns.models import (
+    Channel,
+    DeliveryList,
     DeliverySettings,
     OutboxStatus,
     Suppression,
@@ -19,6 +24,7 @@ from kizuna.campaigns.models import (
 from kizuna.campaigns.suppression import suppression_add
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind, TimelineKind
+from kizuna.web.templatetags.kizuna import jdatetime
 from tests.delivery_support import STAFF, consenting_customer, mail
 from tests.factories import add_identity, make_customer
 
@@ -250,3 +256,97 @@ def test_removing_a_suppression_twice_or_with_a_broken_id_explains_it(client_for
         )
         assert response.status_code == 200
         assert "すでに配信停止リストから外されています" in response.content.decode()
+
+
+def test_a_list_closed_in_another_tab_says_when_and_by_whom(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given a call list the operator has open in two tabs
+    call_list = DeliveryList.objects.create(channel=Channel.CALL, created_at=timezone.now())
+    operator = client_for(Role.OPERATOR)
+    # when: the first tab closes it, named as in the table (not "架電リストのリスト")
+    first = operator.post(f"/delivery/lists/{call_list.pk}/close/", follow=True)
+    assert f"架電リスト #{call_list.pk} を締めました" in first.content.decode()
+    call_list.refresh_from_db()
+    closed_at = call_list.closed_at
+    # and the second tab (or the back button) posts the same form
+    second = operator.post(f"/delivery/lists/{call_list.pk}/close/", follow=True)
+    # then it says the list was already closed, when and by whom, and changes nothing
+    page = second.content.decode()
+    assert "を締めました" not in page
+    assert call_list.closed_by == "operator-user"
+    assert (
+        f"架電リスト #{call_list.pk} は {jdatetime(closed_at)} に operator-user が締め済みです"
+        in page
+    )
+    call_list.refresh_from_db()
+    assert call_list.closed_at == closed_at
+    assert AuditLog.objects.filter(action="delivery_list.close").count() == 1
+
+
+def test_an_operators_empty_list_card_speaks_of_call_lists_only(client_for) -> None:  # type: ignore[no-untyped-def]
+    page = client_for(Role.OPERATOR).get("/delivery/").content.decode()
+    assert "架電のメッセージが送られると" in page
+    assert "郵送DM" not in page
+
+
+def test_the_lists_pager_leads_back_to_the_page_after_a_rules_error(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given more lists than one page holds
+    now = timezone.now()
+    for n in range(21):
+        DeliveryList.objects.create(
+            channel=Channel.POSTAL,
+            created_at=now - dt.timedelta(days=n),
+            closed_at=now - dt.timedelta(days=n),
+        )
+    # when the rules form comes back with an error, at the form's POST-only address
+    page = client_for(Role.ADMIN).post("/delivery/settings/", {"cap_messages": "0"})
+    assert page.status_code == 400
+    # then the lists pager opens the delivery page, not "/delivery/settings/?lists=2" (405)
+    assert 'href="/delivery/?lists=2#lists"' in page.content.decode()
+
+
+def test_the_reason_column_keeps_its_width_on_a_phone(client_for) -> None:  # type: ignore[no-untyped-def]
+    # At 390px the other columns do not wrap, so without a floor the reason was squeezed to one
+    # character per line (a 5,000px tall card); with it the table scrolls sideways.
+    customer = make_customer()
+    message = mail(customer, "skipped")
+    message.status = OutboxStatus.SKIPPED
+    message.reason = "配信同意がありません"
+    message.save()
+    page = client_for(Role.MARKETER).get("/delivery/").content.decode()
+    assert '<td class="outbox-reason">配信同意がありません</td>' in page
+    css = Path(str(finders.find("web/outbox.css"))).read_text(encoding="utf-8")
+    assert re.search(r"\.outbox-reason \{\s*min-width: 12rem;", css)
+
+
+def test_phone_numbers_are_shown_and_found_as_staff_write_them(client_for) -> None:  # type: ignore[no-untyped-def]
+    marketer = client_for(Role.MARKETER)
+    added = marketer.post(
+        "/delivery/suppressions/",
+        {"kind": "phone", "address": "０９０（１２３４）５６７８"},
+        follow=True,
+    )
+    assert Suppression.objects.get().address == "+819012345678"
+    assert "090-1234-5678 を配信停止リストに追加しました" in added.content.decode()
+    assert "+819012345678" not in added.content.decode()
+    # typed the domestic way, whole or in part, with or without hyphens
+    for query in ("090-1234-5678", "09012345678", "090-1234", "０９０１２"):
+        listing = marketer.get("/delivery/suppressions/", {"q": query}).content.decode()
+        assert '<td class="mono">090-1234-5678</td>' in listing, query
+    # other kinds and other numbers are not swept in
+    suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="taro090@example.jp",
+        reason=SuppressionReason.MANUAL,
+        acting_user=STAFF,
+    )
+    listing = marketer.get("/delivery/suppressions/", {"q": "080"}).content.decode()
+    assert "「080」を含む宛先はありません" in listing
+    both = marketer.get("/delivery/suppressions/", {"q": "090"}).content.decode()
+    assert "taro090@example.jp" in both
+    assert "090-1234-5678" in both
+    removed = marketer.post(
+        "/delivery/suppressions/",
+        {"action": "remove", "id": Suppression.objects.get(kind="phone").pk},
+        follow=True,
+    )
+    assert "090-1234-5678 を配信停止リストから外しました" in removed.content.decode()

@@ -7,6 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from kizuna.campaigns.models import DeliverySettings
 from kizuna.campaigns.unsubscribe import make_token
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
@@ -99,3 +100,41 @@ def test_an_unsubscribe_mail_is_applied_by_command(capsys) -> None:  # type: ign
     call_command("campaigns", "unsubscribe", token)
     assert not email_consent(customer).granted
     assert "停止しました" in capsys.readouterr().out
+
+
+def test_opening_the_link_again_after_stopping_says_it_is_stopped() -> None:
+    # given a customer who already stopped e-mail with the link
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    Client().post(f"/u/{token}")
+    before = ConsentEvent.objects.count()
+    # when they open the link from another mail
+    response = Client().get(f"/u/{token}")
+    # then the page says it is stopped already rather than asking again, and changes nothing
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "メールでのお知らせの配信は、すでに停止されています" in page
+    assert "よろしければ下のボタンを押してください" not in page
+    assert ConsentEvent.objects.count() == before
+
+
+def test_the_pages_name_the_shop_and_its_contact(settings) -> None:  # type: ignore[no-untyped-def]
+    # The header says Kizuna; the customer knows the shop that sent the mail.
+    DeliverySettings.objects.update_or_create(
+        pk=1, defaults={"sender_name": "きずな化粧品", "sender_contact": "0120-000-000"}
+    )
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    confirm = Client().get(f"/u/{token}").content.decode()
+    assert "きずな化粧品からのメールでのお知らせの配信を停止します" in confirm
+    done = Client().post(f"/u/{token}").content.decode()
+    assert "きずな化粧品からのメールでのお知らせの配信を停止しました" in done
+    invalid = Client().get(f"/u/{token[:-3]}abc").content.decode()
+    assert "きずな化粧品のお問い合わせ窓口(0120-000-000)までご連絡ください" in invalid
+    # without a configured sender the sentences still read
+    DeliverySettings.objects.update(sender_name="", sender_contact="")
+    settings.KIZUNA_SENDER_NAME = settings.KIZUNA_SENDER_CONTACT = ""
+    other = consenting_customer(email_address="taro@example.jp")
+    plain = Client().get(f"/u/{make_token(customer_id=other.pk, channel='email')}").content.decode()
+    assert "<p>メールでのお知らせの配信を停止します" in plain
+    assert "メールに記載のお問い合わせ窓口まで" in Client().get("/u/nonsense").content.decode()

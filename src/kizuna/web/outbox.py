@@ -8,6 +8,7 @@ kizuna.campaigns.services / suppression; the reads come from kizuna.campaigns.se
 
 from __future__ import annotations
 
+import re
 from typing import Any, cast
 
 from django import forms
@@ -38,7 +39,9 @@ from kizuna.campaigns.services import (
     sending_pause,
 )
 from kizuna.campaigns.suppression import suppression_add, suppression_remove
+from kizuna.core import jp
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
+from kizuna.web.templatetags.kizuna import jdatetime, phone
 
 # Marketers run campaigns; operators work the call lists. Analysts see no personal data.
 VIEW_ROLES = (Role.MARKETER, Role.OPERATOR)
@@ -158,6 +161,26 @@ def _settings_form(row: DeliverySettings) -> SettingsForm:
     )
 
 
+def _shown_address(row: Suppression) -> str:
+    """The address as staff write it: a phone number as 090-1234-5678, not as stored (+81…)."""
+    return phone(row.address) if row.kind == SuppressionKind.PHONE else row.address
+
+
+# A phone number, or the start of one, typed the domestic way: "090-1234", "０３（１２３４）".
+_DOMESTIC_PHONE_RE = re.compile(r"0\d[\d\s()\-‐−ー]*")
+
+
+def _suppression_search(query: str) -> Any:
+    """The rows whose address contains the query; a phone number typed the domestic way also
+    finds its stored +81 form, which shares no prefix with it."""
+    rows = selectors.suppressions(query)
+    text = jp.nfkc(query)
+    if _DOMESTIC_PHONE_RE.fullmatch(text):
+        digits = re.sub(r"\D", "", text)
+        rows = rows | selectors.suppressions("+81" + digits[1:])
+    return rows
+
+
 def _page(request: HttpRequest, rows: Any, param: str = "page") -> Any:
     return Paginator(rows, PER_PAGE).get_page(request.GET.get(param))
 
@@ -237,7 +260,7 @@ def suppressions(request: HttpRequest) -> HttpResponse:
                 messages.info(request, "この宛先はすでに配信停止リストから外されています。")
                 return redirect("outbox:suppressions")
             suppression_remove(suppression=row, acting_user=_user(request))
-            messages.success(request, f"{row.address} を配信停止リストから外しました。")
+            messages.success(request, f"{_shown_address(row)} を配信停止リストから外しました。")
             return redirect("outbox:suppressions")
         form = SuppressionForm(request.POST)
         if form.is_valid():
@@ -254,13 +277,13 @@ def suppressions(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    f"{row.address} を配信停止リストに追加しました。"
+                    f"{_shown_address(row)} を配信停止リストに追加しました。"
                     if created
-                    else f"{row.address} はすでに配信停止リストにあります。",
+                    else f"{_shown_address(row)} はすでに配信停止リストにあります。",
                 )
                 return redirect("outbox:suppressions")
     query = request.GET.get("q", "").strip()[:100]
-    page = _page(request, selectors.suppressions(query))
+    page = _page(request, _suppression_search(query))
     return render(
         request,
         "web/outbox/suppressions.html",
@@ -292,10 +315,18 @@ def close_list(request: HttpRequest, pk: int) -> HttpResponse:
     delivery_list = get_object_or_404(DeliveryList, pk=pk)
     if not _manages(request) and delivery_list.channel != Channel.CALL:
         raise PermissionDenied
+    # Named as in the table ("架電リスト #3", "郵送DM #1").
+    name = f"{delivery_list.get_channel_display()} #{delivery_list.pk}"
+    if delivery_list.closed_at is not None:
+        # A second tab or the back button: say who closed it and when, not "closed" again.
+        messages.info(
+            request,
+            f"{name} は {jdatetime(delivery_list.closed_at)} に {delivery_list.closed_by} が"
+            "締め済みです。",
+        )
+        return redirect("outbox:dashboard")
     delivery_list_close(delivery_list=delivery_list, acting_user=_user(request))
     messages.success(
-        request,
-        f"{delivery_list.get_channel_display()}のリスト #{delivery_list.pk} を締めました。"
-        "これ以降のメッセージは新しいリストに入ります。",
+        request, f"{name} を締めました。これ以降のメッセージは新しいリストに入ります。"
     )
     return redirect("outbox:dashboard")

@@ -15,7 +15,10 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import public
-from kizuna.campaigns.unsubscribe import InvalidTokenError, read_token, unsubscribe
+from kizuna.campaigns.models import DeliverySettings
+from kizuna.campaigns.sender import current_sender
+from kizuna.campaigns.unsubscribe import InvalidTokenError, TokenClaim, read_token, unsubscribe
+from kizuna.customers.models import Consent
 
 CHANNEL_WORDS = {
     "email": "メールでのお知らせ",
@@ -24,20 +27,36 @@ CHANNEL_WORDS = {
 }
 
 
+def _stopped(claim: TokenClaim) -> bool:
+    """Whether the customer already opted out of the channel: opening the link again must not
+    ask them to stop what is stopped. (A merged-away record's consent lives in the record it
+    was merged into: that customer sees the question, and the button answers "already".)"""
+    return Consent.objects.filter(
+        customer_id=claim.customer_id,
+        channel=claim.channel,
+        granted=False,
+        opted_out_at__isnull=False,
+    ).exists()
+
+
 @public
 @csrf_exempt
 @never_cache
 @require_http_methods(["GET", "POST"])
 def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
+    # The page is Kizuna's, but the customer knows the shop: name it, and its contact.
+    sender = current_sender(DeliverySettings.load())
     try:
         claim = read_token(token)
     except InvalidTokenError:
-        return render(request, "web/unsubscribe/invalid.html", status=404)
-    what = CHANNEL_WORDS.get(claim.channel.value, "お知らせ")
+        return render(request, "web/unsubscribe/invalid.html", {"sender": sender}, status=404)
+    context = {"what": CHANNEL_WORDS.get(claim.channel.value, "お知らせ"), "sender": sender}
     if request.method == "GET":
-        return render(request, "web/unsubscribe/confirm.html", {"what": what})
+        if _stopped(claim):
+            return render(request, "web/unsubscribe/done.html", {**context, "already": True})
+        return render(request, "web/unsubscribe/confirm.html", context)
     try:
         result = unsubscribe(token=token)
     except InvalidTokenError:
-        return render(request, "web/unsubscribe/invalid.html", status=404)
-    return render(request, "web/unsubscribe/done.html", {"what": what, "already": result.already})
+        return render(request, "web/unsubscribe/invalid.html", {"sender": sender}, status=404)
+    return render(request, "web/unsubscribe/done.html", {**context, "already": result.already})
