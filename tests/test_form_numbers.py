@@ -81,3 +81,24 @@ def test_the_scenario_form_reads_days_before_and_explains_a_bad_one(client_for: 
     # then: saved as -3
     assert response.status_code == 302
     assert Scenario.objects.get().steps.get().offset_days == -3
+
+
+@pytest.mark.django_db
+def test_days_before_are_refused_for_an_anchor_already_past_at_enrollment(
+    client_for: Login,
+) -> None:
+    # A step 1 day before the purchase is late the moment the buyer is enrolled: every message
+    # would go out late or be held as a backlog. Before the delivery it is what shops want.
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:create")
+    response = client.post(
+        url, _scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "-1"})
+    )
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "基準日「購入日」より前には送れません" in html
+    assert not Scenario.objects.exists()
+    response = client.post(
+        url, _scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "0"})
+    )
+    assert response.status_code == 302

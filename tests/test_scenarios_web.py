@@ -376,6 +376,25 @@ def test_offers_are_added_and_bad_values_explained(client_for: Login) -> None:
     )
     assert good.status_code == 302
     assert Offer.objects.get().label == "10%OFF"
+    # 送料無料 has nothing to count: the value box may stay empty; a 0-yen coupon is refused
+    free = client.post(
+        reverse("scenarios:offers"),
+        {
+            "key": "free",
+            "name": "送料無料",
+            "kind": "free_shipping",
+            "value": "",
+            "valid_days": "7",
+        },
+    )
+    assert free.status_code == 302
+    assert Offer.objects.get(key="free").value == 0
+    zero = client.post(
+        reverse("scenarios:offers"),
+        {"key": "zero", "name": "0円", "kind": "yen_off", "value": "0", "valid_days": "7"},
+    )
+    assert zero.status_code == 400
+    assert "オファーの値は1以上の整数で入力してください" in zero.content.decode()
 
 
 def test_enrollments_are_listed_per_step(client_for: Login) -> None:

@@ -122,6 +122,10 @@ def _template_values(template: MessageTemplate) -> dict[str, Any]:
     return {"name": template.name, "subject": template.subject, "text": template.text, "html": template.html}  # fmt: skip
 
 
+# Offers whose value box means nothing (the label says it all): saved with value 0.
+VALUELESS_OFFERS = (OfferKind.FREE_SHIPPING, OfferKind.GIFT)
+
+
 @transaction.atomic
 def offer_save(
     *,
@@ -144,8 +148,12 @@ def offer_save(
     errors.extend(too_long(Offer, name=name.strip(), code=code.strip()))
     if kind not in OfferKind.values:
         errors.append("オファーの種類を選んでください")
-    if not isinstance(value, int) or value < 0:
-        errors.append("オファーの値は0以上の整数で入力してください")
+    if kind in VALUELESS_OFFERS:
+        value = 0  # nothing to count: whatever the value box held means nothing here
+    elif not isinstance(value, int) or value < 1:
+        errors.append(
+            "オファーの値は1以上の整数で入力してください(送料無料・プレゼントは入力不要です)"
+        )
     elif kind == OfferKind.PERCENT_OFF and value > 100:
         errors.append("割引率は100%以下にしてください")
     if not isinstance(valid_days, int) or not 1 <= valid_days <= 365:
@@ -282,10 +290,18 @@ def _validate_step(
     raw: Mapping[str, Any], where: str, refs: _StepRefs
 ) -> tuple[dict[str, Any], list[str]]:
     errors = [m for m in (_key_error(where, raw.get("key")),) if m]
-    errors += _anchor_errors(raw.get("anchor", StepAnchor.TRIGGER), refs.trigger)
+    anchor = raw.get("anchor", StepAnchor.TRIGGER)
+    errors += _anchor_errors(anchor, refs.trigger)
     offset = raw.get("offset_days", 0)
     if not isinstance(offset, int) or isinstance(offset, bool) or not -365 <= offset <= 1095:
         errors.append("日数は-365〜1095の整数で入力してください")
+    elif offset < 0 and anchor in StepAnchor.values and anchor not in AHEAD_ANCHORS:
+        errors.append(
+            f"基準日「{StepAnchor(anchor).label}」より前には送れません"
+            "(その日時はエントリーした時点で過ぎているため、毎回遅れて送ることになります)。"
+            "日数は0以上にしてください。前もって送れる基準日はお届け日・使用開始日・"
+            "次回お届け予定日です"
+        )
     try:
         send_time = _parse_time(raw.get("send_time"))
     except ValueError:
@@ -310,7 +326,7 @@ def _validate_step(
         errors.append(f"送信条件のセグメント「{condition}」が見つかりません")
     step = {
         "key": raw.get("key"),
-        "anchor": raw.get("anchor", StepAnchor.TRIGGER),
+        "anchor": anchor,
         "offset_days": offset,
         "send_time": send_time,
         "repeat_monthly": repeat,
@@ -320,6 +336,12 @@ def _validate_step(
         "condition": condition,
     }
     return step, [f"{where}: {m}" if not m.startswith(where) else m for m in errors]
+
+
+# Anchors known before they happen (the expected delivery, the next subscription delivery):
+# only a step on one of these can be sent ahead of its anchor. The others (the trigger itself,
+# the purchase, the shipment) are in the past, or unknown, when the customer is enrolled.
+AHEAD_ANCHORS = (StepAnchor.DELIVERY, StepAnchor.FIRST_USE, StepAnchor.NEXT_DELIVERY)
 
 
 def _anchor_errors(anchor: Any, trigger: triggers.Trigger | None) -> list[str]:
