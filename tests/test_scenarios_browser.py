@@ -62,6 +62,8 @@ def test_offers_and_template_help_fit_a_phone_and_a_desktop(
         box = page.locator(part).bounding_box()
         assert box is not None
         assert box["x"] + box["width"] <= 390, part
+    # and the header (user name, role, links, ログアウト) wraps rather than widening the page
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
     shot(page, "21-offers-phone.png", full_page=True)
     # when: a template is opened on a desktop
     page.set_viewport_size({"width": 1280, "height": 900})
