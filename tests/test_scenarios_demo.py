@@ -10,7 +10,7 @@ import pytest
 from django.db import transaction
 from django.db.models import Count
 
-from kizuna.campaigns.automation.clock import jst_at
+from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.lift import scenario_lift
 from kizuna.campaigns.automation.models import (
     DispatchStatus,
@@ -20,7 +20,7 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
 )
 from kizuna.campaigns.automation.scheduler import tick
-from kizuna.campaigns.models import DeliverySettings, OutboxMessage, OutboxStatus
+from kizuna.campaigns.models import DeliveryList, DeliverySettings, OutboxMessage, OutboxStatus
 from kizuna.campaigns.sender import current_sender
 from kizuna.commerce.models import Order
 from kizuna.customers.models import TimelineEvent, TimelineKind
@@ -68,6 +68,7 @@ def test_the_demo_ships_running_scenarios_with_history_lift_and_responses() -> N
     _lift_is_measured_from_the_history_on_day_one()
     _seeding_twice_is_refused_and_the_scheduler_takes_over()
     _the_demo_shop_has_a_sender_block()
+    _paper_and_call_messages_are_on_the_weeks_lists()
 
 
 def _history_is_what_the_scheduler_would_have_written() -> None:
@@ -142,6 +143,27 @@ def _seeding_twice_is_refused_and_the_scheduler_takes_over() -> None:
     assert not report.backlog_mode
     assert all(not s.error for s in report.scenarios)
     assert Enrollment.objects.count() >= before
+
+
+def _paper_and_call_messages_are_on_the_weeks_lists() -> None:
+    # 配信状況 shows the lists a shop would have printed and called from, not "no lists yet"
+    # next to thousands of sent postal DMs.
+    paper = OutboxMessage.objects.filter(
+        status=OutboxStatus.SENT, sent_channel__in=["postal", "insert", "call"]
+    )
+    assert paper.exists()
+    assert not paper.filter(delivery_list__isnull=True).exists()
+    for delivery_list in DeliveryList.objects.all():
+        on_it = paper.filter(delivery_list=delivery_list)
+        assert set(on_it.values_list("sent_channel", flat=True)) == {delivery_list.channel}
+        days = {jst_date(at) for at in on_it.values_list("sent_at", flat=True) if at}
+        assert max(days) - min(days) < dt.timedelta(days=7)
+        if delivery_list.closed_at is not None:
+            assert delivery_list.closed_by
+            assert delivery_list.closed_at > max(on_it.values_list("sent_at", flat=True))
+    # only the current week's list of a channel is still open
+    open_lists = DeliveryList.objects.filter(closed_at__isnull=True)
+    assert len(set(open_lists.values_list("channel", flat=True))) == open_lists.count()
 
 
 def _the_demo_shop_has_a_sender_block() -> None:

@@ -67,6 +67,7 @@ from kizuna.campaigns.consent_checks import NO_CONSENT, OPTED_OUT
 from kizuna.campaigns.delivery import timeline_title
 from kizuna.campaigns.models import (
     Channel,
+    DeliveryList,
     DeliverySettings,
     OutboxMessage,
     OutboxStatus,
@@ -359,6 +360,8 @@ def seed_demo_scenarios(*, as_of: dt.date, seed: int) -> None:
     for scenario in Scenario.objects.filter(key__in=RESPONSE).order_by("pk"):
         with transaction.atomic():
             history.scenario(scenario, start)
+    with transaction.atomic():
+        _file_on_weekly_lists(now)
     # Outbox ids were given explicitly: move PostgreSQL's sequence past them.
     with connection.cursor() as cursor:
         for statement in connection.ops.sequence_reset_sql(no_style(), [OutboxMessage]):
@@ -382,6 +385,53 @@ def seed_demo_sender() -> None:
         setattr(row, name, DEMO_SENDER[name])
     if changed:
         row.save(update_fields=changed)
+
+
+# Who closed the history's lists: the print and packing lists the marketer, call lists the
+# contact center (the demo logins of those roles).
+LIST_CLOSERS: dict[str, str] = {
+    Channel.POSTAL: "marketer",
+    Channel.INSERT: "marketer",
+    Channel.CALL: "operator",
+}
+
+
+def _file_on_weekly_lists(now: dt.datetime) -> None:
+    """Put the history's postal DM, 同梱物 and call messages on the lists they would have gone
+    out on: one list per channel and JST week (Monday to Sunday), closed the next Monday at
+    10:00 by the role that hands it over. The week of `now` stays open, as a running shop's
+    would, so the worker's next messages join it."""
+    this_week = _monday(jst_date(now))
+    lists: dict[tuple[str, dt.date], DeliveryList] = {}
+    members: dict[int, list[int]] = {}
+    sent = OutboxMessage.objects.filter(
+        status=OutboxStatus.SENT, sent_channel__in=list(LIST_CLOSERS), delivery_list__isnull=True
+    ).order_by("sent_at", "id")
+    for pk, channel, sent_at in sent.values_list("id", "sent_channel", "sent_at").iterator():
+        assert sent_at is not None  # noqa: S101 - every sent message has its time
+        week = _monday(jst_date(sent_at))
+        delivery_list = lists.get((channel, week))
+        if delivery_list is None:
+            closed = week != this_week
+            delivery_list = lists[channel, week] = DeliveryList.objects.create(
+                channel=channel,
+                created_at=sent_at,
+                closed_at=jst_at(week + dt.timedelta(days=7), dt.time(10)) if closed else None,
+                closed_by=LIST_CLOSERS[channel] if closed else "",
+            )
+        members.setdefault(delivery_list.pk, []).append(pk)
+    for list_id, ids in members.items():
+        for start in range(0, len(ids), LIST_UPDATE_CHUNK):
+            OutboxMessage.objects.filter(pk__in=ids[start : start + LIST_UPDATE_CHUNK]).update(
+                delivery_list_id=list_id
+            )
+
+
+LIST_UPDATE_CHUNK = 5_000  # ids per UPDATE: SQLite allows 32,766 parameters per statement
+
+
+def _monday(day: dt.date) -> dt.date:
+    return day - dt.timedelta(days=day.weekday())
 
 
 @dataclass
