@@ -4,6 +4,8 @@ segment no scenario uses."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -216,6 +218,20 @@ def test_the_csv_export_streams_members_and_is_audited(client_for: Login, tokyo:
     assert audit.entity_id == str(tokyo.pk)
     assert audit.changes["rows"] == [None, 1]
     assert Customer.objects.count() == 2
+
+
+def test_the_csv_export_never_hands_excel_a_formula(client_for: Login, tokyo: Segment) -> None:
+    # given: a customer who signed up with a name Excel would run as a formula
+    attacker = make_customer(prefecture=13, family_name='=HYPERLINK("http://x.example","a")')
+    attacker.given_name = "@SUM(1)"
+    attacker.save()
+    # when
+    response = client_for(Role.MARKETER).post(reverse("segments:export", args=[tokyo.pk]))
+    body = b"".join(response.streaming_content).decode("utf-8")  # type: ignore[attr-defined]
+    # then: both cells start with an apostrophe, so Excel shows them as text
+    [row] = list(csv.reader(io.StringIO(body.lstrip("\ufeff"))))[1:]
+    assert row[1] == '\'=HYPERLINK("http://x.example","a")'
+    assert row[2] == "'@SUM(1)"
 
 
 def test_a_segment_is_deleted_only_once_confirmed(client_for: Login, tokyo: Segment) -> None:

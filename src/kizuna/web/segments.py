@@ -53,6 +53,7 @@ from kizuna.campaigns.automation.segments import (
     segment_uses,
     validate_rules,
 )
+from kizuna.core.spreadsheet import safe_row
 from kizuna.customers.models import Customer
 from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
 
@@ -440,7 +441,7 @@ def _csv_lines(rows: Iterator[list[str]]) -> Iterator[str]:
     # A BOM, so Excel on a Japanese PC opens the file as UTF-8 rather than Shift_JIS.
     yield "\ufeff"
     for row in rows:
-        yield writer.writerow(row)
+        yield writer.writerow(safe_row(row))
 
 
 @allow_roles(*SEGMENT_ROLES)
