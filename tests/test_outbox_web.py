@@ -350,3 +350,19 @@ def test_phone_numbers_are_shown_and_found_as_staff_write_them(client_for) -> No
         follow=True,
     )
     assert "090-1234-5678 を配信停止リストから外しました" in removed.content.decode()
+
+
+def test_admins_see_which_channels_are_connected(client_for, settings) -> None:  # type: ignore[no-untyped-def]
+    # given: mail over SMTP, LINE connected, no SMS provider
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "mail.example.jp", 587
+    settings.KIZUNA_LINE_CHANNEL_TOKEN = "token"
+    settings.KIZUNA_SMS_API_URL = ""
+    # when
+    page = client_for(Role.ADMIN).get("/delivery/").content.decode()
+    # then
+    assert "SMTPサーバー mail.example.jp:587" in page
+    assert re.search(r"<div><dt>LINE</dt><dd>接続済み</dd></div>", page)
+    assert re.search(r"<dt>SMS</dt><dd><span[^>]*>未設定</span> 最適チャネルでは使いません", page)
+    # the connection details are for admins only
+    assert "チャネルの接続" not in client_for(Role.MARKETER).get("/delivery/").content.decode()

@@ -9,9 +9,11 @@ kizuna.campaigns.services / suppression; the reads come from kizuna.campaigns.se
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, cast
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
@@ -22,7 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role, User
-from kizuna.campaigns import selectors
+from kizuna.campaigns import channels, selectors
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
@@ -185,6 +187,41 @@ def _page(request: HttpRequest, rows: Any, param: str = "page") -> Any:
     return Paginator(rows, PER_PAGE).get_page(request.GET.get(param))
 
 
+@dataclass(frozen=True)
+class ChannelSetup:
+    label: str
+    ready: bool
+    detail: str
+
+
+def channel_setup() -> list[ChannelSetup]:
+    """How e-mail, LINE and SMS are connected, for the admin: a channel without its provider is
+    never chosen as the best channel, and messages sent to it directly wait until it is set."""
+    backend = settings.EMAIL_BACKEND
+    if backend.endswith("smtp.EmailBackend"):
+        mail = f"SMTPサーバー {settings.EMAIL_HOST}:{settings.EMAIL_PORT}"
+    elif backend.endswith("filebased.EmailBackend"):
+        mail = f"送らずにファイルに保存({settings.EMAIL_FILE_PATH})"
+    else:
+        mail = f"Djangoのメール設定 {backend.rsplit('.', 2)[-2]}"
+    unset = (
+        "最適チャネルでは使いません。このチャネルを指定したメッセージは設定されるまで送信待ちです"
+    )
+    return [
+        ChannelSetup("メール", True, mail),
+        ChannelSetup(
+            "LINE",
+            channels.configured("line"),
+            "接続済み" if channels.configured("line") else f"{unset}(KIZUNA_LINE_CHANNEL_TOKEN)",
+        ),
+        ChannelSetup(
+            "SMS",
+            channels.configured("sms"),
+            "接続済み" if channels.configured("sms") else f"{unset}(KIZUNA_SMS_API_URL)",
+        ),
+    ]
+
+
 def _dashboard_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
     row = DeliverySettings.load()
     context: dict[str, Any] = {
@@ -198,6 +235,7 @@ def _dashboard_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "is_admin": _is_admin(request),
         "manages": _manages(request),
         "settings_form": _settings_form(row),
+        "channel_setup": channel_setup() if _is_admin(request) else [],
         "suppression_form": SuppressionForm(),
     }
     context.update(extra)

@@ -113,6 +113,8 @@ class Command(BaseCommand):
         # Points that expired while the demo was not running are written off by the worker.
         expire_points.enqueue()
         env = worker_environment(os.environ)
+        # The pages say how mail goes out (配信状況): the same way as the worker's.
+        settings.EMAIL_BACKEND = env.get("KIZUNA_EMAIL_BACKEND", settings.EMAIL_BACKEND)
         worker = subprocess.Popen([sys.executable, "-m", "kizuna", "worker"], env=env)
         self.stdout.write(f"ワーカーを起動しました(pid {worker.pid})。Ctrl+C で終了します。")
         if env.get("KIZUNA_EMAIL_BACKEND") == FILE_BACKEND:
