@@ -9,9 +9,11 @@ urlpatterns = [
     path("form/", scenarios.scenario_form_refresh, name="form_refresh"),
     path("<int:pk>/", scenarios.scenario_detail, name="detail"),
     path("<int:pk>/lift/", scenarios.scenario_lift_part, name="lift"),
+    path("<int:pk>/counts/", scenarios.scenario_counts, name="counts"),
     path("<int:pk>/edit/", scenarios.scenario_edit, name="edit"),
     path("<int:pk>/activate/", scenarios.scenario_activate_view, name="activate"),
     path("<int:pk>/pause/", scenarios.scenario_pause_view, name="pause"),
+    path("<int:pk>/delete/", scenarios.scenario_delete_view, name="delete"),
     path(
         "backlogs/<int:pk>/confirm/",
         scenarios.backlog_decide,
@@ -28,5 +30,7 @@ urlpatterns = [
     path("templates/new/", scenarios.template_create, name="template_create"),
     path("templates/preview/", scenarios.template_preview, name="template_preview"),
     path("templates/<int:pk>/", scenarios.template_edit, name="template_edit"),
+    path("templates/<int:pk>/delete/", scenarios.template_delete_view, name="template_delete"),
     path("offers/", scenarios.offer_list, name="offers"),
+    path("offers/<int:pk>/delete/", scenarios.offer_delete_view, name="offer_delete"),
 ]

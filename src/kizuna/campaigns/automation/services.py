@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from kizuna.campaigns.automation import triggers
 from kizuna.campaigns.automation.models import (
     Backlog,
     DispatchStatus,
+    Enrollment,
     ExitRule,
     MessageTemplate,
     Offer,
@@ -28,6 +30,7 @@ from kizuna.campaigns.automation.models import (
     ScenarioStatus,
     ScenarioStep,
     Segment,
+    SegmentMember,
     StepAnchor,
     StepDispatch,
     too_long,
@@ -177,6 +180,90 @@ def offer_save(
 
 def _offer_values(offer: Offer) -> dict[str, Any]:
     return {"name": offer.name, "kind": offer.kind, "value": offer.value, "code": offer.code, "valid_days": offer.valid_days}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StepUse:
+    """A scenario whose steps use a template or an offer, and which steps (by key)."""
+
+    scenario: Scenario
+    steps: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"「{self.scenario.name}」({'・'.join(f'ステップ「{key}」' for key in self.steps)})"
+
+
+def _step_uses(steps: QuerySet[ScenarioStep]) -> list[StepUse]:
+    by_scenario: dict[int, list[str]] = {}
+    for scenario_id, key in steps.order_by("position", "pk").values_list("scenario_id", "key"):
+        by_scenario.setdefault(scenario_id, []).append(key)
+    return [
+        StepUse(scenario, by_scenario[scenario.pk])
+        for scenario in Scenario.objects.filter(pk__in=list(by_scenario)).order_by("name", "pk")
+    ]
+
+
+def template_uses(template: MessageTemplate) -> list[StepUse]:
+    return _step_uses(ScenarioStep.objects.filter(template=template))
+
+
+def offer_uses(offer: Offer) -> list[StepUse]:
+    return _step_uses(ScenarioStep.objects.filter(offer=offer))
+
+
+@transaction.atomic
+def template_delete(*, template: MessageTemplate, acting_user: Any) -> None:
+    """Delete a template no step uses, leaving an audit row of what it was. Refuses
+    (ScenarioError, naming the scenarios and steps) one that is still used: the steps' foreign
+    keys PROTECT it, and the refusal says where to change it instead of Django's error. The
+    row is locked first, so a step saved in the meantime either shows up here or waits."""
+    template = MessageTemplate.objects.select_for_update().get(pk=template.pk)
+    if uses := template_uses(template):
+        raise ScenarioError(
+            [
+                f"テンプレート「{template.name}」は次のシナリオで使われているため削除できません: "
+                f"{'、'.join(use.label for use in uses)}。"
+                "先にシナリオの設定で、そのステップのテンプレートを変えるかステップを外してください。"
+            ]
+        )
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="message_template.delete",
+        instance=template,
+        customer_id=None,
+        changes={
+            name: [value, None]
+            for name, value in {"key": template.key, **_template_values(template)}.items()
+        },
+    )
+    template.delete()
+
+
+@transaction.atomic
+def offer_delete(*, offer: Offer, acting_user: Any) -> None:
+    """Delete an offer no step uses, leaving an audit row of what it was; refuses one that is
+    still used (ScenarioError, naming the scenarios and steps), as template_delete does."""
+    offer = Offer.objects.select_for_update().get(pk=offer.pk)
+    if uses := offer_uses(offer):
+        raise ScenarioError(
+            [
+                f"オファー「{offer.name}」は次のシナリオで使われているため削除できません: "
+                f"{'、'.join(use.label for use in uses)}。"
+                "先にシナリオの設定で、そのステップからオファーを外してください。"
+            ]
+        )
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="offer.delete",
+        instance=offer,
+        customer_id=None,
+        changes={
+            name: [value, None]
+            for name, value in {"key": offer.key, **_offer_values(offer)}.items()
+        },
+    )
+    offer.delete()
 
 
 # --- scenarios --------------------------------------------------------------------------------
@@ -506,6 +593,69 @@ def scenario_pause(*, scenario: Scenario, acting_user: Any) -> Scenario:
     return scenario
 
 
+# --- deleting a scenario ----------------------------------------------------------------------
+
+
+def scenario_history(scenario: Scenario) -> list[str]:
+    """What the scenario has done, in a few words each; empty for a draft made by
+    mistake, the only kind that may be deleted.
+
+    Its steps, enrollments (and through them every step record), held backlogs and segment
+    memberships are all deleted with a scenario (CASCADE), and its outbox rows name it by a
+    plain id: deleting one that ever ran would erase who was sent what and the lift measured
+    on it. Outbox rows are only written for an enrollment's step of a running scenario, so
+    "never active, no enrollment" covers them without reading the outbox (its scenario column
+    has no index: seconds at a million customers)."""
+    history = []
+    if scenario.status == ScenarioStatus.ACTIVE:
+        history.append("稼働中")
+    elif scenario.status == ScenarioStatus.PAUSED or scenario.activated_at is not None:
+        history.append("稼働した履歴")
+    if Enrollment.objects.filter(scenario=scenario).exists():
+        history.append("お客様のエントリー")
+    if Backlog.objects.filter(scenario=scenario).exists():
+        history.append("遅れて期限が来た送信")
+    if SegmentMember.objects.filter(scenario=scenario).exists():
+        history.append("セグメントに入ったお客様の記録")
+    return history
+
+
+def scenario_history_message(scenario: Scenario, history: list[str]) -> str:
+    """Why the scenario cannot be deleted, and what to do instead (it depends on its state)."""
+    if scenario.status == ScenarioStatus.ACTIVE:
+        instead = "使わない場合は停止してください。"
+    elif scenario.status == ScenarioStatus.PAUSED:
+        instead = "使わない場合は停止したままにしてください(エントリーも送信も行われません)。"
+    else:
+        instead = "使わない場合は下書きのままにしてください(稼働させるまで何も送られません)。"
+    return (
+        f"シナリオ「{scenario.name}」は配信の記録があるため削除できません"
+        f"({'・'.join(history)})。記録と効果の計測結果は残しておく必要があります。{instead}"
+    )
+
+
+@transaction.atomic
+def scenario_delete(*, scenario: Scenario, acting_user: Any) -> None:
+    """Delete a draft that never ran (with its steps), leaving an audit row of what it was.
+    Refuses (ScenarioError) one with any history (scenario_history). The row is locked like
+    scenario_activate locks it, so a start pressed in another tab cannot slip in between the
+    check and the delete."""
+    scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
+    if history := scenario_history(scenario):
+        raise ScenarioError([scenario_history_message(scenario, history)])
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="scenario.delete",
+        instance=scenario,
+        customer_id=None,
+        changes={
+            name: [value, None]
+            for name, value in {"key": scenario.key, **_scenario_values(scenario)}.items()
+        },
+    )
+    scenario.delete()
+
+
 # --- held backlogs ----------------------------------------------------------------------------
 
 
@@ -565,12 +715,20 @@ def pending_backlogs() -> list[Backlog]:
 
 __all__ = [
     "ScenarioError",
+    "StepUse",
     "backlog_confirm",
     "backlog_discard",
+    "offer_delete",
     "offer_save",
+    "offer_uses",
     "scenario_activate",
+    "scenario_delete",
+    "scenario_history",
+    "scenario_history_message",
     "scenario_pause",
     "scenario_save",
+    "template_delete",
     "template_save",
+    "template_uses",
     "validate_scenario",
 ]
