@@ -199,10 +199,31 @@ def test_call_list_is_for_the_contact_center(client_for) -> None:  # type: ignor
     operator = client_for(Role.OPERATOR)
     rows = list(csv.reader(io.StringIO(download(operator, call_list, "csv").decode("utf-8-sig"))))
     assert rows[0] == ["顧客ID", "電話番号", "氏名", "フリガナ", "理由", "トークスクリプト"]
-    assert rows[1][1:5] == ["+81312345678", "山田 花子", "ヤマダ ハナコ", "定期3回目の前のご確認"]
+    assert rows[1][1:5] == ["03-1234-5678", "山田 花子", "ヤマダ ハナコ", "定期3回目の前のご確認"]
     # operators get call lists only; the address lists are the marketers'
     assert operator.get(f"/delivery/lists/{postal_list.pk}.csv").status_code == 403
     assert client_for(Role.ANALYST).get(f"/delivery/lists/{call_list.pk}.csv").status_code == 403
+
+
+def test_call_list_shows_phone_numbers_the_way_operators_dial_them(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given a call to a mobile and a call to a landline (stored as E.164)
+    for key, number in (("call-mobile", "+819014766918"), ("call-landline", "+81663451234")):
+        customer = consenting_customer(email_address=None, channels=(ConsentChannel.PHONE,))
+        add_identity(customer, IdentityKind.PHONE, number)
+        mail(customer, key, channel="call", content={"reason": "ご確認", "script": "…"})
+    DeliveryWorker().drain()
+    call_list = DeliveryList.objects.get(channel="call")
+    operator = client_for(Role.OPERATOR)
+    # when the contact center downloads the list as CSV and as Excel
+    text = download(operator, call_list, "csv").decode("utf-8-sig")
+    csv_rows = list(csv.reader(io.StringIO(text)))
+    sheet = load_workbook(io.BytesIO(download(operator, call_list, "xlsx"))).active
+    assert sheet is not None
+    excel_rows = [list(row) for row in sheet.iter_rows(values_only=True)]
+    # then both show the numbers the domestic way, as on the delivery page
+    expected = ["090-1476-6918", "06-6345-1234"]
+    assert [row[1] for row in csv_rows[1:]] == expected
+    assert [row[1] for row in excel_rows[1:]] == expected
 
 
 def test_onsite_messages_are_served_to_the_shops_site_by_member_id(client) -> None:  # type: ignore[no-untyped-def]

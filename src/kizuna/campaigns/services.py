@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from kizuna.campaigns.models import Channel, DeliveryList, DeliverySettings, OutboxMessage
 from kizuna.campaigns.timing import JST
+from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
 
 SETTINGS_FIELDS = frozenset(
@@ -114,10 +115,6 @@ INSERT_COLUMNS = ["顧客ID", "注文番号", "出荷伝票番号", "氏名", "�
 CALL_COLUMNS = ["顧客ID", "電話番号", "氏名", "フリガナ", "理由", "トークスクリプト"]
 
 
-def _postal_code(code: str) -> str:
-    return f"{code[:3]}-{code[3:]}" if len(code) == 7 else code
-
-
 def list_rows(delivery_list: DeliveryList) -> tuple[list[str], Iterator[list[str]]]:
     """The header and rows of a list, in the order the messages joined it."""
     from kizuna.commerce.models import Shipment
@@ -145,7 +142,7 @@ def list_rows(delivery_list: DeliveryList) -> tuple[list[str], Iterator[list[str
             if channel == Channel.POSTAL:
                 yield [
                     str(customer.pk),
-                    _postal_code(customer.postal_code),
+                    jp.format_postal_code(customer.postal_code),
                     customer.get_prefecture_display() if customer.prefecture else "",
                     customer.address1,
                     customer.address2,
@@ -168,7 +165,8 @@ def list_rows(delivery_list: DeliveryList) -> tuple[list[str], Iterator[list[str
             else:
                 yield [
                     str(customer.pk),
-                    message.address,
+                    # Operators dial what they read: 090-1234-5678, as the pages show it.
+                    jp.format_phone(message.address),
                     name,
                     customer.full_kana,
                     content.get("reason", content.get("subject", content.get("title", ""))),

@@ -89,6 +89,20 @@ def format_postal_code(value: str) -> str:
     return f"{match.group(1)}-{match.group(2)}" if match else value
 
 
+def format_phone(value: str | None) -> str:
+    """An E.164 number as Japanese people write and dial it (+819012345678 → 090-1234-5678);
+    a number from abroad in international form, anything unreadable as it is."""
+    if not value:
+        return ""
+    try:
+        parsed = phonenumbers.parse(value, "JP")
+    except phonenumbers.NumberParseException:
+        return value
+    if parsed.country_code == 81:
+        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+
+
 def normalize_email(value: str) -> str:
     """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display)."""
     email = nfkc(value).lower()

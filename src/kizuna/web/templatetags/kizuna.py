@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import phonenumbers
 from django import template
 from django.contrib.auth.models import AnonymousUser
 from django.urls import NoReverseMatch, resolve, reverse
@@ -87,15 +86,7 @@ def postal(value: str | None) -> str:
 @register.filter
 def phone(value: str | None) -> str:
     """An E.164 number as Japanese people write it (+819012345678 → 090-1234-5678)."""
-    if not value:
-        return ""
-    try:
-        parsed = phonenumbers.parse(value, "JP")
-    except phonenumbers.NumberParseException:
-        return value
-    if parsed.country_code == 81:
-        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
-    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
+    return jp.format_phone(value)
 
 
 @register.simple_tag

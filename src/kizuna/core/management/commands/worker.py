@@ -9,9 +9,11 @@ One loop, three duties:
   when that module exists; it guarantees itself that two schedulers never double-fire (S10).
 
 Several workers may run, on one machine or many: outbox rows are claimed with a lease, so each
-message is sent once. `--once` does everything that is due, then exits (cron, tests). SIGTERM
-or Ctrl+C finishes the message or task at hand, gives the rest of the batch back and exits; a
-second signal exits at once (leases return the rows later).
+message is sent once. `--once` does everything that is due, then exits (cron, tests). Each pass
+that did something prints one line of counts (never a customer's data, D3); an idle pass prints
+nothing, and `-v 0` nothing at all. SIGTERM or Ctrl+C finishes the message or task at hand,
+gives the rest of the batch back and exits; a second signal exits at once (leases return the
+rows later).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils.crypto import get_random_string
 
-from kizuna.campaigns.delivery import DeliveryWorker
+from kizuna.campaigns.delivery import BatchResult, DeliveryWorker
 
 logger = logging.getLogger("kizuna.worker")
 
@@ -50,6 +52,42 @@ def scheduler_tick() -> Callable[[], Any] | None:
         raise
     tick: Callable[[], Any] | None = getattr(module, "tick", None)
     return tick
+
+
+def delivery_summary(result: BatchResult) -> str:
+    """What one delivery batch did, as counts; "" when it claimed nothing."""
+    if not result.claimed:
+        return ""
+    text = f"送信 {result.sent}件・見送り {result.skipped}件・失敗 {result.failed}件"
+    # Rarer outcomes only when they happened, to keep the usual line short.
+    for label, count in (
+        ("延期", result.deferred),
+        ("再試行待ち", result.retried),
+        ("送信待ちに戻し", result.released),
+    ):
+        if count:
+            text += f"・{label} {count}件"
+    return text
+
+
+def scenario_summary(report: Any) -> str:
+    """What a scheduler tick did; "" for the usual minute in which it changed nothing, or when
+    another worker's scheduler held the lease, so a long-running worker stays quiet."""
+    if not getattr(report, "ran", False):
+        return ""
+    scenarios = report.scenarios
+    if not any(value for s in scenarios for name, value in vars(s).items() if name != "key"):
+        return ""
+    text = "シナリオ実行 済"
+    # Both need a person: held steps wait on the scenario page, errors are on the tick log and
+    # the scenario page (the message itself may quote customer data, so only the count here).
+    waiting = report.total("pending_confirmation")
+    if waiting:
+        text += f"・確認待ち {waiting}件"
+    errors = sum(1 for s in scenarios if s.error)
+    if errors:
+        text += f"・エラー {errors}件"
+    return text
 
 
 class TaskRunner:
@@ -160,16 +198,23 @@ class Command(BaseCommand):
             while not self.stopping:
                 close_old_connections()
                 busy = False
+                scenario_part = task_part = delivery_part = ""
                 if tick is not None and time.monotonic() - last_tick >= TICK_SECONDS:
                     last_tick = time.monotonic()
-                    self._tick(tick)
+                    scenario_part = self._tick(tick)
                 if tasks is not None:
-                    busy |= tasks.run_ready() > 0
+                    ran = tasks.run_ready()
+                    busy |= ran > 0
+                    task_part = f"タスク {ran}件" if ran else ""
                 if delivery is not None and not self.stopping:
                     result = delivery.run_batch()
                     busy |= result.claimed > 0
-                    if result.claimed and options["verbosity"] > 1:
-                        self.stdout.write(f"delivery: {result}")
+                    delivery_part = delivery_summary(result)
+                parts = (delivery_part, task_part, scenario_part)
+                line = "、".join(part for part in parts if part)
+                if line and options["verbosity"] > 0:
+                    self.stdout.write(line)
+                    self.stdout.flush()  # a piped stdout (systemd, a log file) shows it at once
                 if options["once"] and not busy:
                     break
                 if not busy:
@@ -178,12 +223,14 @@ class Command(BaseCommand):
             if delivery is not None:
                 delivery.close()
 
-    def _tick(self, tick: Callable[[], Any]) -> None:
+    def _tick(self, tick: Callable[[], Any]) -> str:
         try:
-            tick()
+            report = tick()
         except Exception:
             # The scheduler's own failures are its to record; the worker keeps delivering.
             logger.exception("scenario scheduler tick failed")
+            return "シナリオ実行 失敗"
+        return scenario_summary(report)
 
     def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
