@@ -140,9 +140,20 @@ def test_a_client_that_wants_no_html_gets_the_empty_405(
 
 
 @pytest.mark.django_db
-def test_the_api_answers_a_wrong_method_as_before_never_with_a_page(client: Client) -> None:
-    # even when the client is a browser: the API's answers are for programs
-    response = client.get(reverse("api-v1:ingest_events"), headers=BROWSER)
+@pytest.mark.parametrize("headers", [BROWSER, {"Accept": "application/json"}])
+def test_the_api_answers_a_wrong_method_with_its_own_json_error(
+    client: Client, headers: dict[str, str]
+) -> None:
+    # even when the client is a browser: the API's answers are for programs, in the one error
+    # shape every other API error has (not django-ninja's plain "Method not allowed")
+    response = client.get(reverse("api-v1:ingest_events"), headers=headers)
     assert response.status_code == 405
     assert response["Allow"] == "POST"
-    assert "このページは直接開けません" not in response.content.decode()
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json() == {
+        "error": {
+            "code": "method_not_allowed",
+            "message": "このURLではこのメソッドは使えません",
+            "fields": {},
+        }
+    }

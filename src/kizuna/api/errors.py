@@ -62,6 +62,11 @@ _STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
 }
 
 
+def status_error(status: int) -> tuple[str, str]:
+    """The code and Japanese message of an error answer that has nothing more to say."""
+    return _STATUS_DEFAULTS[status]
+
+
 def error_body(code: str, message: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
 
