@@ -1,12 +1,16 @@
 """Request helpers shared by the pages: typing for views that read django-htmx's
-`request.htmx`, and reading a number typed into a form."""
+`request.htmx`, reading a number typed into a form, and the answer to a confirmed delete."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
+from typing import Any
 
-from django.http import HttpRequest
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
 from django_htmx.middleware import HtmxDetails
 
 # A Japanese IME in kana mode turns the minus key into "ー", and text pasted from documents
@@ -44,3 +48,37 @@ def int_or_text(raw: str | None) -> int | str:
     except ValueError:  # longer than int() reads (4,300 digits): no value anyone means
         return raw or ""
     return -number if match[1] else number
+
+
+def confirmed_delete(
+    request: HttpRequest,
+    instance: Any,
+    *,
+    what: str,
+    delete: Callable[[Any], None],
+    refused: type[Exception],
+    back: str,
+    listing: str,
+) -> HttpResponse:
+    """The answer to a 削除 form (segments, scenarios, templates, offers): delete `instance`
+    only once 「削除してよい」 was ticked — the server checks, not only the browser — with the
+    domain's refusal (`refused`, carrying `.messages`) shown on its page `back`, and a plain
+    message, never a 404, when a second tab finds it already gone. `what` names the kind."""
+    if instance is None:
+        messages.info(request, f"この{what}はすでに削除されています。")
+        return redirect(listing)
+    if request.POST.get("sure") != "1":
+        # Deleting cannot be undone: one click on the wrong button must not do it.
+        messages.error(
+            request,
+            "削除するには「削除してよい」にチェックを入れてから押してください"
+            f"(削除した{what}は元に戻せません)。",
+        )
+        return redirect(back)
+    try:
+        delete(instance)
+    except refused as exc:
+        messages.error(request, " ".join(getattr(exc, "messages", [str(exc)])))
+        return redirect(back)
+    messages.success(request, f"{what}「{instance.name}」を削除しました。")
+    return redirect(listing)

@@ -73,7 +73,7 @@ from kizuna.campaigns.models import Channel, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
 from kizuna.customers.selectors import customer_search
-from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
+from kizuna.web.http import HtmxHttpRequest, confirmed_delete, int_or_text, wants_fragment
 from kizuna.web.templatetags.kizuna import jdatetime
 
 EDIT_ROLES = (Role.MARKETER,)
@@ -592,26 +592,15 @@ def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @allow_roles(*EDIT_ROLES)
 @require_POST
 def scenario_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    scenario = Scenario.objects.filter(pk=pk).first()
-    if scenario is None:
-        # A second tab or the back button: it is gone already.
-        messages.info(request, "このシナリオはすでに削除されています。")
-        return redirect("scenarios:list")
-    if request.POST.get("sure") != "1":
-        # Deleting cannot be undone: one click on the wrong button must not do it.
-        messages.error(
-            request,
-            "削除するには「削除してよい」にチェックを入れてから押してください"
-            "(削除したシナリオは元に戻せません)。",
-        )
-        return redirect("scenarios:detail", pk=pk)
-    try:
-        scenario_delete(scenario=scenario, acting_user=request.user)
-    except ScenarioError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("scenarios:detail", pk=pk)
-    messages.success(request, f"シナリオ「{scenario.name}」を削除しました。")
-    return redirect("scenarios:list")
+    return confirmed_delete(
+        request,
+        Scenario.objects.filter(pk=pk).first(),
+        what="シナリオ",
+        delete=lambda scenario: scenario_delete(scenario=scenario, acting_user=request.user),
+        refused=ScenarioError,
+        back=reverse("scenarios:detail", args=[pk]),
+        listing="scenarios:list",
+    )
 
 
 @allow_roles(*EDIT_ROLES)
@@ -746,26 +735,15 @@ def template_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @allow_roles(*EDIT_ROLES)
 @require_POST
 def template_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    template = MessageTemplate.objects.filter(pk=pk).first()
-    if template is None:
-        # A second tab or the back button: it is gone already.
-        messages.info(request, "このテンプレートはすでに削除されています。")
-        return redirect("scenarios:templates")
-    if request.POST.get("sure") != "1":
-        # Deleting cannot be undone: one click on the wrong button must not do it.
-        messages.error(
-            request,
-            "削除するには「削除してよい」にチェックを入れてから押してください"
-            "(削除したテンプレートは元に戻せません)。",
-        )
-        return redirect("scenarios:template_edit", pk=pk)
-    try:
-        template_delete(template=template, acting_user=request.user)
-    except ScenarioError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("scenarios:template_edit", pk=pk)
-    messages.success(request, f"テンプレート「{template.name}」を削除しました。")
-    return redirect("scenarios:templates")
+    return confirmed_delete(
+        request,
+        MessageTemplate.objects.filter(pk=pk).first(),
+        what="テンプレート",
+        delete=lambda template: template_delete(template=template, acting_user=request.user),
+        refused=ScenarioError,
+        back=reverse("scenarios:template_edit", args=[pk]),
+        listing="scenarios:templates",
+    )
 
 
 PREVIEW_MATCHES = 5
@@ -884,23 +862,12 @@ def offer_list(request: HtmxHttpRequest) -> HttpResponse:
 @allow_roles(*EDIT_ROLES)
 @require_POST
 def offer_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    offer = Offer.objects.filter(pk=pk).first()
-    if offer is None:
-        # A second tab or the back button: it is gone already.
-        messages.info(request, "このオファーはすでに削除されています。")
-        return redirect("scenarios:offers")
-    if request.POST.get("sure") != "1":
-        # Deleting cannot be undone: one click on the wrong button must not do it.
-        messages.error(
-            request,
-            "削除するには「削除してよい」にチェックを入れてから押してください"
-            "(削除したオファーは元に戻せません)。",
-        )
-        return redirect(f"{reverse('scenarios:offers')}?edit={pk}")
-    try:
-        offer_delete(offer=offer, acting_user=request.user)
-    except ScenarioError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect(f"{reverse('scenarios:offers')}?edit={pk}")
-    messages.success(request, f"オファー「{offer.name}」を削除しました。")
-    return redirect("scenarios:offers")
+    return confirmed_delete(
+        request,
+        Offer.objects.filter(pk=pk).first(),
+        what="オファー",
+        delete=lambda offer: offer_delete(offer=offer, acting_user=request.user),
+        refused=ScenarioError,
+        back=f"{reverse('scenarios:offers')}?edit={pk}",
+        listing="scenarios:offers",
+    )

@@ -33,6 +33,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -55,7 +56,7 @@ from kizuna.campaigns.automation.segments import (
 )
 from kizuna.core.spreadsheet import safe_row
 from kizuna.customers.models import Customer
-from kizuna.web.http import HtmxHttpRequest, int_or_text, wants_fragment
+from kizuna.web.http import HtmxHttpRequest, confirmed_delete, int_or_text, wants_fragment
 
 SEGMENT_ROLES = (Role.MARKETER,)
 SAMPLE_SIZE = 20
@@ -378,26 +379,15 @@ def segment_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @allow_roles(*SEGMENT_ROLES)
 @require_POST
 def segment_delete_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    segment = Segment.objects.filter(pk=pk).first()
-    if segment is None:
-        # A second tab or the back button: it is gone already.
-        messages.info(request, "このセグメントはすでに削除されています。")
-        return redirect("segments:list")
-    if request.POST.get("sure") != "1":
-        # Deleting cannot be undone: one click on the wrong button must not do it.
-        messages.error(
-            request,
-            "削除するには「削除してよい」にチェックを入れてから押してください"
-            "(削除したセグメントは元に戻せません)。",
-        )
-        return redirect("segments:edit", pk=pk)
-    try:
-        segment_delete(segment=segment, acting_user=request.user)
-    except SegmentError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("segments:edit", pk=pk)
-    messages.success(request, f"セグメント「{segment.name}」を削除しました。")
-    return redirect("segments:list")
+    return confirmed_delete(
+        request,
+        Segment.objects.filter(pk=pk).first(),
+        what="セグメント",
+        delete=lambda segment: segment_delete(segment=segment, acting_user=request.user),
+        refused=SegmentError,
+        back=reverse("segments:edit", args=[pk]),
+        listing="segments:list",
+    )
 
 
 @allow_roles(*SEGMENT_ROLES)

@@ -190,8 +190,13 @@ class StepUse:
     steps: list[str]
 
     @property
+    def places(self) -> list[str]:
+        """Where in the scenario, as the pages list it (and SegmentUse.places does)."""
+        return [f"ステップ「{key}」" for key in self.steps]
+
+    @property
     def label(self) -> str:
-        return f"「{self.scenario.name}」({'・'.join(f'ステップ「{key}」' for key in self.steps)})"
+        return f"「{self.scenario.name}」({'・'.join(self.places)})"
 
 
 def _step_uses(steps: QuerySet[ScenarioStep]) -> list[StepUse]:
