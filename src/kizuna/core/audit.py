@@ -131,3 +131,18 @@ def audit_redact(rows: Iterable[AuditLog], *, only: frozenset[str] | None = None
             models.QuerySet.update(AuditLog.objects.filter(pk=row.pk), changes=new)
             count += 1
     return count
+
+
+def audited_delete(
+    *, actor: Actor, action: str, instance: models.Model, values: Mapping[str, Any]
+) -> None:
+    """Delete a row that holds no customer's data (a segment, a scenario, a template…) and
+    leave an audit row of what it was: each of `values` as [value, None]."""
+    audit_record(
+        actor=actor,
+        action=action,
+        instance=instance,
+        customer_id=None,
+        changes={name: [value, None] for name, value in values.items()},
+    )
+    instance.delete()

@@ -44,7 +44,7 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
-from kizuna.core.audit import Actor, audit_record, diff
+from kizuna.core.audit import Actor, audit_record, audited_delete, diff
 from kizuna.customers.models import (
     AcquisitionChannel,
     BehaviourEvent,
@@ -955,17 +955,12 @@ def segment_delete(*, segment: Segment, acting_user: Any) -> None:
                 f"{names}。先にシナリオの設定からこのセグメントを外してください。"
             ]
         )
-    audit_record(
+    audited_delete(
         actor=Actor.of(acting_user),
         action="segment.delete",
         instance=segment,
-        customer_id=None,
-        changes={
-            name: [value, None]
-            for name, value in {"key": segment.key, **_segment_values(segment)}.items()
-        },
+        values={"key": segment.key, **_segment_values(segment)},
     )
-    segment.delete()
 
 
 EXPORT_HEADER = (

@@ -37,7 +37,7 @@ from kizuna.campaigns.automation.models import (
 )
 from kizuna.campaigns.automation.templating import TemplateRenderError, compile_template
 from kizuna.campaigns.models import Channel, Purpose
-from kizuna.core.audit import Actor, audit_record, diff
+from kizuna.core.audit import Actor, audit_record, audited_delete, diff
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 ORDER_ANCHORS = (
@@ -232,17 +232,12 @@ def template_delete(*, template: MessageTemplate, acting_user: Any) -> None:
                 "先にシナリオの設定で、そのステップのテンプレートを変えるかステップを外してください。"
             ]
         )
-    audit_record(
+    audited_delete(
         actor=Actor.of(acting_user),
         action="message_template.delete",
         instance=template,
-        customer_id=None,
-        changes={
-            name: [value, None]
-            for name, value in {"key": template.key, **_template_values(template)}.items()
-        },
+        values={"key": template.key, **_template_values(template)},
     )
-    template.delete()
 
 
 @transaction.atomic
@@ -258,17 +253,12 @@ def offer_delete(*, offer: Offer, acting_user: Any) -> None:
                 "先にシナリオの設定で、そのステップからオファーを外してください。"
             ]
         )
-    audit_record(
+    audited_delete(
         actor=Actor.of(acting_user),
         action="offer.delete",
         instance=offer,
-        customer_id=None,
-        changes={
-            name: [value, None]
-            for name, value in {"key": offer.key, **_offer_values(offer)}.items()
-        },
+        values={"key": offer.key, **_offer_values(offer)},
     )
-    offer.delete()
 
 
 # --- scenarios --------------------------------------------------------------------------------
@@ -648,17 +638,12 @@ def scenario_delete(*, scenario: Scenario, acting_user: Any) -> None:
     scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
     if history := scenario_history(scenario):
         raise ScenarioError([scenario_history_message(scenario, history)])
-    audit_record(
+    audited_delete(
         actor=Actor.of(acting_user),
         action="scenario.delete",
         instance=scenario,
-        customer_id=None,
-        changes={
-            name: [value, None]
-            for name, value in {"key": scenario.key, **_scenario_values(scenario)}.items()
-        },
+        values={"key": scenario.key, **_scenario_values(scenario)},
     )
-    scenario.delete()
 
 
 # --- held backlogs ----------------------------------------------------------------------------
