@@ -16,6 +16,7 @@ from kizuna.campaigns.models import Channel, DeliveryList, DeliverySettings, Out
 from kizuna.campaigns.timing import JST
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
+from kizuna.core.spreadsheet import safe_row
 
 SETTINGS_FIELDS = frozenset(
     {
@@ -200,7 +201,8 @@ def delivery_list_export(
         writer.writerow(header)
         count = 0
         for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is used below
-            writer.writerow(row)
+            # Names and texts come from the shop's cart: never a formula in the printer's Excel.
+            writer.writerow(safe_row(row))
         data = ("\ufeff" + buffer.getvalue()).encode("utf-8")
     else:
         data, count = _xlsx(header, rows, title=delivery_list.get_channel_display())
