@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 
 from kizuna.accounts.apikeys import api_key_create, api_key_revoke
@@ -277,6 +277,39 @@ def test_english_clients_still_get_japanese_messages(api: ApiClient, customer: C
     assert error["fields"] == {"prefecture": "都道府県名として読めません"}
 
 
+def test_a_bad_prefecture_is_one_error_under_the_field_sent(api: ApiClient) -> None:
+    # Not one error per half of the "code or name" union, under keys pydantic makes up.
+    for prefecture in ("ニューヨーク州", 99):
+        response = api.post(
+            "/api/v1/customers", {"profile": {"family_name": "山田", "prefecture": prefecture}}
+        )
+        error = assert_error(response, 422, "invalid_request")
+        assert error["fields"] == {
+            "profile.prefecture": "都道府県はJISコード(1〜47の整数)か名前(例: 東京都)で指定してください"
+        }
+
+
+def test_a_value_outside_a_list_names_the_choices_in_japanese(api: ApiClient) -> None:
+    response = api.post("/api/v1/customers", {"profile": {"family_name": "山田", "gender": "f"}})
+    error = assert_error(response, 422, "invalid_request")
+    assert error["fields"] == {
+        "profile.gender": "次のいずれかを指定してください: 'female'、'male'、'other'、'unknown'"
+    }
+
+
+@pytest.mark.parametrize("idempotency_key", [None, "big-1"])
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024)
+def test_a_body_over_the_size_limit_is_413_not_500(
+    api: ApiClient, idempotency_key: str | None
+) -> None:
+    raw = json.dumps({"profile": {"family_name": "山田", "company": "x" * 2 * 1024 * 1024}})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    response = api.post("/api/v1/customers", raw=raw.encode(), headers=headers)
+    error = assert_error(response, 413, "payload_too_large")
+    assert error["message"] == "リクエスト本文が大きすぎます(1MBまで)。分けて送ってください"
+    assert not Customer.objects.exists()
+
+
 def test_unknown_customer_is_404(api: ApiClient, db: None) -> None:
     assert_error(api.get("/api/v1/customers/999999"), 404, "not_found")
 
@@ -297,7 +330,9 @@ def test_openapi_document_is_served_without_a_key(db: None) -> None:
     assert "/api/v1/orders/{number}" in document["paths"]
     put = document["paths"]["/api/v1/orders/{number}"]["put"]
     assert "Idempotency-Key" in [p["name"] for p in put["parameters"]]
-    assert {"401", "403", "409", "422"} <= set(put["responses"])
+    assert {"401", "403", "409", "413", "422"} <= set(put["responses"])
+    webhook = document["paths"]["/api/v1/webhooks/{source}/orders"]["post"]
+    assert {"401", "413", "422"} <= set(webhook["responses"])
 
 
 def test_docs_page_loads_nothing_from_outside(db: None) -> None:

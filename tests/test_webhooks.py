@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 
 from kizuna.commerce.models import Order, OrderStatus
 from kizuna.core import webhooks
@@ -171,6 +171,32 @@ def test_a_bad_body_with_a_good_signature_is_422_and_can_be_resent(
     assert "data.lines" in error["fields"]
     assert not WebhookEvent.objects.exists()
     assert deliver(secret, order_event()).json()["duplicate"] is False
+
+
+def test_a_refused_order_names_its_fields_inside_data(source: tuple[WebhookSource, str]) -> None:
+    # Where the sender put them: the order is the event's `data`.
+    _, secret = source
+    event = order_event(
+        customer={
+            "identities": {"email": "new@example.jp"},
+            "profile": {"family_name": "佐藤", "postal_code": "12"},
+        }
+    )
+    error = assert_error(deliver(secret, event), 422, "invalid_data")
+    assert error["fields"] == {
+        "data.customer.profile.postal_code": "郵便番号は7桁の数字で入力してください"
+    }
+    error = assert_error(deliver(secret, order_event(discount=5000)), 422, "invalid_data")
+    assert error["fields"] == {"data.total": "合計金額がマイナスになります"}
+    assert not WebhookEvent.objects.exists()
+
+
+@override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024)
+def test_a_body_over_the_size_limit_is_413_not_500(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    response = deliver(secret, order_event(cart_note="x" * 2 * 1024 * 1024))
+    assert_error(response, 413, "payload_too_large")
+    assert not WebhookEvent.objects.exists()
 
 
 # --- I2: once per event id --------------------------------------------------------------------

@@ -14,7 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from django.core.exceptions import ObjectDoesNotExist
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist, RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI, Schema
@@ -82,6 +83,14 @@ def error_response(
     return response
 
 
+def too_large_response() -> HttpResponse:
+    """The answer to a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE, which Django refuses to
+    read: a client error to split the request, not a server failure (nothing was changed)."""
+    megabytes = f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE / 1024 / 1024:.1f}".removesuffix(".0")
+    message = f"リクエスト本文が大きすぎます({megabytes}MBまで)。分けて送ってください"
+    return error_response(413, "payload_too_large", message)
+
+
 # --- pydantic's errors in Japanese ------------------------------------------------------------
 
 _DATETIME = "日時はISO 8601形式で、時差を付けて指定してください(例: 2026-05-01T10:00:00+09:00)"
@@ -138,6 +147,10 @@ def _message(error: Mapping[str, Any]) -> str:
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     if kind == "string_too_short" and ctx.get("min_length") == 1:
         return "空にはできません"
+    if kind in ("literal_error", "enum"):
+        # pydantic lists the values in English ("'a', 'b' or 'c'").
+        expected = str(ctx.get("expected", "")).replace(" or ", ", ").replace(", ", "、")
+        return _TEMPLATES[kind].format(expected=expected)
     if kind in _TEMPLATES:
         # ctx holds the constraint (a length, a bound, the allowed values), never the input.
         return _TEMPLATES[kind].format_map(defaultdict(str, ctx))
@@ -208,6 +221,9 @@ def install_error_handlers(api: NinjaAPI) -> None:
         )
         return error_response(exc.status_code, code, message)
 
+    def on_too_large(request: HttpRequest, exc: Any) -> HttpResponse:
+        return too_large_response()
+
     def on_unexpected(request: HttpRequest, exc: Any) -> HttpResponse:
         # The traceback names the code that failed; request data stays out of the log.
         logger.exception("API error: %s %s", request.method, request.path)
@@ -219,6 +235,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
     api.add_exception_handler(Http404, on_not_found)
     api.add_exception_handler(ObjectDoesNotExist, on_not_found)
     api.add_exception_handler(HttpError, on_http_error)
+    api.add_exception_handler(RequestDataTooBig, on_too_large)
     api.add_exception_handler(Exception, on_unexpected)
 
 

@@ -11,12 +11,13 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 
 from kizuna.api.auth import request_api_key
-from kizuna.api.errors import error_response
+from kizuna.api.errors import error_response, too_large_response
 from kizuna.core.idempotency import (
     KeyInFlightError,
     KeyReusedError,
@@ -40,6 +41,22 @@ def _worth_keeping(response: HttpResponseBase) -> bool:
     return response.status_code < 500 and response.status_code not in (401, 403)
 
 
+def _refusal(request: HttpRequest, key: str) -> HttpResponse | None:
+    """The answer to a key or a body that cannot be claimed at all, else None."""
+    if not is_valid_key(key):
+        return error_response(
+            400,
+            "invalid_idempotency_key",
+            "Idempotency-Keyは空白を含まない半角英数記号で、1〜255文字にしてください",
+        )
+    try:
+        # Read now: this wrapper runs outside the API error handlers that would answer 413.
+        request.body  # noqa: B018 - reading the body is the check
+    except RequestDataTooBig:
+        return too_large_response()
+    return None
+
+
 def idempotent(run: Run) -> Run:
     @functools.wraps(run)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
@@ -47,12 +64,8 @@ def idempotent(run: Run) -> Run:
         api_key = request_api_key(request) if key is not None else None
         if key is None or api_key is None:
             return run(request, *args, **kwargs)  # without a valid API key this answers 401
-        if not is_valid_key(key):
-            return error_response(
-                400,
-                "invalid_idempotency_key",
-                "Idempotency-Keyは空白を含まない半角英数記号で、1〜255文字にしてください",
-            )
+        if (refusal := _refusal(request, key)) is not None:
+            return refusal
         try:
             claim = idempotency_claim(
                 api_key_id=api_key.pk,

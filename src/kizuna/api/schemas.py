@@ -20,8 +20,11 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
+from pydantic import ValidationError as PydanticValidationError
 
 from kizuna.customers.models import IdentityKind
 
@@ -128,8 +131,22 @@ class RequiredIdentitiesIn(IdentitiesIn):
 Gender = Literal["female", "male", "other", "unknown"]
 AcquisitionChannel = Literal["web", "sns", "line", "phone", "paper", "affiliate", "other"]
 MemberStatus = Literal["member", "guest", "withdrawn"]
+
+
+def _one_prefecture_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # Otherwise pydantic reports each half of the union under a key of its own naming
+    # ("prefecture.constrained-int"), neither of which is a place in what the client sent.
+    try:
+        return handler(value)
+    except PydanticValidationError:
+        raise ValueError(
+            "都道府県はJISコード(1〜47の整数)か名前(例: 東京都)で指定してください"
+        ) from None
+
+
 Prefecture = Annotated[
     Annotated[int, Field(ge=1, le=47)] | Annotated[str, chars(5, min_length=1)],
+    WrapValidator(_one_prefecture_error),
     Field(description="都道府県: JISコード(1〜47)または名前(東京都・東京)", examples=[13]),
 ]
 

@@ -178,23 +178,25 @@ def ingest_orders(
 
 
 def ingest_order(
-    *, number: str, body: OrderBody, actor: Actor, source: str
+    *, number: str, body: OrderBody, actor: Actor, source: str, field_prefix: str = ""
 ) -> tuple[Order, UpsertOutcome, bool]:
     """One order (`PUT /orders/{number}`, webhooks): (order, outcome, customer created).
-    A refused order raises ValidationError with its fields named as the client sent them."""
+    A refused order raises ValidationError with its fields named as the client sent them
+    (`field_prefix` is where the order sits in the request: "data." in a webhook event)."""
     (result,) = ingest_orders([(number, body)], actor=actor, source=source)
     if result.error is not None:
-        _, fields = error_fields(result)
+        _, fields = error_fields(result, prefix=field_prefix)
         raise ValidationError(fields or result.error.messages)
     assert result.order is not None  # noqa: S101 - set whenever there is no error
     assert result.outcome is not None  # noqa: S101 - likewise
     return result.order, result.outcome, result.customer_created
 
 
-def error_fields(result: OrderResult) -> tuple[str, dict[str, str]]:
+def error_fields(result: OrderResult, *, prefix: str = "") -> tuple[str, dict[str, str]]:
     """A refused item's message and {field: message}, fields named as the client sent them."""
     assert result.error is not None  # noqa: S101 - only called for refused items
-    return django_fields(result.error, prefix="customer.profile." if result.customer_error else "")
+    where = prefix + ("customer.profile." if result.customer_error else "")
+    return django_fields(result.error, prefix=where)
 
 
 def order_out(order: Order, outcome: UpsertOutcome, *, customer_created: bool) -> dict[str, Any]:

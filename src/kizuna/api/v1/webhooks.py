@@ -80,7 +80,7 @@ class WebhookOut(Schema):
     order_number: str | None
 
 
-_ERRORS = errors_for(400, 401, 422)
+_ERRORS = errors_for(400, 401, 413, 422)
 
 
 def _duplicate(source: WebhookSource, event_id: str) -> dict[str, Any]:
@@ -119,6 +119,7 @@ def order_webhook(
             body=data,
             actor=webhook_actor(sender),
             source=f"webhook:{sender.slug}",
+            field_prefix="data.",
         )
         webhooks.webhook_event_finish(
             event=event, customer_id=order.customer_id, ref=order.number, outcome=outcome.value
