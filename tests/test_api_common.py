@@ -345,3 +345,30 @@ def test_docs_page_loads_nothing_from_outside(db: None) -> None:
         assert f"/api/v1/docs/assets/{asset}" in html
         assert client.get(f"/api/v1/docs/assets/{asset}").status_code == 200
     assert client.get("/api/v1/docs/assets/redoc.standalone.js").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "typo"),
+    [
+        ("/api/v1/customers", {"emial": "hanako@example.jp", "kana": "ヤ"}),
+        ("/api/v1/analytics/scores", {"segmnet": "f2"}),
+        ("/api/v1/onsite/messages", {"member_id": "M-1", "memberid": "M-2"}),
+    ],
+)
+def test_a_misspelt_query_parameter_is_refused_not_ignored(
+    db: None, path: str, typo: dict[str, str]
+) -> None:
+    # A typo must not run the search unfiltered (every customer instead of the one asked for).
+    _, key = make_key(*ApiScope)
+    response = ApiClient(key).get(path, typo)
+    assert response.status_code == 422
+    misspelt = next(name for name in typo if name not in ("kana", "member_id"))
+    assert response.json()["error"]["fields"] == {misspelt: "この項目は指定できません"}
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
+def test_known_query_parameters_still_work(db: None) -> None:
+    _, key = make_key(ApiScope.CUSTOMERS_READ)
+    make_customer(family_kana="ヤマダ")
+    response = ApiClient(key).get("/api/v1/customers", {"kana": "ヤ", "limit": "5"})
+    assert response.status_code == 200

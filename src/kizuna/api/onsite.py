@@ -12,10 +12,12 @@ from typing import Annotated, Any
 
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
+from ninja.decorators import decorate_view
 from pydantic import Field
 
 from kizuna.accounts.models import ApiScope
 from kizuna.api.auth import ApiKeyAuth
+from kizuna.api.query import known_query
 from kizuna.api.schemas import chars
 from kizuna.api.v1.responses import read_errors
 from kizuna.campaigns.selectors import onsite_messages
@@ -47,6 +49,7 @@ class OnsiteMessagesOut(Schema):
     auth=ApiKeyAuth(ApiScope.ONSITE_READ),
     summary="会員に表示するサイト内メッセージを取得する",
 )
+@decorate_view(known_query(OnsiteQuery))
 def list_onsite_messages(request: HttpRequest, query: Query[OnsiteQuery]) -> dict[str, Any]:
     """会員IDの顧客に向けたサイト内メッセージを新しい順に最大20件返します(過去30日分)。
     会員IDが登録されていなければ空の一覧です。"""

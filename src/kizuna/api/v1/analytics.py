@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema
+from ninja.decorators import decorate_view
 from pydantic import Field
 
 from kizuna.accounts.models import ApiScope
@@ -20,6 +21,7 @@ from kizuna.analytics.models import AnalyticsRun, CustomerScore
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, RFM_SEGMENTS
 from kizuna.api.auth import ApiKeyAuth
 from kizuna.api.errors import ApiError
+from kizuna.api.query import known_query
 from kizuna.api.schemas import ObjectId, chars
 from kizuna.api.v1.responses import read_errors
 
@@ -194,6 +196,7 @@ def _finished_run(as_of: dt.date | None, *, with_customers: bool = False) -> Ana
     auth=AUTH,
     summary="分析の実行を新しい順に一覧する",
 )
+@decorate_view(known_query(RunPage))
 def list_analytics_runs(request: HttpRequest, query: Query[RunPage]) -> dict[str, Any]:
     """実行中・失敗を含むすべての実行。次のページは `cursor` に前の応答の `next_cursor` を指定します。"""
     runs = selectors.recent_runs()
@@ -226,6 +229,7 @@ def get_analytics_run(request: HttpRequest, run_id: Path[ObjectId]) -> dict[str,
     auth=AUTH,
     summary="セグメント別の顧客数と金額を取得する",
 )
+@decorate_view(known_query(SegmentQuery))
 def list_analytics_segments(request: HttpRequest, query: Query[SegmentQuery]) -> dict[str, Any]:
     """CPM と RFM は顧客のいないセグメントも 0 人として含みます(表示順)。"""
     run = _finished_run(query.as_of)
@@ -253,6 +257,7 @@ def list_analytics_segments(request: HttpRequest, query: Query[SegmentQuery]) ->
     auth=AUTH,
     summary="KPI 表の名前を一覧する",
 )
+@decorate_view(known_query(AsOfQuery))
 def list_analytics_kpis(request: HttpRequest, query: Query[AsOfQuery]) -> dict[str, Any]:
     run = _finished_run(query.as_of)
     return {"run_id": run.pk, "as_of": run.as_of, "names": selectors.kpi_names(run)}
@@ -264,6 +269,7 @@ def list_analytics_kpis(request: HttpRequest, query: Query[AsOfQuery]) -> dict[s
     auth=AUTH,
     summary="KPI 表を1つ取得する",
 )
+@decorate_view(known_query(AsOfQuery))
 def get_analytics_kpi(
     request: HttpRequest,
     name: Path[Annotated[str, chars(64, min_length=1)]],
@@ -304,6 +310,7 @@ def get_customer_scores(request: HttpRequest, customer_id: Path[ObjectId]) -> di
     auth=AUTH,
     summary="顧客別の分析スコアを顧客ID順に一覧する",
 )
+@decorate_view(known_query(ScoreQuery))
 def list_analytics_scores(request: HttpRequest, query: Query[ScoreQuery]) -> dict[str, Any]:
     """`segment` で CPM または RFM の 1 セグメントに絞れます。次のページは `cursor` に前の応答の
     `next_cursor` を指定します。"""

@@ -18,6 +18,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import ApiError, django_fields, not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
+from kizuna.api.query import known_query
 from kizuna.api.schemas import (
     IDENTITY_FIELDS,
     IdentitiesIn,
@@ -207,6 +208,7 @@ class CustomerSearch(Schema):
     auth=ApiKeyAuth(ApiScope.CUSTOMERS_READ),
     summary="顧客を探す",
 )
+@decorate_view(known_query(CustomerSearch))
 def search_customers(request: HttpRequest, filters: Query[CustomerSearch]) -> dict[str, Any]:
     """条件をすべて満たす顧客を返します(複数指定はAND)。メール・電話・IDは正規化して
     完全一致、カナは前方一致です。条件を1つ以上指定してください。"""

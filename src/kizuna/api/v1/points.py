@@ -16,6 +16,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
+from kizuna.api.query import known_query
 from kizuna.api.schemas import Input, ObjectId, chars
 from kizuna.api.v1.responses import read_errors, write_errors
 from kizuna.commerce.models import Order
@@ -108,6 +109,7 @@ def entry_out(entry: PointEntry, order_number: str | None) -> dict[str, Any]:
     auth=ApiKeyAuth(ApiScope.POINTS_READ),
     summary="ポイント残高と履歴を取得する",
 )
+@decorate_view(known_query(PointsPage))
 def get_points(
     request: HttpRequest, customer_id: Path[ObjectId], query: Query[PointsPage]
 ) -> dict[str, Any]:
