@@ -238,6 +238,13 @@ def test_empty_query_explains_what_can_be_searched(operator: Client) -> None:
     assert "氏名・フリガナ・電話番号・メール・注文番号・カート会員IDで検索できます" in html
 
 
+def test_a_nul_byte_in_the_query_is_ignored(operator: Client, hanako: Customer) -> None:
+    # Pasted from another application or typed into the URL; PostgreSQL refuses NUL in a query.
+    response = operator.get(reverse("web:customer_search"), {"q": "090-1234-5678\x00"})
+    assert response.status_code == 200
+    assert "山田 花子" in response.content.decode()
+
+
 def test_no_results_says_so_with_tips(operator: Client, hanako: Customer) -> None:
     html = operator.get(reverse("web:customer_search"), {"q": "鈴木"}).content.decode()
     assert "該当する顧客が見つかりません" in html

@@ -28,6 +28,7 @@ from kizuna.customers.models import (
     TimelineEvent,
     TimelineKind,
 )
+from kizuna.customers.privacy import customer_erase
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import (
     CancelReason,
@@ -313,6 +314,41 @@ def test_subscriptions_with_deliveries(operator: Client, full_customer: Customer
     assert "KZ-0001" in html
 
 
+def test_next_delivery_number_is_the_one_the_deliveries_show(operator: Client) -> None:
+    # A skipped delivery keeps its number but is no box delivered: 2 boxes delivered, and the
+    # next one is the 4th (4回目), as its row, its order and the timeline call it.
+    customer = make_customer()
+    sub = Subscription.objects.create(
+        customer=customer,
+        product=make_product(),
+        unit_price=3980,
+        cycle_kind=CycleKind.DAYS,
+        cycle_days=30,
+        started_on=dt.date(2025, 1, 10),
+        next_delivery_on=dt.date(2025, 4, 10),
+        delivery_count=2,
+    )
+    statuses = [
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.SCHEDULED,
+    ]
+    for sequence, status in enumerate(statuses, start=1):
+        SubscriptionDelivery.objects.create(
+            subscription=sub,
+            sequence=sequence,
+            scheduled_on=dt.date(2025, 1, 10) + dt.timedelta(days=30 * (sequence - 1)),
+            status=status,
+        )
+    html = section(page(operator, customer), "subscriptions")
+    assert "2回(次回 4回目)" in html
+
+    # Nothing scheduled yet (paused): the next one follows the last number used.
+    sub.deliveries.filter(sequence=4).delete()
+    assert "2回(次回 4回目)" in section(page(operator, customer), "subscriptions")
+
+
 def test_points_balance_and_ledger(operator: Client, full_customer: Customer) -> None:
     html = page(operator, full_customer)
     points = section(html, "points")
@@ -356,6 +392,29 @@ def test_empty_states(operator: Client) -> None:
     assert "ポイント残高 <strong>0</strong> pt" in html
     assert "記録はまだありません" in html
     assert "問い合わせの記録はありません" in html
+
+
+def test_a_merged_record_is_not_shown_as_withdrawn(operator: Client) -> None:
+    # The merge marks the absorbed record 退会 so that nothing is sent to it; the customer did
+    # not withdraw, and the operator must not tell them so.
+    survivor = make_customer()
+    absorbed = make_customer(member_status=MemberStatus.WITHDRAWN, merged_into=survivor)
+    html = page(operator, absorbed)
+    head = html[html.index('class="customer-head"') : html.index('id="profile"')]
+    assert "統合済み" in head
+    assert "退会" not in head
+    assert f"統合済み(顧客ID {survivor.pk} に統合)" in section(html, "profile")
+    assert "退会" not in section(html, "profile")
+
+
+def test_an_erased_record_is_not_addressed_as_a_person(
+    operator: Client, users: dict[Role, User]
+) -> None:
+    customer = make_customer()
+    customer_erase(customer=customer, acting_user=users[Role.ADMIN], reason="受付番号 1")
+    html = page(operator, customer)
+    assert "<title>削除済み(匿名化) | Kizuna 絆</title>" in html
+    assert 'class="honorific"' not in html
 
 
 # --- pagination -------------------------------------------------------------------------------
@@ -455,6 +514,16 @@ def test_page_past_the_end(operator: Client) -> None:
         reverse("web:customer_timeline", args=[customer.pk]), {"page": 99}
     ).content.decode()
     assert "このページに記録はありません" in html
+
+
+def test_a_page_number_too_large_for_the_database(operator: Client) -> None:
+    customer = make_customer()
+    add_timeline(customer, 3)
+    response = operator.get(
+        reverse("web:customer_timeline", args=[customer.pk]), {"page": "9" * 20}
+    )
+    assert response.status_code == 200
+    assert "このページに記録はありません" in response.content.decode()
 
 
 # --- query bounds -----------------------------------------------------------------------------

@@ -41,6 +41,9 @@ STAFF_ROLES = (Role.OPERATOR, Role.MARKETER, Role.ANALYST)
 
 HOME_COUNTS_SECONDS = 300
 
+# Far past any customer's history (20 million events), far below a 64-bit row offset.
+TIMELINE_MAX_PAGE = 1_000_000
+
 
 class LoginForm(AuthenticationForm):
     """Django's login form with its messages fixed in Japanese.
@@ -130,8 +133,9 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def customer_search(request: HtmxHttpRequest) -> HttpResponse:
-    # The query is PII: it is used, never logged.
-    query = request.GET.get("q", "").strip()[: selectors.MAX_QUERY_LENGTH]
+    # The query is PII: it is used, never logged. A NUL byte (pasted, or typed into the URL)
+    # is never part of a key, and PostgreSQL refuses it in a query: it would be a 500.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[: selectors.MAX_QUERY_LENGTH]
     limit: int = settings.KIZUNA_SEARCH_LIMIT
     found = selectors.customer_search(query, limit=limit + 1) if query else []
     context = {
@@ -220,5 +224,9 @@ def customer_points(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def customer_timeline(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     customer = _customer_or_404(pk)
-    timeline = selectors.timeline_page(customer, request.GET.get("page"))
+    # The timeline pages without a count, so nothing caps the page number but this: an offset
+    # past a 64-bit integer is a database error (a 500), where any page past the end shows
+    # このページに記録はありません.
+    page = min(selectors.page_number(request.GET.get("page")), TIMELINE_MAX_PAGE)
+    timeline = selectors.timeline_page(customer, page)
     return _section(request, customer, "timeline", {"timeline": timeline})
