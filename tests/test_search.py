@@ -127,11 +127,16 @@ def test_order_number(hanako: Customer, taro: Customer) -> None:
     assert ids("KZ20250304001") == [hanako.pk]
     assert ids("ＫＺ２０２５０３０４００１") == [hanako.pk]  # typed in full width
     assert ids("KZ2025030400") == []  # order numbers match whole, not by prefix
+    # read off a slip or typed quickly: lower case, a hyphen after the letters
+    assert ids("kz20250304001") == [hanako.pk]
+    assert ids("KZ-20250304001") == [hanako.pk]
+    assert ids("kzー20250304001") == [hanako.pk]
 
 
 def test_cart_member_id(hanako: Customer, taro: Customer) -> None:
     assert ids("M-000123") == [hanako.pk]
     assert ids("Ｍ－０００１２３") == [hanako.pk]
+    assert ids("m-000123") == [hanako.pk]
 
 
 def test_line_user_id(hanako: Customer, taro: Customer) -> None:

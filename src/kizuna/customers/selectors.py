@@ -107,6 +107,16 @@ def _prefix(column: str, prefix: str) -> Q:
     return Q(**{f"{column}__gte": prefix, f"{column}__lt": prefix + _TOP})
 
 
+def _identifier_variants(identifier: str) -> list[str]:
+    """An order number or member ID as typed, and as carts usually store it: in capitals
+    (typed kz00185926 for KZ00185926) and without hyphens (KZ-00185926 read off a slip where
+    the cart prints one). Each is an exact, indexed lookup; the stored value never changes."""
+    if not identifier:
+        return []
+    upper = identifier.upper()
+    return list(dict.fromkeys((identifier, upper, upper.replace("-", ""))))
+
+
 def _exact_hits(terms: SearchTerms) -> list[int]:
     """Customer ids matched exactly by an identity or order number, strongest match first."""
     clauses: list[Q] = []
@@ -114,8 +124,9 @@ def _exact_hits(terms: SearchTerms) -> list[int]:
         clauses.append(Q(kind__in=_PHONE_KINDS, value=terms.phone))
     if terms.email:
         clauses.append(Q(kind=IdentityKind.EMAIL, value=terms.email))
-    if terms.identifier:
-        clauses.append(Q(kind__in=_ID_KINDS, value=terms.identifier))
+    ids = _identifier_variants(terms.identifier)
+    if ids:
+        clauses.append(Q(kind__in=_ID_KINDS, value__in=ids))
     rank: dict[str, int] = {
         kind: i for i, kind in enumerate((*_PHONE_KINDS, IdentityKind.EMAIL, *_ID_KINDS))
     }
@@ -126,8 +137,8 @@ def _exact_hits(terms: SearchTerms) -> list[int]:
             (rank[kind], customer_id)
             for kind, customer_id in identities.values_list("kind", "customer_id")
         ]
-    if terms.identifier:
-        orders = Order.objects.filter(number=terms.identifier)
+    if ids:
+        orders = Order.objects.filter(number__in=ids)
         found += [
             (len(rank), customer_id) for customer_id in orders.values_list("customer_id", flat=True)
         ]
