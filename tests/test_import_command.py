@@ -103,6 +103,7 @@ def test_dry_run_reports_and_writes_nothing() -> None:
     ("args", "message"),
     [
         (["orders", "no-such-file.csv"], "ファイルが見つかりません"),
+        (["orders", str(DATA)], "ファイルではなくフォルダが指定されています"),
         (["orders", str(DATA / "generic_orders.csv"), "--format", "generic"], "--mapping"),
         (
             ["orders", str(DATA / "generic_orders.csv"), "--mapping", "missing.yml"],
@@ -110,6 +111,10 @@ def test_dry_run_reports_and_writes_nothing() -> None:
         ),
         (["customers", str(DATA / "shopify_orders_bom.csv"), "--format", "shopify"], "Shopify"),
         (["orders", str(DATA / "eccube_orders_cp932.csv"), "--batch-size", "0"], "1〜5,000"),
+        (
+            ["customers", str(DATA / "eccube_members_cp932.csv"), "--consent-wording", "v" * 33],
+            "--consent-wording は32文字までです(いま33文字)",
+        ),
         (["orders", str(DATA / "eccube_orders_cp932.csv"), "--batch-size", "5001"], "1〜5,000"),
     ],
 )
@@ -137,3 +142,20 @@ def test_a_mistyped_command_line_exits_two_in_japanese(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "指定できる値" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("kind", "file", "hint"),
+    [
+        ("customers", "eccube_orders_cp932.csv", "kizuna import orders"),
+        ("customers", "shopify_orders_bom.csv", "kizuna import orders"),
+        ("orders", "eccube_members_cp932.csv", "kizuna import customers"),
+    ],
+)
+def test_a_file_of_the_other_kind_is_refused_with_the_command_to_use(
+    kind: str, file: str, hint: str
+) -> None:
+    code, _, err = kizuna_import(kind, str(DATA / file))
+    assert code == 1
+    assert hint in err
+    assert not Order.objects.exists()

@@ -7,6 +7,7 @@ import io
 import pytest
 
 from kizuna.commerce.importers.decoding import WAVE_DASH, DecodeRefused, StreamDecoder, lines
+from kizuna.commerce.importers.errors import ImportRefused
 from kizuna.commerce.importers.table import CsvTable
 
 AWKWARD = "①㈱髙﨑ｶﾀｶﾅ０９０"
@@ -124,3 +125,34 @@ def test_a_quoted_line_break_keeps_later_line_numbers_true() -> None:
     text = 'a,b\n1,"two\nlines"\n2,z\n'
     records = list(CsvTable(lines(iter([text]))))
     assert [record.line for record in records] == [2, 4]
+
+
+def test_a_last_line_cut_short_refuses_the_file() -> None:
+    # given a download that stopped in the middle of the last row: "19" of "1980", no newline
+    text = "注文番号,単価,数量,商品名\n1001,1980,1,石鹸\n1002,19"
+    # when the file is read
+    with pytest.raises(ImportRefused) as excinfo:
+        list(CsvTable(lines(iter([text]))))
+    # then it is refused at that line rather than read with a wrong price and no quantity
+    assert excinfo.value.line == 3
+    assert "途中で切れています" in excinfo.value.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "注文番号,単価,数量,商品名\n1001,1980,1,石鹸\n1002,1980,2,タオル",  # no final newline
+        "注文番号,単価,数量,商品名\n1001,1980,1\n1002,1980,2,タオル\n",  # short, but complete
+    ],
+)
+def test_a_complete_last_line_without_a_newline_is_read(text: str) -> None:
+    assert [record.line for record in CsvTable(lines(iter([text])))] == [2, 3]
+
+
+def test_a_file_with_only_carriage_returns_says_how_to_fix_it() -> None:
+    # old Excel for Mac saves "CSV (Macintosh)" with CR alone at the end of each line
+    text = "注文番号,商品名\r1001,石鹸\r1002,タオル\r"
+    with pytest.raises(ImportRefused) as excinfo:
+        list(CsvTable(lines(iter([text]))))
+    assert "CR" in excinfo.value.message
+    assert "保存し直してください" in excinfo.value.message

@@ -308,3 +308,31 @@ def test_an_old_export_never_resubscribes_a_customer_who_opted_out() -> None:
     assert result.consents_granted == 0
     assert not hanako.consents.get(channel=ConsentChannel.EMAIL).granted
     assert ConsentEvent.objects.count() == events
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [("個数", "数量"), ("受注日", "受注日時")])
+def test_the_documented_header_aliases_are_detected_too(
+    tmp_path: Path, ours: str, theirs: str
+) -> None:
+    # given an EC-CUBE export whose header uses another name docs/ingest.md accepts
+    header, rest = ORDERS.read_bytes().split(b"\r\n", 1)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_bytes(
+        header.replace(f'"{ours}"'.encode("cp932"), f'"{theirs}"'.encode("cp932")) + b"\r\n" + rest
+    )
+    # when imported with the format left to detection (the default)
+    result = run(renamed)
+    # then it is read as EC-CUBE, as with --format eccube
+    assert (result.status, result.format, result.orders["created"]) == ("ok", "eccube", 4)
+
+
+def test_a_file_cut_off_in_its_last_line_imports_nothing(tmp_path: Path) -> None:
+    # given the export, with its last line cut off by an interrupted copy
+    cut = tmp_path / "cut.csv"
+    cut.write_bytes(ORDERS.read_bytes()[:-40])  # ends after a whole cell
+    # when imported (leniently, as by default)
+    result = run(cut)
+    # then the file is refused before anything is written
+    assert result.status == "refused"
+    assert "13行目(ファイルの最後の行)が途中で切れています" in result.message
+    assert everything() == dict.fromkeys(everything(), 0)

@@ -122,3 +122,40 @@ def test_generic_customers_with_a_mapping(tmp_path: Path) -> None:
     ]
     hanako = Identity.objects.get(kind=IdentityKind.EMAIL, value="hanako@example.jp").customer
     assert hanako.consents.get(channel=ConsentChannel.EMAIL).source_form == "店頭申込書"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # the first columns entry would silently lose to the second
+        (
+            "kind: orders\ncolumns:\n  order_number: 受注番号\n  order_number: 注文番号\n",
+            "4行目・3文字目: 「order_number」は3行目にも書かれています",
+        ),
+        (
+            "kind: orders\ncolumns:\n\torder_number: 受注番号\n",
+            "3行目・1文字目: タブ文字は使えません",
+        ),
+        ("kind: orders\ncolumns:\n  order_number: 受注番号\n unit_price: 単価\n", "4行目"),
+    ],
+)
+def test_a_mistyped_mapping_file_names_line_column_and_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(text, encoding="utf-8")
+    with pytest.raises(UsageError) as excinfo:
+        load_mapping(mapping, kind="orders")
+    assert message in excinfo.value.message
+
+
+def test_an_unreadable_mapping_file_is_explained_in_japanese(tmp_path: Path) -> None:
+    # Notepad's "ANSI" on Japanese Windows is CP932
+    mapping = tmp_path / "m.yml"
+    mapping.write_bytes(MAPPING.read_text(encoding="utf-8").encode("cp932"))
+    with pytest.raises(UsageError) as excinfo:
+        load_mapping(mapping, kind="orders")
+    assert excinfo.value.message == "マッピングファイルは文字コード UTF-8 で保存してください"
+    with pytest.raises(UsageError) as excinfo:
+        load_mapping(tmp_path, kind="orders")
+    assert "フォルダ" in excinfo.value.message

@@ -122,6 +122,17 @@ def test_the_page_offers_the_form_and_an_empty_history(client_for: ClientFor) ->
             },
             "columns",
         ),
+        (
+            upload("generic_orders.csv"),
+            {
+                "file_format": "generic",
+                # the same key twice: the background import would refuse it, so the form does
+                "mapping": SimpleUploadedFile(
+                    "m.yml", b"kind: orders\nkind: customers\ncolumns: {}\n"
+                ),
+            },
+            "2行目",
+        ),
     ],
 )
 def test_bad_uploads_are_refused_with_a_clear_message(

@@ -3,6 +3,9 @@ is idempotent and all-or-nothing, with every problem named by its place in the f
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
 from pathlib import Path
 
@@ -206,3 +209,108 @@ def test_the_command_exports_and_loads(tmp_path: Path) -> None:
     bad.write_text("version: 1\nscenarios:\n- key: x\n", encoding="utf-8")
     with pytest.raises(CommandError, match="何も変更していません"):
         call_command("scenarios", "load", str(bad), stdout=StringIO())
+
+
+def test_a_key_written_twice_is_refused_by_its_line() -> None:
+    # given a pasted line that repeats a scenario's name: YAML alone would keep the second
+    _library()
+    before = export_yaml()
+    lines = before.splitlines(keepends=True)
+    at = lines.index("  name: お礼\n")  # the template's name
+    edited = "".join([*lines[: at + 1], "  name: 別の名前\n", *lines[at + 1 :]])
+    # when loaded
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(edited, acting_user=STAFF)
+    # then the file is refused at that line and nothing changes
+    (message,) = excinfo.value.messages
+    assert f"{at + 2}行目・3文字目: 「name」は{at + 1}行目にも書かれています" in message
+    assert export_yaml() == before
+
+
+def test_two_entries_with_one_key_are_refused() -> None:
+    # a copied block whose key was not changed would overwrite the first one
+    _library()
+    before = export_yaml()
+    document = yaml.safe_load(before)
+    document["scenarios"].append({**document["scenarios"][0], "name": "コピー"})
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    key = document["scenarios"][0]["key"]
+    assert f"scenarios[3](key: {key}): key が scenarios[1] と同じです" in excinfo.value.messages
+    assert export_yaml() == before
+
+
+def test_a_send_time_typed_without_quotes_is_that_time() -> None:
+    # YAML 1.1 reads 10:30 as the number 630 (base 60); staff mean half past ten
+    _library()
+    edited = export_yaml().replace("send_time: 09:30", "send_time: 10:30")
+    report = load_yaml(edited, acting_user=STAFF)
+    assert report.updated["scenarios"] == 1
+    assert "send_time: '10:30'" in export_yaml()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: 1\nscenarios:\n- key: x\n\tname: y\n", "4行目・1文字目: タブ文字は使えません"),
+        (
+            "version: 1\ntemplates:\n- key: x\n  subject: {{ name }} 様\n",
+            "4行目・23文字目: 引用符や「{」「[」で始まる値の後ろに文字が続いています",
+        ),
+        (
+            "version: 1\ntemplates:\n- key: x\n  subject: {{ name }}\n",
+            "4行目・13文字目: 「{」「[」で始まる値は引用符で囲んでください",
+        ),
+        (
+            "version: 1\nsegments:\n- key: x\n   name: y\n",
+            "4行目・8文字目: ここに「:」は書けません",
+        ),
+    ],
+)
+def test_yaml_mistakes_are_named_by_line_column_and_reason(text: str, message: str) -> None:
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(text, acting_user=STAFF)
+    assert any(message in m for m in excinfo.value.messages)
+
+
+def test_a_text_written_as_a_list_is_refused_not_stored_as_python() -> None:
+    _library()
+    before = export_yaml()
+    document = yaml.safe_load(before)
+    document["templates"][0]["name"] = ["お礼", "サンクス"]
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    assert any(
+        m.startswith("templates[1](key: thanks): name は文字で") for m in excinfo.value.messages
+    )
+    assert export_yaml() == before
+
+
+def test_the_file_does_not_depend_on_how_the_database_orders_json_keys() -> None:
+    # PostgreSQL's jsonb keeps an object's keys shortest first, SQLite as written
+    _library()
+    sorted_export = export_yaml()
+    segment = Segment.objects.get(key="tokyo-women")
+    segment.rules = {
+        "rules": [
+            {"value": ["13"], "field": "prefecture", "operator": "in"},
+            {"rules": [{"value": ["female"], "operator": "in", "field": "gender"}], "op": "or"},
+        ],
+        "op": "and",
+    }
+    segment.save(update_fields=["rules"])
+    assert export_yaml() == sorted_export
+
+
+def test_the_command_speaks_japanese_when_it_refuses(tmp_path: Path) -> None:
+    # Django would print "CommandError: …"; the message alone is what staff should see
+    env = {**os.environ, "KIZUNA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(  # noqa: S603 - our own command line
+        [sys.executable, "-m", "kizuna", "scenarios", "load", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"エラー: ファイルではなくフォルダが指定されています: {tmp_path}"

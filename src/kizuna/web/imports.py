@@ -12,7 +12,6 @@ import secrets
 from pathlib import PurePath
 from typing import Any
 
-import yaml
 from django import forms
 from django.conf import settings
 from django.contrib import messages
@@ -36,6 +35,7 @@ from kizuna.commerce.importers.runs import (
     runs_page,
 )
 from kizuna.commerce.models import ImportKind, ImportRun
+from kizuna.core import yamlfile
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Imports write customer data in bulk: marketers and admins (admins are always allowed).
@@ -155,9 +155,10 @@ class ImportForm(forms.Form):
             self.add_error("file_format", "Shopify は注文CSVのみ取り込めます。")
         if mapping and kind:
             try:
-                parse_mapping(yaml.safe_load(mapping), kind=str(kind))
-            except yaml.YAMLError:
-                self.add_error("mapping", "マッピングファイルのYAMLの書き方が正しくありません。")
+                # The loader the import itself uses: a key written twice is refused here too.
+                parse_mapping(yamlfile.load(mapping), kind=str(kind))
+            except yamlfile.YamlError as exc:
+                self.add_error("mapping", f"マッピングファイルの書き方が正しくありません({exc})。")
             except UsageError as exc:
                 self.add_error("mapping", exc.message)
         return cleaned

@@ -63,6 +63,7 @@ from kizuna.campaigns.automation.services import (
     scenario_save,
     template_save,
 )
+from kizuna.core import yamlfile
 
 FORMAT_VERSION = 1
 SECTIONS = ("segments", "templates", "offers", "scenarios")
@@ -84,8 +85,18 @@ def segment_entry(segment: Segment) -> dict[str, Any]:
         "key": segment.key,
         "name": segment.name,
         "description": segment.description,
-        "rules": segment.rules,
+        "rules": _sorted_keys(segment.rules),
     }
+
+
+def _sorted_keys(value: Any) -> Any:
+    """JSON with every object's keys in order: PostgreSQL's jsonb stores them reordered
+    (shortest first) and SQLite as written, and the file must not depend on the database."""
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 def template_entry(template: MessageTemplate) -> dict[str, Any]:
@@ -199,11 +210,9 @@ class LoadReport:
 
 def parse(text: str) -> dict[str, Any]:
     try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{mark.line + 1}行目: " if mark is not None else ""
-        raise ScenarioFileError([f"{where}YAMLとして読めません"]) from exc
+        document = yamlfile.load(text)
+    except yamlfile.YamlError as exc:
+        raise ScenarioFileError([f"YAMLとして読めません。{exc}"]) from exc
     if not isinstance(document, dict):
         raise ScenarioFileError(["ファイルの形式が正しくありません(version と各一覧が必要です)"])
     if document.get("version") != FORMAT_VERSION:
@@ -232,19 +241,31 @@ def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
             ("offers", _load_offer),
             ("scenarios", _load_scenario),
         ):
+            first: dict[str, int] = {}  # key -> index of the entry that used it first
             for index, entry in enumerate(document.get(section) or [], start=1):
                 where = f"{section}[{index}]"
                 if not isinstance(entry, Mapping):
                     errors.append(f"{where}: 形式が正しくありません")
                     continue
-                where = f"{where}(key: {entry.get('key')})"
+                if "key" in entry:
+                    key = str(entry["key"])
+                    where = f"{where}(key: {key})"
+                    if key in first:
+                        # Loading it would overwrite the first entry with the second.
+                        errors.append(f"{where}: key が {section}[{first[key]}] と同じです")
+                        continue
+                    first[key] = index
                 try:
                     outcome = loader(entry, acting_user)
                 except (ScenarioError, segment_rules.SegmentError) as exc:
                     errors.extend(f"{where}: {m}" for m in exc.messages)
                     continue
-                except (TypeError, ValueError) as exc:
-                    errors.append(f"{where}: 値の形式が正しくありません({exc})")
+                except (TypeError, ValueError):
+                    # Python's own words ("unhashable type: 'list'") would not help staff.
+                    errors.append(
+                        f"{where}: 値の書き方が正しくありません(一覧や対応表を書く"
+                        "場所ではない項目に書いていないか確認してください)"
+                    )
                     continue
                 getattr(report, outcome)[section] += 1
         if errors:
@@ -259,6 +280,19 @@ def _fields(entry: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
         raise ScenarioError([f"不明な項目です: {', '.join(unknown)}"])
 
 
+def _text(entry: Mapping[str, Any], name: str) -> str:
+    """A text field. A list or mapping there (a stray `- ` or `: ` in the file) is refused:
+    stored, it would read as Python's "['…']"."""
+    value = entry.get(name)
+    if value is None:
+        return ""
+    if isinstance(value, Mapping | list):
+        raise ScenarioError(
+            [f"{name} は文字で書いてください(一覧や「項目: 値」の形になっています)"]
+        )
+    return str(value)
+
+
 def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "description", "rules"))
     existing = Segment.objects.filter(key=entry.get("key")).first()
@@ -266,9 +300,9 @@ def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
         return "unchanged"
     segment_rules.segment_save(
         segment=existing,
-        key=str(entry.get("key")),
-        name=str(entry.get("name") or ""),
-        description=str(entry.get("description") or ""),
+        key=_text(entry, "key"),
+        name=_text(entry, "name"),
+        description=_text(entry, "description"),
         rules=entry.get("rules") or {},
         acting_user=actor,
     )
@@ -282,11 +316,11 @@ def _load_template(entry: Mapping[str, Any], actor: Any) -> str:
         return "unchanged"
     template_save(
         template=existing,
-        key=str(entry.get("key") or ""),
-        name=str(entry.get("name") or ""),
-        subject=str(entry.get("subject") or ""),
-        text=str(entry.get("text") or ""),
-        html=str(entry.get("html") or ""),
+        key=_text(entry, "key"),
+        name=_text(entry, "name"),
+        subject=_text(entry, "subject"),
+        text=_text(entry, "text"),
+        html=_text(entry, "html"),
         acting_user=actor,
     )
     return "created" if existing is None else "updated"
@@ -299,11 +333,11 @@ def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
         return "unchanged"
     offer_save(
         offer=existing,
-        key=str(entry.get("key") or ""),
-        name=str(entry.get("name") or ""),
-        kind=str(entry.get("kind") or ""),
+        key=_text(entry, "key"),
+        name=_text(entry, "name"),
+        kind=_text(entry, "kind"),
         value=entry.get("value", 0),
-        code=str(entry.get("code") or ""),
+        code=_text(entry, "code"),
         valid_days=entry.get("valid_days", 14),
         acting_user=actor,
     )

@@ -135,8 +135,8 @@ def looks_like_orders(header: Header) -> bool:
     return (
         header.has(*ORDER_COLUMNS["order_number"])
         and header.has("お名前(姓)")
-        and header.has("受注日", "注文日")
-        and header.has("個数")
+        and header.has(*ORDER_COLUMNS["ordered_at"])
+        and header.has(*ORDER_COLUMNS["quantity"])
     )
 
 

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.base import (
     PRODUCT_CODE_MAX,
@@ -31,7 +29,7 @@ from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError,
 from kizuna.commerce.importers.table import Column, Header, Record, bind
 from kizuna.commerce.models import OrderStatus
 from kizuna.commerce.services import LineInput, OrderInput
-from kizuna.core import jp
+from kizuna.core import jp, yamlfile
 from kizuna.customers.models import IdentityKind, MemberStatus
 
 CUSTOMER_FIELDS = (
@@ -71,15 +69,19 @@ class ColumnMapping:
 def load_mapping(path: Path, *, kind: str) -> ColumnMapping:
     """Read and check a mapping file. Every problem is a UsageError naming the key at fault."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        raw = yamlfile.load(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UsageError(f"マッピングファイルが見つかりません: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"マッピングファイルを読めません({exc.__class__.__name__})") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f"{where.line + 1}行目" if where is not None else ""
-        raise UsageError(f"マッピングファイルのYAMLの書き方が正しくありません{at}") from None
+    except IsADirectoryError:
+        raise UsageError(f"マッピングファイルではなくフォルダが指定されています: {path}") from None
+    except PermissionError:
+        raise UsageError(f"マッピングファイルを読む権限がありません: {path}") from None
+    except OSError:
+        raise UsageError(f"マッピングファイルを読めません: {path}") from None
+    except UnicodeDecodeError:
+        raise UsageError("マッピングファイルは文字コード UTF-8 で保存してください") from None
+    except yamlfile.YamlError as exc:
+        raise UsageError(f"マッピングファイルの書き方が正しくありません({exc})") from None
     return parse_mapping(raw, kind=kind)
 
 

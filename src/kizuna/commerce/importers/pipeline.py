@@ -99,6 +99,12 @@ class ImportOptions:
             raise UsageError("Shopify の顧客CSVには対応していません(注文CSVから顧客も取り込めます)")
         if not self.consent_wording.strip():
             raise UsageError("--consent-wording を空にはできません(同意の証跡として記録します)")
+        # Longer, PostgreSQL would refuse every consenting row and SQLite store it uncut.
+        limit = Consent._meta.get_field("wording_version").max_length or 0
+        if len(self.consent_wording) > limit:
+            raise UsageError(
+                f"--consent-wording は{limit}文字までです(いま{len(self.consent_wording)}文字)"
+            )
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise UsageError(f"--batch-size は1〜{MAX_BATCH_SIZE:,}で指定してください")
 
@@ -247,8 +253,21 @@ def _detect(header: Header, kind: str, has_mapping: bool) -> str:
             return "eccube"
     elif eccube.looks_like_members(header):
         return "eccube"
-    found = "、".join(name for name in header.names[:8] if name)
     what = "注文" if kind == "orders" else "顧客"
+    # The kind typed on the command line is the easiest thing to get wrong.
+    if kind == "orders" and eccube.looks_like_members(header):
+        raise ImportRefused(
+            "EC-CUBE の会員CSVのようです。顧客として取り込むには、取り込む内容を「顧客」"
+            "(コマンドでは kizuna import customers)にしてください。"
+        )
+    if kind == "customers" and (
+        eccube.looks_like_orders(header) or shopify.looks_like_orders(header)
+    ):
+        raise ImportRefused(
+            "注文CSVのようです。注文として取り込むには、取り込む内容を「注文」"
+            "(コマンドでは kizuna import orders)にしてください。注文の顧客も一緒に取り込みます。"
+        )
+    found = "、".join(name for name in header.names[:8] if name)
     raise ImportRefused(
         f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。"
         "EC-CUBE・Shopify 以外のCSVは、形式「汎用CSV」とマッピングファイル"
@@ -744,6 +763,8 @@ def run_import(
 ) -> ImportResult:
     """Import one file. Raises UsageError for impossible options; bad data is in the result."""
     options.check()
+    if path.is_dir():
+        raise UsageError(f"ファイルではなくフォルダが指定されています: {path}")
     if not path.is_file():
         raise UsageError(f"ファイルが見つかりません: {path}")
     actor = acting_user if acting_user is not None else Actor.system(f"import:{options.kind}")

@@ -68,16 +68,29 @@ class CsvTable:
 
     `line` is the physical line a record starts on, as a text editor numbers it (a quoted
     field with a line break makes a record span several lines).
+
+    A file whose last line has no line break and fewer cells than the header was cut off (a
+    download or copy that stopped): that record would be read with its missing cells empty,
+    or a number cut short, so the file is refused like one that ends inside quotes.
     """
 
     def __init__(self, lines: Iterable[str]) -> None:
-        self._reader = csv.reader(iter(lines), strict=True)
+        self._lines = iter(lines)
+        self._last_text = "\n"  # the last physical line the reader took
+        self._reader = csv.reader(self._tracked(), strict=True)
         self._last_line = 0
+        self._width = 0
         self.rows_read = 0
         first = self._next()
         if first is None:
             raise ImportRefused("ファイルが空です(見出し行がありません)。")
         self.header = Header(first.values)
+        self._width = len(first.values)
+
+    def _tracked(self) -> Iterator[str]:
+        for text in self._lines:
+            self._last_text = text
+            yield text
 
     def _next(self) -> Record | None:
         while True:
@@ -92,8 +105,16 @@ class CsvTable:
                     f"{line}行目付近をCSVとして読めません({_csv_reason(exc)})。", line=line
                 ) from exc
             self._last_line = self._reader.line_num
-            if any(value.strip() for value in values):
-                return Record(start, values)
+            if not any(value.strip() for value in values):
+                continue
+            if not self._last_text.endswith("\n") and len(values) < self._width:
+                raise ImportRefused(
+                    f"{start}行目(ファイルの最後の行)が途中で切れています"
+                    f"(見出しは{self._width}列、この行は{len(values)}列)。"
+                    "ファイルが最後まで出力・コピーされているか確認してください。",
+                    line=start,
+                )
+            return Record(start, values)
 
     def __iter__(self) -> Iterator[Record]:
         while True:
@@ -108,6 +129,11 @@ def _csv_reason(exc: csv.Error) -> str:
     text = str(exc)
     if "NUL" in text:
         return "NUL文字が含まれています"
+    if "new-line character" in text:
+        return (
+            "引用符で囲まれていない値の中に改行(CR)があります。改行が CR だけのファイル"
+            "(古い Mac の Excel など)は、CRLF か LF で保存し直してください"
+        )
     if "unexpected end of data" in text or "EOF" in text:
         return '引用符(")が閉じられていません'
     if "quotechar" in text or "delimiter" in text or "expected" in text:

@@ -4,6 +4,7 @@ YAML file (docs/automation.md, "Scenario file format")."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,18 @@ class Command(BaseCommand):
         load = sub.add_parser("load", help="YAMLファイルのシナリオを読み込みます(識別名で上書き)")
         load.add_argument("file", help="読み込むファイル")
 
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        # Django prints a CommandError as "CommandError: …"; the people running this read
+        # Japanese. call_command (tests, other code) still gets the exception.
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            from_terminal = getattr(self, "_called_from_command_line", False)  # run_from_argv
+            if options.get("traceback") or not from_terminal:
+                raise
+            self.stderr.write(f"エラー: {exc}")
+            sys.exit(exc.returncode)
+
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "run":
@@ -72,17 +85,30 @@ class Command(BaseCommand):
         if file == "-":
             self.stdout.write(text, ending="")
             return
-        Path(file).write_text(text, encoding="utf-8")
+        try:
+            Path(file).write_text(text, encoding="utf-8")
+        except IsADirectoryError:
+            raise CommandError(
+                f"書き出し先がフォルダです。ファイル名まで指定してください: {file}"
+            ) from None
+        except FileNotFoundError:
+            raise CommandError(f"書き出し先のフォルダがありません: {file}") from None
+        except OSError:
+            raise CommandError(f"ファイルに書き込めません: {file}") from None
         self.stdout.write(f"書き出しました: {file}")
 
     def _load(self, file: str) -> None:
         path = Path(file)
+        if path.is_dir():
+            raise CommandError(f"ファイルではなくフォルダが指定されています: {file}")
         if not path.exists():
             raise CommandError(f"ファイルがありません: {file}")
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise CommandError("ファイルはUTF-8で保存してください") from exc
+        except OSError:
+            raise CommandError(f"ファイルを読めません: {file}") from None
         try:
             report = load_yaml(text, acting_user=Actor.system("scenarios-load"))
         except ScenarioFileError as exc:
