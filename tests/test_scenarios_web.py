@@ -661,3 +661,54 @@ def test_an_offer_is_deleted_only_when_no_step_uses_it(client_for: Login) -> Non
     again = client.post(url, {"sure": "1"}, follow=True)
     assert again.status_code == 200
     assert "このオファーはすでに削除されています" in again.content.decode()
+
+
+def test_the_customer_page_shows_the_scenarios_and_what_became_of_each_step(
+    client_for: Login,
+) -> None:
+    # given: a customer with no e-mail consent enrolled by a first purchase, whose first step
+    # was queued and then skipped by the delivery worker
+    from kizuna.campaigns.delivery import DeliveryWorker
+
+    s = scenario(
+        "thanks",
+        trigger={"kind": "first_purchase"},
+        steps=[step("now"), step("later", anchor="purchase", offset_days=30, send_time="10:00")],
+        activated_at=jst(2026, 5, 1),
+    )
+    customer = make_customer(family_name="未同意")
+    add_identity(customer, IdentityKind.EMAIL, "no-consent@example.jp")
+    make_order(customer, ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    DeliveryWorker().drain()
+    # when: an operator opens the customer on a call
+    html = client_for(Role.OPERATOR).get(f"/customers/{customer.pk}/").content.decode()
+    # then: the scenario, its state, and why the mail did not go out
+    card = html[html.index('id="scenarios"') :]
+    assert s.name in card
+    assert "進行中" in card
+    assert "now" in card
+    assert "見送り(メール): 配信同意がありません" in card
+    # operators cannot open scenario pages: the name is not a link for them
+    assert f'href="/scenarios/{s.pk}/"' not in card
+    marketer = client_for(Role.MARKETER).get(f"/customers/{customer.pk}/").content.decode()
+    assert f'href="/scenarios/{s.pk}/"' in marketer
+
+
+def test_a_held_out_customer_is_marked_on_the_customer_page(client_for: Login) -> None:
+    scenario(
+        "all-held",
+        trigger={"kind": "first_purchase"},
+        steps=[step("now")],
+        activated_at=jst(2026, 5, 1),
+        holdout_percent=90,
+    )
+    for _ in range(10):
+        make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    # the holdout is drawn by a hash of the customer: take one it held out
+    customer = Enrollment.objects.filter(holdout=True).first().customer  # type: ignore[union-attr]
+    html = client_for(Role.OPERATOR).get(f"/customers/{customer.pk}/").content.decode()
+    card = html[html.index('id="scenarios"') :]
+    assert "ホールドアウト(送らないグループ)" in card
+    assert "ホールドアウト(送信しない)" in card  # the step's own outcome

@@ -581,7 +581,9 @@ def test_query_count_does_not_grow_with_the_page(operator: Client) -> None:
     with CaptureQueriesContext(connection) as large:
         operator.get(reverse(url, args=[many.pk]))
     assert len(large.captured_queries) == len(small.captured_queries)
-    assert len(large.captured_queries) <= 18, [q["sql"][:90] for q in large.captured_queries]
+    # 18 before the シナリオ card, which reads at most 3 more (enrollments, their step records,
+    # their messages)
+    assert len(large.captured_queries) <= 21, [q["sql"][:90] for q in large.captured_queries]
 
 
 @pytest.mark.parametrize(

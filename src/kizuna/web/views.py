@@ -24,6 +24,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from kizuna.accounts.access import allow_roles, public
 from kizuna.accounts.models import Role, User
+from kizuna.campaigns.automation.selectors import RECENT_ENROLLMENTS, customer_enrollments
 from kizuna.commerce.models import Order
 from kizuna.customers import selectors
 from kizuna.customers.models import Customer
@@ -177,6 +178,8 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "points": selectors.points_page(customer, 1),
         "timeline": selectors.timeline_page(customer, 1),
         "contacts": selectors.recent_contacts(customer),
+        "enrollments": customer_enrollments(customer),
+        "enrollments_limit": RECENT_ENROLLMENTS,
         "contacts_limit": selectors.RECENT_CONTACTS,
         "erased": is_erased(customer),
         "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),

@@ -1,0 +1,93 @@
+"""What the customer page shows of the scenarios a customer is in.
+
+An operator on the phone is asked "why did I get this mail?" and a marketer checks whether a
+customer was held out: each recent enrollment with its scenario, state, holdout and what became
+of each step — sent, skipped with the reason, held out — in a few indexed queries (enrollments
+by enrollment_customer, their step records by dispatch_once, the messages by the outbox's
+customer index).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from kizuna.campaigns.automation.models import (
+    DispatchStatus,
+    Enrollment,
+    EnrollmentStatus,
+    ExitRule,
+    StepDispatch,
+)
+from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus
+from kizuna.customers.models import Customer
+
+RECENT_ENROLLMENTS = 10
+EXIT_LABELS = {**dict(ExitRule.choices), "expired": "期限切れで終了"}
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    step: str
+    label: str  # 送信済(メール), 見送り: 配信同意がありません, ホールドアウト(送らない) …
+    problem: bool  # skipped or failed: worth a second look on a call
+
+
+@dataclass
+class EnrollmentRow:
+    enrollment: Enrollment
+    status_label: str
+    steps: list[StepOutcome] = field(default_factory=list)
+
+
+def _message_label(message: OutboxMessage) -> tuple[str, bool]:
+    channel = Channel(message.sent_channel or message.channel).label
+    if message.status == OutboxStatus.SENT:
+        return f"送信済({channel})", False
+    if message.status in (OutboxStatus.SKIPPED, OutboxStatus.FAILED):
+        return f"{message.get_status_display()}({channel}): {message.reason}", True
+    return f"{message.get_status_display()}({channel})", False
+
+
+def customer_enrollments(customer: Customer) -> list[EnrollmentRow]:
+    """The customer's most recent enrollments, newest first, with each step's outcome."""
+    enrollments = list(
+        Enrollment.objects.filter(customer=customer)
+        .select_related("scenario")
+        .order_by("-enrolled_at", "-id")[:RECENT_ENROLLMENTS]
+    )
+    if not enrollments:
+        return []
+    ids = [e.pk for e in enrollments]
+    dispatches: dict[int, list[StepDispatch]] = defaultdict(list)
+    for dispatch in (
+        StepDispatch.objects.filter(enrollment_id__in=ids)
+        .select_related("step")
+        .order_by("due_at", "id")
+    ):
+        dispatches[dispatch.enrollment_id].append(dispatch)
+    messages = {
+        (m.enrollment_id, m.step_key): m
+        for m in OutboxMessage.objects.filter(customer=customer, enrollment_id__in=ids).order_by(
+            "id"
+        )
+    }
+    rows = []
+    for enrollment in enrollments:
+        status = enrollment.get_status_display()
+        if enrollment.status == EnrollmentStatus.EXITED and enrollment.exit_reason:
+            status += f"({EXIT_LABELS.get(enrollment.exit_reason, enrollment.exit_reason)})"
+        row = EnrollmentRow(enrollment, status)
+        for dispatch in dispatches[enrollment.pk]:
+            key = dispatch.step.key
+            if dispatch.repeat:
+                key += f"({dispatch.repeat + 1}回目)"
+            message = messages.get((enrollment.pk, dispatch.step.key))
+            if dispatch.status == DispatchStatus.QUEUED and message is not None:
+                label, problem = _message_label(message)
+            else:
+                label = dispatch.get_status_display()
+                problem = dispatch.status == DispatchStatus.SKIPPED
+            row.steps.append(StepOutcome(key, label, problem))
+        rows.append(row)
+    return rows
