@@ -118,6 +118,36 @@ def test_kanji_family_name_prefix(hanako: Customer, taro: Customer, sato: Custom
     assert ids("佐藤") == [sato.pk]
 
 
+def test_variant_kanji_find_each_other() -> None:
+    # 髙橋 from the cart, 高橋 typed by the operator (and the other way round)
+    takahashi = make_customer(family_name="髙橋", given_name="花子")
+    watanabe = make_customer(family_name="渡辺", given_name="一郎")
+    assert ids("高橋") == [takahashi.pk]
+    assert ids("髙橋 花子") == [takahashi.pk]
+    assert ids("渡邊") == [watanabe.pk]
+    assert ids("渡邉一郎") == [watanabe.pk]
+    takahashi.refresh_from_db()
+    assert takahashi.family_name == "髙橋"  # the name itself is kept as written
+
+
+def test_existing_names_are_refolded_by_the_migration() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "kizuna.customers.migrations.0007_fold_variant_kanji_in_name_key"
+    )
+    # given: a customer saved before variant kanji were folded (its old search key)
+    customer = make_customer(family_name="山﨑", given_name="花子")
+    Customer.objects.filter(pk=customer.pk).update(name_key="山﨑花子")
+    assert ids("山崎") == []
+    # when
+    migration.refold(apps, None)
+    # then
+    assert ids("山崎") == [customer.pk]
+
+
 @pytest.mark.parametrize("query", ["山田 花子", "山田　花子", "山田花子", " 山田花 "])
 def test_full_name_with_or_without_space(hanako: Customer, taro: Customer, query: str) -> None:
     assert ids(query) == [hanako.pk]

@@ -125,9 +125,23 @@ def is_kana(value: str) -> bool:
     return bool(key) and all("ァ" <= ch <= "ヿ" or ch == "ー" for ch in key)
 
 
+# Old and variant forms of kanji common in family names (異体字), as the everyday form: a
+# customer registered as 髙橋 or 渡邊 (carts export them, CP932 has them) is found by an
+# operator who types 高橋 or 渡辺, and the other way round. Only the search key is folded; the
+# name is kept and shown as the customer wrote it.
+NAME_VARIANTS = str.maketrans(
+    {
+        "髙": "高", "﨑": "崎", "嵜": "崎", "𠮷": "吉", "邊": "辺", "邉": "辺", "濵": "浜",
+        "濱": "浜", "澤": "沢", "櫻": "桜", "廣": "広", "國": "国", "德": "徳", "齋": "斎",
+        "齊": "斉", "藪": "薮", "槇": "槙", "曾": "曽",
+    }
+)  # fmt: skip
+
+
 def name_key(value: str) -> str:
-    """A name as a search key: NFKC without spaces ("山田　太郎" → "山田太郎")."""
-    return _SPACE_RE.sub("", nfkc(value))
+    """A name as a search key: NFKC without spaces, variant kanji folded ("髙橋　太郎" →
+    "高橋太郎")."""
+    return _SPACE_RE.sub("", nfkc(value)).translate(NAME_VARIANTS)
 
 
 def normalize_identifier(value: str) -> str:
