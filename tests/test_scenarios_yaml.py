@@ -314,3 +314,27 @@ def test_the_command_speaks_japanese_when_it_refuses(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.strip() == f"エラー: ファイルではなくフォルダが指定されています: {tmp_path}"
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["scenarios", "lod", "x.yml"], "action に 'lod' は指定できません"),
+        (["scenarios", "load"], "必須の引数がありません: file"),
+        (["scenarios", "run", "--now"], "--now には値を指定してください"),
+    ],
+)
+def test_a_mistyped_command_line_is_explained_in_japanese(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    env = {**os.environ, "KIZUNA_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(  # noqa: S603 - our own command line
+        [sys.executable, "-m", "kizuna", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert f"エラー: {said}" in done.stderr
+    assert "usage" not in done.stderr.split("エラー:")[1]

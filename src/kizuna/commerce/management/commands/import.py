@@ -12,11 +12,10 @@ undecodable byte, missing columns); 2 a usage error. docs/ingest.md describes th
 from __future__ import annotations
 
 import json
-import re
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
@@ -32,31 +31,7 @@ from kizuna.commerce.importers.pipeline import (
     Progress,
     run_import,
 )
-
-USAGE_ERROR = 2
-
-# argparse speaks English; staff do not. The messages a mistyped command line produces most.
-_ARGPARSE_MESSAGES = (
-    (re.compile(r"the following arguments are required: (.*)"), "必須の引数がありません: {0}"),
-    (
-        re.compile(r"argument (\S+): invalid choice: (\S+) \(choose from (.*)\)"),
-        "{0} に {1} は指定できません(指定できる値: {2})",
-    ),
-    (re.compile(r"argument (\S+): expected one argument"), "{0} には値を指定してください"),
-    (re.compile(r"unrecognized arguments: (.*)"), "知らない引数です: {0}"),
-    (re.compile(r"argument (\S+): invalid (\S+) value: (.*)"), "{0} の値 {2} が正しくありません"),
-)
-
-
-class JapaneseCommandParser(CommandParser):
-    def error(self, message: str) -> NoReturn:
-        for pattern, template in _ARGPARSE_MESSAGES:
-            match = pattern.fullmatch(message)
-            if match:
-                message = template.format(*match.groups())
-                break
-        self.print_usage(sys.stderr)
-        self.exit(USAGE_ERROR, f"エラー: {message}\n(使い方: kizuna import --help)\n")
+from kizuna.core.cli import USAGE_ERROR, JapaneseCommandParser
 
 
 class Command(BaseCommand):

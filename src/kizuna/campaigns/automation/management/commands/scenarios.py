@@ -9,13 +9,14 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from kizuna.campaigns.automation.clock import JST
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.core.audit import Actor
+from kizuna.core.cli import JapaneseCommandParser
 
 
 def _moment(value: str) -> dt.datetime:
@@ -30,8 +31,16 @@ def _moment(value: str) -> dt.datetime:
 class Command(BaseCommand):
     help = "シナリオの実行(run)、ファイルへの書き出し(export)・読み込み(load)"
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.__class__ = JapaneseCommandParser
+        return parser
+
     def add_arguments(self, parser: ArgumentParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        # Each subcommand's own mistakes (a missing FILE, a misspelt --now) in Japanese too.
+        sub = parser.add_subparsers(
+            dest="action", required=True, parser_class=JapaneseCommandParser
+        )
         run = sub.add_parser(
             "run", help="すべての稼働中シナリオを1回評価し、送信キューに登録します"
         )
