@@ -92,6 +92,17 @@ def test_family_name_is_required(api: ApiClient) -> None:
     assert error["fields"] == {"profile.family_name": "必須項目です"}
 
 
+@pytest.mark.parametrize("birthday", ["2999-01-01", "1850-05-05"])
+def test_a_birthday_that_cannot_be_one_is_refused(api: ApiClient, birthday: str) -> None:
+    # a typo (2999) or the order date in the wrong field would send birthday mail on a wrong
+    # day and put the customer in an impossible age segment
+    body = {"profile": {"family_name": "山田", "birthday": birthday}}
+    response = api.post("/api/v1/customers", body)
+    error = assert_error(response, 422)
+    assert "今日までの日付" in error["fields"]["profile.birthday"]
+    assert not Customer.objects.exists()
+
+
 def test_patch_changes_only_the_fields_sent_and_is_audited(api: ApiClient) -> None:
     customer = make_customer(given_name="花子", address1="渋谷区渋谷2-1-1")
     response = api.patch(

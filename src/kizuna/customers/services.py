@@ -91,6 +91,8 @@ def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
                 cleaned[name] = jp.prefecture_code(value)
             elif name in {"family_kana", "given_kana"} and value:
                 cleaned[name] = jp.normalize_kana(value)
+            elif name == "birthday" and value is not None:
+                cleaned[name] = _birthday(value)
             elif isinstance(value, str) and name != "notes":
                 cleaned[name] = jp.clean_text(value)
             else:
@@ -98,6 +100,17 @@ def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
     except jp.NormalisationError as exc:
         raise ValidationError({name: str(exc)}) from exc
     return cleaned
+
+
+EARLIEST_BIRTHDAY = dt.date(1900, 1, 1)
+
+
+def _birthday(value: Any) -> Any:
+    """A birthday that can be one: not in the future (a typo such as 2999, or the order date
+    in the wrong column), not before 1900. Birthday scenarios and age segments read it."""
+    if isinstance(value, dt.date) and not (EARLIEST_BIRTHDAY <= value <= timezone.localdate()):
+        raise jp.NormalisationError("生年月日は1900年1月1日から今日までの日付にしてください")
+    return value
 
 
 def _field_label(name: str) -> str:

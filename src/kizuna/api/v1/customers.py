@@ -135,7 +135,12 @@ def create_customer(request: HttpRequest, payload: CustomerCreateIn) -> Status[d
     (重複の統合はスタッフが画面で行います)。"""
     actor = key_actor(_api_key(request))
     with transaction.atomic():
-        customer = customer_create(acting_user=actor, profile=payload.profile.changes())
+        try:
+            customer = customer_create(acting_user=actor, profile=payload.profile.changes())
+        except ValidationError as exc:
+            # Named where the field is in this request's body: profile.birthday, not birthday.
+            message, fields = django_fields(exc, prefix="profile.")
+            raise ValidationError(fields or message) from None
         for kind, value in payload.identities.as_kinds().items():
             try:
                 identity_add(
