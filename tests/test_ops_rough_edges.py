@@ -157,3 +157,18 @@ def test_the_api_answers_a_wrong_method_with_its_own_json_error(
             "fields": {},
         }
     }
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/nope", "/api/v1/customers/", "/api/v1/orders/a%2Fb"])
+def test_an_address_no_api_route_has_gets_the_api_error_not_a_page(
+    client: Client, path: str
+) -> None:
+    response = client.get(path, headers=BROWSER)
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["error"]["code"] == "not_found"
+    # the site's own pages keep their Japanese 404 page
+    page = client.get("/no-such-page/", headers=BROWSER)
+    assert page.status_code in (302, 404)
+    assert not page.get("Content-Type", "").startswith("application/json")

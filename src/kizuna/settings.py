@@ -103,7 +103,7 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     # Inside the CSRF, messages and CommonMiddleware: the page it renders (the header's logout
     # form) gets its CSRF cookie and its Content-Length like any other page.
-    "kizuna.web.middleware.MethodNotAllowedPageMiddleware",
+    "kizuna.web.middleware.ErrorBodyMiddleware",
     # Deny by default: every view must declare who may open it (RELIABILITY D2).
     "kizuna.accounts.middleware.RoleAccessMiddleware",
     # Last, as django-axes asks: turns a lockout into the login page's "locked" message.

@@ -1,11 +1,12 @@
-"""A body for the 405 answers Django and django-ninja give with none (or a bare English one).
+"""A body for the 404 and 405 answers that have none fit for who asked.
 
 Actions such as saving the delivery settings, pausing delivery or logging out accept POST only.
 Opened from a bookmark, the history or a pasted link, Django answers 405 with an empty body,
 which the browser shows as a white page: a browser gets a short Japanese page instead. An API
 client calling a route with the wrong method got django-ninja's plain-text "Method not allowed";
-it gets the API's own JSON error (kizuna.api.errors) like every other API error. The status and
-the Allow header stay as they are; a response that already has a page or JSON is left alone.
+it gets the API's own JSON error (kizuna.api.errors) like every other API error, and so does an
+address under /api/ that no route has (the site's HTML 404 page before). The status and the
+Allow header stay as they are; a response that already has a page or JSON is left alone.
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ from kizuna.api.errors import error_response, status_error
 API_PREFIX = "/api/"
 
 
-class MethodNotAllowedPageMiddleware:
+class ErrorBodyMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        if response.status_code != 405 or response.streaming:
+        if response.status_code not in (404, 405) or response.streaming:
             return response
         if request.path_info.startswith(API_PREFIX):
             if response.get("Content-Type", "").startswith("application/json"):
                 return response
-            answer = error_response(405, *status_error(405))
-            answer["Allow"] = response.get("Allow", "")
+            # An address no API route has (a typo, a trailing slash), or a method the route
+            # does not take: the API's own error shape, not the site's HTML page.
+            answer = error_response(response.status_code, *status_error(response.status_code))
+            if "Allow" in response:
+                answer["Allow"] = response["Allow"]
             return answer
+        if response.status_code != 405:
+            return response
         if response.content or not request.accepts("text/html"):
             return response
         response.content = render_to_string("web/method_not_allowed.html", request=request)
