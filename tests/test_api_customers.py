@@ -40,6 +40,9 @@ def test_register_a_customer_normalises_what_was_typed(api: ApiClient) -> None:
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["family_kana"] == "ヤマダ"
+    # readable in curl: Japanese as UTF-8, not \u escapes
+    assert "ヤマダ" in response.content.decode("utf-8")
+    assert response["Content-Type"] == "application/json; charset=utf-8"
     assert body["given_kana"] == "ハナコ"
     assert body["postal_code"] == "1500002"
     assert (body["prefecture"], body["prefecture_name"]) == (13, "東京都")

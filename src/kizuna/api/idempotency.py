@@ -88,7 +88,7 @@ def idempotent(run: Run) -> Run:
             )
         if isinstance(claim, StoredResponse):
             replay = HttpResponse(
-                claim.body, status=claim.status_code, content_type="application/json"
+                claim.body, status=claim.status_code, content_type="application/json; charset=utf-8"
             )
             replay[REPLAYED_HEADER] = "true"
             return replay

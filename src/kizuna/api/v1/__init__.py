@@ -14,6 +14,7 @@ from django.http.response import HttpResponseBase
 from django.urls import URLPattern, URLResolver, path
 from django.utils import translation
 from ninja import NinjaAPI
+from ninja.renderers import JSONRenderer
 
 from kizuna.accounts.access import public
 from kizuna.api import docs, onsite
@@ -76,6 +77,13 @@ def _in_japanese(run: Callable[..., HttpResponseBase]) -> Callable[..., HttpResp
     return wrapper
 
 
+class JapaneseJSONRenderer(JSONRenderer):
+    """Japanese as UTF-8, as the error bodies already are: a developer reading `curl` output
+    sees 山田, not \\u5c71\\u7530."""
+
+    json_dumps_params = {"ensure_ascii": False}
+
+
 api = KizunaAPI(
     title="Kizuna API",
     version="1",
@@ -86,6 +94,7 @@ api = KizunaAPI(
     ),
     urls_namespace="api-v1",
     docs=docs.LocalSwagger(),
+    renderer=JapaneseJSONRenderer(),
 )
 api.add_decorator(_in_japanese, mode="view")
 install_error_handlers(api)
