@@ -159,3 +159,14 @@ def test_a_file_of_the_other_kind_is_refused_with_the_command_to_use(
     assert code == 1
     assert hint in err
     assert not Order.objects.exists()
+
+
+def test_a_file_with_only_its_header_says_there_was_nothing_to_import(tmp_path: Path) -> None:
+    # an export for a period with no orders: not an error, but not "0 rows imported" either
+    header = (DATA / "eccube_orders_cp932.csv").read_bytes().splitlines(keepends=True)[0]
+    path = tmp_path / "受注_空.csv"
+    path.write_bytes(header)
+    code, out, _ = kizuna_import("orders", str(path))
+    assert code == 0
+    assert "取り込むデータの行がありませんでした" in out
+    assert not Order.objects.exists()

@@ -741,6 +741,9 @@ def summary_sentence(result: ImportResult) -> str:
     """One Japanese sentence saying what happened, for the terminal and the web page."""
     if result.refused:
         return result.message
+    if not result.rows_read:
+        # Most often an export for a period with no orders, or the wrong file: say so plainly.
+        return "見出しの行だけで、取り込むデータの行がありませんでした(何も変更していません)。"
     done = "取り込めます(試行のため何も書き込んでいません)" if result.dry_run else "取り込みました"
     if result.kind == "orders":
         o = result.orders
