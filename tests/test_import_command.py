@@ -170,3 +170,13 @@ def test_a_file_with_only_its_header_says_there_was_nothing_to_import(tmp_path: 
     assert code == 0
     assert "取り込むデータの行がありませんでした" in out
     assert not Order.objects.exists()
+
+
+def test_json_mode_answers_a_usage_error_in_json_too(tmp_path: Path) -> None:
+    code, out, err = kizuna_import("orders", str(tmp_path / "nothing.csv"), "--json")
+    assert code == 2
+    assert json.loads(out) == {
+        "status": "usage_error",
+        "message": f"ファイルが見つかりません: {tmp_path / 'nothing.csv'}",
+    }
+    assert "エラー:" in err

@@ -104,6 +104,10 @@ class Command(BaseCommand):
         except UsageError as exc:
             bar.close()
             self.stderr.write(f"エラー: {exc.message}")
+            if options["json"]:
+                # A script reading the JSON (`> result.json`) gets an answer, not an empty file.
+                usage = {"status": "usage_error", "message": exc.message}
+                self.stdout.write(json.dumps(usage, ensure_ascii=False, indent=2))
             raise SystemExit(USAGE_ERROR) from None
         bar.close()
         try:
