@@ -338,3 +338,18 @@ def test_a_mistyped_command_line_is_explained_in_japanese(
     assert done.returncode == 2
     assert f"エラー: {said}" in done.stderr
     assert "usage" not in done.stderr.split("エラー:")[1]
+
+
+def test_load_reads_standard_input_as_export_writes_standard_output() -> None:
+    # given: the library exported to standard output, then emptied
+    _library()
+    out = StringIO()
+    call_command("scenarios", "export", "-", stdout=out)
+    exported = out.getvalue()
+    _empty()
+    # when: it is piped back in (kizuna scenarios export - | … | kizuna scenarios load -)
+    call_command("scenarios", "load", "-", stdin=StringIO(exported), stdout=StringIO())
+    # then
+    again = StringIO()
+    call_command("scenarios", "export", "-", stdout=again)
+    assert again.getvalue() == exported

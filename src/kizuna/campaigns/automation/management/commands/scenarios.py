@@ -7,7 +7,7 @@ import datetime as dt
 import sys
 from argparse import ArgumentParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
@@ -30,6 +30,8 @@ def _moment(value: str) -> dt.datetime:
 
 class Command(BaseCommand):
     help = "シナリオの実行(run)、ファイルへの書き出し(export)・読み込み(load)"
+    # `load -` reads standard input; call_command(stdin=…) may pass another stream.
+    stealth_options = ("stdin",)
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
@@ -50,7 +52,7 @@ class Command(BaseCommand):
         export = sub.add_parser("export", help="全シナリオをYAMLファイルに書き出します")
         export.add_argument("file", help="書き出すファイル(- で標準出力)")
         load = sub.add_parser("load", help="YAMLファイルのシナリオを読み込みます(識別名で上書き)")
-        load.add_argument("file", help="読み込むファイル")
+        load.add_argument("file", help="読み込むファイル(- で標準入力)")
 
     def execute(self, *args: Any, **options: Any) -> str | None:
         # Django prints a CommandError as "CommandError: …"; the people running this read
@@ -71,7 +73,8 @@ class Command(BaseCommand):
         elif action == "export":
             self._export(options["file"])
         else:
-            self._load(options["file"])
+            # call_command(stdin=…) passes its own (tests); from a terminal it is sys.stdin.
+            self._load(options["file"], options.get("stdin") or sys.stdin)
 
     def _run(self, now: str | None) -> None:
         report = tick(_moment(now) if now else None)
@@ -106,20 +109,23 @@ class Command(BaseCommand):
             raise CommandError(f"ファイルに書き込めません: {file}") from None
         self.stdout.write(f"書き出しました: {file}")
 
-    def _load(self, file: str) -> None:
+    def _load(self, file: str, stdin: TextIO) -> None:
+        text = stdin.read() if file == "-" else self._read(file)
+        try:
+            report = load_yaml(text, acting_user=Actor.system("scenarios-load"))
+        except ScenarioFileError as exc:
+            raise CommandError("読み込めませんでした(何も変更していません):\n" + str(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"読み込みました: {report.summary()}"))
+
+    def _read(self, file: str) -> str:
         path = Path(file)
         if path.is_dir():
             raise CommandError(f"ファイルではなくフォルダが指定されています: {file}")
         if not path.exists():
             raise CommandError(f"ファイルがありません: {file}")
         try:
-            text = path.read_text(encoding="utf-8-sig")
+            return path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as exc:
             raise CommandError("ファイルはUTF-8で保存してください") from exc
         except OSError:
             raise CommandError(f"ファイルを読めません: {file}") from None
-        try:
-            report = load_yaml(text, acting_user=Actor.system("scenarios-load"))
-        except ScenarioFileError as exc:
-            raise CommandError("読み込めませんでした(何も変更していません):\n" + str(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"読み込みました: {report.summary()}"))
