@@ -336,3 +336,17 @@ def test_a_file_cut_off_in_its_last_line_imports_nothing(tmp_path: Path) -> None
     assert result.status == "refused"
     assert "13行目(ファイルの最後の行)が途中で切れています" in result.message
     assert everything() == dict.fromkeys(everything(), 0)
+
+
+def test_an_eccube_file_with_one_column_renamed_names_the_missing_column(tmp_path: Path) -> None:
+    # given: an EC-CUBE export whose 個数 column someone renamed to 購入数 in Excel
+    source = (DATA / "eccube_orders_cp932.csv").read_bytes().decode("cp932")
+    header, rest = source.split("\n", 1)
+    assert "個数" in header
+    path = tmp_path / "受注_編集済み.csv"
+    path.write_bytes((header.replace("個数", "購入数") + "\n" + rest).encode("cp932"))
+    # when
+    result = run_import(path, ImportOptions(kind="orders"))
+    # then
+    assert result.refused
+    assert "EC-CUBE の受注CSVに必要な列が見つかりません: 個数(または 数量)" in result.message

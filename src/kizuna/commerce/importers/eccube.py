@@ -130,14 +130,29 @@ _MEMBER_STATUS = {
 }  # fmt: skip
 
 
+# The columns that tell an EC-CUBE 受注CSV from any other order CSV, each with the names it may
+# have (the first is the one EC-CUBE writes).
+EC_CUBE_ONLY = ("お名前(姓)",)
+ORDER_MARKERS = (
+    ORDER_COLUMNS["order_number"],
+    EC_CUBE_ONLY,
+    ORDER_COLUMNS["ordered_at"],
+    ORDER_COLUMNS["quantity"],
+)
+
+
+def missing_order_markers(header: Header) -> list[str]:
+    """The EC-CUBE 受注CSV columns this header lacks, as 「個数(または 数量)」."""
+    return [
+        f"{names[0]}(または {'・'.join(names[1:])})" if len(names) > 1 else names[0]
+        for names in ORDER_MARKERS
+        if not header.has(*names)
+    ]
+
+
 def looks_like_orders(header: Header) -> bool:
     """EC-CUBE's own names, not just any order CSV with 注文番号 and 商品名."""
-    return (
-        header.has(*ORDER_COLUMNS["order_number"])
-        and header.has("お名前(姓)")
-        and header.has(*ORDER_COLUMNS["ordered_at"])
-        and header.has(*ORDER_COLUMNS["quantity"])
-    )
+    return not missing_order_markers(header)
 
 
 def looks_like_members(header: Header) -> bool:

@@ -267,6 +267,16 @@ def _detect(header: Header, kind: str, has_mapping: bool) -> str:
             "注文CSVのようです。注文として取り込むには、取り込む内容を「注文」"
             "(コマンドでは kizuna import orders)にしてください。注文の顧客も一緒に取り込みます。"
         )
+    missing = eccube.missing_order_markers(header) if kind == "orders" else []
+    if len(missing) == 1 and header.has(*eccube.EC_CUBE_ONLY):
+        # EC-CUBE's own name columns and all its markers but one: a column renamed or dropped
+        # when the export was edited (other carts share 注文番号 and 個数, not お名前(姓)).
+        raise ImportRefused(
+            "EC-CUBE の受注CSVに必要な列が見つかりません: "
+            f"{missing[0]}。見出しの名前を確かめてください(ほかのカートのCSVなら、形式"
+            "「汎用CSV」とマッピングファイル(コマンドでは --format generic と --mapping)で"
+            "列の対応を指定できます)。"
+        )
     found = "、".join(name for name in header.names[:8] if name)
     raise ImportRefused(
         f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。"
