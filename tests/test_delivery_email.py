@@ -318,3 +318,25 @@ def test_without_a_writable_journal_each_sent_mark_is_recorded_at_once(smtp, mon
     assert len(smtp.handler.received) == 1
     assert status_of(message)[0] == OutboxStatus.SENT
     assert customer.timeline.filter(kind=TimelineKind.MESSAGE).count() == 1
+
+
+def test_a_connection_the_server_dropped_while_idle_does_not_cost_a_try(smtp) -> None:  # type: ignore[no-untyped-def]
+    # given: a long-running worker that sent one message and then found nothing to do
+    worker = DeliveryWorker()
+    first = mail(consenting_customer(), "before-the-pause")
+    worker.run_batch()
+    assert status_of(first)[0] == OutboxStatus.SENT
+    assert worker.run_batch().claimed == 0
+    # when: the mail server drops idle connections (here: it restarts on the same port)
+    from aiosmtpd.controller import Controller
+
+    smtp.controller.stop()
+    smtp.controller = Controller(smtp.handler, hostname="127.0.0.1", port=smtp.port)
+    smtp.controller.start()
+    second = mail(consenting_customer(email_address="after@example.jp"), "after-the-pause")
+    worker.run_batch()
+    worker.close()
+    # then: the next message goes out at its first try, on a new connection
+    second.refresh_from_db()
+    assert second.status == OutboxStatus.SENT
+    assert second.attempts == 1

@@ -409,12 +409,20 @@ class DeliveryWorker:
             self._flush()
             self.journal.close()
         finally:
-            for transport in self._transports.values():
-                try:
-                    transport.close()
-                except Exception:  # a failing close must not hide the batch's outcome
-                    logger.exception("closing a transport failed")
-            self._transports.clear()
+            self.close_connections()
+
+    def close_connections(self) -> None:
+        """Close the transports' connections (SMTP…); the next message opens them again.
+
+        Done after a batch that found nothing to send: a mail server drops a connection left
+        idle for a few minutes, and the first message of the next batch would fail on it
+        (SMTPServerDisconnected) and use up one of its tries."""
+        for transport in self._transports.values():
+            try:
+                transport.close()
+            except Exception:  # a failing close must not hide the batch's outcome
+                logger.exception("closing a transport failed")
+        self._transports.clear()
 
     def _envelope(self, plan: Plan, sender: Sender) -> Envelope:
         message = plan.message
@@ -583,6 +591,7 @@ class DeliveryWorker:
         token, rows = self.claim()
         result.claimed = len(rows)
         if not rows:
+            self.close_connections()  # idle now: close before the server drops them
             return result
         claimed_at = time.monotonic()
         now = self.clock()
