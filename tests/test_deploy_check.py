@@ -72,6 +72,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         "KIZUNA_DATA_DIR": str(tmp_path),
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "crm.example.jp",
+        "KIZUNA_PUBLIC_URL": "https://crm.example.jp",
     }
 
 
@@ -92,6 +93,21 @@ def test_development_defaults_are_not_deployable(tmp_path: Path) -> None:
     found = set(re.findall(r"security\.W\d+", result.stdout + result.stderr))
     # No HSTS, no HTTPS redirect, cookies sent over plain HTTP.
     assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= found
+
+
+@pytest.mark.parametrize("public_url", [None, "http://crm.example.jp", "https://localhost:8000"])
+def test_opt_out_links_that_customers_cannot_open_are_not_deployable(
+    production_env: dict[str, str], public_url: str | None
+) -> None:
+    # Every marketing message's legally required opt-out link starts with KIZUNA_PUBLIC_URL.
+    env = {**production_env}
+    if public_url is None:
+        env.pop("KIZUNA_PUBLIC_URL")  # the default: http://127.0.0.1:8000
+    else:
+        env["KIZUNA_PUBLIC_URL"] = public_url
+    result = run_kizuna(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "kizuna.W001" in result.stdout + result.stderr
 
 
 def test_production_settings_can_be_loosened_explicitly(production_env: dict[str, str]) -> None:
