@@ -117,3 +117,19 @@ def test_documented_rqworker_runs_tasks_queued_for_later(env, tmp_path) -> None:
     kizuna(env, *documented_rqworker_args(), "--burst")
     # then the task ran
     assert mark.read_text(encoding="utf-8") == "later"
+
+
+def test_the_nightly_analytics_run_is_registered_once_with_redis(env) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    env.update({"KIZUNA_TASK_BACKEND": "django_tasks_rq.RQBackend", "KIZUNA_REDIS_URL": REDIS_URL})
+    connection = redis.Redis.from_url(REDIS_URL)
+    connection.flushdb()
+    try:
+        # when an operator registers the nightly run twice (a rerun deploy script, say)
+        first = kizuna(env, "analytics", "run", "--schedule-nightly")
+        second = kizuna(env, "analytics", "run", "--schedule-nightly")
+        # then one run waits for 02:00, not two (which would run the analytics twice a night)
+        assert connection.zcard("rq:scheduled:default") == 1, (first, second)
+    finally:
+        connection.flushdb()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.utils import timezone
 from django_tasks import task
 
@@ -92,11 +93,21 @@ def next_nightly_time(now: dt.datetime) -> dt.datetime:
 
 
 def nightly_is_queued() -> bool:
-    """Whether a nightly run is already waiting (known only for the database task backend)."""
-    try:
-        from django_tasks_db.models import DBTaskResult
-    except ImportError:
-        return False
+    """Whether a nightly run is already waiting, in whichever task backend is configured: the
+    database's table, or Redis (RQ keeps a task queued for later in the queue's scheduled
+    registry). Registering the nightly run twice would run the analytics twice every night."""
+    if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_rq."):
+        import django_rq
+        from rq.job import Job
+
+        queue = django_rq.get_queue(analytics_nightly.queue_name)
+        waiting = [*queue.scheduled_job_registry.get_job_ids(), *queue.get_job_ids()]
+        jobs = Job.fetch_many(waiting, connection=queue.connection)
+        return any(
+            job is not None and job.func_name == analytics_nightly.module_path for job in jobs
+        )
+    from django_tasks_db.models import DBTaskResult
+
     return DBTaskResult.objects.filter(
         task_path=analytics_nightly.module_path, status="READY"
     ).exists()
