@@ -108,6 +108,7 @@ def test_add_a_webhook_sender_shows_its_secret_and_urls(
     source = WebhookSource.objects.get()
     assert source.secret in html
     assert "/api/v1/webhooks/eccube/orders" in html
+    assert "/api/v1/webhooks/eccube/email-events" in html  # for the mail service's bounces
     listing = admin.get("/settings/api-keys/").content.decode()
     assert "EC-CUBE本店" in listing
     assert source.secret not in listing

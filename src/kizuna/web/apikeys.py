@@ -77,6 +77,8 @@ def webhook_urls(request: HttpRequest, source: WebhookSource) -> dict[str, str]:
     return {
         "orders": request.build_absolute_uri(f"{base}/orders"),
         "customers": request.build_absolute_uri(f"{base}/customers"),
+        # For the mail service (ESP): bounces and complaints put the address on suppression.
+        "email_events": request.build_absolute_uri(f"{base}/email-events"),
     }
 
 
