@@ -4,7 +4,11 @@ screen) for an address that only a button may open."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -172,3 +176,26 @@ def test_an_address_no_api_route_has_gets_the_api_error_not_a_page(
     page = client.get("/no-such-page/", headers=BROWSER)
     assert page.status_code in (302, 404)
     assert not page.get("Content-Type", "").startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["campaigns", "bounce", "/no/such/bounces.json"], 1, "エラー: ファイルがありません"),
+        (["campaigns", "bonce", "x.json"], 2, "エラー: action に 'bonce' は指定できません"),
+    ],
+)
+def test_the_campaigns_command_refuses_in_japanese(
+    tmp_path: Path, args: list[str], code: int, said: str
+) -> None:
+    done = subprocess.run(  # noqa: S603 - our own command line
+        [sys.executable, "-m", "kizuna", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KIZUNA_DATA_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == code
+    assert said in done.stderr
+    assert "CommandError" not in done.stderr
+    assert "Errno" not in done.stderr

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from django.core.management.base import CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 USAGE_ERROR = 2
 
@@ -35,3 +35,25 @@ class JapaneseCommandParser(CommandParser):
                 break
         self.print_usage(sys.stderr)
         self.exit(USAGE_ERROR, f"エラー: {message}\n(使い方: {self.prog} --help)\n")
+
+
+class JapaneseCommand(BaseCommand):
+    """A command whose mistakes read as staff read them: a mistyped command line in Japanese
+    (JapaneseCommandParser, subcommands included when they are added with
+    `parser_class=JapaneseCommandParser`), and a refusal (CommandError) as 「エラー: …」 rather
+    than Django's "CommandError: …". call_command (tests, other code) still gets the exception."""
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parser.__class__ = JapaneseCommandParser
+        return parser
+
+    def execute(self, *args: Any, **options: Any) -> str | None:
+        try:
+            return super().execute(*args, **options)
+        except CommandError as exc:
+            from_terminal = getattr(self, "_called_from_command_line", False)  # run_from_argv
+            if options.get("traceback") or not from_terminal:
+                raise
+            self.stderr.write(f"エラー: {exc}")
+            sys.exit(exc.returncode)

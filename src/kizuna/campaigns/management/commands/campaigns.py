@@ -13,12 +13,13 @@ import sys
 from argparse import ArgumentParser
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from kizuna.campaigns.services import sending_pause
 from kizuna.campaigns.suppression import notifications_ingest
 from kizuna.campaigns.unsubscribe import InvalidTokenError, unsubscribe
 from kizuna.core.audit import Actor
+from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser
 
 ACTOR = Actor.system("campaigns-command")
 
@@ -34,11 +35,13 @@ def _records(raw: Any) -> list[dict[str, Any]]:
     return raw
 
 
-class Command(BaseCommand):
+class Command(JapaneseCommand):
     help = "配信まわりの操作(バウンス取り込み・メールでの配信停止・送信の一時停止)"
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        sub = parser.add_subparsers(dest="action", required=True)
+        sub = parser.add_subparsers(
+            dest="action", required=True, parser_class=JapaneseCommandParser
+        )
         bounce = sub.add_parser("bounce", help="バウンス・苦情通知(JSON)を取り込みます")
         bounce.add_argument("file", help="JSONファイル(- で標準入力)")
         unsub = sub.add_parser("unsubscribe", help="メールで届いた配信停止を反映します")
@@ -65,10 +68,17 @@ class Command(BaseCommand):
             else:
                 with open(path, encoding="utf-8-sig") as handle:
                     raw = json.load(handle)
-        except OSError as exc:
-            raise CommandError(f"ファイルを開けません: {exc}") from None
+        except FileNotFoundError:
+            raise CommandError(f"ファイルがありません: {path}") from None
+        except IsADirectoryError:
+            raise CommandError(f"ファイルではなくフォルダが指定されています: {path}") from None
+        except OSError:
+            raise CommandError(f"ファイルを開けません: {path}") from None
         except json.JSONDecodeError as exc:
-            raise CommandError(f"JSONとして読めません({exc.lineno}行目): {exc.msg}") from None
+            raise CommandError(
+                f"JSONとして読めません({exc.lineno}行目・{exc.colno}文字目)。"
+                '通知のリスト([ … ])か {"notifications": [ … ]} の形で保存してください'
+            ) from None
         report = notifications_ingest(_records(raw), acting_user=ACTOR)
         self.stdout.write(
             f"配信停止に追加: {report.added}件 / 登録済み: {report.already}件 / "

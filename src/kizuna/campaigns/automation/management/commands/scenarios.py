@@ -9,14 +9,14 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any, TextIO
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from kizuna.campaigns.automation.clock import JST
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.core.audit import Actor
-from kizuna.core.cli import JapaneseCommandParser
+from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser
 
 
 def _moment(value: str) -> dt.datetime:
@@ -28,15 +28,10 @@ def _moment(value: str) -> dt.datetime:
     return moment if timezone.is_aware(moment) else moment.replace(tzinfo=JST)
 
 
-class Command(BaseCommand):
+class Command(JapaneseCommand):
     help = "シナリオの実行(run)、ファイルへの書き出し(export)・読み込み(load)"
     # `load -` reads standard input; call_command(stdin=…) may pass another stream.
     stealth_options = ("stdin",)
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.__class__ = JapaneseCommandParser
-        return parser
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         # Each subcommand's own mistakes (a missing FILE, a misspelt --now) in Japanese too.
@@ -53,18 +48,6 @@ class Command(BaseCommand):
         export.add_argument("file", help="書き出すファイル(- で標準出力)")
         load = sub.add_parser("load", help="YAMLファイルのシナリオを読み込みます(識別名で上書き)")
         load.add_argument("file", help="読み込むファイル(- で標準入力)")
-
-    def execute(self, *args: Any, **options: Any) -> str | None:
-        # Django prints a CommandError as "CommandError: …"; the people running this read
-        # Japanese. call_command (tests, other code) still gets the exception.
-        try:
-            return super().execute(*args, **options)
-        except CommandError as exc:
-            from_terminal = getattr(self, "_called_from_command_line", False)  # run_from_argv
-            if options.get("traceback") or not from_terminal:
-                raise
-            self.stderr.write(f"エラー: {exc}")
-            sys.exit(exc.returncode)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
