@@ -121,10 +121,10 @@ def test_production_settings_can_be_loosened_explicitly(production_env: dict[str
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"SECRET_KEY": ""}, "needs SECRET_KEY"),
-        ({"ALLOWED_HOSTS": None}, "needs ALLOWED_HOSTS"),
-        ({"DEBUG": "true"}, "DEBUG"),
-        ({"KIZUNA_ENV": "prod"}, "KIZUNA_ENV must be development or production"),
+        ({"SECRET_KEY": ""}, "では SECRET_KEY が必要です"),
+        ({"ALLOWED_HOSTS": None}, "では ALLOWED_HOSTS が必要です"),
+        ({"DEBUG": "true"}, "DEBUG を有効にできません"),
+        ({"KIZUNA_ENV": "prod"}, "KIZUNA_ENV は development か production にしてください"),
     ],
 )
 def test_production_refuses_to_start_half_configured(
@@ -139,6 +139,9 @@ def test_production_refuses_to_start_half_configured(
     result = run_kizuna(env, "check")
     assert result.returncode != 0
     assert message in result.stderr
+    # the reason, not a Python traceback
+    assert result.stderr.startswith("エラー: 設定を確かめてください:")
+    assert "Traceback" not in result.stderr
 
 
 # --- CSRF -------------------------------------------------------------------------------------

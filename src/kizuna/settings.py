@@ -25,7 +25,9 @@ DATA_DIR = Path(env_str("KIZUNA_DATA_DIR", "var")).resolve()
 # development, serves the demo over plain HTTP on this machine.
 KIZUNA_ENV = env_str("KIZUNA_ENV", "development")
 if KIZUNA_ENV not in ("development", "production"):
-    raise ImproperlyConfigured(f"KIZUNA_ENV must be development or production, got {KIZUNA_ENV!r}")
+    raise ImproperlyConfigured(
+        f"KIZUNA_ENV は development か production にしてください(いま {KIZUNA_ENV!r})"
+    )
 PRODUCTION = KIZUNA_ENV == "production"
 
 
@@ -41,7 +43,10 @@ def _secret_key() -> str:
     if PRODUCTION:
         # Every web server and worker must sign with the same key; a per-machine file would
         # log staff out whenever a request reaches another machine.
-        raise ImproperlyConfigured("KIZUNA_ENV=production needs SECRET_KEY (50+ random characters)")
+        raise ImproperlyConfigured(
+            "KIZUNA_ENV=production では SECRET_KEY が必要です"
+            "(50文字以上のランダムな文字列。すべての画面サーバーとワーカーで同じ値)"
+        )
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     path = DATA_DIR / "secret_key"
     if not path.exists():
@@ -54,9 +59,14 @@ SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
 if PRODUCTION and DEBUG:
-    raise ImproperlyConfigured("DEBUG shows settings and data on error pages: never in production")
+    raise ImproperlyConfigured(
+        "KIZUNA_ENV=production では DEBUG を有効にできません"
+        "(エラーページに設定とお客様のデータが表示されるため)"
+    )
 if PRODUCTION and "ALLOWED_HOSTS" not in os.environ:
-    raise ImproperlyConfigured("KIZUNA_ENV=production needs ALLOWED_HOSTS (e.g. crm.example.jp)")
+    raise ImproperlyConfigured(
+        "KIZUNA_ENV=production では ALLOWED_HOSTS が必要です(例: crm.example.jp)"
+    )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
