@@ -80,6 +80,14 @@ class DemoSummary:
     products: int = 0
     tags: int = 0
 
+    def __str__(self) -> str:
+        """The main counts as the person starting the demo reads them."""
+        return (
+            f"顧客 {self.customers:,}人・注文 {self.orders:,}件(明細 {self.order_lines:,}行)・"
+            f"定期 {self.subscriptions:,}件・ポイント履歴 {self.point_entries:,}件・"
+            f"問い合わせ {self.contacts:,}件・サイト行動 {self.behaviour_events:,}件"
+        )
+
 
 def build_demo(
     *,

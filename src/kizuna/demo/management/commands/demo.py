@@ -81,11 +81,16 @@ class Command(BaseCommand):
             started = time.perf_counter()
             run = run_analytics(acting_user=Actor.system("demo"), as_of=as_of)
             self.stdout.write(
-                f"顧客分析のスナップショットを作成しました({run.status}){_took(started)}。"
+                f"顧客分析のスナップショットを作成しました({run.get_status_display()})"
+                f"{_took(started)}。"
             )
         password = self._ensure_users()
-        base = f"http://{options['addr']}/"
-        self.stdout.write(self.style.SUCCESS(f"\nKizuna デモ: {base}"))
+        if options["no_serve"]:
+            # Nothing is listening yet: say how to start it rather than print an address.
+            where = "作成済みです。画面とワーカーを起動するには kizuna demo を実行してください"
+        else:
+            where = f"http://{options['addr']}/"
+        self.stdout.write(self.style.SUCCESS(f"\nKizuna デモ: {where}"))
         for role, username in DEMO_USERS.items():
             self.stdout.write(f"  {role.label:<8} ユーザー名 {username}  パスワード {password}")
         if options["no_serve"]:
