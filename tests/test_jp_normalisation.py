@@ -116,11 +116,16 @@ def test_bad_emails_are_refused(raw: str) -> None:
         jp.normalize_email(raw)
 
 
-def test_names_keep_kanji_variants_but_drop_spaces() -> None:
-    assert jp.name_key("髙橋　一郎") == "髙橋一郎"
+def test_the_name_search_key_folds_kanji_variants_and_drops_spaces() -> None:
+    # The key only: the name itself keeps 髙 as the customer wrote it (test_search). An operator
+    # typing 高橋 must find 髙橋, and the other way round.
+    assert jp.name_key("髙橋　一郎") == "高橋一郎"
+    assert jp.name_key("渡邊 一郎") == jp.name_key("渡邉一郎") == jp.name_key("渡辺一郎")
     assert jp.name_key("山田 太郎") == "山田太郎"
-    # NFKC folds compatibility forms (full-width Latin in company names) but not 髙 → 高.
+    # NFKC folds compatibility forms (full-width Latin in company names).
     assert jp.name_key("ＡＢＣ商事") == "ABC商事"
+    # 斎藤 and 斉藤 are different names, not variants of one: they stay apart.
+    assert jp.name_key("斎藤") != jp.name_key("斉藤")
 
 
 @pytest.mark.parametrize(
