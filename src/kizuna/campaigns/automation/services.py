@@ -224,19 +224,14 @@ def template_delete(*, template: MessageTemplate, acting_user: Any) -> None:
     keys PROTECT it, and the refusal says where to change it instead of Django's error. The
     row is locked first, so a step saved in the meantime either shows up here or waits."""
     template = MessageTemplate.objects.select_for_update().get(pk=template.pk)
-    if uses := template_uses(template):
-        raise ScenarioError(
-            [
-                f"テンプレート「{template.name}」は次のシナリオで使われているため削除できません: "
-                f"{'、'.join(use.label for use in uses)}。"
-                "先にシナリオの設定で、そのステップのテンプレートを変えるかステップを外してください。"
-            ]
-        )
-    audited_delete(
-        actor=Actor.of(acting_user),
+    _delete_unused(
+        template,
+        what="テンプレート",
+        uses=template_uses(template),
+        fix="先にシナリオの設定で、そのステップのテンプレートを変えるかステップを外してください。",
         action="message_template.delete",
-        instance=template,
         values={"key": template.key, **_template_values(template)},
+        acting_user=acting_user,
     )
 
 
@@ -245,20 +240,37 @@ def offer_delete(*, offer: Offer, acting_user: Any) -> None:
     """Delete an offer no step uses, leaving an audit row of what it was; refuses one that is
     still used (ScenarioError, naming the scenarios and steps), as template_delete does."""
     offer = Offer.objects.select_for_update().get(pk=offer.pk)
-    if uses := offer_uses(offer):
+    _delete_unused(
+        offer,
+        what="オファー",
+        uses=offer_uses(offer),
+        fix="先にシナリオの設定で、そのステップからオファーを外してください。",
+        action="offer.delete",
+        values={"key": offer.key, **_offer_values(offer)},
+        acting_user=acting_user,
+    )
+
+
+def _delete_unused(
+    instance: MessageTemplate | Offer,
+    *,
+    what: str,
+    uses: list[StepUse],
+    fix: str,
+    action: str,
+    values: dict[str, Any],
+    acting_user: Any,
+) -> None:
+    """Delete a template or offer with an audit row, or refuse (ScenarioError) while steps
+    use it, naming them and what to change first."""
+    if uses:
+        used_by = "、".join(use.label for use in uses)
         raise ScenarioError(
             [
-                f"オファー「{offer.name}」は次のシナリオで使われているため削除できません: "
-                f"{'、'.join(use.label for use in uses)}。"
-                "先にシナリオの設定で、そのステップからオファーを外してください。"
+                f"{what}「{instance.name}」は次のシナリオで使われているため削除できません: {used_by}。{fix}"
             ]
         )
-    audited_delete(
-        actor=Actor.of(acting_user),
-        action="offer.delete",
-        instance=offer,
-        values={"key": offer.key, **_offer_values(offer)},
-    )
+    audited_delete(actor=Actor.of(acting_user), action=action, instance=instance, values=values)
 
 
 # --- scenarios --------------------------------------------------------------------------------
