@@ -102,6 +102,15 @@ def test_an_unsubscribe_mail_is_applied_by_command(capsys) -> None:  # type: ign
     assert "停止しました" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("prefix", ["Re: ", "RE:", "Fwd: Re: ", "返信: "])
+def test_a_token_copied_from_a_reply_subject_still_works(capsys, prefix: str) -> None:  # type: ignore[no-untyped-def]
+    customer = consenting_customer()
+    token = make_token(customer_id=customer.pk, channel="email")
+    call_command("campaigns", "unsubscribe", f"{prefix}{token}")
+    assert not email_consent(customer).granted
+    assert "停止しました" in capsys.readouterr().out
+
+
 def test_opening_the_link_again_after_stopping_says_it_is_stopped() -> None:
     # given a customer who already stopped e-mail with the link
     customer = consenting_customer()

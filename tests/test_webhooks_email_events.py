@@ -110,6 +110,8 @@ def test_an_unusable_address_is_a_422_and_can_be_redelivered_fixed(esp) -> None:
     before = state()
     response = post(secret, event(email="not an address"))
     assert response.status_code == 422
+    assert list(response.json()["error"]["fields"]) == ["data.email"]
+    assert "not an address" not in response.content.decode()  # no PII in error bodies
     assert state() == before
     # the failed delivery left no event record, so the provider's retry is applied
     assert post(secret, event()).json()["outcome"] == "added"

@@ -261,7 +261,20 @@ def email_event_webhook(
                 "duplicate": True,
                 "outcome": previous.outcome if previous else "",
             }
-        outcome = notification_apply(payload.data.model_dump(), acting_user=webhook_actor(sender))
+        try:
+            outcome = notification_apply(
+                payload.data.model_dump(), acting_user=webhook_actor(sender)
+            )
+        except ValidationError as exc:
+            # Named where it is in the event, as the other webhooks' errors are (data.…).
+            message, fields = django_fields(exc)
+            raise ValidationError(
+                {
+                    ("data.email" if name == "address" else f"data.{name}"): text
+                    for name, text in fields.items()
+                }
+                or message
+            ) from None
         # The address is not stored with the event (it is PII; the suppression row has it).
         webhooks.webhook_event_finish(event=event, customer_id=None, ref="", outcome=outcome)
     return {"event_id": payload.id, "duplicate": False, "outcome": outcome}

@@ -9,6 +9,7 @@ kizuna campaigns pause | resume     stop or restart all sending
 from __future__ import annotations
 
 import json
+import re
 import sys
 from argparse import ArgumentParser
 from typing import Any
@@ -33,6 +34,15 @@ def _records(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         raise CommandError('JSONの形が違います: 通知のリスト、または {"notifications": [...]} です')
     return raw
+
+
+# An unsubscribe mail's subject is the token; a reply or forward puts "Re:", "RE:", "Fwd:" or
+# 「返信:」 in front, and staff copy the subject as it is.
+_REPLY_PREFIX = re.compile(r"^(?:\s*(?:re|fw|fwd|返信|転送)\s*[:：]\s*)+", re.IGNORECASE)
+
+
+def _token_from_subject(subject: str) -> str:
+    return _REPLY_PREFIX.sub("", subject.strip()).strip()
 
 
 class Command(JapaneseCommand):
@@ -93,7 +103,7 @@ class Command(JapaneseCommand):
         bad = 0
         for token in tokens:
             try:
-                result = unsubscribe(token=token.strip())
+                result = unsubscribe(token=_token_from_subject(token))
             except InvalidTokenError:
                 bad += 1
                 self.stderr.write(f"無効なトークンです: {token[:40]}")
