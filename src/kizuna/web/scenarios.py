@@ -46,6 +46,7 @@ from kizuna.campaigns.automation.models import (
     TickLog,
     TriggerKind,
 )
+from kizuna.campaigns.automation.selectors import enrollment_counts
 from kizuna.campaigns.automation.services import (
     ScenarioError,
     backlog_confirm,
@@ -366,13 +367,7 @@ def scenario_counts(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     count reads only its own enrollments, found through the (scenario, status) index, so small
     scenarios show at once and the largest holds back only its own row."""
     scenario = get_object_or_404(Scenario, pk=pk)
-    counts = dict(
-        Enrollment.objects.filter(scenario=scenario)
-        .order_by()
-        .values_list("holdout")
-        .annotate(n=Count("pk"))
-        .values_list("holdout", "n")
-    )
+    counts = enrollment_counts(scenario.pk)
     return HttpResponse(
         format_html(
             '<td class="num">{}</td><td class="num">{}</td>',

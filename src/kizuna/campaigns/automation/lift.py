@@ -42,6 +42,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from kizuna.campaigns.automation.models import Enrollment, Scenario
+from kizuna.campaigns.automation.selectors import enrollment_counts
 from kizuna.campaigns.automation.sqlfuncs import Later
 from kizuna.commerce.models import Order, OrderStatus
 
@@ -259,13 +260,7 @@ def scenario_lift(scenario: Scenario, *, now: dt.datetime) -> ScenarioLift:
     """The scenario's lift as of `now`: two queries grouped by holdout, and one count."""
     window = _groups(scenario, scenario.attribution_days, now)
     long = _groups(scenario, LTV_DAYS, now)
-    enrolled = dict(
-        Enrollment.objects.filter(scenario=scenario)
-        .order_by()
-        .values_list("holdout")
-        .annotate(n=Count("pk"))
-        .values_list("holdout", "n")
-    )
+    enrolled = enrollment_counts(scenario.pk)
     return ScenarioLift(
         scenario_id=scenario.pk,
         attribution_days=scenario.attribution_days,

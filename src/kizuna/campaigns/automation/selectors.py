@@ -1,4 +1,6 @@
-"""What the customer page shows of the scenarios a customer is in.
+"""Reads of scenario enrollments shared by the pages and the lift: how many customers a
+scenario enrolled (treated and held out), and what the customer page shows of the scenarios a
+customer is in.
 
 An operator on the phone is asked "why did I get this mail?" and a marketer checks whether a
 customer was held out: each recent enrollment with its scenario, state, holdout and what became
@@ -12,6 +14,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.db.models import Count
+
 from kizuna.campaigns.automation.models import (
     DispatchStatus,
     Enrollment,
@@ -23,6 +27,19 @@ from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus
 from kizuna.customers.models import Customer
 
 RECENT_ENROLLMENTS = 10
+
+
+def enrollment_counts(scenario_id: int) -> dict[bool, int]:
+    """The scenario's enrollments by holdout: {False: treated, True: held out} (absent: 0)."""
+    return dict(
+        Enrollment.objects.filter(scenario_id=scenario_id)
+        .order_by()
+        .values_list("holdout")
+        .annotate(n=Count("pk"))
+        .values_list("holdout", "n")
+    )
+
+
 EXIT_LABELS = {**dict(ExitRule.choices), "expired": "期限切れで終了"}
 
 
