@@ -199,3 +199,21 @@ def test_the_campaigns_command_refuses_in_japanese(
     assert said in done.stderr
     assert "CommandError" not in done.stderr
     assert "Errno" not in done.stderr
+
+
+def test_a_bounce_file_not_in_utf8_is_refused_in_japanese(tmp_path: Path) -> None:
+    # an export saved by Excel on a Japanese PC (CP932) used to end in a traceback
+    path = tmp_path / "不達.json"
+    path.write_bytes(
+        '[{"type": "bounce", "email": "a@example.jp", "detail": "宛先不明"}]'.encode("cp932")
+    )
+    done = subprocess.run(  # noqa: S603 - our own command line
+        [sys.executable, "-m", "kizuna", "campaigns", "bounce", str(path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KIZUNA_DATA_DIR": str(tmp_path)},
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "エラー: ファイルはUTF-8で保存してください" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, NoReturn
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -57,3 +58,22 @@ class JapaneseCommand(BaseCommand):
                 raise
             self.stderr.write(f"エラー: {exc}")
             sys.exit(exc.returncode)
+
+
+def read_named_file(name: str, stdin: TextIO) -> str:
+    """The UTF-8 text of the file named on the command line (`-`: standard input), or a
+    CommandError saying in Japanese what is wrong with the name (missing, a folder, not UTF-8,
+    unreadable) rather than Python's "[Errno 2] …" or a traceback."""
+    if name == "-":
+        return stdin.read()
+    path = Path(name)
+    if path.is_dir():
+        raise CommandError(f"ファイルではなくフォルダが指定されています: {name}")
+    if not path.exists():
+        raise CommandError(f"ファイルがありません: {name}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CommandError("ファイルはUTF-8で保存してください") from exc
+    except OSError:
+        raise CommandError(f"ファイルを読めません: {name}") from None

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from argparse import ArgumentParser
-from typing import Any
+from typing import Any, TextIO
 
 from django.core.management.base import CommandError
 
@@ -20,7 +20,7 @@ from kizuna.campaigns.services import sending_pause
 from kizuna.campaigns.suppression import notifications_ingest
 from kizuna.campaigns.unsubscribe import InvalidTokenError, unsubscribe
 from kizuna.core.audit import Actor
-from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser
+from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser, read_named_file
 
 ACTOR = Actor.system("campaigns-command")
 
@@ -46,6 +46,8 @@ def _token_from_subject(subject: str) -> str:
 
 
 class Command(JapaneseCommand):
+    # `bounce -` reads standard input; call_command(stdin=…) may pass another stream.
+    stealth_options = ("stdin",)
     help = "配信まわりの操作(バウンス取り込み・メールでの配信停止・送信の一時停止)"
 
     def add_arguments(self, parser: ArgumentParser) -> None:
@@ -62,7 +64,7 @@ class Command(JapaneseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "bounce":
-            self._bounce(options["file"])
+            self._bounce(options["file"], options.get("stdin") or sys.stdin)
         elif action == "unsubscribe":
             self._unsubscribe(options["tokens"])
         else:
@@ -71,19 +73,9 @@ class Command(JapaneseCommand):
                 "送信を一時停止しました" if action == "pause" else "送信を再開しました"
             )
 
-    def _bounce(self, path: str) -> None:
+    def _bounce(self, path: str, stdin: TextIO) -> None:
         try:
-            if path == "-":
-                raw = json.load(sys.stdin)
-            else:
-                with open(path, encoding="utf-8-sig") as handle:
-                    raw = json.load(handle)
-        except FileNotFoundError:
-            raise CommandError(f"ファイルがありません: {path}") from None
-        except IsADirectoryError:
-            raise CommandError(f"ファイルではなくフォルダが指定されています: {path}") from None
-        except OSError:
-            raise CommandError(f"ファイルを開けません: {path}") from None
+            raw = json.loads(read_named_file(path, stdin))
         except json.JSONDecodeError as exc:
             raise CommandError(
                 f"JSONとして読めません({exc.lineno}行目・{exc.colno}文字目)。"

@@ -16,7 +16,7 @@ from kizuna.campaigns.automation.clock import JST
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.core.audit import Actor
-from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser
+from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser, read_named_file
 
 
 def _moment(value: str) -> dt.datetime:
@@ -93,22 +93,9 @@ class Command(JapaneseCommand):
         self.stdout.write(f"書き出しました: {file}")
 
     def _load(self, file: str, stdin: TextIO) -> None:
-        text = stdin.read() if file == "-" else self._read(file)
+        text = read_named_file(file, stdin)
         try:
             report = load_yaml(text, acting_user=Actor.system("scenarios-load"))
         except ScenarioFileError as exc:
             raise CommandError("読み込めませんでした(何も変更していません):\n" + str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"読み込みました: {report.summary()}"))
-
-    def _read(self, file: str) -> str:
-        path = Path(file)
-        if path.is_dir():
-            raise CommandError(f"ファイルではなくフォルダが指定されています: {file}")
-        if not path.exists():
-            raise CommandError(f"ファイルがありません: {file}")
-        try:
-            return path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise CommandError("ファイルはUTF-8で保存してください") from exc
-        except OSError:
-            raise CommandError(f"ファイルを読めません: {file}") from None
