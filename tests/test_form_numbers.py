@@ -5,7 +5,6 @@ IME mean the same everywhere, and a number out of range gets the validator's Jap
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from django.test import Client
@@ -14,7 +13,7 @@ from django.urls import reverse
 from kizuna.accounts.models import Role
 from kizuna.campaigns.automation.models import Scenario
 from kizuna.web.http import int_or_text
-from tests.test_scenarios_kit import template
+from tests.test_scenarios_kit import scenario_form
 
 Login = Callable[[Role], Client]
 
@@ -42,42 +41,20 @@ def test_typed_numbers_are_read_or_kept_as_typed(typed: str | None, read: int | 
     assert int_or_text(typed) == read
 
 
-def _scenario_form(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "key": "before-delivery",
-        "name": "お届け前のご案内",
-        "trigger_kind": "first_purchase",
-        "holdout_percent": "10",
-        "purpose": "marketing",
-        "first_use_days": "3",
-        "attribution_days": "30",
-        "step": ["0"],
-        "step-0-key": "notice",
-        "step-0-anchor": "delivery",
-        "step-0-offset_days": "0",
-        "step-0-send_time": "10:00",
-        "step-0-repeat_monthly": "0",
-        "step-0-channel": "email",
-        "step-0-template": template().key,
-    }
-    data.update(overrides)
-    return data
-
-
 @pytest.mark.django_db
 def test_the_scenario_form_reads_days_before_and_explains_a_bad_one(client_for: Login) -> None:
     client = client_for(Role.MARKETER)
     url = reverse("scenarios:create")
     # when: a negative number beyond the allowed range, or a doubled minus
     for typed in ("-400", "--5"):
-        response = client.post(url, _scenario_form(**{"step-0-offset_days": typed}))
+        response = client.post(url, scenario_form(**{"step-0-offset_days": typed}))
         # then: the validator's message, with the input kept
         html = response.content.decode()
         assert response.status_code == 400, typed
         assert "日数は-365〜1095の整数で入力してください" in html
         assert f'value="{typed}"' in html
     # when: three days before, typed with the IME's minus
-    response = client.post(url, _scenario_form(**{"step-0-offset_days": "ー３"}))
+    response = client.post(url, scenario_form(**{"step-0-offset_days": "ー３"}))
     # then: saved as -3
     assert response.status_code == 302
     assert Scenario.objects.get().steps.get().offset_days == -3
@@ -92,13 +69,13 @@ def test_days_before_are_refused_for_an_anchor_already_past_at_enrollment(
     client = client_for(Role.MARKETER)
     url = reverse("scenarios:create")
     response = client.post(
-        url, _scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "-1"})
+        url, scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "-1"})
     )
     html = response.content.decode()
     assert response.status_code == 400
     assert "基準日「購入日」より前には送れません" in html
     assert not Scenario.objects.exists()
     response = client.post(
-        url, _scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "0"})
+        url, scenario_form(**{"step-0-anchor": "purchase", "step-0-offset_days": "0"})
     )
     assert response.status_code == 302

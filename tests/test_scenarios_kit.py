@@ -90,3 +90,29 @@ def one(field: str, operator: str, value: Any = None, **extra: Any) -> dict[str,
     """A rule tree with one condition."""
     condition = {"field": field, "operator": operator, "value": value, **extra}
     return {"op": "and", "rules": [condition]}
+
+
+def scenario_form(**overrides: Any) -> dict[str, Any]:
+    """The scenario form as a marketer sends it: a trial-buyer follow-up with one step on the
+    delivery day. Tests change what they need with `overrides`."""
+    data: dict[str, Any] = {
+        "key": "trial-follow",
+        "name": "トライアル購入者フォロー",
+        "trigger_kind": "first_purchase",
+        "param-product_kind": "trial",
+        "holdout_percent": "10",
+        "purpose": "marketing",
+        "exit_on": ["purchase"],
+        "first_use_days": "3",
+        "attribution_days": "30",
+        "step": ["0"],
+        "step-0-key": "arrived",
+        "step-0-anchor": "delivery",
+        "step-0-offset_days": "0",
+        "step-0-send_time": "10:00",
+        "step-0-repeat_monthly": "0",
+        "step-0-channel": "email",
+        "step-0-template": template().key,
+    }
+    data.update(overrides)
+    return data

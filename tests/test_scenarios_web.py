@@ -30,7 +30,7 @@ from kizuna.campaigns.automation.services import offer_save, scenario_save
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
 from tests.factories import add_identity, make_customer, make_order
-from tests.test_scenarios_kit import STAFF, jst, scenario, step, template
+from tests.test_scenarios_kit import STAFF, jst, scenario, scenario_form, step, template
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -110,32 +110,8 @@ def test_the_list_shows_trigger_status_and_enrollments(
     assert counts == '<td class="num">1</td><td class="num">0</td>'
 
 
-def _form(**overrides: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "key": "trial-follow",
-        "name": "トライアル購入者フォロー",
-        "trigger_kind": "first_purchase",
-        "param-product_kind": "trial",
-        "holdout_percent": "10",
-        "purpose": "marketing",
-        "exit_on": ["purchase"],
-        "first_use_days": "3",
-        "attribution_days": "30",
-        "step": ["0"],
-        "step-0-key": "arrived",
-        "step-0-anchor": "delivery",
-        "step-0-offset_days": "0",
-        "step-0-send_time": "10:00",
-        "step-0-repeat_monthly": "0",
-        "step-0-channel": "email",
-        "step-0-template": template().key,
-    }
-    data.update(overrides)
-    return data
-
-
 def test_a_scenario_is_built_in_the_form(client_for: Login) -> None:
-    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), _form())
+    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), scenario_form())
     saved = Scenario.objects.get(key="trial-follow")
     assert response.status_code == 302
     assert response["Location"] == reverse("scenarios:detail", args=[saved.pk])
@@ -146,7 +122,9 @@ def test_a_scenario_is_built_in_the_form(client_for: Login) -> None:
 
 
 def test_form_errors_are_japanese_and_keep_the_input(client_for: Login) -> None:
-    data = _form(**{"holdout_percent": "百", "step-0-anchor": "next_delivery", "name": "下書き"})
+    data = scenario_form(
+        **{"holdout_percent": "百", "step-0-anchor": "next_delivery", "name": "下書き"}
+    )
     response = client_for(Role.MARKETER).post(reverse("scenarios:create"), data)
     html = response.content.decode()
     assert response.status_code == 400
@@ -166,7 +144,7 @@ def _opened(html: str) -> str:
 
 def test_a_save_from_a_second_tab_does_not_silently_undo_the_first(client_for: Login) -> None:
     client = client_for(Role.MARKETER)
-    client.post(reverse("scenarios:create"), _form())
+    client.post(reverse("scenarios:create"), scenario_form())
     saved = Scenario.objects.get(key="trial-follow")
     url = reverse("scenarios:edit", args=[saved.pk])
     # given: the scenario is open in two tabs; the first adds a step and saves
@@ -178,10 +156,12 @@ def test_a_save_from_a_second_tab_does_not_silently_undo_the_first(client_for: L
         "step-1-channel": "email",
         "step-1-template": template().key,
     }
-    first_tab = _form(opened=_opened(client.get(url).content.decode()), step=["0", "1"], **reminder)
+    first_tab = scenario_form(
+        opened=_opened(client.get(url).content.decode()), step=["0", "1"], **reminder
+    )
     assert client.post(url, first_tab).status_code == 302
     # when: the second tab, opened before that save, saves its older form
-    response = client.post(url, _form(opened=second_tab, name="名前だけ変えた"))
+    response = client.post(url, scenario_form(opened=second_tab, name="名前だけ変えた"))
     # then: nothing is overwritten; the page says why and keeps what was typed
     html = response.content.decode()
     assert response.status_code == 409
@@ -191,7 +171,7 @@ def test_a_save_from_a_second_tab_does_not_silently_undo_the_first(client_for: L
     saved.refresh_from_db()
     assert saved.name == "トライアル購入者フォロー"
     # when: saved again from the page that said so, it overwrites knowingly
-    again = client.post(url, _form(opened=_opened(html), name="名前だけ変えた"))
+    again = client.post(url, scenario_form(opened=_opened(html), name="名前だけ変えた"))
     assert again.status_code == 302
     saved.refresh_from_db()
     assert saved.name == "名前だけ変えた"
@@ -228,10 +208,12 @@ def test_the_form_adds_steps_and_changes_trigger_settings_without_losing_input(
 ) -> None:
     client = client_for(Role.MARKETER)
     url = reverse("scenarios:form_refresh")
-    html = client.post(url, _form(action="add-step"), headers=HTMX).content.decode()
+    html = client.post(url, scenario_form(action="add-step"), headers=HTMX).content.decode()
     assert 'name="step-1-key"' in html
     assert 'value="arrived"' in html
-    html = client.post(url, _form(trigger_kind="no_purchase"), headers=HTMX).content.decode()
+    html = client.post(
+        url, scenario_form(trigger_kind="no_purchase"), headers=HTMX
+    ).content.decode()
     assert 'name="param-days"' in html
     assert 'value="120"' in html  # the trigger's default
 
