@@ -278,6 +278,8 @@ def test_a_nul_byte_in_the_query_is_ignored(operator: Client, hanako: Customer) 
     response = operator.get(reverse("web:customer_search"), {"q": "090-1234-5678\x00"})
     assert response.status_code == 200
     assert "山田 花子" in response.content.decode()
+    # and wherever else the search is used (the template preview), a name with a NUL
+    assert ids("山田\x00花子") == [hanako.pk]
 
 
 def test_no_results_says_so_with_tips(operator: Client, hanako: Customer) -> None:

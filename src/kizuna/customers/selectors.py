@@ -72,7 +72,9 @@ class SearchTerms:
 
 def parse_query(query: str) -> SearchTerms:
     """Read a search box entry as every kind of key it could be."""
-    text = jp.clean_text(query)[:MAX_QUERY_LENGTH]
+    # A NUL byte (pasted, or typed into a URL) is never part of a key, and PostgreSQL refuses
+    # it in a query: every caller (the search page, the template preview) would answer 500.
+    text = jp.clean_text(query.replace("\x00", ""))[:MAX_QUERY_LENGTH]
     if not text:
         return SearchTerms()
     if "@" in text:

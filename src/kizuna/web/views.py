@@ -134,9 +134,8 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
 @never_cache
 @require_GET
 def customer_search(request: HtmxHttpRequest) -> HttpResponse:
-    # The query is PII: it is used, never logged. A NUL byte (pasted, or typed into the URL)
-    # is never part of a key, and PostgreSQL refuses it in a query: it would be a 500.
-    query = request.GET.get("q", "").replace("\x00", "").strip()[: selectors.MAX_QUERY_LENGTH]
+    # The query is PII: it is used, never logged.
+    query = request.GET.get("q", "").strip()[: selectors.MAX_QUERY_LENGTH]
     limit: int = settings.KIZUNA_SEARCH_LIMIT
     found = selectors.customer_search(query, limit=limit + 1) if query else []
     context = {
