@@ -96,6 +96,21 @@ def _current_record(customer: Customer) -> Customer:
     return customer
 
 
+def _opted_out(consent: Consent | None) -> bool:
+    return consent is not None and not consent.granted and consent.opted_out_at is not None
+
+
+def already_stopped(claim: TokenClaim) -> bool:
+    """Whether the customer the link was made for (or the record they were merged into) has
+    already opted out of its channel: opening the link again must not ask them to stop what
+    is stopped."""
+    try:
+        customer = _current_record(Customer.objects.get(pk=claim.customer_id))
+    except Customer.DoesNotExist:
+        return False
+    return _opted_out(Consent.objects.filter(customer=customer, channel=claim.channel).first())
+
+
 @transaction.atomic
 def unsubscribe(*, token: str) -> UnsubscribeResult:
     """Withdraw the consent the token names. Idempotent: a second click writes nothing.
@@ -111,7 +126,7 @@ def unsubscribe(*, token: str) -> UnsubscribeResult:
     consent = (
         Consent.objects.select_for_update().filter(customer=customer, channel=claim.channel).first()
     )
-    if consent is not None and not consent.granted and consent.opted_out_at is not None:
+    if _opted_out(consent):
         return UnsubscribeResult(customer=customer, channel=claim.channel, already=True)
     consent_withdraw(
         customer=customer,

@@ -17,26 +17,18 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import public
 from kizuna.campaigns.models import DeliverySettings
 from kizuna.campaigns.sender import current_sender
-from kizuna.campaigns.unsubscribe import InvalidTokenError, TokenClaim, read_token, unsubscribe
-from kizuna.customers.models import Consent
+from kizuna.campaigns.unsubscribe import (
+    InvalidTokenError,
+    already_stopped,
+    read_token,
+    unsubscribe,
+)
 
 CHANNEL_WORDS = {
     "email": "メールでのお知らせ",
     "line": "LINEでのお知らせ",
     "sms": "SMSでのお知らせ",
 }
-
-
-def _stopped(claim: TokenClaim) -> bool:
-    """Whether the customer already opted out of the channel: opening the link again must not
-    ask them to stop what is stopped. (A merged-away record's consent lives in the record it
-    was merged into: that customer sees the question, and the button answers "already".)"""
-    return Consent.objects.filter(
-        customer_id=claim.customer_id,
-        channel=claim.channel,
-        granted=False,
-        opted_out_at__isnull=False,
-    ).exists()
 
 
 @public
@@ -52,7 +44,7 @@ def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
         return render(request, "web/unsubscribe/invalid.html", {"sender": sender}, status=404)
     context = {"what": CHANNEL_WORDS.get(claim.channel.value, "お知らせ"), "sender": sender}
     if request.method == "GET":
-        if _stopped(claim):
+        if already_stopped(claim):
             return render(request, "web/unsubscribe/done.html", {**context, "already": True})
         return render(request, "web/unsubscribe/confirm.html", context)
     try:
