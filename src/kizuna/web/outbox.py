@@ -207,19 +207,14 @@ def channel_setup() -> list[ChannelSetup]:
     unset = (
         "最適チャネルでは使いません。このチャネルを指定したメッセージは設定されるまで送信待ちです"
     )
-    return [
-        ChannelSetup("メール", True, mail),
-        ChannelSetup(
-            "LINE",
-            channels.configured("line"),
-            "接続済み" if channels.configured("line") else f"{unset}(KIZUNA_LINE_CHANNEL_TOKEN)",
-        ),
-        ChannelSetup(
-            "SMS",
-            channels.configured("sms"),
-            "接続済み" if channels.configured("sms") else f"{unset}(KIZUNA_SMS_API_URL)",
-        ),
-    ]
+    rows = [ChannelSetup("メール", True, mail)]
+    for label, kind, setting in (
+        ("LINE", "line", "KIZUNA_LINE_CHANNEL_TOKEN"),
+        ("SMS", "sms", "KIZUNA_SMS_API_URL"),
+    ):
+        ready = channels.configured(kind)
+        rows.append(ChannelSetup(label, ready, "接続済み" if ready else f"{unset}({setting})"))
+    return rows
 
 
 def _dashboard_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
