@@ -432,9 +432,11 @@ def _validate_step(
     return step, [f"{where}: {m}" if not m.startswith(where) else m for m in errors]
 
 
-# Anchors known before they happen (the expected delivery, the next subscription delivery):
-# only a step on one of these can be sent ahead of its anchor. The others (the trigger itself,
-# the purchase, the shipment) are in the past, or unknown, when the customer is enrolled.
+# Anchors that can lie ahead of the enrollment: the delivery date (a shipment carries it once
+# shipped — the cart's お届け日 — so a notice can go before it), first use (delivery + n days)
+# and the next subscription delivery. A step may be set before only these; the trigger moment
+# and the purchase are past when the customer is enrolled, and the shipment is unknown until
+# it happens, so a step before them would always be late.
 AHEAD_ANCHORS = (StepAnchor.DELIVERY, StepAnchor.FIRST_USE, StepAnchor.NEXT_DELIVERY)
 
 
