@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from kizuna.campaigns.models import OutboxMessage, OutboxStatus
 from kizuna.campaigns.outbox import OutboxRow, Purpose, outbox_enqueue, outbox_enqueue_many
+from kizuna.core.bulk import COPY_MIN_ROWS
 from kizuna.customers.models import TimelineKind
 from tests.factories import make_customer
 
@@ -118,6 +119,37 @@ def test_bulk_enqueue_skips_keys_that_exist_and_keeps_the_rest() -> None:
         f"bulk-{n}" for n in range(5)
     ]
     assert OutboxMessage.objects.get(dedupe_key="bulk-0").channel == "email"
+
+
+def test_a_large_bulk_enqueue_skips_existing_and_repeated_keys_and_stores_the_rest() -> None:
+    # COPY_MIN_ROWS rows or more take PostgreSQL's bulk path (copied into a temporary table,
+    # then moved with ON CONFLICT DO NOTHING): the same contract as a few rows, twice in one
+    # transaction as a tick does for two steps.
+    customer = make_customer()
+    _enqueue(customer, key="big-0")
+    now = timezone.now()
+    count = COPY_MIN_ROWS + 50
+
+    def rows(prefix: str) -> list[OutboxRow]:
+        made = [
+            OutboxRow(
+                customer.pk, "sms", Purpose.MARKETING, f"{prefix}-{n}", {"text": f"本文{n}"}, now
+            )
+            for n in range(count)
+        ]
+        return [*made, made[7]]  # a key repeated within the call
+
+    with transaction.atomic():
+        outbox_enqueue_many(rows("big"))
+        outbox_enqueue_many(rows("more"))
+    outbox_enqueue_many(rows("more"))
+    assert OutboxMessage.objects.filter(dedupe_key__startswith="big-").count() == count
+    assert OutboxMessage.objects.filter(dedupe_key__startswith="more-").count() == count
+    assert OutboxMessage.objects.get(dedupe_key="big-0").channel == "email"
+    stored = OutboxMessage.objects.get(dedupe_key="more-42")
+    assert (stored.channel, stored.content, stored.status) == ("sms", {"text": "本文42"}, "pending")
+    assert stored.send_after == now
+    assert stored.next_attempt_at == now
 
 
 def test_bulk_enqueue_with_one_bad_row_writes_nothing() -> None:

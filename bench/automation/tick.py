@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from kizuna.core.bulk import STAGE_TABLE
+
 # The demo's last day: the ticks run on it. A reused demo built with another --as-of needs
 # that date given (--as-of), or its scenarios have nothing due.
 AS_OF = dt.date(2026, 11, 1)
@@ -99,8 +101,10 @@ class _Recorder:
             head = sql.lstrip()[:6].upper()
             if not many and head in ("SELECT", "WITH S"):
                 self.reads.append((sql, params))
-            elif not many and head == "INSERT" and " SELECT " in sql:
-                # INSERT … SELECT (enrolling): its SELECT is the read the database does.
+            elif not many and head == "INSERT" and " SELECT " in sql and STAGE_TABLE not in sql:
+                # INSERT … SELECT (enrolling): its SELECT is the read the database does. Not
+                # the outbox's move from core.bulk's temporary table (PostgreSQL): a write,
+                # whose table is gone by the replay.
                 select = sql[sql.index(" SELECT ") + 1 :].removesuffix(" ON CONFLICT DO NOTHING")
                 self.reads.append((select, params))
 
