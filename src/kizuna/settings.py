@@ -164,7 +164,11 @@ def _sqlite_options() -> dict[str, Any]:
     # write lock up front so two writers queue on busy_timeout instead of failing mid-way.
     # The WAL is written back to the database every 10,000 pages (40 MB) rather than every
     # 1,000: a CSV import commits every 500 orders and checkpointed the same index pages
-    # after each batch (100,000 lines: 2.7 s of commits -> 1.7 s).
+    # after each batch (100,000 lines: 2.7 s of commits -> 1.7 s). Reads go through a memory
+    # map of the first 2 GB of the file (SQLite's own cap) rather than 256 MB: pages read
+    # from the map are not copied into SQLite's cache, and a million-customer database is
+    # several GB (the outbox fill of 93,000 messages: 6.0-7.0 s -> 5.6-5.8 s). The map is
+    # the operating system's page cache, not memory of the process.
     return {
         "transaction_mode": "IMMEDIATE",
         "timeout": 30,
@@ -173,7 +177,7 @@ def _sqlite_options() -> dict[str, Any]:
             "PRAGMA synchronous=NORMAL;"
             "PRAGMA foreign_keys=ON;"
             "PRAGMA cache_size=-65536;"
-            "PRAGMA mmap_size=268435456;"
+            "PRAGMA mmap_size=2147418112;"
             "PRAGMA wal_autocheckpoint=10000;"
         ),
     }
