@@ -805,8 +805,11 @@ def holdout_draw(scenario_key: str, customer_id: int, percent: int) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < percent * 100
 
 
-def candidate_query(scenario: Scenario, window: Window) -> QuerySet[Any]:
-    """The one query that finds who enters `scenario` in `window` (not yet enrolled)."""
+def candidate_query(
+    scenario: Scenario, window: Window, *, exclude_enrolled: bool = True
+) -> QuerySet[Any]:
+    """The one query that finds who enters `scenario` in `window` (not yet enrolled, unless
+    `exclude_enrolled` is false: for an INSERT whose ON CONFLICT leaves them out)."""
     trigger = TRIGGERS[scenario.trigger_kind]
     rows = trigger.candidates(scenario, window, scenario.trigger_params)
     # Checked per candidate (EXISTS on the customer's row), not as `cid IN (eligible)`: SQLite
@@ -820,10 +823,13 @@ def candidate_query(scenario: Scenario, window: Window) -> QuerySet[Any]:
         eligible = eligible.filter(
             segments.compile_validated(scenario.audience.rules, now=window.now)
         )
+    rows = rows.filter(Exists(eligible))
+    if not exclude_enrolled:
+        return rows
     enrolled = Enrollment.objects.filter(
         scenario=scenario, customer_id=OuterRef("cid"), occurrence=OuterRef("occ")
     )
-    return rows.filter(Exists(eligible)).filter(~Exists(enrolled))
+    return rows.filter(~Exists(enrolled))
 
 
 @dataclass(frozen=True)
@@ -840,7 +846,7 @@ ENROLLMENT_COLUMNS = (
 
 
 def enrollment_query(
-    scenario: Scenario, window: Window, *, at_trigger: bool = False
+    scenario: Scenario, window: Window, *, at_trigger: bool = False, exclude_enrolled: bool = True
 ) -> QuerySet[Any]:
     """The new enrollments the trigger finds in `window` as one SELECT of ENROLLMENT_COLUMNS
     (holdout still false: the draw is a hash computed in Python, see `holdout_draw`).
@@ -849,7 +855,7 @@ def enrollment_query(
     events start at 0:00 JST; "N hours / days after" triggers start when the waiting is over;
     "N days before" triggers on that day. `at_trigger` dates each enrollment at its anchor
     rather than at `window.now`: for writing history (the demo), where the scheduler would
-    have enrolled them back then.
+    have enrolled them back then. `exclude_enrolled` as for `candidate_query`.
     """
     params = scenario.trigger_params
     kind = scenario.trigger_kind
@@ -861,7 +867,7 @@ def enrollment_query(
         at = Later(at, days=int(params["days"]))
     elif kind in (TriggerKind.POINTS_EXPIRING, TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY):
         day = Coalesce(DaysBefore(F("ddate"), days=int(params["days"])), day)
-    rows = candidate_query(scenario, window).annotate(
+    rows = candidate_query(scenario, window, exclude_enrolled=exclude_enrolled).annotate(
         e_scenario=Value(scenario.pk, output_field=IntegerField()),
         e_occurrence=Substr("occ", 1, 64),
         e_holdout=Value(False, output_field=BooleanField()),
@@ -901,7 +907,12 @@ def enroll(scenario: Scenario, window: Window) -> Enrolled:
     with transaction.atomic():
         if scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED:
             refresh_segment_members(scenario, now=window.now)
-        query = enrollment_query(scenario, window)
+        # Who is already enrolled is left out by the unique key (ON CONFLICT DO NOTHING), not
+        # by an anti-join in the SELECT as well: on PostgreSQL the anti-join could probe the
+        # index range this very INSERT is filling, once per candidate. A segment's 93,000
+        # entrants, written just before in this transaction and so unknown to the planner's
+        # statistics, took 283 s that way at a million customers, instead of about a second.
+        query = enrollment_query(scenario, window, exclude_enrolled=False)
         inserted = insert_select(Enrollment, ENROLLMENT_COLUMNS, query, ignore_conflicts=True)
         held = 0
         if inserted and scenario.holdout_percent > 0:
