@@ -26,6 +26,7 @@ from django.db.models import Max
 from tqdm import tqdm
 
 from kizuna.commerce.models import Order, OrderLine, OrderReversal, Product, Shipment
+from kizuna.core.bulk import analyze
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     BehaviourEvent,
@@ -140,7 +141,7 @@ def build_demo(
             _reset_sequences(using)
         raise
     _reset_sequences(using)
-    _analyze(using)
+    analyze(_WRITTEN, using=using)
     totals["products"] = products
     totals["tags"] = len(tag_ids)
     return DemoSummary(**totals)
@@ -214,20 +215,3 @@ def _reset_sequences(using: str) -> None:
         with connection.cursor() as cursor:
             for sql in statements:
                 cursor.execute(sql)
-
-
-def _analyze(using: str) -> None:
-    """Give PostgreSQL's planner statistics for the tables just loaded.
-
-    Until autovacuum comes round, a bulk-loaded table looks empty to the planner, and the
-    queries that run right after the build (scenario history, analytics) pick plans that are 30
-    times slower at 20,000 customers and worse at a million. ANALYZE samples a fixed number of
-    rows per table, so it takes seconds at any size. (SQLite's planner works from index
-    heuristics without statistics, which suit those queries.)
-    """
-    connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
-    tables = ", ".join(connection.ops.quote_name(m._meta.db_table) for m in _WRITTEN)
-    with connection.cursor() as cursor:
-        cursor.execute(f"ANALYZE {tables}")
