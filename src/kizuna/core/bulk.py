@@ -158,8 +158,8 @@ def insert_rows(
 
     With `ignore_conflicts`, rows that would break a unique constraint are left out
     (SQLite INSERT OR IGNORE, PostgreSQL ON CONFLICT DO NOTHING — COPY cannot skip rows, so
-    these are copied into a temporary table first), as bulk_create does. `now` fills auto_now columns
-    (default: the moment of the call). With `returning` (PostgreSQL and fewer than
+    these are copied into a temporary table first), as bulk_create does. `now` fills
+    auto_now columns (default: the moment of the call). With `returning` (PostgreSQL and fewer than
     COPY_MIN_ROWS rows: one statement) the new rows' primary keys are returned, in the order
     of `rows`; otherwise an empty list.
     """
@@ -229,11 +229,12 @@ def analyze(models_written: Sequence[type[models.Model]], *, using: str = DEFAUL
     """Give PostgreSQL's planner statistics for tables just bulk-loaded (nothing on SQLite).
 
     Until autovacuum comes round, a bulk-loaded table looks empty or small to the planner, and
-    the queries that run right after the load pick plans many times slower: at a million
-    customers the demo's first scenario tick took 10 s on PostgreSQL with its history tables
-    unanalysed, and hash-joined every order line to find the week's trial orders. ANALYZE
-    samples a fixed number of rows per table, so it takes seconds at any size. (SQLite's
-    planner works from index heuristics without statistics, which suit those queries.)
+    the queries that run right after the load are planned for that: after the demo build,
+    30 times slower at 20,000 customers. It also keeps a demo's plans the ones a shop's
+    analysed database gets: with the 1M demo's scenario history unanalysed, a plan that took
+    283 s once autovacuum had run went unseen (docs/performance.md). ANALYZE samples a fixed
+    number of rows per table, so it takes seconds at any size. (SQLite's planner works from
+    index heuristics without statistics, which suit those queries.)
     """
     connection = connections[using]
     if connection.vendor != "postgresql" or not models_written:
