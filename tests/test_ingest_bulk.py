@@ -189,11 +189,14 @@ def test_every_write_of_a_chunk_is_audited_and_on_the_timeline() -> None:
 
 
 def _chunk(size: int, offset: int) -> list[OrderItem]:
+    # Namesakes at ten postal codes: every chunk proposes duplicates, fewer than
+    # COPY_MIN_ROWS of them — past that PostgreSQL moves the proposals through a temporary
+    # table, a few statements more once per chunk (core.bulk.insert_rows), not per row.
     return [
         OrderItem(
             _order(f"N-{offset + n}", **(SHIPPED if n % 2 else {})),
             who=_who(
-                f"c{offset + n}@example.jp", family_kana="ヤマダ", postal_code=f"150{n % 3:04d}"
+                f"c{offset + n}@example.jp", family_kana="ヤマダ", postal_code=f"150{n % 10:04d}"
             ),
         )
         for n in range(size)
