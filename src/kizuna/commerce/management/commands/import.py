@@ -17,7 +17,6 @@ from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
 from tqdm import tqdm
 
 from kizuna.commerce.importers.decoding import ENCODINGS
@@ -31,20 +30,15 @@ from kizuna.commerce.importers.pipeline import (
     Progress,
     run_import,
 )
-from kizuna.core.cli import USAGE_ERROR, JapaneseCommandParser
+from kizuna.core.cli import USAGE_ERROR, JapaneseCommand
 
 
-class Command(BaseCommand):
+class Command(JapaneseCommand):
     help = "カートのCSV(注文・顧客)を取り込みます。EC-CUBE・Shopify は自動で判定します。"
     missing_args_message = "取り込む種類(orders / customers)とファイルを指定してください。"
     # The system checks load every URLconf, and with it the analytics stack (scipy…): seconds
     # of start-up an import does not use. `kizuna check` and the web server still run them.
     requires_system_checks: list[str] = []
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
-        parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.__class__ = JapaneseCommandParser
-        return parser
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("kind", choices=KINDS, help="orders(注文)または customers(顧客)")
