@@ -330,13 +330,19 @@ class Window(Generic[T]):
         return (self.number - 1) * self.per_page + 1 if self.items else 0
 
 
+# Far past any customer's history (20 million events), far below a 64-bit row offset.
+MAX_PAGE = 1_000_000
+
+
 def page_number(value: str | int | None) -> int:
-    """A page number from a query string; anything unreadable is page 1."""
+    """A page number from a query string; anything unreadable is page 1. A window pages
+    without a count, so nothing else caps the number: an offset past a 64-bit integer is a
+    database error (a 500), where any page past the end shows an empty page."""
     try:
         number = int(str(value))
     except (TypeError, ValueError):
         return 1
-    return max(number, 1)
+    return min(max(number, 1), MAX_PAGE)
 
 
 def window(queryset: QuerySet[M], page: str | int | None, per_page: int) -> Window[M]:
