@@ -20,7 +20,7 @@ import datetime as dt
 import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import QuerySet
@@ -69,12 +69,21 @@ def _default(field: models.Field[Any, Any], now: dt.datetime, sqlite: bool) -> A
     return value if conv is None or value is None else conv(value)
 
 
+class _InsertHead(NamedTuple):
+    """The pieces of an INSERT into one model's table for one set of columns."""
+
+    head: str  # INSERT [OR IGNORE] INTO table (columns…, defaulted columns…)
+    tail: str  # " ON CONFLICT DO NOTHING" on PostgreSQL when ignoring conflicts, else ""
+    rest: tuple[models.Field[Any, Any], ...]  # the fields left to their defaults
+    table: str  # the quoted table name
+    quoted: str  # the quoted column list of `head`
+
+
 @functools.lru_cache(maxsize=256)
 def _insert_head(
     model: type[models.Model], columns: tuple[str, ...], *, ignore_conflicts: bool, vendor: str
-) -> tuple[str, str, tuple[models.Field[Any, Any], ...], str, str]:
-    """(INSERT … INTO table (columns), the ON CONFLICT tail, the fields left to their defaults,
-    the quoted table, the quoted column list).
+) -> _InsertHead:
+    """The INSERT's pieces for `columns` (field attnames) and the fields they leave out.
 
     The primary key is among the defaults only when `columns` does not give it — then it is
     left out and the database numbers the row. Cached: a one-order API call writes five
@@ -90,7 +99,7 @@ def _insert_head(
     verb = "INSERT OR IGNORE" if ignore_conflicts and sqlite else "INSERT"
     tail = " ON CONFLICT DO NOTHING" if ignore_conflicts and not sqlite else ""
     table = quote(meta.db_table)
-    return f"{verb} INTO {table} ({quoted})", tail, rest, table, quoted
+    return _InsertHead(f"{verb} INTO {table} ({quoted})", tail, rest, table, quoted)
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,14 +133,16 @@ def insert_select(
     if query.query.values_select or len(query.query.annotation_select) != len(columns):
         raise ValueError(f"the query must select {len(columns)} annotations, one per column")
     connection = connections[query.db]
-    head, tail, rest, _, _ = _insert_head(
+    insert = _insert_head(
         model, tuple(columns), ignore_conflicts=ignore_conflicts, vendor=connection.vendor
     )
     select, params = query.query.sql_with_params()
     now = timezone.now()
-    defaults = [f.get_db_prep_save(now if _auto(f) else f.get_default(), connection) for f in rest]
-    extra = "".join(", %s" for _ in rest)
-    sql = f"{head} SELECT q.*{extra} FROM ({select}) AS q{tail}"  # noqa: S608 - our own SQL
+    defaults = [
+        f.get_db_prep_save(now if _auto(f) else f.get_default(), connection) for f in insert.rest
+    ]
+    extra = "".join(", %s" for _ in insert.rest)
+    sql = f"{insert.head} SELECT q.*{extra} FROM ({select}) AS q{insert.tail}"  # noqa: S608 - our own SQL
     with connection.cursor() as cursor:
         # The defaults' placeholders come first in the statement's text.
         cursor.execute(sql, [*defaults, *params])
