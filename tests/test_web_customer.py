@@ -12,6 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from pytest_django import DjangoAssertNumQueries
 
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order, OrderReversal, OrderStatus, Shipment
@@ -29,10 +30,10 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.customers.privacy import customer_erase
+from kizuna.customers.selectors import next_delivery_sequence, subscriptions_for
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import (
     CancelReason,
-    CycleKind,
     DeliveryStatus,
     Subscription,
     SubscriptionDelivery,
@@ -40,7 +41,13 @@ from kizuna.subscriptions.models import (
 )
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.web.templatetags.kizuna import age, jdate, jdatetime, phone, postal, yen
-from tests.factories import add_identity, make_customer, make_order, make_product
+from tests.factories import (
+    add_identity,
+    make_customer,
+    make_order,
+    make_product,
+    make_subscription,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -151,12 +158,10 @@ def build_full_customer(operator: User) -> Customer:
     )
     Order.objects.filter(pk=second.pk).update(status=OrderStatus.CANCELLED)
 
-    active = Subscription.objects.create(
-        customer=customer,
+    active = make_subscription(
+        customer,
         product=serum,
         unit_price=3980,
-        cycle_kind=CycleKind.DAYS,
-        cycle_days=30,
         started_on=dt.date(2024, 1, 10),
         next_delivery_on=dt.date(2025, 4, 10),
         delivery_count=2,
@@ -175,11 +180,10 @@ def build_full_customer(operator: User) -> Customer:
         scheduled_on=dt.date(2024, 2, 9),
         status=DeliveryStatus.SKIPPED,
     )
-    Subscription.objects.create(
-        customer=customer,
+    make_subscription(
+        customer,
         product=make_product(price=2980),
         unit_price=2480,
-        cycle_kind=CycleKind.MONTHLY_DAY,
         monthly_day=15,
         started_on=dt.date(2023, 5, 15),
         delivery_count=5,
@@ -318,12 +322,8 @@ def test_next_delivery_number_is_the_one_the_deliveries_show(operator: Client) -
     # A skipped delivery keeps its number but is no box delivered: 2 boxes delivered, and the
     # next one is the 4th (4回目), as its row, its order and the timeline call it.
     customer = make_customer()
-    sub = Subscription.objects.create(
-        customer=customer,
-        product=make_product(),
-        unit_price=3980,
-        cycle_kind=CycleKind.DAYS,
-        cycle_days=30,
+    sub = make_subscription(
+        customer,
         started_on=dt.date(2025, 1, 10),
         next_delivery_on=dt.date(2025, 4, 10),
         delivery_count=2,
@@ -347,6 +347,57 @@ def test_next_delivery_number_is_the_one_the_deliveries_show(operator: Client) -
     # Nothing scheduled yet (paused): the next one follows the last number used.
     sub.deliveries.filter(sequence=4).delete()
     assert "2回(次回 4回目)" in section(page(operator, customer), "subscriptions")
+
+
+@pytest.mark.parametrize(
+    ("latest", "expected"),
+    [
+        pytest.param(None, 3, id="no-delivery-yet"),
+        pytest.param(
+            SubscriptionDelivery(sequence=4, status=DeliveryStatus.SCHEDULED), 4, id="scheduled"
+        ),
+        pytest.param(
+            SubscriptionDelivery(sequence=4, status=DeliveryStatus.SKIPPED), 5, id="skipped"
+        ),
+        pytest.param(
+            SubscriptionDelivery(sequence=4, status=DeliveryStatus.DELIVERED), 5, id="delivered"
+        ),
+    ],
+)
+def test_next_delivery_sequence(latest: SubscriptionDelivery | None, expected: int) -> None:
+    # 2 boxes delivered: only a subscription without deliveries counts on from them.
+    assert next_delivery_sequence(2, latest) == expected
+
+
+def _deliveries(sub: Subscription, *statuses: DeliveryStatus) -> None:
+    for sequence, status in enumerate(statuses, start=1):
+        SubscriptionDelivery.objects.create(
+            subscription=sub,
+            sequence=sequence,
+            scheduled_on=sub.started_on + dt.timedelta(days=30 * (sequence - 1)),
+            status=status,
+        )
+
+
+def test_subscriptions_for_numbers_the_next_delivery_from_the_prefetch(
+    operator: Client, django_assert_num_queries: DjangoAssertNumQueries
+) -> None:
+    customer = make_customer()
+    fresh = make_subscription(customer, started_on=dt.date(2025, 3, 1))
+    skipped = make_subscription(customer, started_on=dt.date(2025, 2, 1), delivery_count=1)
+    _deliveries(skipped, DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED)
+    scheduled = make_subscription(customer, started_on=dt.date(2025, 1, 1), delivery_count=1)
+    _deliveries(scheduled, DeliveryStatus.DELIVERED, DeliveryStatus.SCHEDULED)
+
+    with django_assert_num_queries(2):  # the subscriptions with their products; the deliveries
+        subscriptions = subscriptions_for(customer)
+    numbers = {s.pk: s.next_delivery_sequence for s in subscriptions}  # type: ignore[attr-defined]
+    assert numbers == {fresh.pk: 1, skipped.pk: 3, scheduled.pk: 2}
+
+    html = section(page(operator, customer), "subscriptions")
+    assert "0回(次回 1回目)" in html
+    assert "1回(次回 3回目)" in html
+    assert "1回(次回 2回目)" in html
 
 
 def test_points_balance_and_ledger(operator: Client, full_customer: Customer) -> None:
@@ -543,14 +594,7 @@ def _busy_customer(orders: int) -> Customer:
         OrderReversal.objects.create(
             order=order, kind=OrderReversal.Kind.RETURN, occurred_at=timezone.now()
         )
-        subscription = Subscription.objects.create(
-            customer=customer,
-            product=product,
-            unit_price=3980,
-            cycle_kind=CycleKind.DAYS,
-            cycle_days=30,
-            started_on=dt.date(2024, 1, 1),
-        )
+        subscription = make_subscription(customer, product=product, started_on=dt.date(2024, 1, 1))
         SubscriptionDelivery.objects.create(
             subscription=subscription,
             sequence=1,

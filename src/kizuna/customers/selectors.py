@@ -29,7 +29,12 @@ from kizuna.customers.models import (
     TimelineEvent,
 )
 from kizuna.loyalty.models import PointEntry
-from kizuna.subscriptions.models import Subscription, SubscriptionDelivery, SubscriptionStatus
+from kizuna.subscriptions.models import (
+    DeliveryStatus,
+    Subscription,
+    SubscriptionDelivery,
+    SubscriptionStatus,
+)
 from kizuna.support.models import Contact
 
 T = TypeVar("T")
@@ -359,9 +364,25 @@ def timeline_page(customer: Customer, page: str | int | None) -> Window[Timeline
     return window(events, page, TIMELINE_PER_PAGE)
 
 
+def next_delivery_sequence(delivery_count: int, latest: SubscriptionDelivery | None) -> int:
+    """The number (n回目) the subscription's next delivery carries, given its latest delivery.
+
+    A skipped delivery keeps its number but is no box delivered, so お届け回数 (`delivery_count`)
+    falls behind the numbers once a delivery is skipped. The next number is therefore read from
+    the deliveries, as the deliveries table, the orders and the timeline show them; only a
+    subscription with no delivery yet counts from `delivery_count`.
+    """
+    if latest is None:
+        return delivery_count + 1
+    if latest.status == DeliveryStatus.SCHEDULED:
+        return latest.sequence
+    return latest.sequence + 1
+
+
 def subscriptions_for(customer: Customer) -> list[Subscription]:
     """The customer's subscriptions, running ones first, each with its latest deliveries in
-    `recent_deliveries` (newest first, at most RECENT_DELIVERIES)."""
+    `recent_deliveries` (newest first, at most RECENT_DELIVERIES) and the number of its next
+    delivery in `next_delivery_sequence`."""
     status_rank = {
         SubscriptionStatus.ACTIVE: 0,
         SubscriptionStatus.PAUSED: 1,
@@ -382,6 +403,13 @@ def subscriptions_for(customer: Customer) -> list[Subscription]:
         )
         .order_by("-started_on", "-id")
     )
+    for sub in subscriptions:
+        # Both attributes are set at run time (the Prefetch's `to_attr`, then here), so the
+        # model's type knows neither.
+        recent: list[SubscriptionDelivery] = sub.recent_deliveries  # type: ignore[attr-defined]
+        sub.next_delivery_sequence = next_delivery_sequence(  # type: ignore[attr-defined]
+            sub.delivery_count, recent[0] if recent else None
+        )
     subscriptions.sort(key=lambda s: status_rank.get(SubscriptionStatus(s.status), 3))
     return subscriptions
 
