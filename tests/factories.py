@@ -11,6 +11,7 @@ from django.utils import timezone
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order, OrderLine, Product, ProductKind
 from kizuna.customers.models import Customer, Identity, IdentityKind
+from kizuna.subscriptions.models import CycleKind, Subscription, SubscriptionStatus
 
 _seq = itertools.count(1)
 PASSWORD = "kizuna-test-pass-1"
@@ -73,3 +74,30 @@ def make_order(
         amount=amount,
     )
     return order
+
+
+def make_subscription(customer: Customer, **fields: Any) -> Subscription:
+    """A running subscription to a subscription product at its list price, every 30 days from
+    today. Giving `monthly_day` alone makes it monthly (毎月N日), and a cancelled status gets the
+    date and the empty next delivery that subscription_cancel leaves."""
+    product = fields.pop("product", None) or make_product(ProductKind.SUBSCRIPTION, 3980)
+    today = timezone.localdate()
+    values: dict[str, Any] = {
+        "customer": customer,
+        "product": product,
+        "unit_price": product.price,
+        "started_on": today,
+    }
+    # A subscription has one cycle: a monthly one carries no day count.
+    if "monthly_day" in fields:
+        values["cycle_kind"] = CycleKind.MONTHLY_DAY
+    else:
+        values.update(cycle_kind=CycleKind.DAYS, cycle_days=30)
+    values.update(fields)
+    if values.get("status") == SubscriptionStatus.CANCELLED:
+        values.setdefault("cancelled_on", today)
+        values.setdefault("next_delivery_on", None)
+    else:
+        # The first box is due on the start day, as subscription_create sets it.
+        values.setdefault("next_delivery_on", values["started_on"])
+    return Subscription.objects.create(**values)

@@ -21,9 +21,7 @@ from kizuna.commerce.models import Order, OrderReversal, OrderStatus, Shipment
 from kizuna.customers.models import Customer, IdentityKind, TimelineEvent, TimelineKind
 from kizuna.loyalty.models import PointKind
 from kizuna.subscriptions.models import (
-    CycleKind,
     DeliveryStatus,
-    Subscription,
     SubscriptionDelivery,
 )
 from kizuna.support.models import Contact, ContactChannel, Direction
@@ -33,6 +31,7 @@ from tests.factories import (
     make_customer,
     make_order,
     make_product,
+    make_subscription,
     make_user,
 )
 from tests.test_web_customer import add_points, build_full_customer, jst
@@ -146,11 +145,10 @@ def busy_history(customer: Customer, operator: User) -> None:
                 refund_amount=order.total,
             )
         Order.objects.filter(pk=order.pk).update(status=status)
-    subscription = Subscription.objects.create(
-        customer=customer,
+    subscription = make_subscription(
+        customer,
         product=make_product(price=5980),
         unit_price=4980,
-        cycle_kind=CycleKind.MONTHLY_DAY,
         monthly_day=5,
         started_on=dt.date(2024, 6, 5),
         next_delivery_on=dt.date(2025, 7, 5),

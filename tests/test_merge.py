@@ -53,9 +53,10 @@ from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn, points_expiring, points_lots, points_redeem
 from kizuna.loyalty.tasks import expire_points
-from kizuna.subscriptions.models import CycleKind, Subscription, SubscriptionDelivery
+from kizuna.subscriptions.models import Subscription, SubscriptionDelivery
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
+from tests.factories import make_subscription
 
 IMPORT = Actor.system("test-import")
 STAFF = Actor(user_id=None, label="operator-1")
@@ -149,13 +150,8 @@ def pair(db: None) -> Pair:
     )
     points_earn(customer=absorbed, amount=150, acting_user=IMPORT, reason="購入", order=one)
     points_earn(customer=absorbed, amount=90, acting_user=IMPORT, reason="購入", order=two)
-    subscription = Subscription.objects.create(
-        customer=absorbed,
-        product=one.lines.get().product,
-        unit_price=3980,
-        cycle_kind=CycleKind.DAYS,
-        cycle_days=30,
-        started_on=later.date(),
+    subscription = make_subscription(
+        absorbed, product=one.lines.get().product, unit_price=3980, started_on=later.date()
     )
     SubscriptionDelivery.objects.create(
         subscription=subscription,

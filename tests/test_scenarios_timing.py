@@ -16,11 +16,10 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.triggers import holdout_draw
 from kizuna.campaigns.models import OutboxMessage
-from kizuna.commerce.models import ProductKind, Shipment
+from kizuna.commerce.models import Shipment
 from kizuna.customers.models import ConsentChannel, ConsentMethod
 from kizuna.customers.services import consent_grant, consent_withdraw
-from kizuna.subscriptions.models import CycleKind, Subscription
-from tests.factories import make_customer, make_order, make_product
+from tests.factories import make_customer, make_order, make_subscription
 from tests.test_scenarios_kit import STAFF, jst, one, scenario, segment, step
 
 pytestmark = pytest.mark.django_db
@@ -133,14 +132,8 @@ def test_before_delivery_counts_back_from_the_next_delivery_date() -> None:
         ],
         activated_at=START,
     )
-    Subscription.objects.create(
-        customer=make_customer(),
-        product=make_product(ProductKind.SUBSCRIPTION, 3980),
-        unit_price=3980,
-        cycle_kind=CycleKind.DAYS,
-        cycle_days=30,
-        started_on=dt.date(2026, 4, 20),
-        next_delivery_on=dt.date(2026, 5, 20),
+    make_subscription(
+        make_customer(), started_on=dt.date(2026, 4, 20), next_delivery_on=dt.date(2026, 5, 20)
     )
     for day in range(25):
         tick(jst(2026, 5, 1, 10, 30) + dt.timedelta(days=day))

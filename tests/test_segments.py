@@ -33,8 +33,8 @@ from kizuna.customers.models import (
 )
 from kizuna.customers.services import consent_grant, consent_withdraw
 from kizuna.loyalty.services import points_earn
-from kizuna.subscriptions.models import CycleKind, Subscription, SubscriptionStatus
-from tests.factories import make_customer, make_order, make_product
+from kizuna.subscriptions.models import SubscriptionStatus
+from tests.factories import make_customer, make_order, make_product, make_subscription
 from tests.test_scenarios_kit import STAFF, jst, one
 
 pytestmark = pytest.mark.django_db
@@ -56,10 +56,9 @@ def _consent(customer: Customer, granted: bool) -> None:
 def _subscription(
     customer: Customer, status: SubscriptionStatus, count: int, nxt: dt.date | None
 ) -> None:
-    Subscription.objects.create(
-        customer=customer, product=make_product(ProductKind.SUBSCRIPTION, 3980), unit_price=3980,
-        cycle_kind=CycleKind.DAYS, cycle_days=30, started_on=dt.date(2025, 1, 1),
-        next_delivery_on=nxt, delivery_count=count, status=status,
+    make_subscription(
+        customer, started_on=dt.date(2025, 1, 1), next_delivery_on=nxt, delivery_count=count,
+        status=status,
         cancelled_on=dt.date(2026, 1, 1) if status == SubscriptionStatus.CANCELLED else None,
     )  # fmt: skip
 

@@ -22,8 +22,7 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.commerce.models import ProductKind
 from kizuna.loyalty.services import points_earn
-from kizuna.subscriptions.models import CycleKind, Subscription
-from tests.factories import make_customer, make_order, make_product
+from tests.factories import make_customer, make_order, make_product, make_subscription
 from tests.test_scenarios_kit import STAFF, jst
 
 TODAY = dt.date(2026, 5, 10)
@@ -167,9 +166,9 @@ def test_the_context_carries_points_delivery_last_product_and_recommendations() 
     points_earn(
         customer=customer, amount=120, acting_user=STAFF, reason="購入", at=jst(2025, 6, 1, 12)
     )
-    Subscription.objects.create(
-        customer=customer, product=serum, unit_price=4480, cycle_kind=CycleKind.DAYS,
-        cycle_days=30, started_on=dt.date(2026, 4, 15), next_delivery_on=dt.date(2026, 5, 15),
+    make_subscription(
+        customer, product=serum, unit_price=4480,
+        started_on=dt.date(2026, 4, 15), next_delivery_on=dt.date(2026, 5, 15),
     )  # fmt: skip
     copurchase_refresh(now=jst(2026, 5, 10))
     # when

@@ -18,13 +18,12 @@ from kizuna.commerce.models import OrderStatus, ProductKind, Shipment
 from kizuna.customers.models import BehaviourEvent, BehaviourKind, MemberStatus, TimelineEvent
 from kizuna.loyalty.services import points_earn, points_redeem
 from kizuna.subscriptions.models import (
-    CycleKind,
     DeliveryStatus,
     Subscription,
     SubscriptionDelivery,
     SubscriptionStatus,
 )
-from tests.factories import make_customer, make_order, make_product
+from tests.factories import make_customer, make_order, make_product, make_subscription
 from tests.test_scenarios_kit import STAFF, jst, one, scenario, segment
 
 pytestmark = pytest.mark.django_db
@@ -255,17 +254,12 @@ def _subscription(
     customer_status: SubscriptionStatus = SubscriptionStatus.ACTIVE, **fields: object
 ) -> Subscription:
     values: dict[str, object] = {
-        "customer": make_customer(),
-        "product": make_product(ProductKind.SUBSCRIPTION, 3980),
-        "unit_price": 3980,
-        "cycle_kind": CycleKind.DAYS,
-        "cycle_days": 30,
         "started_on": dt.date(2026, 1, 13),
         "next_delivery_on": dt.date(2026, 5, 13),
         "status": customer_status,
     }
     values.update(fields)
-    return Subscription.objects.create(**values)
+    return make_subscription(make_customer(), **values)
 
 
 def test_subscription_before_delivery_uses_the_next_delivery_date() -> None:
