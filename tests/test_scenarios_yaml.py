@@ -128,6 +128,63 @@ def test_loading_the_same_file_again_changes_nothing() -> None:
     assert AuditLog.objects.count() == audits
 
 
+HAND_WRITTEN = """\
+version: 1
+segments:
+- {key: tokyo, name: 東京都のお客様, rules: {op: and, rules: [{field: prefecture, operator: in, value: ['13']}]}}
+templates:
+- {key: hello, name: ごあいさつ, subject: '{{ name }} 様', text: '{{ name }} 様、こんにちは'}
+offers:
+- {key: off500, name: 500円OFF, kind: yen_off, value: 500}
+scenarios:
+- key: tokyo-hello
+  name: 東京のお客様へ
+  status: active
+  trigger: {kind: segment_entered, segment: tokyo}
+  steps:
+  - {key: hi, channel: email, template: hello, offer: off500}
+"""
+
+
+def test_a_hand_written_file_that_leaves_out_defaults_loads_once() -> None:
+    # given: a file written by hand, leaving out what has a default (the trigger's
+    # include_existing, the step's anchor and offset, html, the offer's valid_days…), loaded
+    load_yaml(HAND_WRITTEN, acting_user=STAFF)
+    audits = AuditLog.objects.count()
+    # when: the same file is loaded again
+    report = load_yaml(HAND_WRITTEN, acting_user=STAFF)
+    # then: nothing is written again
+    assert sum(report.updated.values()) == 0
+    assert report.unchanged == {"segments": 1, "templates": 1, "offers": 1, "scenarios": 1}
+    assert AuditLog.objects.count() == audits
+
+
+def test_a_field_left_out_is_its_default_not_what_is_stored() -> None:
+    # given: a template with an HTML part
+    _library()
+    document = yaml.safe_load(export_yaml())
+    # when: the file leaves the HTML out
+    del document["templates"][0]["html"]
+    report = load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    # then: as a new template would, it has none (not "unchanged" with the old HTML kept)
+    assert report.updated["templates"] == 1
+    assert MessageTemplate.objects.get(key="thanks").html == ""
+
+
+def test_a_scenario_whose_status_is_left_out_keeps_it() -> None:
+    # given: a running scenario
+    _library()
+    document = yaml.safe_load(export_yaml())
+    trial = next(s for s in document["scenarios"] if s["key"] == "trial-steps")
+    # when: a hand edit changes its holdout and leaves the status out
+    del trial["status"]
+    trial["holdout_percent"] = 20
+    load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    # then: it keeps running with the change
+    saved = Scenario.objects.get(key="trial-steps")
+    assert (saved.status, saved.holdout_percent) == (ScenarioStatus.ACTIVE, 20)
+
+
 def test_an_edited_file_updates_by_key() -> None:
     _library()
     document = yaml.safe_load(export_yaml())

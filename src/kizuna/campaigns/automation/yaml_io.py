@@ -62,6 +62,7 @@ from kizuna.campaigns.automation.services import (
     scenario_pause,
     scenario_save,
     template_save,
+    validate_scenario,
 )
 from kizuna.core import yamlfile
 
@@ -296,51 +297,51 @@ def _text(entry: Mapping[str, Any], name: str) -> str:
 def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "description", "rules"))
     existing = Segment.objects.filter(key=entry.get("key")).first()
-    if existing is not None and segment_entry(existing) == {**segment_entry(existing), **entry}:
+    values: dict[str, Any] = {
+        "name": _text(entry, "name"),
+        "description": _text(entry, "description"),
+        "rules": entry.get("rules") or {},
+    }
+    if existing is not None and _same(segment_entry(existing), values):
         return "unchanged"
     segment_rules.segment_save(
-        segment=existing,
-        key=_text(entry, "key"),
-        name=_text(entry, "name"),
-        description=_text(entry, "description"),
-        rules=entry.get("rules") or {},
-        acting_user=actor,
+        segment=existing, key=_text(entry, "key"), **values, acting_user=actor
     )
     return "created" if existing is None else "updated"
+
+
+def _same(stored: Mapping[str, Any], values: Mapping[str, Any]) -> bool:
+    """Whether saving `values` would leave the stored entry as it is.
+
+    `values` are what the loader would save — a field the file leaves out already given its
+    default — so an entry that omits a default is "unchanged", not written (and audited) on
+    every load, and one that omits a field whose stored value is not the default is written."""
+    return all(stored[name] == value for name, value in values.items())
 
 
 def _load_template(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "subject", "text", "html"))
     existing = MessageTemplate.objects.filter(key=entry.get("key")).first()
-    if existing is not None and template_entry(existing) == {**template_entry(existing), **entry}:
+    values = {name: _text(entry, name) for name in ("name", "subject", "text", "html")}
+    if existing is not None and _same(template_entry(existing), values):
         return "unchanged"
-    template_save(
-        template=existing,
-        key=_text(entry, "key"),
-        name=_text(entry, "name"),
-        subject=_text(entry, "subject"),
-        text=_text(entry, "text"),
-        html=_text(entry, "html"),
-        acting_user=actor,
-    )
+    template_save(template=existing, key=_text(entry, "key"), **values, acting_user=actor)
     return "created" if existing is None else "updated"
 
 
 def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "kind", "value", "code", "valid_days"))
     existing = Offer.objects.filter(key=entry.get("key")).first()
-    if existing is not None and offer_entry(existing) == {**offer_entry(existing), **entry}:
+    values = {
+        "name": _text(entry, "name"),
+        "kind": _text(entry, "kind"),
+        "value": entry.get("value", 0),
+        "code": _text(entry, "code"),
+        "valid_days": entry.get("valid_days", 14),
+    }
+    if existing is not None and _same(offer_entry(existing), values):
         return "unchanged"
-    offer_save(
-        offer=existing,
-        key=_text(entry, "key"),
-        name=_text(entry, "name"),
-        kind=_text(entry, "kind"),
-        value=entry.get("value", 0),
-        code=_text(entry, "code"),
-        valid_days=entry.get("valid_days", 14),
-        acting_user=actor,
-    )
+    offer_save(offer=existing, key=_text(entry, "key"), **values, acting_user=actor)
     return "created" if existing is None else "updated"
 
 
@@ -362,13 +363,20 @@ SCENARIO_FIELDS = (
 
 def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, SCENARIO_FIELDS)
-    status = entry.get("status", ScenarioStatus.DRAFT)
+    existing = Scenario.objects.filter(key=entry.get("key")).first()
+    # Left out, the status stays as it is: a hand-written file that changes a step must not
+    # stop a running scenario. A new scenario starts as a draft.
+    status = entry.get("status", existing.status if existing else ScenarioStatus.DRAFT)
     if status not in ScenarioStatus.values:
         raise ScenarioError(["status は draft・active・paused のいずれかにしてください"])
-    existing = Scenario.objects.filter(key=entry.get("key")).first()
-    if existing is not None and scenario_entry(existing) == {**scenario_entry(existing), **entry}:
-        return "unchanged"
     spec = {name: entry[name] for name in SCENARIO_FIELDS if name in entry and name != "status"}
+    if existing is not None and existing.status == status:
+        # Compared as scenario_save would store them (defaults filled in: a trigger parameter
+        # or step field the file leaves out), not as written.
+        cleaned, errors = validate_scenario(spec, scenario=existing)
+        stored, _ = validate_scenario(scenario_entry(existing), scenario=existing)
+        if not errors and cleaned == stored:
+            return "unchanged"
     scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor)
     if status == ScenarioStatus.ACTIVE:
         scenario_activate(scenario=scenario, acting_user=actor)
