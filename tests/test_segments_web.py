@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
+from openpyxl import load_workbook
 
 from kizuna.accounts.models import Role
+from kizuna.campaigns.automation import segments as rules_engine
 from kizuna.campaigns.automation.models import Scenario, Segment
 from kizuna.campaigns.automation.services import scenario_save
 from kizuna.core.models import AuditLog
@@ -232,6 +234,46 @@ def test_the_csv_export_never_hands_excel_a_formula(client_for: Login, tokyo: Se
     [row] = list(csv.reader(io.StringIO(body.lstrip("\ufeff"))))[1:]
     assert row[1] == '\'=HYPERLINK("http://x.example","a")'
     assert row[2] == "'@SUM(1)"
+
+
+def test_the_excel_export_keeps_leading_zeros_as_text(client_for: Login, tokyo: Segment) -> None:
+    # given: a member whose phone number and postal code start with 0
+    member = make_customer(prefecture=13, family_name="佐藤", postal_code="0600001")
+    Identity.objects.create(
+        customer=member, kind=IdentityKind.PHONE, value="+819012345678",
+        display_value="090-1234-5678",
+    )  # fmt: skip
+    # when: exported for Excel
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:export", args=[tokyo.pk]), {"format": "xlsx"}
+    )
+    # then: an Excel file whose cells are text, zeros kept; the export is audited as Excel
+    assert response["Content-Disposition"].endswith('.xlsx"')
+    sheet = load_workbook(io.BytesIO(response.content)).active
+    assert sheet is not None
+    header, row = list(sheet.iter_rows(values_only=True))
+    by_name = dict(zip(header, row, strict=True))
+    assert by_name["電話番号"] == "090-1234-5678"
+    assert by_name["郵便番号"] == "0600001"
+    assert by_name["姓"] == "佐藤"
+    audit = AuditLog.objects.get(action="segment.export")
+    assert audit.changes["format"] == [None, "xlsx"]
+
+
+def test_a_segment_larger_than_an_excel_sheet_is_refused_for_excel(
+    client_for: Login, tokyo: Segment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a sheet that holds one row (Excel's own limit is a million)
+    monkeypatch.setattr(rules_engine, "XLSX_MAX_ROWS", 1)
+    make_customer(prefecture=13)
+    make_customer(prefecture=13)
+    # when
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:export", args=[tokyo.pk]), {"format": "xlsx"}, follow=True
+    )
+    # then: told to use CSV, nothing exported, nothing audited
+    assert "CSVで書き出してください" in response.content.decode()
+    assert not AuditLog.objects.filter(action="segment.export").exists()
 
 
 def test_a_segment_is_deleted_only_once_confirmed(client_for: Login, tokyo: Segment) -> None:

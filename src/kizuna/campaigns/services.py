@@ -16,7 +16,7 @@ from kizuna.campaigns.models import Channel, DeliveryList, DeliverySettings, Out
 from kizuna.campaigns.timing import JST
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
-from kizuna.core.spreadsheet import safe_row
+from kizuna.core.spreadsheet import safe_row, xlsx_bytes
 
 SETTINGS_FIELDS = frozenset(
     {
@@ -205,7 +205,7 @@ def delivery_list_export(
             writer.writerow(safe_row(row))
         data = ("\ufeff" + buffer.getvalue()).encode("utf-8")
     else:
-        data, count = _xlsx(header, rows, title=delivery_list.get_channel_display())
+        data, count = xlsx_bytes(header, rows, title=delivery_list.get_channel_display())
     audit_record(
         actor=Actor.of(acting_user),
         action="delivery_list.export",
@@ -214,27 +214,3 @@ def delivery_list_export(
         changes={"format": [None, file_format], "rows": [None, count]},
     )
     return _filename(delivery_list, file_format), data
-
-
-def _xlsx(header: list[str], rows: Iterator[list[str]], *, title: str) -> tuple[bytes, int]:
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-    from openpyxl.cell.cell import Cell
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet(title=title[:31])
-
-    def text(value: str) -> Cell:
-        # Names and addresses come from the shop's cart: "=…" stays text, never a formula.
-        cell = WriteOnlyCell(sheet, value=value)
-        cell.data_type = "s"
-        return cell
-
-    sheet.append(header)
-    count = 0
-    # Postal codes, phone numbers and order numbers stay text, so Excel keeps leading zeros.
-    for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is used below
-        sheet.append([text(value) if isinstance(value, str) and value else value for value in row])
-    buffer = io.BytesIO()
-    book.save(buffer)
-    return buffer.getvalue(), count

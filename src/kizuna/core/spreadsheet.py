@@ -4,15 +4,23 @@ Names, addresses and message texts come from the shop's cart and its customers. 
 CSV cell that starts with "=", "+", "-" or "@" as a formula, so a customer who registers as
 `=HYPERLINK("http://…","…")` would run it on the PC of whoever opens the export (CSV
 injection, OWASP). Such a cell gets a leading apostrophe, which Excel shows and never
-evaluates; a plain signed number ("-300", "+81…") is left alone. The Excel lists need none of
+evaluates; a plain signed number ("-300", "+81…") is left alone. The Excel files need none of
 this: they write every value as a text cell.
+
+Excel also reads a CSV cell of digits as a number, so a phone number or postal code opened from
+a CSV loses its leading zero; the Excel files (`xlsx_bytes`) keep them.
 """
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable
 from typing import Any
+
+# Excel's last row is 1,048,576: the header and this many rows.
+XLSX_MAX_ROWS = 1_048_575
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _SIGNED_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?")
@@ -30,3 +38,29 @@ def safe_cell(value: Any) -> Any:
 
 def safe_row(row: Iterable[Any]) -> list[Any]:
     return [safe_cell(value) for value in row]
+
+
+def xlsx_bytes(header: list[str], rows: Iterable[list[Any]], *, title: str) -> tuple[bytes, int]:
+    """An Excel workbook of one sheet (`title`, cut to Excel's 31 characters): the header, then
+    the rows, every non-empty string a text cell. Returns the file and the number of rows."""
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+    from openpyxl.cell.cell import Cell
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet(title=title[:31])
+
+    def text(value: str) -> Cell:
+        # Names and addresses come from the shop's cart: "=…" stays text, never a formula.
+        cell = WriteOnlyCell(sheet, value=value)
+        cell.data_type = "s"
+        return cell
+
+    sheet.append(header)
+    count = 0
+    # Postal codes, phone numbers and order numbers stay text, so Excel keeps leading zeros.
+    for count, row in enumerate(rows, start=1):  # noqa: B007 - the count is used below
+        sheet.append([text(value) if isinstance(value, str) and value else value for value in row])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue(), count

@@ -42,6 +42,7 @@ from kizuna.campaigns.services import (
 )
 from kizuna.campaigns.suppression import suppression_add, suppression_remove
 from kizuna.core import jp
+from kizuna.core.spreadsheet import XLSX_TYPE
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 from kizuna.web.templatetags.kizuna import jdatetime, phone
 
@@ -51,7 +52,7 @@ MANAGE_ROLES = (Role.MARKETER,)
 PER_PAGE = 20
 CONTENT_TYPES = {
     "csv": "text/csv; charset=utf-8",
-    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "xlsx": XLSX_TYPE,
 }
 
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import (
     Http404,
     HttpResponse,
@@ -54,7 +55,7 @@ from kizuna.campaigns.automation.segments import (
     segment_uses,
     validate_rules,
 )
-from kizuna.core.spreadsheet import safe_row
+from kizuna.core.spreadsheet import XLSX_TYPE, safe_row, xlsx_bytes
 from kizuna.customers.models import Customer
 from kizuna.web.http import HtmxHttpRequest, confirmed_delete, int_or_text, wants_fragment
 
@@ -437,16 +438,31 @@ def _csv_lines(rows: Iterator[list[str]]) -> Iterator[str]:
 @allow_roles(*SEGMENT_ROLES)
 @never_cache
 @require_POST
-def segment_export(request: HtmxHttpRequest, pk: int) -> StreamingHttpResponse:
-    """The members as CSV, streamed; the export is recorded in the audit log first (D3)."""
+def segment_export(request: HtmxHttpRequest, pk: int) -> HttpResponse | StreamingHttpResponse:
+    """The members as CSV (streamed) or as an Excel file, which keeps the leading zeros of
+    phone numbers and postal codes that Excel drops when it opens a CSV. The export is
+    recorded in the audit log first (D3)."""
     segment = get_object_or_404(Segment, pk=pk)
-    rows = segment_export_rows(segment=segment, now=timezone.now(), acting_user=request.user)
-    header = next(rows)  # runs the audit and the count before the response starts
-    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response = StreamingHttpResponse(
-        _csv_lines(_prepend(header, rows)), content_type="text/csv; charset=utf-8"
+    file_format = "xlsx" if request.POST.get("format") == "xlsx" else "csv"
+    rows = segment_export_rows(
+        segment=segment, now=timezone.now(), acting_user=request.user, file_format=file_format
     )
-    response["Content-Disposition"] = f'attachment; filename="segment-{segment.key}-{stamp}.csv"'
+    try:
+        header = next(rows)  # runs the count and the audit before the response starts
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("segments:edit", pk=segment.pk)
+    stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
+    filename = f"segment-{segment.key}-{stamp}.{file_format}"
+    response: HttpResponse | StreamingHttpResponse
+    if file_format == "xlsx":
+        data, _ = xlsx_bytes(header, rows, title=segment.name)
+        response = HttpResponse(data, content_type=XLSX_TYPE)
+    else:
+        response = StreamingHttpResponse(
+            _csv_lines(_prepend(header, rows)), content_type="text/csv; charset=utf-8"
+        )
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 

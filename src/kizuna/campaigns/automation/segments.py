@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
+from django.core.exceptions import ValidationError
 from django.db import connection, models, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
@@ -45,6 +46,7 @@ from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
+from kizuna.core.spreadsheet import XLSX_MAX_ROWS
 from kizuna.customers.models import (
     AcquisitionChannel,
     BehaviourEvent,
@@ -981,21 +983,33 @@ EXPORT_HEADER = (
 
 
 def segment_export_rows(
-    *, segment: Segment, now: dt.datetime, acting_user: Any
+    *, segment: Segment, now: dt.datetime, acting_user: Any, file_format: str = "csv"
 ) -> Iterator[list[str]]:
-    """The segment's members as CSV rows (header first), read in chunks from one query.
+    """The segment's members as rows for a CSV or Excel file (header first), read in chunks
+    from one query.
 
     The export itself is recorded in the audit log before the first row is produced
-    (RELIABILITY D3): who took which segment, when, and how many customers it held.
+    (RELIABILITY D3): who took which segment, when, in which format, and how many customers
+    it held. A segment larger than an Excel sheet is refused for Excel (ValidationError, on
+    the first row) rather than cut short.
     """
     members = segment_customers(segment.rules, now=now)
     size = members.count()
+    if file_format == "xlsx" and size > XLSX_MAX_ROWS:
+        raise ValidationError(
+            f"Excelの1シートに入るのは{XLSX_MAX_ROWS:,}人までです(このセグメントは{size:,}人)。"
+            "CSVで書き出してください"
+        )
     audit_record(
         actor=Actor.of(acting_user),
         action="segment.export",
         instance=segment,
         customer_id=None,
-        changes={"rows": [None, size], "rules": [None, describe(segment.rules)]},
+        changes={
+            "rows": [None, size],
+            "rules": [None, describe(segment.rules)],
+            "format": [None, file_format],
+        },
     )
 
     def first_identity(kind: IdentityKind) -> Subquery:
