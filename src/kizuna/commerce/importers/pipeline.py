@@ -46,6 +46,7 @@ from kizuna.customers.models import (
     ConsentChannel,
     ConsentMethod,
     Customer,
+    Identity,
     IdentityKind,
 )
 from kizuna.customers.resolution import Resolution, ResolveRequest, customers_resolve_many
@@ -54,6 +55,7 @@ from kizuna.customers.services import (
     ProfileChange,
     consents_grant_many,
     customers_update_many,
+    normalize_identity,
 )
 
 KINDS = ("orders", "customers")
@@ -584,14 +586,12 @@ class Importer:
     def _consents(
         self, parsed: list[ParsedCustomer], customers: list[Customer | None]
     ) -> list[bool]:
-        """Record e-mail consent the file shows, unless the customer already consented or has
-        opted out since: an old export must never re-subscribe someone who left. The batch's
-        customers' consents are read in one query; only new grants are written, all at once."""
+        """Record e-mail consent the file shows, for a customer who holds the row's address,
+        unless they already consented or have opted out since: an old export must never
+        re-subscribe someone who left. The batch's customers' consents are read in one query;
+        only new grants are written, all at once."""
         assert self._format is not None  # noqa: S101 - set by the checking pass
-        wanted = [
-            customer if customer is not None and self._offers_consent(p) else None
-            for p, customer in zip(parsed, customers, strict=True)
-        ]
+        wanted = _address_holders(parsed, customers)
         ids = {customer.pk for customer in wanted if customer is not None}
         if not ids:
             return [False] * len(parsed)
@@ -622,10 +622,6 @@ class Importer:
             if isinstance(result, ValidationError):
                 raise result  # an erased record: the batch is written again to name the row
         return granted
-
-    @staticmethod
-    def _offers_consent(parsed: ParsedCustomer) -> bool:
-        return bool(parsed.email_opt_in) and IdentityKind.EMAIL in parsed.identities
 
     # -- writing members, a batch at a time ----------------------------------------------------
 
@@ -730,6 +726,37 @@ class Importer:
         result.rows_rejected += len(unit.lines)
         if self.options.kind == "orders":
             result.orders["rejected"] += 1
+
+
+def _address_holders(
+    parsed: list[ParsedCustomer], customers: list[Customer | None]
+) -> list[Customer | None]:
+    """For each row that says yes to e-mail, its customer if that customer holds the row's
+    address once resolved; else None. One query.
+
+    The yes is about that address. Resolution leaves an address another record holds with
+    that record (it proposes the two as duplicates), and an existing order keeps its customer
+    whatever address the row shows: recorded on such a customer, the yes would stand for an
+    address it does not hold — perhaps one whose owner unsubscribed — and a merge of the two
+    would subscribe that owner again."""
+    offered = {
+        index: normalize_identity(IdentityKind.EMAIL, p.identities[IdentityKind.EMAIL])
+        for index, (p, customer) in enumerate(zip(parsed, customers, strict=True))
+        if customer is not None and p.email_opt_in and IdentityKind.EMAIL in p.identities
+    }
+    if not offered:
+        return [None] * len(parsed)
+    held = set(
+        Identity.objects.filter(
+            kind=IdentityKind.EMAIL, value__in=set(offered.values())
+        ).values_list("customer_id", "value")
+    )
+    return [
+        customer
+        if customer is not None and index in offered and (customer.pk, offered[index]) in held
+        else None
+        for index, customer in enumerate(customers)
+    ]
 
 
 def _groups(table: CsvTable, fmt: OrderFormat) -> Iterator[tuple[str, list[Record]]]:
