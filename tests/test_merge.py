@@ -47,7 +47,12 @@ from kizuna.customers.models import (
     TimelineEvent,
 )
 from kizuna.customers.resolution import customer_resolve
-from kizuna.customers.services import consent_grant, consent_withdraw, customer_update
+from kizuna.customers.services import (
+    CONSENT_STATE_FIELDS,
+    consent_grant,
+    consent_withdraw,
+    customer_update,
+)
 from kizuna.demo.duplicates import seed_duplicate_candidates
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
@@ -390,6 +395,131 @@ def test_a_newer_grant_on_the_survivor_is_kept_over_an_older_opt_out(pair: Pair)
     merge = customer_merge(survivor=pair.survivor, absorbed=pair.absorbed, acting_user=STAFF)
     assert _consent_states(pair.survivor)[ConsentChannel.EMAIL][0] is True
     assert merge.consents_swapped == {}
+
+
+def _decide(customer: Customer, decision: tuple[str, dt.datetime]) -> None:
+    """Give the customer's e-mail consent this last decision: ("grant", at) or ("opt_out",
+    at), an opt-out coming after a grant a month earlier."""
+    kind, at = decision
+    if kind == "grant":
+        _grant(customer, ConsentChannel.EMAIL, at)
+        return
+    _grant(customer, ConsentChannel.EMAIL, at - dt.timedelta(days=30))
+    consent_withdraw(
+        customer=customer,
+        channel=ConsentChannel.EMAIL,
+        method=ConsentMethod.UNSUBSCRIBE,
+        acting_user=IMPORT,
+        at=at,
+    )
+
+
+def _email_state(customer: Customer) -> tuple[object, ...]:
+    """Everything the customer's e-mail consent row records of their current choice."""
+    row = Consent.objects.get(customer=customer, channel=ConsentChannel.EMAIL)
+    return tuple(getattr(row, name) for name in CONSENT_STATE_FIELDS)
+
+
+def _one_person_twice() -> tuple[Customer, Customer]:
+    first, second = (
+        customer_resolve(
+            identities={IdentityKind.EMAIL: email},
+            profile={"family_name": "太田", "given_name": "浩"},
+            acting_user=IMPORT,
+            source="t",
+        ).customer
+        for email in ("oota@example.jp", "oota.h@example.jp")
+    )
+    return first, second
+
+
+EARLY = T0 + dt.timedelta(days=10)
+LATE = T0 + dt.timedelta(days=20)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "granted", "at"),
+    [
+        # one record opted out after the other's grant: opted out, whichever is kept
+        (("grant", EARLY), ("opt_out", LATE), False, LATE),
+        (("opt_out", LATE), ("grant", EARLY), False, LATE),
+        # one record subscribed again after the other's opt-out: subscribed
+        (("grant", LATE), ("opt_out", EARLY), True, LATE),
+        (("opt_out", EARLY), ("grant", LATE), True, LATE),
+        # the same moment: the opt-out wins
+        (("grant", EARLY), ("opt_out", EARLY), False, EARLY),
+        (("opt_out", EARLY), ("grant", EARLY), False, EARLY),
+    ],
+)
+def test_the_merged_record_has_the_later_decision_of_the_two_whichever_is_kept(
+    db: None,
+    first: tuple[str, dt.datetime],
+    second: tuple[str, dt.datetime],
+    granted: bool,
+    at: dt.datetime,
+) -> None:
+    # given one person's two records, each with its own last decision about e-mail
+    one, other = _one_person_twice()
+    _decide(one, first)
+    _decide(other, second)
+    before = (_email_state(one), _email_state(other))
+    for survivor, absorbed in ((one, other), (other, one)):
+        # when staff merge them keeping either one
+        merge = customer_merge(survivor=survivor, absorbed=absorbed, acting_user=STAFF)
+        # then the kept record has the later decision, with its time
+        state = dict(zip(CONSENT_STATE_FIELDS, _email_state(survivor), strict=True))
+        assert state["granted"] is granted
+        assert state["granted_at" if granted else "opted_out_at"] == at
+        # and undoing the merge gives each record its own decision back
+        customer_merge_undo(merge=merge, acting_user=STAFF)
+        assert (_email_state(one), _email_state(other)) == before
+
+
+def test_a_carried_decision_is_audited_on_both_records_and_undone_with_its_audit(
+    db: None,
+) -> None:
+    # given the kept record opted out, and the other subscribed again later on its own form
+    survivor, absorbed = _one_person_twice()
+    _decide(survivor, ("opt_out", EARLY))
+    _decide(absorbed, ("grant", LATE))
+    kept, given = _email_state(survivor), _email_state(absorbed)
+    evidence = list(ConsentEvent.objects.filter(customer=absorbed).values_list("pk", flat=True))
+    (item,) = merge_plan(survivor=survivor, absorbed=absorbed).consents
+    assert (item.survivor_state, item.absorbed_state, item.label) == (
+        "配信停止 2025-04-11 10:00",
+        "同意 2025-04-21 10:00",
+        "同意(統合元から引き継ぎ)",
+    )
+
+    # when they are merged
+    merge = customer_merge(survivor=survivor, absorbed=absorbed, acting_user=STAFF)
+
+    # then the kept record has the later grant with its evidence (form, wording, time)…
+    assert _email_state(survivor) == given
+    assert _email_state(absorbed) == kept
+    assert ConsentEvent.objects.filter(customer=absorbed).count() == len(evidence)
+    # …both records' audit rows say old → new, and the timeline says where it came from
+    (on_survivor,) = AuditLog.objects.filter(action="customer.merge", customer_id=survivor.pk)
+    (on_absorbed,) = AuditLog.objects.filter(action="customer.merge", customer_id=absorbed.pk)
+    swap = merge.consents_swapped[ConsentChannel.EMAIL.value]
+    assert on_survivor.changes["consent.email"] == [swap["absorbed_state"], swap["survivor_state"]]
+    assert on_absorbed.changes["consent.email"] == [swap["survivor_state"], swap["absorbed_state"]]
+    assert on_survivor.changes["consent.email"][1]["granted"] is True
+    assert survivor.timeline.filter(title=f"メール: 同意(統合元 #{absorbed.pk} から引き継ぎ)")
+
+    # when the merge is undone
+    customer_merge_undo(merge=merge, acting_user=STAFF)
+
+    # then each record has its own decision again, and the undo's audit rows say so
+    assert (_email_state(survivor), _email_state(absorbed)) == (kept, given)
+    (undo_survivor,) = AuditLog.objects.filter(
+        action="customer.merge_undo", customer_id=survivor.pk
+    )
+    (undo_absorbed,) = AuditLog.objects.filter(
+        action="customer.merge_undo", customer_id=absorbed.pk
+    )
+    assert undo_survivor.changes["consent.email"] == on_survivor.changes["consent.email"][::-1]
+    assert undo_absorbed.changes["consent.email"] == on_absorbed.changes["consent.email"][::-1]
 
 
 def test_points_move_as_a_pair_of_adjustments(pair: Pair) -> None:

@@ -18,6 +18,8 @@ from kizuna.accounts.models import Role
 from kizuna.core.audit import Actor
 from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge, duplicate_dismiss
 from kizuna.customers.models import (
+    ConsentChannel,
+    ConsentMethod,
     Customer,
     CustomerMerge,
     DuplicateCandidate,
@@ -25,6 +27,7 @@ from kizuna.customers.models import (
     IdentityKind,
 )
 from kizuna.customers.resolution import customer_resolve
+from kizuna.customers.services import consent_grant, consent_withdraw
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
 from tests.factories import add_identity, make_customer, make_order
@@ -221,6 +224,51 @@ def test_merging_asks_for_confirmation_first(
     assert "統合の確認" in html
     assert "注文 1件を顧客" in html
     assert f"顧客 #{candidate.customer_b_id} を #{candidate.customer_a_id} に統合する" in html
+
+
+def test_the_confirmation_says_which_consent_decision_the_merged_record_keeps(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # given she subscribed on the older record and later unsubscribed on the newer one
+    older, newer = candidate.customer_a, candidate.customer_b
+    granted = timezone.make_aware(dt.datetime(2025, 4, 1, 10, 0))
+    consent_grant(
+        customer=older,
+        channel=ConsentChannel.EMAIL,
+        method=ConsentMethod.WEB_FORM,
+        source_form="会員登録",
+        wording_version="2025-01",
+        acting_user=SYSTEM,
+        at=granted,
+    )
+    consent_grant(
+        customer=newer,
+        channel=ConsentChannel.EMAIL,
+        method=ConsentMethod.WEB_FORM,
+        source_form="会員登録",
+        wording_version="2025-01",
+        acting_user=SYSTEM,
+        at=granted,
+    )
+    consent_withdraw(
+        customer=newer,
+        channel=ConsentChannel.EMAIL,
+        method=ConsentMethod.UNSUBSCRIBE,
+        acting_user=SYSTEM,
+        at=granted + dt.timedelta(days=30, hours=2),
+    )
+    client = client_for(Role.OPERATOR)
+    url = reverse("duplicates:merge", args=[candidate.pk])
+    # when staff are about to keep the older record
+    html = client.get(url, {"survivor": older.pk}).content.decode()
+    # then the page shows both decisions with their times, and that the later one is kept
+    assert "同意 2025-04-01 10:00" in html
+    assert "配信停止 2025-05-01 12:00" in html
+    assert "配信停止(統合元から引き継ぎ)" in html
+    assert "後の操作(同意または配信停止)" in html
+    # and once merged, the merge page says what was taken over
+    html = client.post(url, {"survivor": older.pk}, follow=True).content.decode()
+    assert "統合元から引き継いだ配信同意: メール: 配信停止" in html
 
 
 def test_confirming_merges_and_shows_the_merge(

@@ -112,8 +112,41 @@ class MergeError(ValidationError):
 
 class ConsentOutcome:
     MOVE = "move"  # only the absorbed record had a row: it moves
-    KEEP = "keep"  # the survivor's row stays; the absorbed one stays with the absorbed record
+    KEEP = "keep"  # the survivor's row holds the later decision (or the same one): it stays
     CARRY_OPT_OUT = "carry_opt_out"  # the absorbed record's later opt-out replaces a grant
+    CARRY_GRANT = "carry_grant"  # the absorbed record's later grant replaces an opt-out
+
+
+# The outcomes where the survivor's row takes on the absorbed row's decision.
+_CARRIED = (ConsentOutcome.CARRY_OPT_OUT, ConsentOutcome.CARRY_GRANT)
+
+
+def _decision(row: Consent) -> tuple[dt.datetime, bool] | None:
+    """When the row's current decision was made and whether it is a grant; None for a row
+    that records neither a grant nor an opt-out."""
+    if row.granted and row.granted_at is not None:
+        return row.granted_at, True
+    if not row.granted and row.opted_out_at is not None:
+        return row.opted_out_at, False
+    return None
+
+
+def _decision_word(row: Consent) -> str:
+    decision = _decision(row)
+    if decision is None:
+        return "未同意"
+    return "同意" if decision[1] else "配信停止"
+
+
+def consent_state(row: Consent | None) -> str:
+    """A consent row's decision as staff read it, with its time in Japan time: "同意
+    2025-04-01 10:00", "配信停止 …", "未同意" (no decision) or "記録なし" (no row)."""
+    if row is None:
+        return "記録なし"
+    decision = _decision(row)
+    if decision is None:
+        return _decision_word(row)
+    return f"{_decision_word(row)} {timezone.localtime(decision[0]):%Y-%m-%d %H:%M}"
 
 
 @dataclass(frozen=True)
@@ -124,12 +157,19 @@ class ConsentPlan:
     absorbed_row: Consent
 
     @property
+    def survivor_state(self) -> str:
+        return consent_state(self.survivor_row)
+
+    @property
+    def absorbed_state(self) -> str:
+        return consent_state(self.absorbed_row)
+
+    @property
     def label(self) -> str:
-        return {
-            ConsentOutcome.MOVE: "統合元の同意を引き継ぎ",
-            ConsentOutcome.KEEP: "統合先の同意を維持",
-            ConsentOutcome.CARRY_OPT_OUT: "統合元の配信停止を引き継ぎ",
-        }[self.outcome]
+        """What the merged record will have, and from which record."""
+        if self.outcome == ConsentOutcome.KEEP and self.survivor_row is not None:
+            return f"{_decision_word(self.survivor_row)}(統合先のまま)"
+        return f"{_decision_word(self.absorbed_row)}(統合元から引き継ぎ)"
 
 
 @dataclass(frozen=True)
@@ -211,20 +251,21 @@ def _fills(survivor: Customer, absorbed: Customer) -> list[FieldFill]:
 
 
 def _consent_outcome(survivor_row: Consent | None, absorbed_row: Consent) -> str:
+    """Which decision the merged record keeps for one channel: the later of the two records'
+    decisions, whichever record staff keep, so a merge neither undoes an opt-out made after
+    a grant (特定電子メール法, RELIABILITY S6) nor an explicit grant made after an opt-out. On
+    a tie the opt-out wins. The losing decision stays, with its evidence, on its record."""
     if survivor_row is None:
         return ConsentOutcome.MOVE
-    # The rule is "the survivor's row wins", except that a merge must never undo an opt-out:
-    # when the person opted out on the absorbed record after the survivor's grant, sending
-    # to them again would break 特定電子メール法's opt-out (RELIABILITY S6).
-    opted_out = absorbed_row.opted_out_at
-    if (
-        survivor_row.granted
-        and not absorbed_row.granted
-        and opted_out is not None
-        and (survivor_row.granted_at is None or opted_out > survivor_row.granted_at)
+    survivor, absorbed = _decision(survivor_row), _decision(absorbed_row)
+    if absorbed is None or (survivor is not None and survivor[1] == absorbed[1]):
+        return ConsentOutcome.KEEP  # nothing to carry, or both say the same
+    absorbed_at, absorbed_grants = absorbed
+    if survivor is not None and (
+        absorbed_at < survivor[0] or (absorbed_at == survivor[0] and absorbed_grants)
     ):
-        return ConsentOutcome.CARRY_OPT_OUT
-    return ConsentOutcome.KEEP
+        return ConsentOutcome.KEEP
+    return ConsentOutcome.CARRY_GRANT if absorbed_grants else ConsentOutcome.CARRY_OPT_OUT
 
 
 def merge_plan(*, survivor: Customer, absorbed: Customer) -> MergePlan:
@@ -322,12 +363,12 @@ def _candidate_for(survivor: Customer, absorbed: Customer) -> DuplicateCandidate
 
 def _merge_consents(plan: MergePlan) -> tuple[list[int], dict[str, dict[str, Any]]]:
     """Carry out the plan's consent decisions: the ids of the rows moved to the survivor, and
-    per channel whose opt-out was carried over, the two rows and the states they swapped."""
+    per channel whose decision was carried over, the two rows and the states they swapped."""
     moved = [c.absorbed_row.pk for c in plan.consents if c.outcome == ConsentOutcome.MOVE]
     _reassign(Consent, moved, plan.survivor)
     swapped: dict[str, dict[str, Any]] = {}
     for item in plan.consents:
-        if item.outcome != ConsentOutcome.CARRY_OPT_OUT or item.survivor_row is None:
+        if item.outcome not in _CARRIED or item.survivor_row is None:
             continue
         # The rows swap contents rather than owners: (customer, channel) is unique, and each
         # row's evidence trail (ConsentEvent) stays with the record it was given on.
@@ -343,16 +384,31 @@ def _merge_consents(plan: MergePlan) -> tuple[list[int], dict[str, dict[str, Any
     return moved, swapped
 
 
+def _swap_audit(swapped: dict[str, dict[str, Any]], *, side: str) -> dict[str, list[Any]]:
+    """Old → new state of `side`'s ("survivor" or "absorbed") consent row in each channel a
+    merge swapped, for its audit row: the survivor's row took the absorbed row's state and
+    the other way round. The undo audits the same changes reversed."""
+    other = "absorbed" if side == "survivor" else "survivor"
+    return {
+        f"consent.{channel}": [swap[f"{other}_state"], swap[f"{side}_state"]]
+        for channel, swap in sorted(swapped.items())
+    }
+
+
+def _reversed(changes: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    return {name: [new, old] for name, (old, new) in changes.items()}
+
+
 @transaction.atomic
 def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) -> CustomerMerge:
     """Merge `absorbed` into `survivor`: one person, one record from now on.
 
     In one transaction: the absorbed record's identities, orders, subscriptions, contacts,
     behaviour and timeline rows and tags move to the survivor; per consent channel the
-    survivor keeps its own row (unless the absorbed record holds a later opt-out, which is
-    carried over) or receives the absorbed one; the points balance moves as two adjustment
-    entries; blank profile fields of the survivor are filled (a non-blank one is never
-    overwritten); the absorbed record is marked 退会 and `merged_into` the survivor; the pair's
+    survivor keeps its own row, takes over the absorbed row's decision when that one is later
+    (an opt-out on a tie), or receives the absorbed row when it has none; the points balance
+    moves as two adjustment entries; blank profile fields of the survivor are filled (a
+    non-blank one is never overwritten); the absorbed record is marked 退会 and `merged_into` the survivor; the pair's
     review candidate is marked 統合済 (created when the pair was never proposed). Audit rows on
     both records list the moved row ids per table; the returned CustomerMerge holds all that
     `customer_merge_undo` needs.
@@ -437,6 +493,7 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
             "absorbed": [None, absorbed.pk],
             "moved": [None, moved],
             "consents_carried": [None, sorted(swapped)],
+            **_swap_audit(swapped, side="survivor"),
             "tags": [None, tags_added],
             "points": [0, plan.points],
             **filled,
@@ -451,6 +508,7 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
             "merged_into": [None, survivor.pk],
             "member_status": [old_status, MemberStatus.WITHDRAWN.value],
             "moved": [moved, None],
+            **_swap_audit(swapped, side="absorbed"),
             "tags": [tags_removed, []],
             "points": [plan.points, 0],
         },
@@ -471,11 +529,12 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
         ref=merge,
         detail={"survivor": survivor.pk},
     )
-    for channel in swapped:
+    for channel, swap in swapped.items():
+        verb = "同意" if swap["survivor_state"]["granted"] else "配信停止"
         timeline_add(
             customer=survivor,
             kind=TimelineKind.CONSENT,
-            title=f"{ConsentChannel(channel).label}: 配信停止(統合元 #{absorbed.pk} から引き継ぎ)",
+            title=f"{ConsentChannel(channel).label}: {verb}(統合元 #{absorbed.pk} から引き継ぎ)",
             occurred_at=now,
             ref=merge,
         )
@@ -649,6 +708,7 @@ def customer_merge_undo(*, merge: CustomerMerge, acting_user: Any) -> CustomerMe
         changes={
             "absorbed": [absorbed.pk, None],
             "moved": [merge.moved, None],
+            **_reversed(_swap_audit(merge.consents_swapped, side="survivor")),
             "points": [merge.points_transferred, 0],
             **cleared,
         },
@@ -662,6 +722,7 @@ def customer_merge_undo(*, merge: CustomerMerge, acting_user: Any) -> CustomerMe
             "merged_into": [survivor.pk, None],
             "member_status": [MemberStatus.WITHDRAWN.value, merge.absorbed_member_status],
             "moved": [None, merge.moved],
+            **_reversed(_swap_audit(merge.consents_swapped, side="absorbed")),
             "points": [0, merge.points_transferred],
         },
     )
@@ -997,9 +1058,14 @@ class MergeDetail:
     consent_events: list[ConsentEvent]  # the absorbed record's evidence, which did not move
 
     @property
-    def carried_channels(self) -> list[ConsentChannel]:
-        """Channels whose opt-out the survivor took over from the absorbed record."""
-        return [ConsentChannel(channel) for channel in sorted(self.merge.consents_swapped)]
+    def carried(self) -> list[str]:
+        """The decisions the survivor took over from the absorbed record, one per channel
+        ("メール: 配信停止")."""
+        return [
+            f"{ConsentChannel(channel).label}: "
+            f"{'同意' if swap['survivor_state']['granted'] else '配信停止'}"
+            for channel, swap in sorted(self.merge.consents_swapped.items())
+        ]
 
 
 def merge_detail(pk: int) -> MergeDetail | None:
