@@ -29,7 +29,7 @@ pytestmark = pytest.mark.django_db
 
 HEADER = [
     "会員ID", "お名前(姓)", "お名前(名)", "メールアドレス", "TEL", "郵便番号", "住所1",
-    "会員ステータス(名称)", "登録日", "メルマガ",
+    "誕生日", "会員ステータス(名称)", "登録日", "メルマガ",
 ]  # fmt: skip
 
 
@@ -42,6 +42,7 @@ def member(n: int, **changes: str) -> dict[str, str]:
         "TEL": f"090-1234-{n:04d}",
         "郵便番号": "150-0002",
         "住所1": "渋谷区渋谷1-2-3",
+        "誕生日": "",
         "会員ステータス(名称)": "本会員",
         "登録日": "2025-04-01 10:00:00",
         "メルマガ": "1" if n % 2 else "2",
@@ -148,15 +149,15 @@ def test_a_profile_a_stored_member_refuses_rejects_that_row_alone(tmp_path: Path
     # given members 1–3
     run(export(tmp_path, [member(n) for n in range(1, 4)]))
     phones = set(Identity.objects.filter(kind=IdentityKind.PHONE).values_list("value", flat=True))
-    # when a later export gives member 2 a family name longer than the record holds (and a new
-    # phone number), and moves members 1 and 3
+    # when a later export gives member 2 a birthday the customer service refuses (a typo for
+    # a future year, which reads as a date) and a new phone number, and moves members 1 and 3
     moved = "港区六本木1-1-1"
     result = run(
         export(
             tmp_path,
             [
                 member(1, 住所1=moved),
-                member(2, **{"お名前(姓)": "髙" * 51, "TEL": "090-9999-0000"}),
+                member(2, 誕生日="2999-01-01", TEL="090-9999-0000"),
                 member(3, 住所1=moved),
             ],
         )
@@ -168,8 +169,9 @@ def test_a_profile_a_stored_member_refuses_rejects_that_row_alone(tmp_path: Path
         2,
     )
     (error,) = result.errors
-    assert (error.line, error.column) == (3, "お名前(姓)")
-    assert customer("2").family_name == "髙橋"
+    assert (error.line, error.column) == (3, "誕生日")
+    assert "生年月日は1900年1月1日から今日まで" in error.reason
+    assert customer("2").birthday is None
     assert set(
         Identity.objects.filter(kind=IdentityKind.PHONE).values_list("value", flat=True)
     ) == (phones)
@@ -196,7 +198,7 @@ def test_strict_mode_writes_no_member_when_a_stored_member_refuses_a_row(tmp_pat
     result = run(
         export(
             tmp_path,
-            [member(1, 住所1="港区六本木1-1-1"), member(2, **{"お名前(姓)": "髙" * 51}), member(4)],
+            [member(1, 住所1="港区六本木1-1-1"), member(2, 誕生日="2999-01-01"), member(4)],
         ),
         strict=True,
     )

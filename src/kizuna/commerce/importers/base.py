@@ -12,17 +12,47 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
+from django.db import models
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, RowErrors
 from kizuna.commerce.importers.table import Column, Header, Record, bind
+from kizuna.commerce.models import Order, OrderLine, Product, Shipment
 from kizuna.commerce.services import OrderInput, validate_order_input
-from kizuna.customers.models import IdentityKind
+from kizuna.core import jp
+from kizuna.customers.models import Customer, IdentityKind
 
 T = TypeVar("T")
 
-ORDER_NUMBER_MAX = 64
-PRODUCT_CODE_MAX = 64
+
+@dataclass(frozen=True)
+class Limit:
+    """How many characters a database column holds, and what staff call the field."""
+
+    label: str
+    chars: int
+
+    @classmethod
+    def of(cls, model: type[models.Model], name: str) -> Limit:
+        field = model._meta.get_field(name)
+        if not isinstance(field, models.CharField) or field.max_length is None:
+            raise TypeError(f"{model.__name__}.{name} holds text of any length")
+        return cls(str(field.verbose_name), field.max_length)
+
+    def reason(self, value: str, label: str = "") -> str | None:
+        """Why `value` cannot be stored, or None when it fits. A value is never cut to fit:
+        the rest of a product name or a tracking number would be lost without a word."""
+        if len(value) <= self.chars:
+            return None
+        return f"{label or self.label}は{self.chars}文字以内にしてください(いま{len(value):,}文字)"
+
+
+ORDER_NUMBER = Limit.of(Order, "number")
+PRODUCT_CODE = Limit.of(Product, "code")
+PRODUCT_NAME = Limit.of(OrderLine, "product_name")
+PAYMENT_METHOD = Limit.of(Order, "payment_method")
+CARRIER = Limit.of(Shipment, "carrier")
+TRACKING_NUMBER = Limit.of(Shipment, "tracking_number")
 
 
 @dataclass
@@ -77,6 +107,21 @@ class Cells:
             self.fail(column.name, str(exc))
             return default
 
+    def quantity(self, column: Column | None) -> int:
+        """A line's 数量, at least 1. An empty, unreadable or smaller cell is one error (not a
+        second 「1以上に」 for an unreadable one) and reads as 1, so the rest of the order is
+        still checked."""
+        raw = self.text(column)
+        try:
+            quantity = values.parse_int(raw, label="数量") if raw else 0
+        except CellError as exc:
+            self.fail(column_name(column, "数量"), str(exc))
+            return 1
+        if quantity < 1:
+            self.fail(column_name(column, "数量"), "数量は1以上にしてください")
+            return 1
+        return quantity
+
     def require(self, column: Column | None, name: str) -> str:
         raw = self.text(column)
         if not raw:
@@ -85,6 +130,13 @@ class Cells:
 
     def fail(self, column: str, reason: str) -> None:
         self.errors.append(RowError(self.record.line, column, reason, self.order))
+
+    def fits(self, column: Column | None, limit: Limit, value: str, label: str = "") -> str:
+        """`value`, after recording an error against `column` if it is too long to store."""
+        reason = limit.reason(value, label)
+        if reason is not None:
+            self.fail(column_name(column, label or limit.label), reason)
+        return value
 
 
 def column_name(column: Column | None, fallback: str) -> str:
@@ -168,6 +220,42 @@ def customer_cells(
     return identities, profile
 
 
+# Where each length-limited profile field is read from, in the order the formats fill it: a
+# name from its own column or split from the one-column name (Shopify: the shipping name when
+# the billing name is empty); Shopify's street address after its city.
+_PROFILE_SOURCES = {
+    "family_name": ("family_name", "full_name", "shipping_name"),
+    "given_name": ("given_name", "full_name", "shipping_name"),
+    "family_kana": ("family_kana", "full_kana"),
+    "given_kana": ("given_kana", "full_kana"),
+    "company": ("company",),
+    "address1": ("address1", "billing_city"),
+    "address2": ("address2",),
+}
+_PROFILE_LIMITS = {name: Limit.of(Customer, name) for name in _PROFILE_SOURCES}
+
+
+def check_profile(
+    cells: Cells, cols: Mapping[str, Column | None], profile: Mapping[str, Any]
+) -> None:
+    """Record an error for each profile value too long for the customer record, against the
+    column it came from, while reading: the customer service would refuse it only when
+    writing, in Django's words and without the column."""
+    for name, limit in _PROFILE_LIMITS.items():
+        value = profile.get(name)
+        if not value:
+            continue
+        # Measured as the customer service stores it (customers.services._clean_profile):
+        # half-width kana and NFKC can shorten a value, and a name such as ㈱ lengthen it.
+        stored = jp.normalize_kana(value) if name.endswith("_kana") else jp.clean_text(value)
+        reason = limit.reason(stored)
+        if reason is None:
+            continue
+        sources = [cols.get(source) for source in _PROFILE_SOURCES[name]]
+        column = next((c for c in sources if c is not None and cells.text(c)), None)
+        cells.fail(column_name(column, limit.label), reason)
+
+
 # Which column of a file holds each OrderInput / profile field, for errors raised by services.
 _ORDER_FIELD_FALLBACK = {
     "number": "order_number",
@@ -207,16 +295,11 @@ def check_order(
 ) -> list[RowError]:
     """The order service's own validation, run while reading so strict mode sees it too."""
     errors: list[RowError] = []
-    if len(data.number) > ORDER_NUMBER_MAX:
+    too_long = ORDER_NUMBER.reason(data.number)
+    if too_long is not None:
         column = columns.get("order_number")
-        errors.append(
-            RowError(
-                line,
-                column.name if column else "",
-                f"注文番号が長すぎます({ORDER_NUMBER_MAX}文字まで)",
-                data.number[:20],
-            )
-        )
+        # The number itself is too long to name the order by; its start identifies it.
+        errors.append(RowError(line, column.name if column else "", too_long, data.number[:20]))
     try:
         validate_order_input(data)
     except ValidationError as exc:

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.base import (
-    PRODUCT_CODE_MAX,
+    CARRIER,
+    PAYMENT_METHOD,
+    PRODUCT_CODE,
+    PRODUCT_NAME,
+    TRACKING_NUMBER,
     Cells,
     FormatInfo,
     ParsedCustomer,
@@ -19,6 +23,7 @@ from kizuna.commerce.importers.base import (
     Skipped,
     bind_all,
     check_order,
+    check_profile,
     column_name,
     customer_cells,
     raise_if,
@@ -225,9 +230,15 @@ class EccubeOrders:
         for record in records:
             cells = Cells(record, errors, key)
             shipped_on = shipped_on or cells.read(cols["shipped_on"], values.optional_date, None)
-            tracking = tracking or cells.text(cols["tracking_number"])
-            carrier = carrier or cells.text(cols["carrier"])
+            tracking = tracking or cells.fits(
+                cols["tracking_number"], TRACKING_NUMBER, cells.text(cols["tracking_number"])
+            )
+            carrier = carrier or cells.fits(cols["carrier"], CARRIER, cells.text(cols["carrier"]))
+        payment_method = first.fits(
+            cols["payment_method"], PAYMENT_METHOD, first.text(cols["payment_method"])
+        )
         identities, profile = customer_cells(first, cols, given_first=self.given_first)
+        check_profile(first, cols, profile)
         raise_if(errors)
         assert ordered_at is not None  # noqa: S101 - a missing date was recorded as an error
         profile.setdefault("registered_at", ordered_at)
@@ -244,11 +255,11 @@ class EccubeOrders:
             shipping_fee=shipping + charge,
             discount=discount,
             points_used=points,
-            payment_method=values.clip(first.text(cols["payment_method"]), 32),
+            payment_method=payment_method,
             source=self.info.source,
             shipped_on=shipped_on,
-            carrier=values.clip(carrier, 50),
-            tracking_number=values.clip(tracking, 50),
+            carrier=carrier,
+            tracking_number=tracking,
         )
         raise_if(check_order(order, line=records[0].line, columns=cols))
         return ParsedOrder(
@@ -300,11 +311,9 @@ class EccubeOrders:
                     fees[kind] += abs(amount) if kind in ("discount", "points") else amount
                 continue
             code = code or self._fallback_code(cells)
-            code_column = column_name(cols["product_code"], "商品コード")
             if not code:
-                cells.fail(code_column, "商品コードが空です")
-            elif len(code) > PRODUCT_CODE_MAX:
-                cells.fail(code_column, f"商品コードが長すぎます({PRODUCT_CODE_MAX}文字まで)")
+                cells.fail(column_name(cols["product_code"], "商品コード"), "商品コードが空です")
+            cells.fits(cols["product_code"], PRODUCT_CODE, code)
             if quantity < 1 and cols["quantity"] is not None:
                 cells.fail(cols["quantity"].name, "個数は1以上にしてください")
             if price < 0 and cols["unit_price"] is not None:
@@ -314,8 +323,11 @@ class EccubeOrders:
             variants = [cells.text(cols["variant1"]), cells.text(cols["variant2"])]
             shown = " / ".join(v for v in variants if v)
             full_name = f"{name}({shown})" if shown else name
+            # Stored with its 規格, so counted with them; named by 商品名, the cell to shorten.
+            label = "商品名(規格を含めて)" if shown else ""
+            cells.fits(cols["product_name"], PRODUCT_NAME, full_name, label)
             rate = cells.read(cols["tax_rate"], _tax_rate, 0)
-            items.append((code, full_name[:200], price, quantity, rate))
+            items.append((code, full_name, price, quantity, rate))
         if not items and not errors:
             Cells(records[0], errors, key).fail(
                 column_name(cols["product_name"], "商品名"),
@@ -389,6 +401,7 @@ class EccubeMembers:
         cells = Cells(record, errors, key)
         cells.require(cols["member_id"], "会員ID")
         identities, profile = customer_cells(cells, cols, given_first=self.given_first)
+        check_profile(cells, cols, profile)
         if not profile.get("family_name"):
             cells.require(cols["family_name"], "お名前(姓)")
         registered = cells.read(cols["registered_at"], values.parse_datetime, None)

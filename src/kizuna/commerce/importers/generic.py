@@ -13,13 +13,19 @@ from typing import Any
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.base import (
-    PRODUCT_CODE_MAX,
+    CARRIER,
+    PAYMENT_METHOD,
+    PRODUCT_CODE,
+    PRODUCT_NAME,
+    TRACKING_NUMBER,
     Cells,
     FormatInfo,
+    Limit,
     ParsedCustomer,
     ParsedOrder,
     Skipped,
     check_order,
+    check_profile,
     column_name,
     customer_cells,
     raise_if,
@@ -27,10 +33,10 @@ from kizuna.commerce.importers.base import (
 from kizuna.commerce.importers.eccube import member_status
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, UsageError
 from kizuna.commerce.importers.table import Column, Header, Record, bind
-from kizuna.commerce.models import OrderStatus
+from kizuna.commerce.models import Order, OrderStatus
 from kizuna.commerce.services import LineInput, OrderInput
 from kizuna.core import jp, yamlfile
-from kizuna.customers.models import IdentityKind, MemberStatus
+from kizuna.customers.models import Consent, IdentityKind, MemberStatus
 
 CUSTOMER_FIELDS = (
     "member_id", "email", "phone", "family_name", "given_name", "full_name", "family_kana",
@@ -124,15 +130,30 @@ def parse_mapping(raw: Any, *, kind: str) -> ColumnMapping:
         formats = [formats]
     if not isinstance(formats, list) or not all(isinstance(f, str) for f in formats):
         raise UsageError('date_formats は書式(例: "%Y/%m/%d %H:%M")のリストです')
+    source, consent_form = _recorded_names(raw)
     return ColumnMapping(
         kind=kind,
         columns={name: str(column) for name, column in columns.items()},
-        source=str(raw.get("source", "CSV"))[:32],
-        consent_form=str(raw.get("consent_form", "CSV取込"))[:100],
+        source=source,
+        consent_form=consent_form,
         given_first=name_order == "given_first",
         date_formats=tuple(formats),
         status_map=_status_map(raw.get("status_map", {}), raw.get("skip_statuses", [])),
     )
+
+
+def _recorded_names(raw: dict[str, Any]) -> tuple[str, str]:
+    """`source` and `consent_form`, which every order and consent of the file records: cut
+    short, the evidence of where a consent was given would be wrong on all of them."""
+    source = str(raw.get("source", "CSV"))
+    consent_form = str(raw.get("consent_form", "CSV取込"))
+    for key, value, limit in (
+        ("source", source, Limit.of(Order, "source")),
+        ("consent_form", consent_form, Limit.of(Consent, "source_form")),
+    ):
+        if len(value) > limit.chars:
+            raise UsageError(f"{key} は{limit.chars}文字までです(いま{len(value)}文字)")
+    return source, consent_form
 
 
 def _status_map(raw: Any, skip: Any) -> dict[str, OrderStatus | None]:
@@ -225,20 +246,15 @@ class GenericOrders(_MappedFormat):
         for record in records:
             cells = Cells(record, errors, key)
             code = jp.nfkc(cells.require(cols["product_code"], "商品コード"))
-            if len(code) > PRODUCT_CODE_MAX:
-                cells.fail(
-                    column_name(cols["product_code"], "商品コード"),
-                    f"商品コードが長すぎます({PRODUCT_CODE_MAX}文字まで)",
-                )
-            quantity = cells.read(cols["quantity"], lambda t: values.parse_int(t, label="数量"), 0)
-            if quantity < 1:
-                cells.fail(column_name(cols["quantity"], "数量"), "数量は1以上にしてください")
+            cells.fits(cols["product_code"], PRODUCT_CODE, code)
+            quantity = cells.quantity(cols["quantity"])
             price = cells.read(cols["unit_price"], values.parse_money, 0)
             if price < 0:
                 cells.fail(column_name(cols["unit_price"], "単価"), "単価がマイナスです")
-            name = cells.text(cols["product_name"]) or code
-            line_inputs.append(LineInput(code, name[:200], price, max(quantity, 1)))
+            name = cells.fits(cols["product_name"], PRODUCT_NAME, cells.text(cols["product_name"]))
+            line_inputs.append(LineInput(code, name or code, price, quantity))
         identities, profile = customer_cells(first, cols, given_first=self.mapping.given_first)
+        check_profile(first, cols, profile)
         opt_in = first.read(cols["email_opt_in"], values.parse_flag, None)
         order_fields = {
             "shipping_fee": first.read(cols["shipping_fee"], values.parse_money, 0),
@@ -248,6 +264,14 @@ class GenericOrders(_MappedFormat):
             "delivered_on": first.read(cols["delivered_on"], self._date, None),
             "cancelled_at": first.read(cols["cancelled_at"], self._datetime, None),
             "source_updated_at": first.read(cols["updated_at"], self._datetime, None),
+        }
+        order_texts = {
+            name: first.fits(cols[name], limit, first.text(cols[name]))
+            for name, limit in (
+                ("payment_method", PAYMENT_METHOD),
+                ("carrier", CARRIER),
+                ("tracking_number", TRACKING_NUMBER),
+            )
         }
         raise_if(errors)
         assert ordered_at is not None  # noqa: S101 - a missing date was recorded as an error
@@ -261,9 +285,9 @@ class GenericOrders(_MappedFormat):
             ordered_at=ordered_at,
             lines=tuple(line_inputs),
             status=status,
-            payment_method=values.clip(first.text(cols["payment_method"]), 32),
-            carrier=values.clip(first.text(cols["carrier"]), 50),
-            tracking_number=values.clip(first.text(cols["tracking_number"]), 50),
+            payment_method=order_texts["payment_method"],
+            carrier=order_texts["carrier"],
+            tracking_number=order_texts["tracking_number"],
             source=self.info.source,
             **order_fields,
         )
@@ -284,6 +308,7 @@ class GenericCustomers(_MappedFormat):
         errors: list[RowError] = []
         cells = Cells(record, errors)
         identities, profile = customer_cells(cells, cols, given_first=self.mapping.given_first)
+        check_profile(cells, cols, profile)
         if not profile.get("family_name"):
             cells.require(cols["family_name"] or cols["full_name"], "姓")
         if not identities:

@@ -12,13 +12,16 @@ import unicodedata
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.base import (
-    PRODUCT_CODE_MAX,
+    PAYMENT_METHOD,
+    PRODUCT_CODE,
+    PRODUCT_NAME,
     Cells,
     FormatInfo,
     ParsedCustomer,
     ParsedOrder,
     bind_all,
     check_order,
+    check_profile,
     column_name,
     customer_cells,
     raise_if,
@@ -97,7 +100,7 @@ def province(text: str) -> int:
 
 
 def _price(text: str) -> int:
-    return values.parse_int(text, label="金額")
+    return values.parse_int(text, label="金額", unit="円")
 
 
 class ShopifyOrders:
@@ -129,28 +132,7 @@ class ShopifyOrders:
         ordered_at = None
         if first.require(cols["ordered_at"], "Created at(注文日時)"):
             ordered_at = first.read(cols["ordered_at"], values.parse_datetime, None)
-        lines: list[LineInput] = []
-        for record in records:
-            cells = Cells(record, errors, key)
-            name = cells.text(cols["product_name"])
-            code = jp.nfkc(cells.text(cols["product_code"])) or self._code_from_name(name)
-            quantity = cells.read(cols["quantity"], lambda t: values.parse_int(t, label="数量"), 0)
-            price = cells.read(cols["unit_price"], _price, 0)
-            if quantity < 1 and cols["quantity"] is not None:
-                cells.fail(cols["quantity"].name, "数量は1以上にしてください")
-            if price < 0 and cols["unit_price"] is not None:
-                cells.fail(cols["unit_price"].name, "金額がマイナスです")
-            if not code:
-                cells.fail(
-                    column_name(cols["product_code"], "Lineitem sku"),
-                    "商品コード(SKU)も商品名も空です",
-                )
-            elif len(code) > PRODUCT_CODE_MAX:
-                cells.fail(
-                    column_name(cols["product_code"], "Lineitem sku"),
-                    f"SKUが長すぎます({PRODUCT_CODE_MAX}文字まで)",
-                )
-            lines.append(LineInput(code, (name or code)[:200], price, max(quantity, 1)))
+        lines = self._lines(records, errors, key)
         status, shipped_on, cancelled_at = self._status(first)
         identities, profile = customer_cells(
             first, cols, given_first=self.given_first, prefecture=province
@@ -163,6 +145,7 @@ class ShopifyOrders:
         city = first.text(cols["billing_city"])
         if city:
             profile["address1"] = f"{city}{profile.get('address1', '')}"
+        check_profile(first, cols, profile)
         if IdentityKind.PHONE not in identities:
             phone = first.read(cols["order_phone"], values.check_phone, "")
             if phone:
@@ -170,6 +153,9 @@ class ShopifyOrders:
         opt_in = first.read(cols["accepts_marketing"], values.parse_flag, None)
         shipping_fee = first.read(cols["shipping_fee"], _price, 0)
         discount = first.read(cols["discount"], _price, 0)
+        payment_method = first.fits(
+            cols["payment_method"], PAYMENT_METHOD, first.text(cols["payment_method"])
+        )
         raise_if(errors)
         assert ordered_at is not None  # noqa: S101 - a missing date was recorded as an error
         profile.setdefault("registered_at", ordered_at)
@@ -181,7 +167,7 @@ class ShopifyOrders:
             status=status,
             shipping_fee=shipping_fee,
             discount=discount,
-            payment_method=values.clip(first.text(cols["payment_method"]), 32),
+            payment_method=payment_method,
             source=self.info.source,
             shipped_on=shipped_on,
             cancelled_at=cancelled_at,
@@ -199,6 +185,33 @@ class ShopifyOrders:
                 line=records[0].line,
             ),
         )
+
+    def _lines(self, records: list[Record], errors: list[RowError], key: str) -> list[LineInput]:
+        """The order's line items, one a row; a bad cell is recorded in `errors`."""
+        cols = self.columns
+        lines: list[LineInput] = []
+        for record in records:
+            cells = Cells(record, errors, key)
+            name = cells.text(cols["product_name"])
+            code = jp.nfkc(cells.text(cols["product_code"])) or self._code_from_name(name)
+            quantity = cells.quantity(cols["quantity"])
+            price = cells.read(cols["unit_price"], _price, 0)
+            if price < 0 and cols["unit_price"] is not None:
+                cells.fail(cols["unit_price"].name, "金額がマイナスです")
+            if not code:
+                cells.fail(
+                    column_name(cols["product_code"], "Lineitem sku"),
+                    "商品コード(SKU)も商品名も空です",
+                )
+            elif cells.text(cols["product_code"]):
+                cells.fits(cols["product_code"], PRODUCT_CODE, code, "SKU")
+            else:
+                # No SKU: the code is made from the name, so the name is what to shorten.
+                label = "商品コード(SKUが空のため「SHOPIFY:商品名」)"
+                cells.fits(cols["product_name"], PRODUCT_CODE, code, label)
+            cells.fits(cols["product_name"], PRODUCT_NAME, name)
+            lines.append(LineInput(code, name or code, price, quantity))
+        return lines
 
     @staticmethod
     def _code_from_name(name: str) -> str:

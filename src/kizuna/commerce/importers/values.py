@@ -12,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from django.utils import timezone
 
 from kizuna.commerce.importers.errors import CellError
+from kizuna.commerce.services import AMOUNT_MAX
 from kizuna.core import jp
 from kizuna.customers.models import Gender
 
@@ -46,20 +47,28 @@ _GENDERS = {
 }  # fmt: skip
 
 
-def parse_int(text: str, *, label: str = "数値") -> int:
-    """An integer, read the way people write yen: "1,980", "¥1,980", "1980円", "１９８０", "1980.00"."""
+def parse_int(text: str, *, label: str = "数値", unit: str = "") -> int:
+    """An integer, read the way people write yen: "1,980", "¥1,980", "1980円", "１９８０", "1980.00".
+
+    No larger than the order's integer columns hold: refused here, a value too large for its
+    own cell is named by its own column, not by the sum (単価×数量, the order total) the order
+    checks find too large, nor left for the database to refuse."""
     cleaned = _MONEY_NOISE.sub("", jp.nfkc(text)).replace("￥", "")
     try:
         number = Decimal(cleaned)
     except InvalidOperation:
         raise CellError(f"{label}として読めません") from None
+    if not number.is_finite():  # "NaN", "Infinity" read as Decimals
+        raise CellError(f"{label}として読めません")
     if number != number.to_integral_value():
         raise CellError(f"{label}に小数があります(1円未満は扱えません)")
+    if number > AMOUNT_MAX:
+        raise CellError(f"{label}が大きすぎます(上限は{AMOUNT_MAX:,}{unit})")
     return int(number)
 
 
 def parse_money(text: str, *, default: int = 0) -> int:
-    return default if not text.strip() else parse_int(text, label="金額")
+    return default if not text.strip() else parse_int(text, label="金額", unit="円")
 
 
 def parse_datetime(text: str, formats: Sequence[str] = DATETIME_FORMATS) -> dt.datetime:
@@ -162,8 +171,3 @@ def check_phone(text: str) -> str:
     except jp.NormalisationError as exc:
         raise CellError(str(exc)) from None
     return text
-
-
-def clip(text: str, length: int) -> str:
-    """Free text cut to the column's size (payment method names, carriers)."""
-    return text[:length]
