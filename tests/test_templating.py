@@ -4,11 +4,12 @@ objects, no tags that reach outside (include, load, debug…)."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import pytest
 
-from kizuna.campaigns.automation.models import CoPurchase, Offer, OfferKind
+from kizuna.campaigns.automation.models import CoPurchase, MessageTemplate, Offer, OfferKind
 from kizuna.campaigns.automation.recommendations import copurchase_refresh, copurchase_table
 from kizuna.campaigns.automation.services import ScenarioError, template_save
 from kizuna.campaigns.automation.templating import (
@@ -213,3 +214,156 @@ def test_the_made_up_customer_has_every_offer_field_a_real_offer_has() -> None:
         SAMPLE_CONTEXT
     )
     assert rendered["text"] != "まで"
+
+
+# --- rendering errors and limits ---------------------------------------------------------------
+# A template can compile and still fail when it is rendered: a date given a time format, a
+# division by zero, a loop over a number… Each becomes a TemplateRenderError in Japanese,
+# naming the part and the {{ }} or {% %} at fault — never an exception the preview turns into
+# a 500 or the scheduler into a silent failure every minute.
+
+WITH_TIME = '{{ name }} 様 最終購入: {{ last_order_date|date:"Y年n月j日 H:i" }}'
+
+
+def refusal(text: str, context: dict[str, Any] | None = None) -> str:
+    with pytest.raises(TemplateRenderError) as excinfo:
+        render(text, SAMPLE_CONTEXT if context is None else context)
+    [message] = excinfo.value.messages
+    return message
+
+
+def test_a_date_given_a_time_format_is_refused_naming_the_variable_and_the_letters() -> None:
+    message = refusal(WITH_TIME)
+    assert message.startswith("本文: 「{{ last_order_date|date:")
+    assert "時刻の書式(H・i)は使えません" in message
+    assert "format" not in message  # no English from the template engine
+    # a date format is fine, and so is a time format on the `now` tag's date and time
+    assert render('{{ last_order_date|date:"Y年n月j日" }}', SAMPLE_CONTEXT) == "2026年4月1日"
+    assert render('{% now "H" %}', SAMPLE_CONTEXT).isdigit()
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("{{ points_balance|divisibleby:0 }}", "0で割ることはできません"),
+        ("{% if points_balance|divisibleby:0 %}x{% endif %}", "0で割ることはできません"),
+        ("{{ 1e999|comma }}", "数が大きすぎます"),
+        ("{% for x in points_balance %}{{ x }}{% endfor %}", "一覧だけです"),
+        ("{% for a, b, c in recommendations %}{{ a }}{% endfor %}", "名前の数が合いません"),
+        ("{{ name|wordwrap:0 }}", "wordwrap の幅は1以上"),
+    ],
+)
+def test_every_rendering_failure_is_a_japanese_template_error(text: str, said: str) -> None:
+    message = refusal(text)
+    assert message.startswith("本文: 「")
+    assert said in message
+
+
+def test_the_part_is_named_and_every_failing_part_is_reported() -> None:
+    compiled = compile_template(
+        subject="{{ points_balance|divisibleby:0 }}",
+        text="ok",
+        html='<p>{{ offer.expires_on|date:"G" }}</p>',
+    )
+    with pytest.raises(TemplateRenderError) as excinfo:
+        compiled.render(SAMPLE_CONTEXT)
+    subject, html = excinfo.value.messages
+    assert subject.startswith("件名: ")
+    assert html.startswith("HTML本文: ")
+
+
+def test_a_missing_name_in_a_filter_argument_empties_that_value_not_the_whole_part() -> None:
+    # As any name that is not in the context renders empty (offer in a step without one);
+    # it used to empty the whole body.
+    text = "{{ name }} 様 {{ name|default:offer.code }}。{{ points_balance|add:bonus }}"
+    assert render(text, {**SAMPLE_CONTEXT, "offer": None}) == "山田 花子 様 。"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{{ name|ljust:'2000000000' }}",
+        "{{ name|center:'99999999' }}",
+        "{{ name|rjust:201 }}",
+    ],
+)
+def test_widths_over_200_are_refused_at_once(text: str) -> None:
+    started = time.perf_counter()
+    message = refusal(text)
+    assert time.perf_counter() - started < 0.5
+    assert "幅は200までです" in message
+    assert len(render("{{ name|ljust:200 }}|", SAMPLE_CONTEXT)) == 201
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # digits: Decimal makes every one of them
+        ("{{ points_balance|floatformat:'100000000' }}", "小数点以下の桁数は20桁までです"),
+        # each join multiplies the length by the separator's
+        ("{{ last_product|join:'" + "x" * 5_000 + "' }}", "長くなりすぎます"),
+        ("{{ name|join:'" + "x" * 300 + "'|join:'" + "y" * 300 + "'|length }}", "長くなりすぎます"),
+        # loops in loops: their product, not their sum
+        (
+            "{% for a in last_product %}{% for b in last_product %}{% for c in last_product %}"
+            "{% for d in last_product %}{% endfor %}{% endfor %}{% endfor %}{% endfor %}",
+            "繰り返しが多すぎます",
+        ),
+        # a message longer than any shop sends
+        ("{% for r in recommendations %}" + "あ" * 100_001 + "{% endfor %}", "長くなりすぎます"),
+        ("あ" * 100_001 + "{{ name }}", "長くなりすぎます"),
+    ],
+)
+def test_what_an_argument_or_a_loop_could_blow_up_is_refused_quickly(text: str, said: str) -> None:
+    started = time.perf_counter()
+    context = {**SAMPLE_CONTEXT, "last_product": "薬用ホワイトニング美容液" * 10}
+    assert said in refusal(text, context)
+    assert time.perf_counter() - started < 1
+
+
+def test_the_usual_templates_still_render() -> None:
+    text = (
+        "{{ name|ljust:10 }}|{{ points_balance|floatformat:2 }}|{{ name|join:'・' }}|"
+        "{% for r in recommendations %}{% for s in recommendations %}{{ s.name|truncatechars:5 }}"
+        "{% endfor %}{% endfor %}|{{ last_product|wordwrap:10|linebreaksbr }}"
+    )
+    assert render(text, SAMPLE_CONTEXT) == (
+        "山田 花子     |1200.00|山・田・ ・花・子|うるおい…|薬用ホワイトニング美容液<br>トライアルセット"
+    )
+
+
+@pytest.mark.django_db
+def test_a_template_that_fails_when_rendered_is_not_saved() -> None:
+    with pytest.raises(ScenarioError) as excinfo:
+        template_save(
+            template=None, key="with-time", name="時刻つき", subject="件名", text=WITH_TIME, acting_user=STAFF
+        )  # fmt: skip
+    [message] = excinfo.value.messages
+    assert "時刻の書式(H・i)は使えません" in message
+    assert not MessageTemplate.objects.filter(key="with-time").exists()
+
+
+@pytest.mark.django_db
+def test_a_template_that_fails_only_for_a_customer_with_nothing_yet_is_not_saved() -> None:
+    # The made-up customer has points expiring; a new customer has none: 0 divides nothing.
+    text = "{% if points_balance|divisibleby:points_expiring %}ちょうど{% endif %}"
+    assert render(text, SAMPLE_CONTEXT) == "ちょうど"
+    with pytest.raises(ScenarioError) as excinfo:
+        template_save(
+            template=None, key="zero", name="割り算", subject="件名", text=text, acting_user=STAFF
+        )
+    [message] = excinfo.value.messages
+    assert "0で割ることはできません" in message
+    assert "購入やポイントがまだないお客様・オファーのないステップの場合" in message
+
+
+def test_a_template_cannot_change_the_offer_the_next_customer_gets() -> None:
+    # The scheduler gives one offer to every message of a step; the preview and the save
+    # check share the made-up customer for the whole process.
+    offer = offer_context(
+        Offer(name="初回", kind=OfferKind.YEN_OFF, value=500, code="HELLO"), today=TODAY
+    )
+    for context in ({**SAMPLE_CONTEXT, "offer": offer}, SAMPLE_CONTEXT):
+        render("{{ offer.clear }}{{ offer.popitem }}{{ recommendations.pop }}", dict(context))
+        assert render("{{ offer.code }}", dict(context)) in ("HELLO", "WELCOME1000")
+    assert len(SAMPLE_CONTEXT["recommendations"]) == 1

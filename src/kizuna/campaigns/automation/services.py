@@ -35,7 +35,11 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
     too_long,
 )
-from kizuna.campaigns.automation.templating import TemplateRenderError, compile_template
+from kizuna.campaigns.automation.templating import (
+    TemplateRenderError,
+    compile_template,
+    render_check,
+)
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
 
@@ -87,7 +91,8 @@ def template_save(
     html: str = "",
     acting_user: Any,
 ) -> MessageTemplate:
-    """Create or change a message template; refuses one that does not compile in the sandbox."""
+    """Create or change a message template; refuses one that does not compile in the sandbox
+    or cannot be rendered (templating.render_check)."""
     errors: list[str] = []
     if template is None and (message := _key_error("テンプレート", key)):
         errors.append(message)
@@ -97,7 +102,9 @@ def template_save(
         errors.append("テンプレートの名前を入力してください")
     errors.extend(too_long(MessageTemplate, name=name.strip(), subject=subject))
     try:
-        compile_template(subject=subject, text=text, html=html)
+        # Compiled, then rendered: a template that fails only when rendered (a time format
+        # on a date…) would otherwise fail at every scheduler tick instead of here.
+        render_check(compile_template(subject=subject, text=text, html=html))
     except TemplateRenderError as exc:
         errors.extend(exc.messages)
     if errors:

@@ -10,16 +10,26 @@ The engine is Django's, but with its built-in library replaced by a short allowl
 `for`, `with`, `firstof`, `now`, `comment`, `verbatim` and plain formatting filters. `include`,
 `extends`, `load`, `url`, `debug`, `csrf_token`… are unknown tags here, so a template using
 them is refused when it is saved, with the tag named.
+
+Rendering cannot fail in any other way than a TemplateRenderError in Japanese (`_render`): a
+date given a time format, a division by zero, a loop over a number… name the part and the
+{{ }} or {% %} at fault. Nor can it tie up the server: widths, decimals, joins, loops and the
+length of what is rendered are capped (MAX_WIDTH, MAX_DECIMALS, MAX_LOOPS, MAX_FILTERED,
+MAX_RENDERED). A template is saved only once it renders for the made-up customer and for one
+with nothing yet (`render_check`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Min, OuterRef, Subquery, Sum
@@ -33,7 +43,18 @@ from django.template import (
     defaultfilters,
     defaulttags,
 )
-from django.template.base import TextNode, Variable, VariableDoesNotExist, VariableNode
+from django.template.base import (
+    FilterExpression,
+    Node,
+    NodeList,
+    TextNode,
+    TokenType,
+    Variable,
+    VariableDoesNotExist,
+    VariableNode,
+)
+from django.template.defaulttags import ForNode
+from django.utils.dateformat import TimeFormat, re_formatchars
 from django.utils.html import escape
 
 from kizuna.campaigns.automation.clock import jst_date
@@ -46,6 +67,164 @@ from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
 VOID_ORDER = (OrderStatus.CANCELLED, OrderStatus.RETURNED)
+
+MAX_RENDERED = 100_000
+"""Characters one rendered part may have: longer is not a message but a mistake (and memory)."""
+MAX_FILTERED = 1_000_000
+"""Characters the filters of one part may produce together, intermediate results included."""
+MAX_LOOPS = 10_000
+"""{% for %} rounds one part may go through, nested loops included (their product counts)."""
+MAX_WIDTH = 200
+"""ljust, rjust and center: the widest a value may be padded to."""
+MAX_DECIMALS = 20
+"""floatformat: the most digits after the decimal point (Decimal writes every one)."""
+
+TOO_LONG = f"表示すると長くなりすぎます({MAX_RENDERED:,}文字まで)"
+
+
+class _RefusedError(Exception):
+    """Rendering stopped for `reason` (Japanese); `where` is the {{ }} or {% %} at fault, ""
+    for the part as a whole, None until the node that failed is known."""
+
+    def __init__(self, reason: str, where: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.where = where
+
+
+@dataclass
+class _Budget:
+    """What one part's rendering has used so far (see the MAX_* limits)."""
+
+    output: int = 0
+    filtered: int = 0
+    loops: int = 0
+
+
+# The budget of the part being rendered: filters get no context, so it is not kept there.
+_BUDGET: ContextVar[_Budget | None] = ContextVar("kizuna_template_budget", default=None)
+
+
+def _spend_filtered(size: int) -> None:
+    if size > MAX_RENDERED:
+        raise _RefusedError(TOO_LONG)
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.filtered += size
+        if budget.filtered > MAX_FILTERED:
+            raise _RefusedError(TOO_LONG)
+
+
+def _spend_loops(rounds: int) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.loops += rounds
+        if budget.loops > MAX_LOOPS:
+            raise _RefusedError(
+                f"繰り返しが多すぎます({{% for %}} は入れ子も合わせて{MAX_LOOPS:,}回まで)"
+            )
+
+
+def _spend_output(size: int) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.output += size
+        if budget.output > MAX_RENDERED:
+            raise _RefusedError(TOO_LONG, where="")
+
+
+def _number(arg: Any, message: str) -> int:
+    try:
+        return int(arg)
+    except (TypeError, ValueError) as exc:
+        raise _RefusedError(message) from exc
+
+
+def _check_width(value: Any, arg: Any) -> None:
+    if _number(arg, "幅は数字で書いてください。例: ljust:10") > MAX_WIDTH:
+        raise _RefusedError(f"幅は{MAX_WIDTH}までです")
+
+
+def _check_wrap(value: Any, arg: Any) -> None:
+    if _number(arg, "wordwrap の幅は数字で書いてください。例: wordwrap:30") < 1:
+        raise _RefusedError("wordwrap の幅は1以上にしてください")
+
+
+def _check_decimals(value: Any, arg: Any = -1) -> None:
+    # floatformat's argument is a number of digits, optionally followed by g and/or u.
+    try:
+        digits = int(str(arg).rstrip("gu"))
+    except ValueError:
+        return  # floatformat shows the value unchanged
+    if abs(digits) > MAX_DECIMALS:
+        raise _RefusedError(f"小数点以下の桁数は{MAX_DECIMALS}桁までです")
+
+
+def _check_join(value: Any, arg: Any) -> None:
+    # The result is about as long as the separator times the number of items: refused before
+    # it is built, not after.
+    try:
+        size = len(value) * len(str(arg))
+    except TypeError:
+        return
+    if size > MAX_RENDERED:
+        raise _RefusedError(TOO_LONG)
+
+
+# Checks made before a filter runs, on its value and argument.
+_CHECKS: dict[str, Callable[..., None]] = {
+    "center": _check_width,
+    "ljust": _check_width,
+    "rjust": _check_width,
+    "wordwrap": _check_wrap,
+    "floatformat": _check_decimals,
+    "join": _check_join,
+}
+
+
+def _time_letters(arg: Any) -> str:
+    letters = dict.fromkeys(
+        letter for letter in re_formatchars.findall(str(arg or "")) if hasattr(TimeFormat, letter)
+    )
+    return "・".join(letters)
+
+
+def _date_only(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`date`, refusing a time format on a value that is only a date (last_order_date…)."""
+
+    @functools.wraps(func)
+    def date(value: Any, arg: Any = None) -> Any:
+        try:
+            return func(value, arg)
+        except TypeError as exc:
+            letters = _time_letters(arg)
+            if not letters or not isinstance(value, dt.date) or isinstance(value, dt.datetime):
+                raise
+            raise _RefusedError(
+                f"日付だけの項目なので、時刻の書式({letters})は使えません。"
+                "日付の書式(例: Y年n月j日)にしてください"
+            ) from exc
+
+    return date
+
+
+def _limited(func: Callable[..., Any], check: Callable[..., None] | None) -> Callable[..., Any]:
+    """`func` with its argument checked first and its result counted against the budget.
+
+    functools.wraps keeps what Django reads from a filter: its flags (is_safe,
+    needs_autoescape, expects_localtime) and, through __wrapped__, its signature."""
+
+    @functools.wraps(func)
+    def limited(value: Any, *args: Any, **kwargs: Any) -> Any:
+        if check is not None:
+            check(value, *args)
+        result = func(value, *args, **kwargs)
+        if isinstance(result, str):
+            _spend_filtered(len(result))
+        return result
+
+    return limited
+
 
 library = Library()
 for _name in ("if", "for", "with", "firstof", "now", "comment", "verbatim", "spaceless"):
@@ -80,7 +259,10 @@ for _name in (
     "wordwrap",
     "yesno",
 ):
-    library.filter(_name, defaultfilters.register.filters[_name])
+    _filter = defaultfilters.register.filters[_name]
+    if _name == "date":
+        _filter = _date_only(_filter)
+    library.filter(_name, _limited(_filter, _CHECKS.get(_name)))
 
 
 @library.filter
@@ -147,11 +329,137 @@ class TemplateRenderError(ValueError):
 
 def _compile(source: str, engine: Engine, part: str) -> Template:
     try:
-        return engine.from_string(source)
+        template = engine.from_string(source)
+        _guard(template)
     except TemplateSyntaxError as exc:
         raise TemplateRenderError(
             [f"{part}: テンプレートに誤りがあります({_explain(exc)})"]
         ) from exc
+    except RecursionError as exc:
+        raise TemplateRenderError(
+            [f"{part}: テンプレートに誤りがあります(タグの入れ子が深すぎます)"]
+        ) from exc
+    return template
+
+
+def _where(node: Node) -> str:
+    """The {{ }} or {% %} a node was written as, for a message."""
+    token = getattr(node, "token", None)
+    if token is None:
+        return ""
+    contents = token.contents if len(token.contents) <= 60 else token.contents[:60] + "…"
+    if token.token_type == TokenType.VAR:
+        return f"{{{{ {contents} }}}}"
+    if token.token_type == TokenType.BLOCK:
+        return f"{{% {contents} %}}"
+    return ""
+
+
+# What a marketer can do about an exception raised while rendering, by its type or a phrase
+# of its (English) text; anything else gets the last, general advice.
+_REASONS: tuple[tuple[type[BaseException] | str, str], ...] = (
+    (ZeroDivisionError, "0で割ることはできません"),
+    (OverflowError, "数が大きすぎます"),
+    (MemoryError, TOO_LONG),
+    (RecursionError, "入れ子が深すぎます"),
+    ("not iterable", "{% for %} で繰り返せるのは recommendations のような一覧だけです"),
+    (
+        "values to unpack",
+        "{% for %} で取り出す名前の数が合いません(例: {% for r in recommendations %})",
+    ),
+)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for kind, reason in _REASONS:
+        if isinstance(kind, str) and kind in text:
+            return reason
+        if isinstance(kind, type) and isinstance(exc, kind):
+            return reason
+    return "値と書き方の組み合わせを確かめてください"
+
+
+def _guard(template: Template) -> None:
+    """Make the nodes of `template` that can fail do so only with a _RefusedError naming
+    them, and count what its loops do against the budget.
+
+    Every node is rendered through its render_annotated (by its parent, or by the template
+    for the top ones), so replacing that method on a node reaches it wherever it is. Text and
+    a plain {{ name }} cannot fail: they are left alone (the scheduler renders them for every
+    message), unless they are in a loop. Output is counted only in loops — elsewhere each
+    node renders once, and the template's own length, the filters' budget and the final check
+    on the part's length bound it — and only by nodes without children, so each character is
+    counted once."""
+    looped: set[int] = set()
+    for loop in template.nodelist.get_nodes_by_type(ForNode):
+        if not isinstance(loop, ForNode):
+            continue
+        if isinstance(loop.sequence, FilterExpression):
+            loop.sequence = _Rounds(loop.sequence)  # type: ignore[assignment]
+        for nodelist in (loop.nodelist_loop, loop.nodelist_empty):
+            if isinstance(nodelist, NodeList):
+                looped.update(id(node) for node in nodelist.get_nodes_by_type(Node))
+    for node in template.nodelist.get_nodes_by_type(Node):
+        counted = id(node) in looped and node.get_nodes_by_type(Node) == [node]
+        plain = isinstance(node, TextNode) or (
+            isinstance(node, VariableNode) and not node.filter_expression.filters
+        )
+        if not plain:
+            _guard_node(node, counted=counted)
+        elif counted:
+            _count_output(node)
+
+
+def _count_output(node: Node) -> None:
+    render_annotated = cast(Callable[[Context], str], node.render_annotated)
+
+    def counted(context: Context) -> str:
+        output = render_annotated(context)
+        _spend_output(len(output))
+        return output
+
+    node.render_annotated = counted  # type: ignore[method-assign]
+
+
+def _guard_node(node: Node, *, counted: bool) -> None:
+    where = _where(node)
+    render_annotated = cast(Callable[[Context], str], node.render_annotated)
+
+    def guarded(context: Context) -> str:
+        try:
+            output = render_annotated(context)
+        except VariableDoesNotExist:
+            # A name missing from a filter's argument ({{ x|default:offer.code }} in a step
+            # without offer): empty, as any name missing from the context renders.
+            return ""
+        except _RefusedError as exc:
+            if exc.where is None:
+                exc.where = where
+            raise
+        except Exception as exc:
+            raise _RefusedError(_reason(exc), where) from exc
+        if counted:
+            _spend_output(len(output))
+        return output
+
+    node.render_annotated = guarded  # type: ignore[method-assign]
+
+
+class _Rounds:
+    """A {% for %}'s sequence, its rounds counted (all of them once the sequence is known)."""
+
+    def __init__(self, sequence: FilterExpression) -> None:
+        self.sequence = sequence
+
+    def resolve(self, context: Context, ignore_failures: bool = False) -> Any:
+        values = self.sequence.resolve(context, ignore_failures=ignore_failures)
+        if values is not None and hasattr(values, "__len__"):
+            _spend_loops(len(values))
+        return values
+
+    def __str__(self) -> str:
+        return str(self.sequence)
 
 
 def _misplaced_or_unknown_tag(quoted: list[str]) -> str:
@@ -262,25 +570,61 @@ class CompiledTemplate:
     plans: tuple[Plan, Plan, Plan] = (None, None, None)
 
     def render(self, context: Mapping[str, Any]) -> dict[str, str]:
+        """The parts rendered for `context`; TemplateRenderError, every failing part named,
+        when one cannot be."""
         subject_plan, text_plan, html_plan = self.plans
-        rendered = {
-            "subject": _render(self.subject, subject_plan, context).strip(),
-            "text": _render(self.text, text_plan, context),
-        }
-        if self.html is not None:
-            rendered["html"] = _render(self.html, html_plan, context)
+        try:
+            rendered = {
+                "subject": _render(self.subject, subject_plan, context, "件名").strip(),
+                "text": _render(self.text, text_plan, context, "本文"),
+            }
+            if self.html is not None:
+                rendered["html"] = _render(self.html, html_plan, context, "HTML本文")
+        except TemplateRenderError as exc:
+            raise TemplateRenderError(self._errors(context) or exc.messages) from exc
         return rendered
 
+    def _errors(self, context: Mapping[str, Any]) -> list[str]:
+        """What is wrong with each part for `context` (the parts rendered again, one by one:
+        a failure is rare, and this keeps render's usual path as short as it was)."""
+        errors: list[str] = []
+        for template, plan, part in (
+            (self.subject, self.plans[0], "件名"),
+            (self.text, self.plans[1], "本文"),
+            (self.html, self.plans[2], "HTML本文"),
+        ):
+            if template is None:
+                continue
+            try:
+                _render(template, plan, context, part)
+            except TemplateRenderError as exc:
+                errors.extend(exc.messages)
+        return errors
 
-def _render(template: Template, plan: Plan, context: Mapping[str, Any]) -> str:
+
+def _render(template: Template, plan: Plan, context: Mapping[str, Any], part: str) -> str:
+    """One part rendered: the one place a template's rendering can fail, always as a
+    TemplateRenderError saying in Japanese what to fix (the preview shows it, the template
+    page refuses to save, the scheduler reports it) and within the MAX_* limits."""
     autoescape = template.engine.autoescape
-    fast = _render_plan(plan, context, autoescape)
-    if fast is not None:
-        return fast
-    try:
-        return template.render(Context(dict(context), autoescape=autoescape))
-    except VariableDoesNotExist:
-        return ""
+    output = _render_plan(plan, context, autoescape)
+    if output is None:
+        budget = _BUDGET.set(_Budget())
+        try:
+            output = template.render(Context(dict(context), autoescape=autoescape))
+        except _RefusedError as exc:
+            said = f"「{exc.where}」を表示できません({exc.reason})" if exc.where else exc.reason
+            raise TemplateRenderError([f"{part}: {said}"]) from exc
+        except Exception as exc:
+            # Every node is guarded (_guard): this is only for what happens around them.
+            raise TemplateRenderError(
+                [f"{part}: テンプレートを表示できません({_reason(exc)})"]
+            ) from exc
+        finally:
+            _BUDGET.reset(budget)
+    if len(output) > MAX_RENDERED:
+        raise TemplateRenderError([f"{part}: {TOO_LONG}"])
+    return output
 
 
 CONTEXT_KEYS = (
@@ -356,16 +700,20 @@ def content_for(channel: str, rendered: Mapping[str, str]) -> dict[str, str]:
     return content
 
 
-def offer_context(offer: Offer | None, *, today: dt.date) -> dict[str, Any] | None:
+def offer_context(offer: Offer | None, *, today: dt.date) -> Mapping[str, Any] | None:
+    """The step's offer for the template: read-only, as the scheduler gives the same one to
+    every message of the step (a dict's {{ offer.clear }} would empty it for the next ones)."""
     if offer is None:
         return None
-    return {
-        "name": offer.name,
-        "label": offer.label,
-        "code": offer.code,
-        "value": offer.value,
-        "expires_on": today + dt.timedelta(days=offer.valid_days),
-    }
+    return MappingProxyType(
+        {
+            "name": offer.name,
+            "label": offer.label,
+            "code": offer.code,
+            "value": offer.value,
+            "expires_on": today + dt.timedelta(days=offer.valid_days),
+        }
+    )
 
 
 def customer_contexts(
@@ -541,14 +889,55 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "points_expiring": 300,
     "points_expiry_date": dt.date(2026, 6, 30),
     "next_delivery_date": dt.date(2026, 5, 15),
-    "recommendations": [{"name": "うるおい保湿クリーム 50g", "price": 3280}],
-    "offer": {
-        "name": "本品1,000円OFF",
-        "label": "1,000円OFF",
-        "code": "WELCOME1000",
-        "value": 1000,
-        "expires_on": dt.date(2026, 5, 31),
-    },
+    "recommendations": (MappingProxyType({"name": "うるおい保湿クリーム 50g", "price": 3280}),),
+    "offer": MappingProxyType(
+        {
+            "name": "本品1,000円OFF",
+            "label": "1,000円OFF",
+            "code": "WELCOME1000",
+            "value": 1000,
+            "expires_on": dt.date(2026, 5, 31),
+        }
+    ),
     "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
 }
-"""A made-up customer, to check a template renders before a real customer is picked."""
+"""A made-up customer, to check a template renders before a real customer is picked. Its
+offer and recommendations are read-only: every preview and save check of the process shares
+them, and {{ offer.clear }} or {{ recommendations.pop }} must not change them."""
+
+
+NEW_CUSTOMER_CONTEXT: dict[str, Any] = {
+    **SAMPLE_CONTEXT,
+    "product": "",
+    "last_product": "",
+    "last_order_date": None,
+    "points_balance": 0,
+    "points_expiring": 0,
+    "points_expiry_date": None,
+    "next_delivery_date": None,
+    "recommendations": (),
+    "offer": None,
+}
+"""A customer with nothing yet — no order, points or subscription — in a step without offer:
+the other end of what a template meets."""
+
+
+def render_check(compiled: CompiledTemplate) -> None:
+    """Refuse (TemplateRenderError) a template that cannot be rendered for the made-up
+    customer or for a customer with nothing yet.
+
+    What fails for every customer (a time format on a date…) is found here rather than by
+    the scheduler at every tick; what fails for empty values only (a division by a count
+    that can be 0) is found too, and said so."""
+    found: dict[str, str] = {}  # message → the message as shown
+    for context, note in (
+        (SAMPLE_CONTEXT, ""),
+        (NEW_CUSTOMER_CONTEXT, "(購入やポイントがまだないお客様・オファーのないステップの場合)"),
+    ):
+        try:
+            compiled.render(context)
+        except TemplateRenderError as exc:
+            for message in exc.messages:
+                found.setdefault(message, message + note)
+    if found:
+        raise TemplateRenderError(list(found.values()))
