@@ -5,6 +5,7 @@ by mistake (a draft scenario, an unused template or offer)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,7 @@ from kizuna.campaigns.automation.models import (
     ScenarioStatus,
     ScenarioStep,
     StepDispatch,
+    TickLog,
 )
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import offer_save, scenario_save
@@ -378,6 +380,104 @@ def test_a_template_with_a_forbidden_tag_is_not_saved(client_for: Login) -> None
     assert response.status_code == 400
     assert "include" in response.content.decode()
     assert not MessageTemplate.objects.filter(key="bad").exists()
+
+
+WITH_TIME = '{{ name }} 様 最終購入: {{ last_order_date|date:"Y年n月j日 H:i" }}'
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (WITH_TIME, "時刻の書式(H・i)は使えません"),
+        ("{{ points_balance|divisibleby:0 }}", "0で割ることはできません"),
+        # a 59-second, several-GB preview before widths were capped
+        ("{{ name|ljust:'2000000000' }}", "幅は200までです"),
+        ("{{ name|center:'99999999' }}", "幅は200までです"),
+    ],
+)
+def test_the_preview_shows_why_a_template_cannot_be_rendered(
+    client_for: Login, text: str, said: str
+) -> None:
+    started = time.perf_counter()
+    response = client_for(Role.MARKETER).post(
+        reverse("scenarios:template_preview"),
+        {"subject": "ご案内", "text": text, "html": ""},
+        headers=HTMX,
+    )
+    assert time.perf_counter() - started < 2
+    # 200, or htmx would leave the preview as it was: the error is the preview's content
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "このままでは保存できません" in html
+    assert said in html
+    assert "本文: 「" in html
+
+
+def test_a_template_that_fails_when_rendered_is_not_saved(client_for: Login) -> None:
+    response = client_for(Role.MARKETER).post(
+        reverse("scenarios:template_create"),
+        {"name": "最終購入日", "key": "last-order", "subject": "ご案内", "text": WITH_TIME},
+    )
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert "保存できませんでした" in html
+    assert "時刻の書式(H・i)は使えません" in html
+    assert "Y年n月j日 H:i" in html  # the input is kept
+    assert not MessageTemplate.objects.filter(key="last-order").exists()
+
+
+def _break(saved: MessageTemplate, text: str) -> None:
+    """The template as one saved before templates were rendered when saved."""
+    MessageTemplate.objects.filter(pk=saved.pk).update(text=text)
+
+
+def test_the_scenario_page_says_its_last_tick_failed_and_why(client_for: Login) -> None:
+    # given: a running scenario whose template fails for every customer
+    dated = template("dated", text="{{ name }} 様")
+    first = scenario(
+        "first", trigger={"kind": "first_purchase"}, steps=[step(template="dated")],
+        activated_at=jst(2026, 5, 1),
+    )  # fmt: skip
+    _break(dated, WITH_TIME)
+    make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    # when: the scheduler runs
+    report = tick(jst(2026, 5, 2, 10))
+    # then: the tick went on (完了), the scenario failed, nothing was queued
+    assert report.scenarios[0].error.startswith("TemplateRenderError: 本文: ")
+    client = client_for(Role.MARKETER)
+    page = client.get(reverse("scenarios:detail", args=[first.pk])).content.decode()
+    assert "直近の実行でエラー" in page
+    assert "テンプレートを表示できないため" in page
+    assert "時刻の書式(H・i)は使えません" in page
+    assert "TemplateRenderError" not in page
+    listing = client.get(reverse("scenarios:list")).content.decode()
+    assert "直近の実行でエラー" in listing
+    # when: the template is fixed and the scheduler runs again
+    _break(dated, "{{ name }} 様 最終購入: {{ last_order_date|jdate }}")
+    tick(jst(2026, 5, 2, 10, 1))
+    # then: the error is gone with the tick that failed
+    page = client.get(reverse("scenarios:detail", args=[first.pk])).content.decode()
+    assert "直近の実行でエラー" not in page
+    assert "直近の実行でエラー" not in client.get(reverse("scenarios:list")).content.decode()
+
+
+def test_an_error_that_is_not_the_templates_is_shown_for_the_administrator(
+    client_for: Login, welcome: Scenario
+) -> None:
+    other = scenario("other", trigger={"kind": "signup"}, activated_at=jst(2026, 5, 1))
+    TickLog.objects.create(
+        started_at=jst(2026, 5, 2, 10), now=jst(2026, 5, 2, 10), holder="test",
+        status=TickLog.Status.DONE,
+        report={"scenarios": [{"key": "welcome", "error": "OperationalError: database is locked"},
+                              {"key": "other", "error": ""}]},
+    )  # fmt: skip
+    client = client_for(Role.ANALYST)
+    page = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
+    assert "直近の実行でエラー(2026-05-02 10:00)" in page
+    assert "システム管理者" in page
+    assert "OperationalError: database is locked" in page
+    page = client.get(reverse("scenarios:detail", args=[other.pk])).content.decode()
+    assert "直近の実行でエラー" not in page
 
 
 def test_offers_are_added_and_bad_values_explained(client_for: Login) -> None:

@@ -12,6 +12,7 @@ a used template's or offer's page lists the steps that use it instead.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,7 @@ from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
     compile_template,
     customer_contexts,
+    render_check,
 )
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
@@ -337,6 +339,68 @@ def trigger_label(scenario: Scenario) -> str:
     return trigger.label + (f"({'、'.join(parts)})" if parts else "")
 
 
+@dataclass(frozen=True)
+class TickProblem:
+    """A scenario's error in the latest scheduler tick, for the marketer: what it means and
+    what to do (`lead`), and the details (the template's own messages, or the error)."""
+
+    at: dt.datetime
+    lead: str
+    details: list[str]
+    technical: bool
+
+
+def tick_problems() -> dict[str, TickProblem]:
+    """Each scenario that failed in the latest finished scheduler tick, by key.
+
+    The scheduler records a failing scenario in the tick's report and goes on with the others
+    (scheduler.ScenarioReport.error); without this, a scenario whose every tick fails looks
+    稼働中 with a scheduler that ran 完了. A scenario that ran fine since, or is paused (and
+    so not in the tick), shows nothing."""
+    log = (
+        TickLog.objects.exclude(status=TickLog.Status.RUNNING)
+        # `now` is indexed, and is when the tick started (or the moment given to --now)
+        .order_by("-now")
+        .only("started_at", "report")
+        .first()
+    )
+    report = log.report if log is not None else None
+    if log is None or not isinstance(report, dict):
+        return {}
+    problems: dict[str, TickProblem] = {}
+    for entry in report.get("scenarios") or []:
+        if not isinstance(entry, dict) or not entry.get("error"):
+            continue
+        problems[str(entry.get("key"))] = _tick_problem(log.started_at, str(entry["error"]))
+    return problems
+
+
+TEMPLATE_FAILURE = "TemplateRenderError: "
+
+
+def _tick_problem(at: dt.datetime, error: str) -> TickProblem:
+    # The report holds "ExceptionName: message"; a template's message is Japanese already.
+    if error.startswith(TEMPLATE_FAILURE):
+        return TickProblem(
+            at=at,
+            lead=(
+                "テンプレートを表示できないため、このシナリオのメッセージは送られていません。"
+                "メッセージテンプレートを直すと、次の実行(毎分)で再開します。"
+            ),
+            details=error.removeprefix(TEMPLATE_FAILURE).splitlines(),
+            technical=False,
+        )
+    return TickProblem(
+        at=at,
+        lead=(
+            "このシナリオの処理中にエラーが起きたため、メッセージは送られていません。"
+            "続くようなら、システム管理者に次の内容を伝えてください。"
+        ),
+        details=[error],
+        technical=True,
+    )
+
+
 # --- views: scenarios -------------------------------------------------------------------------
 
 
@@ -346,7 +410,11 @@ def trigger_label(scenario: Scenario) -> str:
 def scenario_list(request: HtmxHttpRequest) -> HttpResponse:
     """The scenarios; their enrollment counts come after the page (scenario_counts)."""
     scenarios = list(Scenario.objects.select_related("audience").order_by("name", "pk"))
-    rows = [{"scenario": s, "trigger": trigger_label(s)} for s in scenarios]
+    problems = tick_problems()
+    rows = [
+        {"scenario": s, "trigger": trigger_label(s), "problem": problems.get(s.key)}
+        for s in scenarios
+    ]
     backlogs = list(
         Backlog.objects.filter(status=Backlog.Status.PENDING).select_related("scenario")
     )
@@ -487,6 +555,7 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         },
         "backlog": Backlog.objects.filter(scenario=scenario, status=Backlog.Status.PENDING).first(),
         "last_tick": TickLog.objects.order_by("-started_at").first(),
+        "problem": tick_problems().get(scenario.key),
         "can_edit": can_edit,
         # Only editors see the 削除 card, so only they pay for the history check.
         "cannot_delete": _cannot_delete(scenario) if can_edit else "",
@@ -776,7 +845,7 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
     """The template as it is in the form, rendered for a real customer (or a made-up one)."""
     if not wants_fragment(request):
         raise Http404("このURLは画面の中から使われます")
-    customer, errors = _preview_customer(request.POST.get("customer", ""))
+    customer, notes = _preview_customer(request.POST.get("customer", ""))
     if customer is not None:
         context = {
             **SAMPLE_CONTEXT,
@@ -786,23 +855,35 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
     else:
         context = dict(SAMPLE_CONTEXT)
     rendered: dict[str, str] | None = None
+    problems: list[str] = []
     try:
         compiled = compile_template(
             subject=request.POST.get("subject", ""),
             text=request.POST.get("text", ""),
             html=request.POST.get("html", ""),
         )
-        # The worker puts each recipient's own one-click link in at sending; the preview shows
-        # where it goes rather than the raw placeholder.
-        rendered = fill_unsubscribe_url(
-            compiled.render(context), unsubscribe_url("お客様ごとの配信停止リンク")
-        )
     except TemplateRenderError as exc:
-        errors.extend(exc.messages)
+        problems.extend(exc.messages)
+    else:
+        try:
+            # The worker puts each recipient's own one-click link in at sending; the preview
+            # shows where it goes rather than the raw placeholder.
+            rendered = fill_unsubscribe_url(
+                compiled.render(context), unsubscribe_url("お客様ごとの配信停止リンク")
+            )
+        except TemplateRenderError as exc:
+            problems.extend(exc.messages)
+        try:
+            # What 保存する will refuse, said before it is pressed.
+            render_check(compiled)
+        except TemplateRenderError as exc:
+            problems += [m for m in exc.messages if m not in problems]
+    # Always 200: htmx swaps only a successful answer into the page, and the problems are
+    # what the marketer needs to see in the preview.
     return render(
         request,
         "web/scenarios/_template_preview.html",
-        {"rendered": rendered, "errors": errors, "customer": customer},
+        {"rendered": rendered, "notes": notes, "problems": problems, "customer": customer},
     )
 
 
