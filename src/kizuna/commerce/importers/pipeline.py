@@ -2,14 +2,16 @@
 
 Every file is read twice, as a stream, so memory stays flat however large it grows:
 
-1. a checking pass decodes every byte and reads every record (and, in strict mode, every value),
-   so an undecodable byte or a broken quote refuses the file before anything is written;
+1. a checking pass decodes every byte and reads every record, so an undecodable byte or a
+   broken quote refuses the file before anything is written;
 2. the import pass writes through the bulk services every ingest route uses —
    `orders_upsert_many`, which resolves customers with `customers_resolve_many`; for a member
    file, `customers_resolve_many`, `customers_update_many` and `consents_grant_many` — one
    batch of `batch_size` orders or members at a time, in a constant number of statements per
-   batch, committing every batch (lenient), or everything in one transaction (strict), or
-   nothing (dry run: the same writes, rolled back).
+   batch, committing every batch (lenient), or everything in one transaction (strict: if any
+   row is bad, whether the values or the database refused it, every row is still written so
+   that all bad rows are named, and then all of it is rolled back), or nothing (dry run: the
+   same writes, rolled back).
 """
 
 from __future__ import annotations
@@ -414,8 +416,7 @@ class Importer:
         try:
             self._total_bytes = self.path.stat().st_size
             self._check_pass()
-            if not self.result.refused:
-                self._import_pass()
+            self._import_pass()
         except ImportRefused as exc:
             self._refuse(exc.message, line=exc.line, byte_offset=exc.byte_offset)
         self.result.seconds = time.perf_counter() - started
@@ -438,36 +439,28 @@ class Importer:
             )
 
     def _check_pass(self) -> None:
-        """Decode and read the whole file; in strict mode, also read every value."""
-        strict = self.options.strict
+        """Decode and read the whole file."""
         with self._table() as table:
             fmt = choose_format(table.header, self.options)
             self._format = fmt
             self.result.format = fmt.info.name
             self.result.format_label = fmt.info.label
-            if strict:
-                for count, unit in enumerate(self._units(table, fmt), 1):
-                    if unit.errors:
-                        self._reject(unit, unit.errors)
-                    if count % 1000 == 0:
-                        self._report("check", table.rows_read)
-            else:
-                for count, _record in enumerate(table, 1):
-                    if count % 10000 == 0:
-                        self._report("check", count)
+            for count, _record in enumerate(table, 1):
+                if count % 10000 == 0:
+                    self._report("check", count)
             self._total_rows = self.result.rows_read = table.rows_read
         self._report("check", self._total_rows)
-        if strict and self.result.errors.count:
-            self._refuse(
-                f"{self.result.rows_rejected:,}行に誤りがあるため、何も取り込みませんでした"
-                "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
-            )
 
     def _import_pass(self) -> None:
         if self.options.strict:
+            # Every row is written, even after a bad one, so that the rows only the database
+            # refuses are named too; then, if any row was bad, all of it is rolled back.
             with transaction.atomic():
                 self._write_all()
-                if self.result.refused or self.options.dry_run:
+                if self.result.errors.count:
+                    transaction.set_rollback(True)
+                    self._refuse_strict()
+                elif self.options.dry_run:
                     transaction.set_rollback(True)
             return
         with transaction.atomic() if self.options.dry_run else contextlib.nullcontext():
@@ -485,8 +478,6 @@ class Importer:
                     self._write_batch(batch)
                     batch = []
                     self._report("import", table.rows_read)
-                    if self.result.refused:
-                        return
             if batch:
                 self._write_batch(batch)
             self._report("import", table.rows_read)
@@ -497,8 +488,7 @@ class Importer:
             members: list[_Unit] = []
             for unit in batch:
                 if unit.errors:
-                    if not self.options.strict:  # strict mode counted them in the check
-                        self._reject(unit, unit.errors)
+                    self._reject(unit, unit.errors)
                     continue
                 if isinstance(unit.parsed, Skipped):
                     self._skip(unit)
@@ -506,8 +496,6 @@ class Importer:
                     orders.append(unit)
                 else:
                     members.append(unit)
-                if self.result.refused:
-                    return
             if orders:
                 self._write_units(orders, self._upsert, self._outcome)
             if members:
@@ -535,13 +523,9 @@ class Importer:
                     self._refuse_or_reject(unit, exc)
                 else:
                     outcome(unit, result)
-                if self.result.refused:
-                    return
             return
         for unit, result in zip(units, results, strict=True):
             outcome(unit, result)
-            if self.result.refused:
-                return
 
     # -- writing orders, a batch at a time -----------------------------------------------------
 
@@ -576,12 +560,23 @@ class Importer:
         )
 
     def _refuse_or_reject(self, unit: _Unit, exc: ValidationError | DatabaseError) -> None:
+        """The row the services or the database refused; strict mode refuses the file at the
+        end of the run (`_refuse_strict`), once every bad row is known."""
         self._reject(unit, self._write_errors(unit, exc))
-        if self.options.strict:
-            self._refuse(
-                "取り込み中に誤りが見つかったため、何も取り込みませんでした"
-                "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
-            )
+
+    def _refuse_strict(self) -> None:
+        """Nothing was imported: the counts of what was written (and rolled back) go back to
+        zero; the rows read, the rows skipped and the rejected rows with their reasons stay."""
+        result = self.result
+        result.rows_imported = 0
+        result.customers.clear()
+        result.consents_granted = 0
+        for key in ("created", "updated", "unchanged", "stale"):
+            result.orders.pop(key, None)
+        self._refuse(
+            f"{result.rows_rejected:,}行に誤りがあるため、何も取り込みませんでした"
+            "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
+        )
 
     def _consents(
         self, parsed: list[ParsedCustomer], customers: list[Customer | None]
