@@ -15,6 +15,7 @@ from kizuna.campaigns.automation.models import (
     Backlog,
     DispatchStatus,
     Enrollment,
+    MessageTemplate,
     SchedulerLease,
     StepDispatch,
     TickLog,
@@ -24,7 +25,7 @@ from kizuna.campaigns.automation.services import ScenarioError, backlog_confirm,
 from kizuna.campaigns.models import OutboxMessage
 from kizuna.commerce.models import Shipment
 from tests.factories import make_customer, make_order
-from tests.test_scenarios_kit import STAFF, jst, scenario, step
+from tests.test_scenarios_kit import STAFF, jst, scenario, step, template
 
 START = jst(2026, 5, 1)
 
@@ -270,3 +271,48 @@ def test_purchase_triggers_run_every_tick() -> None:
     buyer = _buyers(1, jst(2026, 5, 10, 10, 0, 30))
     tick(jst(2026, 5, 10, 10, 1))
     assert list(Enrollment.objects.values_list("customer_id", flat=True)) == buyer
+
+
+# Three loops over the family name: 8 rounds for a two-letter name, 27,000 for a 30-letter
+# one — over the 10,000 a template may loop (templating.MAX_LOOPS), for that customer only.
+NAME_LOOPS = (
+    "{% for a in family_name %}{% for b in family_name %}{% for c in family_name %}・"
+    "{% endfor %}{% endfor %}{% endfor %}"
+)
+
+
+@pytest.mark.django_db
+def test_a_template_failing_for_one_customer_skips_only_their_message() -> None:
+    # given: a step whose template cannot be rendered for one customer's (long) name
+    template("loops", text=NAME_LOOPS)
+    scenario(trigger={"kind": "first_purchase"}, steps=[step(template="loops")], activated_at=START)
+    ordinary = _buyers(2, jst(2026, 5, 2, 9))
+    long_named = make_customer(family_name="長" * 30)
+    make_order(long_named, ordered_at=jst(2026, 5, 2, 9))
+    # when
+    report = tick(jst(2026, 5, 2, 10))
+    # then: the others' messages are queued, theirs is skipped, and the scenario goes on
+    [scn] = report.scenarios
+    assert (scn.error, scn.queued, scn.skipped) == ("", 2, 1)
+    assert set(OutboxMessage.objects.values_list("customer_id", flat=True)) == set(ordinary)
+
+
+@pytest.mark.django_db
+def test_a_template_failing_for_everyone_holds_the_messages_until_it_is_fixed() -> None:
+    # given: a template broken for every customer (stored before templates were checked)
+    broken = template("broken")
+    MessageTemplate.objects.filter(pk=broken.pk).update(text='{{ last_order_date|date:"H:i" }}')
+    scenario(
+        trigger={"kind": "first_purchase"}, steps=[step(template="broken")], activated_at=START
+    )
+    _buyers(2, jst(2026, 5, 2, 9))
+    # when
+    report = tick(jst(2026, 5, 2, 10))
+    # then: the scenario reports the template's error and nothing is decided or sent
+    assert report.scenarios[0].error.startswith("TemplateRenderError")
+    assert not StepDispatch.objects.exists()
+    assert not OutboxMessage.objects.exists()
+    # when: the template is fixed, the next tick sends the messages that waited
+    MessageTemplate.objects.filter(pk=broken.pk).update(text="{{ name }} 様")
+    again = tick(jst(2026, 5, 2, 10, 1))
+    assert (again.scenarios[0].error, again.total("queued")) == ("", 2)

@@ -80,10 +80,12 @@ from kizuna.campaigns.automation.recommendations import (
 from kizuna.campaigns.automation.sqlfuncs import JstDate
 from kizuna.campaigns.automation.templating import (
     CompiledTemplate,
+    TemplateRenderError,
     compile_stored,
     content_for,
     customer_contexts,
     offer_context,
+    render_check,
 )
 from kizuna.campaigns.models import Purpose
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
@@ -320,6 +322,10 @@ class _Run:
             )
             for step in steps:
                 compiled = compile_stored(step.template)
+                # A template that fails for the made-up customer fails for everyone (one saved
+                # before templates were checked): the scenario stops here with the error on
+                # its page, its messages stay due, and the tick after the fix sends them.
+                render_check(compiled)
                 for repeat in range(step.repeat_monthly + 1):
                     self.dispatch(scenario, step, repeat, compiled, report)
             report.released = self.release_approved(scenario, steps)
@@ -431,6 +437,7 @@ class _Run:
         key_prefix = _dedupe_prefix(scenario, step)
         render = compiled.render
         rows: list[OutboxRow] = []
+        unrenderable = 0
         for dispatch, customer_id, occurrence, product in items:
             context = contexts.get(customer_id)
             if context is None:  # the customer was deleted since the query
@@ -438,7 +445,14 @@ class _Run:
                 continue
             # The contexts were built for this call: filled in place rather than copied.
             context["offer"], context["product"] = offer, product
-            content = content_for(channel, render(context))
+            try:
+                content = content_for(channel, render(context))
+            except TemplateRenderError:
+                # Only this customer's values fail (render_check passed the template): the
+                # message is skipped like one a channel refuses, not the whole step.
+                dispatch.status = DispatchStatus.SKIPPED
+                unrenderable += 1
+                continue
             try:
                 check(channel, content)
             except ValidationError:
@@ -460,6 +474,11 @@ class _Run:
                     dispatch.enrollment_id,
                 )
             )
+        if unrenderable:
+            logger.warning(
+                "scenario %s step %s: %d messages skipped, the template failed for them",
+                scenario.key, step.key, unrenderable,
+            )  # fmt: skip
         return rows
 
     def release_approved(self, scenario: Scenario, steps: list[ScenarioStep]) -> int:
