@@ -240,6 +240,22 @@ def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
     assert "稼働させる" in html
 
 
+def test_stopping_a_draft_says_nothing_was_running(client_for: Login) -> None:
+    draft = scenario_save(
+        scenario=None,
+        spec={"key": "draft", "name": "下書き", "trigger": {"kind": "signup"}, "steps": []},
+        acting_user=STAFF,
+    )
+    response = client_for(Role.MARKETER).post(
+        reverse("scenarios:pause", args=[draft.pk]), follow=True
+    )
+    html = response.content.decode()
+    assert "このシナリオは下書きのため、停止するものはありません" in html
+    assert "停止しました" not in html
+    draft.refresh_from_db()
+    assert draft.status == ScenarioStatus.DRAFT
+
+
 def test_a_scenario_without_entries_says_so_instead_of_a_table_of_zeros(
     client_for: Login,
 ) -> None:

@@ -40,6 +40,7 @@ from kizuna.campaigns.automation.models import (
     Offer,
     OfferKind,
     Scenario,
+    ScenarioStatus,
     ScenarioStep,
     Segment,
     StepAnchor,
@@ -648,8 +649,16 @@ def scenario_activate_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     scenario = get_object_or_404(Scenario, pk=pk)
-    scenario_pause(scenario=scenario, acting_user=request.user)
-    messages.success(request, "停止しました。新しいエントリーと送信は行われません。")
+    was = scenario.status
+    scenario = scenario_pause(scenario=scenario, acting_user=request.user)
+    if was != ScenarioStatus.ACTIVE:
+        # A draft or an already stopped scenario: nothing was running, nothing changed.
+        messages.info(
+            request,
+            f"このシナリオは{scenario.get_status_display()}のため、停止するものはありません。",
+        )
+    else:
+        messages.success(request, "停止しました。新しいエントリーと送信は行われません。")
     return redirect("scenarios:detail", pk=pk)
 
 
