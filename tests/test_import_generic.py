@@ -100,6 +100,28 @@ def test_a_mapped_column_missing_from_the_file_refuses_the_file(tmp_path: Path) 
     assert not Order.objects.exists()
 
 
+def test_a_missing_column_message_lists_every_column_the_file_has(tmp_path: Path) -> None:
+    # given: a wide export (as carts write them) whose 数量 comes after its 30th column
+    wide = tmp_path / "wide.csv"
+    header, *rows = CSV.read_text(encoding="utf-8").splitlines()
+    extra = ",".join(f"予備{n}" for n in range(30))
+    blanks = "," * 29
+    wide.write_text(
+        "\n".join([f"{extra},{header}", *(f"{blanks},{row}" for row in rows)]) + "\n",
+        encoding="utf-8",
+    )
+    mapping = tmp_path / "m.yml"
+    mapping.write_text(
+        MAPPING.read_text(encoding="utf-8").replace("quantity: 数量", "quantity: 個数"),
+        encoding="utf-8",
+    )
+    # when
+    result = run(wide, mapping=mapping)
+    # then: the file's 数量 is among the columns shown, so nobody takes it for missing
+    assert result.status == "refused"
+    assert "数量" in result.message.split("ファイルの見出し")[1]
+
+
 def test_generic_customers_with_a_mapping(tmp_path: Path) -> None:
     mapping = tmp_path / "customers.yml"
     mapping.write_text(

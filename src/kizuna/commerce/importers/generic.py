@@ -175,10 +175,18 @@ def _status_map(raw: Any, skip: Any) -> dict[str, OrderStatus | None]:
     return result
 
 
+HEADER_NAMES_SHOWN = 60
+
+
 def _bind_columns(header: Header, mapping: ColumnMapping) -> dict[str, Column | None]:
     missing = [column for column in mapping.columns.values() if not header.has(column)]
     if missing:
-        found = "、".join(name for name in header.names[:12] if name)
+        named = [name for name in header.names if name]
+        # Every name up to a long cart export's width, so a column that is there is not
+        # taken for missing; past that, how many more.
+        found = "、".join(named[:HEADER_NAMES_SHOWN])
+        if len(named) > HEADER_NAMES_SHOWN:
+            found += f"…ほか{len(named) - HEADER_NAMES_SHOWN}列"
         raise ImportRefused(
             f"マッピングファイルで指定した列がCSVにありません: {'、'.join(missing)}。"
             f"(ファイルの見出し: {found})"
