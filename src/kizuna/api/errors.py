@@ -40,15 +40,41 @@ class ErrorOut(Schema):
     error: ErrorDetail
 
 
+class CustomerConflictDetail(ErrorDetail):
+    merged_into: int | None = Field(
+        default=None,
+        description=(
+            "code が customer_merged のときだけ: 指定した顧客が統合された先の顧客ID"
+            "(統合が重なっているときは最終的な統合先)。この ID で送り直してください"
+        ),
+        examples=[50055],
+    )
+
+
+class CustomerConflictOut(Schema):
+    """The 409 of an operation that names a customer: an Idempotency-Key still in flight, or
+    a customer merged into another (customer_merged, with the survivor's id)."""
+
+    error: CustomerConflictDetail
+
+
 class ApiError(HttpError):
-    """An error answer with our code, Japanese message and field messages."""
+    """An error answer with our code, Japanese message and field messages; `extra` adds
+    machine-readable keys beside them (customer_merged's `merged_into`)."""
 
     def __init__(
-        self, status_code: int, code: str, message: str, fields: Mapping[str, str] | None = None
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        fields: Mapping[str, str] | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(status_code, message)
         self.code = code
         self.fields = dict(fields or {})
+        self.extra = dict(extra or {})
 
 
 _STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
@@ -68,15 +94,28 @@ def status_error(status: int) -> tuple[str, str]:
     return _STATUS_DEFAULTS[status]
 
 
-def error_body(code: str, message: str, fields: Mapping[str, str] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "fields": dict(fields or {})}}
+def error_body(
+    code: str,
+    message: str,
+    fields: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "error": {"code": code, "message": message, "fields": dict(fields or {}), **(extra or {})}
+    }
 
 
 def error_response(
-    status: int, code: str, message: str, fields: Mapping[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    fields: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> HttpResponse:
     response = JsonResponse(
-        error_body(code, message, fields), status=status, json_dumps_params={"ensure_ascii": False}
+        error_body(code, message, fields, extra),
+        status=status,
+        json_dumps_params={"ensure_ascii": False},
     )
     if status == 401:
         response["WWW-Authenticate"] = "Bearer"
@@ -215,7 +254,7 @@ def install_error_handlers(api: NinjaAPI) -> None:
 
     def on_http_error(request: HttpRequest, exc: Any) -> HttpResponse:
         if isinstance(exc, ApiError):
-            return error_response(exc.status_code, exc.code, exc.message, exc.fields)
+            return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.extra)
         code, message = _STATUS_DEFAULTS.get(
             exc.status_code, ("error", "リクエストを処理できません")
         )

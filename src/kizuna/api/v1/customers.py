@@ -1,4 +1,12 @@
-"""Customers: create, change, read and find (by e-mail, phone, cart member ID, LINE ID, kana)."""
+"""Customers: create, change, read and find (by e-mail, phone, cart member ID, LINE ID, kana).
+
+A customer merged into another (customers.merge: `merged_into` set) is no longer written
+through the API: every write that names one by id answers 409 `customer_merged` with the id
+of the record it now lives in (`writable_customer`), so the caller updates the id it stored
+instead of writing, unseen, to a record staff no longer see. Reads still answer, with
+`merged_into`, and search leaves merged records out. Undoing the merge makes the record
+writable again.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from kizuna.api.schemas import (
     ProfileIn,
     chars,
 )
-from kizuna.api.v1.responses import read_errors, write_errors
+from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.core import jp
 from kizuna.customers.models import Customer, Identity, IdentityKind
 from kizuna.customers.services import (
@@ -69,6 +77,12 @@ class CustomerOut(Schema):
     member_status: str
     registered_at: dt.datetime
     identities: list[IdentityOut]
+    merged_into: int | None = Field(
+        description=(
+            "この顧客が統合された先の顧客ID(統合が重なっているときは最終的な統合先)。"
+            "統合されていなければ null。統合された顧客への書き込みは 409 になります"
+        )
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
 
@@ -105,6 +119,7 @@ def customer_out(customer: Customer) -> dict[str, Any]:
         "member_status": customer.member_status,
         "registered_at": customer.registered_at,
         "identities": [{"kind": i.kind, "value": i.display_value or i.value} for i in identities],
+        "merged_into": final_survivor(customer),
         "created_at": customer.created_at,
         "updated_at": customer.updated_at,
     }
@@ -114,6 +129,50 @@ def customer_or_404(customer_id: int) -> Customer:
     customer = Customer.objects.prefetch_related("identities").filter(pk=customer_id).first()
     if customer is None:
         raise not_found("顧客")
+    return customer
+
+
+# Merges cannot form a cycle (a merged record can be neither side of another merge), so this
+# only bounds the walk should the data ever say otherwise.
+_MAX_MERGE_HOPS = 50
+
+
+def final_survivor(customer: Customer) -> int | None:
+    """The id of the live record a merged-away customer now lives in, following merges of
+    merges (A into B, then B into C: C); None for a customer not merged away."""
+    survivor_id = customer.merged_into_id
+    for _ in range(_MAX_MERGE_HOPS):
+        if survivor_id is None:
+            break
+        onward = list(
+            Customer.objects.filter(pk=survivor_id).values_list("merged_into_id", flat=True)
+        )
+        if not onward or onward[0] is None:
+            break
+        survivor_id = onward[0]
+    return survivor_id
+
+
+def customer_merged(
+    customer: Customer, *, field: str | None = None, hint: str = "統合先の ID を使ってください"
+) -> ApiError:
+    """409 customer_merged for a customer merged away, naming the final survivor in the
+    message and, for machines, in `merged_into`; `field` names where the id was sent in the
+    body (not for an id in the URL)."""
+    survivor = final_survivor(customer)
+    message = f"この顧客は顧客 {survivor} に統合されています。{hint}"
+    fields = {field: f"統合先の顧客 {survivor} を指定してください"} if field else None
+    return ApiError(409, "customer_merged", message, fields, extra={"merged_into": survivor})
+
+
+def writable_customer(customer_id: int, *, field: str | None = None) -> Customer | None:
+    """The customer a write names, locked until the caller's transaction ends (so a merge
+    running at the same time either waits for the write, and then takes what it wrote to
+    the survivor, or has finished and is seen here); None when there is no such customer.
+    Raises 409 customer_merged for a customer merged away. Call inside transaction.atomic."""
+    customer = Customer.objects.select_for_update().filter(pk=customer_id).first()
+    if customer is not None and customer.merged_into_id is not None:
+        raise customer_merged(customer, field=field)
     return customer
 
 
@@ -159,7 +218,7 @@ def _identity_field(kind: IdentityKind) -> str:
 
 @router.patch(
     "/customers/{customer_id}",
-    response={200: CustomerOut, **write_errors()},
+    response={200: CustomerOut, **customer_write_errors()},
     auth=ApiKeyAuth(ApiScope.CUSTOMERS_WRITE),
     summary="顧客情報を変更する",
     openapi_extra={OPENAPI_MARK: True},
@@ -169,12 +228,18 @@ def update_customer(
     request: HttpRequest, customer_id: Path[ObjectId], payload: ProfileFields
 ) -> dict[str, Any]:
     """送った項目だけを変更します。文字の項目に null を送ると空にします。変更は監査ログと
-    顧客のタイムラインに記録されます。"""
-    customer = customer_or_404(customer_id)
-    changes = payload.changes()
-    if "family_name" in changes and not changes["family_name"]:
-        raise ValidationError({"family_name": "姓は空にできません"})
-    customer_update(customer=customer, changes=changes, acting_user=key_actor(_api_key(request)))
+    顧客のタイムラインに記録されます。他の顧客に統合された顧客は変更できず 409
+    (customer_merged、統合先の ID は merged_into)になります。"""
+    with transaction.atomic():
+        customer = writable_customer(customer_id)
+        if customer is None:
+            raise not_found("顧客")
+        changes = payload.changes()
+        if "family_name" in changes and not changes["family_name"]:
+            raise ValidationError({"family_name": "姓は空にできません"})
+        customer_update(
+            customer=customer, changes=changes, acting_user=key_actor(_api_key(request))
+        )
     return customer_out(customer_or_404(customer_id))
 
 
@@ -185,6 +250,8 @@ def update_customer(
     summary="顧客を1件取得する",
 )
 def get_customer(request: HttpRequest, customer_id: Path[ObjectId]) -> dict[str, Any]:
+    """他の顧客に統合された顧客も返します。そのときは merged_into に統合先の顧客IDが
+    入るので、保存している顧客IDをそちらに置き換えてください。"""
     return customer_out(customer_or_404(customer_id))
 
 
@@ -216,7 +283,8 @@ class CustomerSearch(Schema):
 @decorate_view(known_query(CustomerSearch))
 def search_customers(request: HttpRequest, filters: Query[CustomerSearch]) -> dict[str, Any]:
     """条件をすべて満たす顧客を返します(複数指定はAND)。メール・電話・IDは正規化して
-    完全一致、カナは前方一致です。条件を1つ以上指定してください。"""
+    完全一致、カナは前方一致です。条件を1つ以上指定してください。他の顧客に統合された
+    顧客は含みません(統合先が見つかります)。"""
     customers = _search(filters)
     found = list(customers[: filters.limit + 1])
     return {
@@ -232,7 +300,9 @@ def _search(filters: CustomerSearch) -> QuerySet[Customer]:
         "cart_member_id": (IdentityKind.CART_MEMBER,),
         "line_user_id": (IdentityKind.LINE_USER,),
     }
-    customers = Customer.objects.prefetch_related("identities")
+    # A record merged into another is found through the survivor, not on its own (as on the
+    # customer search page): its identities moved there, but its name and kana stayed.
+    customers = Customer.objects.filter(merged_into__isnull=True).prefetch_related("identities")
     used = False
     errors: dict[str, str] = {}
     for name, kinds in criteria.items():

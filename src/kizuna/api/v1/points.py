@@ -6,6 +6,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema
 from ninja.decorators import decorate_view
@@ -18,7 +19,8 @@ from kizuna.api.errors import not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.query import known_query
 from kizuna.api.schemas import Input, ObjectId, chars
-from kizuna.api.v1.responses import read_errors, write_errors
+from kizuna.api.v1.customers import writable_customer
+from kizuna.api.v1.responses import customer_write_errors, read_errors
 from kizuna.commerce.models import Order
 from kizuna.customers.models import Customer
 from kizuna.loyalty.models import PointEntry, PointKind
@@ -133,7 +135,7 @@ def get_points(
 
 @router.post(
     "/customers/{customer_id}/points",
-    response={201: PointsResultOut, **write_errors()},
+    response={201: PointsResultOut, **customer_write_errors()},
     auth=ApiKeyAuth(ApiScope.POINTS_WRITE),
     summary="ポイントを付与・利用・調整する",
     openapi_extra={OPENAPI_MARK: True},
@@ -143,10 +145,17 @@ def change_points(
     request: HttpRequest, customer_id: Path[ObjectId], payload: PointsIn
 ) -> Status[dict[str, Any]]:
     """残高が足りない利用や調整は 422 になり、残高がマイナスになることはありません。
-    同じ注文への付与は1回だけです(2回目は最初の付与を返します)。"""
+    同じ注文への付与は1回だけです(2回目は最初の付与を返します)。他の顧客に統合された
+    顧客には書き込めず 409(customer_merged、統合先の ID は merged_into)になります。"""
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
-    actor = key_actor(api_key)
-    customer = _customer_or_404(customer_id)
+    with transaction.atomic():
+        customer = writable_customer(customer_id)
+        if customer is None:
+            raise not_found("顧客")
+        return _change_points(customer, payload, key_actor(api_key))
+
+
+def _change_points(customer: Customer, payload: PointsIn, actor: Any) -> Status[dict[str, Any]]:
     order = None
     if payload.order_number:
         order = Order.objects.filter(number=payload.order_number, customer=customer).first()

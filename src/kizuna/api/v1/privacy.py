@@ -14,11 +14,11 @@ from pydantic import Field
 
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
-from kizuna.api.errors import ApiError
+from kizuna.api.errors import ApiError, CustomerConflictOut
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.schemas import Input, ObjectId
-from kizuna.api.v1.customers import customer_or_404
-from kizuna.api.v1.responses import errors_for, write_errors
+from kizuna.api.v1.customers import customer_merged, customer_or_404
+from kizuna.api.v1.responses import customer_write_errors, errors_for
 from kizuna.customers import privacy
 
 router = Router(tags=["個人データ(APPI)"])
@@ -84,7 +84,7 @@ def _refused(exc: ValidationError) -> Exception:
 
 @router.get(
     "/customers/{customer_id}/export",
-    response={200: ExportOut, **errors_for(400, 401, 403, 404, 409, 422)},
+    response={200: ExportOut, **errors_for(400, 401, 403, 404, 422), 409: CustomerConflictOut},
     auth=ApiKeyAuth(ApiScope.PRIVACY),
     summary="顧客の個人データをすべて書き出す(APPI 開示請求)",
 )
@@ -92,6 +92,8 @@ def export_customer(request: HttpRequest, customer_id: Path[ObjectId]) -> dict[s
     """この顧客について保有するすべての記録を返します(統合された記録を含む)。書き出しは
     監査ログに記録されます。統合元の顧客IDを指定すると 409 です(統合先を指定してください)。"""
     customer = customer_or_404(customer_id)
+    if customer.merged_into_id is not None:
+        raise customer_merged(customer, hint="統合先を書き出してください(統合元の記録も含まれます)")
     try:
         return privacy.customer_export(customer, key_actor(_api_key(request)))
     except privacy.PrivacyError as exc:
@@ -100,7 +102,7 @@ def export_customer(request: HttpRequest, customer_id: Path[ObjectId]) -> dict[s
 
 @router.post(
     "/customers/{customer_id}/erase",
-    response={200: EraseOut, **write_errors()},
+    response={200: EraseOut, **customer_write_errors()},
     auth=ApiKeyAuth(ApiScope.PRIVACY),
     summary="顧客の個人データを削除(匿名化)する(APPI 削除請求)",
     openapi_extra={OPENAPI_MARK: True},
@@ -119,6 +121,11 @@ def erase_customer(
             "invalid_request",
             "入力内容に誤りがあります",
             {"confirm_customer_id": "URLの顧客IDと一致しません"},
+        )
+    if customer.merged_into_id is not None:
+        # The service refuses it too (under its lock); checked here to name the final survivor.
+        raise customer_merged(
+            customer, hint="統合先を削除してください(統合元の記録もまとめて匿名化されます)"
         )
     try:
         report = privacy.customer_erase(

@@ -18,10 +18,10 @@ from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.schemas import Input, ObjectId, Yen, chars
-from kizuna.api.v1.responses import read_errors, write_errors
+from kizuna.api.v1.customers import writable_customer
+from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.commerce.models import ProductKind
 from kizuna.commerce.services import product_ensure
-from kizuna.customers.models import Customer
 from kizuna.subscriptions.models import CancelReason, Subscription
 from kizuna.subscriptions.services import (
     subscription_cancel,
@@ -146,7 +146,7 @@ _TERMS = (
 
 @router.post(
     "/subscriptions",
-    response={201: SubscriptionOut, **write_errors()},
+    response={201: SubscriptionOut, **customer_write_errors()},
     auth=ApiKeyAuth(ApiScope.SUBSCRIPTIONS_WRITE),
     summary="定期を登録する",
     openapi_extra={OPENAPI_MARK: True},
@@ -155,11 +155,13 @@ _TERMS = (
 def create_subscription(
     request: HttpRequest, payload: SubscriptionCreateIn
 ) -> Status[dict[str, Any]]:
+    """他の顧客に統合された顧客の定期は登録できず 409(customer_merged、統合先の ID は
+    merged_into)になります。"""
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
-    customer = Customer.objects.filter(pk=payload.customer_id).first()
-    if customer is None:
-        raise ValidationError({"customer_id": "顧客が見つかりません"})
     with transaction.atomic():
+        customer = writable_customer(payload.customer_id, field="customer_id")
+        if customer is None:
+            raise ValidationError({"customer_id": "顧客が見つかりません"})
         product = product_ensure(
             code=payload.product_code,
             name=payload.product_name or payload.product_code,
