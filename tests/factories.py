@@ -10,7 +10,15 @@ from django.utils import timezone
 
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order, OrderLine, Product, ProductKind
-from kizuna.customers.models import Customer, Identity, IdentityKind
+from kizuna.core.audit import Actor
+from kizuna.customers.models import (
+    ConsentChannel,
+    ConsentMethod,
+    Customer,
+    Identity,
+    IdentityKind,
+)
+from kizuna.customers.services import consent_grant, consent_withdraw
 from kizuna.subscriptions.models import CycleKind, Subscription, SubscriptionStatus
 
 _seq = itertools.count(1)
@@ -101,3 +109,34 @@ def make_subscription(customer: Customer, **fields: Any) -> Subscription:
         # The first box is due on the start day, as subscription_create sets it.
         values.setdefault("next_delivery_on", values["started_on"])
     return Subscription.objects.create(**values)
+
+
+CONSENT_ACTOR = Actor.system("test")
+
+
+def grant_consent(
+    customer: Customer, at: dt.datetime, channel: ConsentChannel = ConsentChannel.EMAIL
+) -> None:
+    """The customer subscribes on the shop's sign-up form at `at`."""
+    consent_grant(
+        customer=customer,
+        channel=channel,
+        method=ConsentMethod.WEB_FORM,
+        source_form="会員登録",
+        wording_version="2025-01",
+        acting_user=CONSENT_ACTOR,
+        at=at,
+    )
+
+
+def withdraw_consent(
+    customer: Customer, at: dt.datetime, channel: ConsentChannel = ConsentChannel.EMAIL
+) -> None:
+    """The customer leaves through an unsubscribe link at `at`."""
+    consent_withdraw(
+        customer=customer,
+        channel=channel,
+        method=ConsentMethod.UNSUBSCRIBE,
+        acting_user=CONSENT_ACTOR,
+        at=at,
+    )

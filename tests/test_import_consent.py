@@ -26,7 +26,7 @@ from kizuna.customers.models import (
     IdentityKind,
 )
 from kizuna.customers.resolution import customer_resolve
-from kizuna.customers.services import consent_grant, consent_withdraw
+from tests.factories import grant_consent, withdraw_consent
 
 pytestmark = pytest.mark.django_db
 
@@ -69,22 +69,8 @@ def unsubscribed() -> Customer:
         source="test",
     ).customer
     signed_up = timezone.now() - dt.timedelta(days=400)
-    consent_grant(
-        customer=customer,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.WEB_FORM,
-        source_form="会員登録",
-        wording_version="2024-04",
-        acting_user=SYSTEM,
-        at=signed_up,
-    )
-    consent_withdraw(
-        customer=customer,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.UNSUBSCRIBE,
-        acting_user=SYSTEM,
-        at=signed_up + dt.timedelta(days=30),
-    )
+    grant_consent(customer, signed_up)
+    withdraw_consent(customer, signed_up + dt.timedelta(days=30))
     return customer
 
 

@@ -35,7 +35,6 @@ from kizuna.customers.models import (
     Consent,
     ConsentChannel,
     ConsentEvent,
-    ConsentMethod,
     Customer,
     CustomerMerge,
     DuplicateCandidate,
@@ -49,8 +48,6 @@ from kizuna.customers.models import (
 from kizuna.customers.resolution import customer_resolve
 from kizuna.customers.services import (
     CONSENT_STATE_FIELDS,
-    consent_grant,
-    consent_withdraw,
     customer_update,
 )
 from kizuna.demo.duplicates import seed_duplicate_candidates
@@ -61,7 +58,7 @@ from kizuna.loyalty.tasks import expire_points
 from kizuna.subscriptions.models import Subscription, SubscriptionDelivery
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
-from tests.factories import make_subscription
+from tests.factories import grant_consent, make_subscription, withdraw_consent
 
 IMPORT = Actor.system("test-import")
 STAFF = Actor(user_id=None, label="operator-1")
@@ -86,18 +83,6 @@ OWNED: tuple[type[models.Model], ...] = (
 def _order(number: str, at: dt.datetime, price: int = 4980) -> OrderInput:
     line = LineInput("SK-01", "美容液", price, 1, ProductKind.MAIN)
     return OrderInput(number=number, ordered_at=at, lines=(line,))
-
-
-def _grant(customer: Customer, channel: ConsentChannel, at: dt.datetime) -> None:
-    consent_grant(
-        customer=customer,
-        channel=channel,
-        method=ConsentMethod.WEB_FORM,
-        source_form="会員登録",
-        wording_version="2025-01",
-        acting_user=IMPORT,
-        at=at,
-    )
 
 
 @dataclass
@@ -142,8 +127,8 @@ def pair(db: None) -> Pair:
     # the survivor's own history
     first, _ = order_upsert(customer=survivor, data=_order("S-1", T0), acting_user=IMPORT)
     points_earn(customer=survivor, amount=200, acting_user=IMPORT, reason="購入", order=first)
-    _grant(survivor, ConsentChannel.EMAIL, T0)
-    _grant(survivor, ConsentChannel.POSTAL, T0)
+    grant_consent(survivor, T0)
+    grant_consent(survivor, T0, ConsentChannel.POSTAL)
     vip, regular = Tag.objects.create(name="VIP"), Tag.objects.create(name="定期会員")
     survivor.tags.add(vip)
 
@@ -185,16 +170,10 @@ def pair(db: None) -> Pair:
         send_after=later,
         next_attempt_at=later,
     )
-    _grant(absorbed, ConsentChannel.EMAIL, later)
-    consent_withdraw(
-        customer=absorbed,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.UNSUBSCRIBE,
-        acting_user=IMPORT,
-        at=later + dt.timedelta(days=1),
-    )
-    _grant(absorbed, ConsentChannel.SMS, later)
-    _grant(absorbed, ConsentChannel.POSTAL, later)
+    grant_consent(absorbed, later)
+    withdraw_consent(absorbed, later + dt.timedelta(days=1))
+    grant_consent(absorbed, later, ConsentChannel.SMS)
+    grant_consent(absorbed, later, ConsentChannel.POSTAL)
     return Pair(survivor=survivor, absorbed=absorbed, candidate=candidate)
 
 
@@ -391,7 +370,7 @@ def test_consents_keep_the_survivors_row_but_never_lose_an_opt_out(pair: Pair) -
 
 
 def test_a_newer_grant_on_the_survivor_is_kept_over_an_older_opt_out(pair: Pair) -> None:
-    _grant(pair.survivor, ConsentChannel.EMAIL, T0 + dt.timedelta(days=400))
+    grant_consent(pair.survivor, T0 + dt.timedelta(days=400))
     merge = customer_merge(survivor=pair.survivor, absorbed=pair.absorbed, acting_user=STAFF)
     assert _consent_states(pair.survivor)[ConsentChannel.EMAIL][0] is True
     assert merge.consents_swapped == {}
@@ -402,16 +381,10 @@ def _decide(customer: Customer, decision: tuple[str, dt.datetime]) -> None:
     at), an opt-out coming after a grant a month earlier."""
     kind, at = decision
     if kind == "grant":
-        _grant(customer, ConsentChannel.EMAIL, at)
+        grant_consent(customer, at)
         return
-    _grant(customer, ConsentChannel.EMAIL, at - dt.timedelta(days=30))
-    consent_withdraw(
-        customer=customer,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.UNSUBSCRIBE,
-        acting_user=IMPORT,
-        at=at,
-    )
+    grant_consent(customer, at - dt.timedelta(days=30))
+    withdraw_consent(customer, at)
 
 
 def _email_state(customer: Customer) -> tuple[object, ...]:

@@ -18,8 +18,6 @@ from kizuna.accounts.models import Role
 from kizuna.core.audit import Actor
 from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge, duplicate_dismiss
 from kizuna.customers.models import (
-    ConsentChannel,
-    ConsentMethod,
     Customer,
     CustomerMerge,
     DuplicateCandidate,
@@ -27,10 +25,15 @@ from kizuna.customers.models import (
     IdentityKind,
 )
 from kizuna.customers.resolution import customer_resolve
-from kizuna.customers.services import consent_grant, consent_withdraw
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
-from tests.factories import add_identity, make_customer, make_order
+from tests.factories import (
+    add_identity,
+    grant_consent,
+    make_customer,
+    make_order,
+    withdraw_consent,
+)
 
 pytestmark = pytest.mark.django_db
 SYSTEM = Actor.system("test")
@@ -232,31 +235,9 @@ def test_the_confirmation_says_which_consent_decision_the_merged_record_keeps(
     # given she subscribed on the older record and later unsubscribed on the newer one
     older, newer = candidate.customer_a, candidate.customer_b
     granted = timezone.make_aware(dt.datetime(2025, 4, 1, 10, 0))
-    consent_grant(
-        customer=older,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.WEB_FORM,
-        source_form="会員登録",
-        wording_version="2025-01",
-        acting_user=SYSTEM,
-        at=granted,
-    )
-    consent_grant(
-        customer=newer,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.WEB_FORM,
-        source_form="会員登録",
-        wording_version="2025-01",
-        acting_user=SYSTEM,
-        at=granted,
-    )
-    consent_withdraw(
-        customer=newer,
-        channel=ConsentChannel.EMAIL,
-        method=ConsentMethod.UNSUBSCRIBE,
-        acting_user=SYSTEM,
-        at=granted + dt.timedelta(days=30, hours=2),
-    )
+    grant_consent(older, granted)
+    grant_consent(newer, granted)
+    withdraw_consent(newer, granted + dt.timedelta(days=30, hours=2))
     client = client_for(Role.OPERATOR)
     url = reverse("duplicates:merge", args=[candidate.pk])
     # when staff are about to keep the older record
