@@ -29,9 +29,8 @@ from django.utils import timezone
 from kizuna.campaigns.models import DeliverySettings
 from kizuna.campaigns.outbox import Purpose, outbox_enqueue
 from kizuna.core.audit import Actor
-from kizuna.customers.models import ConsentChannel, ConsentMethod, Customer, IdentityKind
-from kizuna.customers.services import consent_grant
-from tests.factories import add_identity, make_customer
+from kizuna.customers.models import ConsentChannel, Customer, IdentityKind
+from tests.factories import add_identity, grant_consent, make_customer
 
 STAFF = Actor.system("test")
 REPO = Path(__file__).resolve().parent.parent
@@ -180,14 +179,7 @@ def consenting_customer(
     if email_address:
         add_identity(customer, IdentityKind.EMAIL, email_address)
     for channel in channels:
-        consent_grant(
-            customer=customer,
-            channel=channel,
-            method=ConsentMethod.WEB_FORM,
-            source_form="会員登録フォーム",
-            wording_version="2026-04",
-            acting_user=STAFF,
-        )
+        grant_consent(customer, channel=channel)
     return customer
 
 

@@ -115,9 +115,11 @@ CONSENT_ACTOR = Actor.system("test")
 
 
 def grant_consent(
-    customer: Customer, at: dt.datetime, channel: ConsentChannel = ConsentChannel.EMAIL
+    customer: Customer,
+    at: dt.datetime | None = None,
+    channel: ConsentChannel = ConsentChannel.EMAIL,
 ) -> None:
-    """The customer subscribes on the shop's sign-up form at `at`."""
+    """The customer subscribes on the shop's sign-up form at `at` (default: now)."""
     consent_grant(
         customer=customer,
         channel=channel,

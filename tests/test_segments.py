@@ -24,17 +24,21 @@ from kizuna.customers.models import (
     AcquisitionChannel,
     BehaviourEvent,
     BehaviourKind,
-    ConsentChannel,
-    ConsentMethod,
     Customer,
     Gender,
     MemberStatus,
     Tag,
 )
-from kizuna.customers.services import consent_grant, consent_withdraw
 from kizuna.loyalty.services import points_earn
 from kizuna.subscriptions.models import SubscriptionStatus
-from tests.factories import make_customer, make_order, make_product, make_subscription
+from tests.factories import (
+    grant_consent,
+    make_customer,
+    make_order,
+    make_product,
+    make_subscription,
+    withdraw_consent,
+)
 from tests.test_scenarios_kit import STAFF, jst, one
 
 pytestmark = pytest.mark.django_db
@@ -42,15 +46,9 @@ NOW = jst(2026, 5, 10, 12)
 
 
 def _consent(customer: Customer, granted: bool) -> None:
-    consent_grant(
-        customer=customer, channel=ConsentChannel.EMAIL, method=ConsentMethod.WEB_FORM,
-        source_form="会員登録", wording_version="v1", acting_user=STAFF, at=jst(2025, 1, 1),
-    )  # fmt: skip
+    grant_consent(customer, jst(2025, 1, 1))
     if not granted:
-        consent_withdraw(
-            customer=customer, channel=ConsentChannel.EMAIL, method=ConsentMethod.UNSUBSCRIBE,
-            acting_user=STAFF, at=jst(2025, 2, 1),
-        )  # fmt: skip
+        withdraw_consent(customer, jst(2025, 2, 1))
 
 
 def _subscription(
