@@ -17,23 +17,6 @@ from kizuna.core.models import TimeStampedModel
 KEY_HELP = "半角英数字とハイフン。ファイルでの読み書きとURLに使います(作成後は変えないでください)。"
 
 
-def too_long(model: type[models.Model], **values: str) -> list[str]:
-    """A Japanese message for each value longer than its column holds (named by the field's
-    label). The forms limit what a browser sends, but a scenario file or a script does not:
-    SQLite would store any length, and PostgreSQL refuse it with a server error."""
-    errors = []
-    for name, value in values.items():
-        field = model._meta.get_field(name)
-        if not isinstance(field, models.CharField):
-            raise TypeError(f"{model.__name__}.{name} is not a text column")
-        limit = field.max_length
-        if limit is not None and len(value) > limit:
-            errors.append(
-                f"{field.verbose_name}は{limit}文字以内で入力してください(いま{len(value)}文字)"
-            )
-    return errors
-
-
 class Segment(TimeStampedModel):
     """A saved rule tree over customers (see kizuna.campaigns.automation.segments)."""
 

@@ -40,12 +40,12 @@ from kizuna.campaigns.automation.models import (
     ScenarioStep,
     Segment,
     TriggerKind,
-    too_long,
 )
 from kizuna.campaigns.automation.sqlfuncs import MonthOf
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
+from kizuna.core.limits import too_long
 from kizuna.core.spreadsheet import XLSX_MAX_ROWS
 from kizuna.customers.models import (
     AcquisitionChannel,

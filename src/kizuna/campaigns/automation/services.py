@@ -33,7 +33,6 @@ from kizuna.campaigns.automation.models import (
     SegmentMember,
     StepAnchor,
     StepDispatch,
-    too_long,
 )
 from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
@@ -42,6 +41,7 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
+from kizuna.core.limits import too_long
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 ORDER_ANCHORS = (

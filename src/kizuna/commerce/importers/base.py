@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
-from django.db import models
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, RowErrors
@@ -20,39 +19,18 @@ from kizuna.commerce.importers.table import Column, Header, Record, bind
 from kizuna.commerce.models import Order, OrderLine, Product, Shipment
 from kizuna.commerce.services import OrderInput, validate_order_input
 from kizuna.core import jp
+from kizuna.core.limits import TextLimit
 from kizuna.customers.models import Customer, IdentityKind
 
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Limit:
-    """How many characters a database column holds, and what staff call the field."""
-
-    label: str
-    chars: int
-
-    @classmethod
-    def of(cls, model: type[models.Model], name: str) -> Limit:
-        field = model._meta.get_field(name)
-        if not isinstance(field, models.CharField) or field.max_length is None:
-            raise TypeError(f"{model.__name__}.{name} holds text of any length")
-        return cls(str(field.verbose_name), field.max_length)
-
-    def reason(self, value: str, label: str = "") -> str | None:
-        """Why `value` cannot be stored, or None when it fits. A value is never cut to fit:
-        the rest of a product name or a tracking number would be lost without a word."""
-        if len(value) <= self.chars:
-            return None
-        return f"{label or self.label}は{self.chars}文字以内にしてください(いま{len(value):,}文字)"
-
-
-ORDER_NUMBER = Limit.of(Order, "number")
-PRODUCT_CODE = Limit.of(Product, "code")
-PRODUCT_NAME = Limit.of(OrderLine, "product_name")
-PAYMENT_METHOD = Limit.of(Order, "payment_method")
-CARRIER = Limit.of(Shipment, "carrier")
-TRACKING_NUMBER = Limit.of(Shipment, "tracking_number")
+ORDER_NUMBER = TextLimit.of(Order, "number")
+PRODUCT_CODE = TextLimit.of(Product, "code")
+PRODUCT_NAME = TextLimit.of(OrderLine, "product_name")
+PAYMENT_METHOD = TextLimit.of(Order, "payment_method")
+CARRIER = TextLimit.of(Shipment, "carrier")
+TRACKING_NUMBER = TextLimit.of(Shipment, "tracking_number")
 
 
 @dataclass
@@ -131,7 +109,7 @@ class Cells:
     def fail(self, column: str, reason: str) -> None:
         self.errors.append(RowError(self.record.line, column, reason, self.order))
 
-    def fits(self, column: Column | None, limit: Limit, value: str, label: str = "") -> str:
+    def fits(self, column: Column | None, limit: TextLimit, value: str, label: str = "") -> str:
         """`value`, after recording an error against `column` if it is too long to store."""
         reason = limit.reason(value, label)
         if reason is not None:
@@ -232,7 +210,7 @@ _PROFILE_SOURCES = {
     "address1": ("address1", "billing_city"),
     "address2": ("address2",),
 }
-_PROFILE_LIMITS = {name: Limit.of(Customer, name) for name in _PROFILE_SOURCES}
+_PROFILE_LIMITS = {name: TextLimit.of(Customer, name) for name in _PROFILE_SOURCES}
 
 
 def check_profile(

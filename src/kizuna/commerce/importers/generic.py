@@ -20,7 +20,6 @@ from kizuna.commerce.importers.base import (
     TRACKING_NUMBER,
     Cells,
     FormatInfo,
-    Limit,
     ParsedCustomer,
     ParsedOrder,
     Skipped,
@@ -36,6 +35,7 @@ from kizuna.commerce.importers.table import Column, Header, Record, bind
 from kizuna.commerce.models import Order, OrderStatus
 from kizuna.commerce.services import LineInput, OrderInput
 from kizuna.core import jp, yamlfile
+from kizuna.core.limits import TextLimit
 from kizuna.customers.models import Consent, IdentityKind, MemberStatus
 
 CUSTOMER_FIELDS = (
@@ -148,8 +148,8 @@ def _recorded_names(raw: dict[str, Any]) -> tuple[str, str]:
     source = str(raw.get("source", "CSV"))
     consent_form = str(raw.get("consent_form", "CSV取込"))
     for key, value, limit in (
-        ("source", source, Limit.of(Order, "source")),
-        ("consent_form", consent_form, Limit.of(Consent, "source_form")),
+        ("source", source, TextLimit.of(Order, "source")),
+        ("consent_form", consent_form, TextLimit.of(Consent, "source_form")),
     ):
         if len(value) > limit.chars:
             raise UsageError(f"{key} は{limit.chars}文字までです(いま{len(value)}文字)")
