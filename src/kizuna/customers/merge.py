@@ -408,10 +408,10 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
     survivor keeps its own row, takes over the absorbed row's decision when that one is later
     (an opt-out on a tie), or receives the absorbed row when it has none; the points balance
     moves as two adjustment entries; blank profile fields of the survivor are filled (a
-    non-blank one is never overwritten); the absorbed record is marked 退会 and `merged_into` the survivor; the pair's
-    review candidate is marked 統合済 (created when the pair was never proposed). Audit rows on
-    both records list the moved row ids per table; the returned CustomerMerge holds all that
-    `customer_merge_undo` needs.
+    non-blank one is never overwritten); the absorbed record is marked 退会 and `merged_into`
+    the survivor; the pair's review candidate is marked 統合済 (created when the pair was never
+    proposed). Audit rows on both records list the moved row ids per table; the returned
+    CustomerMerge holds all that `customer_merge_undo` needs.
 
     Raises MergeError when the two are the same record or either was already merged away.
     """
