@@ -74,6 +74,7 @@ def test_an_identity_of_another_customer_is_refused_and_nothing_is_created(
     ("identities", "field"),
     [
         ({"email": "not-an-address"}, "identities.email"),
+        ({"email": "a" * 244 + "@example.jp"}, "identities.email"),  # 255: SMTP carries 254
         ({"phone": "12"}, "identities.phone"),
         ({"cart_member_id": "   "}, None),
     ],

@@ -118,6 +118,15 @@ def test_order_texts_too_long_are_named_by_their_own_columns(tmp_path: Path) -> 
     assert not Order.objects.exists()
 
 
+def test_an_email_too_long_to_deliver_is_a_row_error_on_every_database(tmp_path: Path) -> None:
+    # 255 characters: once refused only by PostgreSQL's column, mid-import
+    too_long = "a" * 244 + "@example.jp"
+    result = _import_orders(tmp_path, [_order("W-1"), _order("W-2", メール=too_long)])
+    assert _errors(result) == [(3, "メール", "メールアドレスが長すぎます(254文字まで)")]
+    assert list(Order.objects.values_list("number", flat=True)) == ["W-1"]
+    assert not Identity.objects.filter(value=too_long).exists()
+
+
 def test_a_family_name_too_long_is_named_by_the_files_column_in_our_words(
     tmp_path: Path,
 ) -> None:

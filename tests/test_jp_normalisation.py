@@ -116,6 +116,14 @@ def test_bad_emails_are_refused(raw: str) -> None:
         jp.normalize_email(raw)
 
 
+def test_an_email_longer_than_mail_systems_deliver_is_refused() -> None:
+    # 254 characters is the longest address SMTP carries (RFC 5321) and what Kizuna stores
+    longest = "a" * 243 + "@example.jp"
+    assert jp.normalize_email(longest) == longest
+    with pytest.raises(jp.NormalisationError, match="254文字まで"):
+        jp.normalize_email("a" + longest)
+
+
 def test_the_name_search_key_folds_kanji_variants_and_drops_spaces() -> None:
     # The key only: the name itself keeps 髙 as the customer wrote it (test_search). An operator
     # typing 高橋 must find 髙橋, and the other way round.

@@ -104,12 +104,20 @@ def format_phone(value: str | None) -> str:
 
 
 def normalize_email(value: str) -> str:
-    """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display)."""
+    """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display).
+
+    At most EMAIL_MAX_LENGTH characters as given and as normalised: no mail system delivers a
+    longer one (RFC 5321), and the identity and suppression columns hold that many."""
     email = nfkc(value).lower()
     local, sep, domain = email.partition("@")
     if not sep or not local or "." not in domain or " " in email:
         raise NormalisationError("メールアドレスとして読めません")
+    if max(len(email), len(value.strip())) > EMAIL_MAX_LENGTH:
+        raise NormalisationError(f"メールアドレスが長すぎます({EMAIL_MAX_LENGTH}文字まで)")
     return email
+
+
+EMAIL_MAX_LENGTH = 254
 
 
 def normalize_kana(value: str) -> str:
