@@ -10,6 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
 from kizuna.campaigns.automation.models import (
     Backlog,
@@ -20,7 +21,7 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
     TickLog,
 )
-from kizuna.campaigns.automation.scheduler import lease_acquire, tick
+from kizuna.campaigns.automation.scheduler import lease_acquire, prune_tick_logs, tick
 from kizuna.campaigns.automation.services import ScenarioError, backlog_confirm, backlog_discard
 from kizuna.campaigns.models import OutboxMessage
 from kizuna.commerce.models import Shipment
@@ -246,6 +247,41 @@ def test_each_tick_is_logged_with_what_it_did() -> None:
     assert log.now == jst(2026, 5, 2, 10)
     assert log.report["scenarios"][0]["queued"] == 2
     assert "送信キュー 2" in out.getvalue()
+
+
+def _tick_log(started: dt.datetime, status: str = TickLog.Status.DONE) -> TickLog:
+    return TickLog.objects.create(started_at=started, now=started, holder="h", status=status)
+
+
+@pytest.mark.django_db
+def test_tick_logs_older_than_30_days_are_pruned_but_the_latest_finished_one_is_kept() -> None:
+    # given a month-old finished tick, a failed tick after it, and one from yesterday
+    wall = jst(2026, 6, 1, 10)
+    old_done = _tick_log(wall - dt.timedelta(days=40))
+    older = _tick_log(wall - dt.timedelta(days=45))
+    old_failed = _tick_log(wall - dt.timedelta(days=35), TickLog.Status.FAILED)
+    recent = _tick_log(wall - dt.timedelta(days=1), TickLog.Status.FAILED)
+    # when pruned
+    deleted = prune_tick_logs(wall)
+    # then what is older than 30 days goes, except the latest finished tick, which the next
+    # tick needs to notice the scheduler was stopped (S10)
+    assert deleted == 2
+    assert set(TickLog.objects.values_list("pk", flat=True)) == {old_done.pk, recent.pk}
+    assert not TickLog.objects.filter(pk__in=[older.pk, old_failed.pk]).exists()
+
+
+@pytest.mark.django_db
+def test_a_tick_prunes_old_logs_after_it_has_read_the_gap() -> None:
+    # given a scheduler that last ran 40 days ago (by the clock and by its logs)
+    scenario(trigger={"kind": "first_purchase"}, activated_at=START)
+    long_ago = timezone.now() - dt.timedelta(days=40)
+    _tick_log(long_ago)
+    # when it runs again
+    report = tick(timezone.now())
+    # then it knew it had been stopped, and only its own log is left
+    assert report.backlog_mode
+    assert list(TickLog.objects.values_list("status", flat=True)) == [TickLog.Status.DONE]
+    assert TickLog.objects.get().started_at > long_ago
 
 
 @pytest.mark.django_db

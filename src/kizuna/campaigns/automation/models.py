@@ -484,7 +484,8 @@ class TickLog(models.Model):
         DONE = "done", "完了"
         FAILED = "failed", "失敗"
 
-    started_at = models.DateTimeField("開始")
+    # Indexed: the scenario page shows the latest run, and old runs are pruned by it.
+    started_at = models.DateTimeField("開始", db_index=True)
     finished_at = models.DateTimeField("終了", null=True, blank=True)
     # The moment the tick evaluated (the clock, or --now).
     now = models.DateTimeField("評価時刻", db_index=True)

@@ -97,6 +97,9 @@ from kizuna.customers.models import Customer
 logger = logging.getLogger(__name__)
 
 LEASE_NAME = "scenarios"
+# How long a tick's log row is kept: a tick a minute is 525,000 rows a year, and only the
+# latest ones are shown.
+TICK_LOG_KEEP = dt.timedelta(days=30)
 LEASE_TTL = dt.timedelta(minutes=5)
 # Enrollments still waiting this long after their last step could have run are closed.
 ENROLLMENT_GRACE_DAYS = 90
@@ -259,8 +262,26 @@ def tick(now: dt.datetime | None = None) -> TickReport:
             log.finished_at = timezone.now()
             log.report = report.as_dict()
             log.save()
+            prune_tick_logs(wall)
         lease_release(holder)
     return report
+
+
+def prune_tick_logs(wall: dt.datetime) -> int:
+    """Delete the logs of ticks that started more than TICK_LOG_KEEP before `wall` (the
+    clock), except the latest finished one however old: the next tick measures the gap since
+    it to decide whether late messages wait for confirmation (S10)."""
+    latest_done = (
+        TickLog.objects.filter(status=TickLog.Status.DONE)
+        .order_by("-now")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    old = TickLog.objects.filter(started_at__lt=wall - TICK_LOG_KEEP)
+    if latest_done is not None:
+        old = old.exclude(pk=latest_done)
+    deleted, _ = old.delete()
+    return deleted
 
 
 def _active_scenarios() -> list[Scenario]:
