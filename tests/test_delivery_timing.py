@@ -90,6 +90,27 @@ def test_quiet_hours_are_on_the_tokyo_calendar(queued: dt.datetime, expected: dt
         assert message.sent_at == expected
 
 
+def test_an_overdue_message_found_at_night_waits_for_the_morning() -> None:
+    # given a marketing mail due yesterday at 10:00 that no worker sent then (one was
+    # stopped, or delivery was paused) and a worker that runs at 01:24 Tokyo time
+    customer = consenting_customer()
+    message = mail(customer, "late", send_after=jst(2026, 5, 1, 10, 0).astimezone(UTC))
+    night = jst(2026, 5, 2, 1, 24).astimezone(UTC)
+    recorder = Recorder()
+    # when it drains the outbox
+    worker_at(night, recorder).drain()
+    # then nothing goes out in quiet hours: the mail waits for 08:00
+    message.refresh_from_db()
+    assert recorder.sent == []
+    assert (message.status, message.next_attempt_at) == (
+        OutboxStatus.PENDING,
+        jst(2026, 5, 2, 8, 0),
+    )
+    worker_at(jst(2026, 5, 2, 8, 0).astimezone(UTC), recorder).drain()
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+
+
 def test_transactional_mail_ignores_quiet_hours() -> None:
     customer = consenting_customer()
     night = jst(2026, 5, 2, 2, 0).astimezone(UTC)

@@ -312,7 +312,12 @@ class DeliveryWorker:
             target = max(
                 target, timing.at_usual_hour(message.send_after, hours[message.customer_id])
             )
-        target = timing.after_quiet_hours(target, start=config.quiet_start, end=config.quiet_end)
+        # From now when the time has passed: a message due yesterday at 10:00 that a worker
+        # picks up at 01:00 (it was stopped, delivery was paused, or a retry) is inside quiet
+        # hours now, whatever its own time was.
+        target = timing.after_quiet_hours(
+            max(target, now), start=config.quiet_start, end=config.quiet_end
+        )
         if target > now:
             plan.defer_to = target
             plan.defer_note = "送信時刻の調整(夜間・顧客ごとの時刻)"
