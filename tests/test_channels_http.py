@@ -112,6 +112,24 @@ def test_sms_goes_to_the_provider_with_the_mobile_number(sms_api) -> None:  # ty
     assert "配信停止: https://crm.kizuna.example/u/" in body["text"]
 
 
+def test_an_sms_too_long_with_its_sender_block_fails_whole_instead_of_being_cut(  # type: ignore[no-untyped-def]
+    sms_api, settings
+) -> None:
+    # given sender details so long that with them a short text exceeds an SMS (660 characters)
+    settings.KIZUNA_SENDER_ADDRESS = "東" * 600
+    customer = consenting_customer(email_address=None, channels=(ConsentChannel.SMS,))
+    add_identity(customer, IdentityKind.PHONE, "+819012345678")
+    message = mail(customer, "sms-long", channel="sms", content={"text": "明日までポイント2倍"})
+    # when it is delivered
+    DeliveryWorker().drain()
+    # then nothing goes to the provider, and the delivery page says why
+    assert sms_api.requests == []
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.FAILED
+    assert "660文字を超えます" in message.reason
+    assert "送信者表示を短く" in message.reason
+
+
 def test_sms_without_a_mobile_number_is_skipped_not_sent(sms_api) -> None:  # type: ignore[no-untyped-def]
     customer = consenting_customer(email_address=None, channels=(ConsentChannel.SMS,))
     add_identity(customer, IdentityKind.PHONE, "+81312345678")

@@ -46,11 +46,21 @@ def post_json(url: str, body: dict[str, Any], headers: dict[str, str]) -> int:
 
 
 def text_with_sender_block(envelope: Envelope, limit: int) -> str:
-    """The message's text within `limit` characters, marketing messages ending with the short
-    sender block (S8). The message is shortened, never the block."""
+    """The message's text, marketing messages ending with the short sender block (S8).
+
+    A text that does not fit in `limit` characters with the block is refused (a permanent
+    failure, shown on the delivery page), never cut: a shortened message can lose its point, a
+    date or a link, and a long sender block once made the cut remove the wrong end."""
     block = ""
     if envelope.marketing and envelope.sender is not None:
         block = sender_block.short_block(
             envelope.sender, unsubscribe_url(envelope.unsubscribe_token)
         )
-    return str(envelope.content["text"])[: limit - len(block)] + block
+    text = str(envelope.content["text"])
+    if len(text) + len(block) > limit:
+        raise TransportError(
+            f"本文と送信者表示で{limit:,}文字を超えます(本文{len(text):,}文字・送信者表示"
+            f"{len(block):,}文字)。テンプレートか配信ルールの送信者表示を短くしてください",
+            permanent=True,
+        )
+    return text + block
