@@ -498,6 +498,10 @@ def test_an_error_that_is_not_the_templates_is_shown_for_the_administrator(
 
 def test_offers_are_added_and_bad_values_explained(client_for: Login) -> None:
     client = client_for(Role.MARKETER)
+    # the page says the shop's cart issues coupons and points: a marketer who reads
+    # 「ポイント付与」 must not expect Kizuna to credit them
+    page = client.get(reverse("scenarios:offers")).content.decode()
+    assert "ポイントの付与はKizunaでは行いません" in page
     bad = client.post(
         reverse("scenarios:offers"),
         {"key": "pct", "name": "割引", "kind": "percent_off", "value": "150", "valid_days": "14"},
