@@ -308,6 +308,8 @@ def test_merged_records_are_never_members(shop: dict[str, Any]) -> None:
         (one("prefecture", "in", ["48"]), "選べない値です: 48"),
         (one("registered", "between_dates", ["2026-13-01", "2026-12-01"]), "YYYY-MM-DD"),
         (one("cart_add", "within_days", 0), "1〜3650"),
+        # a negative count of days names the same range (not "0以上", which 0 then broke)
+        (one("cart_add", "within_days", -5), "日数は1〜3650の整数で"),
         # Values the database or the calendar cannot hold were a 500 in the live count.
         (one("age", "gte", 200), "0〜150の整数"),
         (one("age", "eq", 5000), "0〜150の整数"),

@@ -713,10 +713,11 @@ class _Checker:
 
 
 def _number_error(shape: Shape, value: Any, maximum: int) -> str:
+    if shape == Shape.DAYS and not (_is_int(value) and 1 <= value <= MAX_DAYS):
+        # One message naming the whole range: "0以上" first, then "1〜" for 0, misled.
+        return f"日数は1〜{MAX_DAYS}の整数で入力してください"
     if not _is_int(value) or value < 0:
         return "0以上の整数を入力してください"
-    if shape == Shape.DAYS and not 1 <= value <= MAX_DAYS:
-        return f"日数は1〜{MAX_DAYS}で入力してください"
     if value > maximum:
         return f"0〜{maximum:,}の整数で入力してください"
     return ""
