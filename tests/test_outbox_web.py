@@ -22,6 +22,7 @@ from kizuna.campaigns.models import (
     SuppressionReason,
 )
 from kizuna.campaigns.suppression import suppression_add
+from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind, TimelineKind
 from kizuna.web.templatetags.kizuna import jdatetime
@@ -197,6 +198,24 @@ def test_marketer_adds_and_removes_a_suppression(client_for) -> None:  # type: i
     assert list(
         AuditLog.objects.filter(action__startswith="suppression.").values_list("action", flat=True)
     ) == ["suppression.add", "suppression.remove"]
+
+
+def test_the_suppression_list_names_system_processes_in_japanese(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given addresses blocked by the worker (a bounce) and by an admin's shell command
+    suppression_add(
+        kind=SuppressionKind.EMAIL, address="bounced@example.jp",
+        reason=SuppressionReason.BOUNCE, acting_user=Actor.system("delivery-worker"),
+    )  # fmt: skip
+    suppression_add(
+        kind=SuppressionKind.EMAIL, address="asked@example.jp",
+        reason=SuppressionReason.MANUAL, acting_user=Actor.system("customers-command(root)"),
+    )  # fmt: skip
+    # when a marketer reads the list
+    listing = client_for(Role.MARKETER).get("/delivery/suppressions/").content.decode()
+    # then who added them is in words, not the internal labels
+    assert "システム(配信ワーカー)" in listing
+    assert "システム(顧客コマンド root)" in listing
+    assert "system:" not in listing
 
 
 def test_operators_cannot_edit_the_suppression_list(client_for) -> None:  # type: ignore[no-untyped-def]

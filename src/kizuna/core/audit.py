@@ -32,6 +32,42 @@ class Actor:
         return cls(user_id=user.pk, label=user.get_username())
 
 
+# What staff read for the system processes' labels (Actor.system): the label is stable data
+# in audit rows; the words are for the pages. A label with a part after ":" or "(" (which
+# webhook source, whose shell account) keeps that part.
+SYSTEM_ACTOR_NAMES = {
+    "demo": "デモデータ",
+    "delivery-worker": "配信ワーカー",
+    "unsubscribe-link": "配信停止リンク",
+    "campaigns-command": "配信コマンド",
+    "customers-command": "顧客コマンド",
+    "scenarios-load": "シナリオファイルの読み込み",
+    "restore-check": "復元の検知",
+    "points-expiry": "ポイント失効処理",
+    "analytics-command": "分析コマンド",
+    "analytics-task": "分析",
+    "analytics-nightly": "夜間の分析",
+    "import": "CSV取込",
+    "webhook": "Webhook",
+}
+
+
+def actor_display(label: str) -> str:
+    """A recorded actor label as staff read it: a user name as it is, a system process as
+    「システム(配信ワーカー)」, e.g. "system:webhook:ec-cube" as 「システム(Webhook ec-cube)」."""
+    if not label.startswith("system:"):
+        return label
+    name = label.removeprefix("system:")
+    detail = ""
+    for separator in (":", "("):
+        if separator in name:
+            name, _, detail = name.partition(separator)
+            detail = detail.removesuffix(")")
+            break
+    words = SYSTEM_ACTOR_NAMES.get(name, name)
+    return f"システム({words} {detail})" if detail else f"システム({words})"
+
+
 def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, bool | int | float | str):
         return value

@@ -12,6 +12,7 @@ from django.utils import timezone
 from kizuna.accounts.access import PUBLIC, allowed_roles
 from kizuna.accounts.models import User
 from kizuna.core import jp
+from kizuna.core.audit import actor_display
 from kizuna.web.navigation import MENU
 
 register = template.Library()
@@ -25,6 +26,12 @@ def yen(value: int | str | None) -> str:
     amount = int(value)
     sign = "-" if amount < 0 else ""
     return f"{sign}¥{abs(amount):,}"
+
+
+@register.filter
+def actor(label: str | None) -> str:
+    """Who recorded something: a staff user name, or a system process in Japanese."""
+    return actor_display(label) if label else "-"
 
 
 @register.filter
