@@ -128,7 +128,7 @@ def test_opening_the_link_again_after_stopping_says_it_is_stopped() -> None:
 
 
 def test_the_pages_name_the_shop_and_its_contact(settings) -> None:  # type: ignore[no-untyped-def]
-    # The header says Kizuna; the customer knows the shop that sent the mail.
+    # The customer knows the shop that sent the mail, not the CRM behind it.
     DeliverySettings.objects.update_or_create(
         pk=1, defaults={"sender_name": "きずな化粧品", "sender_contact": "0120-000-000"}
     )
@@ -140,6 +140,12 @@ def test_the_pages_name_the_shop_and_its_contact(settings) -> None:  # type: ign
     assert "きずな化粧品からのメールでのお知らせの配信を停止しました" in done
     invalid = Client().get(f"/u/{token[:-3]}abc").content.decode()
     assert "きずな化粧品のお問い合わせ窓口(0120-000-000)までご連絡ください" in invalid
+    for page in (confirm, done, invalid):
+        # the header and title are the shop's; nothing names Kizuna or leads to the staff login
+        assert "<title>配信停止の確認 | きずな化粧品</title>" in confirm
+        assert '<span class="brand">きずな化粧品</span>' in page
+        assert "Kizuna" not in page
+        assert "/login" not in page
     # without a configured sender the sentences still read
     DeliverySettings.objects.update(sender_name="", sender_contact="")
     settings.KIZUNA_SENDER_NAME = settings.KIZUNA_SENDER_CONTACT = ""
