@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, F
 
 from kizuna.campaigns.automation.clock import jst_at, jst_date
 from kizuna.campaigns.automation.lift import scenario_lift
@@ -20,6 +20,7 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
 )
 from kizuna.campaigns.automation.scheduler import tick
+from kizuna.campaigns.delivery import CAPPED_CHANNELS
 from kizuna.campaigns.models import DeliveryList, DeliverySettings, OutboxMessage, OutboxStatus
 from kizuna.campaigns.sender import current_sender
 from kizuna.commerce.models import Order
@@ -95,6 +96,11 @@ def _history_is_what_the_scheduler_would_have_written() -> None:
     ).exists()
     sent = messages.filter(status=OutboxStatus.SENT)
     assert not sent.filter(sent_at__gte=end).exists()
+    # the frequency cap counts the demo's past sends, as it counts the worker's
+    capped = sent.filter(sent_channel__in=CAPPED_CHANNELS)
+    assert capped.exists()
+    assert not capped.exclude(cap_counted_at=F("sent_at")).exists()
+    assert not messages.exclude(status=OutboxStatus.SENT).exclude(cap_counted_at=None).exists()
     assert (
         messages.filter(status=OutboxStatus.SKIPPED).exclude(reason="").count()
         == messages.filter(status=OutboxStatus.SKIPPED).count()

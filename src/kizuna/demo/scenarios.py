@@ -64,7 +64,7 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.campaigns.automation.yaml_io import load_yaml
 from kizuna.campaigns.consent_checks import NO_CONSENT, OPTED_OUT
-from kizuna.campaigns.delivery import timeline_title
+from kizuna.campaigns.delivery import CAPPED_CHANNELS, timeline_title
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
@@ -562,7 +562,9 @@ class _History:
                 (pk, customer_id, step.channel, "" if reason else channel, Purpose.MARKETING.value,
                  key, content, sent_at, sent_at, scenario.pk, step.key, row["pk"],
                  OutboxStatus.SKIPPED.value if reason else OutboxStatus.SENT.value,
-                 0 if reason else 1, None if reason else sent_at, reason, sent_at)
+                 0 if reason else 1, None if reason else sent_at, reason, sent_at,
+                 # as the worker leaves a capped send: it counts against the frequency cap
+                 sent_at if not reason and channel in CAPPED_CHANNELS else None)
             )  # fmt: skip
             if reason:
                 continue
@@ -615,7 +617,7 @@ DISPATCH_COLUMNS = ("enrollment_id", "step_id", "repeat", "due_at", "status", "d
 OUTBOX_COLUMNS = (
     "id", "customer_id", "channel", "sent_channel", "purpose", "dedupe_key", "content",
     "send_after", "next_attempt_at", "scenario_id", "step_key", "enrollment_id", "status",
-    "attempts", "sent_at", "reason", "created_at",
+    "attempts", "sent_at", "reason", "created_at", "cap_counted_at",
 )  # fmt: skip
 
 
