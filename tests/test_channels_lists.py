@@ -128,13 +128,12 @@ def test_closing_a_list_starts_a_new_one(client_for) -> None:  # type: ignore[no
     assert DeliveryList.objects.filter(closed_at=None).count() == 0
 
 
-def test_an_insert_goes_with_the_customers_latest_order_and_its_shipment(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_an_insert_goes_into_the_customers_next_parcel_with_its_shipment(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given: two orders not shipped yet (a pre-order from 40 days ago and today's)
     customer = postal_customer()
     make_order(customer, number="KZ-1001", ordered_at=timezone.now() - dt.timedelta(days=40))
     latest = make_order(customer, number="KZ-1002")
-    Shipment.objects.create(
-        order=latest, shipped_on=timezone.localdate(), tracking_number="4000-1111-2222"
-    )
+    # when: one insert names no order and one names the pre-order
     mail(
         customer,
         "insert-1",
@@ -148,6 +147,10 @@ def test_an_insert_goes_with_the_customers_latest_order_and_its_shipment(client_
         content={"title": "指定注文", "text": "x", "order_number": "KZ-1001"},
     )
     DeliveryWorker().drain()
+    # and the warehouse records today's parcel as shipped before the list is downloaded
+    Shipment.objects.create(
+        order=latest, shipped_on=timezone.localdate(), tracking_number="4000-1111-2222"
+    )
     delivery_list = DeliveryList.objects.get(channel="insert")
     rows = list(
         csv.reader(
@@ -156,6 +159,8 @@ def test_an_insert_goes_with_the_customers_latest_order_and_its_shipment(client_
             )
         )
     )
+    # then: the first goes into the newest unshipped order, the second into the one named,
+    # each with its tracking number once there is one
     assert rows[0][:3] == ["顧客ID", "注文番号", "出荷伝票番号"]
     assert [row[1:3] for row in rows[1:]] == [["KZ-1002", "4000-1111-2222"], ["KZ-1001", ""]]
 
@@ -178,7 +183,7 @@ def test_an_insert_respects_a_postal_opt_out_and_needs_an_order() -> None:
     DeliveryWorker().drain()
     a.refresh_from_db()
     b.refresh_from_db()
-    assert a.reason == "同梱物の宛先がありません"
+    assert a.reason == "同梱できる未出荷の注文がありません"
     assert b.reason == "配信停止済みです"
 
 

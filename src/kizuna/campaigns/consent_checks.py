@@ -1,7 +1,8 @@
 """Whether a message may go to a customer on a channel, decided at send time (S4, S6, S7).
 
 Everything a batch needs is loaded in a few queries (`Audience.load`) and the per-message
-checks are pure functions of it, so a batch of 100 messages costs a handful of queries.
+checks are pure functions of it, so a batch of 100 messages costs a handful of queries (the
+同梱物 orders, when the batch has inserts, one more).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from django.db.models import Exists, OuterRef
+
 from kizuna.campaigns import channels
 from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, SuppressionReason
 from kizuna.campaigns.suppression import address_hash
-from kizuna.commerce.models import Order
+from kizuna.commerce.models import Order, OrderStatus, Shipment
 from kizuna.customers.models import (
     AcquisitionChannel,
     Consent,
@@ -76,9 +79,13 @@ OPTED_OUT = "配信停止済みです"
 NO_EVIDENCE = "同意の証跡(日時・方法・取得フォーム・文言バージョン)が不足しています"
 WITHDRAWN = "退会済みの顧客です"
 NO_BEST = "送信できるチャネルがありません(同意・宛先・配信停止を確認してください)"
+# A 同梱物 goes into a parcel the warehouse has not sent yet, or nowhere: see Audience.parcel.
+NO_PARCEL = "同梱できる未出荷の注文がありません"
 
 
 def no_address(channel: str) -> str:
+    if channel == Channel.INSERT:
+        return NO_PARCEL
     return f"{Channel(channel).label}の宛先がありません"
 
 
@@ -115,6 +122,25 @@ def consent_problem(consent: ConsentFacts | None) -> str | None:
     return None
 
 
+def parcels(customer_ids: Iterable[int]) -> dict[int, list[str]]:
+    """The orders a 同梱物 can still go into, per customer, newest first: received, not
+    cancelled or returned, with no shipment recorded (a parcel that has left cannot take a
+    leaflet, and an order the cart reports shipped before the warehouse's shipment file
+    arrived has left too). One query for the whole batch."""
+    found: dict[int, list[str]] = defaultdict(list)
+    ids = list(set(customer_ids))
+    if not ids:
+        return {}
+    for customer_id, number in (
+        Order.objects.filter(customer_id__in=ids, status=OrderStatus.RECEIVED)
+        .filter(~Exists(Shipment.objects.filter(order=OuterRef("pk"))))
+        .order_by("customer_id", "-ordered_at", "-id")
+        .values_list("customer_id", "number")
+    ):
+        found[customer_id].append(number)
+    return dict(found)
+
+
 @dataclass
 class Audience:
     """The identities, consents, suppressions and orders of one batch's customers."""
@@ -122,10 +148,15 @@ class Audience:
     identities: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     consents: dict[tuple[int, str], ConsentFacts] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], str] = field(default_factory=dict)
-    latest_orders: dict[int, str] = field(default_factory=dict)
+    customer_ids: frozenset[int] = frozenset()
+    # The orders each customer's 同梱物 may go into (`parcels`), read on the first insert.
+    insertable: dict[int, list[str]] | None = None
 
     @classmethod
     def load(cls, customer_ids: Iterable[int], *, with_orders: Iterable[int] = ()) -> Audience:
+        """`with_orders`: customers whose inserts name no order. Their orders are then read
+        at once, for the whole batch (an insert naming its order is checked against the same
+        rows); a batch whose inserts all name theirs reads them on the first one."""
         ids = list(set(customer_ids))
         identities: dict[tuple[int, str], list[str]] = defaultdict(list)
         for customer_id, kind, value in (
@@ -149,16 +180,10 @@ class Audience:
                 address__in=addresses | set(hashed)
             ).values_list("kind", "address", "reason")
         }
-        latest_orders: dict[int, str] = {}
-        order_ids = list(set(with_orders))
-        if order_ids:
-            for customer_id, number in (
-                Order.objects.filter(customer_id__in=order_ids)
-                .order_by("customer_id", "-ordered_at", "-id")
-                .values_list("customer_id", "number")
-            ):
-                latest_orders.setdefault(customer_id, number)
-        return cls(dict(identities), consents, suppressions, latest_orders)
+        audience = cls(dict(identities), consents, suppressions, frozenset(ids))
+        if list(with_orders):
+            audience.insertable = parcels(ids)
+        return audience
 
     def address(self, customer: Customer, channel: str, content: dict[str, str]) -> str:
         """Where a message on `channel` goes for this customer; "" when there is nowhere."""
@@ -167,7 +192,7 @@ class Audience:
             complete = customer.postal_code and customer.prefecture and customer.address1
             return customer.postal_code if complete else ""
         if channel == Channel.INSERT:
-            return content.get("order_number") or self.latest_orders.get(cid, "")
+            return self.parcel(cid, content.get("order_number", ""))
         values = [
             value
             for kind in IDENTITY_FOR.get(channel, ())
@@ -176,6 +201,26 @@ class Audience:
         if channel == Channel.SMS:
             values = [value for value in values if value.startswith(_MOBILE_PREFIXES)]
         return next(iter(values), "")
+
+    def parcel(self, customer_id: int, order_number: str = "") -> str:
+        """The order a 同梱物 goes into: the one named, if it is this customer's and has not
+        shipped; with none named, the customer's newest such order; "" when there is none.
+
+        With none, there is nothing to pack the leaflet into and the message is skipped
+        (NO_PARCEL), not left pending for a next order. The warehouse packs inserts only into
+        parcels not yet sent. A leaflet held back until the customer happens to order again
+        would go out months later, its offer expired, inside the very order it was meant to
+        bring about; the lift counts every enrolled customer outside the holdout as treated
+        whatever became of the message, so waiting would not make the figures truer, only
+        later; and the delivery page would show it as waiting for ever. Skipped, it shows on
+        the page with the reason, and the marketer can reach customers without an open order
+        by postal DM instead."""
+        if self.insertable is None:
+            self.insertable = parcels(self.customer_ids | {customer_id})
+        open_orders = self.insertable.get(customer_id, [])
+        if order_number:
+            return order_number if order_number in open_orders else ""
+        return next(iter(open_orders), "")
 
     def suppression_reason(self, channel: str, address: str) -> str | None:
         kind = SUPPRESSION_KIND.get(channel)
