@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 
 from kizuna.campaigns import channels
 from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, SuppressionReason
@@ -28,6 +28,7 @@ from kizuna.customers.models import (
     IdentityKind,
     MemberStatus,
 )
+from kizuna.customers.services import ERASED_NAME
 
 CONSENT_FOR: dict[str, ConsentChannel] = {
     Channel.EMAIL: ConsentChannel.EMAIL,
@@ -79,8 +80,20 @@ OPTED_OUT = "配信停止済みです"
 NO_EVIDENCE = "同意の証跡(日時・方法・取得フォーム・文言バージョン)が不足しています"
 WITHDRAWN = "退会済みの顧客です"
 NO_BEST = "送信できるチャネルがありません(同意・宛先・配信停止を確認してください)"
+ERASED = "個人データを削除(匿名化)済みの顧客です"
+MERGED = "他の顧客に統合済みの記録です"
 # A 同梱物 goes into a parcel the warehouse has not sent yet, or nowhere: see Audience.parcel.
 NO_PARCEL = "同梱できる未出荷の注文がありません"
+
+
+def gone_customers(prefix: str = "") -> Q:
+    """Records no message, list row or export may name any more: erased (anonymised, APPI:
+    customers.privacy leaves the family name ERASED_NAME and 退会 on them, and nothing else
+    does) or merged into another record (`merged_into`: the person's record is the survivor).
+    `prefix` is the path to the customer, e.g. "customer__" from the outbox."""
+    return Q(**{f"{prefix}merged_into__isnull": False}) | Q(
+        **{f"{prefix}family_name": ERASED_NAME, f"{prefix}member_status": MemberStatus.WITHDRAWN}
+    )
 
 
 def no_address(channel: str) -> str:
@@ -148,6 +161,8 @@ class Audience:
     identities: dict[tuple[int, str], list[str]] = field(default_factory=dict)
     consents: dict[tuple[int, str], ConsentFacts] = field(default_factory=dict)
     suppressions: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Erased or merged-away customers of the batch, with the reason nothing goes to them.
+    gone: dict[int, str] = field(default_factory=dict)
     customer_ids: frozenset[int] = frozenset()
     # The orders each customer's 同梱物 may go into (`parcels`), read on the first insert.
     insertable: dict[int, list[str]] | None = None
@@ -180,7 +195,14 @@ class Audience:
                 address__in=addresses | set(hashed)
             ).values_list("kind", "address", "reason")
         }
-        audience = cls(dict(identities), consents, suppressions, frozenset(ids))
+        # Both kinds are 退会, so this reads only the batch's withdrawn records.
+        gone = {
+            pk: MERGED if merged_into is not None else ERASED
+            for pk, merged_into in Customer.objects.filter(
+                gone_customers(), pk__in=ids, member_status=MemberStatus.WITHDRAWN
+            ).values_list("pk", "merged_into_id")
+        }
+        audience = cls(dict(identities), consents, suppressions, gone, frozenset(ids))
         if list(with_orders):
             audience.insertable = parcels(ids)
         return audience
@@ -236,6 +258,9 @@ class Audience:
         self, customer: Customer, channel: str, *, marketing: bool, address: str
     ) -> str | None:
         """Why this message may not go to `address` on `channel`, or None when it may."""
+        gone = self.gone.get(customer.pk)
+        if gone is not None:
+            return gone
         if not address:
             return no_address(channel)
         reason = self.suppression_reason(channel, address)

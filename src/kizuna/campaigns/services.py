@@ -10,8 +10,10 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
+from kizuna.campaigns.consent_checks import gone_customers
 from kizuna.campaigns.models import Channel, DeliveryList, DeliverySettings, OutboxMessage
 from kizuna.campaigns.timing import JST
 from kizuna.core import jp
@@ -116,15 +118,23 @@ INSERT_COLUMNS = ["顧客ID", "注文番号", "出荷伝票番号", "氏名", "�
 CALL_COLUMNS = ["顧客ID", "電話番号", "氏名", "フリガナ", "理由", "トークスクリプト"]
 
 
+def list_messages(delivery_list: DeliveryList) -> QuerySet[OutboxMessage]:
+    """The messages a list's download holds: every one that joined it, except those of
+    customers erased (APPI) or merged away since. An erased record has no name or address
+    left, only 「削除済み(匿名化)」, which must not become a label at the printer, a row at the
+    warehouse or a call; a merged-away record is not the person's record any more. Left out
+    of closed lists too, since a list is often closed first and then downloaded for the
+    printer. The messages stay `sent` on the list: the outbox keeps what was done."""
+    return OutboxMessage.objects.filter(delivery_list=delivery_list).exclude(
+        gone_customers("customer__")
+    )
+
+
 def list_rows(delivery_list: DeliveryList) -> tuple[list[str], Iterator[list[str]]]:
     """The header and rows of a list, in the order the messages joined it."""
     from kizuna.commerce.models import Shipment
 
-    messages = (
-        OutboxMessage.objects.filter(delivery_list=delivery_list)
-        .select_related("customer")
-        .order_by("sent_at", "id")
-    )
+    messages = list_messages(delivery_list).select_related("customer").order_by("sent_at", "id")
     channel = delivery_list.channel
     tracking: dict[str, str] = {}
     if channel == Channel.INSERT:
