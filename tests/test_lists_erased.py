@@ -18,6 +18,7 @@ from kizuna.accounts.models import Role
 from kizuna.campaigns.delivery import DeliveryWorker
 from kizuna.campaigns.models import DeliveryList, OutboxMessage, OutboxStatus
 from kizuna.campaigns.outbox import Purpose
+from kizuna.campaigns.selectors import delivery_lists
 from kizuna.campaigns.services import delivery_list_close
 from kizuna.core.models import AuditLog
 from kizuna.customers.merge import customer_merge
@@ -84,6 +85,9 @@ def test_an_erased_customer_leaves_the_postal_dm_list(client_for: Login) -> None
     sheet = load_workbook(io.BytesIO(response.content)).active
     assert sheet is not None
     assert [row[0] for row in sheet.iter_rows(min_row=2, values_only=True)] == [str(kept.pk)]
+    # and the delivery page counts the rows the download holds
+    [listed] = [row for row in delivery_lists() if row.pk == delivery_list.pk]
+    assert listed.size == 1
     # and the audit rows count what left the system
     exports = AuditLog.objects.filter(action="delivery_list.export")
     assert [audit.changes["rows"] for audit in exports] == [[None, 1], [None, 1]]

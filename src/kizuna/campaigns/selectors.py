@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Min, QuerySet
 from django.utils import timezone
 
+from kizuna.campaigns.consent_checks import gone_customers
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
@@ -105,7 +106,10 @@ def suppressions(query: str = "") -> QuerySet[Suppression]:
 
 
 def delivery_lists() -> QuerySet[DeliveryList]:
-    return DeliveryList.objects.annotate(size=Count("messages")).order_by("-created_at", "-id")
+    """The lists, newest first, each with `size`: the rows its download holds (an erased or
+    merged-away customer's row is left out of it, services.list_messages)."""
+    size = Count("messages", filter=~gone_customers("messages__customer__"))
+    return DeliveryList.objects.annotate(size=size).order_by("-created_at", "-id")
 
 
 def onsite_messages(member_id: str) -> list[OutboxMessage]:
