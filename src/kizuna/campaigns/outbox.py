@@ -4,19 +4,33 @@ Call these inside the transaction that decided to send (RELIABILITY S1): if it r
 message was never asked for and nothing is sent. Nothing here contacts anyone; the delivery
 worker (`kizuna worker`) does, checking consent, suppression, quiet hours and the frequency cap
 at that moment (S4, S6, S7), not here.
+
+The second half is the staff's hand on the queue (送信キュー on the delivery page): reading it a
+page at a time (`queue_page`), cancelling waiting messages (`outbox_cancel`, the restore
+procedure of RELIABILITY D8) and sending failed ones again (`outbox_retry`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+import heapq
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
-from kizuna.campaigns.models import Channel, OutboxMessage, Purpose
+from kizuna.campaigns.models import (
+    Channel,
+    DeliverySettings,
+    OutboxMessage,
+    OutboxStatus,
+    Purpose,
+)
+from kizuna.core.audit import Actor, audit_record
 from kizuna.core.bulk import insert_rows
 from kizuna.customers.models import Customer
 
@@ -24,8 +38,15 @@ __all__ = [
     "ContentCheck",
     "OutboxRow",
     "Purpose",
+    "QueueFilter",
+    "QueuePage",
+    "outbox_cancel",
     "outbox_enqueue",
     "outbox_enqueue_many",
+    "outbox_retry",
+    "queue_count",
+    "queue_newest_id",
+    "queue_page",
     "validate_content",
 ]
 
@@ -230,3 +251,274 @@ def _filled(channel: str, content: Mapping[str, Any]) -> bool:
         if not content[key]:
             return False
     return True
+
+
+# --- The queue as staff see and correct it (送信キュー) -----------------------------------------
+#
+# Every read walks the outbox_due index (status, next_attempt_at) one status at a time, in the
+# index's order, and stops after a page: the outbox can hold millions of rows, and a query over
+# several statuses at once, or ordered by another column, would sort all of them first.
+
+WAITING = (OutboxStatus.PENDING.value, OutboxStatus.CLAIMED.value)
+# Cancelled messages are `skipped` with this reason, as an erased customer's are
+# (customers.privacy): a status no worker claims and the frequency cap never counts, shown
+# wherever skips are shown (the delivery page, the customer's scenario steps) with who did it.
+CANCEL_REASON = "送信を取り消し({user})"
+# Rows changed per statement by a cancel or retry of everything matching a filter: each chunk
+# is its own short transaction, so workers and the web server are not kept waiting behind it.
+CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which messages the queue page shows and a cancel or retry "of all matching" touches.
+
+    `due_from`/`due_before` bound next_attempt_at (送信予定日時: when a worker will next try,
+    which is send_after moved by quiet hours, send-time choice and retries).
+    """
+
+    statuses: tuple[str, ...] = WAITING
+    channel: str = ""
+    scenario_id: int | None = None
+    due_from: dt.datetime | None = None
+    due_before: dt.datetime | None = None
+
+    @property
+    def ascending(self) -> bool:
+        """Waiting messages read the next one to go first; history reads the newest first."""
+        return all(status in WAITING for status in self.statuses)
+
+    def rows(self, status: str) -> QuerySet[OutboxMessage]:
+        rows = OutboxMessage.objects.filter(status=status)
+        if self.channel:
+            rows = rows.filter(channel=self.channel)
+        if self.scenario_id is not None:
+            rows = rows.filter(scenario_id=self.scenario_id)
+        if self.due_from is not None:
+            rows = rows.filter(next_attempt_at__gte=self.due_from)
+        if self.due_before is not None:
+            rows = rows.filter(next_attempt_at__lt=self.due_before)
+        return rows
+
+    def describe(self) -> dict[str, Any]:
+        """The filter as the audit row records it."""
+        return {
+            "statuses": list(self.statuses),
+            "channel": self.channel or None,
+            "scenario_id": self.scenario_id,
+            "due_from": self.due_from.isoformat() if self.due_from else None,
+            "due_before": self.due_before.isoformat() if self.due_before else None,
+        }
+
+
+Cursor = tuple[dt.datetime, int]
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the queue; `after`/`before` are the cursors of the next and the previous
+    page, None when there is none (`before` is None on the first page)."""
+
+    rows: list[OutboxMessage]
+    after: Cursor | None
+    before: Cursor | None
+
+
+def _key(message: OutboxMessage) -> Cursor:
+    return (message.next_attempt_at, message.pk)
+
+
+def _beyond(rows: QuerySet[OutboxMessage], cursor: Cursor, *, forward: bool) -> Any:
+    """Rows past `cursor` in the direction read. The bare >= / <= on next_attempt_at gives the
+    index its range; the OR then only drops the rows at the cursor's own moment."""
+    at, pk = cursor
+    if forward:
+        return rows.filter(Q(next_attempt_at__gt=at) | Q(pk__gt=pk), next_attempt_at__gte=at)
+    return rows.filter(Q(next_attempt_at__lt=at) | Q(pk__lt=pk), next_attempt_at__lte=at)
+
+
+def queue_page(
+    queue: QueueFilter,
+    *,
+    size: int,
+    after: Cursor | None = None,
+    before: Cursor | None = None,
+) -> QueuePage:
+    """A page of messages in the filter's order (keyset pagination: no OFFSET, no count).
+
+    Each status is read on its own through outbox_due up to `size + 1` rows past the cursor
+    and the reads are merged, so a page costs the same at the first row or the millionth.
+    """
+    ascending = queue.ascending
+    backward = before is not None and after is None
+    # Reading backward walks the index the other way from `before`, then turns the page round.
+    increasing = ascending != backward
+    order = ("next_attempt_at", "id") if increasing else ("-next_attempt_at", "-id")
+    cursor = before if backward else after
+    reads = []
+    for status in queue.statuses:
+        rows = queue.rows(status).select_related("customer").order_by(*order)
+        if cursor is not None:
+            rows = _beyond(rows, cursor, forward=increasing)
+        reads.append(list(rows[: size + 1]))
+    merged = list(heapq.merge(*reads, key=_key, reverse=not increasing))[: size + 1]
+    more = len(merged) > size
+    page = merged[:size]
+    if backward:
+        page.reverse()
+        return QueuePage(
+            rows=page,
+            after=_key(page[-1]) if page else None,
+            before=_key(page[0]) if page and more else None,
+        )
+    return QueuePage(
+        rows=page,
+        after=_key(page[-1]) if more else None,
+        before=_key(page[0]) if page and cursor is not None else None,
+    )
+
+
+def _cancellable(now: dt.datetime) -> Q:
+    """Waiting rows no worker holds: pending, or claimed by a worker whose lease ran out (it
+    died; any worker may claim the row again). A live worker's row is never taken from it."""
+    return Q(status=OutboxStatus.PENDING) | Q(status=OutboxStatus.CLAIMED, lease_until__lt=now)
+
+
+def _retryable(now: dt.datetime) -> Q:
+    """Failed rows (`now` unused: the same signature as _cancellable)."""
+    return Q(status=OutboxStatus.FAILED)
+
+
+def _changes(action: str, acting: Actor, now: dt.datetime) -> dict[str, Any]:
+    if action == "cancel":
+        return {
+            "status": OutboxStatus.SKIPPED,
+            "reason": CANCEL_REASON.format(user=acting.label)[:200],
+            "claimed_by": "",
+            "lease_until": None,
+            "cap_counted_at": None,
+        }
+    # Back to the queue as if new: a full set of attempts, due now (quiet hours still apply
+    # when the worker picks it up); the last error stays visible until the next try.
+    return {
+        "status": OutboxStatus.PENDING,
+        "next_attempt_at": now,
+        "attempts": 0,
+        "reason": "",
+        "claimed_by": "",
+        "lease_until": None,
+        "cap_counted_at": None,
+        "sent_channel": "",
+        "address": "",
+    }
+
+
+ACTIONS = {"cancel": _cancellable, "retry": _retryable}
+
+
+def queue_count(queue: QueueFilter, *, action: str, up_to_id: int | None = None) -> int:
+    """How many messages matching the filter the action would touch now (the confirmation)."""
+    allowed = ACTIONS[action](timezone.now())
+    total = 0
+    for status in queue.statuses:
+        rows = queue.rows(status).filter(allowed)
+        if up_to_id is not None:
+            rows = rows.filter(pk__lte=up_to_id)
+        total += rows.count()
+    return total
+
+
+def queue_newest_id() -> int:
+    """The newest message's id: a confirmed "all matching" touches no message queued since."""
+    newest: int | None = OutboxMessage.objects.aggregate(newest=Max("pk"))["newest"]
+    return newest or 0
+
+
+def _apply(
+    action: str,
+    *,
+    acting_user: Any,
+    message_ids: Collection[int] | None,
+    queue: QueueFilter | None,
+    up_to_id: int | None,
+) -> int:
+    acting = Actor.of(acting_user)
+    now = timezone.now()
+    allowed = ACTIONS[action]
+    values = _changes(action, acting, now)
+    done = 0
+    if message_ids is not None and queue is None:
+        ids = sorted({int(pk) for pk in message_ids})
+        for start in range(0, len(ids), CHUNK):
+            with transaction.atomic():
+                done += OutboxMessage.objects.filter(
+                    allowed(now), pk__in=ids[start : start + CHUNK]
+                ).update(**values)
+        scope: dict[str, list[Any]] = {"ids": [None, ids[:200]]}
+    elif queue is not None and message_ids is None:
+        for status in queue.statuses:
+            rows = queue.rows(status).filter(allowed(now)).order_by("next_attempt_at", "id")
+            if up_to_id is not None:
+                rows = rows.filter(pk__lte=up_to_id)
+            cursor: Cursor | None = None
+            while True:
+                chunk = rows if cursor is None else _beyond(rows, cursor, forward=True)
+                keys = list(chunk.values_list("next_attempt_at", "pk")[:CHUNK])
+                if not keys:
+                    break
+                cursor = keys[-1]
+                # The same conditions again in the UPDATE: a worker may have claimed a row
+                # since the SELECT, and then the row is its, not ours (SQLite and PostgreSQL).
+                with transaction.atomic():
+                    done += OutboxMessage.objects.filter(
+                        allowed(now), pk__in=[pk for _, pk in keys]
+                    ).update(**values)
+        scope = {"filter": [None, queue.describe()], "up_to_id": [None, up_to_id]}
+    else:
+        raise ValueError("pass either message_ids or queue")
+    if done:
+        audit_record(
+            actor=acting,
+            action=f"outbox.{action}",
+            instance=DeliverySettings.load(),
+            customer_id=None,
+            changes={"count": [0, done], **scope},
+        )
+    return done
+
+
+def outbox_cancel(
+    *,
+    acting_user: Any,
+    message_ids: Collection[int] | None = None,
+    queue: QueueFilter | None = None,
+    up_to_id: int | None = None,
+) -> int:
+    """取り消す: these waiting messages are never sent. Returns how many were cancelled.
+
+    Either `message_ids` (ticked on the page) or `queue` (everything matching, up to the
+    message `up_to_id` the confirmation counted). Only rows no worker holds change: a
+    conditional UPDATE … WHERE status='pending' (or an expired claim), so a worker that
+    claimed a row a moment earlier keeps it and sends it. Cancelled rows are `skipped` with
+    the reason 送信を取り消し(<user>); one audit row `outbox.cancel` says who, how many and
+    which ones or which filter.
+    """
+    return _apply(
+        "cancel", acting_user=acting_user, message_ids=message_ids, queue=queue, up_to_id=up_to_id
+    )
+
+
+def outbox_retry(
+    *,
+    acting_user: Any,
+    message_ids: Collection[int] | None = None,
+    queue: QueueFilter | None = None,
+    up_to_id: int | None = None,
+) -> int:
+    """再送する: failed messages go back to the queue, due now, with a fresh set of attempts.
+
+    The worker checks consent, suppression, quiet hours and the cap again when it sends, as
+    for any message. Audited as `outbox.retry`; arguments as for outbox_cancel."""
+    return _apply(
+        "retry", acting_user=acting_user, message_ids=message_ids, queue=queue, up_to_id=up_to_id
+    )
