@@ -78,6 +78,11 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "outbox:suppressions": MARKETING,
     "outbox:pause": ADMIN_ONLY,
     "outbox:settings": ADMIN_ONLY,
+    # 送信キュー: marketers see the messages; cancelling and resending are the admin's, like
+    # the pause switch they go with (the restore procedure, RELIABILITY D8).
+    "outbox:queue": MARKETING,
+    "outbox:queue_confirm": ADMIN_ONLY,
+    "outbox:queue_action": ADMIN_ONLY,
     "segments:list": MARKETING,
     "segments:builder": MARKETING,
     "segments:count": MARKETING,

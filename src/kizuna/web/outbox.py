@@ -1,13 +1,16 @@
 """配信状況: the delivery monitor for staff.
 
 Queue counts by channel and status, recent failures and skips with their reasons, the
-suppression list (add/remove), the print/warehouse/call lists with their downloads, and, for
-admins, the sending rules and the "sending paused" switch. Views validate and call
-kizuna.campaigns.services / suppression; the reads come from kizuna.campaigns.selectors.
+suppression list (add/remove), the print/warehouse/call lists with their downloads, the
+送信キュー (the messages themselves, filtered and paged; admins cancel waiting ones and send
+failed ones again), and, for admins, the sending rules and the "sending paused" switch. Views
+validate and call kizuna.campaigns.services / suppression / outbox; the reads come from
+kizuna.campaigns.selectors and kizuna.campaigns.outbox.queue_page.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any, cast
@@ -17,21 +20,35 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role, User
 from kizuna.campaigns import channels, selectors
+from kizuna.campaigns.automation.models import Scenario
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
     DeliverySettings,
+    OutboxStatus,
     Suppression,
     SuppressionKind,
     SuppressionReason,
+)
+from kizuna.campaigns.outbox import (
+    WAITING,
+    Cursor,
+    QueueFilter,
+    outbox_cancel,
+    outbox_retry,
+    queue_count,
+    queue_newest_id,
+    queue_page,
 )
 from kizuna.campaigns.sender import current_sender
 from kizuna.campaigns.services import (
@@ -364,3 +381,244 @@ def close_list(request: HttpRequest, pk: int) -> HttpResponse:
         request, f"{name} を締めました。これ以降のメッセージは新しいリストに入ります。"
     )
     return redirect("outbox:dashboard")
+
+
+# --- 送信キュー: the messages themselves ------------------------------------------------------
+
+QUEUE_PER_PAGE = 50
+# The status choice → the statuses it reads. "waiting" is what a worker will still send.
+QUEUE_STATUSES: dict[str, tuple[str, ...]] = {
+    "waiting": WAITING,
+    OutboxStatus.PENDING.value: (OutboxStatus.PENDING.value,),
+    OutboxStatus.CLAIMED.value: (OutboxStatus.CLAIMED.value,),
+    OutboxStatus.FAILED.value: (OutboxStatus.FAILED.value,),
+    OutboxStatus.SKIPPED.value: (OutboxStatus.SKIPPED.value,),
+    OutboxStatus.SENT.value: (OutboxStatus.SENT.value,),
+    "all": tuple(OutboxStatus.values),
+}
+QUEUE_STATUS_CHOICES = [
+    ("waiting", "未送信(送信待ち・送信処理中)"),
+    (OutboxStatus.PENDING.value, "送信待ち"),
+    (OutboxStatus.CLAIMED.value, "送信処理中"),
+    (OutboxStatus.FAILED.value, "失敗"),
+    (OutboxStatus.SKIPPED.value, "送信見送り・取り消し"),
+    (OutboxStatus.SENT.value, "送信済"),
+    ("all", "すべて"),
+]
+ACTION_WORDS = {"cancel": "取り消し", "retry": "再送"}
+_CURSOR_RE = re.compile(r"(\d{1,20})\.(\d{1,20})")
+
+
+class QueueFilterForm(forms.Form):
+    status = forms.ChoiceField(label="状態", choices=QUEUE_STATUS_CHOICES, required=False)
+    channel = forms.ChoiceField(
+        label="チャネル", choices=[("", "すべて"), *Channel.choices], required=False
+    )
+    scenario = forms.TypedChoiceField(
+        label="シナリオ", coerce=int, required=False, empty_value=None
+    )
+    due_from = forms.DateField(
+        label="送信予定日(から)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        error_messages={"invalid": "日付は 2026-11-24 の形で入力してください。"},
+    )
+    due_to = forms.DateField(
+        label="送信予定日(まで)",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        error_messages={"invalid": "日付は 2026-11-24 の形で入力してください。"},
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        scenarios = Scenario.objects.order_by("name", "id").values_list("pk", "name")
+        cast(forms.TypedChoiceField, self.fields["scenario"]).choices = [
+            ("", "すべて"),
+            *scenarios,
+        ]
+
+    def queue(self) -> QueueFilter:
+        """The filter from the valid fields; a field that cannot be read is left out (and its
+        error is shown), so a mistyped date never hides or cancels more than asked."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        start, end = data.get("due_from"), data.get("due_to")
+        return QueueFilter(
+            statuses=QUEUE_STATUSES[data.get("status") or "waiting"],
+            channel=data.get("channel") or "",
+            scenario_id=data.get("scenario"),
+            due_from=_tokyo_midnight(start) if start else None,
+            due_before=_tokyo_midnight(end + dt.timedelta(days=1)) if end else None,
+        )
+
+
+def _tokyo_midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_current_timezone())
+
+
+def _cursor(value: str | None) -> Cursor | None:
+    match = _CURSOR_RE.fullmatch(value or "")
+    if match is None:
+        return None
+    micros, pk = int(match[1]), int(match[2])
+    try:
+        at = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros)
+    except OverflowError:
+        return None
+    return at, pk
+
+
+def _cursor_text(cursor: Cursor | None) -> str | None:
+    if cursor is None:
+        return None
+    at, pk = cursor
+    micros = (at - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(microseconds=1)
+    return f"{micros}.{pk}"
+
+
+def _filter_query(data: QueryDict) -> str:
+    """The filter part of a query string (no cursor, no action): where actions return to."""
+    kept = QueryDict(mutable=True)
+    for name in QueueFilterForm.base_fields:
+        value = data.get(name, "")
+        if value:
+            kept[name] = value
+    return kept.urlencode()
+
+
+def _queue_url(query: str) -> str:
+    url = reverse("outbox:queue")
+    return f"{url}?{query}" if query else url
+
+
+@allow_roles(*MANAGE_ROLES)
+@never_cache
+@require_GET
+def queue(request: HttpRequest) -> HttpResponse:
+    form = QueueFilterForm(request.GET)
+    queue_filter = form.queue()
+    page = queue_page(
+        queue_filter,
+        size=QUEUE_PER_PAGE,
+        after=_cursor(request.GET.get("after")),
+        before=_cursor(request.GET.get("before")),
+    )
+    now = timezone.now()
+    scenario_ids = {m.scenario_id for m in page.rows if m.scenario_id is not None}
+    scenario_names = dict(Scenario.objects.filter(pk__in=scenario_ids).values_list("pk", "name"))
+    rows = []
+    for m in page.rows:
+        # A claim whose lease ran out belongs to no live worker: it may be cancelled.
+        expired = (
+            m.status == OutboxStatus.CLAIMED and m.lease_until is not None and m.lease_until < now
+        )
+        rows.append(
+            {
+                "message": m,
+                "scenario_name": scenario_names.get(m.scenario_id or 0),
+                "expired": expired,
+                "cancellable": m.status == OutboxStatus.PENDING or expired,
+                "retryable": m.status == OutboxStatus.FAILED,
+            }
+        )
+    filters = _filter_query(request.GET)
+    base = _queue_url(filters)
+    joiner = "&" if filters else "?"
+    after, before = _cursor_text(page.after), _cursor_text(page.before)
+    context = {
+        "form": form,
+        "rows": rows,
+        "can_act": _is_admin(request),
+        "any_cancellable": any(r["cancellable"] for r in rows),
+        "any_retryable": any(r["retryable"] for r in rows),
+        "may_cancel_matching": any(s in WAITING for s in queue_filter.statuses),
+        "may_retry_matching": OutboxStatus.FAILED.value in queue_filter.statuses,
+        "filters": filters,
+        "hidden": list(QueryDict(filters).items()),
+        "first_url": base,
+        "next_url": f"{base}{joiner}after={after}" if after else None,
+        "previous_url": f"{base}{joiner}before={before}" if before else None,
+        "paged": bool(request.GET.get("after") or request.GET.get("before")),
+        "ascending": queue_filter.ascending,
+        "filtered": bool(filters),
+        "config": DeliverySettings.load(),
+    }
+    return render(request, "web/outbox/queue.html", context)
+
+
+def _action(value: str | None) -> str:
+    return value if value in ACTION_WORDS else "cancel"
+
+
+@allow_roles()
+@never_cache
+@require_GET
+def queue_confirm(request: HttpRequest) -> HttpResponse:
+    """The confirmation of a cancel or retry of every message matching the filter: how many,
+    counted now, up to the newest message now (one queued later is not touched)."""
+    action = _action(request.GET.get("action"))
+    form = QueueFilterForm(request.GET)
+    queue_filter = form.queue()
+    up_to_id = queue_newest_id()
+    count = queue_count(queue_filter, action=action, up_to_id=up_to_id)
+    filters = _filter_query(request.GET)
+    return render(
+        request,
+        "web/outbox/queue_confirm.html",
+        {
+            "action": action,
+            "word": ACTION_WORDS[action],
+            "form": form,
+            "status_label": dict(QUEUE_STATUS_CHOICES)[
+                form.cleaned_data.get("status") or "waiting"
+            ],
+            "count": count,
+            "up_to_id": up_to_id,
+            "hidden": [(name, value) for name, value in QueryDict(filters).items()],
+            "back_url": _queue_url(filters),
+        },
+    )
+
+
+@allow_roles()
+@require_POST
+def queue_action(request: HttpRequest) -> HttpResponse:
+    action = _action(request.POST.get("action"))
+    filters = _filter_query(request.POST)
+    back = _queue_url(filters)
+    run = outbox_cancel if action == "cancel" else outbox_retry
+    if request.POST.get("scope") == "matching":
+        up_to = request.POST.get("up_to_id", "")
+        if not up_to.isdigit():
+            messages.error(request, "確認画面から操作してください。")
+            return redirect(back)
+        done = run(
+            acting_user=_user(request),
+            queue=QueueFilterForm(request.POST).queue(),
+            up_to_id=int(up_to),
+        )
+        asked = None
+    else:
+        ids = [int(pk) for pk in request.POST.getlist("ids") if pk.isdigit()][:QUEUE_PER_PAGE]
+        if not ids:
+            messages.error(request, "メッセージを選んでください。")
+            return redirect(back)
+        done = run(acting_user=_user(request), message_ids=ids)
+        asked = len(ids)
+    (messages.success if done else messages.info)(request, _action_result(action, done, asked))
+    return redirect(back)
+
+
+def _action_result(action: str, done: int, asked: int | None) -> str:
+    if action == "cancel":
+        said = f"{done:,}件を取り消しました。これらは送信されません。"
+        left = "送信処理中・送信済みなどのため取り消せませんでした"
+    else:
+        said = f"{done:,}件を送信待ちに戻しました。ワーカーが順に送ります。"
+        left = "失敗の状態ではないため戻しませんでした"
+    if done == 0:
+        return f"{ACTION_WORDS[action]}できるメッセージはありませんでした({left})。"
+    if asked is not None and asked > done:
+        return f"{said}(選んだうち{asked - done:,}件は{left})"
+    return said

@@ -8,6 +8,9 @@ urlpatterns = [
     path("pause/", outbox.pause, name="pause"),
     path("settings/", outbox.update_settings, name="settings"),
     path("suppressions/", outbox.suppressions, name="suppressions"),
+    path("queue/", outbox.queue, name="queue"),
+    path("queue/confirm/", outbox.queue_confirm, name="queue_confirm"),
+    path("queue/action/", outbox.queue_action, name="queue_action"),
     path("lists/<int:pk>/close/", outbox.close_list, name="close_list"),
     path("lists/<int:pk>.<str:file_format>", outbox.download_list, name="download_list"),
 ]
