@@ -229,6 +229,9 @@ def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
     html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
     for text in ("きっかけの直後", "停止する", reverse("scenarios:lift", args=[welcome.pk])):
         assert text in html
+    # skips at send time (consent, cap) are not in the step table: the page says where they are
+    assert "条件で見送り" in html
+    assert f"{reverse('outbox:queue')}?scenario={welcome.pk}&amp;status=skipped" in html
     # the lift table comes after the page (it can take seconds on a large shop)
     lift = client.get(reverse("scenarios:lift", args=[welcome.pk])).content.decode()
     for text in ("購入率(30日以内)", "90日LTV", "データ不足"):
