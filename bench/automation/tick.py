@@ -22,7 +22,9 @@ missing, dropped afterwards unless --keep). Then, at 10:00 JST on the demo's las
    messages/s). Floor: a plain executemany INSERT of as many outbox rows (rolled back).
 
 Each measure also reports the tick's CPU time (`cpu_seconds`): on a shared machine the wall
-time includes waiting for a core, the CPU time does not.
+time includes waiting for a core, the CPU time does not. On SQLite the write-ahead log is
+copied back into the database on a thread while the tick runs (core.sqlite_wal);
+`write_back_after_seconds` is how long that copy went on after the tick had returned.
 
 `run(database_url)` returns one dict per measurement; the command prints them.
 """
@@ -136,6 +138,7 @@ def _measure_ticks(as_of: dt.date) -> list[dict[str, Any]]:
         with connection.execute_wrapper(recorder):
             report = tick(moment)
         cpu = time.process_time() - cpu
+        write_back = _write_back_after()
         floor = _replay(recorder.reads)
         results.append(
             {
@@ -150,6 +153,7 @@ def _measure_ticks(as_of: dt.date) -> list[dict[str, Any]]:
                 "enrolled": report.total("enrolled") + report.total("holdout"),
                 "queued": report.total("queued"),
                 "statements_replayed": len(recorder.reads),
+                "write_back_after_seconds": write_back,
             }
         )
     return results
@@ -217,6 +221,7 @@ def _measure_fill(as_of: dt.date) -> dict[str, Any]:
     cpu = time.process_time()
     report = tick(now)
     cpu = time.process_time() - cpu
+    write_back = _write_back_after()
     filled = OutboxMessage.objects.count() - before
     floor = _bare_insert(filled)
     seconds = report.seconds
@@ -234,7 +239,19 @@ def _measure_fill(as_of: dt.date) -> dict[str, Any]:
         "ratio_to_floor": round(seconds / floor, 2) if floor else None,
         "target_messages_per_s": FILL_TARGET_PER_S,
         "meets_target": bool(seconds) and filled / seconds >= FILL_TARGET_PER_S,
+        "write_back_after_seconds": write_back,
     }
+
+
+def _write_back_after() -> float:
+    """How long the SQLite log's write-back went on after the tick returned (core.sqlite_wal:
+    it runs on a thread, mostly while the tick works); waited for, so the next measure starts
+    with it done. 0 on PostgreSQL."""
+    from kizuna.core.sqlite_wal import wait_for_write_back
+
+    started = time.perf_counter()
+    wait_for_write_back()
+    return round(time.perf_counter() - started, 3)
 
 
 def _bare_insert(count: int) -> float:

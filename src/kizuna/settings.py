@@ -178,9 +178,14 @@ def _sqlite_options() -> dict[str, Any]:
             "PRAGMA foreign_keys=ON;"
             "PRAGMA cache_size=-65536;"
             "PRAGMA mmap_size=2147418112;"
-            "PRAGMA wal_autocheckpoint=10000;"
+            f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT};"
         ),
     }
+
+
+# Pages (4 KB) of write-ahead log after which a commit copies it back into the database; a
+# scenario tick leaves this to a thread instead (core.sqlite_wal).
+SQLITE_WAL_AUTOCHECKPOINT = 10_000
 
 
 DATABASES = _databases()
