@@ -7,12 +7,14 @@ that may use it and the roles that may not are both exercised.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from django.core.cache import cache
 from django.test import Client
 
 from kizuna.accounts.models import Role, User
+from tests.delivery_support import SENDER_ENV, SmtpServer
 from tests.factories import make_user
 
 # Playwright's sync API runs an event loop in the test thread; Django refuses ORM calls from
@@ -46,3 +48,20 @@ def _empty_cache() -> None:
 def _fast_password_hashing(settings):  # type: ignore[no-untyped-def]
     # PBKDF2's deliberate slowness protects real passwords; in tests it only costs minutes.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def smtp(settings) -> Iterator[SmtpServer]:  # type: ignore[no-untyped-def]
+    """A local SMTP server that the in-process worker sends to, with the shop's sender
+    settings. (Tests whose worker is another process give it the server in its environment
+    and define their own.)"""
+    with SmtpServer() as server:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST = "127.0.0.1"
+        settings.EMAIL_PORT = server.port
+        settings.DEFAULT_FROM_EMAIL = SENDER_ENV["KIZUNA_MAIL_FROM"]
+        settings.KIZUNA_PUBLIC_URL = SENDER_ENV["KIZUNA_PUBLIC_URL"]
+        settings.KIZUNA_SENDER_NAME = SENDER_ENV["KIZUNA_SENDER_NAME"]
+        settings.KIZUNA_SENDER_ADDRESS = SENDER_ENV["KIZUNA_SENDER_ADDRESS"]
+        settings.KIZUNA_SENDER_CONTACT = SENDER_ENV["KIZUNA_SENDER_CONTACT"]
+        yield server

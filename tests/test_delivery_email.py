@@ -4,7 +4,6 @@ the worker refuses to send (RELIABILITY S4–S8)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
@@ -36,9 +35,7 @@ from kizuna.customers.models import (
 )
 from kizuna.customers.services import consent_withdraw
 from tests.delivery_support import (
-    SENDER_ENV,
     STAFF,
-    SmtpServer,
     consenting_customer,
     mail,
     open_all_day,
@@ -51,20 +48,6 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _any_hour(db: None) -> None:
     open_all_day()
-
-
-@pytest.fixture
-def smtp(settings) -> Iterator[SmtpServer]:  # type: ignore[no-untyped-def]
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST = "127.0.0.1"
-        settings.EMAIL_PORT = server.port
-        settings.DEFAULT_FROM_EMAIL = SENDER_ENV["KIZUNA_MAIL_FROM"]
-        settings.KIZUNA_PUBLIC_URL = SENDER_ENV["KIZUNA_PUBLIC_URL"]
-        settings.KIZUNA_SENDER_NAME = SENDER_ENV["KIZUNA_SENDER_NAME"]
-        settings.KIZUNA_SENDER_ADDRESS = SENDER_ENV["KIZUNA_SENDER_ADDRESS"]
-        settings.KIZUNA_SENDER_CONTACT = SENDER_ENV["KIZUNA_SENDER_CONTACT"]
-        yield server
 
 
 def deliver() -> None:

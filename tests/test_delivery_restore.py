@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import sqlite3
 import subprocess
-from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -21,7 +20,6 @@ from kizuna.campaigns.services import sending_pause
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from tests.delivery_support import (
-    SENDER_ENV,
     SmtpServer,
     consenting_customer,
     database_url,
@@ -34,18 +32,6 @@ from tests.delivery_support import (
 ADMIN = Actor.system("test-admin")
 # What a dump taken on another server carries: that server's identity.
 ELSEWHERE = "postgresql:7000000000000000001:16384"
-
-
-@pytest.fixture
-def smtp(settings) -> Iterator[SmtpServer]:  # type: ignore[no-untyped-def]
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST = "127.0.0.1"
-        settings.EMAIL_PORT = server.port
-        settings.KIZUNA_SENDER_NAME = SENDER_ENV["KIZUNA_SENDER_NAME"]
-        settings.KIZUNA_SENDER_ADDRESS = SENDER_ENV["KIZUNA_SENDER_ADDRESS"]
-        settings.KIZUNA_SENDER_CONTACT = SENDER_ENV["KIZUNA_SENDER_CONTACT"]
-        yield server
 
 
 @pytest.mark.django_db

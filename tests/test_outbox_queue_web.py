@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator
 
 import pytest
 from django.db import connection
@@ -25,8 +24,6 @@ from kizuna.campaigns.outbox import (
 )
 from kizuna.core.models import AuditLog
 from tests.delivery_support import (
-    SENDER_ENV,
-    SmtpServer,
     consenting_customer,
     mail,
     open_all_day,
@@ -41,20 +38,6 @@ BASE = dt.datetime(2030, 5, 1, 1, 0, tzinfo=dt.UTC)  # 10:00 JST, far enough to 
 @pytest.fixture(autouse=True)
 def _any_hour(db: None) -> None:
     open_all_day()
-
-
-@pytest.fixture
-def smtp(settings) -> Iterator[SmtpServer]:  # type: ignore[no-untyped-def]
-    with SmtpServer() as server:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST = "127.0.0.1"
-        settings.EMAIL_PORT = server.port
-        settings.DEFAULT_FROM_EMAIL = SENDER_ENV["KIZUNA_MAIL_FROM"]
-        settings.KIZUNA_PUBLIC_URL = SENDER_ENV["KIZUNA_PUBLIC_URL"]
-        settings.KIZUNA_SENDER_NAME = SENDER_ENV["KIZUNA_SENDER_NAME"]
-        settings.KIZUNA_SENDER_ADDRESS = SENDER_ENV["KIZUNA_SENDER_ADDRESS"]
-        settings.KIZUNA_SENDER_CONTACT = SENDER_ENV["KIZUNA_SENDER_CONTACT"]
-        yield server
 
 
 def ids_on(page: str) -> list[int]:
