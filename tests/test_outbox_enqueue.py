@@ -211,7 +211,7 @@ def test_claiming_finds_expired_leases_through_an_index() -> None:
             cursor.execute(f"EXPLAIN {sql}", params)
             plan = " ".join(row[0] for row in cursor.fetchall())
             assert "Seq Scan" not in plan
-            assert "Index Cond: (((status)::text = 'claimed'::text)" in plan
+            assert "(status)::text = 'claimed'::text" in plan
             return
         cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
         plan = " ".join(str(row) for row in cursor.fetchall())
