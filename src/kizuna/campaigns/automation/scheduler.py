@@ -228,53 +228,47 @@ def tick(now: dt.datetime | None = None) -> TickReport:
     # On SQLite a tick can write a few hundred MB of log; copying it back into the database
     # runs on the other core meanwhile instead of inside the tick's commits.
     with wal_written_back_in_background():
-        _run_tick(report, wall=wall, now=now, holder=holder, started=started)
-    return report
-
-
-def _run_tick(
-    report: TickReport, *, wall: dt.datetime, now: dt.datetime, holder: str, started: float
-) -> None:
-    log: TickLog | None = None
-    try:
-        last = (
-            TickLog.objects.filter(status=TickLog.Status.DONE)
-            .order_by("-now")
-            .values_list("now", flat=True)
-            .first()
-        )
-        report.backlog_mode = last is not None and now - last > backlog_gap()
-        log = TickLog.objects.create(
-            started_at=wall,
-            now=now,
-            holder=holder,
-            status=TickLog.Status.RUNNING,
-            backlog_mode=report.backlog_mode,
-        )
-        if report.backlog_mode and last is not None:
-            report.note = (
-                f"前回の実行({timezone.localtime(last):%Y-%m-%d %H:%M})から時間が空いたため、"
-                "期限を過ぎたメッセージは確認待ちにしました"
+        log: TickLog | None = None
+        try:
+            last = (
+                TickLog.objects.filter(status=TickLog.Status.DONE)
+                .order_by("-now")
+                .values_list("now", flat=True)
+                .first()
             )
-        run = _Run(now=now, last=last, backlog_mode=report.backlog_mode, holder=holder)
-        for scenario in _active_scenarios():
-            if not lease_renew(holder):
-                raise LeaseLostError("scheduler lease lost")
-            report.scenarios.append(run.scenario(scenario))
-        log.status = TickLog.Status.DONE
-    except Exception as exc:
-        if log is not None:
-            log.status = TickLog.Status.FAILED
-            log.error = f"{type(exc).__name__}: {exc}"[:2000]
-        raise
-    finally:
-        report.seconds = time.perf_counter() - started
-        if log is not None:
-            log.finished_at = timezone.now()
-            log.report = report.as_dict()
-            log.save()
-            prune_tick_logs(wall)
-        lease_release(holder)
+            report.backlog_mode = last is not None and now - last > backlog_gap()
+            log = TickLog.objects.create(
+                started_at=wall,
+                now=now,
+                holder=holder,
+                status=TickLog.Status.RUNNING,
+                backlog_mode=report.backlog_mode,
+            )
+            if report.backlog_mode and last is not None:
+                report.note = (
+                    f"前回の実行({timezone.localtime(last):%Y-%m-%d %H:%M})から時間が空いたため、"
+                    "期限を過ぎたメッセージは確認待ちにしました"
+                )
+            run = _Run(now=now, last=last, backlog_mode=report.backlog_mode, holder=holder)
+            for scenario in _active_scenarios():
+                if not lease_renew(holder):
+                    raise LeaseLostError("scheduler lease lost")
+                report.scenarios.append(run.scenario(scenario))
+            log.status = TickLog.Status.DONE
+        except Exception as exc:
+            if log is not None:
+                log.status = TickLog.Status.FAILED
+                log.error = f"{type(exc).__name__}: {exc}"[:2000]
+            raise
+        finally:
+            report.seconds = time.perf_counter() - started
+            if log is not None:
+                log.finished_at = timezone.now()
+                log.report = report.as_dict()
+                log.save()
+                prune_tick_logs(wall)
+            lease_release(holder)
+    return report
 
 
 def prune_tick_logs(wall: dt.datetime) -> int:
