@@ -215,6 +215,15 @@ def open_all_day() -> None:
     )
 
 
+def channel_shop(settings: Any) -> None:
+    """A shop whose marketing may go out on any channel at any hour: no quiet hours and a
+    sender block (the channel tests' setting, for tests about something else)."""
+    open_all_day()
+    settings.KIZUNA_SENDER_NAME = "きずな化粧品"
+    settings.KIZUNA_SENDER_ADDRESS = "東京都渋谷区渋谷2-1-1"
+    settings.KIZUNA_SENDER_CONTACT = "0120-000-000"
+
+
 def database_url() -> str:
     """The test database as a URL a child process can open (it must be a file or a server)."""
     db = connection.settings_dict

@@ -11,7 +11,7 @@ from kizuna.campaigns.delivery import DeliveryWorker
 from kizuna.campaigns.models import OutboxStatus, Suppression
 from kizuna.campaigns.outbox import Purpose
 from kizuna.customers.models import ConsentChannel, Customer, IdentityKind, TimelineKind
-from tests.delivery_support import StubHttp, consenting_customer, mail, open_all_day
+from tests.delivery_support import StubHttp, channel_shop, consenting_customer, mail
 from tests.factories import add_identity
 
 pytestmark = pytest.mark.django_db
@@ -19,10 +19,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _setup(settings) -> None:  # type: ignore[no-untyped-def]
-    open_all_day()
-    settings.KIZUNA_SENDER_NAME = "きずな化粧品"
-    settings.KIZUNA_SENDER_ADDRESS = "東京都渋谷区渋谷2-1-1"
-    settings.KIZUNA_SENDER_CONTACT = "0120-000-000"
+    channel_shop(settings)
     settings.KIZUNA_PUBLIC_URL = "https://crm.kizuna.example"
 
 

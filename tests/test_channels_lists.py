@@ -23,7 +23,7 @@ from kizuna.campaigns.suppression import suppression_add
 from kizuna.commerce.models import Shipment
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import AcquisitionChannel, ConsentChannel, Customer, IdentityKind
-from tests.delivery_support import STAFF, consenting_customer, mail, open_all_day
+from tests.delivery_support import STAFF, channel_shop, consenting_customer, mail
 from tests.factories import add_identity, make_customer, make_order
 
 pytestmark = pytest.mark.django_db
@@ -32,10 +32,7 @@ DM = {"title": "春の感謝祭のご案内", "text": "いつもありがとう�
 
 @pytest.fixture(autouse=True)
 def _setup(settings) -> None:  # type: ignore[no-untyped-def]
-    open_all_day()
-    settings.KIZUNA_SENDER_NAME = "きずな化粧品"
-    settings.KIZUNA_SENDER_ADDRESS = "東京都渋谷区渋谷2-1-1"
-    settings.KIZUNA_SENDER_CONTACT = "0120-000-000"
+    channel_shop(settings)
 
 
 def postal_customer(**profile: Any) -> Customer:

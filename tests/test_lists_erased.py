@@ -23,7 +23,7 @@ from kizuna.campaigns.services import delivery_list_close
 from kizuna.core.models import AuditLog
 from kizuna.customers.merge import customer_merge
 from kizuna.customers.models import ConsentChannel, Customer
-from tests.delivery_support import STAFF, consenting_customer, mail, open_all_day
+from tests.delivery_support import STAFF, channel_shop, consenting_customer, mail
 from tests.factories import make_customer, make_order
 from tests.test_scenarios_kit import one, segment
 
@@ -34,10 +34,7 @@ DM = {"title": "春の感謝祭のご案内", "text": "いつもありがとう�
 
 @pytest.fixture(autouse=True)
 def _setup(settings) -> None:  # type: ignore[no-untyped-def]
-    open_all_day()
-    settings.KIZUNA_SENDER_NAME = "きずな化粧品"
-    settings.KIZUNA_SENDER_ADDRESS = "東京都渋谷区渋谷2-1-1"
-    settings.KIZUNA_SENDER_CONTACT = "0120-000-000"
+    channel_shop(settings)
 
 
 def erase(customer: Customer) -> None:
