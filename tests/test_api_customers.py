@@ -74,6 +74,11 @@ def test_an_identity_of_another_customer_is_refused_and_nothing_is_created(
     ("identities", "field"),
     [
         ({"email": "not-an-address"}, "identities.email"),
+        ({"email": "a@b@example.jp"}, "identities.email"),
+        ({"email": "a@.example.jp"}, "identities.email"),
+        ({"email": "a..b@example.jp"}, "identities.email"),
+        ({"email": '"x"@example.jp'}, "identities.email"),
+        ({"email": "<script>@example.jp"}, "identities.email"),
         ({"email": "a" * 244 + "@example.jp"}, "identities.email"),  # 255: SMTP carries 254
         ({"phone": "12"}, "identities.phone"),
         ({"cart_member_id": "   "}, None),
@@ -88,6 +93,31 @@ def test_bad_identities_are_named(api: ApiClient, identities: dict[str, str], fi
     error = assert_error(response, 422)
     assert field in error["fields"]
     assert identities[field.split(".")[1]] not in response.content.decode()
+
+
+def test_a_bad_email_is_refused_in_japanese_and_nothing_is_stored(api: ApiClient) -> None:
+    body = {"identities": {"email": "a@b@example.jp"}, "profile": {"family_name": "山田"}}
+    error = assert_error(api.post("/api/v1/customers", body), 422)
+    assert error["fields"] == {
+        "identities.email": "メールアドレスとして読めません(@ が2つ以上あります)"
+    }
+    assert not Customer.objects.exists()
+
+
+def test_a_carriers_legacy_address_is_a_customers_email(api: ApiClient) -> None:
+    # docomo/au addresses from before 2009 break RFC 5322's dot rules but are delivered
+    body = {
+        "identities": {"email": "Taro..Yamada.@docomo.ne.jp"},
+        "profile": {"family_name": "山田"},
+    }
+    response = api.post("/api/v1/customers", body)
+    assert response.status_code == 201, response.content
+    customer = Customer.objects.get(pk=response.json()["id"])
+    identity = customer.identities.get(kind=IdentityKind.EMAIL)
+    assert (identity.value, identity.display_value) == (
+        "taro..yamada.@docomo.ne.jp",
+        "Taro..Yamada.@docomo.ne.jp",
+    )
 
 
 def test_family_name_is_required(api: ApiClient) -> None:

@@ -174,6 +174,17 @@ def test_amounts_beyond_what_an_order_holds_are_refused_not_a_500(
     assert not Order.objects.exists()
 
 
+def test_a_new_customers_unreadable_email_refuses_the_order(api: ApiClient) -> None:
+    body = order_body()
+    body["customer"]["identities"] = {"email": "bad@@example.jp"}
+    error = assert_error(api.put(URL, body), 422)
+    assert error["fields"] == {
+        "customer.identities.email": "メールアドレスとして読めません(@ が2つ以上あります)"
+    }
+    assert not Order.objects.exists()
+    assert not Customer.objects.exists()
+
+
 def test_a_new_customer_needs_a_family_name(api: ApiClient) -> None:
     body = copy.deepcopy(order_body())
     del body["customer"]["profile"]["family_name"]

@@ -13,6 +13,7 @@ from kizuna.commerce.importers.decoding import WAVE_DASH
 from kizuna.commerce.importers.generic import load_mapping, parse_mapping
 from kizuna.commerce.models import Order, OrderStatus
 from kizuna.customers.models import ConsentChannel, Identity, IdentityKind
+from tests.test_import_lengths import _errors, _import_orders, _order
 
 pytestmark = pytest.mark.django_db
 DATA = Path(__file__).parent / "data" / "ingest"
@@ -181,3 +182,23 @@ def test_an_unreadable_mapping_file_is_explained_in_japanese(tmp_path: Path) -> 
     with pytest.raises(UsageError) as excinfo:
         load_mapping(tmp_path, kind="orders")
     assert "フォルダ" in excinfo.value.message
+
+
+def test_an_unreadable_email_is_a_row_error_and_a_carriers_legacy_address_is_kept(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        _order("W-1"),
+        _order("W-2", メール="a@b@example.jp"),
+        _order("W-3", メール="<script>@example.jp"),
+        _order("W-4", メール="taro..yamada@docomo.ne.jp"),
+    ]
+    result = _import_orders(tmp_path, rows)
+    assert _errors(result) == [
+        (3, "メール", "メールアドレスとして読めません(@ が2つ以上あります)"),
+        (4, "メール", "メールアドレスとして読めません(@ の前に使えない文字があります)"),
+    ]
+    assert sorted(Order.objects.values_list("number", flat=True)) == ["W-1", "W-4"]
+    assert Identity.objects.filter(kind=IdentityKind.EMAIL).count() == 2
+    legacy = Order.objects.get(number="W-4").customer.identities.get(kind=IdentityKind.EMAIL)
+    assert legacy.value == "taro..yamada@docomo.ne.jp"

@@ -110,10 +110,86 @@ def test_emails_are_lower_cased_and_nfkc(raw: str, expected: str) -> None:
     assert jp.normalize_email(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["taro", "taro@", "@example.jp", "taro@example"])
-def test_bad_emails_are_refused(raw: str) -> None:
-    with pytest.raises(jp.NormalisationError):
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("taro", "@ がありません"),
+        ("taro@", "ドメイン名"),
+        ("@example.jp", "@ の前が空です"),
+        ("taro@example", "ドメイン名"),
+        ("a@b@example.jp", "@ が2つ以上あります"),
+        ("bad@@example.jp", "@ が2つ以上あります"),
+        ("a@.example.jp", "ドメイン名"),
+        ("a@example..jp", "ドメイン名"),
+        ("a@example.jp.", "ドメイン名"),
+        ("a@-example.jp", "ドメイン名"),
+        ("a@example-.jp", "ドメイン名"),
+        ("a@exa_mple.jp", "ドメイン名"),
+        ("a@192.0.2.1", "ドメイン名"),
+        ("a@[192.0.2.1]", "ドメイン名"),
+        ("a..b@example.jp", "「.」の位置"),
+        (".a@example.jp", "「.」の位置"),
+        ("a.@example.jp", "「.」の位置"),
+        ('"x"@example.jp', "使えない文字"),
+        ("<script>@example.jp", "使えない文字"),
+        ("taro yamada@example.jp", "使えない文字"),
+        ("a,b@example.jp", "使えない文字"),
+        ("山田@example.jp", "使えない文字"),
+        ("taro@例え.jp", "xn--"),  # an internationalised domain: written as punycode, below
+        (".taro@docomo.ne.jp", "「.」の位置"),  # the carriers never allowed a dot first
+    ],
+)
+def test_bad_emails_are_refused(raw: str, reason: str) -> None:
+    with pytest.raises(jp.NormalisationError) as refused:
         jp.normalize_email(raw)
+    message = str(refused.value)
+    assert message.startswith("メールアドレスとして読めません")
+    assert reason in message
+    local = raw.split("@", maxsplit=1)[0]
+    assert not local or local not in message  # the value is not repeated
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "o'brien+shop@example.ie",
+        "a.b-c_d@mail.example-shop.co.jp",
+        "taro@xn--r8jz45g.jp",  # 例え.jp
+        "x@example.xn--wgv71a",
+    ],
+)
+def test_addresses_people_use_are_accepted(raw: str) -> None:
+    assert jp.normalize_email(raw) == raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "taro..yamada@docomo.ne.jp",
+        "taro.@docomo.ne.jp",
+        "hanako.@ezweb.ne.jp",
+        "hanako..@biz.ezweb.ne.jp",
+        "Taro..Yamada@au.com",
+        "taro..y@softbank.ne.jp",
+    ],
+)
+def test_carrier_addresses_from_before_2009_are_accepted(raw: str) -> None:
+    # docomo and au let customers create addresses with ".." or a dot before the @ until
+    # 2009; they still deliver to them and shops have such customers (docs/ingest.md)
+    assert jp.normalize_email(raw) == raw.lower()
+
+
+def test_the_carrier_exception_is_for_the_carriers_domains_only() -> None:
+    for raw in ("taro..yamada@docomo.ne.jp.example.jp", "taro..yamada@notdocomo.ne.jp"):
+        with pytest.raises(jp.NormalisationError):
+            jp.normalize_email(raw)
+
+
+def test_the_lookup_key_skips_the_address_check() -> None:
+    # addresses stored before the check (search, the suppression list) are still found
+    assert jp.email_key(" A..B@Example.jp ") == "a..b@example.jp"
+    with pytest.raises(jp.NormalisationError):
+        jp.email_key("not-an-address")
 
 
 def test_an_email_longer_than_mail_systems_deliver_is_refused() -> None:

@@ -15,7 +15,9 @@ from kizuna.campaigns.models import OutboxStatus, Suppression, SuppressionReason
 from kizuna.core import webhooks
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog, WebhookEvent, WebhookSource
+from kizuna.customers.models import IdentityKind
 from tests.delivery_support import SmtpServer, consenting_customer, mail, open_all_day
+from tests.factories import add_identity, make_customer
 from tests.test_webhooks import deliver
 
 pytestmark = pytest.mark.django_db
@@ -115,6 +117,18 @@ def test_an_unusable_address_is_a_422_and_can_be_redelivered_fixed(esp) -> None:
     assert state() == before
     # the failed delivery left no event record, so the provider's retry is applied
     assert post(secret, event()).json()["outcome"] == "added"
+
+
+def test_an_address_stored_before_the_address_check_can_still_be_suppressed(esp) -> None:  # type: ignore[no-untyped-def]
+    # Kizuna once stored any address with an @ and a dot after it; such an address can still
+    # bounce, and blocking it must work (the worker blocks on an SMTP refusal the same way)
+    _, secret = esp
+    customer = make_customer()
+    add_identity(customer, IdentityKind.EMAIL, "a..b@example.jp")
+    response = post(secret, event(email="A..B@example.jp"))
+    assert response.json()["outcome"] == "added"
+    assert Suppression.objects.get().address == "a..b@example.jp"
+    assert AuditLog.objects.get(action="suppression.add").customer_id == customer.pk
 
 
 @pytest.fixture

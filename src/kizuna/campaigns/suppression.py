@@ -24,7 +24,9 @@ from kizuna.customers.models import Identity, IdentityKind, TimelineKind
 from kizuna.customers.timeline import timeline_add
 
 _NORMALISE = {
-    SuppressionKind.EMAIL: jp.normalize_email,
+    # The key without jp.normalize_email's address check: an address stored before that check
+    # existed can still bounce, and must still be blockable (and findable on the list).
+    SuppressionKind.EMAIL: jp.email_key,
     SuppressionKind.PHONE: jp.normalize_phone,
     SuppressionKind.LINE_USER: jp.normalize_identifier,
 }

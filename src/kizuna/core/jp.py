@@ -103,21 +103,108 @@ def format_phone(value: str | None) -> str:
     return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL))
 
 
+EMAIL_MAX_LENGTH = 254
+
+# What Kizuna takes as an e-mail address: a practical subset of RFC 5321/5322, the addresses
+# carts, forms and people actually use, so that a typo or an injection attempt ("a@b@c.jp",
+# "<script>@…") is refused where it enters instead of becoming a customer's identity.
+#
+# - Exactly one @. The part before it (the local part) is ASCII letters, digits, the RFC 5322
+#   "atext" symbols !#$%&'*+/=?^_`{|}~- and dots; no dot first, last or twice in a row.
+#   Quoted local parts ("x y"@…), comments and non-ASCII local parts are legal in RFC 5322/6531
+#   but unused in practice and refused by many mail systems, so they are refused here.
+# - Japanese mobile carriers let customers create addresses before 2009 with two dots in a
+#   row or a dot just before the @ (taro..yamada@docomo.ne.jp, taro.@ezweb.ne.jp). Real shops
+#   have such customers and the carriers still deliver to them, so at the carrier domains
+#   below (and their subdomains) those two forms are accepted; a dot first never is.
+# - The domain is at least two labels separated by dots, each 1-63 characters of letters,
+#   digits and hyphens, not starting or ending with a hyphen; the last label (the TLD) is
+#   letters, or an IDN TLD in punycode. Address literals (@[192.0.2.1]) are refused.
+# - Internationalised domain names are taken in their ASCII (punycode) form only
+#   (taro@xn--r8jz45g.jp, not taro@例え.jp): the address is its own key and the address mail
+#   is sent to, and Kizuna sends over plain SMTP, which carries ASCII addresses only. Such
+#   addresses are rare; the message says how to write one.
+MOBILE_CARRIER_DOMAINS = (
+    "docomo.ne.jp",
+    "ezweb.ne.jp",
+    "au.com",
+    "softbank.ne.jp",
+    "i.softbank.jp",
+    "vodafone.ne.jp",
+    "disney.ne.jp",
+    "pdx.ne.jp",
+    "willcom.com",
+    "ymobile.ne.jp",
+    "emobile.ne.jp",
+)
+_ATEXT = r"a-z0-9!#$%&'*+/=?^_`{|}~\-"
+_LOCAL_CHARS_RE = re.compile(f"[{_ATEXT}.]+")
+_LOCAL_RE = re.compile(f"[{_ATEXT}]+(?:\\.[{_ATEXT}]+)*")
+_CARRIER_LOCAL_RE = re.compile(f"[{_ATEXT}][{_ATEXT}.]*")
+_LABEL_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_TLD_RE = re.compile(r"[a-z]{2,63}|xn--[a-z0-9-]{1,59}")
+_NOT_AN_EMAIL = "メールアドレスとして読めません"
+
+
+def _is_carrier_domain(domain: str) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in MOBILE_CARRIER_DOMAINS)
+
+
+def _check_email(email: str) -> None:
+    """Raise NormalisationError unless `email` (NFKC, lower case) is an address as above."""
+    count = email.count("@")
+    if count != 1:
+        detail = "@ がありません" if count == 0 else "@ が2つ以上あります"
+        raise NormalisationError(f"{_NOT_AN_EMAIL}({detail})")
+    local, _, domain = email.partition("@")
+    if not local:
+        raise NormalisationError(f"{_NOT_AN_EMAIL}(@ の前が空です)")
+    if not _LOCAL_CHARS_RE.fullmatch(local):
+        raise NormalisationError(f"{_NOT_AN_EMAIL}(@ の前に使えない文字があります)")
+    if not domain.isascii():
+        raise NormalisationError(
+            f"{_NOT_AN_EMAIL}(日本語などのドメイン名は「xn--」で始まる英数字の形で指定してください)"
+        )
+    labels = domain.split(".")
+    if (
+        len(labels) < 2
+        or not all(_LABEL_RE.fullmatch(label) for label in labels)
+        or not _TLD_RE.fullmatch(labels[-1])
+    ):
+        raise NormalisationError(f"{_NOT_AN_EMAIL}(@ の後のドメイン名が正しくありません)")
+    local_re = _CARRIER_LOCAL_RE if _is_carrier_domain(domain) else _LOCAL_RE
+    if not local_re.fullmatch(local):
+        raise NormalisationError(f"{_NOT_AN_EMAIL}(@ の前の「.」の位置が正しくありません)")
+
+
+def email_key(value: str) -> str:
+    """An address as its match key (NFKC, trimmed, lower case) without the address check:
+    for looking up and blocking addresses that may have been stored before the check existed
+    (search, the suppression list). At most EMAIL_MAX_LENGTH characters."""
+    email = nfkc(value).lower()
+    local, sep, domain = email.partition("@")
+    if not sep or not local or "." not in domain or " " in email:
+        raise NormalisationError(_NOT_AN_EMAIL)
+    _check_email_length(value, email)
+    return email
+
+
+def _check_email_length(value: str, email: str) -> None:
+    if max(len(email), len(value.strip())) > EMAIL_MAX_LENGTH:
+        raise NormalisationError(f"メールアドレスが長すぎます({EMAIL_MAX_LENGTH}文字まで)")
+
+
 def normalize_email(value: str) -> str:
-    """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display).
+    """An e-mail address in NFKC, trimmed and lower-cased (the match key, not for display),
+    after checking that it is an address (the rules above; NormalisationError names what is
+    wrong without repeating the value).
 
     At most EMAIL_MAX_LENGTH characters as given and as normalised: no mail system delivers a
     longer one (RFC 5321), and the identity and suppression columns hold that many."""
     email = nfkc(value).lower()
-    local, sep, domain = email.partition("@")
-    if not sep or not local or "." not in domain or " " in email:
-        raise NormalisationError("メールアドレスとして読めません")
-    if max(len(email), len(value.strip())) > EMAIL_MAX_LENGTH:
-        raise NormalisationError(f"メールアドレスが長すぎます({EMAIL_MAX_LENGTH}文字まで)")
+    _check_email_length(value, email)
+    _check_email(email)
     return email
-
-
-EMAIL_MAX_LENGTH = 254
 
 
 def normalize_kana(value: str) -> str:

@@ -84,7 +84,9 @@ def parse_query(query: str) -> SearchTerms:
         return SearchTerms()
     if "@" in text:
         try:
-            return SearchTerms(email=jp.normalize_email(text))
+            # The key without the address check, so an address stored before the check
+            # existed is still found.
+            return SearchTerms(email=jp.email_key(text))
         except jp.NormalisationError:
             return SearchTerms()
     phone = ""
