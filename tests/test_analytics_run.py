@@ -4,11 +4,16 @@ recorded with a reason, settings, the command, the nightly task and the reads pa
 from __future__ import annotations
 
 import datetime as dt
+import importlib
+import re
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.apps import apps as django_apps
 from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -22,7 +27,7 @@ from kizuna.analytics.models import (
     SegmentCount,
 )
 from kizuna.analytics.pipeline import run as run_module
-from kizuna.analytics.pipeline.config import AnalyticsConfig
+from kizuna.analytics.pipeline.config import AnalyticsConfig, AsOfError
 from kizuna.analytics.pipeline.run import AnalyticsRunError, run_analytics
 from kizuna.analytics.tasks import (
     analytics_nightly,
@@ -249,3 +254,88 @@ def test_selectors_read_the_latest_snapshot() -> None:
     assert [day for day, _ in trend] == [first.as_of, latest.as_of]
     assert selectors.kpi_table(latest, "headline")["customers"] == 6
     assert "cohorts:all" in selectors.kpi_names(latest)
+
+
+# --- the as-of day: not after today ----------------------------------------------------------
+
+# 15:30 UTC on 30 June is 00:30 on 1 July in Japan: "today" is 1 July there.
+JUST_AFTER_MIDNIGHT_IN_TOKYO = dt.datetime(2025, 6, 30, 15, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def tokyo_today(monkeypatch: pytest.MonkeyPatch) -> dt.date:
+    monkeypatch.setattr(timezone, "now", lambda: JUST_AFTER_MIDNIGHT_IN_TOKYO)
+    return dt.date(2025, 7, 1)
+
+
+def test_an_as_of_day_after_today_in_japan_is_refused_everywhere_a_run_starts(
+    tokyo_today: dt.date,
+) -> None:
+    # given a shop, at 00:30 in Japan (still the day before in UTC)
+    _small_shop()
+    tomorrow = tokyo_today + dt.timedelta(days=1)
+    # then the service, the command (now or queued) and the queue refuse tomorrow, in Japanese
+    refused = re.escape("基準日 2025-07-02 は今日(2025-07-01、日本時間)より後の日付です")
+    with pytest.raises(AnalyticsRunError, match=refused):
+        run_analytics(acting_user=ROBOT, as_of=tomorrow)
+    for extra in ([], ["--enqueue"]):
+        with pytest.raises(CommandError, match="今日以前の日付を指定してください"):
+            call_command("analytics", "run", "--as-of", "2099-01-01", *extra)
+    with pytest.raises(AsOfError, match="より後の日付です"):
+        enqueue_run(as_of=tomorrow, backend="duckdb")
+    # and nothing was recorded, queued or stored
+    assert not AnalyticsRun.objects.exists()
+    assert not DBTaskResult.objects.exists()
+    # while today in Japan (tomorrow in UTC) is fine
+    assert run_analytics(acting_user=ROBOT, as_of=tokyo_today).status == RunStatus.DONE
+
+
+def test_a_queued_run_whose_day_is_refused_ends_failed_with_the_reason(
+    tokyo_today: dt.date,
+) -> None:
+    # given a run row queued for a future day (as rows queued before the check could be)
+    queued = AnalyticsRun.objects.create(as_of=dt.date(2099, 1, 1), backend="duckdb")
+    # when the worker takes it
+    with pytest.raises(AnalyticsRunError):
+        analytics_run.call(queued.pk)
+    # then it is not left waiting: it failed, and says why
+    queued.refresh_from_db()
+    assert queued.status == RunStatus.FAILED
+    assert "今日以前の日付" in queued.message
+    assert queued.finished_at is not None
+
+
+def test_the_demo_may_compute_as_of_its_own_today(tokyo_today: dt.date) -> None:
+    # the demo's history may end after the real today; it passes that day as its today
+    _small_shop()
+    future = dt.date(2027, 3, 31)
+    done = run_analytics(acting_user=ROBOT, as_of=future, today=future, trigger="demo")
+    assert (done.status, done.as_of) == (RunStatus.DONE, future)
+
+
+def test_the_upgrade_voids_shop_runs_with_a_future_as_of_and_keeps_the_demos(
+    tokyo_today: dt.date,
+) -> None:
+    # given runs finished before future days were refused: a shop's command with 2099-01-01
+    # (and its customer rows), a real run, and a demo built as of a day ahead
+    _small_shop()
+    real = run(tokyo_today)
+    stuck, demo = (
+        run_analytics(acting_user=ROBOT, as_of=day, today=day, trigger=trigger)
+        for day, trigger in ((dt.date(2099, 1, 1), "command"), (dt.date(2027, 3, 31), "demo"))
+    )
+    assert selectors.latest_run() == stuck
+    # when the data migration runs
+    migration = importlib.import_module(
+        "kizuna.analytics.migrations.0002_void_runs_with_a_future_as_of"
+    )
+    migration.void_future_runs(django_apps, connection.schema_editor())
+    # then the shop's future run is failed with the reason and holds no customer rows, and
+    # the latest is the demo's (its own calendar), then the real run
+    stuck.refresh_from_db()
+    assert (stuck.status, stuck.customer_rows_kept) == (RunStatus.FAILED, False)
+    assert "未来" in stuck.message
+    assert not CustomerScore.objects.filter(run=stuck).exists()
+    assert selectors.latest_run() == demo
+    AnalyticsRun.objects.filter(pk=demo.pk).delete()
+    assert selectors.latest_run() == real

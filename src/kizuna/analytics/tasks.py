@@ -16,7 +16,7 @@ from django.utils import timezone
 from django_tasks import task
 
 from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings
-from kizuna.analytics.pipeline.config import Backend
+from kizuna.analytics.pipeline.config import Backend, check_as_of
 from kizuna.core.audit import Actor
 
 NIGHTLY_AT = dt.time(2, 0)
@@ -72,9 +72,12 @@ def enqueue_run(
     trigger: str = "queued",
     requested_by: str = "",
 ) -> int:
-    """Record a queued AnalyticsRun (pages show it at once) and hand it to the task system."""
+    """Record a queued AnalyticsRun (pages show it at once) and hand it to the task system.
+    An as-of day after today is refused here already (AsOfError), before anything is queued."""
+    day = as_of or timezone.localdate()
+    check_as_of(day, today=timezone.localdate())
     run = AnalyticsRun.objects.create(
-        as_of=as_of or timezone.localdate(),
+        as_of=day,
         backend=Backend(backend).value,
         trigger=trigger,
         requested_by=requested_by,

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from django.core.management.base import CommandError
 
 from kizuna.analytics.pipeline.backends import BackendUnavailableError
-from kizuna.analytics.pipeline.config import Backend
+from kizuna.analytics.pipeline.config import AsOfError, Backend
 from kizuna.analytics.pipeline.steps import STEP_LABELS, OnStep
 
 
@@ -70,7 +70,10 @@ def run_command(options: Mapping[str, Any]) -> None:
             out.write(f"夜間の自動実行を登録しました(次回: {when:%Y-%m-%d %H:%M} 日本時間)\n")
         return
     if options.get("enqueue"):
-        run_id = enqueue_run(as_of=as_of, backend=backend)
+        try:
+            run_id = enqueue_run(as_of=as_of, backend=backend)
+        except AsOfError as exc:
+            raise CommandError(str(exc)) from exc
         out.write(
             f"分析の実行をバックグラウンド処理に登録しました(実行番号 {run_id}、kizuna worker が実行します)\n"
         )

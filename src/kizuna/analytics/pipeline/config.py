@@ -7,6 +7,7 @@ pages import this module, so it imports nothing of the pipeline's engines or num
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from dataclasses import dataclass
 from enum import StrEnum
@@ -35,6 +36,25 @@ PREDICTION_MODELS = ("bgnbd", "mbgnbd", "pareto")
 SBG_MIN_COHORT = 30
 SBG_MIN_CANCELLED = 10
 SBG_MIN_RENEWALS = 3
+
+
+class AsOfError(ValueError):
+    """An as-of day a run must not use; the message says why, in Japanese."""
+
+
+def check_as_of(day: dt.date, *, today: dt.date) -> None:
+    """Refuse an as-of day after `today` (the shop's today in Japan; the demo passes its own).
+
+    A future day counts no purchases that have not happened yet, and as the newest as-of its
+    snapshot would stay the "latest" one — pages, segment conditions and the pruning of
+    per-customer rows go by as-of day — however many real runs came after it.
+    """
+    if day > today:
+        raise AsOfError(
+            f"基準日 {day:%Y-%m-%d} は今日({today:%Y-%m-%d}、日本時間)より後の日付です。"
+            "基準日には今日以前の日付を指定してください"
+            "(未来の日付の分析は、まだない購入を数えないまま「最新」の結果として残ってしまいます)"
+        )
 
 
 class ThresholdError(ValueError):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings, RunStatus
 from kizuna.analytics.pipeline import backends
 from kizuna.analytics.pipeline.compute import compute
-from kizuna.analytics.pipeline.config import AnalyticsConfig, Backend
+from kizuna.analytics.pipeline.config import AnalyticsConfig, AsOfError, Backend, check_as_of
 from kizuna.analytics.pipeline.extract import snapshot_from_database
 from kizuna.analytics.pipeline.steps import STEP_LABELS, OnStep, StepClock
 from kizuna.analytics.pipeline.store import prune_customer_scores, store_result
@@ -62,6 +62,24 @@ def _config_json(cfg: AnalyticsConfig) -> dict[str, Any]:
     }
 
 
+def _usable_config(day: dt.date, *, today: dt.date, run: AnalyticsRun | None) -> AnalyticsConfig:
+    """The shop's settings for a run as of `day`, or AnalyticsRunError (Japanese) when the day is
+    after today or the settings cannot be used; a queued row then ends failed with the reason."""
+    try:
+        check_as_of(day, today=today)
+        return AnalyticsSettings.load().to_config()
+    except (AsOfError, ValidationError) as exc:
+        message = (
+            str(exc)
+            if isinstance(exc, AsOfError)
+            else "分析設定に誤りがあります: " + "; ".join(exc.messages)
+        )
+        if run is not None:
+            run.status, run.message, run.finished_at = RunStatus.FAILED, message, timezone.now()
+            run.save(update_fields=["status", "message", "finished_at"])
+        raise AnalyticsRunError(message) from exc
+
+
 def run_analytics(
     *,
     acting_user: Any,
@@ -71,9 +89,12 @@ def run_analytics(
     on_step: OnStep | None = None,
     run: AnalyticsRun | None = None,
     extract_method: str = "auto",
+    today: dt.date | None = None,
 ) -> AnalyticsRun:
     """Compute everything as of `as_of` (default: today, Asia/Tokyo) and store the snapshot.
 
+    An as-of day after `today` (default: today in Japan) is refused (config.check_as_of); only
+    the demo passes a `today` of its own, the last day of the history it made up.
     Progress is written to the AnalyticsRun row as each step starts (outside any transaction,
     so a page polling it sees it move); the snapshot itself is written in one transaction.
     On failure the row is marked failed with the reason and AnalyticsRunError is raised.
@@ -81,10 +102,7 @@ def run_analytics(
     engine = Backend(backend)
     actor = Actor.of(acting_user)
     day = as_of or timezone.localdate()
-    try:
-        cfg = AnalyticsSettings.load().to_config()
-    except ValidationError as exc:
-        raise AnalyticsRunError("分析設定に誤りがあります: " + "; ".join(exc.messages)) from exc
+    cfg = _usable_config(day, today=today or timezone.localdate(), run=run)
     steps = _steps(engine)
     if run is None:
         run = AnalyticsRun.objects.create(as_of=day, backend=engine.value)

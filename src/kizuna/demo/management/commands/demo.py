@@ -77,9 +77,13 @@ class Command(BaseCommand):
             started = time.perf_counter()
             seed_demo_scenarios(as_of=as_of, seed=options["seed"])
             self.stdout.write(f"シナリオとその配信履歴を作成しました{_took(started)}。")
-            # The analytics snapshot the segment builder and scenarios read.
+            # The analytics snapshot the segment builder and scenarios read. The demo's history
+            # ends on its own "today" (--as-of), which may be a day after the real one: it
+            # passes that day as today, the one caller allowed a future as-of.
             started = time.perf_counter()
-            run = run_analytics(acting_user=Actor.system("demo"), as_of=as_of)
+            run = run_analytics(
+                acting_user=Actor.system("demo"), as_of=as_of, today=as_of, trigger="demo"
+            )
             self.stdout.write(
                 f"顧客分析のスナップショットを作成しました({run.get_status_display()})"
                 f"{_took(started)}。"
