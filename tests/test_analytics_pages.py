@@ -359,6 +359,11 @@ def test_settings_are_saved_and_audited(client_for: ClientFor) -> None:
         ({"frequency_counts": "5,3,2,10"}, "小さい順に"),
         ({"cpm_toddler_tenure_days": 300}, "よちよち"),
         ({"cpm_lapse_days": ""}, "このフィールドは必須です"),
+        # a window listed twice was counted twice (対象 doubled, two 30日以内 columns)
+        ({"windows_days": "30,30,60"}, "期間(日)は小さい順に、重複なく"),
+        ({"windows_days": "60,30"}, "期間(日)は小さい順に、重複なく"),
+        ({"windows_days": "30,99999"}, "1〜3,650日の範囲"),
+        ({"monetary_yen": "-1,0,1,2"}, "M(累計購入金額)の閾値は0以上"),
     ],
 )
 def test_unusable_settings_are_refused_in_japanese_and_nothing_changes(
@@ -368,12 +373,16 @@ def test_unusable_settings_are_refused_in_japanese_and_nothing_changes(
     response = client_for(Role.ADMIN).post(reverse("analytics:settings"), _settings_post(**changes))
     assert response.status_code == 400
     assert message in response.content.decode()
+    if "期間" in message or "0以上" in message:  # shown on the field it is about
+        (field,) = changes
+        assert message in str(response.context["form"].errors[field])
     after = AnalyticsSettings.load()
     assert (after.recency_days, after.frequency_counts, after.cpm_toddler_tenure_days) == (
         before.recency_days,
         before.frequency_counts,
         before.cpm_toddler_tenure_days,
     )
+    assert (after.windows_days, after.monetary_yen) == (before.windows_days, before.monetary_yen)
     assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
 
 

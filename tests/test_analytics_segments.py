@@ -282,6 +282,30 @@ def test_thresholds_that_cannot_work_are_refused_in_japanese() -> None:
         AnalyticsConfig(frequency_counts=(2, 3, 5))  # type: ignore[arg-type]
     with pytest.raises(ThresholdError, match="よちよち"):
         AnalyticsConfig(cpm_toddler_tenure_days=210, cpm_loyal_tenure_days=90)
+    with pytest.raises(ThresholdError, match="0以上"):
+        AnalyticsConfig(monetary_yen=(-1, 0, 1, 2))
+    with pytest.raises(ThresholdError, match="0以上"):
+        AnalyticsConfig(recency_days=(-30, 90, 180, 365))
+
+
+@pytest.mark.parametrize(
+    ("windows", "message"),
+    [
+        ((30, 30, 60), "小さい順に、重複なく"),
+        ((60, 30), "小さい順に、重複なく"),
+        ((0, 30), "1〜3,650日"),
+        ((30, 99_999), "1〜3,650日"),
+        ((), "1つ以上"),
+    ],
+)
+def test_conversion_windows_must_rise_without_repeats_within_ten_years(
+    windows: tuple[int, ...], message: str
+) -> None:
+    with pytest.raises(ThresholdError, match=message) as refused:
+        AnalyticsConfig(windows_days=windows)
+    assert refused.value.field == "windows_days"
+    assert "F2転換率・引き上げ率の期間" in str(refused.value)
+    assert AnalyticsConfig(windows_days=(1, 3650)).windows_days == (1, 3650)
 
 
 def test_model_inputs_count_purchase_days_and_leave_out_the_first_days_spend() -> None:

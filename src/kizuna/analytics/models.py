@@ -160,7 +160,8 @@ class AnalyticsSettings(TimeStampedModel):
                 keep_customer_runs=self.keep_customer_runs,
             )
         except ThresholdError as exc:
-            raise ValidationError(str(exc)) from exc
+            # On the field it is about, when it is one (the settings page shows it there).
+            raise ValidationError({exc.field: str(exc)} if exc.field else str(exc)) from exc
 
     def clean(self) -> None:
         self.to_config()

@@ -57,8 +57,19 @@ def check_as_of(day: dt.date, *, today: dt.date) -> None:
         )
 
 
+# F2/F3/F4 and 引き上げ windows: from a day to ten years after the first purchase. A longer one
+# has no customer old enough to count, and a window listed twice was counted twice.
+MIN_WINDOW_DAYS = 1
+MAX_WINDOW_DAYS = 3650
+
+
 class ThresholdError(ValueError):
-    """A threshold setting that cannot be used; the message says which one and why, in Japanese."""
+    """A threshold setting that cannot be used; the message says which one and why, in Japanese.
+    `field` names the settings field (AnalyticsSettings) it belongs to, when it is one field."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -83,26 +94,48 @@ class AnalyticsConfig:
     keep_customer_runs: int = 7
 
     def __post_init__(self) -> None:
-        for name, values in (
-            ("R(最終購入からの日数)", self.recency_days),
-            ("F(購入回数)", self.frequency_counts),
-            ("M(累計購入金額)", self.monetary_yen),
+        for field, name, values in (
+            ("recency_days", "R(最終購入からの日数)", self.recency_days),
+            ("frequency_counts", "F(購入回数)", self.frequency_counts),
+            ("monetary_yen", "M(累計購入金額)", self.monetary_yen),
         ):
             if len(values) != 4:
-                raise ThresholdError(f"{name}の閾値は4つ指定してください")
+                raise ThresholdError(f"{name}の閾値は4つ指定してください", field=field)
+            if any(v < 0 for v in values):
+                raise ThresholdError(f"{name}の閾値は0以上にしてください", field=field)
             if any(b <= a for a, b in itertools.pairwise(values)):
-                raise ThresholdError(f"{name}の閾値は小さい順に、重複なく指定してください")
+                raise ThresholdError(
+                    f"{name}の閾値は小さい順に、重複なく指定してください", field=field
+                )
         if self.cpm_lapse_days < 1:
-            raise ThresholdError("離脱とみなす日数は1日以上にしてください")
+            raise ThresholdError("離脱とみなす日数は1日以上にしてください", field="cpm_lapse_days")
         if not 0 < self.cpm_toddler_tenure_days < self.cpm_loyal_tenure_days:
             raise ThresholdError(
                 "在籍期間の閾値は「よちよち客の上限 < 優良客の下限」となるよう指定してください"
             )
         if self.cpm_amount_yen < 0:
-            raise ThresholdError("累計購入金額の閾値は0円以上にしてください")
-        if not self.windows_days or any(n < 1 for n in self.windows_days):
-            raise ThresholdError("転換率の期間(日数)は1日以上で1つ以上指定してください")
+            raise ThresholdError(
+                "累計購入金額の閾値は0円以上にしてください", field="cpm_amount_yen"
+            )
+        windows = "F2転換率・引き上げ率の期間(日)"
+        if not self.windows_days:
+            raise ThresholdError(f"{windows}を1つ以上指定してください", field="windows_days")
+        if any(not MIN_WINDOW_DAYS <= n <= MAX_WINDOW_DAYS for n in self.windows_days):
+            raise ThresholdError(
+                f"{windows}は{MIN_WINDOW_DAYS}〜{MAX_WINDOW_DAYS:,}日の範囲で指定してください",
+                field="windows_days",
+            )
+        if any(b <= a for a, b in itertools.pairwise(self.windows_days)):
+            raise ThresholdError(
+                f"{windows}は小さい順に、重複なく指定してください", field="windows_days"
+            )
         if self.prediction_model not in PREDICTION_MODELS:
-            raise ThresholdError("予測モデルは bgnbd・mbgnbd・pareto のいずれかにしてください")
+            raise ThresholdError(
+                "予測モデルは bgnbd・mbgnbd・pareto のいずれかにしてください",
+                field="prediction_model",
+            )
         if self.keep_customer_runs < 1:
-            raise ThresholdError("顧客別スナップショットの保持回数は1以上にしてください")
+            raise ThresholdError(
+                "顧客別スナップショットの保持回数は1以上にしてください",
+                field="keep_customer_runs",
+            )
