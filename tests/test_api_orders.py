@@ -114,6 +114,22 @@ def test_an_older_update_arriving_late_is_ignored(api: ApiClient) -> None:
     assert (order.status, order.shipping_fee) == (OrderStatus.SHIPPED, 500)
 
 
+def test_an_update_without_updated_at_does_not_overwrite_a_dated_order(api: ApiClient) -> None:
+    # given: the order as the cart last changed it, with its time
+    api.put(URL, order_body(status="shipped", updated_at="2026-05-02T09:00:00+09:00"))
+    # when: a version without updated_at arrives (older or newer: nothing says)
+    body = order_body(shipping_fee=700)
+    del body["updated_at"]
+    response = api.put(URL, body)
+    # then: like an older one, it is ignored, as webhooks and batches ignore it
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "stale"
+    order = Order.objects.get(number="1001")
+    assert (order.status, order.shipping_fee, order.total) == (OrderStatus.SHIPPED, 500, 2360)
+    results = api.post(BATCH, {"orders": [{"number": "1001", **body}]}).json()
+    assert (results["stale"], results["updated"]) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -74,6 +74,36 @@ def test_an_older_update_never_rolls_the_order_back() -> None:
     assert order.status == OrderStatus.DELIVERED
 
 
+def test_an_undated_update_never_overwrites_a_dated_version() -> None:
+    # nothing shows an update without a time is newer than the dated version stored (a CSV
+    # export without an update time, a cart that forgot the field): ignored, whatever it says
+    customer = make_customer()
+    dated = _order(status=OrderStatus.SHIPPED, source_updated_at=T0 + dt.timedelta(hours=5))
+    order_upsert(customer=customer, data=dated, acting_user=IMPORT)
+    undated = _order(status=OrderStatus.DELIVERED, shipping_fee=700)
+    order, outcome = order_upsert(customer=customer, data=undated, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.STALE
+    order.refresh_from_db()
+    assert (order.status, order.shipping_fee, order.total) == (OrderStatus.SHIPPED, 0, 980)
+    assert order.source_updated_at == T0 + dt.timedelta(hours=5)
+
+
+def test_orders_that_never_had_a_time_take_the_last_update() -> None:
+    customer = make_customer()
+    order_upsert(customer=customer, data=_order(), acting_user=IMPORT)
+    order, outcome = order_upsert(
+        customer=customer, data=_order(shipping_fee=700), acting_user=IMPORT
+    )
+    assert outcome == UpsertOutcome.UPDATED
+    assert order.total == 1680
+    # and the first dated version is taken too, and from then on guards the order
+    dated = _order(shipping_fee=500, source_updated_at=T0)
+    _, outcome = order_upsert(customer=customer, data=dated, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.UPDATED
+    _, outcome = order_upsert(customer=customer, data=_order(), acting_user=IMPORT)
+    assert outcome == UpsertOutcome.STALE
+
+
 def test_without_versions_status_still_only_moves_forward() -> None:
     customer = make_customer()
     order_upsert(customer=customer, data=_order(status=OrderStatus.SHIPPED), acting_user=IMPORT)

@@ -241,6 +241,66 @@ def test_an_older_order_event_arriving_late_changes_nothing(
     assert Order.objects.get().status == OrderStatus.DELIVERED
 
 
+def test_an_order_event_without_updated_at_does_not_overwrite_a_dated_one(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    deliver(secret, order_event("evt_1", status="shipped", updated_at="2026-11-22T10:00:00+09:00"))
+    undated = order_event("evt_2", shipping_fee=700)
+    del undated["data"]["updated_at"]
+    response = deliver(secret, undated)
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "stale"
+    order = Order.objects.get()
+    assert (order.status, order.shipping_fee, order.total) == (OrderStatus.SHIPPED, 0, 980)
+    # the event is recorded as applied (ignored): a redelivery is a duplicate
+    assert deliver(secret, undated).json() == {**response.json(), "duplicate": True}
+
+
+# --- event types ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["order.exploded", "order.deleted", "customer.updated", ""])
+def test_an_order_event_of_an_unknown_type_is_refused_and_stores_nothing(
+    source: tuple[WebhookSource, str], kind: str
+) -> None:
+    _, secret = source
+    event = order_event()
+    event["type"] = kind
+    error = assert_error(deliver(secret, event), 422, "invalid_request")
+    assert error["fields"] == {
+        "type": "次のいずれかを指定してください: 'order.created'、'order.updated'"
+    }
+    assert snapshot() == (0, 0, 0, 0)
+    # fixed and sent again, it is applied
+    assert deliver(secret, order_event()).json()["outcome"] == "created"
+
+
+def test_an_event_without_a_type_is_refused(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    event = order_event()
+    del event["type"]
+    error = assert_error(deliver(secret, event), 422, "invalid_request")
+    assert error["fields"] == {"type": "必須項目です"}
+    assert not WebhookEvent.objects.exists()
+
+
+def test_order_created_is_applied_like_order_updated(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    event = order_event()
+    event["type"] = "order.created"
+    assert deliver(secret, event).json()["outcome"] == "created"
+
+
+def test_a_customer_event_of_an_unknown_type_is_refused(source: tuple[WebhookSource, str]) -> None:
+    _, secret = source
+    event = customer_event("c1", "2026-05-01T10:00:00+09:00")
+    event["type"] = "customer.deleted"
+    error = assert_error(deliver(secret, event, topic="customers"), 422, "invalid_request")
+    assert list(error["fields"]) == ["type"]
+    assert snapshot() == (0, 0, 0, 0)
+
+
 # --- customer events --------------------------------------------------------------------------
 
 

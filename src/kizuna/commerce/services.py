@@ -322,10 +322,12 @@ class _Round:
         return order
 
     def _update(self, order: Order, data: OrderInput, stored: _Stored) -> UpsertOutcome:
-        if (
-            data.source_updated_at is not None
-            and order.source_updated_at is not None
-            and data.source_updated_at < order.source_updated_at
+        # Out of order (RELIABILITY I3): an input older than the version stored is ignored, and
+        # so is one without a time once a dated version is stored — nothing shows it is newer,
+        # and a late, undated copy must not overwrite the amounts or lines of a newer one.
+        # Orders that never had a time keep "last write wins" (the status still only moves on).
+        if order.source_updated_at is not None and (
+            data.source_updated_at is None or data.source_updated_at < order.source_updated_at
         ):
             return UpsertOutcome.STALE
         new_fields = _order_fields(data)

@@ -76,7 +76,11 @@ class OrderBody(Input):
     cancel_reason: Annotated[str, chars(200)] = Field(default="", description="キャンセル理由")
     updated_at: Timestamp | None = Field(
         default=None,
-        description="カート側でこの注文が最後に変わった日時。保存済みより古い更新は無視されます",
+        description=(
+            "カート側でこの注文が最後に変わった日時(毎回送ってください)。保存済みより古い更新と、"
+            "updated_at 付きの内容が保存済みの注文への updated_at のない更新は無視されます"
+            "(outcome: stale)"
+        ),
     )
 
 
@@ -273,6 +277,7 @@ def upsert_order(
     顧客は識別子(カート会員ID → メール → 電話の順)で照合し、見つからなければ
     `customer.profile` から作ります。同じ内容を何度送っても結果は同じで、状態が前に
     戻ることはありません。`updated_at` が保存済みより古い更新は無視されます(outcome: stale)。
+    `updated_at` のない更新も、`updated_at` 付きの内容が保存済みなら無視されます。
     """
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     order, outcome, customer_created = ingest_order(

@@ -52,7 +52,18 @@ class Envelope(Schema):
     )
 
 
+# The event types each endpoint applies. Every one carries the whole current state in `data`
+# and is applied the same way (create or bring up to date); any other type is refused with
+# 422 rather than guessed at ("order.deleted" applied as an update would be wrong).
+OrderEventType = Literal["order.created", "order.updated"]
+CustomerEventType = Literal["customer.created", "customer.updated"]
+
+
 class OrderEvent(Envelope):
+    type: OrderEventType = Field(
+        description="イベントの種類: order.created(注文の作成)か order.updated(注文の変更)",
+        examples=["order.updated"],
+    )
     data: OrderEventData
 
 
@@ -69,6 +80,10 @@ class CustomerEventData(Schema):
 
 
 class CustomerEvent(Envelope):
+    type: CustomerEventType = Field(
+        description="イベントの種類: customer.created(会員登録)か customer.updated(会員情報の変更)",
+        examples=["customer.updated"],
+    )
     data: CustomerEventData
 
 
