@@ -4,10 +4,15 @@ whose conversions, repeat rates and revenues are known."""
 from __future__ import annotations
 
 import datetime as dt
+import re
+from typing import Any
 
 import pytest
+from django.urls import reverse
+from django.utils import timezone
 from scipy import stats
 
+from kizuna.accounts.models import Role
 from kizuna.campaigns.automation.lift import Sample, newcombe, scenario_lift, welch, wilson
 from kizuna.campaigns.automation.models import Enrollment, Scenario
 from kizuna.commerce.models import OrderStatus
@@ -132,3 +137,66 @@ def test_the_attribution_window_ends_exactly_n_days_after_the_trigger() -> None:
     # then: the order at the window's last moment counts, the one a second later does not
     assert (lift.conversion.treated_n, lift.conversion.treated_x) == (2, 1)
     assert lift.ltv90.treated_n == 2
+
+
+def _nobody_in_the_holdout_bought(s: Scenario, *, at: dt.datetime = ANCHOR) -> None:
+    """60 treated customers, 4 of whom spent 3,000 yen within the window; 30 holdout customers
+    who bought nothing."""
+    product = make_product(price=3000)
+    for n in range(60):
+        customer = make_customer()
+        _enroll(s, customer, holdout=False, at=at)
+        if n < 4:
+            make_order(customer, product=product, ordered_at=at + dt.timedelta(days=3))
+    for _ in range(30):
+        _enroll(s, make_customer(), holdout=True, at=at)
+
+
+@pytest.mark.django_db
+def test_revenue_follows_the_buyer_rates_when_the_holdout_bought_nothing() -> None:
+    # given a holdout in which nobody bought: every holdout value is 0 yen, variance 0
+    s = scenario(trigger={"kind": "signup"}, activated_at=jst(2026, 1, 1), attribution_days=30)
+    _nobody_in_the_holdout_bought(s)
+    # when
+    lift = scenario_lift(s, now=NOW)
+    # then the buyer rates (4/60 against 0/30) are within chance
+    c = lift.conversion
+    assert (c.treated_x, c.treated_n, c.holdout_x, c.holdout_n) == (4, 60, 0, 30)
+    assert c.enough_data
+    assert not c.significant
+    # Welch alone takes the holdout's 0 yen as known exactly and would say 差あり
+    treated_variance = (4 * 3000**2 - 60 * 200**2) / 59
+    _, welch_low, welch_high = welch(Sample(200, treated_variance, 60), Sample(0, 0, 30))
+    assert welch_low > 0
+    # revenue per customer: the holdout's uncertainty is how many of it would have bought —
+    # the buyer rates' interval times the 3,000 yen a buyer spent — and Welch's spread is kept
+    r = lift.revenue
+    assert (r.treated_mean, r.holdout_mean, r.diff) == (200, 0, 200)
+    _, rate_low, rate_high = newcombe(4, 60, 0, 30)
+    assert r.low == pytest.approx(min(welch_low, rate_low * 3000))
+    assert r.high == pytest.approx(max(welch_high, rate_high * 3000))
+    assert r.low < 0 < r.high
+    assert r.enough_data
+    assert not r.significant
+
+
+@pytest.mark.django_db
+def test_the_lift_table_says_no_difference_and_shows_a_dash_for_an_empty_group(
+    client_for: Any,
+) -> None:
+    # given the holdout that bought nothing, enrolled 40 days ago: the 30-day window has
+    # passed, the 90-day one (repeat, LTV) has not, so those groups are empty
+    s = scenario(trigger={"kind": "signup"}, activated_at=jst(2026, 1, 1), attribution_days=30)
+    _nobody_in_the_holdout_bought(s, at=timezone.now() - dt.timedelta(days=40))
+    # when
+    html = client_for(Role.ANALYST).get(reverse("scenarios:lift", args=[s.pk])).content.decode()
+    # then no row claims a difference: purchase rate and revenue are both within chance
+    rows = dict(re.findall(r'<th scope="row">([^<]+)</th>(.*?)</tr>', html, re.S))
+    assert "差は誤差の範囲" in rows["購入率(30日以内)"]
+    assert "差は誤差の範囲" in rows["1人あたり売上(30日以内)"]
+    assert "差あり" not in html
+    # and the groups no 90-day window has closed for show a dash, not 0.0% of 0 people
+    for label in ("リピート率(90日以内に2回以上)", "90日LTV"):
+        assert rows[label].count("—") >= 3
+        assert "0人" not in rows[label]
+        assert "0.0%" not in rows[label]

@@ -16,8 +16,9 @@ or returned), and only for enrollments old enough for the whole window to have p
 Proportions get a 95% Newcombe (hybrid Wilson score) interval for the difference, which is
 well-behaved for small groups and rates near 0; revenue gets a Welch t interval for the
 difference of means (unequal variances; with the hundreds of customers a holdout holds the
-mean is close to normal even though single orders are skewed). Each aggregate is one SQL
-query grouped by holdout; nothing loops over customers.
+mean is close to normal even though single orders are skewed) — except when a group's values
+are all equal, typically a holdout in which nobody bought (see `_mean`). Each aggregate is one
+SQL query grouped by holdout; nothing loops over customers.
 """
 
 from __future__ import annotations
@@ -248,11 +249,42 @@ def _moments(group: dict[str, Any]) -> tuple[float, float]:
     return mean, max(variance, 0.0)
 
 
+def _all_equal(group: dict[str, Any]) -> bool:
+    """Whether every value in the group is the same (sample variance 0), in exact integers:
+    n · Σx² = (Σx)² holds only then."""
+    return bool(group["n"]) and group["n"] * group["revenue_sq"] == group["revenue_sum"] ** 2
+
+
+def buyer_rate_interval(t: dict[str, Any], h: dict[str, Any]) -> tuple[float, float]:
+    """The difference in revenue per customer implied by the difference in buyer rates: the
+    Newcombe interval of the rates times the mean revenue per buyer of both groups together."""
+    buyers = t["buyers"] + h["buyers"]
+    per_buyer = (t["revenue_sum"] + h["revenue_sum"]) / buyers if buyers else 0.0
+    _, low, high = newcombe(t["buyers"], t["n"], h["buyers"], h["n"])
+    return low * per_buyer, high * per_buyer
+
+
 def _mean(groups: dict[bool, dict[str, Any]]) -> MeanLift:
+    """Revenue per customer, treated against holdout.
+
+    Welch's interval takes each group's sample variance as its uncertainty. A group whose values
+    are all equal has variance 0 — in practice a holdout in which nobody bought in the window,
+    everyone at 0 yen — and Welch then treats its mean as known exactly: 0 buyers of 80 gave
+    181 yen vs 0 yen, 109〜254 yen, 差あり, while the buyer rates (25/657 vs 0/80) were within
+    chance. The holdout's real uncertainty is how many of it would have bought, which is what
+    the buyer rates' Newcombe interval holds; times what a buyer spends (the mean of both groups'
+    buyers, the only evidence of it) it is an interval in yen. In that case the interval is the
+    hull of Welch's (which keeps the other group's spread of spend) and that one, so it is never
+    narrower than either, and a revenue verdict can never claim a difference that the buyer
+    rates, with the same spend per buyer, do not show. Groups with spread keep Welch's interval.
+    """
     t, h = groups[False], groups[True]
     tm, tv = _moments(t)
     hm, hv = _moments(h)
     diff, low, high = welch(Sample(tm, tv, t["n"]), Sample(hm, hv, h["n"]))
+    if t["n"] and h["n"] and (_all_equal(t) or _all_equal(h)):
+        rate_low, rate_high = buyer_rate_interval(t, h)
+        low, high = min(low, rate_low), max(high, rate_high)
     return MeanLift(t["n"], tm, h["n"], hm, diff, low, high)
 
 
