@@ -268,6 +268,75 @@ def test_validation_errors_name_fields_in_japanese_without_echoing_values(
     assert "not-a-date" not in response.content.decode()
 
 
+ORDER = {
+    "customer": {"identities": {"email": "hanako@example.jp"}, "profile": {"family_name": "山田"}},
+    "ordered_at": "2026-05-01T10:00:00+09:00",
+    "updated_at": "2026-05-01T10:00:00+09:00",
+    "lines": [{"product_code": "A-1", "product_name": "美容液", "unit_price": 100, "quantity": 1}],
+}
+
+
+@pytest.mark.parametrize(
+    ("place", "value"),
+    [
+        ("lines.0.unit_price", "100"),
+        ("lines.0.quantity", True),
+        ("lines.0.quantity", "1"),
+        ("lines.0.quantity", 1.0),
+        ("shipping_fee", "0"),
+        ("discount", False),
+        ("customer.profile.prefecture", True),
+    ],
+)
+def test_a_number_sent_as_text_or_a_boolean_is_a_type_error(
+    api: ApiClient, place: str, value: Any
+) -> None:
+    # docs: a wrong type is 422; pydantic's lax mode took "100" and true as integers
+    body = json.loads(json.dumps(ORDER))
+    *parents, name = place.split(".")
+    target = body
+    for part in parents:
+        target = target[int(part)] if part.isdigit() else target[part]
+    target[name] = value
+    error = assert_error(api.put("/api/v1/orders/1001", body), 422, "invalid_request")
+    if name == "prefecture":  # one message for its "code or name" union
+        assert error["fields"] == {
+            place: "都道府県はJISコード(1〜47の整数)か名前(例: 東京都)で指定してください"
+        }
+    else:
+        assert error["fields"] == {place: "整数で指定してください"}
+    assert not Customer.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "place"),
+    [
+        ("/api/v1/customers/{customer}/points", {"kind": "earn", "amount": "5"}, "amount"),
+        (
+            "/api/v1/subscriptions",
+            {"customer_id": "{customer}", "product_code": "S", "unit_price": 3980,
+             "cycle_kind": "days", "cycle_days": "30", "started_on": "2026-05-01"},
+            "cycle_days",
+        ),
+        (
+            "/api/v1/subscriptions",
+            {"customer_id": True, "product_code": "S", "unit_price": 3980,
+             "cycle_kind": "days", "cycle_days": 30, "started_on": "2026-05-01"},
+            "customer_id",
+        ),
+        ("/api/v1/customers/{customer}/erase", {"reason": "請求", "confirm_customer_id": "1"},
+         "confirm_customer_id"),
+    ],
+)  # fmt: skip
+def test_every_body_takes_integers_only_as_json_numbers(
+    api: ApiClient, customer: Customer, path: str, body: dict[str, Any], place: str
+) -> None:
+    sent = {k: (customer.pk if v == "{customer}" else v) for k, v in body.items()}
+    response = api.post(path.format(customer=customer.pk), sent)
+    error = assert_error(response, 422, "invalid_request")
+    assert error["fields"] == {place: "整数で指定してください"}
+
+
 def test_english_clients_still_get_japanese_messages(api: ApiClient, customer: Customer) -> None:
     response = api.patch(
         f"/api/v1/customers/{customer.pk}",

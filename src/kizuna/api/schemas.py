@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -54,19 +55,29 @@ def _plausible(value: dt.datetime) -> dt.datetime:
 
 Timestamp = Annotated[
     AwareDatetime,
+    Strict(False),  # read from its ISO 8601 text (input models are otherwise strict, below)
     AfterValidator(_plausible),
     Field(description="ISO 8601、時差付き", examples=["2026-05-01T10:00:00+09:00"]),
 ]
 
 
+# A date in a request body, read from its YYYY-MM-DD text (input models are strict, below).
+Date = Annotated[dt.date, Strict(False)]
+
+
 class Input(BaseModel):
     # Unknown fields are refused, so a misspelt field is an error, not silently lost data.
+    # Strict: a number must be a JSON number and true/false a JSON boolean; pydantic's lax mode
+    # would take "100" or true as an integer and "yes" as true, which the docs promise is a 422
+    # (the cart sent a wrong type). Dates and times are read from text: Date and Timestamp
+    # above relax strictness for those fields only. Query strings and paths are text by nature
+    # and are read by lax models (ninja Schema), not these.
     # A plain pydantic model, not ninja's Schema: Schema's root validator (there to read
     # Django objects) validates a model with extra="forbid" twice, and so every nested input
     # model 2^depth times (an order body's identities 8 times, about a quarter of a PUT's
     # request handling). Inputs are always JSON dicts and need none of it.
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _normaliser(kind: IdentityKind) -> Any:
@@ -177,7 +188,7 @@ class ProfileFields(Input):
     address2: Annotated[str, chars(200)] | None = Field(
         default=None, description="住所2(建物名・部屋番号)"
     )
-    birthday: dt.date | None = Field(default=None, description="生年月日", examples=["1985-04-12"])
+    birthday: Date | None = Field(default=None, description="生年月日", examples=["1985-04-12"])
     gender: Gender | None = Field(default=None, description="性別")
     acquisition_channel: AcquisitionChannel | None = Field(default=None, description="獲得経路")
     member_status: MemberStatus | None = Field(default=None, description="会員状態")

@@ -18,7 +18,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import ErrorDetail, django_fields
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
-from kizuna.api.schemas import CustomerIn, Input, Timestamp, Yen, chars
+from kizuna.api.schemas import CustomerIn, Date, Input, Timestamp, Yen, chars
 from kizuna.api.v1.responses import write_errors
 from kizuna.commerce.models import Order, OrderStatus, ProductKind, SalesChannel
 from kizuna.commerce.services import (
@@ -68,8 +68,8 @@ class OrderBody(Input):
     shipping_fee: Yen = Field(default=0, description="送料(円)")
     points_used: Yen = Field(default=0, description="利用ポイント")
     payment_method: Annotated[str, chars(32)] = Field(default="", description="支払方法")
-    shipped_on: dt.date | None = Field(default=None, description="出荷日")
-    delivered_on: dt.date | None = Field(default=None, description="お届け日")
+    shipped_on: Date | None = Field(default=None, description="出荷日")
+    delivered_on: Date | None = Field(default=None, description="お届け日")
     carrier: Annotated[str, chars(50)] = Field(default="", description="配送業者")
     tracking_number: Annotated[str, chars(50)] = Field(default="", description="伝票番号")
     cancelled_at: Timestamp | None = Field(default=None, description="キャンセル・返品日時")

@@ -17,7 +17,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
-from kizuna.api.schemas import Input, ObjectId, Yen, chars
+from kizuna.api.schemas import Date, Input, ObjectId, Yen, chars
 from kizuna.api.v1.customers import writable_customer
 from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.commerce.models import ProductKind
@@ -56,8 +56,8 @@ class SubscriptionCreateIn(Input):
     )
     cycle_days: CycleDays | None = Field(default=None, description="周期(日・7〜180)")
     monthly_day: MonthlyDay | None = Field(default=None, description="毎月のお届け日(1〜28)")
-    started_on: dt.date = Field(description="開始日", examples=["2026-05-01"])
-    next_delivery_on: dt.date | None = Field(
+    started_on: Date = Field(description="開始日", examples=["2026-05-01"])
+    next_delivery_on: Date | None = Field(
         default=None, description="次回お届け予定日(省略時は開始日)"
     )
     commitment_count: Commitment = Field(default=0, description="縛り回数(0: なし)")
@@ -70,7 +70,7 @@ class SubscriptionPatchIn(Input):
     status: Literal["active", "paused", "cancelled"] | None = Field(
         default=None, description="active: 再開 / paused: 休止 / cancelled: 解約"
     )
-    paused_until: dt.date | None = Field(default=None, description="休止期限(休止するとき必須)")
+    paused_until: Date | None = Field(default=None, description="休止期限(休止するとき必須)")
     cancel_reason: CancelReasonIn | None = Field(
         default=None, description="解約理由(解約するとき必須)"
     )
@@ -80,7 +80,7 @@ class SubscriptionPatchIn(Input):
     cycle_kind: CycleKindIn | None = None
     cycle_days: CycleDays | None = None
     monthly_day: MonthlyDay | None = None
-    next_delivery_on: dt.date | None = Field(default=None, description="次回お届け予定日")
+    next_delivery_on: Date | None = Field(default=None, description="次回お届け予定日")
     commitment_count: Commitment | None = None
 
 
