@@ -4,6 +4,7 @@ press 「統合する」, 「別人」 or 「取り消す」 in the review queue
 from __future__ import annotations
 
 import datetime as dt
+import random
 import threading
 from dataclasses import dataclass
 
@@ -53,12 +54,19 @@ from kizuna.customers.services import (
 from kizuna.demo.duplicates import seed_duplicate_candidates
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
-from kizuna.loyalty.services import points_earn, points_expiring, points_lots, points_redeem
+from kizuna.loyalty.services import (
+    points_adjust,
+    points_earn,
+    points_expire_due,
+    points_expiring,
+    points_lots,
+    points_redeem,
+)
 from kizuna.loyalty.tasks import expire_points
 from kizuna.subscriptions.models import Subscription, SubscriptionDelivery
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
-from tests.factories import grant_consent, make_subscription, withdraw_consent
+from tests.factories import grant_consent, make_customer, make_subscription, withdraw_consent
 
 IMPORT = Actor.system("test-import")
 STAFF = Actor(user_id=None, label="operator-1")
@@ -543,6 +551,146 @@ def test_undo_gives_back_the_points_with_their_expiry_dates(pair: Pair) -> None:
     assert (points_balance(pair.survivor), points_balance(pair.absorbed)) == (200, 300)
     for customer in (pair.survivor, pair.absorbed):
         _ledger_is_consistent(customer)
+
+
+def _earn_expiring(customer: Customer, points: int, expires_on: dt.date) -> None:
+    earned_on = expires_on - dt.timedelta(days=365)
+    at = timezone.make_aware(dt.datetime.combine(earned_on, dt.time(12)))
+    points_earn(customer=customer, amount=points, acting_user=IMPORT, reason="購入", at=at)
+
+
+def _points_state(customer: Customer, days: list[dt.date]) -> tuple[object, ...]:
+    """Lots, balance and what would expire on each of `days`: everything a merge and its
+    undo must leave as it was."""
+    expiring = tuple(points_expiring(customer=customer, on=day) for day in days)
+    return points_lots(customer), points_balance(customer), expiring
+
+
+def test_undo_leaves_both_records_lots_exactly_as_before_the_merge(pair: Pair) -> None:
+    """QA: an absorbed record with 255 pt in six lots got them back 「21@08-15, 78@09-22…」 and
+    points_expiring(2027-06-08) said 0 instead of 99, because the survivor's −255 and the
+    absorbed record's own −255 were charged to the soonest-expiring lots."""
+    # given: the QA's lots on a record with no other points, merged into one with its own
+    absorbed = customer_resolve(
+        identities={IdentityKind.EMAIL: "saki@example.jp"},
+        profile={"family_name": "渡辺", "given_name": "早紀", "registered_at": T0},
+        acting_user=IMPORT,
+        source="t",
+    ).customer
+    lots = [(50, dt.date(2027, 4, 11)), (49, dt.date(2027, 6, 7))] + [
+        (39, day)
+        for day in (
+            dt.date(2027, 8, 15),
+            dt.date(2027, 9, 22),
+            dt.date(2027, 10, 22),
+            dt.date(2027, 11, 22),
+        )
+    ]
+    for points, expires_on in lots:
+        _earn_expiring(absorbed, points, expires_on)
+    _earn_expiring(pair.survivor, 70, dt.date(2027, 3, 1))  # sooner than all of hers
+    days = [dt.date(2027, 3, 2), dt.date(2027, 6, 8), dt.date(2027, 10, 1), dt.date(2028, 1, 1)]
+    before = (_points_state(pair.survivor, days), _points_state(absorbed, days))
+    assert points_lots(absorbed) == lots
+    assert points_expiring(customer=absorbed, on=dt.date(2027, 6, 8)) == 99
+    # when
+    merge = customer_merge(survivor=pair.survivor, absorbed=absorbed, acting_user=STAFF)
+    customer_merge_undo(merge=merge, acting_user=STAFF)
+    # then
+    assert points_lots(absorbed) == lots
+    assert points_expiring(customer=absorbed, on=dt.date(2027, 6, 8)) == 99
+    assert (_points_state(pair.survivor, days), _points_state(absorbed, days)) == before
+    for customer in (pair.survivor, absorbed):
+        _ledger_is_consistent(customer)
+
+
+def _combined(*lot_lists: list[tuple[int, dt.date | None]]) -> list[tuple[int, dt.date | None]]:
+    total: dict[dt.date | None, int] = {}
+    for lots in lot_lists:
+        for points, expires_on in lots:
+            total[expires_on] = total.get(expires_on, 0) + points
+    dated = sorted(day for day in total if day is not None)
+    return [(total[day], day) for day in dated] + ([(total[None], None)] if None in total else [])
+
+
+def _random_ledger(customer: Customer, rng: random.Random) -> None:
+    """Earnings over the past two years (some already expired but not written off), spending,
+    write-offs and manual adjustments either way, in a random order."""
+    today = timezone.localdate()
+    for _ in range(rng.randint(0, 7)):
+        move = rng.choice(["earn", "earn", "earn", "redeem", "expire", "bonus", "correct"])
+        balance = points_balance(customer)
+        if move == "earn":
+            days_ago = rng.randint(0, 700)
+            at = timezone.now() - dt.timedelta(days=days_ago)
+            points_earn(customer=customer, amount=rng.randint(1, 300), acting_user=IMPORT,
+                        reason="購入", at=at)  # fmt: skip
+        elif move == "redeem" and balance:
+            points_redeem(customer=customer, amount=rng.randint(1, balance), acting_user=IMPORT,
+                          reason="利用")  # fmt: skip
+        elif move == "expire":
+            points_expire_due(customer=customer, on=today, acting_user=IMPORT)
+        elif move == "bonus":
+            points_adjust(customer=customer, amount=rng.randint(1, 100), acting_user=IMPORT,
+                          reason="お詫び")  # fmt: skip
+        elif move == "correct" and balance:
+            points_adjust(customer=customer, amount=-rng.randint(1, balance), acting_user=IMPORT,
+                          reason="訂正")  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_merge_keeps_every_lot_and_its_undo_restores_both_ledgers(db: None, seed: int) -> None:
+    """Property: whatever the two ledgers hold (lots of several dates, points already spent,
+    written off or expired and not yet written off, points that never expire), the merged
+    record holds both records' lots with their expiry dates, and undoing the merge leaves
+    each record's lots, balance and expiring points exactly as they were."""
+    rng = random.Random(seed)
+    survivor = make_customer(registered_at=T0)
+    absorbed = make_customer(registered_at=T0 + dt.timedelta(days=1))
+    for customer in (survivor, absorbed):
+        _random_ledger(customer, rng)
+    today = timezone.localdate()
+    days = [today + dt.timedelta(days=offset) for offset in range(-400, 400, 20)]
+    before = {c.pk: _points_state(c, days) for c in (survivor, absorbed)}
+    lots = {c.pk: points_lots(c) for c in (survivor, absorbed)}
+
+    merge = customer_merge(survivor=survivor, absorbed=absorbed, acting_user=STAFF)
+    assert points_lots(survivor) == _combined(lots[survivor.pk], lots[absorbed.pk])
+    assert points_lots(absorbed) == []
+    for day in days:
+        expected = sum(
+            points
+            for points, expires_on in lots[survivor.pk] + lots[absorbed.pk]
+            if expires_on is not None and expires_on < day
+        )
+        assert points_expiring(customer=survivor, on=day) == expected
+
+    customer_merge_undo(merge=merge, acting_user=STAFF)
+    assert {c.pk: _points_state(c, days) for c in (survivor, absorbed)} == before
+    for customer in (survivor, absorbed):
+        _ledger_is_consistent(customer)
+
+
+def test_undoing_a_chain_of_merges_restores_each_records_lots(db: None) -> None:
+    # given: three records of one person, each with its own lots (one date shared)
+    first, second, third = (
+        make_customer(registered_at=T0 + dt.timedelta(days=n)) for n in range(3)
+    )
+    _earn_expiring(first, 40, dt.date(2027, 5, 1))
+    _earn_expiring(first, 25, dt.date(2027, 9, 1))
+    _earn_expiring(second, 30, dt.date(2027, 2, 1))
+    _earn_expiring(second, 15, dt.date(2027, 9, 1))
+    _earn_expiring(third, 20, dt.date(2027, 1, 1))
+    points_adjust(customer=third, amount=5, acting_user=IMPORT, reason="お詫び")
+    before = {c.pk: points_lots(c) for c in (first, second, third)}
+    # when: the first into the second, the second into the third; undone last to first
+    inner = customer_merge(survivor=second, absorbed=first, acting_user=STAFF)
+    outer = customer_merge(survivor=third, absorbed=second, acting_user=STAFF)
+    assert points_lots(third) == _combined(*before.values())
+    customer_merge_undo(merge=outer, acting_user=STAFF)
+    customer_merge_undo(merge=inner, acting_user=STAFF)
+    # then
+    assert {c.pk: points_lots(c) for c in (first, second, third)} == before
 
 
 def test_a_record_without_points_moves_none(pair: Pair) -> None:

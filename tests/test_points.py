@@ -23,6 +23,7 @@ from kizuna.loyalty.services import (
     points_expiring,
     points_lots,
     points_redeem,
+    points_transfer,
 )
 from kizuna.loyalty.tasks import expire_points
 from tests.factories import make_customer, make_order
@@ -150,6 +151,64 @@ def test_unspent_lots_are_charged_soonest_expiry_first() -> None:
     # 320 spent: all 300 of the soonest-expiring lot, then 20 of the next; the undated
     # adjustment never expires and is spent last
     assert points_lots(customer) == [(180, today + dt.timedelta(days=355)), (50, None)]
+
+
+@pytest.mark.django_db
+def test_points_that_arrive_after_spending_keep_their_own_expiry() -> None:
+    # given 100 points spent in full, then 60 carried over (a merge) that expire sooner than
+    # the spent ones did
+    customer, other = make_customer(), make_customer()
+    points_earn(customer=customer, amount=100, acting_user=SYSTEM, reason="購入")
+    points_redeem(customer=customer, amount=100, acting_user=SYSTEM, reason="利用")
+    soon = timezone.localdate() + dt.timedelta(days=30)
+    earned = timezone.now() - dt.timedelta(days=335)
+    points_earn(customer=other, amount=60, acting_user=SYSTEM, reason="購入", at=earned)
+    points_transfer(source=other, target=customer, lots=points_lots(other), acting_user=SYSTEM,
+                    reason="名寄せによる移行", at=timezone.now())  # fmt: skip
+    # then the earlier spending did not use them: they expire on their own date
+    assert points_lots(customer) == [(60, soon)]
+    assert points_expiring(customer=customer, on=soon + dt.timedelta(days=1)) == 60
+
+
+@pytest.mark.django_db
+def test_a_transfer_of_some_lots_takes_those_lots_and_leaves_the_rest() -> None:
+    # given lots expiring in 100 and 200 days, and points that never expire
+    customer, other = make_customer(), make_customer()
+    today, now = timezone.localdate(), timezone.now()
+    for days_left, points in ((100, 30), (200, 40)):
+        points_earn(customer=customer, amount=points, acting_user=SYSTEM, reason="購入",
+                    at=now - dt.timedelta(days=365 - days_left))  # fmt: skip
+    points_adjust(customer=customer, amount=25, acting_user=SYSTEM, reason="お詫び")
+    later = today + dt.timedelta(days=200)
+    # when the later lot and the never-expiring points move
+    moved = points_transfer(source=customer, target=other, lots=[(40, later), (25, None)],
+                            acting_user=SYSTEM, reason="移行", at=now)  # fmt: skip
+    # then exactly those left, each named by its own entry, and arrived with their dates
+    assert moved == 65
+    assert points_lots(customer) == [(30, today + dt.timedelta(days=100))]
+    assert points_lots(other) == [(40, later), (25, None)]
+    given = PointEntry.objects.filter(customer=customer, amount__lt=0).order_by("seq")
+    assert [(e.amount, e.lot.expires_on if e.lot else "-") for e in given] == [
+        (-40, later),
+        (-25, None),
+    ]
+
+
+@pytest.mark.django_db
+def test_a_named_lot_already_spent_gives_what_it_has_and_the_rest_soonest_first() -> None:
+    customer, other = make_customer(), make_customer()
+    now, today = timezone.now(), timezone.localdate()
+    points_earn(customer=customer, amount=50, acting_user=SYSTEM, reason="購入",
+                at=now - dt.timedelta(days=300))  # fmt: skip
+    points_earn(customer=customer, amount=50, acting_user=SYSTEM, reason="購入")
+    points_adjust(customer=customer, amount=10, acting_user=SYSTEM, reason="お詫び")
+    points_redeem(customer=customer, amount=45, acting_user=SYSTEM, reason="利用")  # the 50 soon
+    soon = today + dt.timedelta(days=65)
+    points_transfer(source=customer, target=other, lots=[(10, soon)], acting_user=SYSTEM,
+                    reason="移行", at=now)  # fmt: skip
+    # 5 were left of the soon lot; the other 5 come from the next soonest
+    assert points_lots(customer) == [(45, today + dt.timedelta(days=365)), (10, None)]
+    assert points_balance(customer) == _ledger_sum(customer) == 55
 
 
 @pytest.mark.django_db

@@ -11,8 +11,9 @@ out what staff decide in the review queue:
 - `duplicate_dismiss` / `duplicate_reopen` record "別人" and take it back.
 
 Two tables are append-only and never change hands: the consent evidence (ConsentEvent) stays
-with the absorbed record, reachable through the merge record, and points move as a pair of
-adjustment entries (−B on the absorbed record, +B on the survivor) so both ledgers still add up.
+with the absorbed record, reachable through the merge record, and points move as adjustment
+entries (−B on the absorbed record, and on the survivor one + entry per expiry date, keeping
+the date) so both ledgers still add up; an undo gives back exactly those lots.
 """
 
 from __future__ import annotations
@@ -641,7 +642,9 @@ def _changed_since(merge: CustomerMerge, survivor: Customer, absorbed: Customer)
 def customer_merge_undo(*, merge: CustomerMerge, acting_user: Any) -> CustomerMerge:
     """Take a merge back: exactly the rows it moved go back to the absorbed record.
 
-    The points transfer is reversed with two adjustment entries, profile fields the merge
+    The points transfer is reversed lot by lot (the survivor gives back the lots it was given,
+    each from its own expiry date, and the absorbed record gets them back with those dates, so
+    both records' lots are what they were before the merge), profile fields the merge
     filled are blanked again only where they still hold the value it put there, the absorbed
     record gets its member status back, the candidate returns to the review queue, and both
     records get audit and timeline rows. Rows created after the merge stay with the survivor.

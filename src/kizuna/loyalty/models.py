@@ -37,6 +37,19 @@ class PointEntry(AppendOnlyModel):
     order = models.ForeignKey(
         "commerce.Order", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
+    # On a negative entry: take the points first from the lots expiring when this entry's
+    # points do (the ones that never expire when it has no expiry), not soonest-first. Written
+    # by points_transfer, so that an undone merge gives back exactly the lots it moved.
+    # Nothing looks entries up by it, hence no index.
+    lot = models.ForeignKey(
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
+        verbose_name="取り崩すポイントの期限",
+    )
     reason = models.CharField("理由", max_length=200, blank=True)
     recorded_by = models.CharField("記録者", max_length=150)
 

@@ -9,11 +9,11 @@ constraint and the balance CHECK in the database stay as the last line of defenc
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Sum
 from django.utils import timezone
 
 from kizuna.commerce.models import Order
@@ -21,7 +21,6 @@ from kizuna.core.audit import Actor, audit_record
 from kizuna.customers.models import Customer, TimelineKind
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
-from kizuna.loyalty.selectors import points_balance
 
 POINTS_VALID_DAYS = 365
 
@@ -40,6 +39,7 @@ def _append(
     at: dt.datetime,
     order: Order | None = None,
     expires_on: dt.date | None = None,
+    lot_id: int | None = None,
 ) -> PointEntry:
     Customer.objects.select_for_update().filter(pk=customer.pk).first()
     last = PointEntry.objects.filter(customer=customer).order_by("-seq").first()
@@ -56,6 +56,7 @@ def _append(
         balance_after=balance + amount,
         occurred_at=at,
         expires_on=expires_on,
+        lot_id=lot_id,
         order=order,
         reason=reason,
         recorded_by=actor.label,
@@ -150,20 +151,70 @@ def points_adjust(*, customer: Customer, amount: int, acting_user: Any, reason: 
     )
 
 
-def points_expiring(*, customer: Customer, on: dt.date) -> int:
-    """Points that have expired by `on` and are not yet written off.
+def _soonest_first(expires_on: dt.date | None) -> tuple[bool, dt.date]:
+    return expires_on is None, expires_on or dt.date.min
 
-    Spending consumes the soonest-expiring points first, so of all points whose expiry has
-    passed, what is left is their sum minus everything taken out so far (redeemed, expired,
-    negative adjustments), never below zero. A lot is any positive entry with an expiry: an
-    earning, or points carried over from a merged record with their original expiry.
+
+@dataclass
+class _Lots:
+    """A customer's unspent points per expiry date (None: points that never expire), and for
+    each date the latest entry that added points expiring then (what a transfer names)."""
+
+    remaining: dict[dt.date | None, int]
+    latest_entry: dict[dt.date | None, int]
+
+
+def _replay(customer: Customer) -> _Lots:
+    """The customer's lots, from the ledger read in its own order (seq).
+
+    Every positive entry adds a lot with its expiry. A negative entry takes its points from the
+    lots that exist at that moment, soonest expiry first (points that never expire last) — or,
+    when it names a lot (`PointEntry.lot`, written by `points_transfer`), first from the lots
+    expiring on that lot's date. The balance never goes below zero at any entry (the ledger's
+    CHECK), so there is always enough to take; a named date that has less gives what it has
+    and the rest comes soonest-first.
+
+    Reading in order matters: points a merge carries over arrive after the survivor's own
+    spending, which cannot have used them, and an undo that gives back a merged lot takes
+    exactly that lot, not the survivor's soonest-expiring own points.
     """
-    entries = PointEntry.objects.filter(customer=customer)
-    expired_earned = (
-        entries.filter(amount__gt=0, expires_on__lt=on).aggregate(s=Sum("amount"))["s"] or 0
+    remaining: dict[dt.date | None, int] = {}
+    latest: dict[dt.date | None, int] = {}
+    expiry_of: dict[int, dt.date | None] = {}
+    entries = (
+        PointEntry.objects.filter(customer=customer)
+        .order_by("seq")
+        .values_list("pk", "amount", "expires_on", "lot_id")
     )
-    taken_out = -(entries.filter(amount__lt=0).aggregate(s=Sum("amount"))["s"] or 0)
-    return max(0, min(expired_earned - taken_out, points_balance(customer)))
+    for pk, amount, expires_on, lot_id in entries:
+        if amount > 0:
+            remaining[expires_on] = remaining.get(expires_on, 0) + amount
+            latest[expires_on] = pk
+            expiry_of[pk] = expires_on
+            continue
+        due = -amount
+        if lot_id in expiry_of:
+            named = expiry_of[lot_id]
+            taken = min(due, remaining.get(named, 0))
+            if taken:
+                remaining[named] -= taken
+                due -= taken
+        for day in sorted(remaining, key=_soonest_first):
+            if not due:
+                break
+            taken = min(due, remaining[day])
+            remaining[day] -= taken
+            due -= taken
+    return _Lots(remaining={d: p for d, p in remaining.items() if p > 0}, latest_entry=latest)
+
+
+def points_expiring(*, customer: Customer, on: dt.date) -> int:
+    """Points that have expired by `on` and are not yet written off: the unspent lots (see
+    `points_lots`) whose expiry date is before `on`. A lot is any positive entry with an
+    expiry: an earning, or points carried over from a merged record with their original expiry.
+    """
+    lots = _replay(customer).remaining
+    return sum(points for day, points in lots.items() if day is not None and day < on)
 
 
 @transaction.atomic
@@ -184,27 +235,14 @@ def points_expire_due(*, customer: Customer, on: dt.date, acting_user: Any) -> P
 
 
 def points_lots(customer: Customer) -> list[tuple[int, dt.date | None]]:
-    """The customer's unspent points as (points, expiry) lots, soonest expiry first; points
-    that never expire (manual adjustments) come last with expiry None.
+    """The customer's unspent points as (points, expiry) lots, one per expiry date, soonest
+    expiry first; points that never expire (manual adjustments) come last with expiry None.
 
-    The same accounting as `points_expiring`: everything taken out so far is charged to the
-    soonest-expiring lots first.
+    Spending takes the soonest-expiring points the customer holds at that moment (see
+    `_replay`); the lots add up to the balance.
     """
-    positive = PointEntry.objects.filter(customer=customer, amount__gt=0)
-    lots = positive.order_by(F("expires_on").asc(nulls_last=True), "seq").values_list(
-        "amount", "expires_on"
-    )
-    taken_out = -(
-        PointEntry.objects.filter(customer=customer, amount__lt=0).aggregate(s=Sum("amount"))["s"]
-        or 0
-    )
-    remaining: dict[dt.date | None, int] = {}
-    for amount, expires_on in lots:
-        used = min(amount, taken_out)
-        taken_out -= used
-        if amount > used:
-            remaining[expires_on] = remaining.get(expires_on, 0) + amount - used
-    return [(points, expires_on) for expires_on, points in remaining.items()]
+    lots = _replay(customer).remaining
+    return [(lots[day], day) for day in sorted(lots, key=_soonest_first)]
 
 
 @transaction.atomic
@@ -219,17 +257,34 @@ def points_transfer(
 ) -> int:
     """Move `lots` of points from `source` to `target`, keeping each lot's expiry.
 
-    `source` gives them up in one negative adjustment; `target` receives one adjustment per
-    lot carrying its expiry date, so merged points expire when they would have. Returns the
-    points moved; refused (InsufficientPointsError) if `source` holds fewer.
+    `target` receives one adjustment per lot carrying its expiry date, so moved points expire
+    when they would have. `source` gives up everything it holds in one negative adjustment;
+    when it keeps some points, it gives up each lot in its own adjustment naming that lot
+    (`PointEntry.lot`), so what it keeps is exactly what it had besides the lots: a merge
+    followed by its undo leaves both ledgers' lots as they were. Returns the points moved;
+    refused (InsufficientPointsError) if `source` holds fewer.
     """
     total = sum(points for points, _ in lots)
     if total <= 0:
         return 0
     actor = Actor.of(acting_user)
-    _append(
-        customer=source, kind=PointKind.ADJUST, amount=-total, actor=actor, reason=reason, at=at
-    )
+    Customer.objects.select_for_update().filter(pk=source.pk).first()
+    held = _replay(source)
+    if total >= sum(held.remaining.values()):
+        _append(
+            customer=source, kind=PointKind.ADJUST, amount=-total, actor=actor, reason=reason, at=at
+        )
+    else:
+        for points, expires_on in lots:
+            _append(
+                customer=source,
+                kind=PointKind.ADJUST,
+                amount=-points,
+                actor=actor,
+                reason=reason,
+                at=at,
+                lot_id=held.latest_entry.get(expires_on),
+            )
     for points, expires_on in lots:
         _append(
             customer=target,
