@@ -261,8 +261,8 @@ def test_what_if_moves_mass_proportionally_and_keeps_rows_stochastic() -> None:
 def test_what_if_on_a_row_with_one_destination_uses_the_stay_cell() -> None:
     model = dy.estimate(_flows(MOVES, {"first_active": 5}), origin=2)
     # first_lapsed only ever stayed: +10 pt reactivation takes it from staying
-    p = dy.what_if(model, {("first_lapsed", "toddler_active"): 0.1}).probabilities
-    assert p[S["first_lapsed"], S["toddler_active"]] == pytest.approx(0.1)
+    p = dy.what_if(model, {("first_lapsed", "steady_active"): 0.1}).probabilities
+    assert p[S["first_lapsed"], S["steady_active"]] == pytest.approx(0.1)
     assert p[S["first_lapsed"], S["first_lapsed"]] == pytest.approx(0.9)
 
 
@@ -271,6 +271,12 @@ def test_what_if_on_a_row_with_one_destination_uses_the_stay_cell() -> None:
     [
         ({("toddler_active", "first_active"): 0.05}, "ありえない移動"),
         ({("first_active", "toddler_lapsed"): 0.05}, "ありえない移動"),
+        # a lapsed customer who buys again has 2 purchases and more than 240 days of tenure
+        ({("first_lapsed", "first_active"): 0.10}, "もう一度買うと購入は2回になるので"),
+        ({("first_lapsed", "toddler_active"): 0.10}, "在籍日数は241日以上になるので"),
+        ({("toddler_lapsed", "toddler_active"): 0.10}, "よちよち客.在籍90日未満"),
+        ({("steady_lapsed", "trendy_active"): 0.10}, "流行客.在籍90〜209日"),
+        ({("trendy_lapsed", "trendy_active"): 0.10}, "ありえない移動"),
         ({("first_active", "toddler_active"): 0.9}, "現在 20.0%"),
         ({("first_active", "toddler_active"): -0.25}, "0〜100%"),
         ({("first_active", "toddler_active"): 0.0}, "0 以外"),
@@ -286,6 +292,99 @@ def test_invalid_what_if_changes_are_refused_in_japanese(
     model = dy.estimate(_flows(MOVES, {"first_active": 5}), origin=2)
     with pytest.raises(dy.WhatIfError, match=message):
         dy.what_if(model, change)
+
+
+# Which lapsed → active moves CPM allows with the default thresholds: buying again after 240
+# days makes 2+ purchases and 241+ days of tenure, so コツコツ (≤ ¥70,000) or 優良 (more).
+REACTIVATION = {
+    "first_lapsed": {"steady_active", "loyal_active"},
+    "toddler_lapsed": {"steady_active", "loyal_active"},
+    "steady_lapsed": {"steady_active", "loyal_active"},
+    "trendy_lapsed": {"loyal_active"},
+    "loyal_lapsed": {"loyal_active"},
+}
+
+
+def test_lapsed_customers_come_back_only_where_the_cpm_rules_allow() -> None:
+    active = [code for code in dy.SEGMENTS if code.endswith("_active")]
+    for before, allowed in REACTIVATION.items():
+        assert {after for after in active if dy.possible(before, after)} == allowed, before
+    # with a lapse shorter than the よちよち tenure, a lapsed よちよち客 can come back as one
+    short = dy.CpmDays(lapse=40, toddler=90, loyal=210)
+    assert dy.possible("toddler_lapsed", "toddler_active", short)
+    assert dy.possible("first_lapsed", "trendy_active", short)
+    assert not dy.possible("first_lapsed", "first_active", short)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "every_allowed_move_happens"),
+    [
+        (AnalyticsConfig(), True),
+        (AnalyticsConfig(cpm_lapse_days=40, cpm_amount_yen=5000), False),
+        # a lapse shorter than a month: a customer can buy early in a month and be 離脱 at its
+        # end, and a 現役初回客 cannot stay one for a month
+        (
+            AnalyticsConfig(
+                cpm_lapse_days=20,
+                cpm_toddler_tenure_days=60,
+                cpm_loyal_tenure_days=120,
+                cpm_amount_yen=8000,
+            ),
+            False,
+        ),
+    ],
+)
+def test_the_moves_customers_make_are_the_ones_the_what_if_accepts(
+    cfg: AnalyticsConfig, every_allowed_move_happens: bool
+) -> None:
+    # given 3,000 customers with 20,000 purchases on random days over three years
+    rng = np.random.default_rng(3)
+    n = 20_000
+    purchases = [
+        (int(c), AS_OF - dt.timedelta(days=int(ago)), int(yen))
+        for c, ago, yen in zip(
+            rng.integers(1, 3000, n),
+            rng.integers(0, 1100, n),
+            rng.lognormal(9, 1.2, n).astype(int) + 500,
+            strict=True,
+        )
+    ]
+    con = ibis.duckdb.connect()
+    p = ex.purchases(con.create_table("orders", _orders(purchases)), as_of_day=D)
+    months, ends, partial = dy.month_grid(D, month_index(AS_OF), months=36)
+    cm = ex.customer_months(p)
+    flows = dy.flows_from_arrow(
+        dy.month_flows(cm, months=months, end_days=ends, cfg=cfg).to_pyarrow(),
+        dy.first_purchases_by_month(cm).to_pyarrow(),
+        months=months,
+        partial=partial,
+    )
+    # when the moves that happened are listed
+    moved = flows.customers[1:, : dy.N_SEGMENTS, :].sum(axis=0)
+    seen = {(dy.SEGMENTS[a], dy.SEGMENTS[b]) for a, b in zip(*np.nonzero(moved), strict=True)}
+    days = dy.CpmDays.of(cfg)
+    allowed = {(a, b) for a in dy.SEGMENTS for b in dy.SEGMENTS if dy.possible(a, b, days)}
+    # then the rules allow each of them, so a what-if never refuses a move that happens
+    assert seen - allowed == set()
+    assert any(a.endswith("_lapsed") and b.endswith("_active") for a, b in seen)
+    # and with the default thresholds every move they allow happens in such a history
+    if every_allowed_move_happens:
+        assert allowed - seen == set()
+
+
+def test_the_model_keeps_the_thresholds_it_was_estimated_with() -> None:
+    short = dy.CpmDays(lapse=40, toddler=90, loyal=210)
+    model = dy.estimate(_flows(MOVES, {"first_active": 5}), origin=2, cpm_days=short)
+    assert dy.MarkovModel.from_json(model.json()).cpm_days == short
+    # with short thresholds a lapsed よちよち客 may come back as one; with the defaults not
+    assert dy.what_if(model, {("toddler_lapsed", "toddler_active"): 0.1})
+    # a model stored before it kept them takes them from its run's settings
+    stored = {k: v for k, v in model.json().items() if k != "cpm_days"}
+    settings = {"cpm_lapse_days": 40, "cpm_toddler_tenure_days": 90, "cpm_loyal_tenure_days": 210}
+    assert dy.MarkovModel.from_json(stored, settings=settings).cpm_days == short
+    assert dy.MarkovModel.from_json(stored).cpm_days == dy.CpmDays()
+    with pytest.raises(dy.WhatIfError, match="ありえない移動"):
+        dy.what_if(dy.MarkovModel.from_json(stored), {("toddler_lapsed", "toddler_active"): 0.1})
 
 
 def test_the_backtest_error_of_a_doubling_of_new_customers() -> None:
@@ -392,6 +491,24 @@ def test_the_what_if_form_answers_bad_input_in_japanese(
     html = response.content.decode()
     assert message in html
     assert 'id="what-if-result"' not in html
+
+
+@pytest.mark.usefixtures("analysed")
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [("first_lapsed", "first_active"), ("toddler_lapsed", "toddler_active")],
+)
+def test_the_what_if_form_refuses_a_comeback_the_cpm_rules_do_not_allow(
+    before: str, after: str
+) -> None:
+    response = _client(Role.MARKETER).post(
+        reverse("analytics:dynamics"),
+        {"before": before, "after": after, "points": "+10"},
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert "CPM の定義上ありえない移動です" in html
+    assert 'id="what-if-result"' not in html  # no forecast from it
 
 
 @pytest.mark.django_db

@@ -869,7 +869,7 @@ def forecast_what_if(run: AnalyticsRun, *, before: str, after: str, points: floa
     stored = kpi_table(run, "cpm_forecast")
     if stored is None:
         raise WhatIfError("この分析結果には予測がありません。分析を実行し直してください")
-    model = MarkovModel.from_json(stored["model"])
+    model = MarkovModel.from_json(stored["model"], settings=run.settings)
     result = what_if(model, {(before, after): points / 100})
     active = np.array(_active_mask())
     a, b = list(CPM_SEGMENTS).index(before), list(CPM_SEGMENTS).index(after)

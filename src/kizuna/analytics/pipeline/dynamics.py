@@ -26,6 +26,7 @@ from kizuna.analytics.pipeline.expressions import cpm_segment
 from kizuna.analytics.pipeline.kpis import month_end_day, month_label
 from kizuna.analytics.pipeline.segments import (
     CPM_SEGMENTS,
+    CPM_STAGE_LABELS,
     LAPSED_SUFFIX,
     CpmStage,
     WhatIfError,
@@ -71,18 +72,127 @@ def cause(before: str, after: str) -> str:
     return "became_f2" if _stage(before) == CpmStage.FIRST else "moved_up"
 
 
-def possible(before: str, after: str) -> bool:
-    """Whether CPM's rules let a customer go from `before` to `after` in one month.
+# The longest month: a purchase on its first day is this many days before its last day; and
+# the shortest, the least time between two month ends.
+_LONGEST_MONTH_DAYS = 31
+_SHORTEST_MONTH_DAYS = 28
 
-    Purchase count, tenure and total spend never go down, so neither does the stage; a stage
-    only changes with a purchase, which makes the customer 現役 that month.
+
+@dataclass(frozen=True)
+class CpmDays:
+    """The CPM day thresholds that decide which moves can happen in a month (`possible`): 離脱
+    from `lapse` days since the last purchase, よちよち below `toddler` days of tenure, 優良 (and
+    流行 below) from `loyal` days. A model keeps the ones of the run it was estimated in."""
+
+    lapse: int = AnalyticsConfig.cpm_lapse_days
+    toddler: int = AnalyticsConfig.cpm_toddler_tenure_days
+    loyal: int = AnalyticsConfig.cpm_loyal_tenure_days
+
+    @classmethod
+    def of(cls, cfg: AnalyticsConfig) -> CpmDays:
+        return cls(cfg.cpm_lapse_days, cfg.cpm_toddler_tenure_days, cfg.cpm_loyal_tenure_days)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> CpmDays:
+        """From a run's settings (AnalyticsRun.settings); defaults for what they lack."""
+        default = cls()
+        return cls(
+            int(settings.get("cpm_lapse_days", default.lapse)),
+            int(settings.get("cpm_toddler_tenure_days", default.toddler)),
+            int(settings.get("cpm_loyal_tenure_days", default.loyal)),
+        )
+
+    def json(self) -> dict[str, int]:
+        return {"lapse": self.lapse, "toddler": self.toddler, "loyal": self.loyal}
+
+    def tenure(self, stage: str) -> tuple[float, float]:
+        """The tenures (days from the first to the last purchase) a stage allows, both ends in."""
+        return {
+            CpmStage.FIRST: (0, 0),
+            CpmStage.TODDLER: (0, self.toddler - 1),
+            CpmStage.STEADY: (self.toddler, math.inf),
+            CpmStage.TRENDY: (self.toddler, self.loyal - 1),
+            CpmStage.LOYAL: (self.loyal, math.inf),
+        }[CpmStage(stage)]
+
+
+def impossible_because(before: str, after: str, days: CpmDays | None = None) -> str | None:
+    """Why CPM's rules keep a customer from going from `before` to `after` in one month (a
+    Japanese reason), or None when the move can happen. The stages are those of
+    `expressions.cpm_segment`, judged at the two month ends.
+
+    Purchase count, tenure and total spend never go down, so neither does the stage. Without a
+    purchase in the month only 現役 → 離脱 can happen. With one (on day D after the month end
+    E0 before it, D ≤ E0 + 31), the count is 2 or more, so never 初回, and the tenure grows by
+    the gap g = D − (last purchase before it): a customer 現役 at E0 bought within the last
+    `lapse` days, so 1 ≤ g ≤ lapse + 30; one 離脱 at E0 had not bought for `lapse` days, so
+    g ≥ lapse + 1 — a lapsed 初回客 or よちよち客 who buys again has a tenure of more than
+    `lapse` days (241 with the defaults) and becomes コツコツ客 or 優良客, not よちよち客 or 流行客
+    unless those reach that far. A customer who bought in the month is 離脱 at its end only if
+    `lapse` is shorter than the month, and one stays 現役初回客 only if it is longer.
+    Checked against the moves month_flows finds in random histories (test_analytics_dynamics).
     """
+    days = days or CpmDays()
+    stage_before, stage_after = _stage(before), _stage(after)
+    lapsed_before, lapsed_after = _is_lapsed(before), _is_lapsed(after)
     if before == after:
-        return True
-    rise = _STAGE_RANK[_stage(after)] - _STAGE_RANK[_stage(before)]
-    if _is_lapsed(after):
-        return rise == 0 and not _is_lapsed(before)
-    return rise >= 0
+        # Staying 現役初回客 means not buying for a whole month (a purchase makes it 2), which is
+        # 離脱 by the month's end when `lapse` is no longer than the shortest month.
+        stays = stage_before != CpmStage.FIRST or lapsed_before
+        if stays or days.lapse > _SHORTEST_MONTH_DAYS:
+            return None
+        return f"初回客のまま1か月たつと、離脱の日数({days.lapse}日)を過ぎます"
+    if stage_before == stage_after and not lapsed_before and lapsed_after:
+        return None  # 離脱: no purchase for `lapse` days
+    # Every other change needs a purchase in the month.
+    reason = None
+    if _STAGE_RANK[stage_after] < _STAGE_RANK[stage_before]:
+        reason = "段階は下がりません"
+    elif lapsed_after and days.lapse >= _LONGEST_MONTH_DAYS:
+        reason = "段階が変わるのは購入した月なので、その月末は現役です"
+    elif stage_after == CpmStage.FIRST:
+        reason = "もう一度買うと購入は2回になるので、初回客には戻りません"
+    elif not _tenure_can_reach(stage_before, lapsed_before, stage_after, lapsed_after, days):
+        label = CPM_STAGE_LABELS[CpmStage(stage_after)]
+        allowed = _days_text(*days.tenure(stage_after))
+        reason = (
+            f"離脱していた人が買うと在籍日数は{days.lapse + 1}日以上になるので、"
+            f"{label}(在籍{allowed})にはなりません"
+            if lapsed_before
+            else f"1か月の間に在籍日数が{label}の範囲(在籍{allowed})になりません"
+        )
+    return reason
+
+
+def _tenure_can_reach(
+    stage_before: str, lapsed_before: bool, stage_after: str, lapsed_after: bool, days: CpmDays
+) -> bool:
+    """Whether a purchase in the month can take the tenure from `stage_before`'s range into
+    `stage_after`'s: it grows by the gap g between the last purchase before the month and the
+    last one in it."""
+    gap: tuple[float, float]
+    if lapsed_before:
+        gap = (days.lapse + 1, math.inf)
+    elif lapsed_after:  # bought in the month, and `lapse` days before its end
+        gap = (1, _LONGEST_MONTH_DAYS - 1)
+    else:
+        gap = (1, days.lapse + _LONGEST_MONTH_DAYS - 1)
+    low, high = days.tenure(stage_before)
+    want_low, want_high = days.tenure(stage_after)
+    return max(low + gap[0], want_low) <= min(high + gap[1], want_high)
+
+
+def _days_text(low: float, high: float) -> str:
+    if high == math.inf:
+        return f"{int(low)}日以上"
+    if low == 0:
+        return f"{int(high) + 1}日未満"
+    return f"{int(low)}〜{int(high)}日"
+
+
+def possible(before: str, after: str, days: CpmDays | None = None) -> bool:
+    """Whether CPM's rules let a customer go from `before` to `after` in one month."""
+    return impossible_because(before, after, days) is None
 
 
 # --- the one expression ------------------------------------------------------------------------
@@ -303,6 +413,7 @@ class MarkovModel:
     new_per_month: list[int]
     transition_months: list[int]
     horizon: int = 12
+    cpm_days: CpmDays = CpmDays()
 
     @property
     def probabilities(self) -> Matrix:
@@ -373,12 +484,23 @@ class MarkovModel:
             "transition_months": [month_label(m) for m in self.transition_months],
             "transition_month_numbers": self.transition_months,
             "horizon": self.horizon,
+            "cpm_days": self.cpm_days.json(),
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> MarkovModel:
+    def from_json(
+        cls, data: Mapping[str, Any], *, settings: Mapping[str, Any] | None = None
+    ) -> MarkovModel:
+        """The stored model; a model stored before it kept its CPM day thresholds takes them
+        from `settings`, the settings of the run it belongs to (AnalyticsRun.settings)."""
         if list(data["segments"]) != list(SEGMENTS):
             raise ValueError("保存された予測モデルのセグメントが現在の定義と一致しません")
+        stored = data.get("cpm_days")
+        cpm_days = (
+            CpmDays(int(stored["lapse"]), int(stored["toddler"]), int(stored["loyal"]))
+            if stored
+            else CpmDays.from_settings(settings or {})
+        )
         return cls(
             origin=int(data["origin_month"]),
             start=np.array(data["start"], np.int64),
@@ -389,6 +511,7 @@ class MarkovModel:
             new_per_month=[int(n) for n in data["new_per_month"]],
             transition_months=[int(m) for m in data["transition_month_numbers"]],
             horizon=int(data["horizon"]),
+            cpm_days=cpm_days,
         )
 
 
@@ -399,6 +522,7 @@ def estimate(
     transition_months: int = 12,
     new_months: int = 12,
     horizon: int = 12,
+    cpm_days: CpmDays | None = None,
 ) -> MarkovModel:
     """The model as of the end of flows.months[origin], from that month and the ones before only.
 
@@ -423,6 +547,7 @@ def estimate(
         new_per_month=[flows.new.get(m, 0) for m in averaged],
         transition_months=[flows.months[i] for i in used],
         horizon=horizon,
+        cpm_days=cpm_days or CpmDays(),
     )
 
 
@@ -448,11 +573,14 @@ def segment_label(code: str) -> str:
     return CPM_SEGMENTS.get(code, code)
 
 
-def changed_matrix(p: Matrix, changes: Mapping[tuple[str, str], float]) -> Matrix:
+def changed_matrix(
+    p: Matrix, changes: Mapping[tuple[str, str], float], days: CpmDays | None = None
+) -> Matrix:
     """`p` with each (from, to) probability moved by the given amount (0.05 = +5 ポイント).
 
     The rest of the row is scaled proportionally so it still sums to 1; a row whose other
-    cells are all zero gives or takes the difference from its stay cell. Raises WhatIfError.
+    cells are all zero gives or takes the difference from its stay cell. Raises WhatIfError,
+    also for a move CPM's rules (with the thresholds `days`) do not allow (`possible`).
     """
     out = p.copy()
     for (before, after), delta in changes.items():
@@ -462,11 +590,9 @@ def changed_matrix(p: Matrix, changes: Mapping[tuple[str, str], float]) -> Matri
         if not math.isfinite(delta) or delta == 0:
             raise WhatIfError("変化量(ポイント)には 0 以外の数を指定してください")
         name = f"「{segment_label(before)}→{segment_label(after)}」"
-        if not possible(before, after):
-            raise WhatIfError(
-                f"{name}は CPM の定義上ありえない移動です(段階は下がらず、段階が上がるのは"
-                "購入した月なので現役になります)"
-            )
+        reason = impossible_because(before, after, days)
+        if reason is not None:
+            raise WhatIfError(f"{name}は CPM の定義上ありえない移動です({reason})")
         a, b = _INDEX[before], _INDEX[after]
         current = out[a, b]
         target = current + delta
@@ -495,7 +621,7 @@ def what_if(base: MarkovModel, changes: Mapping[tuple[str, str], float]) -> What
     """The forecast with changed transition probabilities, next to the unchanged one."""
     if not changes:
         raise WhatIfError("変更する遷移を 1 つ以上指定してください")
-    p = changed_matrix(base.probabilities, changes)
+    p = changed_matrix(base.probabilities, changes, base.cpm_days)
     return WhatIf(base=base.forecast(), changed=base.forecast(p), probabilities=p)
 
 
@@ -654,6 +780,7 @@ def dynamics(
         transition_months=transition_months,
         new_months=new_months,
         horizon=horizon,
+        cpm_days=CpmDays.of(cfg),
     )
     return {
         "cpm_monthly": _monthly_rows(flows),
