@@ -193,6 +193,26 @@ def test_a_refused_order_names_its_fields_inside_data(source: tuple[WebhookSourc
     assert not WebhookEvent.objects.exists()
 
 
+def test_a_signed_event_not_sent_as_json_is_415_and_can_be_resent(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # carts send application/json (as the docs' example does); anything else is refused
+    # after the signature check, and the event is not recorded
+    _, secret = source
+    raw = json.dumps(order_event(), ensure_ascii=False).encode()
+    now = int(time.time())
+    headers = {
+        webhooks.TIMESTAMP_HEADER: str(now),
+        webhooks.SIGNATURE_HEADER: webhooks.sign(secret=secret, timestamp=now, body=raw),
+    }
+    response = Client().post(
+        "/api/v1/webhooks/eccube/orders", raw, content_type="text/plain", headers=headers
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert snapshot() == (0, 0, 0, 0)
+    assert deliver(secret, order_event()).json()["outcome"] == "created"
+
+
 @override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=1024 * 1024)
 def test_a_body_over_the_size_limit_is_413_not_500(source: tuple[WebhookSource, str]) -> None:
     _, secret = source

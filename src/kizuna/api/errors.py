@@ -23,6 +23,8 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import Field
 
+from kizuna.api.parser import UnsupportedMediaTypeError
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,6 +86,10 @@ _STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
     404: ("not_found", "指定されたものが見つかりません"),
     405: ("method_not_allowed", "このURLではこのメソッドは使えません"),
     409: ("conflict", "同じ操作が処理中です"),
+    415: (
+        "unsupported_media_type",
+        "本文は JSON で、Content-Type: application/json を付けて送ってください",
+    ),
     422: ("invalid_request", "入力内容に誤りがあります"),
     429: ("too_many_requests", "リクエストが多すぎます。しばらく待ってから再度お試しください"),
 }
@@ -253,6 +259,10 @@ def install_error_handlers(api: NinjaAPI) -> None:
         return error_response(404, code, message)
 
     def on_http_error(request: HttpRequest, exc: Any) -> HttpResponse:
+        if isinstance(exc.__cause__, UnsupportedMediaTypeError):
+            # ninja reports any failure to parse the body as 400 "cannot parse", with ours
+            # as the cause (kizuna.api.parser)
+            return error_response(415, *_STATUS_DEFAULTS[415])
         if isinstance(exc, ApiError):
             return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.extra)
         code, message = _STATUS_DEFAULTS.get(

@@ -36,9 +36,10 @@ Run = Callable[..., HttpResponseBase]
 
 
 def _worth_keeping(response: HttpResponseBase) -> bool:
-    # A server error changed nothing (the transaction rolled back), and 401/403 depend on the
-    # key rather than the request: a retry of those must run again, not replay.
-    return response.status_code < 500 and response.status_code not in (401, 403)
+    # A server error changed nothing (the transaction rolled back), 401/403 depend on the key
+    # and 415 on the Content-Type header rather than on the body: a retry of those (with the
+    # header fixed) must run again, not replay.
+    return response.status_code < 500 and response.status_code not in (401, 403, 415)
 
 
 def _refusal(request: HttpRequest, key: str) -> HttpResponse | None:

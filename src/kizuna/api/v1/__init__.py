@@ -20,6 +20,7 @@ from kizuna.accounts.access import public
 from kizuna.api import docs, onsite
 from kizuna.api.errors import install_error_handlers
 from kizuna.api.idempotency import HEADER, OPENAPI_MARK
+from kizuna.api.parser import JsonParser
 from kizuna.api.v1 import (
     analytics,
     customers,
@@ -95,6 +96,7 @@ api = KizunaAPI(
     urls_namespace="api-v1",
     docs=docs.LocalSwagger(),
     renderer=JapaneseJSONRenderer(),
+    parser=JsonParser(),
 )
 api.add_decorator(_in_japanese, mode="view")
 install_error_handlers(api)

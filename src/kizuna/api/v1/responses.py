@@ -16,9 +16,9 @@ def read_errors() -> dict[int, Any]:
 
 
 def write_errors() -> dict[int, Any]:
-    """Writes may also meet an Idempotency-Key still in flight (409) or send a body over
-    Django's upload limit (413)."""
-    return errors_for(400, 401, 403, 404, 409, 413, 422)
+    """Writes may also meet an Idempotency-Key still in flight (409), send a body over
+    Django's upload limit (413) or a body not declared as JSON (415)."""
+    return errors_for(400, 401, 403, 404, 409, 413, 415, 422)
 
 
 def customer_write_errors() -> dict[int, Any]:

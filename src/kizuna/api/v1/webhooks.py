@@ -95,7 +95,7 @@ class WebhookOut(Schema):
     order_number: str | None
 
 
-_ERRORS = errors_for(400, 401, 413, 422)
+_ERRORS = errors_for(400, 401, 413, 415, 422)
 
 
 def _duplicate(source: WebhookSource, event_id: str) -> dict[str, Any]:

@@ -1,0 +1,35 @@
+"""Reading request bodies: JSON only, recognised by its Content-Type.
+
+The API documents every request body as `application/json`. A body sent as `text/plain` (or a
+form, or with no Content-Type) was read as JSON all the same, so a client that got its
+headers wrong never learnt it. Such a body is now refused with 415 (`unsupported_media_type`)
+before it is read; the error handlers in kizuna.api.errors give the answer.
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from ninja.parser import Parser
+from ninja.types import DictStrAny
+
+MEDIA_TYPE = "application/json"
+
+
+class UnsupportedMediaTypeError(Exception):
+    """The body is not declared as JSON."""
+
+
+def is_json(content_type: str) -> bool:
+    """application/json, or a JSON-based type (application/…+json); parameters such as
+    charset do not matter (JSON is UTF-8)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == MEDIA_TYPE or (kind.startswith("application/") and kind.endswith("+json"))
+
+
+class JsonParser(Parser):
+    def parse_body(self, request: HttpRequest) -> DictStrAny:
+        # Ninja turns any exception raised here into a 400 whose cause is this one;
+        # kizuna.api.errors answers 415 when it sees that cause.
+        if not is_json(request.META.get("CONTENT_TYPE", "")):
+            raise UnsupportedMediaTypeError
+        return super().parse_body(request)
