@@ -27,7 +27,7 @@ from kizuna.analytics.models import (
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS
 from kizuna.analytics.tasks import analytics_run
 from kizuna.core.models import AuditLog
-from tests.analytics_shop import build_varied_shop, kpi, run
+from tests.analytics_shop import Shop, build_varied_shop, kpi, run
 
 pytestmark = pytest.mark.django_db
 AS_OF = dt.date(2025, 6, 30)
@@ -156,6 +156,35 @@ def test_the_repeat_page_shows_conversion_per_cohort_and_window(
     overall = kpi(snapshot, "f_conversion_overall")
     assert isinstance(overall, list)
     assert _pct(overall[0]["f2_rate"]) in html
+
+
+def test_the_repeat_page_of_a_shop_without_purchases_says_there_is_no_data(
+    client_for: ClientFor,
+) -> None:
+    # given a finished run of a shop that has no orders yet
+    assert run(AS_OF).customers == 0
+    # then the repeat page says so instead of empty tables and 直近0か月
+    html = _html(client_for(Role.ANALYST), "analytics:repeat")
+    assert "データがありません" in html
+    assert "までに購入がないため" in html
+    assert reverse("analytics:runs") in html
+    assert "<table" not in html
+    assert "直近0か月" not in html
+
+
+def test_the_repeat_page_without_trial_customers_heads_the_upgrade_table_without_0_months(
+    client_for: ClientFor,
+) -> None:
+    # given a shop whose customers never started with a trial product
+    shop = Shop()
+    customer = shop.customer()
+    for day in (dt.date(2025, 1, 10), dt.date(2025, 3, 1)):
+        shop.buy(customer, day, 3000)
+    run(AS_OF)
+    html = _html(client_for(Role.ANALYST), "analytics:repeat")
+    assert "トライアル商品から始まった顧客がいないため" in html
+    assert "直近0か月" not in html
+    assert "データがありません" not in html
 
 
 def test_cohorts_split_by_channel_show_the_channels_japanese_names(
