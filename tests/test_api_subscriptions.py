@@ -78,6 +78,101 @@ def test_bad_subscriptions_are_refused(
     assert not Subscription.objects.exists()
 
 
+def _days(n: int) -> str:
+    return (timezone.localdate() + dt.timedelta(days=n)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"started_on": "2199-01-01"}, "started_on", "開始日は今日から1年以内の日付にしてください"),
+        ({"next_delivery_on": "2020-12-01"}, "next_delivery_on", "今日以降"),
+        (
+            {"started_on": "2026-05-01", "next_delivery_on": "2026-04-01"},
+            "next_delivery_on",
+            "今日以降",
+        ),
+        (
+            {"cycle_kind": "monthly_day", "monthly_day": 10, "cycle_days": 30},
+            "cycle_days",
+            "周期の種類が「毎月指定日」の定期には指定できません(monthly_day を指定してください)",
+        ),
+        (
+            {"cycle_kind": "monthly_day", "cycle_days": 30},
+            "monthly_day",
+            "毎月のお届け日は1〜28日で指定してください",
+        ),
+        ({"cycle_kind": "days", "cycle_days": 30, "monthly_day": 10}, "monthly_day", "cycle_days"),
+    ],
+)
+def test_dates_and_cycles_a_cart_would_not_send_are_refused(
+    api: ApiClient, customer: Customer, change: dict[str, Any], field: str, message: str
+) -> None:
+    response = api.post("/api/v1/subscriptions", new_subscription(customer, **change))
+    error = assert_error(response, 422)
+    assert message in error["fields"][field]
+    assert not Subscription.objects.exists()
+
+
+def test_a_start_within_a_year_and_a_next_delivery_from_today_are_taken(
+    api: ApiClient, customer: Customer
+) -> None:
+    body = _create(api, customer, started_on=_days(365), next_delivery_on=_days(365))
+    assert (body["started_on"], body["next_delivery_on"]) == (_days(365), _days(365))
+    today = _create(api, customer, started_on="2026-05-01", next_delivery_on=_days(0))
+    assert today["next_delivery_on"] == _days(0)
+    # moved over from another system: started in the past, next box due on the start day
+    assert _create(api, customer)["next_delivery_on"] == "2026-05-01"
+
+
+def test_a_next_delivery_before_the_start_is_refused(api: ApiClient, customer: Customer) -> None:
+    body = new_subscription(customer, started_on=_days(30), next_delivery_on=_days(10))
+    error = assert_error(api.post("/api/v1/subscriptions", body), 422, "invalid_data")
+    assert error["fields"] == {"next_delivery_on": "次回お届け予定日は開始日以降にしてください"}
+
+
+def test_a_next_delivery_in_the_past_is_refused_on_change_and_resume(
+    api: ApiClient, customer: Customer
+) -> None:
+    sub = _create(api, customer, next_delivery_on=_days(3))
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    error = assert_error(api.patch(url, {"next_delivery_on": "2020-12-01"}), 422, "invalid_data")
+    assert error["fields"] == {"next_delivery_on": "次回お届け予定日は今日以降の日付にしてください"}
+    assert api.patch(url, {"next_delivery_on": _days(0)}).status_code == 200
+    api.patch(url, {"status": "paused", "paused_until": _days(30)})
+    error = assert_error(api.patch(url, {"status": "active", "next_delivery_on": _days(-1)}), 422)
+    assert set(error["fields"]) == {"next_delivery_on"}
+    assert Subscription.objects.get(pk=sub["id"]).status == SubscriptionStatus.PAUSED
+
+
+def test_a_stored_past_date_does_not_block_other_changes(
+    api: ApiClient, customer: Customer
+) -> None:
+    # started 2026-05-01 without a next date: due that day, now past; a price change still works
+    sub = _create(api, customer)
+    response = api.patch(f"/api/v1/subscriptions/{sub['id']}", {"unit_price": 3500})
+    assert response.status_code == 200, response.content
+
+
+def test_changing_the_cycle_kind_drops_the_old_kinds_field(
+    api: ApiClient, customer: Customer
+) -> None:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    body = api.patch(url, {"cycle_kind": "monthly_day", "monthly_day": 15}).json()
+    assert (body["cycle_kind"], body["monthly_day"], body["cycle_days"]) == (
+        "monthly_day",
+        15,
+        None,
+    )
+    audit = AuditLog.objects.get(action="subscription.update")
+    assert audit.changes["cycle_days"] == [30, None]
+    error = assert_error(api.patch(url, {"cycle_days": 30}), 422, "invalid_data")
+    assert set(error["fields"]) == {"cycle_days"}
+    body = api.patch(url, {"cycle_kind": "days", "cycle_days": 45}).json()
+    assert (body["cycle_kind"], body["monthly_day"], body["cycle_days"]) == ("days", None, 45)
+
+
 def test_change_terms_only_touches_what_was_sent(api: ApiClient, customer: Customer) -> None:
     sub = _create(api, customer)
     response = api.patch(f"/api/v1/subscriptions/{sub['id']}", {"quantity": 2, "cycle_days": 45})

@@ -89,6 +89,7 @@ def subscription_resume(
     sub, old = _locked(subscription)
     if sub.status != SubscriptionStatus.PAUSED:
         raise ValidationError("休止中の定期のみ再開できます")
+    _check_next_delivery(next_delivery_on)
     sub.status = SubscriptionStatus.ACTIVE
     sub.paused_until = None
     sub.next_delivery_on = next_delivery_on
@@ -143,8 +144,17 @@ SUBSCRIPTION_TERMS = frozenset(
 )
 
 
-def _check_cycle(sub: Subscription) -> None:
-    """The cycle rules of the table's CHECK, with messages staff and clients can act on."""
+# How far ahead a subscription may start: a cart registers a 定期 when it is ordered, to start
+# with a delivery in the coming weeks; a start years away is a typo (2199 for 2019).
+START_AHEAD_MAX = dt.timedelta(days=365)
+# The cycle field each kind uses, and the one it must not carry.
+_CYCLE_FIELD = {CycleKind.DAYS: "cycle_days", CycleKind.MONTHLY_DAY: "monthly_day"}
+
+
+def _check_cycle(sub: Subscription, sent: Mapping[str, Any]) -> None:
+    """The cycle rules of the table's CHECK, with messages staff and clients can act on; and
+    the other kind's field must not be sent with a value (cycle_days with monthly_day: which
+    one did the client mean?)."""
     if sub.cycle_kind == CycleKind.DAYS:
         if sub.cycle_days is None or not 7 <= sub.cycle_days <= 180:
             raise ValidationError({"cycle_days": "周期(日)は7〜180日で指定してください"})
@@ -153,6 +163,29 @@ def _check_cycle(sub: Subscription) -> None:
             raise ValidationError({"monthly_day": "毎月のお届け日は1〜28日で指定してください"})
     else:
         raise ValidationError({"cycle_kind": "周期の種類が正しくありません"})
+    kind = CycleKind(sub.cycle_kind)
+    for other_kind, other in _CYCLE_FIELD.items():
+        if other_kind != kind and sent.get(other) is not None:
+            raise ValidationError(
+                {
+                    other: f"周期の種類が「{kind.label}」の定期には指定できません"
+                    f"({_CYCLE_FIELD[kind]} を指定してください)"
+                }
+            )
+
+
+def _check_next_delivery(next_delivery_on: dt.date | None) -> None:
+    if next_delivery_on is not None and next_delivery_on < timezone.localdate():
+        raise ValidationError(
+            {"next_delivery_on": "次回お届け予定日は今日以降の日付にしてください"}
+        )
+
+
+def _check_start(started_on: dt.date, next_delivery_on: dt.date | None) -> None:
+    if started_on > timezone.localdate() + START_AHEAD_MAX:
+        raise ValidationError({"started_on": "開始日は今日から1年以内の日付にしてください"})
+    if next_delivery_on is not None and next_delivery_on < started_on:
+        raise ValidationError({"next_delivery_on": "次回お届け予定日は開始日以降にしてください"})
 
 
 def _term_values(sub: Subscription) -> dict[str, Any]:
@@ -169,14 +202,19 @@ def subscription_create(
     acting_user: Any,
 ) -> Subscription:
     """Start a 定期 for the customer. `terms` holds the SUBSCRIPTION_TERMS fields; the cycle is
-    checked (every 7–180 days, or monthly on day 1–28)."""
+    checked (every 7–180 days, or monthly on day 1–28, and only the kind's own field given),
+    the start is at most a year ahead, and a next delivery date given is today or later and
+    not before the start. Without one, the next delivery is the start (a subscription moved
+    over from another system may have started in the past)."""
     unknown = set(terms) - SUBSCRIPTION_TERMS
     if unknown:
         raise ValidationError(f"設定できない項目です: {', '.join(sorted(unknown))}")
     sub = Subscription(customer=customer, product=product, started_on=started_on, **terms)
+    _check_next_delivery(sub.next_delivery_on)
+    _check_start(started_on, sub.next_delivery_on)
     if sub.next_delivery_on is None:
         sub.next_delivery_on = started_on
-    _check_cycle(sub)
+    _check_cycle(sub, terms)
     sub.full_clean()
     sub.save()
     audit_record(
@@ -201,20 +239,31 @@ def subscription_update(
     *, subscription: Subscription, changes: Mapping[str, Any], acting_user: Any
 ) -> Subscription:
     """Change quantity, price, cycle, next delivery date or commitment count of a subscription
-    that is not cancelled. The audit row records each field's old and new value."""
+    that is not cancelled. The audit row records each field's old and new value.
+
+    A change of cycle kind clears the old kind's field (days → monthly_day clears cycle_days);
+    a new next delivery date must be today or later."""
     unknown = set(changes) - SUBSCRIPTION_TERMS
     if unknown:
         raise ValidationError(f"変更できない項目です: {', '.join(sorted(unknown))}")
     sub, _ = _locked(subscription)
     old = _term_values(sub)
-    changed = diff(old, {**old, **changes})
+    sent = dict(changes)
+    kind = sent.get("cycle_kind")
+    if kind is not None and kind != sub.cycle_kind and kind in _CYCLE_FIELD:
+        for other_kind, other in _CYCLE_FIELD.items():
+            if other_kind != kind:
+                sent.setdefault(other, None)
+    changed = diff(old, {**old, **sent})
     if not changed:
         return sub
     if sub.status == SubscriptionStatus.CANCELLED:
         raise ValidationError("解約済みの定期は変更できません")
-    for name, value in changes.items():
+    if "next_delivery_on" in changed:
+        _check_next_delivery(sent["next_delivery_on"])
+    for name, value in sent.items():
         setattr(sub, name, value)
-    _check_cycle(sub)
+    _check_cycle(sub, sent)
     sub.full_clean()
     sub.save()
     audit_record(

@@ -54,11 +54,15 @@ class SubscriptionCreateIn(Input):
     cycle_kind: CycleKindIn = Field(
         description="days: cycle_days 日ごと / monthly_day: 毎月 monthly_day 日"
     )
-    cycle_days: CycleDays | None = Field(default=None, description="周期(日・7〜180)")
-    monthly_day: MonthlyDay | None = Field(default=None, description="毎月のお届け日(1〜28)")
-    started_on: Date = Field(description="開始日", examples=["2026-05-01"])
+    cycle_days: CycleDays | None = Field(
+        default=None, description="周期(日・7〜180)。cycle_kind が days のときだけ"
+    )
+    monthly_day: MonthlyDay | None = Field(
+        default=None, description="毎月のお届け日(1〜28)。cycle_kind が monthly_day のときだけ"
+    )
+    started_on: Date = Field(description="開始日(今日から1年以内)", examples=["2026-05-01"])
     next_delivery_on: Date | None = Field(
-        default=None, description="次回お届け予定日(省略時は開始日)"
+        default=None, description="次回お届け予定日(今日以降・開始日以降。省略時は開始日)"
     )
     commitment_count: Commitment = Field(default=0, description="縛り回数(0: なし)")
 
@@ -80,7 +84,7 @@ class SubscriptionPatchIn(Input):
     cycle_kind: CycleKindIn | None = None
     cycle_days: CycleDays | None = None
     monthly_day: MonthlyDay | None = None
-    next_delivery_on: Date | None = Field(default=None, description="次回お届け予定日")
+    next_delivery_on: Date | None = Field(default=None, description="次回お届け予定日(今日以降)")
     commitment_count: Commitment | None = None
 
 
