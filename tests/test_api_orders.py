@@ -114,6 +114,19 @@ def test_an_older_update_arriving_late_is_ignored(api: ApiClient) -> None:
     assert (order.status, order.shipping_fee) == (OrderStatus.SHIPPED, 500)
 
 
+def test_ordered_at_is_answered_in_japan_time_whatever_the_outcome(api: ApiClient) -> None:
+    # a stale answer reads the order back from the database (UTC); it was "…01:00:00Z"
+    sent_in_utc = order_body(ordered_at="2026-05-01T01:00:00Z")
+    answers = [
+        api.put(URL, sent_in_utc),  # created
+        api.put(URL, sent_in_utc),  # unchanged
+        api.put(URL, order_body(shipping_fee=0, updated_at="2026-05-02T10:00:00+09:00")),
+        api.put(URL, order_body(updated_at="2026-05-01T09:00:00+09:00")),  # stale
+    ]
+    assert [a.json()["outcome"] for a in answers] == ["created", "unchanged", "updated", "stale"]
+    assert {a.json()["ordered_at"] for a in answers} == {"2026-05-01T10:00:00+09:00"}
+
+
 def test_an_update_without_updated_at_does_not_overwrite_a_dated_order(api: ApiClient) -> None:
     # given: the order as the cart last changed it, with its time
     api.put(URL, order_body(status="shipped", updated_at="2026-05-02T09:00:00+09:00"))

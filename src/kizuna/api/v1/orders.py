@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
+from django.utils import timezone
 from ninja import Path, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
@@ -93,7 +94,7 @@ class OrderOut(Schema):
         description="created: 新規 / updated: 更新 / unchanged: 変化なし / stale: 古い更新のため無視"
     )
     status: str
-    ordered_at: dt.datetime
+    ordered_at: dt.datetime = Field(description="受注日時(日本時間、+09:00)")
     subtotal: int
     discount: int
     shipping_fee: int
@@ -211,7 +212,9 @@ def order_out(order: Order, outcome: UpsertOutcome, *, customer_created: bool) -
         "customer_created": customer_created,
         "outcome": outcome.value,
         "status": order.status,
-        "ordered_at": order.ordered_at,
+        # In the shop's time zone whatever the outcome: a stored order read back from the
+        # database is in UTC ("…Z"), one just written still carries the offset it was sent with.
+        "ordered_at": timezone.localtime(order.ordered_at),
         "subtotal": order.subtotal,
         "discount": order.discount,
         "shipping_fee": order.shipping_fee,
