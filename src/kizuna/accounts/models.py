@@ -27,6 +27,13 @@ class User(AbstractUser):
         verbose_name_plural = "スタッフ"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        # A superuser may do everything whatever its role, so its role says so: the header
+        # badge and the staff list showed オペレーター (the field's default) for the first
+        # user made with `kizuna createsuperuser`. Here rather than in create_superuser, so a
+        # user made superuser later (admin site, shell) follows too. To take the rights away,
+        # clear is_superuser; the role can then be lowered.
+        if self.is_superuser:
+            self.role = Role.ADMIN
         # Django admin is for admins only: keep its flag in step with the role so the two
         # can never disagree.
         self.is_staff = self.role == Role.ADMIN or self.is_superuser
