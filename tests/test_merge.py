@@ -17,6 +17,7 @@ from kizuna.commerce.models import Order, ProductKind
 from kizuna.commerce.services import LineInput, OrderInput, order_upsert
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
+from kizuna.customers import privacy
 from kizuna.customers.merge import (
     MERGE_POINTS_REASON,
     MOVED_TABLES,
@@ -63,7 +64,8 @@ from kizuna.loyalty.services import (
     points_redeem,
 )
 from kizuna.loyalty.tasks import expire_points
-from kizuna.subscriptions.models import Subscription, SubscriptionDelivery
+from kizuna.subscriptions.models import CancelReason, Subscription, SubscriptionDelivery
+from kizuna.subscriptions.services import subscription_cancel
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
 from tests.factories import grant_consent, make_customer, make_subscription, withdraw_consent
@@ -732,6 +734,47 @@ def test_impossible_merges_are_refused_and_change_nothing(pair: Pair) -> None:
         customer_merge(survivor=pair.absorbed, absorbed=pair.survivor, acting_user=STAFF)
     assert _ownership(pair.survivor, pair.absorbed) == owned
     assert CustomerMerge.objects.count() == 1
+
+
+def test_an_erased_record_is_never_merged_reopened_or_unmerged(pair: Pair) -> None:
+    """QA: a candidate with an erased record, put back in the queue from 「別人」, merged and
+    filled the erased record with the other record's name and kana again (docs/privacy.md:
+    an anonymous record must not be merged later). Refused in the service, for every caller."""
+    # given: she asked for erasure of her first record; the pair's candidate is closed
+    privacy.customer_erase(customer=pair.survivor, acting_user=STAFF, reason="受付 1")
+    pair.candidate.refresh_from_db()
+    assert pair.candidate.status == DuplicateStatus.ERASED
+    # an older Kizuna had closed it as 「別人」, which could be taken back
+    DuplicateCandidate.objects.filter(pk=pair.candidate.pk).update(status=DuplicateStatus.DISMISSED)
+    owned = _ownership(pair.survivor, pair.absorbed)
+    # when / then: neither reopening nor merging either way round is possible
+    with pytest.raises(MergeError, match="削除\\(匿名化\\)済みのため、確認待ちに戻せません"):
+        duplicate_reopen(candidate=pair.candidate, acting_user=STAFF)
+    for survivor, absorbed in ((pair.survivor, pair.absorbed), (pair.absorbed, pair.survivor)):
+        with pytest.raises(MergeError, match=f"顧客 #{pair.survivor.pk} は個人データを削除"):
+            customer_merge(survivor=survivor, absorbed=absorbed, acting_user=STAFF)
+    # and nothing changed: the erased record took no name, kana or rows
+    erased = Customer.objects.get(pk=pair.survivor.pk)
+    assert (erased.given_name, erased.family_kana, erased.given_kana) == ("", "", "")
+    assert _ownership(pair.survivor, pair.absorbed) == owned
+    assert not CustomerMerge.objects.exists()
+    assert DuplicateCandidate.objects.get().status == DuplicateStatus.DISMISSED
+
+
+def test_a_merge_whose_records_were_erased_is_not_undone(pair: Pair) -> None:
+    # given: merged, then the person erased (both records are anonymised together)
+    merge = customer_merge(survivor=pair.survivor, absorbed=pair.absorbed, acting_user=STAFF)
+    for subscription in Subscription.objects.all():
+        subscription_cancel(subscription=subscription, reason=CancelReason.OTHER, acting_user=STAFF)
+    privacy.customer_erase(customer=pair.survivor, acting_user=STAFF, reason="受付 2")
+    # when / then: taking the merge back would put an anonymous pair back in the queue
+    merge = CustomerMerge.objects.get(pk=merge.pk)
+    assert any("削除(匿名化)済み" in problem for problem in undo_blockers(merge))
+    with pytest.raises(MergeError, match="統合を取り消せません"):
+        customer_merge_undo(merge=merge, acting_user=STAFF)
+    merge.refresh_from_db()
+    assert merge.undone_at is None
+    assert Customer.objects.get(pk=pair.absorbed.pk).merged_into_id == pair.survivor.pk
 
 
 def test_every_table_that_points_at_a_customer_is_handled_by_the_merge() -> None:

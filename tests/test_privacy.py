@@ -15,6 +15,7 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, models, transaction
+from django.db.models import Q
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -37,7 +38,8 @@ from kizuna.commerce.models import Order, OrderReversal, OrderStatus, Shipment
 from kizuna.core.append_only import AUDIT_GUARDED_COLUMNS, REDACTED
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog, IdempotencyKey
-from kizuna.customers import privacy
+from kizuna.customers import privacy, resolution
+from kizuna.customers.merge import customer_merge, customer_merge_undo
 from kizuna.customers.models import (
     BehaviourEvent,
     BehaviourKind,
@@ -45,7 +47,9 @@ from kizuna.customers.models import (
     ConsentEvent,
     ConsentMethod,
     Customer,
+    CustomerMerge,
     DuplicateCandidate,
+    DuplicateStatus,
     IdentityKind,
     Tag,
     TimelineEvent,
@@ -429,7 +433,6 @@ def test_erase_cancels_waiting_messages_and_scenario_steps(person: Person) -> No
     assert statuses == {"privacy-sent": OutboxStatus.SENT, "privacy-waiting": OutboxStatus.SKIPPED}
     sent = OutboxMessage.objects.get(dedupe_key="privacy-sent")
     assert sent.content == {"subject": REDACTED, "text": REDACTED}
-    assert DuplicateCandidate.objects.get().status == "dismissed"
 
 
 def test_erased_address_is_suppressed_by_hash_and_a_later_create_does_not_resubscribe(
@@ -544,6 +547,91 @@ def test_erase_is_refused_while_a_subscription_still_delivers(person: Person) ->
     with pytest.raises(privacy.PrivacyError, match="定期購入が1件"):
         privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
     assert person.customer.identities.count() == 4
+
+
+def test_erase_closes_open_duplicate_candidates_as_moot_not_as_different_people(
+    person: Person,
+) -> None:
+    """QA: the erasure recorded the admin as having decided 「別人」 without a dismiss audit
+    row. Nobody compared the pair: the erasure closes it, says so, and audits it."""
+    candidate = DuplicateCandidate.objects.get()
+    privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
+    candidate.refresh_from_db()
+    assert (candidate.status, candidate.decided_by) == (
+        DuplicateStatus.ERASED,
+        privacy.ERASURE_DECIDER,
+    )
+    assert candidate.get_status_display() == "削除(匿名化)により対象外"
+    assert not AuditLog.objects.filter(action="duplicate.dismiss").exists()
+    rows = AuditLog.objects.filter(action=privacy.CLOSE_CANDIDATE_ACTION).order_by("customer_id")
+    assert [(r.customer_id, r.actor_label, r.changes["status"]) for r in rows] == [
+        (pk, "dpo-admin", ["open", "erased"])
+        for pk in sorted((person.customer.pk, person.other.pk))
+    ]
+
+
+@pytest.mark.parametrize("side", ["absorbed", "survivor"])
+def test_erase_takes_the_name_out_of_an_undone_merge_on_the_other_record(
+    person: Person, side: str
+) -> None:
+    """A merge writes each record's name on the other's timeline, and the survivor's audit rows
+    hold what it filled in from the absorbed record. Once undone, the other record is someone
+    else's: erasing the person must reach those texts too."""
+    # given: her record was merged with 佐藤一郎's by mistake, and the merge taken back
+    if side == "absorbed":
+        survivor, absorbed = person.other, person.customer
+    else:
+        survivor, absorbed = person.customer, person.other
+    merge = customer_merge(survivor=survivor, absorbed=absorbed, acting_user=STAFF)
+    customer_merge_undo(merge=merge, acting_user=STAFF)
+    label = CustomerMerge._meta.label
+    on_other = TimelineEvent.objects.filter(customer=person.other, ref_entity=label)
+    assert any(NAME[1] in title for title in on_other.values_list("title", flat=True))
+    # when
+    privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
+    # then: not one table holds one of her values; his record says a merge happened
+    leaks = [
+        (table, column, value)
+        for table, column, text in _every_text_in_the_database()
+        for value in PII
+        if value in text
+    ]
+    assert leaks == []
+    titles = sorted(on_other.values_list("title", flat=True))
+    assert titles
+    assert all(REDACTED in title or "への統合を取り消し" in title for title in titles), titles
+    if side == "absorbed":  # the values the merge filled in on his record, and took back
+        filled = AuditLog.objects.get(action="customer.merge", customer_id=person.other.pk)
+        assert filled.changes["birthday"] == [None, REDACTED]
+        assert filled.changes["notes"] == ["", REDACTED]
+    other = Customer.objects.get(pk=person.other.pk)
+    assert other.full_name == "佐藤 一郎"
+
+
+def test_an_import_that_read_the_record_before_its_erasure_proposes_no_pair_with_it(
+    person: Person, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure closes the person's open candidates; an import that had already read her
+    identities when it ran must not queue a new pair with the anonymous record afterwards."""
+    read = resolution._Chunk._read
+
+    def read_then_erase(chunk: Any, keyed: Any) -> None:
+        read(chunk, keyed)
+        privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
+
+    monkeypatch.setattr(resolution._Chunk, "_read", read_then_erase)
+    # her e-mail with a new cart member ID: normally a new record and a pair to review
+    found = resolution.customer_resolve(
+        identities={IdentityKind.CART_MEMBER: "cart-99999", IdentityKind.EMAIL: EMAIL},
+        profile={"family_name": "鈴木"},
+        acting_user=STAFF,
+        source="test",
+    )
+    assert found.created
+    assert not DuplicateCandidate.objects.filter(
+        Q(customer_a=found.customer) | Q(customer_b=found.customer)
+    ).exists()
+    assert not DuplicateCandidate.objects.filter(status=DuplicateStatus.OPEN).exists()
 
 
 # --- the audit log's one exception: redaction --------------------------------------------------
@@ -700,6 +788,20 @@ def test_erase_page_needs_the_customer_id_typed_again(
     assert ADDRESS not in html
     person.customer.refresh_from_db()
     assert privacy.is_erased(person.customer)
+
+
+def test_erase_page_warns_of_an_open_duplicate_candidate_before_anything_is_sent(
+    person: Person, client_for: Callable[[Role], Client]
+) -> None:
+    """QA: the page never said an open candidate existed, though the other record (probably
+    the same person) keeps their name and member ID after the erasure."""
+    page = client_for(Role.ADMIN).get(reverse("web:customer_erase", args=[person.customer.pk]))
+    html = page.content.decode()
+    assert "確認待ちの重複候補があります" in html
+    other = reverse("web:customer_detail", args=[person.other.pk])
+    assert f'<a href="{other}">顧客ID {person.other.pk}</a>' in html
+    assert "その記録も削除(匿名化)が必要か確認してください" in html
+    assert "確認のため顧客IDを入力" in html  # a warning, not a refusal
 
 
 # --- the API -----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from kizuna.accounts.models import Role
 from kizuna.core.audit import Actor
+from kizuna.customers import privacy
 from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge, duplicate_dismiss
 from kizuna.customers.models import (
     Customer,
@@ -481,6 +482,65 @@ def test_merged_history_offers_undo(
     )
     assert reverse("duplicates:merge_undo", args=[merge.pk]) in html
     assert reverse("duplicates:merge_detail", args=[merge.pk]) in html
+
+
+# --- erased records ----------------------------------------------------------------------------
+
+
+def _erase(customer: Customer) -> None:
+    privacy.customer_erase(customer=customer, acting_user=SYSTEM, reason="受付番号 1")
+
+
+def test_a_pair_closed_by_an_erasure_is_listed_as_such_without_actions(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # when: one of the two records is erased
+    _erase(candidate.customer_b)
+    # then: the pair left the open queue for the tab of pairs closed by an erasure
+    client = client_for(Role.OPERATOR)
+    assert (
+        "確認待ちの重複候補はありません" in client.get(reverse("duplicates:queue")).content.decode()
+    )
+    html = client.get(reverse("duplicates:queue"), {"status": "erased"}).content.decode()
+    assert '削除により対象外 <span class="dup-count">1</span>' in html
+    assert "個人データの削除(匿名化)により対象外" in html
+    assert "別人として確認済み" not in html
+    for action in ("duplicates:merge", "duplicates:dismiss", "duplicates:reopen"):
+        assert reverse(action, args=[candidate.pk]) not in html
+
+
+def test_a_dismissed_pair_with_an_erased_record_cannot_be_put_back_or_merged(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    """QA: the operator took a pair with an erased record back from 「別人」 and merged it,
+    filling the erased record with the other record's name again."""
+    # given: a pair an older Kizuna closed as 「別人」 when it erased one of them
+    _erase(candidate.customer_b)
+    DuplicateCandidate.objects.filter(pk=candidate.pk).update(status=DuplicateStatus.DISMISSED)
+    client = client_for(Role.OPERATOR)
+    # then: the 別人 tab offers nothing to take back
+    html = client.get(reverse("duplicates:queue"), {"status": "dismissed"}).content.decode()
+    assert reverse("duplicates:reopen", args=[candidate.pk]) not in html
+    assert "削除(匿名化)済みのため、確認待ちに戻せません" in html
+    # and posting it anyway is refused with the reason
+    response = client.post(reverse("duplicates:reopen", args=[candidate.pk]), follow=True)
+    assert "削除(匿名化)済みのため、確認待ちに戻せません" in response.content.decode()
+    candidate.refresh_from_db()
+    assert candidate.status == DuplicateStatus.DISMISSED
+    # and so is a merge, should the pair be open (an import racing the erasure)
+    DuplicateCandidate.objects.filter(pk=candidate.pk).update(status=DuplicateStatus.OPEN)
+    assert (
+        "確認待ちの重複候補はありません" in client.get(reverse("duplicates:queue")).content.decode()
+    )
+    url = reverse("duplicates:merge", args=[candidate.pk])
+    page = client.get(url, {"survivor": candidate.customer_b_id}).content.decode()
+    assert "削除(匿名化)済みのため、統合できません" in page
+    assert "に統合する</button>" not in page
+    refused = client.post(url, {"survivor": candidate.customer_b_id})
+    assert refused.status_code == 409
+    assert not CustomerMerge.objects.exists()
+    erased = Customer.objects.get(pk=candidate.customer_b_id)
+    assert (erased.given_name, erased.family_kana) == ("", "")
 
 
 # --- merge detail and undo --------------------------------------------------------------------

@@ -27,12 +27,14 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page, Paginator
 from django.db import models, transaction
-from django.db.models import Count, Max, OuterRef, Prefetch, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from kizuna.commerce.models import Order
+from kizuna.core.append_only import REDACTED
 from kizuna.core.audit import Actor, audit_record
+from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -48,7 +50,7 @@ from kizuna.customers.models import (
     Tag,
     TimelineKind,
 )
-from kizuna.customers.services import CONSENT_STATE_FIELDS
+from kizuna.customers.services import CONSENT_STATE_FIELDS, ERASE_ACTION, ERASED_NAME, is_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
@@ -348,6 +350,41 @@ def _name(customer: Customer) -> str:
     return f"{customer.family_name}{customer.given_name}"
 
 
+# Timeline titles that name the other record of a merge, written on the survivor ("merged",
+# "undone") and on the absorbed record ("merged_into"). An erasure of that other record later
+# replaces the name (`title_without_name`), so they are spelled in one place.
+_NAMED_TITLES = {
+    "merged": "顧客を統合: #{pk} {name}",
+    "undone": "統合を取り消し: #{pk} {name}",
+    "merged_into": "顧客 #{pk} {name} に統合",
+}
+
+
+def _title(which: str, customer: Customer) -> str:
+    return _NAMED_TITLES[which].format(pk=customer.pk, name=_name(customer))
+
+
+def title_without_name(title: str, customer_id: int) -> str:
+    """A merge's timeline title with the name it gives record `customer_id` replaced by
+    REDACTED (for the erasure of that record); any other title as it is."""
+    for template in _NAMED_TITLES.values():
+        head, tail = (part.format(pk=customer_id) for part in template.split("{name}"))
+        if title.startswith(head) and title.endswith(tail) and len(title) > len(head + tail):
+            return f"{head}{REDACTED}{tail}"
+    return title
+
+
+def _refuse_erased(customers: Iterable[Customer], refusal: str) -> None:
+    """MergeError when one of `customers` is erased (customers.privacy): an anonymous record
+    is never merged, proposed or reopened again. `refusal` ends the sentence."""
+    for customer in customers:
+        if is_erased(customer):
+            raise MergeError(
+                f"顧客 #{customer.pk} は個人データを削除(匿名化)済みのため、{refusal}"
+                "(削除した記録は、ほかの記録と統合しません)"
+            )
+
+
 def _candidate_for(survivor: Customer, absorbed: Customer) -> DuplicateCandidate:
     first, second = sorted((survivor.pk, absorbed.pk))
     candidate = (
@@ -414,7 +451,8 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
     proposed). Audit rows on both records list the moved row ids per table; the returned
     CustomerMerge holds all that `customer_merge_undo` needs.
 
-    Raises MergeError when the two are the same record or either was already merged away.
+    Raises MergeError when the two are the same record, either was already merged away, or
+    either was erased (an anonymous record must never take on someone's data again).
     """
     actor = Actor.of(acting_user)
     if survivor.pk == absorbed.pk:
@@ -426,6 +464,7 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
             raise MergeError(
                 f"顧客 #{customer.pk} は既に顧客 #{customer.merged_into_id} に統合されています"
             )
+    _refuse_erased((survivor, absorbed), "統合できません")
     candidate = _candidate_for(survivor, absorbed)
     # Consent rows are changed by their own service without the customer lock; hold them too.
     list(Consent.objects.select_for_update().filter(customer__in=(survivor, absorbed)))
@@ -517,7 +556,7 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
     timeline_add(
         customer=survivor,
         kind=TimelineKind.PROFILE,
-        title=f"顧客を統合: #{absorbed.pk} {_name(absorbed)}",
+        title=_title("merged", absorbed),
         occurred_at=now,
         ref=merge,
         detail={"absorbed": absorbed.pk, "points": plan.points, "filled": sorted(filled)},
@@ -525,7 +564,7 @@ def customer_merge(*, survivor: Customer, absorbed: Customer, acting_user: Any) 
     timeline_add(
         customer=absorbed,
         kind=TimelineKind.PROFILE,
-        title=f"顧客 #{survivor.pk} {_name(survivor)} に統合",
+        title=_title("merged_into", survivor),
         occurred_at=now,
         ref=merge,
         detail={"survivor": survivor.pk},
@@ -597,6 +636,10 @@ def _blockers(merge: CustomerMerge, survivor: Customer, absorbed: Customer) -> l
         ]
     if absorbed.merged_into_id != survivor.pk:
         return [f"顧客 #{absorbed.pk} は統合されていない状態に変わっています"]
+    try:
+        _refuse_erased((survivor, absorbed), "統合を取り消せません")
+    except MergeError as exc:
+        return exc.messages
     problems = _changed_since(merge, survivor, absorbed)
     balance = points_balance(survivor)
     if balance < merge.points_transferred:
@@ -732,7 +775,7 @@ def customer_merge_undo(*, merge: CustomerMerge, acting_user: Any) -> CustomerMe
     timeline_add(
         customer=survivor,
         kind=TimelineKind.PROFILE,
-        title=f"統合を取り消し: #{absorbed.pk} {_name(absorbed)}",
+        title=_title("undone", absorbed),
         occurred_at=now,
         ref=merge,
     )
@@ -780,11 +823,13 @@ def duplicate_dismiss(*, candidate: DuplicateCandidate, acting_user: Any) -> Dup
 
 @transaction.atomic
 def duplicate_reopen(*, candidate: DuplicateCandidate, acting_user: Any) -> DuplicateCandidate:
-    """Put a dismissed pair back in the review queue (a merged one is reopened by undoing it)."""
+    """Put a dismissed pair back in the review queue (a merged one is reopened by undoing it).
+    Refused for a pair with an erased record: it could only lead to a merge, which is refused."""
     actor = Actor.of(acting_user)
     candidate = _locked_candidate(candidate)
     if candidate.status != DuplicateStatus.DISMISSED:
         raise MergeError("「別人として確認済」の候補だけを確認待ちに戻せます")
+    _refuse_erased((candidate.customer_a, candidate.customer_b), "確認待ちに戻せません")
     candidate.status = DuplicateStatus.OPEN
     candidate.decided_by = ""
     candidate.decided_at = None
@@ -814,6 +859,7 @@ class CustomerCard:
     order_count: int
     last_ordered_at: dt.datetime | None
     points: int
+    erased: bool  # anonymised on request (customers.privacy): never merged
 
 
 @dataclass(frozen=True)
@@ -905,6 +951,12 @@ class QueueItem:
     b: CustomerCard
     merge: CustomerMerge | None  # the merge in force, for merged candidates
     undone: CustomerMerge | None  # the latest merge taken back, for candidates back in the queue
+    erased: frozenset[int] = frozenset()  # ids of the two records that were erased
+
+    @property
+    def can_reopen(self) -> bool:
+        """Whether 「確認待ちに戻す」 is offered: a 別人 pair without an erased record."""
+        return self.candidate.status == DuplicateStatus.DISMISSED and not self.erased
 
     @property
     def matches(self) -> list[Match]:
@@ -989,16 +1041,39 @@ def customer_cards(ids: Iterable[int]) -> dict[int, CustomerCard]:
             order_count=customer.order_count,
             last_ordered_at=customer.last_ordered_at,
             points=customer.points,
+            erased=is_erased(customer),
         )
     return cards
+
+
+def _erased_side() -> models.Q:
+    """Candidates with an erased record on either side: named ERASED_NAME and audited as
+    erased (the name alone is checked first, so the audit log is asked about few rows)."""
+    erased = AuditLog.objects.filter(action=ERASE_ACTION, entity=Customer._meta.label)
+    return models.Q(
+        Exists(erased.filter(customer_id=OuterRef("customer_a_id"))),
+        customer_a__family_name=ERASED_NAME,
+    ) | models.Q(
+        Exists(erased.filter(customer_id=OuterRef("customer_b_id"))),
+        customer_b__family_name=ERASED_NAME,
+    )
+
+
+def _hidden_from_open() -> models.Q:
+    """Open pairs the queue does not show: a record since merged away (undoing that merge
+    brings the pair back) or erased (such a pair can never be merged; the erasure closes the
+    open ones, this hides one proposed while it ran)."""
+    return (
+        models.Q(customer_a__merged_into__isnull=False)
+        | models.Q(customer_b__merged_into__isnull=False)
+        | _erased_side()
+    )
 
 
 def _queue_candidates(status: DuplicateStatus) -> models.QuerySet[DuplicateCandidate]:
     candidates = DuplicateCandidate.objects.filter(status=status)
     if status == DuplicateStatus.OPEN:
-        return candidates.filter(
-            customer_a__merged_into__isnull=True, customer_b__merged_into__isnull=True
-        ).order_by("-created_at", "-id")
+        return candidates.exclude(_hidden_from_open()).order_by("-created_at", "-id")
     return candidates.order_by("-decided_at", "-id")
 
 
@@ -1014,6 +1089,7 @@ def duplicate_queue(
     cards = customer_cards(
         [pk for c in rows for pk in (c.customer_a_id, c.customer_b_id)] if rows else []
     )
+    erased_ids = {pk for pk, card in cards.items() if card.erased}
     # The merge in force for a merged pair; for a pair back in the queue, the merge that was
     # taken back, so whoever decides again sees it was merged once.
     live: dict[int, CustomerMerge] = {}
@@ -1028,6 +1104,7 @@ def duplicate_queue(
             b=cards[c.customer_b_id],
             merge=live.get(c.pk),
             undone=undone.get(c.pk) if c.status == DuplicateStatus.OPEN else None,
+            erased=frozenset(pk for pk in (c.customer_a_id, c.customer_b_id) if pk in erased_ids),
         )
         for c in rows
     ]
@@ -1046,8 +1123,7 @@ def queue_counts() -> dict[str, int]:
         DuplicateCandidate.objects.values_list("status").annotate(n=Count("id")).order_by()
     )
     open_hidden = DuplicateCandidate.objects.filter(status=DuplicateStatus.OPEN).filter(
-        models.Q(customer_a__merged_into__isnull=False)
-        | models.Q(customer_b__merged_into__isnull=False)
+        _hidden_from_open()
     )
     counts[DuplicateStatus.OPEN] = counts.get(DuplicateStatus.OPEN, 0) - open_hidden.count()
     return {status.value: counts.get(status, 0) for status in DuplicateStatus}

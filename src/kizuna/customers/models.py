@@ -310,6 +310,9 @@ class DuplicateStatus(models.TextChoices):
     OPEN = "open", "未確認"
     MERGED = "merged", "統合済"
     DISMISSED = "dismissed", "別人として確認済"
+    # Closed by the erasure of one of the two records (customers.privacy), not by a reviewer:
+    # an anonymous record is never merged.
+    ERASED = "erased", "削除(匿名化)により対象外"
 
 
 class DuplicateCandidate(TimeStampedModel):

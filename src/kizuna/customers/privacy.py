@@ -38,6 +38,7 @@ from kizuna.commerce.models import OrderReversal
 from kizuna.core.append_only import REDACTED
 from kizuna.core.audit import Actor, audit_record, audit_redact, redacted
 from kizuna.core.models import AuditLog, IdempotencyKey
+from kizuna.customers.merge import title_without_name
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -50,6 +51,7 @@ from kizuna.customers.models import (
     Identity,
     IdentityKind,
     MemberStatus,
+    TimelineEvent,
     TimelineKind,
 )
 from kizuna.customers.services import ERASE_ACTION, ERASED_NAME, consent_withdraw, is_erased
@@ -60,6 +62,10 @@ EXPORT_FORMAT = "kizuna.customer-export"
 EXPORT_VERSION = 1
 EXPORT_ACTION = "customer.export"
 REASON_MAX = 200
+# Who closed a duplicate candidate an erasure made moot (DuplicateCandidate.decided_by), and
+# the audit action of that change: the erasure, not a reviewer deciding 「別人」.
+ERASURE_DECIDER = Actor.system("erasure").label
+CLOSE_CANDIDATE_ACTION = "duplicate.close_erased"
 
 
 class Erasure:
@@ -314,6 +320,59 @@ def _check(customer: Customer, reason: str, ids: list[int]) -> None:
         )
 
 
+def final_survivor_id(customer: Customer) -> int | None:
+    """The live record a merged-away customer now lives in, following merges of merges (A into
+    B, then B into C: C); None for a customer not merged away."""
+    survivor_id = customer.merged_into_id
+    seen: set[int] = set()
+    while survivor_id is not None and survivor_id not in seen:
+        seen.add(survivor_id)
+        onward = (
+            Customer.objects.filter(pk=survivor_id).values_list("merged_into_id", flat=True).first()
+        )
+        if onward is None:
+            break
+        survivor_id = onward
+    return survivor_id
+
+
+@dataclass(frozen=True)
+class OpenCandidate:
+    """An open duplicate candidate of the person: the other record, and where it lives now
+    (itself, or the record it was merged into since)."""
+
+    candidate: DuplicateCandidate
+    other_id: int
+    live_id: int
+
+
+@dataclass(frozen=True)
+class ErasureCheck:
+    """What the erase page tells staff before they submit: the records erased together, and
+    the open duplicate candidates — probably the same person's other records, which keep
+    their name and IDs unless erased (or merged in) too."""
+
+    person_ids: list[int]
+    open_candidates: list[OpenCandidate]
+
+
+def erasure_check(customer: Customer) -> ErasureCheck:
+    ids = person_ids(customer)
+    found = []
+    for candidate in _open_candidates(ids).select_related("customer_a", "customer_b"):
+        if candidate.customer_a_id in ids and candidate.customer_b_id in ids:
+            continue
+        other = candidate.customer_b if candidate.customer_a_id in ids else candidate.customer_a
+        if is_erased(other):
+            continue  # nothing of the person left there
+        live = final_survivor_id(other) or other.pk
+        found.append(OpenCandidate(candidate=candidate, other_id=other.pk, live_id=live))
+    return ErasureCheck(
+        person_ids=ids,
+        open_candidates=found,
+    )
+
+
 def _pii_strings(ids: list[int]) -> frozenset[str]:
     """The person's identifying values as written anywhere: profile text and identities."""
     values: set[str] = set()
@@ -380,7 +439,7 @@ def _withdraw_consents(ids: list[int], actor: Actor) -> int:
     return count
 
 
-def _anonymise_rows(ids: list[int], actor: Actor, now: dt.datetime) -> dict[str, int]:
+def _anonymise_rows(ids: list[int], now: dt.datetime) -> dict[str, int]:
     counts: dict[str, int] = {}
     messages = OutboxMessage.objects.filter(customer_id__in=ids)
     counts["messages_cancelled"] = messages.filter(status=OutboxStatus.PENDING).update(
@@ -407,17 +466,87 @@ def _anonymise_rows(ids: list[int], actor: Actor, now: dt.datetime) -> dict[str,
     counts["scenario_enrollments"] = enrollments.filter(status=EnrollmentStatus.ACTIVE).update(
         status=EnrollmentStatus.EXITED, exited_at=now, exit_reason="erased"
     )
-    counts["duplicate_candidates"] = (
-        DuplicateCandidate.objects.filter(Q(customer_a_id__in=ids) | Q(customer_b_id__in=ids))
-        .filter(status=DuplicateStatus.OPEN)
-        .update(status=DuplicateStatus.DISMISSED, decided_by=actor.label, decided_at=now)
-    )
     merges = CustomerMerge.objects.filter(Q(survivor_id__in=ids) | Q(absorbed_id__in=ids))
     for merge in merges:
         merge.profile_filled = redacted(merge.profile_filled)
         merge.save(update_fields=["profile_filled", "updated_at"])
     counts["merges"] = len(merges)
     return counts
+
+
+def _open_candidates(ids: list[int]) -> models.QuerySet[DuplicateCandidate]:
+    return DuplicateCandidate.objects.filter(
+        Q(customer_a_id__in=ids) | Q(customer_b_id__in=ids), status=DuplicateStatus.OPEN
+    ).order_by("pk")
+
+
+def _close_candidates(ids: list[int], actor: Actor, now: dt.datetime) -> int:
+    """Close the person's open duplicate candidates as 「削除(匿名化)により対象外」, decided by
+    the erasure (ERASURE_DECIDER), not 「別人」 by a reviewer: an anonymous record must never be
+    merged, and nobody looked at the pair. Audited on both records (`duplicate.close_erased`);
+    called after the audit redaction, so these rows keep their values (status codes only)."""
+    candidates = list(_open_candidates(ids).select_for_update())
+    for candidate in candidates:
+        candidate.status = DuplicateStatus.ERASED
+        candidate.decided_by = ERASURE_DECIDER
+        candidate.decided_at = now
+        candidate.save()
+        for customer_id in (candidate.customer_a_id, candidate.customer_b_id):
+            audit_record(
+                actor=actor,
+                action=CLOSE_CANDIDATE_ACTION,
+                instance=candidate,
+                customer_id=customer_id,
+                changes={
+                    "status": [DuplicateStatus.OPEN.value, DuplicateStatus.ERASED.value],
+                    "decided_by": ["", ERASURE_DECIDER],
+                },
+            )
+    return len(candidates)
+
+
+def _scrub_merge_texts(ids: list[int]) -> dict[str, int]:
+    """What merges with records outside the person wrote about them on those other records.
+
+    A merge names each record on the other's timeline (「顧客を統合: #5020 渡辺早紀」, 「顧客 #2
+    渡辺早紀 に統合」, and the same on undo), and the survivor's `customer.merge` /
+    `customer.merge_undo` audit rows hold the profile values it filled in from the absorbed
+    record. While the merge stands both records are the person and are erased together; once
+    undone, the other record is someone else's and keeps these texts: the name is replaced by
+    REDACTED in the titles, and the filled values in the audit rows (audit_redact).
+    """
+    label = CustomerMerge._meta.label
+    merges = CustomerMerge.objects.filter(Q(survivor_id__in=ids) | Q(absorbed_id__in=ids)).exclude(
+        survivor_id__in=ids, absorbed_id__in=ids
+    )
+    titles = audit_rows = 0
+    for merge in merges.order_by("pk"):
+        if merge.absorbed_id in ids:
+            erased_id, other_id = merge.absorbed_id, merge.survivor_id
+        else:
+            erased_id, other_id = merge.survivor_id, merge.absorbed_id
+        events = TimelineEvent.objects.filter(
+            customer_id=other_id, ref_entity=label, ref_id=merge.pk
+        )
+        for event in events:
+            title = title_without_name(event.title, erased_id)
+            if title != event.title:
+                event.title = title
+                event.save(update_fields=["title"])
+                titles += 1
+        if erased_id != merge.absorbed_id:
+            continue  # the absorbed record's rows hold no value of the survivor's profile
+        rows = AuditLog.objects.filter(customer_id=other_id, entity=label, entity_id=str(merge.pk))
+        for row in rows.order_by("pk"):
+            filled = frozenset(
+                value
+                for name in merge.profile_filled
+                for value in row.changes.get(name) or ()
+                if isinstance(value, str) and value
+            )
+            if filled:
+                audit_rows += audit_redact([row], only=filled)
+    return {"merge_timeline_titles": titles, "merge_audit_rows": audit_rows}
 
 
 def _holding(label: str) -> Holding:
@@ -460,7 +589,8 @@ def customer_erase(*, customer: Customer, acting_user: Any, reason: str) -> Eras
             )
             suppressed += 1
     counts["addresses_suppressed"] = suppressed
-    counts.update(_anonymise_rows(ids, actor, now))
+    counts.update(_anonymise_rows(ids, now))
+    counts.update(_scrub_merge_texts(ids))
     for holding in HOLDINGS:
         if holding.erasure == Erasure.DELETE:
             deleted, _ = holding_rows(holding, ids).delete()
@@ -472,6 +602,7 @@ def customer_erase(*, customer: Customer, acting_user: Any, reason: str) -> Eras
         record.save()
     # Last, so that the rows written above (consent withdrawal, suppressions) are redacted too.
     counts["audit_rows_redacted"] = _redact_audit(ids, identities)
+    counts["duplicate_candidates"] = _close_candidates(ids, actor, now)
     summary = json.dumps(counts, sort_keys=True)
     for pk in ids:
         record = Customer(pk=pk)

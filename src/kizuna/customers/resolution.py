@@ -44,7 +44,12 @@ from kizuna.customers.models import (
     TimelineEvent,
     TimelineKind,
 )
-from kizuna.customers.services import customer_prepare, normalize_identity
+from kizuna.customers.services import (
+    ERASE_ACTION,
+    ERASED_NAME,
+    customer_prepare,
+    normalize_identity,
+)
 from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_values
 
 MATCH_ORDER = (IdentityKind.CART_MEMBER, IdentityKind.EMAIL, IdentityKind.PHONE)
@@ -322,14 +327,17 @@ class _Chunk:
             same.append(customer)  # later new customers of the chunk see this one
         return proposals
 
-    @staticmethod
-    def _propose(proposals: list[tuple[Customer, Customer, str]]) -> None:
+    def _propose(self, proposals: list[tuple[Customer, Customer, str]]) -> None:
         """Queue each pair once (the first reason stands; a pair already queued, or decided,
-        is left as it is — the unique pair index ignores it, even if proposed concurrently)."""
+        is left as it is — the unique pair index ignores it, even if proposed concurrently).
+        A pair with an erased record is never queued: an anonymous record is not merged."""
         pairs: dict[tuple[int, int], str] = {}
         for a, b, reason in proposals:
             if a.pk != b.pk:
                 pairs.setdefault((min(a.pk, b.pk), max(a.pk, b.pk)), reason)
+        new = {customer.pk for customer, _ in self.new_customers}
+        erased = _erased({pk for pair in pairs for pk in pair} - new)
+        pairs = {pair: reason for pair, reason in pairs.items() if not erased.intersection(pair)}
         # Plain rows (kizuna.core.bulk): an import of a file full of namesakes proposes
         # tens of thousands of pairs, and bulk_create compiled a statement per hundred.
         insert_rows(
@@ -338,6 +346,29 @@ class _Chunk:
             [(a, b, reason) for (a, b), reason in pairs.items()],
             ignore_conflicts=True,
         )
+
+
+def _erased(ids: set[int]) -> set[int]:
+    """The erased records among `ids`, read now from the database: the chunk read its owners
+    before, and an erasure may have run since. Every erased record carries ERASED_NAME."""
+    named = [
+        pk
+        for chunk in _slices(sorted(ids))
+        for pk in Customer.objects.filter(pk__in=chunk, family_name=ERASED_NAME).values_list(
+            "pk", flat=True
+        )
+    ]
+    if not named:
+        return set()
+    found = AuditLog.objects.filter(
+        customer_id__in=named, action=ERASE_ACTION, entity=Customer._meta.label
+    ).values_list("customer_id", flat=True)
+    return {pk for pk in found if pk is not None}
+
+
+def _slices(ids: list[int], size: int = 500) -> list[list[int]]:
+    # SQLite caps the number of parameters in one statement.
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 @functools.lru_cache(maxsize=64)

@@ -20,6 +20,7 @@ from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.customers import merge as merging
 from kizuna.customers.models import Customer, DuplicateCandidate, DuplicateStatus
+from kizuna.customers.services import is_erased
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Deciding whether two records are one person needs their personal data: the customer screens'
@@ -30,6 +31,8 @@ TABS = (
     (DuplicateStatus.OPEN, "確認待ち"),
     (DuplicateStatus.MERGED, "統合済み"),
     (DuplicateStatus.DISMISSED, "別人"),
+    # Closed by an erasure, not by a reviewer: shown for the record, nothing to do there.
+    (DuplicateStatus.ERASED, "削除により対象外"),
 )
 
 
@@ -160,6 +163,11 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             f"顧客 #{c.pk} は既に顧客 #{c.merged_into_id} に統合されています。"
             for c in (survivor, absorbed)
             if c.merged_into_id is not None
+        ]
+        + [
+            f"顧客 #{c.pk} は個人データを削除(匿名化)済みのため、統合できません。"
+            for c in (survivor, absorbed)
+            if is_erased(c)
         ],
         "errors": errors,
         "back": _next(request),

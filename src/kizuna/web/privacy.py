@@ -97,12 +97,14 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         else:
             messages.success(request, f"顧客ID {pk} の個人データを削除(匿名化)しました。")
             return redirect("web:customer_detail", pk=pk)
+    check = privacy.erasure_check(customer)
     context = {
         "customer": customer,
         "form": form,
         "errors": errors,
         "erased": is_erased(customer),
-        "person_ids": privacy.person_ids(customer),
+        "person_ids": check.person_ids,
+        "candidates": check.open_candidates,
     }
     status = 422 if request.method == "POST" else 200
     return render(request, "web/privacy/erase_confirm.html", context, status=status)
