@@ -544,8 +544,11 @@ def test_erase_is_refused_while_a_subscription_still_delivers(person: Person) ->
         started_on=dt.date(2026, 5, 1),
         acting_user=STAFF,
     )
-    with pytest.raises(privacy.PrivacyError, match="定期購入が1件"):
+    with pytest.raises(privacy.PrivacyError, match="定期購入が1件") as refused:
         privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
+    # the message says which one, and where staff cancel it
+    assert "継続中" in str(refused.value)
+    assert "顧客ページの「定期購入」の「解約する」" in str(refused.value)
     assert person.customer.identities.count() == 4
 
 
@@ -632,6 +635,24 @@ def test_an_import_that_read_the_record_before_its_erasure_proposes_no_pair_with
         Q(customer_a=found.customer) | Q(customer_b=found.customer)
     ).exists()
     assert not DuplicateCandidate.objects.filter(status=DuplicateStatus.OPEN).exists()
+
+
+def test_a_record_merged_twice_is_refused_naming_the_record_it_lives_in_now(
+    person: Person,
+) -> None:
+    """QA: `kizuna customers export 1669` (1669 → 5006 → 5026) said to export 5006, which then
+    refused and pointed to 5026."""
+    first, middle = make_customer(), make_customer()
+    Customer.objects.filter(pk=middle.pk).update(merged_into=person.customer)
+    Customer.objects.filter(pk=first.pk).update(merged_into=middle)
+    first.refresh_from_db()
+    said = f"顧客ID {person.customer.pk} に統合されています"
+    with pytest.raises(privacy.PrivacyError, match=said):
+        privacy.customer_export(first, STAFF)
+    with pytest.raises(privacy.PrivacyError, match=said):
+        privacy.customer_erase(customer=first, acting_user=DPO, reason="受付番号 1")
+    with pytest.raises(CommandError, match=said):
+        call_command("customers", "export", str(first.pk), stdout=io.StringIO())
 
 
 # --- the audit log's one exception: redaction --------------------------------------------------
@@ -790,6 +811,19 @@ def test_erase_page_needs_the_customer_id_typed_again(
     assert privacy.is_erased(person.customer)
 
 
+def test_erase_page_accepts_the_customer_id_typed_in_full_width_digits(
+    person: Person, client_for: Callable[[Role], Client]
+) -> None:
+    full_width = str(person.customer.pk).translate(
+        str.maketrans("0123456789", "０１２３４５６７８９")
+    )
+    url = reverse("web:customer_erase", args=[person.customer.pk])
+    done = client_for(Role.ADMIN).post(url, {"reason": "受付番号 1", "confirm": full_width})
+    assert done.status_code == 302
+    person.customer.refresh_from_db()
+    assert privacy.is_erased(person.customer)
+
+
 def test_erase_page_warns_of_an_open_duplicate_candidate_before_anything_is_sent(
     person: Person, client_for: Callable[[Role], Client]
 ) -> None:
@@ -802,6 +836,30 @@ def test_erase_page_warns_of_an_open_duplicate_candidate_before_anything_is_sent
     assert f'<a href="{other}">顧客ID {person.other.pk}</a>' in html
     assert "その記録も削除(匿名化)が必要か確認してください" in html
     assert "確認のため顧客IDを入力" in html  # a warning, not a refusal
+
+
+def test_erase_page_lists_running_subscriptions_and_offers_the_form_once_cancelled(
+    person: Person, client_for: Callable[[Role], Client]
+) -> None:
+    subscription = subscription_create(
+        customer=person.customer,
+        product=make_product(),
+        terms={"unit_price": 3980, "cycle_kind": "days", "cycle_days": 30},
+        started_on=dt.date(2026, 5, 1),
+        acting_user=STAFF,
+    )
+    client = client_for(Role.ADMIN)
+    url = reverse("web:customer_erase", args=[person.customer.pk])
+    html = client.get(url).content.decode()
+    assert "継続中・休止中の定期購入があるため、まだ削除できません" in html
+    assert f"#{subscription.pk} {subscription.product.name}(継続中)" in html
+    assert reverse("web:customer_detail", args=[person.customer.pk]) + "#subscriptions" in html
+    assert "確認のため顧客IDを入力" not in html
+    # when: cancelled from the customer page's button
+    cancel = reverse("web:subscription_cancel", args=[person.customer.pk, subscription.pk])
+    assert client.post(cancel, {"reason": "other"}).status_code == 302
+    # then: the form is there
+    assert "確認のため顧客IDを入力" in client.get(url).content.decode()
 
 
 # --- the API -----------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     # APPI requests: the contact center hands out the export; erasing is for admins (the DPO).
     "web:customer_export": frozenset({Role.ADMIN, Role.OPERATOR}),
     "web:customer_erase": ADMIN_ONLY,
+    # Cancelling a 定期 subscription: the contact center takes cancellations.
+    "web:subscription_cancel": frozenset({Role.ADMIN, Role.OPERATOR}),
     # The one-click unsubscribe link in every marketing mail (RFC 8058): no login.
     "unsubscribe:unsubscribe": None,
     "apikeys:index": ADMIN_ONLY,

@@ -16,6 +16,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order, OrderReversal, OrderStatus, Shipment
+from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     AcquisitionChannel,
     Consent,
@@ -316,6 +317,52 @@ def test_subscriptions_with_deliveries(operator: Client, full_customer: Customer
     assert "1回目" in html
     assert "スキップ" in html
     assert "KZ-0001" in html
+
+
+def test_staff_cancel_a_subscription_from_the_page_after_confirming(
+    operator: Client, client_for: Callable[[Role], Client]
+) -> None:
+    """Erasure is refused while a subscription delivers, and no screen could cancel one: the
+    customer page now can, behind a confirmation page, audited and on the timeline."""
+    customer = make_customer()
+    running = make_subscription(customer, commitment_count=3)
+    ended = make_subscription(customer, status=SubscriptionStatus.CANCELLED)
+    url = reverse("web:subscription_cancel", args=[customer.pk, running.pk])
+    html = section(page(operator, customer), "subscriptions")
+    assert html.count("解約する</a>") == 1
+    assert url in html
+    # marketers read the page; cancelling is the contact center's
+    assert "解約する</a>" not in section(page(client_for(Role.MARKETER), customer), "subscriptions")
+    assert client_for(Role.MARKETER).post(url, {"reason": "price"}).status_code == 403
+    # the confirmation page changes nothing and asks for the reason
+    confirm = operator.get(url).content.decode()
+    assert "この定期購入を解約する" in confirm
+    assert "縛りの回数に達していません" in confirm
+    missing = operator.post(url, {"reason": ""})
+    assert missing.status_code == 422
+    assert "解約理由を選んでください" in missing.content.decode()
+    running.refresh_from_db()
+    assert running.status == SubscriptionStatus.ACTIVE
+    # when
+    done = operator.post(url, {"reason": "price", "note": "  年金生活のため  "}, follow=True)
+    # then
+    assert f"定期購入 #{running.pk}({running.product.name})を解約しました" in (
+        done.content.decode()
+    )
+    running.refresh_from_db()
+    assert (running.status, running.cancel_reason, running.cancel_note) == (
+        SubscriptionStatus.CANCELLED,
+        CancelReason.PRICE,
+        "年金生活のため",
+    )
+    row = AuditLog.objects.get(action="subscription.cancel", customer_id=customer.pk)
+    assert row.actor_label == "operator-user"
+    assert customer.timeline.filter(title__startswith="定期解約").exists()
+    # a second try says it is done; another customer's subscription is not found
+    assert "解約済みです" in operator.get(url).content.decode()
+    assert operator.post(url, {"reason": "price"}).status_code == 409
+    other = reverse("web:subscription_cancel", args=[make_customer().pk, ended.pk])
+    assert operator.get(other).status_code == 404
 
 
 def test_next_delivery_number_is_the_one_the_deliveries_show(operator: Client) -> None:

@@ -484,6 +484,21 @@ def test_merged_history_offers_undo(
     assert reverse("duplicates:merge_detail", args=[merge.pk]) in html
 
 
+def test_the_merged_tab_shows_the_absorbed_record_as_merged_not_withdrawn(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    """QA: the 統合済み tab called the merged-away record 「退会」 while its own page said
+    統合済み."""
+    html = (
+        client_for(Role.OPERATOR)
+        .get(reverse("duplicates:queue"), {"status": "merged"})
+        .content.decode()
+    )
+    head = html.split(f"顧客ID {merge.absorbed_id}</span>", 1)[1].split("</p>", 1)[0]
+    assert "統合済み" in head
+    assert "退会" not in head
+
+
 # --- erased records ----------------------------------------------------------------------------
 
 

@@ -259,7 +259,7 @@ def customer_export(customer: Customer, acting_user: Any) -> dict[str, Any]:
     keys). Audited as `customer.export` with the number of rows per table, never the data."""
     if customer.merged_into_id is not None:
         raise PrivacyError(
-            f"この顧客は顧客ID {customer.merged_into_id} に統合されています。"
+            f"この顧客は顧客ID {final_survivor_id(customer)} に統合されています。"
             "統合先を書き出してください(統合元の記録も含まれます)"
         )
     ids = person_ids(customer)
@@ -305,19 +305,38 @@ def _check(customer: Customer, reason: str, ids: list[int]) -> None:
         raise PrivacyError({"reason": f"理由は{REASON_MAX}文字以内で入力してください"})
     if customer.merged_into_id is not None:
         raise PrivacyError(
-            f"この顧客は顧客ID {customer.merged_into_id} に統合されています。"
+            f"この顧客は顧客ID {final_survivor_id(customer)} に統合されています。"
             "統合先を削除してください(統合元の記録もまとめて匿名化されます)"
         )
     if is_erased(customer):
         raise PrivacyError("この顧客の個人データは既に削除(匿名化)されています")
-    running = Subscription.objects.filter(
-        customer_id__in=ids, status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED]
-    ).count()
+    running = running_subscriptions(ids)
     if running:
-        raise PrivacyError(
-            f"継続中・休止中の定期購入が{running}件あります。"
-            "お届けを止めるため、先に解約してから削除してください"
+        raise PrivacyError(subscriptions_refusal(running))
+
+
+def running_subscriptions(ids: list[int]) -> list[Subscription]:
+    """The person's subscriptions that still deliver (継続中) or will again (休止中): erasure
+    waits until they are cancelled."""
+    return list(
+        Subscription.objects.filter(
+            customer_id__in=ids, status__in=[SubscriptionStatus.ACTIVE, SubscriptionStatus.PAUSED]
         )
+        .select_related("product")
+        .order_by("pk")
+    )
+
+
+def subscriptions_refusal(running: list[Subscription]) -> str:
+    """Why erasure is refused while subscriptions run, and where to cancel them."""
+    listed = "、".join(f"#{s.pk} {s.product.name}({s.get_status_display()})" for s in running)
+    return (
+        f"継続中・休止中の定期購入が{len(running)}件あります({listed})。"
+        "お届けを止めるため、先に解約してから削除してください。"
+        "解約は顧客ページの「定期購入」の「解約する」から"
+        '(API では PATCH /api/v1/subscriptions/{id} に status "cancelled" と解約理由を送って)'
+        "行えます"
+    )
 
 
 def final_survivor_id(customer: Customer) -> int | None:
@@ -348,11 +367,12 @@ class OpenCandidate:
 
 @dataclass(frozen=True)
 class ErasureCheck:
-    """What the erase page tells staff before they submit: the records erased together, and
-    the open duplicate candidates — probably the same person's other records, which keep
-    their name and IDs unless erased (or merged in) too."""
+    """What the erase page tells staff before they submit: the records erased together, the
+    subscriptions that block it, and the open duplicate candidates — probably the same
+    person's other records, which keep their name and IDs unless erased (or merged in) too."""
 
     person_ids: list[int]
+    running_subscriptions: list[Subscription]
     open_candidates: list[OpenCandidate]
 
 
@@ -369,6 +389,7 @@ def erasure_check(customer: Customer) -> ErasureCheck:
         found.append(OpenCandidate(candidate=candidate, other_id=other.pk, live_id=live))
     return ErasureCheck(
         person_ids=ids,
+        running_subscriptions=running_subscriptions(ids),
         open_candidates=found,
     )
 

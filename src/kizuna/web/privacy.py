@@ -7,6 +7,7 @@ asks for a reason and for the customer ID typed again before kizuna.customers.pr
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from django import forms
 from django.contrib import messages
@@ -73,7 +74,8 @@ class EraseForm(forms.Form):
         self.customer = customer
 
     def clean_confirm(self) -> str:
-        value = str(self.cleaned_data["confirm"]).strip()
+        # Japanese input methods often type full-width digits (２): NFKC makes them 2.
+        value = unicodedata.normalize("NFKC", str(self.cleaned_data["confirm"])).strip()
         if value != str(self.customer.pk):
             raise forms.ValidationError("入力された顧客IDがこの顧客と一致しません")
         return value
@@ -104,6 +106,7 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "errors": errors,
         "erased": is_erased(customer),
         "person_ids": check.person_ids,
+        "subscriptions": check.running_subscriptions,
         "candidates": check.open_candidates,
     }
     status = 422 if request.method == "POST" else 200

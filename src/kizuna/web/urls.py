@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kizuna.web import privacy, views
+from kizuna.web import privacy, subscriptions, views
 
 app_name = "web"
 urlpatterns = [
@@ -12,4 +12,9 @@ urlpatterns = [
     path("customers/<int:pk>/timeline/", views.customer_timeline, name="customer_timeline"),
     path("customers/<int:pk>/export/", privacy.customer_export, name="customer_export"),
     path("customers/<int:pk>/erase/", privacy.customer_erase, name="customer_erase"),
+    path(
+        "customers/<int:pk>/subscriptions/<int:sub_pk>/cancel/",
+        subscriptions.subscription_cancel_view,
+        name="subscription_cancel",
+    ),
 ]

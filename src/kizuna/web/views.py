@@ -32,6 +32,7 @@ from kizuna.customers.services import is_erased
 from kizuna.loyalty.selectors import points_balance
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 from kizuna.web import privacy as privacy_views
+from kizuna.web import subscriptions as subscription_views
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Analysts work on aggregates; the customer screens show personal data, so they are not here.
@@ -180,6 +181,9 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "erased": is_erased(customer),
         "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),
         "can_erase": cast(User, request.user).has_role(Role.ADMIN),
+        "can_cancel_subscriptions": cast(User, request.user).has_role(
+            Role.ADMIN, *subscription_views.CANCEL_ROLES
+        ),
     }
     return render(request, "web/customer_detail.html", context)
 
