@@ -19,7 +19,6 @@ from kizuna.campaigns.automation import scheduler
 from kizuna.campaigns.automation.models import (
     DispatchStatus,
     Enrollment,
-    EnrollmentStatus,
     ScenarioStep,
     StepDispatch,
 )
@@ -175,9 +174,6 @@ def test_a_big_step_renders_while_reading_and_writing_on_other_threads(
     assert dispatches.count() == len(NAMES)
     assert {d.status for d in dispatches} == {DispatchStatus.QUEUED}
     assert {m.enrollment_id for m in messages} == {d.enrollment_id for d in dispatches}
-    # and the scenario's only step decided, every enrollment is finished
-    statuses = set(Enrollment.objects.values_list("status", flat=True))
-    assert statuses == {EnrollmentStatus.COMPLETED}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -226,8 +222,6 @@ def test_a_conflict_in_a_later_chunk_keeps_the_earlier_chunks_and_doubles_nothin
     per_enrollment = StepDispatch.objects.values_list("enrollment__customer_id", flat=True)
     assert sorted(per_enrollment) == sorted([*first_two_chunks, third_chunk_buyer])
     assert connection.in_atomic_block is False
-    active = Enrollment.objects.filter(status=EnrollmentStatus.ACTIVE)
-    assert sorted(active.values_list("customer_id", flat=True)) == sorted(buyers)[5:]
     # and the next tick sends the rest, once each
     monkeypatch.setattr(scheduler, "due_rows", real_due_rows)
     scheduler.tick(NOW + dt.timedelta(minutes=1))

@@ -94,7 +94,7 @@ from kizuna.campaigns.models import Purpose
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
-from kizuna.core.bulk import among, insert_rows
+from kizuna.core.bulk import insert_rows
 from kizuna.core.overlap import can_overlap, read_ahead, writes_behind
 from kizuna.core.sqlite_wal import wal_written_back_in_background
 from kizuna.customers.models import Customer
@@ -351,10 +351,6 @@ class _Run:
                     "position", "pk"
                 )
             )
-            # A one-step scenario's enrollment is finished once its step is decided: marked
-            # with the decision, on the writer thread of a big step, rather than by a second
-            # pass over every enrollment (complete_finished) after the step.
-            completes = len(steps) == 1 and steps[0].repeat_monthly == 0
             for step in steps:
                 compiled = compile_stored(step.template)
                 # A template that fails for the made-up customer fails for everyone (one saved
@@ -362,7 +358,7 @@ class _Run:
                 # its page, its messages stay due, and the tick after the fix sends them.
                 render_check(compiled)
                 for repeat in range(step.repeat_monthly + 1):
-                    self.dispatch(scenario, step, repeat, compiled, report, completes=completes)
+                    self.dispatch(scenario, step, repeat, compiled, report)
             report.released = self.release_approved(scenario, steps)
             report.completed = complete_finished(scenario, steps, now=self.now)
         except LeaseLostError:
@@ -383,11 +379,7 @@ class _Run:
         repeat: int,
         compiled: CompiledTemplate,
         report: ScenarioReport,
-        *,
-        completes: bool,
     ) -> None:
-        """Decide the step for every enrollment it is due for, and queue its messages;
-        `completes`: the decision finishes the enrollment (its scenario's only step)."""
         rows = due_rows(due_enrollments(scenario, step, repeat, now=self.now))
         if not rows:
             return
@@ -421,10 +413,10 @@ class _Run:
         try:
             with writes_behind(overlap=overlap) as writer:
                 if unsent:
-                    writer.submit(self.record, scenario, step, unsent, [], completes)
+                    writer.submit(self.record, scenario, step, unsent, [])
                 for decisions, outbox in batches:
                     counts.update(d.status for d in decisions)
-                    writer.submit(self.record, scenario, step, decisions, outbox, completes)
+                    writer.submit(self.record, scenario, step, decisions, outbox)
         except IntegrityError:
             # Another scheduler recorded these dispatches first (only possible if a lease ran
             # out mid-tick); its transaction sent them, this one stops here. Chunks this tick
@@ -442,11 +434,9 @@ class _Run:
         step: ScenarioStep,
         decisions: list[Decision],
         outbox: list[OutboxRow],
-        completes: bool,
     ) -> None:
         """Write decisions (StepDispatch rows) and their messages in one transaction (S1): a
-        message is in the outbox exactly when its dispatch says queued. With `completes`, the
-        decisions' enrollments are completed in the same transaction."""
+        message is in the outbox exactly when its dispatch says queued."""
         pending_confirmation = DispatchStatus.PENDING_CONFIRMATION
         pending = [d for d in decisions if d.status == pending_confirmation]
         with transaction.atomic():
@@ -467,11 +457,6 @@ class _Run:
             )  # fmt: skip
             if outbox:
                 outbox_enqueue_many(outbox, content_checked=True)
-            if completes:
-                Enrollment.objects.filter(
-                    pk__in=among([d.enrollment_id for d in decisions]),
-                    status=EnrollmentStatus.ACTIVE,
-                ).update(status=EnrollmentStatus.COMPLETED, exited_at=now)
 
     def rendered(
         self,
@@ -831,9 +816,7 @@ def complete_finished(scenario: Scenario, steps: list[ScenarioStep], *, now: dt.
         return 0
     total = sum(1 + s.repeat_monthly for s in steps)
     if total == 1:
-        # One step, no repeats: this tick's decisions completed their enrollments already
-        # (_Run.record); left are those decided before (a tick stopped between the two, an
-        # older version). Finished is "has a dispatch" — a search of
+        # One step, no repeats: finished is "has a dispatch" — a search of
         # dispatch_once_per_step per enrollment inside the UPDATE, instead of a GROUP BY over
         # a join whose ids the UPDATE then looks up one by one (95,000 enrollments on SQLite:
         # 0.19 s → 0.14 s; on PostgreSQL a semi-join, no slower). With more to count the

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
@@ -30,7 +31,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
+from django.db import connection
 from django.db.models import Min, OuterRef, Subquery, Sum
+from django.db.models.expressions import RawSQL
 from django.template import (
     Context,
     Engine,
@@ -59,7 +62,6 @@ from kizuna.campaigns.automation.models import MessageTemplate, Offer
 from kizuna.campaigns.models import Channel
 from kizuna.campaigns.unsubscribe import UNSUBSCRIBE_PLACEHOLDER
 from kizuna.commerce.models import OrderLine, OrderStatus
-from kizuna.core.bulk import among
 from kizuna.customers.models import Customer
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
@@ -742,13 +744,23 @@ def customer_contexts(
 CONTEXT_CHUNK = 10_000
 
 
+def _among(ids: list[int]) -> RawSQL:
+    """`ids` for `pk__in=` as one parameter (a JSON array on SQLite, an array on PostgreSQL).
+
+    Django turns `pk__in=[…]` into one placeholder per id and prepares each of them: ≈ 0.2 s
+    of a tick's CPU for 95,000 customers, and SQLite refuses more than 32,766 placeholders."""
+    if connection.vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", (ids,))
+    return RawSQL("SELECT value FROM json_each(%s)", (json.dumps(ids),))
+
+
 def _context_chunk(
     ids: list[int],
     today: dt.date,
     uses: frozenset[str],
     recommendations: Mapping[int, list[tuple[int, str, int]]] | None,
 ) -> dict[int, dict[str, Any]]:
-    rows = Customer.objects.filter(pk__in=among(ids))
+    rows = Customer.objects.filter(pk__in=_among(ids))
     fields = ["pk", "family_name", "given_name"]
     lines = OrderLine.objects.filter(order__customer=OuterRef("pk")).exclude(
         order__status__in=VOID_ORDER
@@ -832,7 +844,7 @@ def _fill_expiring(contexts: dict[int, dict[str, Any]], expiring_on: dict[int, d
     sums = (
         PointEntry.objects.filter(
             kind=PointKind.EARN,
-            customer_id__in=among(list(expiring_on)),
+            customer_id__in=_among(list(expiring_on)),
             expires_on__lte=max(expiring_on.values()),
         )
         .values_list("customer_id", "expires_on")
@@ -851,7 +863,7 @@ def _fill_recommendations(
 ) -> None:
     bought: dict[int, set[int]] = {}
     pairs = (
-        OrderLine.objects.filter(order__customer_id__in=among(list(contexts)))
+        OrderLine.objects.filter(order__customer_id__in=_among(list(contexts)))
         .values_list("order__customer_id", "product_id")
         .distinct()
     )
