@@ -92,16 +92,14 @@ class _Recorder:
 
     def __init__(self) -> None:
         self.reads: list[tuple[str, Any]] = []
-
-    def attach(self, connection: Any, **_: Any) -> None:
-        """Record a connection opened during the tick too: a big step reads its contexts on a
-        connection of its own (core.overlap)."""
-        connection.execute_wrappers.append(self)
+        self.seconds = 0.0
 
     def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        started = time.perf_counter()
         try:
             return execute(sql, params, many, context)
         finally:
+            self.seconds += time.perf_counter() - started
             head = sql.lstrip()[:6].upper()
             if not many and head in ("SELECT", "WITH S"):
                 self.reads.append((sql, params))
@@ -126,7 +124,6 @@ def _replay(reads: list[tuple[str, Any]]) -> float:
 
 def _measure_ticks(as_of: dt.date) -> list[dict[str, Any]]:
     from django.db import connection
-    from django.db.backends.signals import connection_created
 
     from kizuna.campaigns.automation.clock import jst_at
     from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
@@ -137,13 +134,9 @@ def _measure_ticks(as_of: dt.date) -> list[dict[str, Any]]:
     results = []
     for label, moment in (("first", now), ("steady", now + dt.timedelta(minutes=1))):
         recorder = _Recorder()
-        connection_created.connect(recorder.attach)
         cpu = time.process_time()
-        try:
-            with connection.execute_wrapper(recorder):
-                report = tick(moment)
-        finally:
-            connection_created.disconnect(recorder.attach)
+        with connection.execute_wrapper(recorder):
+            report = tick(moment)
         cpu = time.process_time() - cpu
         write_back = _write_back_after()
         floor = _replay(recorder.reads)

@@ -21,7 +21,6 @@ someone confirms (they are queued on the next tick) or discards them on the scen
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -31,10 +30,9 @@ import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -81,7 +79,6 @@ from kizuna.campaigns.automation.recommendations import (
 )
 from kizuna.campaigns.automation.sqlfuncs import JstDate
 from kizuna.campaigns.automation.templating import (
-    CONTEXT_CHUNK,
     CompiledTemplate,
     TemplateRenderError,
     compile_stored,
@@ -95,7 +92,6 @@ from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
 from kizuna.core.bulk import insert_rows
-from kizuna.core.overlap import can_overlap, read_ahead, writes_behind
 from kizuna.core.sqlite_wal import wal_written_back_in_background
 from kizuna.customers.models import Customer
 
@@ -108,8 +104,6 @@ TICK_LOG_KEEP = dt.timedelta(days=30)
 LEASE_TTL = dt.timedelta(minutes=5)
 # Enrollments still waiting this long after their last step could have run are closed.
 ENROLLMENT_GRACE_DAYS = 90
-# What a rendered message belongs to: a decision of this tick, or an approved backlog's dispatch.
-D = TypeVar("D", "Decision", "StepDispatch")
 
 
 def _setting(name: str, default: int) -> int:
@@ -389,7 +383,7 @@ class _Run:
         # Looked up once: an enum member is a class attribute lookup, and this runs per row.
         held_out, skipped = DispatchStatus.HELD_OUT, DispatchStatus.SKIPPED
         queued, pending_confirmation = DispatchStatus.QUEUED, DispatchStatus.PENDING_CONFIRMATION
-        unsent: list[Decision] = []
+        dispatches: list[Decision] = []
         to_send: list[tuple[Decision, int, str, str]] = []
         for pk, customer_id, holdout, occurrence, anchor_value, matches, product in rows:
             due_at = due(anchor_value)
@@ -402,157 +396,115 @@ class _Run:
             else:
                 decision = Decision(pk, repeat, due_at, queued)
                 to_send.append((decision, customer_id, occurrence, product or ""))
+                dispatches.append(decision)
                 continue
-            unsent.append(Decision(pk, repeat, due_at, status))
-        # A big step renders on this thread while the database reads the next chunk's
-        # contexts and writes the last chunk's rows on two others (core.overlap): a tick that
-        # queues 100,000 messages spends most of its time waiting for the database.
-        overlap = len(to_send) > CONTEXT_CHUNK and can_overlap()
-        batches = self.rendered(scenario, step, compiled, to_send, send_at=None, overlap=overlap)
-        counts: Counter[str] = Counter(d.status for d in unsent)
+            dispatches.append(Decision(pk, repeat, due_at, status))
+        outbox = self.render(scenario, step, compiled, to_send, send_at=None)
+        pending = [d for d in dispatches if d.status == pending_confirmation]
         try:
-            with writes_behind(overlap=overlap) as writer:
-                if unsent:
-                    writer.submit(self.record, scenario, step, unsent, [])
-                for decisions, outbox in batches:
-                    counts.update(d.status for d in decisions)
-                    writer.submit(self.record, scenario, step, decisions, outbox)
+            with transaction.atomic():
+                backlog_id = None
+                if pending:
+                    backlog = _open_backlog(scenario, pending, now=self.now, mode=self.backlog_mode)
+                    backlog_id = backlog.pk
+                step_id, now = step.pk, self.now
+                insert_rows(
+                    StepDispatch,
+                    ("enrollment_id", "step_id", "repeat", "due_at", "status", "decided_at",
+                     "backlog_id"),
+                    [
+                        (d.enrollment_id, step_id, d.repeat, d.due_at, d.status, now,
+                         backlog_id if d.status == pending_confirmation else None)
+                        for d in dispatches
+                    ],
+                )  # fmt: skip
+                outbox_enqueue_many(outbox, content_checked=True)
         except IntegrityError:
             # Another scheduler recorded these dispatches first (only possible if a lease ran
-            # out mid-tick); its transaction sent them, this one stops here. Chunks this tick
-            # recorded before are its own: each wrote its dispatches with their messages.
+            # out mid-tick); its transaction sent them, this one sends nothing.
             logger.warning("dispatch conflict for scenario %s step %s", scenario.key, step.key)
             return
+        counts = Counter(d.status for d in dispatches)
         report.queued += counts[queued]
         report.held_out += counts[held_out]
         report.skipped += counts[skipped]
         report.pending_confirmation += counts[pending_confirmation]
 
-    def record(
-        self,
-        scenario: Scenario,
-        step: ScenarioStep,
-        decisions: list[Decision],
-        outbox: list[OutboxRow],
-    ) -> None:
-        """Write decisions (StepDispatch rows) and their messages in one transaction (S1): a
-        message is in the outbox exactly when its dispatch says queued."""
-        pending_confirmation = DispatchStatus.PENDING_CONFIRMATION
-        pending = [d for d in decisions if d.status == pending_confirmation]
-        with transaction.atomic():
-            backlog_id = None
-            if pending:
-                backlog = _open_backlog(scenario, pending, now=self.now, mode=self.backlog_mode)
-                backlog_id = backlog.pk
-            step_id, now = step.pk, self.now
-            insert_rows(
-                StepDispatch,
-                ("enrollment_id", "step_id", "repeat", "due_at", "status", "decided_at",
-                 "backlog_id"),
-                [
-                    (d.enrollment_id, step_id, d.repeat, d.due_at, d.status, now,
-                     backlog_id if d.status == pending_confirmation else None)
-                    for d in decisions
-                ],
-            )  # fmt: skip
-            if outbox:
-                outbox_enqueue_many(outbox, content_checked=True)
-
-    def rendered(
+    def render(
         self,
         scenario: Scenario,
         step: ScenarioStep,
         compiled: CompiledTemplate,
-        to_send: Iterable[tuple[D, int, str, str]],
+        to_send: Iterable[tuple[Decision | StepDispatch, int, str, str]],
         *,
         send_at: dt.datetime | None,
-        overlap: bool,
-    ) -> Iterator[tuple[list[D], list[OutboxRow]]]:
+    ) -> list[OutboxRow]:
         """Render each queued message (per customer, from batched context queries) and turn
-        it into an outbox row, a chunk of CONTEXT_CHUNK customers at a time: each chunk's
-        dispatches, and the rows of the messages among them that go out. A message whose
-        content a channel refuses is not sent: its dispatch becomes `skipped`, so one odd
-        customer record never blocks the batch (and the rows need no second content check in
-        outbox_enqueue_many).
-
-        What needs this thread's connection is read here, before the chunks are taken: the
-        caller may hand this thread's connection to core.overlap's writer meanwhile. With
-        `overlap` the contexts are read on a thread of their own, a chunk or two ahead."""
-        # By customer: each chunk's context query then reads neighbouring customers, orders
-        # and lines (see customer_contexts).
-        items = sorted(to_send, key=itemgetter(1))
+        it into an outbox row. A message whose content a channel refuses is not sent: its
+        dispatch becomes `skipped`, so one odd customer record never blocks the batch (and
+        the rows returned need no second content check in outbox_enqueue_many)."""
+        items = list(to_send)
         if not items:
-            return iter(())
+            return []
         today = jst_date(self.now)
         recommendations = self.recommendations() if "recommendations" in compiled.uses else None
+        contexts = customer_contexts(
+            [customer_id for _, customer_id, _, _ in items],
+            today=today,
+            uses=compiled.uses,
+            recommendations=recommendations,
+        )
         offer = offer_context(step.offer, today=today)
-
-        def contexts(chunk: list[tuple[D, int, str, str]]) -> dict[int, dict[str, Any]]:
-            return customer_contexts(
-                [customer_id for _, customer_id, _, _ in chunk],
-                today=today,
-                uses=compiled.uses,
-                recommendations=recommendations,
-            )
-
-        chunks = [items[i : i + CONTEXT_CHUNK] for i in range(0, len(items), CONTEXT_CHUNK)]
         purpose = Purpose(scenario.purpose)
         check = ContentCheck()
         # What is the same for every message, looked up once: this loop runs per message.
         channel, scenario_id, step_key = step.channel, scenario.pk, step.key
         key_prefix = _dedupe_prefix(scenario, step)
         render = compiled.render
-
-        def batches() -> Iterator[tuple[list[D], list[OutboxRow]]]:
-            unrenderable = 0
-            with contextlib.closing(read_ahead(contexts, chunks, overlap=overlap)) as read:
-                for chunk, chunk_contexts in zip(chunks, read, strict=True):
-                    rows: list[OutboxRow] = []
-                    for dispatch, customer_id, occurrence, product in chunk:
-                        context = chunk_contexts.get(customer_id)
-                        if context is None:  # the customer was deleted since the query
-                            dispatch.status = DispatchStatus.SKIPPED
-                            continue
-                        # The contexts were built for this chunk: filled in place, not copied.
-                        context["offer"], context["product"] = offer, product
-                        try:
-                            content = content_for(channel, render(context))
-                        except TemplateRenderError:
-                            # Only this customer's values fail (render_check passed the
-                            # template): skipped like one a channel refuses, not the step.
-                            dispatch.status = DispatchStatus.SKIPPED
-                            unrenderable += 1
-                            continue
-                        try:
-                            check(channel, content)
-                        except ValidationError:
-                            dispatch.status = DispatchStatus.SKIPPED
-                            continue
-                        repeat = dispatch.repeat
-                        key = f"{key_prefix}{customer_id}:{occurrence}"
-                        # Positional: OutboxRow's fields in their order (keywords cost a dict
-                        # per row).
-                        rows.append(
-                            OutboxRow(
-                                customer_id,
-                                channel,
-                                purpose,
-                                f"{key}:{repeat}" if repeat else key,
-                                content,
-                                send_at or dispatch.due_at,
-                                scenario_id,
-                                step_key,
-                                dispatch.enrollment_id,
-                            )
-                        )
-                    yield [dispatch for dispatch, _, _, _ in chunk], rows
-            if unrenderable:
-                logger.warning(
-                    "scenario %s step %s: %d messages skipped, the template failed for them",
-                    scenario.key, step.key, unrenderable,
-                )  # fmt: skip
-
-        return batches()
+        rows: list[OutboxRow] = []
+        unrenderable = 0
+        for dispatch, customer_id, occurrence, product in items:
+            context = contexts.get(customer_id)
+            if context is None:  # the customer was deleted since the query
+                dispatch.status = DispatchStatus.SKIPPED
+                continue
+            # The contexts were built for this call: filled in place rather than copied.
+            context["offer"], context["product"] = offer, product
+            try:
+                content = content_for(channel, render(context))
+            except TemplateRenderError:
+                # Only this customer's values fail (render_check passed the template): the
+                # message is skipped like one a channel refuses, not the whole step.
+                dispatch.status = DispatchStatus.SKIPPED
+                unrenderable += 1
+                continue
+            try:
+                check(channel, content)
+            except ValidationError:
+                dispatch.status = DispatchStatus.SKIPPED
+                continue
+            repeat = dispatch.repeat
+            key = f"{key_prefix}{customer_id}:{occurrence}"
+            # Positional: OutboxRow's fields in their order (keywords cost a dict per row).
+            rows.append(
+                OutboxRow(
+                    customer_id,
+                    channel,
+                    purpose,
+                    f"{key}:{repeat}" if repeat else key,
+                    content,
+                    send_at or dispatch.due_at,
+                    scenario_id,
+                    step_key,
+                    dispatch.enrollment_id,
+                )
+            )
+        if unrenderable:
+            logger.warning(
+                "scenario %s step %s: %d messages skipped, the template failed for them",
+                scenario.key, step.key, unrenderable,
+            )  # fmt: skip
+        return rows
 
     def release_approved(self, scenario: Scenario, steps: list[ScenarioStep]) -> int:
         """Queue the messages of confirmed backlogs, now."""
@@ -580,11 +532,9 @@ class _Run:
                 )
                 for d in group
             ]
-            compiled = compile_stored(step.template)
-            batches = self.rendered(
-                scenario, step, compiled, items, send_at=self.now, overlap=False
+            rows = self.render(
+                scenario, step, compile_stored(step.template), items, send_at=self.now
             )
-            rows = [row for _, batch in batches for row in batch]
             with transaction.atomic():
                 queued = [d.pk for d in group if d.status == DispatchStatus.APPROVED]
                 skipped = [d.pk for d in group if d.status == DispatchStatus.SKIPPED]
