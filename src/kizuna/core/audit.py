@@ -49,6 +49,7 @@ SYSTEM_ACTOR_NAMES = {
     "analytics-nightly": "夜間の分析",
     "import": "CSV取込",
     "webhook": "Webhook",
+    "erasure": "削除(匿名化)",
 }
 
 
