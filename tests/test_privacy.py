@@ -357,6 +357,16 @@ def test_export_includes_records_merged_into_the_customer(person: Person) -> Non
 # --- erasure -----------------------------------------------------------------------------------
 
 
+def _pii_left() -> list[tuple[str, str, str]]:
+    """(table, column, value) of every one of the person's values still stored somewhere."""
+    return [
+        (table, column, value)
+        for table, column, text in _every_text_in_the_database()
+        for value in PII
+        if value in text
+    ]
+
+
 def _every_text_in_the_database() -> list[tuple[str, str, str]]:
     """(table, column, value) for every text and JSON value of every table."""
     found = []
@@ -385,13 +395,7 @@ def test_erase_leaves_no_personal_value_anywhere_in_the_database(person: Person)
     # when
     privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 2026-0042")
     # then: not one table still holds one of them
-    leaks = [
-        (table, column, value)
-        for table, column, text in _every_text_in_the_database()
-        for value in PII
-        if value in text
-    ]
-    assert leaks == []
+    assert _pii_left() == []
     customer = Customer.objects.get(pk=person.customer.pk)
     assert customer.birthday is None
     assert customer.prefecture is None
@@ -593,13 +597,7 @@ def test_erase_takes_the_name_out_of_an_undone_merge_on_the_other_record(
     # when
     privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
     # then: not one table holds one of her values; his record says a merge happened
-    leaks = [
-        (table, column, value)
-        for table, column, text in _every_text_in_the_database()
-        for value in PII
-        if value in text
-    ]
-    assert leaks == []
+    assert _pii_left() == []
     titles = sorted(on_other.values_list("title", flat=True))
     assert titles
     assert all(REDACTED in title or "への統合を取り消し" in title for title in titles), titles

@@ -45,9 +45,9 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.customers.services import (
-    ERASE_ACTION,
     ERASED_NAME,
     customer_prepare,
+    erased_among,
     normalize_identity,
 )
 from kizuna.customers.timeline import TIMELINE_COLUMNS, timeline_values
@@ -358,12 +358,7 @@ def _erased(ids: set[int]) -> set[int]:
             "pk", flat=True
         )
     ]
-    if not named:
-        return set()
-    found = AuditLog.objects.filter(
-        customer_id__in=named, action=ERASE_ACTION, entity=Customer._meta.label
-    ).values_list("customer_id", flat=True)
-    return {pk for pk in found if pk is not None}
+    return erased_among(named)
 
 
 def _slices(ids: list[int], size: int = 500) -> list[list[int]]:
