@@ -158,18 +158,32 @@ def test_the_repeat_page_shows_conversion_per_cohort_and_window(
     assert _pct(overall[0]["f2_rate"]) in html
 
 
-def test_the_repeat_page_of_a_shop_without_purchases_says_there_is_no_data(
-    client_for: ClientFor,
+@pytest.mark.parametrize(
+    ("page", "figures"),
+    [
+        ("analytics:dashboard", "購入・売上の集計と CPM・RFM セグメント"),
+        ("analytics:repeat", "転換率・引き上げ率・リピート率"),
+        ("analytics:cohorts", "継続率と累計 LTV"),
+        ("analytics:predictions", "生存確率・予測購入回数・CLV"),
+        ("analytics:fans", "ファン化指標"),
+        ("analytics:dynamics", "顧客数の推移と予測"),
+    ],
+)
+def test_each_page_of_a_shop_without_purchases_says_there_is_no_data(
+    client_for: ClientFor, page: str, figures: str
 ) -> None:
     # given a finished run of a shop that has no orders yet
     assert run(AS_OF).customers == 0
-    # then the repeat page says so instead of empty tables and 直近0か月
-    html = _html(client_for(Role.ANALYST), "analytics:repeat")
+    # then the page says so, naming what it cannot show yet, instead of empty tables, zeros
+    # (顧客あたり 0円) and 直近0か月; the dashboard still tells what was run
+    html = _html(client_for(Role.ANALYST), page)
     assert "データがありません" in html
-    assert "までに購入がないため" in html
+    assert f"までに購入がないため、{figures}はまだ出せません" in html
     assert reverse("analytics:runs") in html
-    assert "<table" not in html
+    assert "顧客あたり" not in html
     assert "直近0か月" not in html
+    tables = html.count("<table")
+    assert tables == (1 if page == "analytics:dashboard" else 0)
 
 
 def test_the_repeat_page_without_trial_customers_heads_the_upgrade_table_without_0_months(
