@@ -143,6 +143,29 @@ def test_an_update_without_updated_at_does_not_overwrite_a_dated_order(api: ApiC
     assert (results["stale"], results["updated"]) == (1, 0)
 
 
+def test_an_update_without_updated_at_still_moves_status_and_dates_forward(
+    api: ApiClient,
+) -> None:
+    # given: the order as the cart last changed it, with its time
+    api.put(URL, order_body(updated_at="2026-05-02T09:00:00+09:00"))
+    # when: a version without updated_at says it was delivered, with another shipping fee
+    body = order_body(
+        status="delivered", shipped_on="2026-05-02", delivered_on="2026-05-03", shipping_fee=700
+    )
+    del body["updated_at"]
+    response = api.put(URL, body)
+    # then: the status and the dates move on; the amounts stay as the dated version had them
+    assert response.status_code == 200
+    assert (response.json()["outcome"], response.json()["total"]) == ("updated", 2360)
+    order = Order.objects.get(number="1001")
+    assert (order.status, order.shipping_fee) == (OrderStatus.DELIVERED, 500)
+    shipment = order.shipments.get()
+    assert (str(shipment.shipped_on), str(shipment.delivered_on)) == ("2026-05-02", "2026-05-03")
+    # sent again, nothing moves any more
+    results = api.post(BATCH, {"orders": [{"number": "1001", **body}]}).json()
+    assert (results["stale"], results["updated"]) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -14,6 +14,8 @@ from pytest_django import DjangoAssertNumQueries
 
 from kizuna.commerce.importers import ImportOptions, ImportResult, run_import
 from kizuna.commerce.models import Order, OrderStatus
+from kizuna.commerce.services import LineInput, OrderInput, order_upsert
+from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import ConsentChannel, Customer
 
@@ -99,6 +101,33 @@ def test_a_new_line_and_delivery_facts_are_applied(tmp_path: Path) -> None:
     shipment = order.shipments.get()
     assert (shipment.delivered_on, shipment.tracking_number) == (dt.date(2026, 5, 3), "222")
     assert order.lines.count() == 2
+
+
+def test_a_later_export_moves_an_order_the_cart_sent_with_its_time(tmp_path: Path) -> None:
+    # given an order the cart also sent through the API with its update time
+    run(tmp_path, [BASE])
+    order = Order.objects.get(number="A-1")
+    dated = OrderInput(
+        number="A-1",
+        ordered_at=order.ordered_at,
+        lines=(LineInput("P-1", "P-1", 1000, 1),),
+        payment_method="カード",
+        source_updated_at=order.ordered_at + dt.timedelta(hours=1),
+    )
+    order_upsert(customer=order.customer, data=dated, acting_user=Actor.system("api"))
+    # when the shop's export (no update time) reports it shipped, with another price
+    shipped = {**BASE, "状態": "shipped", "出荷日": "2026-05-02", "単価": "1200"}
+    result = run(tmp_path, [shipped])
+    # then the shipping is taken, the amounts the cart sent are not
+    assert result.orders["updated"] == 1
+    order.refresh_from_db()
+    assert (order.status, order.total) == (OrderStatus.SHIPPED, 1000)
+    assert order.shipments.get().shipped_on == dt.date(2026, 5, 2)
+    # and an export that moves nothing forward is counted stale, not applied
+    result = run(tmp_path, [{**shipped, "状態": "received", "単価": "1500"}])
+    assert (result.orders["stale"], result.orders["updated"]) == (1, 0)
+    order.refresh_from_db()
+    assert (order.status, order.total) == (OrderStatus.SHIPPED, 1000)
 
 
 def test_consent_given_later_is_recorded_on_an_unchanged_order(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from kizuna.commerce.models import Order, OrderStatus, ProductKind
 from kizuna.commerce.services import LineInput, OrderInput, UpsertOutcome, order_upsert
 from kizuna.core.audit import Actor
+from kizuna.core.models import AuditLog
 from kizuna.customers.models import DuplicateCandidate, IdentityKind, TimelineKind
 from kizuna.customers.resolution import customer_resolve
 from tests.factories import make_customer
@@ -76,16 +77,130 @@ def test_an_older_update_never_rolls_the_order_back() -> None:
 
 def test_an_undated_update_never_overwrites_a_dated_version() -> None:
     # nothing shows an update without a time is newer than the dated version stored (a CSV
-    # export without an update time, a cart that forgot the field): ignored, whatever it says
+    # export without an update time, a cart that forgot the field): what it says of amounts,
+    # lines and the status going back is ignored
     customer = make_customer()
     dated = _order(status=OrderStatus.SHIPPED, source_updated_at=T0 + dt.timedelta(hours=5))
     order_upsert(customer=customer, data=dated, acting_user=IMPORT)
-    undated = _order(status=OrderStatus.DELIVERED, shipping_fee=700)
+    undated = _order(
+        status=OrderStatus.RECEIVED,
+        shipping_fee=700,
+        lines=(LineInput("SK-MN-01", "美容液", 4800, 1, ProductKind.MAIN),),
+    )
     order, outcome = order_upsert(customer=customer, data=undated, acting_user=IMPORT)
     assert outcome == UpsertOutcome.STALE
     order.refresh_from_db()
     assert (order.status, order.shipping_fee, order.total) == (OrderStatus.SHIPPED, 0, 980)
+    assert list(order.lines.values_list("product__code", flat=True)) == ["SK-TR-01"]
     assert order.source_updated_at == T0 + dt.timedelta(hours=5)
+
+
+def test_an_undated_export_moves_a_dated_order_forward_and_nothing_else() -> None:
+    # given an order the cart sent with its time (API, webhook), and then the shop's export
+    # without one (EC-CUBE, Shopify) reporting it shipped — with other amounts and lines
+    customer = make_customer()
+    dated = _order(source_updated_at=T0 + dt.timedelta(hours=5))
+    order, _ = order_upsert(customer=customer, data=dated, acting_user=IMPORT)
+    created_audit = AuditLog.objects.count()
+    export = _order(
+        status=OrderStatus.SHIPPED,
+        shipped_on=dt.date(2026, 5, 2),
+        tracking_number="1234-5678-9012",
+        shipping_fee=700,
+        payment_method="代金引換",
+        lines=(LineInput("SK-MN-01", "美容液", 4800, 1, ProductKind.MAIN),),
+    )
+    _, outcome = order_upsert(customer=customer, data=export, acting_user=IMPORT)
+    # then the status and the shipment move; amounts, lines and the version time do not
+    assert outcome == UpsertOutcome.UPDATED
+    order.refresh_from_db()
+    assert order.status == OrderStatus.SHIPPED
+    assert (order.shipping_fee, order.total, order.payment_method) == (0, 980, "")
+    assert list(order.lines.values_list("product__code", flat=True)) == ["SK-TR-01"]
+    assert order.source_updated_at == T0 + dt.timedelta(hours=5)
+    shipment = order.shipments.get()
+    assert (shipment.shipped_on, shipment.tracking_number) == (
+        dt.date(2026, 5, 2),
+        "1234-5678-9012",
+    )
+    assert customer.timeline.filter(kind=TimelineKind.SHIPMENT).count() == 1
+    # audited as an update naming only what moved
+    (audit,) = AuditLog.objects.filter(action="order.update")
+    assert audit.changes == {"status": ["received", "shipped"]}
+    assert AuditLog.objects.count() == created_audit + 1
+
+
+def test_an_undated_export_adds_missing_dates_but_never_overwrites_or_clears_one() -> None:
+    customer = make_customer()
+    shipped = dt.date(2026, 5, 2)
+    dated = _order(
+        status=OrderStatus.SHIPPED,
+        shipped_on=shipped,
+        tracking_number="111",
+        source_updated_at=T0 + dt.timedelta(hours=5),
+    )
+    order, _ = order_upsert(customer=customer, data=dated, acting_user=IMPORT)
+    # another shipped date and tracking number, and the delivery not yet known
+    delivered = _order(
+        status=OrderStatus.DELIVERED,
+        shipped_on=dt.date(2026, 5, 3),
+        delivered_on=dt.date(2026, 5, 4),
+        tracking_number="222",
+    )
+    _, outcome = order_upsert(customer=customer, data=delivered, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.UPDATED
+    shipment = order.shipments.get()
+    assert (shipment.shipped_on, shipment.delivered_on, shipment.tracking_number) == (
+        shipped,
+        dt.date(2026, 5, 4),
+        "111",
+    )
+    assert customer.timeline.filter(kind=TimelineKind.DELIVERY).count() == 1
+    # an export without the dates, or with other ones, then moves nothing: stale
+    for later in (
+        _order(status=OrderStatus.SHIPPED),
+        _order(status=OrderStatus.DELIVERED, shipped_on=shipped, delivered_on=dt.date(2026, 5, 9)),
+    ):
+        _, outcome = order_upsert(customer=customer, data=later, acting_user=IMPORT)
+        assert outcome == UpsertOutcome.STALE
+    order.refresh_from_db()
+    shipment.refresh_from_db()
+    assert order.status == OrderStatus.DELIVERED
+    assert (shipment.shipped_on, shipment.delivered_on) == (shipped, dt.date(2026, 5, 4))
+    assert AuditLog.objects.filter(action="order.update").count() == 1
+
+
+def test_an_undated_cancellation_is_recorded_only_when_the_status_moves_to_it() -> None:
+    customer = make_customer()
+    dated = _order(source_updated_at=T0 + dt.timedelta(hours=5))
+    order, _ = order_upsert(customer=customer, data=dated, acting_user=IMPORT)
+    cancelled = _order(status=OrderStatus.CANCELLED, cancel_reason="お客様都合")
+    _, outcome = order_upsert(customer=customer, data=cancelled, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.UPDATED
+    assert order.reversals.get().reason == "お客様都合"
+    # "returned" ranks with "cancelled": the status cannot move to it, so no return either
+    returned = _order(status=OrderStatus.RETURNED)
+    _, outcome = order_upsert(customer=customer, data=returned, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.STALE
+    order.refresh_from_db()
+    assert order.status == OrderStatus.CANCELLED
+    assert order.reversals.count() == 1
+
+
+def test_an_older_dated_update_moves_nothing_forward_either() -> None:
+    customer = make_customer()
+    newer = _order(source_updated_at=T0 + dt.timedelta(hours=5))
+    order, _ = order_upsert(customer=customer, data=newer, acting_user=IMPORT)
+    older = _order(
+        status=OrderStatus.SHIPPED,
+        shipped_on=dt.date(2026, 5, 2),
+        source_updated_at=T0 + dt.timedelta(hours=1),
+    )
+    _, outcome = order_upsert(customer=customer, data=older, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.STALE
+    order.refresh_from_db()
+    assert order.status == OrderStatus.RECEIVED
+    assert not order.shipments.exists()
 
 
 def test_orders_that_never_had_a_time_take_the_last_update() -> None:

@@ -322,14 +322,13 @@ class _Round:
         return order
 
     def _update(self, order: Order, data: OrderInput, stored: _Stored) -> UpsertOutcome:
-        # Out of order (RELIABILITY I3): an input older than the version stored is ignored, and
-        # so is one without a time once a dated version is stored — nothing shows it is newer,
-        # and a late, undated copy must not overwrite the amounts or lines of a newer one.
+        # Out of order (RELIABILITY I3): an input older than the version stored is ignored.
         # Orders that never had a time keep "last write wins" (the status still only moves on).
-        if order.source_updated_at is not None and (
-            data.source_updated_at is None or data.source_updated_at < order.source_updated_at
-        ):
-            return UpsertOutcome.STALE
+        if order.source_updated_at is not None:
+            if data.source_updated_at is None:
+                return self._move_forward(order, data, stored)
+            if data.source_updated_at < order.source_updated_at:
+                return UpsertOutcome.STALE
         new_fields = _order_fields(data)
         changes = diff({name: getattr(order, name) for name in new_fields}, new_fields)
         lines_changed = sorted(stored.lines.get(order.pk, [])) != _input_signature(data)
@@ -355,10 +354,38 @@ class _Round:
             self.relined.append(order.pk)
             self.lines_for.append((order, data))
             changes["lines"] = ["変更前", "変更後"]
+        self._save(order, changes)
+        return UpsertOutcome.UPDATED
+
+    def _move_forward(self, order: Order, data: OrderInput, stored: _Stored) -> UpsertOutcome:
+        """An input without a time for an order whose stored version has one.
+
+        Nothing shows it is newer, so it must not overwrite what a late, undated copy could
+        roll back: amounts, lines, customer, tracking number and the version time stay. What
+        only ever moves one way is safe to take from it whatever its age: the status forward,
+        and a shipped or delivered date the order does not have yet (an EC-CUBE or Shopify
+        export carries no update time, and its later exports are how the shop reports
+        shipping for orders that first came through the API or a webhook).
+        """
+        status = _effective_status(order.status, data.status)
+        changes = {"status": [order.status, status]} if status != order.status else {}
+        order.status = status
+        fulfilment_changed = self._fulfil(
+            order,
+            data,
+            shipment=stored.shipments.get(order.pk),
+            reversal_kinds=stored.reversals.get(order.pk, set()),
+            forward_only=True,
+        )
+        if not changes and not fulfilment_changed:
+            return UpsertOutcome.STALE
+        self._save(order, changes)
+        return UpsertOutcome.UPDATED
+
+    def _save(self, order: Order, changes: dict[str, list[Any]]) -> None:
         order.updated_at = self.now  # update_fields does not apply auto_now
         self.saved.append(order)
         self.audit.append(("order.update", order, changes))
-        return UpsertOutcome.UPDATED
 
     def _fulfil(
         self,
@@ -367,9 +394,14 @@ class _Round:
         *,
         shipment: Shipment | None,
         reversal_kinds: set[str],
+        forward_only: bool = False,
     ) -> bool:
         """Record shipping, delivery and cancellation facts not yet known. Facts only
-        accumulate: a later input that lacks a date does not erase it."""
+        accumulate: a later input that lacks a date does not erase it.
+
+        `forward_only` (an undated input, see _move_forward): only dates not yet known are
+        added, the tracking number stays, and a cancellation or return is recorded only when
+        the order's status is now that (a status that could not move forward records none)."""
         changed = False
         customer = order.customer
         if data.shipped_on and shipment is None:
@@ -398,13 +430,18 @@ class _Round:
                 shipment.delivered_on = data.delivered_on
                 self._delivered(order, shipment, data.delivered_on)
                 changed = True
-            if data.tracking_number and shipment.tracking_number != data.tracking_number:
+            if (
+                not forward_only
+                and data.tracking_number
+                and shipment.tracking_number != data.tracking_number
+            ):
                 shipment.tracking_number = data.tracking_number
                 shipment.carrier = data.carrier or shipment.carrier
                 changed = True
             if changed:
                 self.changed_shipments.append(shipment)
-        if data.status in (OrderStatus.CANCELLED, OrderStatus.RETURNED):
+        is_reversal = data.status in (OrderStatus.CANCELLED, OrderStatus.RETURNED)
+        if is_reversal and (not forward_only or order.status == data.status):
             kind = (
                 OrderReversal.Kind.CANCEL
                 if data.status == OrderStatus.CANCELLED

@@ -78,9 +78,10 @@ class OrderBody(Input):
     updated_at: Timestamp | None = Field(
         default=None,
         description=(
-            "カート側でこの注文が最後に変わった日時(毎回送ってください)。保存済みより古い更新と、"
-            "updated_at 付きの内容が保存済みの注文への updated_at のない更新は無視されます"
-            "(outcome: stale)"
+            "カート側でこの注文が最後に変わった日時(毎回送ってください)。保存済みより古い更新は"
+            "無視されます(outcome: stale)。updated_at 付きの内容が保存済みの注文への updated_at の"
+            "ない更新は、状態を進めることと未入力の出荷日・お届け日だけを反映します"
+            "(何も進まなければ stale)"
         ),
     )
 
@@ -280,7 +281,8 @@ def upsert_order(
     顧客は識別子(カート会員ID → メール → 電話の順)で照合し、見つからなければ
     `customer.profile` から作ります。同じ内容を何度送っても結果は同じで、状態が前に
     戻ることはありません。`updated_at` が保存済みより古い更新は無視されます(outcome: stale)。
-    `updated_at` のない更新も、`updated_at` 付きの内容が保存済みなら無視されます。
+    `updated_at` 付きの内容が保存済みの注文への `updated_at` のない更新は、状態を進めることと
+    未入力の出荷日・お届け日だけを反映します(金額・明細は変えず、何も進まなければ stale)。
     """
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     order, outcome, customer_created = ingest_order(
