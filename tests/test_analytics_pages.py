@@ -407,6 +407,8 @@ def test_settings_are_saved_and_audited(client_for: ClientFor) -> None:
         ({"windows_days": "60,30"}, "期間(日)は小さい順に、重複なく"),
         ({"windows_days": "30,99999"}, "1〜3,650日の範囲"),
         ({"monetary_yen": "-1,0,1,2"}, "M(累計購入金額)の閾値は0以上"),
+        ({"prediction_horizon_days": 99_999}, "予測期間は1〜3,650日の範囲"),
+        ({"prediction_horizon_days": 0}, "予測期間は1〜3,650日の範囲"),
     ],
 )
 def test_unusable_settings_are_refused_in_japanese_and_nothing_changes(
@@ -426,6 +428,31 @@ def test_unusable_settings_are_refused_in_japanese_and_nothing_changes(
         before.cpm_toddler_tenure_days,
     )
     assert (after.windows_days, after.monetary_yen) == (before.windows_days, before.monetary_yen)
+    assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
+
+
+def test_every_unusable_setting_is_shown_at_once_beside_its_field(
+    client_for: ClientFor,
+) -> None:
+    # given a form with four mistakes in different fields
+    response = client_for(Role.ADMIN).post(
+        reverse("analytics:settings"),
+        _settings_post(
+            recency_days="30,abc",
+            frequency_counts="5,3,2,10",
+            windows_days="30,30",
+            cpm_toddler_tenure_days=300,
+            prediction_horizon_days=99_999,
+        ),
+    )
+    # then the page names each of them, not only the first, so one correction round is enough
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert "整数をカンマ区切り" in str(errors["recency_days"])
+    assert "F(購入回数)の閾値は小さい順に" in str(errors["frequency_counts"])
+    assert "小さい順に、重複なく" in str(errors["windows_days"])
+    assert "予測期間は1〜3,650日" in str(errors["prediction_horizon_days"])
+    assert "よちよち客の上限 < 優良客の下限" in errors["__all__"][0]
     assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
 
 

@@ -303,8 +303,9 @@ def test_conversion_windows_must_rise_without_repeats_within_ten_years(
 ) -> None:
     with pytest.raises(ThresholdError, match=message) as refused:
         AnalyticsConfig(windows_days=windows)
-    assert refused.value.field == "windows_days"
-    assert "F2転換率・引き上げ率の期間" in str(refused.value)
+    ((field, text),) = refused.value.problems
+    assert field == "windows_days"
+    assert "F2転換率・引き上げ率の期間" in text
     assert AnalyticsConfig(windows_days=(1, 3650)).windows_days == (1, 3650)
 
 

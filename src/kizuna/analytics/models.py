@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 
 from kizuna.analytics.pipeline.config import (
@@ -138,14 +138,23 @@ class AnalyticsSettings(TimeStampedModel):
 
     def to_config(self) -> AnalyticsConfig:
         """The thresholds as the pipeline takes them; ValidationError (Japanese) when unusable."""
-        lists: dict[str, tuple[int, ...]] = {
-            name: parse_int_list(getattr(self, name), label=name)
-            for name in ("recency_days", "frequency_counts", "monetary_yen", "windows_days")
-        }
-        if self.prediction_model not in PREDICTION_MODELS:
-            raise ValidationError({"prediction_model": "予測モデルを選んでください"})
+        # Every unusable field at once, so the settings page shows them all in one go: a field
+        # that cannot be read is reported and the default stands in for it while the others
+        # are checked.
+        errors: dict[str, list[str]] = {}
+        lists: dict[str, tuple[int, ...]] = {}
+        for name in ("recency_days", "frequency_counts", "monetary_yen", "windows_days"):
+            try:
+                lists[name] = parse_int_list(getattr(self, name), label=name)
+            except ValidationError as exc:
+                errors.update(exc.message_dict)
+                lists[name] = getattr(_DEFAULTS, name)
+        model = self.prediction_model
+        if model not in PREDICTION_MODELS:
+            errors["prediction_model"] = ["予測モデルを選んでください"]
+            model = _DEFAULTS.prediction_model
         try:
-            return AnalyticsConfig(
+            config = AnalyticsConfig(
                 rfm_method=RfmMethod(self.rfm_method),
                 recency_days=lists["recency_days"],  # type: ignore[arg-type]
                 frequency_counts=lists["frequency_counts"],  # type: ignore[arg-type]
@@ -155,13 +164,18 @@ class AnalyticsSettings(TimeStampedModel):
                 cpm_loyal_tenure_days=self.cpm_loyal_tenure_days,
                 cpm_amount_yen=self.cpm_amount_yen,
                 windows_days=lists["windows_days"],
-                prediction_model=self.prediction_model,
+                prediction_model=model,
                 prediction_horizon_days=self.prediction_horizon_days,
                 keep_customer_runs=self.keep_customer_runs,
             )
         except ThresholdError as exc:
-            # On the field it is about, when it is one (the settings page shows it there).
-            raise ValidationError({exc.field: str(exc)} if exc.field else str(exc)) from exc
+            # Each on the field it is about, when it is one (the settings page shows it there).
+            for field, message in exc.problems:
+                errors.setdefault(field or NON_FIELD_ERRORS, []).append(message)
+            raise ValidationError(errors) from exc
+        if errors:
+            raise ValidationError(errors)
+        return config
 
     def clean(self) -> None:
         self.to_config()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,13 +64,19 @@ MIN_WINDOW_DAYS = 1
 MAX_WINDOW_DAYS = 3650
 
 
-class ThresholdError(ValueError):
-    """A threshold setting that cannot be used; the message says which one and why, in Japanese.
-    `field` names the settings field (AnalyticsSettings) it belongs to, when it is one field."""
+# How far ahead predictions may look: up to ten years (the CLV discounting and the models'
+# assumptions mean little beyond that, and a huge value only makes the run slower).
+MAX_HORIZON_DAYS = 3650
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+
+class ThresholdError(ValueError):
+    """Threshold settings that cannot be used. `problems` holds every one found, as (the
+    AnalyticsSettings field it belongs to, or None for a combination of fields; the Japanese
+    message), so the settings page can show them all at once beside their fields."""
+
+    def __init__(self, problems: list[tuple[str | None, str]]) -> None:
+        super().__init__("/".join(message for _, message in problems))
+        self.problems = problems
 
 
 @dataclass(frozen=True)
@@ -94,48 +101,56 @@ class AnalyticsConfig:
     keep_customer_runs: int = 7
 
     def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise ThresholdError(problems)
+
+    def _problems(self) -> Iterator[tuple[str | None, str]]:
+        yield from self._rfm_problems()
+        yield from self._cpm_problems()
+        windows = "F2転換率・引き上げ率の期間(日)"
+        if not self.windows_days:
+            yield "windows_days", f"{windows}を1つ以上指定してください"
+        elif any(not MIN_WINDOW_DAYS <= n <= MAX_WINDOW_DAYS for n in self.windows_days):
+            yield (
+                "windows_days",
+                f"{windows}は{MIN_WINDOW_DAYS}〜{MAX_WINDOW_DAYS:,}日の範囲で指定してください",
+            )
+        elif any(b <= a for a, b in itertools.pairwise(self.windows_days)):
+            yield "windows_days", f"{windows}は小さい順に、重複なく指定してください"
+        if self.prediction_model not in PREDICTION_MODELS:
+            yield (
+                "prediction_model",
+                "予測モデルは bgnbd・mbgnbd・pareto のいずれかにしてください",
+            )
+        if not 1 <= self.prediction_horizon_days <= MAX_HORIZON_DAYS:
+            yield (
+                "prediction_horizon_days",
+                f"予測期間は1〜{MAX_HORIZON_DAYS:,}日の範囲で指定してください",
+            )
+        if self.keep_customer_runs < 1:
+            yield "keep_customer_runs", "顧客別スナップショットの保持回数は1以上にしてください"
+
+    def _rfm_problems(self) -> Iterator[tuple[str | None, str]]:
         for field, name, values in (
             ("recency_days", "R(最終購入からの日数)", self.recency_days),
             ("frequency_counts", "F(購入回数)", self.frequency_counts),
             ("monetary_yen", "M(累計購入金額)", self.monetary_yen),
         ):
             if len(values) != 4:
-                raise ThresholdError(f"{name}の閾値は4つ指定してください", field=field)
-            if any(v < 0 for v in values):
-                raise ThresholdError(f"{name}の閾値は0以上にしてください", field=field)
-            if any(b <= a for a, b in itertools.pairwise(values)):
-                raise ThresholdError(
-                    f"{name}の閾値は小さい順に、重複なく指定してください", field=field
-                )
+                yield field, f"{name}の閾値は4つ指定してください"
+            elif any(v < 0 for v in values):
+                yield field, f"{name}の閾値は0以上にしてください"
+            elif any(b <= a for a, b in itertools.pairwise(values)):
+                yield field, f"{name}の閾値は小さい順に、重複なく指定してください"
+
+    def _cpm_problems(self) -> Iterator[tuple[str | None, str]]:
         if self.cpm_lapse_days < 1:
-            raise ThresholdError("離脱とみなす日数は1日以上にしてください", field="cpm_lapse_days")
+            yield "cpm_lapse_days", "離脱とみなす日数は1日以上にしてください"
         if not 0 < self.cpm_toddler_tenure_days < self.cpm_loyal_tenure_days:
-            raise ThresholdError(
-                "在籍期間の閾値は「よちよち客の上限 < 優良客の下限」となるよう指定してください"
+            yield (
+                None,
+                "在籍期間の閾値は「よちよち客の上限 < 優良客の下限」となるよう指定してください",
             )
         if self.cpm_amount_yen < 0:
-            raise ThresholdError(
-                "累計購入金額の閾値は0円以上にしてください", field="cpm_amount_yen"
-            )
-        windows = "F2転換率・引き上げ率の期間(日)"
-        if not self.windows_days:
-            raise ThresholdError(f"{windows}を1つ以上指定してください", field="windows_days")
-        if any(not MIN_WINDOW_DAYS <= n <= MAX_WINDOW_DAYS for n in self.windows_days):
-            raise ThresholdError(
-                f"{windows}は{MIN_WINDOW_DAYS}〜{MAX_WINDOW_DAYS:,}日の範囲で指定してください",
-                field="windows_days",
-            )
-        if any(b <= a for a, b in itertools.pairwise(self.windows_days)):
-            raise ThresholdError(
-                f"{windows}は小さい順に、重複なく指定してください", field="windows_days"
-            )
-        if self.prediction_model not in PREDICTION_MODELS:
-            raise ThresholdError(
-                "予測モデルは bgnbd・mbgnbd・pareto のいずれかにしてください",
-                field="prediction_model",
-            )
-        if self.keep_customer_runs < 1:
-            raise ThresholdError(
-                "顧客別スナップショットの保持回数は1以上にしてください",
-                field="keep_customer_runs",
-            )
+            yield "cpm_amount_yen", "累計購入金額の閾値は0円以上にしてください"
