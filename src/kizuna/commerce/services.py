@@ -107,10 +107,31 @@ def validate_order_input(data: OrderInput) -> None:
             errors[name] = "金額がマイナスです"
     if data.lines and data.total < 0:
         errors["total"] = "合計金額がマイナスになります"
+    errors.update(_future_date_errors(data))
     if data.shipped_on and data.delivered_on and data.delivered_on < data.shipped_on:
-        errors["delivered_on"] = "お届け日が出荷日より前です"
+        errors.setdefault("delivered_on", "お届け日が出荷日より前です")
     if errors:
         raise ValidationError(errors)
+
+
+# How far ahead of our clock an order's dates may be: a cart's clock running fast, or a date
+# written in another time zone, is not a mistake; a year typed wrong (2062 for 2026) is, and
+# a future order would then count as the newest purchase in every analysis.
+FUTURE_SLACK = dt.timedelta(days=1)
+
+
+def _future_date_errors(data: OrderInput) -> dict[str, str]:
+    now = timezone.now()
+    # Shipping and delivery are calendar days in the shop's time zone (Asia/Tokyo).
+    latest_day = timezone.localdate(now) + FUTURE_SLACK
+    errors: dict[str, str] = {}
+    if data.ordered_at > now + FUTURE_SLACK:
+        errors["ordered_at"] = "受注日が未来の日付です"
+    if data.shipped_on and data.shipped_on > latest_day:
+        errors["shipped_on"] = "出荷日が未来の日付です"
+    if data.delivered_on and data.delivered_on > latest_day:
+        errors["delivered_on"] = "お届け日が未来の日付です(届いた日だけを登録できます)"
+    return errors
 
 
 def _line_errors(line: LineInput) -> dict[str, str]:

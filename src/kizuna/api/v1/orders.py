@@ -57,7 +57,7 @@ class LineIn(Input):
 
 class OrderBody(Input):
     customer: CustomerIn
-    ordered_at: Timestamp = Field(description="受注日時")
+    ordered_at: Timestamp = Field(description="受注日時(明日より先の日時は受け付けません)")
     status: Literal["received", "shipped", "delivered", "cancelled", "returned"] = Field(
         default="received", description="状態。前の状態に戻ることはありません"
     )
@@ -69,8 +69,8 @@ class OrderBody(Input):
     shipping_fee: Yen = Field(default=0, description="送料(円)")
     points_used: Yen = Field(default=0, description="利用ポイント")
     payment_method: Annotated[str, chars(32)] = Field(default="", description="支払方法")
-    shipped_on: Date | None = Field(default=None, description="出荷日")
-    delivered_on: Date | None = Field(default=None, description="お届け日")
+    shipped_on: Date | None = Field(default=None, description="出荷日(明日まで)")
+    delivered_on: Date | None = Field(default=None, description="お届け日(明日まで)")
     carrier: Annotated[str, chars(50)] = Field(default="", description="配送業者")
     tracking_number: Annotated[str, chars(50)] = Field(default="", description="伝票番号")
     cancelled_at: Timestamp | None = Field(default=None, description="キャンセル・返品日時")

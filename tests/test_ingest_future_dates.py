@@ -1,0 +1,189 @@
+"""Orders dated in the future are refused on every route, naming the date the route sent.
+
+A year typed wrong (2062 for 2026) would otherwise be stored and then count as the newest
+purchase in every analysis. A day's slack keeps a fast cart clock or another time zone fine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from kizuna.commerce.importers import ImportOptions, ImportResult, run_import
+from kizuna.commerce.models import Order
+from kizuna.commerce.services import LineInput, OrderInput, UpsertOutcome, order_upsert
+from kizuna.core import webhooks
+from kizuna.core.audit import Actor
+from tests.factories import make_customer
+from tests.test_api_common import assert_error, full_access_client
+from tests.test_webhooks import deliver, order_event
+
+pytestmark = pytest.mark.django_db
+IMPORT = Actor.system("test-import")
+DATA = Path(__file__).parent / "data" / "ingest"
+
+
+def _order(**overrides: object) -> OrderInput:
+    values: dict[str, object] = {
+        "number": "1001",
+        "ordered_at": timezone.now() - dt.timedelta(days=3),
+        "lines": (LineInput("SK-TR-01", "美容液トライアル", 980, 1),),
+    }
+    values.update(overrides)
+    return OrderInput(**values)  # type: ignore[arg-type]
+
+
+def _refusal(data: OrderInput) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as excinfo:
+        order_upsert(customer=make_customer(), data=data, acting_user=IMPORT)
+    return excinfo.value.message_dict
+
+
+def _in_days(days: int) -> dt.date:
+    return timezone.localdate() + dt.timedelta(days=days)
+
+
+# --- the shared validation ----------------------------------------------------------------------
+
+
+def test_an_order_dated_years_ahead_is_refused_and_nothing_is_stored() -> None:
+    refused = _refusal(_order(ordered_at=timezone.now() + dt.timedelta(days=3 * 365)))
+    assert refused == {"ordered_at": ["受注日が未来の日付です"]}
+    assert not Order.objects.exists()
+
+
+def test_shipping_and_delivery_dates_ahead_are_refused() -> None:
+    refused = _refusal(_order(shipped_on=_in_days(2), delivered_on=_in_days(3)))
+    assert refused == {
+        "shipped_on": ["出荷日が未来の日付です"],
+        "delivered_on": ["お届け日が未来の日付です(届いた日だけを登録できます)"],
+    }
+
+
+def test_a_day_ahead_is_within_the_slack_for_clock_skew_and_time_zones() -> None:
+    # a cart whose clock runs fast, or a date written in another time zone
+    data = _order(
+        ordered_at=timezone.now() + dt.timedelta(hours=20),
+        shipped_on=_in_days(1),
+        delivered_on=_in_days(1),
+    )
+    _, outcome = order_upsert(customer=make_customer(), data=data, acting_user=IMPORT)
+    assert outcome == UpsertOutcome.CREATED
+
+
+def test_an_update_of_a_stored_order_to_a_future_date_is_refused_too() -> None:
+    customer = make_customer()
+    order, _ = order_upsert(customer=customer, data=_order(), acting_user=IMPORT)
+    with pytest.raises(ValidationError) as excinfo:
+        order_upsert(customer=customer, data=_order(delivered_on=_in_days(5)), acting_user=IMPORT)
+    assert list(excinfo.value.message_dict) == ["delivered_on"]
+    assert not order.shipments.exists()
+
+
+# --- the API and webhooks: 422 with the field, not 500 ------------------------------------------
+
+
+def _api_body(ordered_at: dt.datetime) -> dict[str, object]:
+    return {
+        "customer": {
+            "identities": {"email": "hanako@example.jp"},
+            "profile": {"family_name": "山田"},
+        },
+        "ordered_at": ordered_at.isoformat(),
+        "lines": [
+            {"product_code": "SK-TR-01", "product_name": "トライアル", "unit_price": 980,
+             "quantity": 1}
+        ],
+    }  # fmt: skip
+
+
+def test_the_api_answers_422_naming_ordered_at() -> None:
+    api = full_access_client()
+    future = timezone.now() + dt.timedelta(days=400)
+    error = assert_error(api.put("/api/v1/orders/1001", _api_body(future)), 422)
+    assert error["fields"] == {"ordered_at": "受注日が未来の日付です"}
+    body = {**_api_body(timezone.now()), "delivered_on": _in_days(10).isoformat()}
+    error = assert_error(api.put("/api/v1/orders/1001", body), 422)
+    assert error["fields"] == {
+        "delivered_on": "お届け日が未来の日付です(届いた日だけを登録できます)"
+    }
+    assert not Order.objects.exists()
+
+
+def test_a_batch_refuses_only_the_future_order() -> None:
+    api = full_access_client()
+    orders = [
+        {"number": "1001", **_api_body(timezone.now() + dt.timedelta(days=400))},
+        {"number": "1002", **_api_body(timezone.now() - dt.timedelta(days=1))},
+    ]
+    answer = api.post("/api/v1/orders/batch", {"orders": orders})
+    assert answer.status_code == 200, answer.content
+    first, second = answer.json()["results"]
+    assert first["error"]["fields"] == {"ordered_at": "受注日が未来の日付です"}
+    assert second["ok"] is True
+    assert list(Order.objects.values_list("number", flat=True)) == ["1002"]
+
+
+def test_a_webhook_answers_422_naming_data_ordered_at() -> None:
+    _, secret = webhooks.webhook_source_create(
+        name="EC-CUBE本店", slug="eccube", acting_user=IMPORT
+    )
+    future = (timezone.now() + dt.timedelta(days=400)).isoformat()
+    response = deliver(secret, order_event(ordered_at=future, updated_at=future))
+    error = assert_error(response, 422)
+    assert error["fields"] == {"data.ordered_at": "受注日が未来の日付です"}
+    assert not Order.objects.exists()
+
+
+# --- CSV imports: a row error with its line and the file's own column ------------------------
+
+
+def _rewritten(tmp_path: Path, name: str, old: str, new: str, encoding: str) -> Path:
+    text = (DATA / name).read_text(encoding=encoding)
+    assert old in text
+    path = tmp_path / name
+    path.write_text(text.replace(old, new, 1), encoding=encoding)
+    return path
+
+
+def _errors(result: ImportResult) -> list[tuple[int, str, str, str]]:
+    return [(e.line, e.column, e.order, e.reason) for e in result.errors if e.column]
+
+
+def test_an_eccube_row_dated_ahead_is_reported_with_its_line_and_column(tmp_path: Path) -> None:
+    ahead = f"{timezone.localdate().year + 3}-05-01 10:23:45"
+    path = _rewritten(
+        tmp_path, "eccube_orders_cp932.csv", "2026-05-01 10:23:45", ahead, encoding="cp932"
+    )
+    result = run_import(path, ImportOptions(kind="orders"))
+    assert result.status == "rejected_rows"
+    assert _errors(result) == [(2, "受注日", "1001", "受注日が未来の日付です")]
+    assert not Order.objects.filter(number="1001").exists()
+    assert Order.objects.exists()  # the other orders are imported (lenient mode)
+
+
+def test_a_shopify_row_dated_ahead_names_created_at(tmp_path: Path) -> None:
+    ahead = f"{timezone.localdate().year + 3}-05-01 10:23:45 +0900"
+    path = _rewritten(
+        tmp_path,
+        "shopify_orders_bom.csv",
+        "2026-05-01 10:23:45 +0900",
+        ahead,
+        encoding="utf-8-sig",
+    )
+    result = run_import(path, ImportOptions(kind="orders"))
+    assert _errors(result) == [(2, "Created at", "#1001", "受注日が未来の日付です")]
+
+
+def test_a_generic_row_shipped_ahead_names_its_shipping_column(tmp_path: Path) -> None:
+    ahead = _in_days(30).strftime("%Y/%m/%d")
+    path = _rewritten(tmp_path, "generic_orders.csv", '"2026/05/02"', f'"{ahead}"', "utf-8")
+    result = run_import(
+        path,
+        ImportOptions(kind="orders", format="generic", mapping=DATA / "generic_orders.yml"),
+    )
+    assert _errors(result) == [(2, "出荷日", "W-0001", "出荷日が未来の日付です")]
