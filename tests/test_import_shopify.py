@@ -13,6 +13,7 @@ from kizuna.commerce.importers.decoding import WAVE_DASH
 from kizuna.commerce.importers.shopify import province
 from kizuna.commerce.models import Order, OrderReversal, OrderStatus
 from kizuna.customers.models import ConsentChannel, ConsentMethod, Identity, IdentityKind
+from kizuna.customers.selectors import customer_search
 
 pytestmark = pytest.mark.django_db
 SHOPIFY = Path(__file__).parent / "data" / "ingest" / "shopify_orders_bom.csv"
@@ -109,3 +110,14 @@ def test_reimport_changes_nothing() -> None:
 )
 def test_province_spellings(written: str, code: int) -> None:
     assert province(written) == code
+
+
+def test_an_order_number_typed_without_its_hash_finds_the_shopify_order() -> None:
+    # given Shopify's export imported: its order numbers are stored as exported (#1001)
+    run()
+    hanako = Order.objects.get(number="#1001").customer
+    # when the shop searches for the number as it reads it, with or without the #
+    # then both find the order's customer
+    assert customer_search("1001", limit=10) == [hanako]
+    assert customer_search("#1001", limit=10) == [hanako]
+    assert customer_search("＃１００１", limit=10) == [hanako]  # typed with a Japanese IME

@@ -126,6 +126,14 @@ def _identifier_variants(identifier: str) -> list[str]:
     return list(dict.fromkeys((identifier, upper, upper.replace("-", ""))))
 
 
+def _order_number_variants(ids: list[str]) -> list[str]:
+    """The typed IDs, and each as Shopify names its orders: Shopify exports order 1001 as
+    "#1001" (kept as exported, so a re-import matches), while the shop reads and types 1001.
+    A number typed with its "#" is looked up as typed only: another cart's 1001 is another
+    order."""
+    return list(dict.fromkeys([*ids, *(f"#{i}" for i in ids if not i.startswith("#"))]))
+
+
 def _exact_hits(terms: SearchTerms) -> list[int]:
     """Customer ids matched exactly by an identity or order number, strongest match first."""
     clauses: list[Q] = []
@@ -147,7 +155,7 @@ def _exact_hits(terms: SearchTerms) -> list[int]:
             for kind, customer_id in identities.values_list("kind", "customer_id")
         ]
     if ids:
-        orders = Order.objects.filter(number__in=ids)
+        orders = Order.objects.filter(number__in=_order_number_variants(ids))
         found += [
             (len(rank), customer_id) for customer_id in orders.values_list("customer_id", flat=True)
         ]
