@@ -66,7 +66,7 @@ def test_the_json_summary_has_counts_and_every_rejected_row() -> None:
 
 def test_the_plain_report_lists_each_bad_row() -> None:
     _, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_bad_rows.csv"))
-    assert "5行目 [個数] 個数として読めません(注文 2002)" in out
+    assert "5行目 [個数] 個数として読めません(注文番号 2002)" in out
     assert "9行目 [郵便番号]" in out
 
 

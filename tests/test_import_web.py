@@ -411,3 +411,31 @@ def test_an_import_task_runs_once_even_if_delivered_twice(users: dict[Role, User
     assert runs.import_run_execute(run.pk) == ImportStatus.DONE
     assert runs.import_run_execute(run.pk) == "already-claimed"
     assert Order.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_a_member_file_report_names_rows_by_member_id(client_for: ClientFor) -> None:
+    # given two 会員CSV exports joined into one file, member 102's postal code cut short
+    text = (DATA / "eccube_members_cp932.csv").read_bytes().decode("cp932")
+    header, first, second, *rest = text.split("\r\n")
+    content = "\r\n".join([header, first, header, second.replace('"812-0011"', '"812"'), *rest])
+    client = client_for(Role.MARKETER)
+    # when it is uploaded as customers
+    post_import(client, upload("会員.csv", content.encode("cp932")), kind="customers")
+    run = ImportRun.objects.get()
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    # then the report's key column is the member ID, not an order number
+    assert "<th>会員ID</th>" in page
+    assert "<th>注文番号</th>" not in page
+    assert '<td class="mono">102</td>' in page
+    # and the second header is one row saying what to do, the bad postal code another
+    assert (
+        "見出し行が重複しています(ファイルを連結した場合は、2つ目以降の見出し行を削除してください)"
+        in page
+    )
+    assert "郵便番号は7桁の数字で入力してください" in page
+    # the key column is the order number on an order import's report
+    post_import(client, upload("eccube_orders_bad_rows.csv"))
+    orders_run = ImportRun.objects.exclude(pk=run.pk).get()
+    fragment = client.get(reverse("imports:errors", args=[orders_run.pk]), HTTP_HX_REQUEST="true")
+    assert "<th>注文番号</th>" in fragment.content.decode()

@@ -28,6 +28,7 @@ from kizuna.accounts.models import Role
 from kizuna.commerce.importers.decoding import ENCODING_LABELS, ENCODINGS
 from kizuna.commerce.importers.errors import UsageError
 from kizuna.commerce.importers.generic import parse_mapping
+from kizuna.commerce.importers.pipeline import RECORD_KEY_LABELS
 from kizuna.commerce.importers.runs import (
     errors_page,
     import_run_create,
@@ -279,12 +280,21 @@ def _progress_context(run: ImportRun) -> dict[str, Any]:
     }
 
 
+def _errors_context(run: ImportRun, page: str | None) -> dict[str, Any]:
+    """A page of the run's rejected rows, and what their key column is called: a member file's
+    rows are named by member ID, not by an order number they do not have."""
+    return {
+        "run": run,
+        "errors": errors_page(run, page),
+        "key_label": RECORD_KEY_LABELS[run.kind],
+    }
+
+
 @allow_roles(*IMPORT_ROLES)
 @require_GET
 def import_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     run = _run_or_404(pk)
-    context = _progress_context(run)
-    context["errors"] = errors_page(run, request.GET.get("page"))
+    context = {**_progress_context(run), **_errors_context(run, request.GET.get("page"))}
     return render(request, "web/imports/detail.html", context)
 
 
@@ -304,8 +314,8 @@ def import_status(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def import_errors(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     run = _run_or_404(pk)
-    errors = errors_page(run, request.GET.get("page"))
-    context = {"run": run, "errors": errors}
+    context = _errors_context(run, request.GET.get("page"))
+    errors = context["errors"]
     if wants_fragment(request):
         response = render(request, "web/imports/_errors.html", context)
         # The page shown goes into the address bar as the detail page's own ?page=, which

@@ -91,7 +91,7 @@ class Cells:
         still checked."""
         raw = self.text(column)
         try:
-            quantity = values.parse_int(raw, label="数量") if raw else 0
+            quantity = values.parse_quantity(raw) if raw else 0
         except CellError as exc:
             self.fail(column_name(column, "数量"), str(exc))
             return 1
@@ -196,6 +196,67 @@ def customer_cells(
     if gender:
         profile["gender"] = gender
     return identities, profile
+
+
+# The cells that name a guest checkout's customer, and what the report calls each.
+_GUEST_CELLS = (
+    ("email", "メールアドレス"),
+    ("family_name", "氏名"),
+    ("given_name", "氏名"),
+    ("full_name", "氏名"),
+)
+
+
+def _member_key(text: str) -> str:
+    member = jp.nfkc(text)
+    return "" if member == "0" else member  # EC-CUBE writes 0 or nothing for a guest
+
+
+def _guest_key(name: str, text: str) -> str:
+    # As the customer services compare them: an address in lower case, a name in NFKC.
+    return jp.nfkc(text).lower() if name == "email" else jp.clean_text(text)
+
+
+def check_one_customer(
+    records: Sequence[Record],
+    cols: Mapping[str, Column | None],
+    errors: list[RowError],
+    order: str,
+) -> None:
+    """Record an error on each later row of an order that names another customer than its
+    first row: a member ID, or for a guest checkout the e-mail address or name. The order is
+    stored under one customer, so the other would be silently dropped, and which of them
+    ordered cannot be told from the file. A cell a later row leaves empty names nobody (Shopify
+    writes the customer on an order's first row only) and is not compared."""
+    first = records[0]
+    member_column = cols.get("member_id")
+    first_member = _member_key(member_column.get(first)) if member_column is not None else ""
+    for record in records[1:]:
+        cells = Cells(record, errors, order)
+        member = cells.text(member_column)
+        if member_column is not None and member and _member_key(member) != first_member:
+            cells.fail(member_column.name, _other_customer(first.line, "会員ID"))
+            continue
+        if first_member:
+            continue  # a member's order: the member ID says who, whatever else the row shows
+        for name, what in _GUEST_CELLS:
+            column = cols.get(name)
+            text = cells.text(column)
+            if (
+                column is not None
+                and text
+                and _guest_key(name, text) != _guest_key(name, column.get(first))
+            ):
+                cells.fail(column.name, _other_customer(first.line, what))
+                break
+
+
+def _other_customer(first_line: int, what: str) -> str:
+    return (
+        f"同じ注文番号の{first_line}行目と顧客({what})が異なります。"
+        "どちらの顧客の注文か分からないため、この注文は取り込みません"
+        "(正しい顧客に直してから取り込み直してください)"
+    )
 
 
 # Where each length-limited profile field is read from, in the order the formats fill it: a

@@ -22,6 +22,7 @@ from kizuna.commerce.importers.base import (
     ParsedOrder,
     Skipped,
     bind_all,
+    check_one_customer,
     check_order,
     check_profile,
     column_name,
@@ -217,7 +218,7 @@ class EccubeOrders:
         shipping = first.read(cols["shipping_fee"], values.parse_money, fees["shipping"])
         charge = first.read(cols["charge"], values.parse_money, fees["charge"])
         discount = first.read(cols["discount"], values.parse_money, fees["discount"])
-        points = first.read(cols["points_used"], values.parse_money, fees["points"])
+        points = first.read(cols["points_used"], values.parse_points, fees["points"])
         subtotal = first.read(cols["subtotal"], values.parse_money, None)
         # With a bad price or quantity the subtotal cannot match; that error is enough.
         prices = self._unit_prices(items, None if errors else subtotal, first)
@@ -239,6 +240,7 @@ class EccubeOrders:
         )
         identities, profile = customer_cells(first, cols, given_first=self.given_first)
         check_profile(first, cols, profile)
+        check_one_customer(records, cols, errors, key)
         raise_if(errors)
         assert ordered_at is not None  # noqa: S101 - a missing date was recorded as an error
         profile.setdefault("registered_at", ordered_at)
@@ -304,7 +306,9 @@ class EccubeOrders:
             name = cells.text(cols["product_name"])
             kind = self._item_type(cells, code, name)
             price = cells.read(cols["unit_price"], values.parse_money, 0)
-            quantity = cells.read(cols["quantity"], lambda t: values.parse_int(t, label="個数"), 1)
+            quantity = cells.read(
+                cols["quantity"], lambda t: values.parse_quantity(t, label="個数"), 1
+            )
             if kind != "product":
                 amount = price * quantity
                 if kind in fees:

@@ -23,6 +23,7 @@ from kizuna.commerce.importers.base import (
     ParsedCustomer,
     ParsedOrder,
     Skipped,
+    check_one_customer,
     check_order,
     check_profile,
     column_name,
@@ -263,11 +264,12 @@ class GenericOrders(_MappedFormat):
             line_inputs.append(LineInput(code, name or code, price, quantity))
         identities, profile = customer_cells(first, cols, given_first=self.mapping.given_first)
         check_profile(first, cols, profile)
+        check_one_customer(records, cols, errors, key)
         opt_in = first.read(cols["email_opt_in"], values.parse_flag, None)
         order_fields = {
             "shipping_fee": first.read(cols["shipping_fee"], values.parse_money, 0),
             "discount": first.read(cols["discount"], values.parse_money, 0),
-            "points_used": first.read(cols["points_used"], values.parse_money, 0),
+            "points_used": first.read(cols["points_used"], values.parse_points, 0),
             "shipped_on": first.read(cols["shipped_on"], self._date, None),
             "delivered_on": first.read(cols["delivered_on"], self._date, None),
             "cancelled_at": first.read(cols["cancelled_at"], self._datetime, None),
@@ -314,7 +316,9 @@ class GenericCustomers(_MappedFormat):
     def parse(self, record: Record) -> ParsedCustomer:
         cols = self.columns
         errors: list[RowError] = []
-        cells = Cells(record, errors)
+        member = cols["member_id"]
+        # Named by its member ID in the report, as an EC-CUBE 会員CSV row is.
+        cells = Cells(record, errors, jp.nfkc(member.get(record)) if member is not None else "")
         identities, profile = customer_cells(cells, cols, given_first=self.mapping.given_first)
         check_profile(cells, cols, profile)
         if not profile.get("family_name"):

@@ -70,6 +70,10 @@ MAX_BATCH_SIZE = 5000
 
 _Outcome = TypeVar("_Outcome")
 
+# What the key a row error names (RowError.order) is, by the kind of import: an order's
+# number, or for a member file the member ID.
+RECORD_KEY_LABELS = {"orders": "注文番号", "customers": "会員ID"}
+
 
 @dataclass(frozen=True)
 class ImportOptions:
@@ -297,6 +301,7 @@ class _Unit:
     lines: list[int]
     parsed: ParsedOrder | ParsedCustomer | Skipped | None
     errors: list[RowError]
+    is_record: bool = True  # False: a repeated header row, which is no order or customer
 
 
 class _SeenOrders:
@@ -371,13 +376,19 @@ class Importer:
         if self.options.kind == "customers":
             parse_customer: Callable[[Record], ParsedCustomer] = fmt.parse  # type: ignore[assignment]
             for record in table:
-                yield self._customer_unit(parse_customer, record)
+                if record.repeats_header:
+                    yield _repeated_header(record)
+                else:
+                    yield self._customer_unit(parse_customer, record)
             return
         order_fmt: OrderFormat = fmt  # type: ignore[assignment]
         seen = _SeenOrders()
         try:
             for key, records in _groups(table, order_fmt):
-                yield self._order_unit(order_fmt, seen, key, records)
+                if records[0].repeats_header:
+                    yield _repeated_header(records[0])
+                else:
+                    yield self._order_unit(order_fmt, seen, key, records)
         finally:
             seen.close()
 
@@ -719,7 +730,7 @@ class Importer:
         for error in sorted([*errors, *others], key=lambda error: error.line):
             result.errors.add(error)
         result.rows_rejected += len(unit.lines)
-        if self.options.kind == "orders":
+        if self.options.kind == "orders" and unit.is_record:
             result.orders["rejected"] += 1
 
 
@@ -754,13 +765,29 @@ def _address_holders(
     ]
 
 
+REPEATED_HEADER = (
+    "見出し行が重複しています(ファイルを連結した場合は、2つ目以降の見出し行を削除してください)"
+)
+
+
+def _repeated_header(record: Record) -> _Unit:
+    """A header row met again: one error for the line, where reading it as data would give
+    an unreadable date, quantity and price, none of which says what is wrong."""
+    return _Unit("", [record.line], None, [RowError(record.line, "", REPEATED_HEADER)], False)
+
+
 def _groups(table: CsvTable, fmt: OrderFormat) -> Iterator[tuple[str, list[Record]]]:
-    """Consecutive records with the same order key."""
+    """Consecutive records with the same order key; a repeated header row on its own."""
     key: str | None = None
     records: list[Record] = []
     for record in table:
         record_key = fmt.key(record)
-        if records and (record_key != key or not record_key):
+        if records and (
+            record_key != key
+            or not record_key
+            or record.repeats_header
+            or records[-1].repeats_header
+        ):
             yield key or "", records
             records = []
         key = record_key

@@ -20,6 +20,7 @@ from kizuna.commerce.importers.base import (
     ParsedCustomer,
     ParsedOrder,
     bind_all,
+    check_one_customer,
     check_order,
     check_profile,
     column_name,
@@ -146,6 +147,7 @@ class ShopifyOrders:
         if city:
             profile["address1"] = f"{city}{profile.get('address1', '')}"
         check_profile(first, cols, profile)
+        check_one_customer(records, cols, errors, key)
         if IdentityKind.PHONE not in identities:
             phone = first.read(cols["order_phone"], values.check_phone, "")
             if phone:

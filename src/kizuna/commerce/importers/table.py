@@ -20,6 +20,9 @@ def header_key(name: str) -> str:
 class Record:
     line: int
     values: list[str]
+    # The header row again further down: two exports joined into one file (copy a.csv+b.csv,
+    # cat, or pasted in Excel) keep the second one's header.
+    repeats_header: bool = False
 
 
 class Header:
@@ -80,17 +83,22 @@ class CsvTable:
         self._reader = csv.reader(self._tracked(), strict=True)
         self._last_line = 0
         self._width = 0
+        self._header_cells: list[str] = []  # none while the header itself is read
         self.rows_read = 0
         first = self._next()
         if first is None:
             raise ImportRefused("ファイルが空です(見出し行がありません)。")
         self.header = Header(first.values)
         self._width = len(first.values)
+        self._header_cells = _header_cells(first.values)
 
     def _tracked(self) -> Iterator[str]:
         for text in self._lines:
             self._last_text = text
-            yield text
+            # Two UTF-8 exports joined byte for byte leave the second one's BOM at the start of
+            # its header line, where the reader would take `"Name"` for a value with quotes in
+            # it; a zero-width character at the start of a line is never data.
+            yield text.removeprefix("\ufeff")
 
     def _next(self) -> Record | None:
         while True:
@@ -114,7 +122,14 @@ class CsvTable:
                     "ファイルが最後まで出力・コピーされているか確認してください。",
                     line=start,
                 )
-            return Record(start, values)
+            return Record(start, values, self._repeats_header(values))
+
+    def _repeats_header(self, values: list[str]) -> bool:
+        # A data row differs in its first cell already (an order number, not 注文番号): only
+        # rows that do not are compared cell by cell, which keeps a million rows fast.
+        if not self._header_cells or header_key(values[0]) != self._header_cells[0]:
+            return False
+        return _header_cells(values) == self._header_cells
 
     def __iter__(self) -> Iterator[Record]:
         while True:
@@ -123,6 +138,15 @@ class CsvTable:
                 return
             self.rows_read += 1
             yield record
+
+
+def _header_cells(values: list[str]) -> list[str]:
+    """A row as a header is compared: each cell as `header_key` matches it, without the empty
+    cells a spreadsheet adds at the end."""
+    cells = [header_key(value) for value in values]
+    while cells and not cells[-1]:
+        cells.pop()
+    return cells
 
 
 def _csv_reason(exc: csv.Error) -> str:

@@ -52,7 +52,10 @@ def parse_int(text: str, *, label: str = "数値", unit: str = "") -> int:
 
     No larger than the order's integer columns hold: refused here, a value too large for its
     own cell is named by its own column, not by the sum (単価×数量, the order total) the order
-    checks find too large, nor left for the database to refuse."""
+    checks find too large, nor left for the database to refuse.
+
+    A fraction is explained in the value's own unit: 「1円未満」 only for yen, since a
+    quantity of 1.5 is a count typed wrong, not an amount below one yen."""
     cleaned = _MONEY_NOISE.sub("", jp.nfkc(text)).replace("￥", "")
     try:
         number = Decimal(cleaned)
@@ -61,7 +64,9 @@ def parse_int(text: str, *, label: str = "数値", unit: str = "") -> int:
     if not number.is_finite():  # "NaN", "Infinity" read as Decimals
         raise CellError(f"{label}として読めません")
     if number != number.to_integral_value():
-        raise CellError(f"{label}に小数があります(1円未満は扱えません)")
+        if unit == "円":
+            raise CellError(f"{label}に小数があります(1円未満は扱えません)")
+        raise CellError(f"{label}は整数で入力してください(小数は使えません)")
     if number > AMOUNT_MAX:
         raise CellError(f"{label}が大きすぎます(上限は{AMOUNT_MAX:,}{unit})")
     return int(number)
@@ -69,6 +74,14 @@ def parse_int(text: str, *, label: str = "数値", unit: str = "") -> int:
 
 def parse_money(text: str, *, default: int = 0) -> int:
     return default if not text.strip() else parse_int(text, label="金額", unit="円")
+
+
+def parse_quantity(text: str, *, label: str = "数量") -> int:
+    return parse_int(text, label=label)
+
+
+def parse_points(text: str) -> int:
+    return parse_int(text, label="ポイント", unit="ポイント")
 
 
 def parse_datetime(text: str, formats: Sequence[str] = DATETIME_FORMATS) -> dt.datetime:

@@ -25,6 +25,7 @@ from kizuna.commerce.importers.pipeline import (
     FORMATS,
     KINDS,
     NAME_ORDERS,
+    RECORD_KEY_LABELS,
     ImportOptions,
     ImportResult,
     Progress,
@@ -123,10 +124,11 @@ class Command(JapaneseCommand):
             self.stderr.write(result.message)
         else:
             out.write(result.message)
+        key_label = RECORD_KEY_LABELS[result.kind]
         for error in result.errors:
             column = f"[{error.column}] " if error.column else ""
-            order = f"(注文 {error.order})" if error.order else ""
-            out.write(f"  {error.line}行目 {column}{error.reason}{order}")
+            key = f"({key_label} {error.order})" if error.order else ""
+            out.write(f"  {error.line}行目 {column}{error.reason}{key}")
 
 
 class _ProgressBar:
