@@ -374,6 +374,58 @@ def test_an_older_customer_event_arriving_late_is_ignored(
     assert customer.address1 == "新住所"
 
 
+def undated(event: dict[str, Any]) -> dict[str, Any]:
+    del event["data"]["updated_at"]
+    return event
+
+
+def test_a_customer_event_without_updated_at_does_not_overwrite_a_dated_one(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # given the customer as the cart last sent it, with its time
+    _, secret = source
+    customer = make_customer(address1="旧住所")
+    add_identity(customer, IdentityKind.CART_MEMBER, "M000123")
+    deliver(
+        secret,
+        customer_event("c2", "2026-05-02T10:00:00+09:00", address1="新住所"),
+        topic="customers",
+    )
+    # when an event without updated_at arrives (older or newer: nothing says)
+    late = undated(customer_event("c1", "", address1="旧住所", family_name="田中"))
+    response = deliver(secret, late, topic="customers")
+    # then it is ignored, as an older one would be, and recorded: a redelivery is a duplicate
+    assert response.json()["outcome"] == "stale"
+    customer.refresh_from_db()
+    assert (customer.address1, customer.family_name) == ("新住所", "山田")
+    assert deliver(secret, late, topic="customers").json() == {
+        **response.json(),
+        "duplicate": True,
+    }
+
+
+def test_customer_events_never_dated_take_the_last_one(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # a cart that never sends updated_at keeps "last write wins"
+    _, secret = source
+    customer = make_customer(address1="旧住所")
+    add_identity(customer, IdentityKind.CART_MEMBER, "M000123")
+    for event_id, address in (("c1", "一番目"), ("c2", "二番目")):
+        event = undated(customer_event(event_id, "", address1=address))
+        assert deliver(secret, event, topic="customers").json()["outcome"] == "updated"
+    customer.refresh_from_db()
+    assert customer.address1 == "二番目"
+    # another customer's dated event does not hold this one back
+    other = make_customer()
+    add_identity(other, IdentityKind.CART_MEMBER, "M000999")
+    dated = customer_event("c3", "2026-05-02T10:00:00+09:00")
+    dated["data"]["identities"] = {"cart_member_id": "M000999"}
+    deliver(secret, dated, topic="customers")
+    event = undated(customer_event("c4", "", address1="三番目"))
+    assert deliver(secret, event, topic="customers").json()["outcome"] == "updated"
+
+
 def test_a_new_customer_event_without_family_name_is_422(
     source: tuple[WebhookSource, str],
 ) -> None:

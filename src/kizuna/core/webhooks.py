@@ -173,17 +173,20 @@ def webhook_event_previous(*, source: WebhookSource, event_id: str) -> WebhookEv
 def customer_event_is_stale(
     *, customer_id: int, source_updated_at: dt.datetime | None, event: WebhookEvent
 ) -> bool:
-    """True when a newer customer event from the cart was already applied (RELIABILITY I3).
+    """True when the customer's stored version is newer than this event (RELIABILITY I3).
+
+    The stored version is the customer events from the cart already applied: a dated one newer
+    than this event, or — this event having no time — any dated one, since nothing shows the
+    undated event is newer (the rule orders follow, kizuna.commerce.services). A customer only
+    ever sent undated events keeps "last write wins".
 
     Callers lock the customer row first, so two events for one customer are compared in turn.
     """
-    if source_updated_at is None:
-        return False
-    return (
-        WebhookEvent.objects.filter(
-            topic=event.topic, customer_id=customer_id, source_updated_at__gt=source_updated_at
-        )
+    applied = (
+        WebhookEvent.objects.filter(topic=event.topic, customer_id=customer_id)
         .exclude(pk=event.pk)
         .exclude(outcome="stale")
-        .exists()
     )
+    if source_updated_at is None:
+        return applied.filter(source_updated_at__isnull=False).exists()
+    return applied.filter(source_updated_at__gt=source_updated_at).exists()

@@ -4,7 +4,8 @@ and complaints).
 Authenticated by the HMAC signature of the raw body (kizuna.core.webhooks), not by an API key.
 Each event is applied once whatever the number of deliveries (RELIABILITY I2), and an older
 version never overwrites a newer one (I3): orders through `order_upsert`'s `updated_at` check,
-customers through the times of the customer events already applied.
+customers through the times of the customer events already applied (an event without a time
+does not overwrite a customer a dated event was applied to).
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class CustomerEventData(Schema):
         description="新しい顧客なら family_name が必要。既存の顧客は送った項目だけ更新します"
     )
     updated_at: Timestamp | None = Field(
-        default=None, description="カート側でこの顧客が最後に変わった日時(古い更新は無視)"
+        default=None,
+        description=(
+            "カート側でこの顧客が最後に変わった日時(毎回送ってください)。反映済みのイベントより"
+            "古いイベントと、updated_at 付きのイベントを反映済みの顧客への updated_at のない"
+            "イベントは無視します(outcome: stale)"
+        ),
     )
 
 
@@ -210,6 +216,10 @@ def _apply_customer_event(
 ) -> Literal["created", "updated", "unchanged", "stale"]:
     if created:
         return "created"
+    # A stale event is dropped whole. That loses no opt-out (RELIABILITY S6): these events carry
+    # profile fields only, never consent; an opt-out comes by the unsubscribe link, and a
+    # bounce or complaint by the e-mail events webhook, neither of which checks any age. Were
+    # consent ever added to this event, its opt-out must be applied even when the rest is stale.
     if webhooks.customer_event_is_stale(
         customer_id=customer.pk, source_updated_at=data.updated_at, event=event
     ):
