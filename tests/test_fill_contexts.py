@@ -41,7 +41,7 @@ def test_contexts_asked_out_of_order_and_twice_are_each_customers_own() -> None:
         assert context["name"] == f"{customer.family_name} {customer.given_name}"
         assert context["last_product"] == product_name
         assert context["last_order_date"] == dt.date(2026, 5, 2)
-        assert context["recommendations"] == []
+        assert list(context["recommendations"]) == []
 
 
 @pytest.mark.django_db

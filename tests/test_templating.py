@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from kizuna.campaigns.automation.templating import (
     content_for,
     customer_contexts,
     offer_context,
+    sample_context,
 )
 from kizuna.commerce.models import ProductKind
 from kizuna.loyalty.services import points_earn
@@ -46,9 +48,9 @@ def test_contexts_hold_plain_values_never_model_objects() -> None:
     contexts = customer_contexts([customer.pk], today=TODAY)
 
     def plain(value: Any) -> bool:
-        if isinstance(value, dict):
+        if isinstance(value, Mapping):
             return all(isinstance(k, str) and plain(v) for k, v in value.items())
-        if isinstance(value, list):
+        if isinstance(value, list | tuple):
             return all(plain(v) for v in value)
         return value is None or isinstance(value, str | int | float | dt.date)
 
@@ -183,6 +185,15 @@ def test_the_context_carries_points_delivery_last_product_and_recommendations() 
     assert context["next_delivery_date"] == dt.date(2026, 5, 15)
     assert [r["name"] for r in context["recommendations"]] == [cream.name, serum.name]
     assert context["unsubscribe_url"] == UNSUBSCRIBE_PLACEHOLDER
+    # printed whole, the offer and the recommendations read as Japanese, never as Python's
+    # notation for dicts and dates (which would go out in the customer's message)
+    context["offer"] = offer_context(
+        Offer(name="冬の再購入", kind=OfferKind.YEN_OFF, value=500, code="WINTER"), today=TODAY
+    )
+    text = "{{ offer }}|{{ recommendations }}|{{ recommendations.0 }}|{{ recommendations|first }}"
+    assert render(text, context) == (
+        f"500円OFF|{cream.name}、{serum.name}|{cream.name}|{cream.name}"
+    )
 
 
 @pytest.mark.django_db
@@ -199,6 +210,16 @@ def test_copurchase_counts_next_orders_per_customer_in_one_statement() -> None:
     copurchase_refresh(now=jst(2026, 5, 1))
     pairs = set(CoPurchase.objects.values_list("product_id", "next_product_id", "customers"))
     assert pairs == {(a.pk, b.pk, 2), (b.pk, a.pk, 1)}
+
+
+def test_the_made_up_customer_s_dates_are_around_the_day_of_the_preview() -> None:
+    # A preview on 2026-11-24 must not show an offer that expired in May.
+    sample = sample_context(dt.date(2026, 11, 24))
+    assert render("{{ offer.expires_on|jdate }}", sample) == "2026年12月24日"
+    assert render("{{ next_delivery_date|jdate }}", sample) == "2026年12月8日"
+    assert render("{{ offer }}、{{ recommendations }}", sample) == (
+        "1,000円OFF、うるおい保湿クリーム 50g"
+    )
 
 
 def test_the_made_up_customer_has_every_offer_field_a_real_offer_has() -> None:

@@ -67,11 +67,11 @@ from kizuna.campaigns.automation.services import (
     template_uses,
 )
 from kizuna.campaigns.automation.templating import (
-    SAMPLE_CONTEXT,
     TemplateRenderError,
     compile_template,
     customer_contexts,
     render_check,
+    sample_context,
 )
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
@@ -855,14 +855,11 @@ def template_preview(request: HtmxHttpRequest) -> HttpResponse:
     if not wants_fragment(request):
         raise Http404("このURLは画面の中から使われます")
     customer, notes = _preview_customer(request.POST.get("customer", ""))
+    sample = sample_context(timezone.localdate())
+    context = dict(sample)
     if customer is not None:
-        context = {
-            **SAMPLE_CONTEXT,
-            **customer_contexts([customer.pk], today=timezone.localdate())[customer.pk],
-            "product": SAMPLE_CONTEXT["product"],
-        }
-    else:
-        context = dict(SAMPLE_CONTEXT)
+        context.update(customer_contexts([customer.pk], today=timezone.localdate())[customer.pk])
+        context["product"] = sample["product"]
     rendered: dict[str, str] | None = None
     problems: list[str] = []
     try:

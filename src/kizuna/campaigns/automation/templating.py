@@ -25,10 +25,9 @@ import datetime as dt
 import functools
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, cast
 
 from django.db import connection
@@ -80,6 +79,45 @@ MAX_DECIMALS = 20
 """floatformat: the most digits after the decimal point (Decimal writes every one)."""
 
 TOO_LONG = f"表示すると長くなりすぎます({MAX_RENDERED:,}文字まで)"
+
+
+class Record(Mapping[str, Any]):
+    """A read-only record a template reads fields of ({{ offer.code }}). Printed whole
+    ({{ offer }}) it shows its `shown` field — what a customer can read — instead of Python's
+    notation for a dict, which would otherwise go out in the message. Read-only because one
+    offer is given to every message of a step ({{ offer.clear }} must not empty it)."""
+
+    __slots__ = ("_fields", "_shown")
+
+    def __init__(self, fields: Mapping[str, Any], *, shown: str) -> None:
+        self._fields = dict(fields)
+        self._shown = shown
+
+    def __getitem__(self, key: str) -> Any:
+        return self._fields[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __str__(self) -> str:
+        return str(self._fields[self._shown])
+
+
+class Records(tuple[Record, ...]):
+    """A read-only list of records ({% for r in recommendations %}); printed whole, their
+    shown fields joined with 「、」 (nothing when empty)."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "、".join(str(record) for record in self)
+
+
+def _recommendation(name: str, price: int) -> Record:
+    return Record({"name": name, "price": price}, shown="name")
 
 
 class _RefusedError(Exception):
@@ -705,14 +743,15 @@ def offer_context(offer: Offer | None, *, today: dt.date) -> Mapping[str, Any] |
     every message of the step (a dict's {{ offer.clear }} would empty it for the next ones)."""
     if offer is None:
         return None
-    return MappingProxyType(
+    return Record(
         {
             "name": offer.name,
             "label": offer.label,
             "code": offer.code,
             "value": offer.value,
             "expires_on": today + dt.timedelta(days=offer.valid_days),
-        }
+        },
+        shown="label",
     )
 
 
@@ -825,7 +864,7 @@ def _context_chunk(
             "points_expiring": 0,
             "points_expiry_date": expiry,
             "next_delivery_date": None if delivery_at is None else row[delivery_at],
-            "recommendations": [],
+            "recommendations": Records(),
         }
         if expiry:
             expiring_on[pk] = expiry
@@ -871,39 +910,48 @@ def _fill_recommendations(
         bought.setdefault(customer_id, set()).add(product_id)
     for pk, last in last_product_ids.items():
         owned = bought.get(pk, set())
-        contexts[pk]["recommendations"] = [
-            {"name": name, "price": price}
-            for product_id, name, price in table.get(last, [])
-            if product_id not in owned
-        ][:3]
+        contexts[pk]["recommendations"] = Records(
+            [
+                _recommendation(name, price)
+                for product_id, name, price in table.get(last, [])
+                if product_id not in owned
+            ][:3]
+        )
 
 
-SAMPLE_CONTEXT: dict[str, Any] = {
-    "name": "山田 花子",
-    "family_name": "山田",
-    "given_name": "花子",
-    "product": "薬用ホワイトニング美容液 30日分",
-    "last_product": "薬用ホワイトニング美容液 トライアルセット",
-    "last_order_date": dt.date(2026, 4, 1),
-    "points_balance": 1200,
-    "points_expiring": 300,
-    "points_expiry_date": dt.date(2026, 6, 30),
-    "next_delivery_date": dt.date(2026, 5, 15),
-    "recommendations": (MappingProxyType({"name": "うるおい保湿クリーム 50g", "price": 3280}),),
-    "offer": MappingProxyType(
-        {
-            "name": "本品1,000円OFF",
-            "label": "1,000円OFF",
-            "code": "WELCOME1000",
-            "value": 1000,
-            "expires_on": dt.date(2026, 5, 31),
-        }
-    ),
-    "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
-}
-"""A made-up customer, to check a template renders before a real customer is picked. Its
-offer and recommendations are read-only: every preview and save check of the process shares
-them, and {{ offer.clear }} or {{ recommendations.pop }} must not change them."""
+def sample_context(today: dt.date) -> dict[str, Any]:
+    """A made-up customer, to check a template renders before a real customer is picked, with
+    dates around `today` (the preview must not show an offer that expired months ago)."""
+    return {
+        "name": "山田 花子",
+        "family_name": "山田",
+        "given_name": "花子",
+        "product": "薬用ホワイトニング美容液 30日分",
+        "last_product": "薬用ホワイトニング美容液 トライアルセット",
+        "last_order_date": today - dt.timedelta(days=30),
+        "points_balance": 1200,
+        "points_expiring": 300,
+        "points_expiry_date": today + dt.timedelta(days=60),
+        "next_delivery_date": today + dt.timedelta(days=14),
+        "recommendations": Records([_recommendation("うるおい保湿クリーム 50g", 3280)]),
+        "offer": Record(
+            {
+                "name": "本品1,000円OFF",
+                "label": "1,000円OFF",
+                "code": "WELCOME1000",
+                "value": 1000,
+                "expires_on": today + dt.timedelta(days=30),
+            },
+            shown="label",
+        ),
+        "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
+    }
+
+
+SAMPLE_CONTEXT: dict[str, Any] = sample_context(dt.date(2026, 5, 1))
+"""The made-up customer on a fixed day, for the save check (render_check), which every save
+of the process shares: its offer and recommendations are read-only, so {{ offer.clear }} or
+{{ recommendations.pop }} cannot change them."""
 
 
 NEW_CUSTOMER_CONTEXT: dict[str, Any] = {
@@ -915,7 +963,7 @@ NEW_CUSTOMER_CONTEXT: dict[str, Any] = {
     "points_expiring": 0,
     "points_expiry_date": None,
     "next_delivery_date": None,
-    "recommendations": (),
+    "recommendations": Records(),
     "offer": None,
 }
 """A customer with nothing yet — no order, points or subscription — in a step without offer:
