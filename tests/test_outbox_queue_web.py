@@ -162,6 +162,75 @@ def test_filters_by_status_channel_scenario_and_date(client_for) -> None:  # typ
     assert set(ids_on(page)) == {sms.pk}
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["due_from=0001-01-01", "due_to=9999-12-31", "due_from=0001-01-01&due_to=9999-12-31"],
+)
+def test_a_date_at_the_ends_of_the_calendar_is_named_not_a_500(client_for, query) -> None:  # type: ignore[no-untyped-def]
+    """Real dates, but the day after 9999-12-31 (and 0001-01-01 in UTC) do not exist."""
+    customer = make_customer()
+    waiting = mail(customer, "w", send_after=BASE)
+    admin = client_for(Role.ADMIN)
+    response = admin.get(f"/delivery/queue/?{query}")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "日付は 2000-01-01〜2999-12-31 の間で入力してください" in page
+    assert set(ids_on(page)) == {waiting.pk}  # the list without that date
+    confirm = admin.get(f"/delivery/queue/confirm/?action=cancel&{query}", follow=True)
+    assert confirm.status_code == 200
+    assert "使えない条件があります" in confirm.content.decode()
+    # the last allowed day is usable, both ends included
+    assert set(ids_on(admin.get("/delivery/queue/?due_to=2999-12-31").content.decode())) == {
+        waiting.pk
+    }
+
+
+def test_a_reversed_date_range_says_so_instead_of_an_empty_list(client_for) -> None:  # type: ignore[no-untyped-def]
+    customer = make_customer()
+    day1 = mail(customer, "d1", send_after=BASE)
+    mail(customer, "d2", send_after=BASE + dt.timedelta(days=1))
+    page = (
+        client_for(Role.ADMIN)
+        .get("/delivery/queue/?due_from=2030-05-02&due_to=2030-05-01")
+        .content.decode()
+    )
+    assert "開始日が終了日より後になっています" in page
+    assert "条件に合うメッセージはありません" not in page
+    assert "エラーの出ている条件は使わずに表示しています" in page
+    assert set(ids_on(page)) == {day1.pk}  # up to the end date; the start is not used
+    # no way to cancel "everything matching" a filter that is not what the admin meant
+    assert "すべて取り消す" not in page
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"due_from": "2030-05-02", "due_to": "2030-05-01"},
+        {"due_from": "tomorrow"},
+        {"due_to": "9999-12-31"},
+    ],
+)
+def test_everything_matching_is_refused_while_a_condition_is_unusable(client_for, dates) -> None:  # type: ignore[no-untyped-def]
+    """Leaving the bad date out would cancel every waiting message, not the days asked for."""
+    customer = make_customer()
+    waiting = [mail(customer, f"w{n}", send_after=BASE + dt.timedelta(days=n)) for n in range(3)]
+    admin = client_for(Role.ADMIN)
+    query = "&".join(f"{name}={value}" for name, value in dates.items())
+    confirm = admin.get(f"/delivery/queue/confirm/?action=cancel&{query}", follow=True)
+    html = confirm.content.decode()
+    assert "使えない条件があります。条件を直してから" in html
+    assert "件を取り消す" not in html
+    assert confirm.redirect_chain[-1][0].startswith("/delivery/queue/?")
+    posted = admin.post(
+        "/delivery/queue/action/",
+        {"action": "cancel", "scope": "matching", "up_to_id": str(waiting[-1].pk), **dates},
+        follow=True,
+    )
+    assert "使えない条件があります" in posted.content.decode()
+    assert set(OutboxMessage.objects.values_list("status", flat=True)) == {OutboxStatus.PENDING}
+    assert not AuditLog.objects.filter(action="outbox.cancel").exists()
+
+
 def test_pages_follow_each_other_without_losing_or_repeating_a_message(client_for) -> None:  # type: ignore[no-untyped-def]
     customer = make_customer()
     # 120 waiting messages, many at the same moment (the cursor's id breaks the ties), plus a

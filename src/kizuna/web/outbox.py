@@ -20,6 +20,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -409,6 +410,29 @@ ACTION_WORDS = {"cancel": "取り消し", "retry": "再送"}
 _CURSOR_RE = re.compile(r"(\d{1,20})\.(\d{1,20})")
 
 
+# A typed year such as 0001 or 9999 is a valid date but not a day the queue can hold: the day
+# after 9999-12-31, or a Tokyo midnight of 0001-01-01 in UTC, is outside the calendar (a 500).
+QUEUE_FIRST_DAY, QUEUE_LAST_DAY = dt.date(2000, 1, 1), dt.date(2999, 12, 31)
+_DAY_OUTSIDE = (
+    f"日付は {QUEUE_FIRST_DAY:%Y-%m-%d}〜{QUEUE_LAST_DAY:%Y-%m-%d} の間で入力してください。"
+)
+
+
+def _due_day(label: str) -> forms.DateField:
+    return forms.DateField(
+        label=label,
+        required=False,
+        widget=forms.DateInput(
+            attrs={"type": "date", "min": f"{QUEUE_FIRST_DAY}", "max": f"{QUEUE_LAST_DAY}"}
+        ),
+        error_messages={"invalid": "日付は 2026-11-24 の形で入力してください。"},
+        validators=[
+            MinValueValidator(QUEUE_FIRST_DAY, _DAY_OUTSIDE),
+            MaxValueValidator(QUEUE_LAST_DAY, _DAY_OUTSIDE),
+        ],
+    )
+
+
 class QueueFilterForm(forms.Form):
     status = forms.ChoiceField(label="状態", choices=QUEUE_STATUS_CHOICES, required=False)
     channel = forms.ChoiceField(
@@ -417,18 +441,8 @@ class QueueFilterForm(forms.Form):
     scenario = forms.TypedChoiceField(
         label="シナリオ", coerce=int, required=False, empty_value=None
     )
-    due_from = forms.DateField(
-        label="送信予定日(から)",
-        required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
-        error_messages={"invalid": "日付は 2026-11-24 の形で入力してください。"},
-    )
-    due_to = forms.DateField(
-        label="送信予定日(まで)",
-        required=False,
-        widget=forms.DateInput(attrs={"type": "date"}),
-        error_messages={"invalid": "日付は 2026-11-24 の形で入力してください。"},
-    )
+    due_from = _due_day("送信予定日(から)")
+    due_to = _due_day("送信予定日(まで)")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -438,9 +452,18 @@ class QueueFilterForm(forms.Form):
             *scenarios,
         ]
 
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start, end = data.get("due_from"), data.get("due_to")
+        if start and end and start > end:
+            # Otherwise the list is simply empty, as if nothing were queued in those days.
+            self.add_error("due_from", "開始日が終了日より後になっています。")
+        return data
+
     def queue(self) -> QueueFilter:
-        """The filter from the valid fields; a field that cannot be read is left out (and its
-        error is shown), so a mistyped date never hides or cancels more than asked."""
+        """The filter from the valid fields; a field that cannot be used is left out of the
+        list (and its error is shown). Cancelling or resending everything matching refuses a
+        filter with such a field (see `_unusable`), since leaving it out widens the filter."""
         self.is_valid()
         data = getattr(self, "cleaned_data", {})
         start, end = data.get("due_from"), data.get("due_to")
@@ -560,9 +583,11 @@ def queue_confirm(request: HttpRequest) -> HttpResponse:
     action = _action(request.GET.get("action"))
     form = QueueFilterForm(request.GET)
     queue_filter = form.queue()
+    filters = _filter_query(request.GET)
+    if form.errors:
+        return _unusable(request, filters)
     up_to_id = queue_newest_id()
     count = queue_count(queue_filter, action=action, up_to_id=up_to_id)
-    filters = _filter_query(request.GET)
     return render(
         request,
         "web/outbox/queue_confirm.html",
@@ -593,11 +618,11 @@ def queue_action(request: HttpRequest) -> HttpResponse:
         if not up_to.isdigit():
             messages.error(request, "確認画面から操作してください。")
             return redirect(back)
-        done = run(
-            acting_user=_user(request),
-            queue=QueueFilterForm(request.POST).queue(),
-            up_to_id=int(up_to),
-        )
+        form = QueueFilterForm(request.POST)
+        queue_filter = form.queue()
+        if form.errors:
+            return _unusable(request, filters)
+        done = run(acting_user=_user(request), queue=queue_filter, up_to_id=int(up_to))
         asked = None
     else:
         ids = [int(pk) for pk in request.POST.getlist("ids") if pk.isdigit()][:QUEUE_PER_PAGE]
@@ -608,6 +633,15 @@ def queue_action(request: HttpRequest) -> HttpResponse:
         asked = len(ids)
     (messages.success if done else messages.info)(request, _action_result(action, done, asked))
     return redirect(back)
+
+
+def _unusable(request: HttpRequest, filters: str) -> HttpResponse:
+    """Back to the list, which names the unusable field: acting on "everything matching"
+    without it would cancel or resend more than the admin asked for."""
+    messages.error(
+        request, "使えない条件があります。条件を直してから、まとめて取り消し・再送してください。"
+    )
+    return redirect(_queue_url(filters))
 
 
 def _action_result(action: str, done: int, asked: int | None) -> str:
