@@ -10,6 +10,7 @@ import pytest
 from pytest_django import DjangoAssertNumQueries
 
 from kizuna.campaigns.automation import segments
+from kizuna.campaigns.automation.models import Segment
 from kizuna.campaigns.automation.segments import (
     SegmentError,
     compile_rules,
@@ -18,6 +19,7 @@ from kizuna.campaigns.automation.segments import (
     segment_save,
     validate_rules,
 )
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, load_yaml
 from kizuna.commerce.models import ProductKind
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
@@ -303,7 +305,7 @@ def test_merged_records_are_never_members(shop: dict[str, Any]) -> None:
         (one("age", "in", ["x"]), "条件 > 1(年齢): 条件の種類を選んでください"),
         (one("age", "gte", -1), "0以上の整数"),
         (one("age", "gte", "30"), "0以上の整数"),
-        (one("age", "between", [40, 30]), "始まりが終わりより後"),
+        (one("age", "between", [40, 30]), "下限が上限より大きくなっています"),
         (one("prefecture", "in", []), "1つ以上選んでください"),
         (one("prefecture", "in", ["48"]), "選べない値です: 48"),
         (one("registered", "between_dates", ["2026-13-01", "2026-12-01"]), "YYYY-MM-DD"),
@@ -315,8 +317,8 @@ def test_merged_records_are_never_members(shop: dict[str, Any]) -> None:
         (one("age", "eq", 5000), "0〜150の整数"),
         (one("order_total", "gte", 10**20), "0〜1,000,000,000,000の整数"),
         (one("points_balance", "between", [0, 10**20]), "範囲は0〜1,000,000,000,000"),
-        (one("registered", "between_dates", ["0001-01-01", "2026-01-01"]), "1900/01/01〜"),
-        (one("last_order", "between_dates", ["2026-01-01", "9999-12-31"]), "〜2999/12/31"),
+        (one("registered", "between_dates", ["0001-01-01", "2026-01-01"]), "1900-01-01〜"),
+        (one("last_order", "between_dates", ["2026-01-01", "9999-12-31"]), "〜2999-12-31"),
         (one("cart_add", "within_days", 7, products=["NO-SUCH"]), "登録されていない商品"),
         (one("cpm_segment", "in", ["first_active"]), "分析アプリが導入されると"),
     ],
@@ -329,6 +331,76 @@ def test_invalid_rules_are_explained_in_japanese(
     assert any(message in e for e in errors), errors
     with pytest.raises(SegmentError):
         compile_rules(rules, now=NOW)
+
+
+def test_a_period_says_what_is_wrong_with_it_on_every_date_condition() -> None:
+    """A well-formed date that is out of range, or after the end date, is not a format error."""
+    dated = {k: c for k, c in segments.conditions().items() if "between_dates" in c.operators}
+    assert set(dated) == {"registered", "last_order", "first_order", "next_delivery"}
+    outside = "日付は 1900-01-01〜2999-12-31 の間で入力してください"
+    for key, condition in dated.items():
+        for value, message in [
+            (["2026-01-01", "2025-01-01"], "開始日が終了日より後です"),
+            (["0001-01-01", "2026-01-01"], outside),
+            (["2026-01-01", "9999-12-31"], outside),
+            (["2026-01-01", ""], "開始日と終了日を入力してください"),
+            (["2026-02-30", "2026-03-01"], "日付は YYYY-MM-DD の形で入力してください"),
+        ]:
+            errors = validate_rules(one(key, "between_dates", value))
+            assert errors == [f"条件 > 1({condition.label}): {message}"], (key, value)
+        # the ends of the allowed range count without overflowing the calendar
+        widest = one(key, "between_dates", ["1900-01-01", "2999-12-31"])
+        assert validate_rules(widest) == []
+        segment_customers(widest, now=NOW).count()
+
+
+def test_a_reversed_number_range_says_the_low_end_is_above_the_high_one() -> None:
+    ranged = {k: c for k, c in segments.conditions().items() if "between" in c.operators}
+    assert set(ranged) == {
+        "age", "order_count", "order_total", "subscription_deliveries", "points_balance",
+        "p_alive", "clv_12m",
+    }  # fmt: skip
+    for key, condition in ranged.items():
+        assert validate_rules(one(key, "between", [60, 20])) == [
+            f"条件 > 1({condition.label}): 下限が上限より大きくなっています"
+        ]
+        assert validate_rules(one(key, "between", [20, 60])) == []
+
+
+def test_a_percentage_is_from_0_to_100() -> None:
+    percentages = [c.key for c in segments.conditions().values() if c.unit == "%"]
+    assert percentages == ["p_alive"]
+    where = "条件 > 1(生存確率 P(alive))"
+    assert validate_rules(one("p_alive", "gte", 150)) == [
+        f"{where}: 0〜100%の整数で入力してください"
+    ]
+    assert validate_rules(one("p_alive", "between", [50, 101])) == [
+        f"{where}: 範囲は0〜100%の整数で入力してください"
+    ]
+    assert validate_rules(one("p_alive", "lte", 100)) == []
+    assert validate_rules(one("p_alive", "between", [0, 100])) == []
+
+
+@pytest.mark.parametrize(
+    ("dates", "message"),
+    [
+        ("['2026-01-01', '2025-01-01']", "開始日が終了日より後です"),
+        ("['0001-01-01', '2026-01-01']", "日付は 1900-01-01〜2999-12-31 の間で入力してください"),
+        # unquoted, YAML reads dates, which the stored rules (JSON) cannot hold
+        (
+            "[2025-01-01, 2026-01-01]",
+            "日付は文字で書いてください(YAML では '2026-01-01' のように引用符で囲みます)",
+        ),
+        ("[20250101, 20260101]", "日付は YYYY-MM-DD の形で入力してください"),
+    ],
+)
+def test_a_scenario_file_gets_the_same_messages_for_a_segment(dates: str, message: str) -> None:
+    rules = f"{{op: and, rules: [{{field: registered, operator: between_dates, value: {dates}}}]}}"
+    document = f"version: 1\nsegments:\n- {{key: period, name: 期間, rules: {rules}}}\n"
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(document, acting_user=STAFF)
+    assert refused.value.messages == [f"segments[1](key: period): 条件 > 1(登録日): {message}"]
+    assert not Segment.objects.exists()
 
 
 def test_a_deep_tree_is_refused() -> None:

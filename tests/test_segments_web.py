@@ -152,6 +152,49 @@ def test_a_negative_number_gets_the_validators_message(client_for: Login) -> Non
     assert 'value="-5"' in html
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"field-0.0": "registered", "operator-0.0": "between_dates",
+             "value-0.0-from": "2026-01-01", "value-0.0-to": "2025-01-01"},
+            "条件 &gt; 1(登録日): 開始日が終了日より後です",
+        ),
+        (
+            {"field-0.0": "next_delivery", "operator-0.0": "between_dates",
+             "value-0.0-from": "0001-01-01", "value-0.0-to": "2026-01-01"},
+            "条件 &gt; 1(次回お届け予定日): 日付は 1900-01-01〜2999-12-31 の間で入力してください",
+        ),
+        (
+            {"field-0.0": "last_order", "operator-0.0": "between_dates",
+             "value-0.0-from": "2026-01-01", "value-0.0-to": "9999-12-31"},
+            "条件 &gt; 1(最終購入日): 日付は 1900-01-01〜2999-12-31 の間で入力してください",
+        ),
+        (
+            {"field-0.0": "age", "operator-0.0": "between",
+             "value-0.0-low": "60", "value-0.0-high": "20"},
+            "条件 &gt; 1(年齢): 下限が上限より大きくなっています",
+        ),
+        (
+            {"field-0.0": "p_alive", "operator-0.0": "gte", "value-0.0": "150"},
+            "条件 &gt; 1(生存確率 P(alive)): 0〜100%の整数で入力してください",
+        ),
+    ],
+)  # fmt: skip
+def test_the_builder_says_what_is_wrong_with_a_range(
+    client_for: Login, fields: dict[str, str], message: str
+) -> None:
+    client = client_for(Role.MARKETER)
+    data = form(**fields)
+    preview = client.post(reverse("segments:preview"), data, headers=HTMX).content.decode()
+    assert message in preview
+    assert "YYYY-MM-DD" not in preview
+    response = client.post(reverse("segments:create"), {**data, "key": "k", "name": "n"})
+    assert response.status_code == 400
+    assert message in response.content.decode()
+    assert not Segment.objects.exists()
+
+
 def test_full_width_digits_are_read_as_numbers(client_for: Login) -> None:
     make_customer(prefecture=13)
     data = {

@@ -615,6 +615,8 @@ def _analytics_conditions(tables: SnapshotTables) -> list[Condition]:
                 compile=_analytics_compiler(tables, name),
                 choices=_fixed_choices(choices) if shape == Shape.CHOICES else None,
                 unit=unit,
+                # A percentage above 100 is no probability: it matched nobody, silently.
+                max_value=100 if unit == "%" else MAX_NUMBER,
             )
         )
     return result
@@ -709,46 +711,68 @@ class _Checker:
             unknown = [str(v) for v in value if str(v) not in self.choices(condition)]
             return f"選べない値です: {', '.join(unknown)}" if unknown else ""
         if shape in (Shape.NUMBER, Shape.DAYS):
-            return _number_error(shape, value, condition.max_value)
-        return _range_error(shape, value, condition.max_value)
+            return _number_error(shape, value, condition)
+        if shape == Shape.RANGE:
+            return _range_error(value, condition)
+        return _date_range_error(value)
 
 
-def _number_error(shape: Shape, value: Any, maximum: int) -> str:
+def _allowed(condition: Condition) -> str:
+    """The values a number condition takes, as its message names them: 0〜150, 0〜100%."""
+    return f"0〜{condition.max_value:,}{'%' if condition.unit == '%' else ''}"
+
+
+def _number_error(shape: Shape, value: Any, condition: Condition) -> str:
     if shape == Shape.DAYS and not (_is_int(value) and 1 <= value <= MAX_DAYS):
         # One message naming the whole range: "0以上" first, then "1〜" for 0, misled.
         return f"日数は1〜{MAX_DAYS}の整数で入力してください"
     if not _is_int(value) or value < 0:
         return "0以上の整数を入力してください"
-    if value > maximum:
-        return f"0〜{maximum:,}の整数で入力してください"
+    if value > condition.max_value:
+        return f"{_allowed(condition)}の整数で入力してください"
     return ""
 
 
-def _range_error(shape: Shape, value: Any, maximum: int) -> str:
+def _range_error(value: Any, condition: Condition) -> str:
     if not isinstance(value, list) or len(value) != 2:
         return "範囲の始まりと終わりを入力してください"
-    if shape == Shape.RANGE:
-        if not all(_is_int(v) and v >= 0 for v in value):
-            return "範囲は0以上の整数で入力してください"
-        if any(v > maximum for v in value):
-            return f"範囲は0〜{maximum:,}の整数で入力してください"
-    else:
-        message, value = _dates_of(value)
-        if message:
-            return message
+    if not all(_is_int(v) and v >= 0 for v in value):
+        return "範囲は0以上の整数で入力してください"
+    if any(v > condition.max_value for v in value):
+        return f"範囲は{_allowed(condition)}の整数で入力してください"
     if value[0] > value[1]:
-        return "範囲の始まりが終わりより後になっています"
+        return "下限が上限より大きくなっています"
     return ""
 
 
-def _dates_of(value: list[Any]) -> tuple[str, list[Any]]:
-    try:
-        dates = [dt.date.fromisoformat(str(v)) for v in value]
-    except ValueError:
-        return "日付は YYYY-MM-DD の形で入力してください", value
-    if not all(FIRST_DATE <= d <= LAST_DATE for d in dates):
-        return f"日付は{FIRST_DATE:%Y/%m/%d}〜{LAST_DATE:%Y/%m/%d}の間で入力してください", value
-    return "", dates
+def _date_range_error(value: Any) -> str:
+    """Each way a 期間 can be wrong named on its own: a well-formed date that is out of range
+    or after the end date is not a format error."""
+    dates = _period(value)
+    if isinstance(dates, str):
+        return dates
+    first, last = dates
+    if not (FIRST_DATE <= first <= LAST_DATE and FIRST_DATE <= last <= LAST_DATE):
+        return f"日付は {FIRST_DATE}〜{LAST_DATE} の間で入力してください"
+    if first > last:
+        return "開始日が終了日より後です"
+    return ""
+
+
+def _period(value: Any) -> tuple[dt.date, dt.date] | str:
+    """The two dates of a 期間, or what keeps them from being read."""
+    if not isinstance(value, list) or len(value) != 2 or not all(value):
+        return "開始日と終了日を入力してください"
+    if any(isinstance(v, dt.date) for v in value):
+        # A scenario file's unquoted 2026-01-01 reads as a YAML date, which the rule tree
+        # (JSON) cannot store: saving it failed with a message about lists and mappings.
+        return "日付は文字で書いてください(YAML では '2026-01-01' のように引用符で囲みます)"
+    if all(isinstance(v, str) for v in value):
+        try:
+            return dt.date.fromisoformat(value[0]), dt.date.fromisoformat(value[1])
+        except ValueError:
+            pass
+    return "日付は YYYY-MM-DD の形で入力してください"
 
 
 def _is_int(value: Any) -> bool:
