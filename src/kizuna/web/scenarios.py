@@ -56,6 +56,7 @@ from kizuna.campaigns.automation.services import (
     offer_delete,
     offer_save,
     offer_uses,
+    purpose_problems,
     scenario_activate,
     scenario_delete,
     scenario_history,
@@ -557,6 +558,7 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "backlog": Backlog.objects.filter(scenario=scenario, status=Backlog.Status.PENDING).first(),
         "last_tick": TickLog.objects.order_by("-started_at").first(),
         "problem": tick_problems().get(scenario.key),
+        "purpose_problems": purpose_problems(scenario),
         "can_edit": can_edit,
         # Only editors see the 削除 card, so only they pay for the history check.
         "cannot_delete": _cannot_delete(scenario) if can_edit else "",

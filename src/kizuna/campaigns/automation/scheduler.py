@@ -87,7 +87,6 @@ from kizuna.campaigns.automation.templating import (
     offer_context,
     render_check,
 )
-from kizuna.campaigns.models import Purpose
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
@@ -455,7 +454,7 @@ class _Run:
             recommendations=recommendations,
         )
         offer = offer_context(step.offer, today=today)
-        purpose = Purpose(scenario.purpose)
+        purpose = triggers.sending_purpose(scenario, offer=step.offer_id is not None)
         check = ContentCheck()
         # What is the same for every message, looked up once: this loop runs per message.
         channel, scenario_id, step_key = step.channel, scenario.pk, step.key

@@ -282,6 +282,47 @@ def _delete_unused(
 
 # --- scenarios --------------------------------------------------------------------------------
 
+# Why 取引連絡 is refused for a promotional trigger or an offer (RELIABILITY S7, S8).
+AD_NEEDS_CONSENT = "特定電子メール法により配信同意と配信停止の案内が必要です"
+OFFER_NOT_TRANSACTIONAL = (
+    "取引連絡のステップにはオファーを付けられません。クーポンや特典を載せたメッセージは"
+    f"広告・宣伝にあたり、{AD_NEEDS_CONSENT}。オファーを外すか、目的を「販促」にしてください"
+)
+
+
+def _trigger_not_transactional(trigger: triggers.Trigger) -> str:
+    allowed = "・".join(t.label for t in triggers.TRIGGERS.values() if t.transactional)
+    return (
+        f"目的「取引連絡」ではきっかけ「{trigger.label}」は使えません。お客様ご自身の取引や"
+        f"会員情報についての連絡ではなく購入のおすすめ(広告・宣伝)にあたり、{AD_NEEDS_CONSENT}。"
+        f"目的を「販促」にしてください(取引連絡に使えるきっかけ: {allowed})"
+    )
+
+
+def purpose_problems(scenario: Scenario) -> list[str]:
+    """Why a stored 取引連絡 scenario cannot be one — saved before validate_scenario refused
+    it; empty when it can. Such a scenario is not activated again until fixed, and while it
+    runs its promotional messages go out as 販促 (triggers.sending_purpose)."""
+    if scenario.purpose != Purpose.TRANSACTIONAL:
+        return []
+    problems = []
+    trigger = triggers.TRIGGERS.get(scenario.trigger_kind)
+    if trigger is not None and not trigger.transactional:
+        problems.append(_trigger_not_transactional(trigger))
+    problems += [
+        f"ステップ「{key}」: {OFFER_NOT_TRANSACTIONAL}"
+        for key in scenario.steps.filter(offer__isnull=False)
+        .order_by("position", "pk")
+        .values_list("key", flat=True)
+    ]
+    return problems
+
+
+def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None) -> list[str]:
+    if purpose == Purpose.TRANSACTIONAL and trigger is not None and not trigger.transactional:
+        return [f"目的: {_trigger_not_transactional(trigger)}"]
+    return []
+
 
 def validate_scenario(
     spec: Mapping[str, Any], *, scenario: Scenario | None = None
@@ -326,6 +367,7 @@ def validate_scenario(
     if not isinstance(attribution, int) or not 1 <= attribution <= 365:
         errors.append("効果の計測期間は1〜365日で入力してください")
     trigger_spec = triggers.TRIGGERS.get(kind)
+    errors.extend(_purpose_errors(purpose, trigger_spec))
     steps, step_errors = _validate_steps(spec.get("steps") or [], trigger_spec, purpose)
     errors.extend(step_errors)
     cleaned = {
@@ -423,6 +465,8 @@ def _validate_step(
     offer, condition = raw.get("offer") or None, raw.get("condition") or None
     if offer is not None and offer not in refs.offers:
         errors.append(f"オファー「{offer}」が見つかりません")
+    elif offer is not None and refs.purpose == Purpose.TRANSACTIONAL:
+        errors.append(OFFER_NOT_TRANSACTIONAL)
     if condition is not None and condition not in refs.segments:
         errors.append(f"送信条件のセグメント「{condition}」が見つかりません")
     step = {
@@ -573,6 +617,7 @@ def scenario_activate(
     if trigger is None or not trigger.available():
         note = trigger.unavailable_note if trigger else ""
         errors.append(f"このきっかけは現在使えません。{note}")
+    errors += purpose_problems(scenario)
     if errors:
         raise ScenarioError(errors)
     old = scenario.status
@@ -732,6 +777,7 @@ __all__ = [
     "offer_delete",
     "offer_save",
     "offer_uses",
+    "purpose_problems",
     "scenario_activate",
     "scenario_delete",
     "scenario_history",

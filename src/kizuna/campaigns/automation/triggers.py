@@ -150,6 +150,12 @@ class Trigger:
     unavailable_note: str = ""
     # Triggers that change with the date rather than with each event run hourly; 0 = every tick.
     every_minutes: int = 0
+    # About the customer's own transaction or account (membership, an order, its shipment,
+    # their subscription, points credited, their survey answer): a scenario may send on it
+    # as 取引連絡. The others (a cart left, no purchase for a while, a birthday…) are reasons
+    # to invite a purchase, and such a message is 広告・宣伝 under 特定電子メール法 whatever
+    # the scenario's purpose says: it needs consent and the opt-out notice (S7, S8).
+    transactional: bool = False
 
     @property
     def label(self) -> str:
@@ -612,13 +618,14 @@ PRODUCTS = Param(
 TRIGGERS: dict[str, Trigger] = {
     t.kind.value: t
     for t in (
-        Trigger(TriggerKind.SIGNUP, _signup, help="会員登録した時"),
+        Trigger(TriggerKind.SIGNUP, _signup, help="会員登録した時", transactional=True),
         Trigger(
             TriggerKind.FIRST_PURCHASE,
             _first_purchase,
             (KIND, PRODUCTS),
             has_order=True,
             help="初めて注文した時(キャンセル・返品された注文は数えません)",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.NTH_PURCHASE,
@@ -626,6 +633,7 @@ TRIGGERS: dict[str, Trigger] = {
             (Param("n", "何回目", "int", 2, True, 2, 50), KIND, PRODUCTS),
             has_order=True,
             help="n回目の注文をした時",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.SHIPMENT,
@@ -633,6 +641,7 @@ TRIGGERS: dict[str, Trigger] = {
             (KIND,),
             has_order=True,
             help="注文が出荷された日",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.DELIVERY,
@@ -640,6 +649,7 @@ TRIGGERS: dict[str, Trigger] = {
             (KIND,),
             has_order=True,
             help="注文がお届けされた日",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.CART_ABANDONMENT,
@@ -689,6 +699,7 @@ TRIGGERS: dict[str, Trigger] = {
             _points_earned,
             (Param("min_points", "最低ポイント", "int", 1, False, 1, 100000),),
             help="ポイントが付与された時",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.POINTS_EXPIRING,
@@ -705,6 +716,7 @@ TRIGGERS: dict[str, Trigger] = {
             has_delivery_date=True,
             help="継続中の定期の次回お届け予定日のN日前",
             every_minutes=60,
+            transactional=True,
         ),
         Trigger(
             TriggerKind.SUBSCRIPTION_SKIP,
@@ -712,12 +724,14 @@ TRIGGERS: dict[str, Trigger] = {
             has_delivery_date=True,
             help="定期のお届けがスキップされた時",
             every_minutes=60,
+            transactional=True,
         ),
         Trigger(
             TriggerKind.SUBSCRIPTION_CANCEL,
             _subscription_cancel,
             help="定期が解約された日(解約受付の記録から)",
             every_minutes=60,
+            transactional=True,
         ),
         Trigger(
             TriggerKind.NPS_ANSWER,
@@ -729,6 +743,7 @@ TRIGGERS: dict[str, Trigger] = {
             available=_nps_available,
             help="NPSアンケートに回答した時",
             unavailable_note="アンケート(NPS)の記録はコンタクトセンター機能で追加予定です",
+            transactional=True,
         ),
         Trigger(
             TriggerKind.SEGMENT_ENTERED,
@@ -931,16 +946,40 @@ def enroll(scenario: Scenario, window: Window) -> Enrolled:
     return Enrolled(treated=inserted - held, holdout=held)
 
 
+# --- purpose ----------------------------------------------------------------------------------
+
+
+def sending_purpose(scenario: Scenario, *, offer: bool = False) -> Purpose:
+    """What a scenario's message is sent as: 取引連絡 only when the scenario says so, its trigger
+    is the customer's own transaction or account (Trigger.transactional) and the message
+    carries no offer; 販促 otherwise.
+
+    services.validate_scenario refuses anything else as 取引連絡, but a scenario stored before
+    it did (or written to the table directly) still says so: its coupons and reminders go out
+    as 販促 — consent, opt-out link and sender block, quiet hours and the frequency cap — not
+    as what the row claims."""
+    trigger = TRIGGERS.get(scenario.trigger_kind)
+    if (
+        scenario.purpose == Purpose.TRANSACTIONAL
+        and trigger is not None
+        and trigger.transactional
+        and not offer
+    ):
+        return Purpose.TRANSACTIONAL
+    return Purpose.MARKETING
+
+
 # --- exits ------------------------------------------------------------------------------------
 
 
 def apply_exits(scenario: Scenario, *, now: dt.datetime) -> dict[str, int]:
     """End active enrollments whose customer bought, cancelled or opted out since entering
     (as the scenario's exit rules say), and those opted out or withdrawn for any marketing
-    scenario. One UPDATE per rule."""
+    scenario (one whose trigger makes it marketing counts, whatever it says: sending_purpose).
+    One UPDATE per rule."""
     active = Enrollment.objects.filter(scenario=scenario, status=EnrollmentStatus.ACTIVE)
     rules = set(scenario.exit_on)
-    if scenario.purpose == Purpose.MARKETING:
+    if sending_purpose(scenario) == Purpose.MARKETING:
         rules.add(ExitRule.OPT_OUT)
     conditions: dict[str, Q] = {}
     if ExitRule.PURCHASE in rules:
@@ -985,5 +1024,6 @@ __all__ = [
     "enrollment_query",
     "enrollment_rows",
     "holdout_draw",
+    "sending_purpose",
     "validate_params",
 ]

@@ -1,0 +1,223 @@
+"""取引連絡 (transactional) scenarios skip consent, quiet hours, the frequency cap and the opt-out
+link, so only messages about the customer's own transaction or account may be one: no offer,
+and only a trigger about their membership, orders, shipments, subscription, points credited or
+survey answer. Every route obeys (the form, the YAML file, the service), and a scenario stored
+before the rule still gets its coupons sent as 販促 (特定電子メール法, RELIABILITY S7/S8)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role
+from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
+from kizuna.campaigns.automation.scheduler import tick
+from kizuna.campaigns.automation.services import (
+    ScenarioError,
+    offer_save,
+    scenario_activate,
+    scenario_save,
+)
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
+from kizuna.campaigns.delivery import DeliveryWorker
+from kizuna.campaigns.models import OutboxMessage, OutboxStatus, Purpose
+from kizuna.customers.models import IdentityKind
+from tests.delivery_support import open_all_day
+from tests.factories import add_identity, make_customer, make_order
+from tests.test_scenarios_kit import STAFF, jst, one, scenario_form, segment, step, template
+
+pytestmark = pytest.mark.django_db
+Login = Callable[[Role], Client]
+LAW = "特定電子メール法"
+START = jst(2026, 5, 1)
+
+
+def _coupon() -> str:
+    return offer_save(
+        offer=None, key="winback-10", name="おかえりなさい10%OFF", kind="percent_off",
+        value=10, code="WELCOME10", valid_days=21, acting_user=STAFF,
+    ).key  # fmt: skip
+
+
+def _spec(trigger: dict[str, Any], *, offer: str | None = None, **fields: Any) -> dict[str, Any]:
+    return {
+        "key": "notice",
+        "name": "お知らせ",
+        "trigger": trigger,
+        "holdout_percent": 0,
+        "purpose": "transactional",
+        "steps": [step("mail", offer=offer)],
+        **fields,
+    }
+
+
+PROMOTIONAL = [
+    ({"kind": "cart_abandonment", "hours": 3}, "カゴ落ち"),
+    ({"kind": "browse_abandonment", "hours": 24}, "閲覧離脱"),
+    ({"kind": "no_purchase", "days": 120}, "一定期間購入なし"),
+    ({"kind": "birthday"}, "誕生日"),
+    ({"kind": "first_purchase_anniversary"}, "初回購入記念日"),
+    ({"kind": "points_expiring", "days": 30}, "ポイント失効前"),
+    ({"kind": "segment_entered", "segment": "everyone"}, "セグメントに入った"),
+]
+
+
+@pytest.mark.parametrize(("trigger", "label"), PROMOTIONAL)
+def test_a_promotional_trigger_cannot_be_transactional(trigger: dict[str, Any], label: str) -> None:
+    segment("everyone", one("consent", "in", ["email"]))
+    with pytest.raises(ScenarioError) as refused:
+        scenario_save(scenario=None, spec=_spec(trigger), acting_user=STAFF)
+    [message] = refused.value.messages
+    assert f"目的「取引連絡」ではきっかけ「{label}」は使えません" in message
+    assert f"{LAW}により配信同意と配信停止の案内が必要です" in message
+    assert not Scenario.objects.exists()
+    # the same scenario as 販促 is fine: consent and opt-out then apply
+    saved = scenario_save(
+        scenario=None, spec=_spec(trigger, purpose="marketing"), acting_user=STAFF
+    )
+    assert saved.purpose == Purpose.MARKETING
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        {"kind": "signup"},
+        {"kind": "first_purchase"},
+        {"kind": "nth_purchase", "n": 2},
+        {"kind": "shipment"},
+        {"kind": "delivery"},
+        {"kind": "points_earned"},
+        {"kind": "subscription_before_delivery", "days": 3},
+        {"kind": "subscription_skip"},
+        {"kind": "subscription_cancel"},
+    ],
+)
+def test_the_customers_own_transactions_can_be_transactional(trigger: dict[str, Any]) -> None:
+    saved = scenario_save(scenario=None, spec=_spec(trigger), acting_user=STAFF)
+    assert scenario_activate(scenario=saved, acting_user=STAFF).status == ScenarioStatus.ACTIVE
+
+
+def test_a_transactional_step_cannot_carry_an_offer() -> None:
+    spec = _spec({"kind": "shipment"}, offer=_coupon())
+    with pytest.raises(ScenarioError) as refused:
+        scenario_save(scenario=None, spec=spec, acting_user=STAFF)
+    [message] = refused.value.messages
+    assert message.startswith("ステップ1: 取引連絡のステップにはオファーを付けられません")
+    assert LAW in message
+    assert not Scenario.objects.exists()
+
+
+def test_qa_s_coupon_scenario_is_refused_in_the_form(client_for: Login) -> None:
+    # given: QA's scenario — segment entered, 取引連絡, holdout 0, the win-back coupon
+    segment("lapsed", one("consent", "in", ["email"]))
+    data = scenario_form(
+        key="qa",
+        name="QA シナリオ",
+        trigger_kind="segment_entered",
+        **{
+            "param-segment": "lapsed",
+            "purpose": "transactional",
+            "holdout_percent": "0",
+            "step-0-anchor": "trigger",
+            "step-0-offer": _coupon(),
+        },
+    )
+    # when
+    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), data)
+    # then: not saved, and the page says why, for both problems
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "きっかけ「セグメントに入った」は使えません" in html
+    assert "取引連絡のステップにはオファーを付けられません" in html
+    assert LAW in html
+    assert not Scenario.objects.exists()
+
+
+def test_a_running_coupon_scenario_cannot_be_made_transactional_by_file() -> None:
+    # given: the F2 push with its ¥500 coupon, running as 販促
+    offer_save(
+        offer=None, key="f2-500", name="2回目500円OFF", kind="yen_off", value=500,
+        code="NEXT500", valid_days=14, acting_user=STAFF,
+    )  # fmt: skip
+    spec = _spec({"kind": "first_purchase"}, offer="f2-500", key="f2-push-day30")
+    spec["purpose"] = "marketing"
+    running = scenario_activate(
+        scenario=scenario_save(scenario=None, spec=spec, acting_user=STAFF), acting_user=STAFF
+    )
+    # when: the exported file is loaded with `purpose: transactional`
+    text = export_yaml().replace("purpose: marketing", "purpose: transactional")
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(text, acting_user=STAFF)
+    # then: refused with the place and the reason; the scenario stays 販促
+    assert any(
+        m.startswith("scenarios[1](key: f2-push-day30): ステップ1: 取引連絡のステップには")
+        for m in refused.value.messages
+    )
+    running.refresh_from_db()
+    assert running.purpose == Purpose.MARKETING
+
+
+def _stored_before_the_rule(spec: dict[str, Any]) -> Scenario:
+    """A scenario saved as 取引連絡 before the rule existed, running since START."""
+    saved = scenario_save(scenario=None, spec={**spec, "purpose": "marketing"}, acting_user=STAFF)
+    Scenario.objects.filter(pk=saved.pk).update(
+        purpose=Purpose.TRANSACTIONAL, status=ScenarioStatus.ACTIVE, activated_at=START
+    )
+    saved.refresh_from_db()
+    return saved
+
+
+def test_a_stored_transactional_coupon_reaches_only_customers_who_consented(smtp) -> None:  # type: ignore[no-untyped-def]
+    # given: a 取引連絡 first-purchase scenario stored before the rule, with a thank-you and
+    # a coupon step, and a buyer who never agreed to marketing mail
+    open_all_day()
+    template("coupon", subject="{{ name }} 様へ {{ offer.label }}クーポン")
+    _stored_before_the_rule(
+        _spec(
+            {"kind": "first_purchase"},
+            steps=[step("thanks"), step("coupon", template="coupon", offer=_coupon())],
+        )
+    )
+    buyer = make_customer(family_name="佐藤")
+    add_identity(buyer, IdentityKind.EMAIL, "sato@example.jp")
+    make_order(buyer, ordered_at=jst(2026, 5, 2, 9))
+    # when: the scheduler and the delivery worker run
+    tick(jst(2026, 5, 2, 10))
+    DeliveryWorker().drain()
+    # then: the thank-you arrives as 取引連絡; the coupon is 販促 and, without consent, not sent
+    assert dict(OutboxMessage.objects.values_list("step_key", "purpose")) == {
+        "thanks": Purpose.TRANSACTIONAL,
+        "coupon": Purpose.MARKETING,
+    }
+    [received] = smtp.handler.received
+    assert "クーポン" not in received.message["Subject"]
+    coupon = OutboxMessage.objects.get(step_key="coupon")
+    assert (coupon.status, coupon.reason) == (OutboxStatus.SKIPPED, "配信同意がありません")
+
+
+def test_a_stored_transactional_promotional_trigger_is_sent_as_marketing() -> None:
+    # given: a 取引連絡 birthday greeting stored before the rule (no offer)
+    stored = _stored_before_the_rule(_spec({"kind": "birthday"}))
+    make_customer(birthday=dt.date(1985, 5, 10))
+    # when
+    tick(jst(2026, 5, 10, 9))
+    # then: it goes out as 販促, so consent, quiet hours, the cap and the opt-out link apply
+    assert list(OutboxMessage.objects.values_list("purpose", flat=True)) == [Purpose.MARKETING]
+    # and once paused it is not started again as 取引連絡
+    Scenario.objects.filter(pk=stored.pk).update(status=ScenarioStatus.PAUSED)
+    with pytest.raises(ScenarioError) as refused:
+        scenario_activate(scenario=stored, acting_user=STAFF)
+    assert "きっかけ「誕生日」は使えません" in refused.value.messages[0]
+
+
+def test_the_scenario_page_says_a_stored_scenario_breaks_the_rule(client_for: Login) -> None:
+    stored = _stored_before_the_rule(_spec({"kind": "shipment"}, offer=_coupon()))
+    html = client_for(Role.MARKETER).get(reverse("scenarios:detail", args=[stored.pk]))
+    text = html.content.decode()
+    assert "取引連絡としては送れない設定です" in text
+    assert "ステップ「mail」: 取引連絡のステップにはオファーを付けられません" in text
