@@ -179,6 +179,19 @@ def test_a_shopify_row_dated_ahead_names_created_at(tmp_path: Path) -> None:
     assert _errors(result) == [(2, "Created at", "#1001", "受注日が未来の日付です")]
 
 
+def test_a_shopify_row_fulfilled_ahead_names_fulfilled_at(tmp_path: Path) -> None:
+    ahead = f"{timezone.localdate().year + 3}-05-02 15:00:00 +0900"
+    path = _rewritten(
+        tmp_path,
+        "shopify_orders_bom.csv",
+        "2026-05-02 15:00:00 +0900",
+        ahead,
+        encoding="utf-8-sig",
+    )
+    result = run_import(path, ImportOptions(kind="orders"))
+    assert _errors(result) == [(2, "Fulfilled at", "#1001", "出荷日が未来の日付です")]
+
+
 def test_a_generic_row_shipped_ahead_names_its_shipping_column(tmp_path: Path) -> None:
     ahead = _in_days(30).strftime("%Y/%m/%d")
     path = _rewritten(tmp_path, "generic_orders.csv", '"2026/05/02"', f'"{ahead}"', "utf-8")

@@ -308,6 +308,9 @@ _ORDER_FIELD_FALLBACK = {
     "total": "discount",
     "delivered_on": "delivered_on",
 }
+# Fields whose column is named differently by some format: Shopify's shipped date is the day
+# of its 「Fulfilled at」.
+_ORDER_FIELD_ALTERNATIVE = {"shipped_on": "fulfilled_at"}
 
 
 def validation_errors(
@@ -323,6 +326,8 @@ def validation_errors(
         return [RowError(line, "", " ".join(exc.messages), order)]
     for name, messages in exc.message_dict.items():
         column = columns.get(_ORDER_FIELD_FALLBACK.get(name, name))
+        if column is None and name in _ORDER_FIELD_ALTERNATIVE:
+            column = columns.get(_ORDER_FIELD_ALTERNATIVE[name])
         label = column.name if column is not None else ""
         for message in messages:
             found.append(RowError(line, label, message, order))
