@@ -572,6 +572,13 @@ def _cannot_delete(scenario: Scenario) -> str:
     return scenario_history_message(scenario, history) if history else ""
 
 
+NO_HOLDOUT_WARNING = (
+    "ホールドアウトが0%のため、このシナリオの効果(購入率・売上の差)は計測できません。"
+    "比べる相手(送らないお客様)がいないので、待っても判定は出ません。"
+    "効果を見るには、ホールドアウトを1%以上(通常は10%)にしてください。"
+)
+
+
 def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpResponse:
     spec = spec_from_post(request.POST)
     if scenario is not None and (
@@ -586,6 +593,16 @@ def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpR
     except ScenarioError as exc:
         return _form_page(request, spec, scenario=scenario, errors=exc.messages, status=400)
     messages.success(request, f"シナリオ「{saved.name}」を保存しました。")
+    if saved.holdout_percent == 0 and saved.purpose == Purpose.MARKETING:
+        # Allowed (a shop may want everyone to get it), but the lift is then unmeasurable.
+        messages.warning(request, NO_HOLDOUT_WARNING)
+    elif saved.holdout_percent and saved.purpose == Purpose.TRANSACTIONAL:
+        # The holdout gets nothing: here, no notice about their own order or subscription.
+        messages.warning(
+            request,
+            f"取引連絡ですがホールドアウトが{saved.holdout_percent}%のため、その割合のお客様には"
+            "この連絡が届きません。全員に届けるには0にしてください。",
+        )
     return redirect("scenarios:detail", pk=saved.pk)
 
 
@@ -597,7 +614,17 @@ def scenario_lift_part(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     scenario's lift takes seconds to compute, and the rest of the page should not wait."""
     scenario = get_object_or_404(Scenario, pk=pk)
     lift = scenario_lift(scenario, now=timezone.now())
-    context = {"scenario": scenario, "lift": lift, "lift_rows": lift_rows(lift)}
+    no_holdout = scenario.holdout_percent == 0
+    context = {
+        "scenario": scenario,
+        "lift": lift,
+        "lift_rows": lift_rows(lift),
+        # Nobody is held out, so nobody ever will be: waiting cannot make the lift measurable
+        # and the page must not say データ不足 as if it could.
+        "unmeasurable": no_holdout and not lift.enrolled_holdout,
+        # Held out before the change: their group stops growing.
+        "holdout_stopped": no_holdout and bool(lift.enrolled_holdout),
+    }
     return render(request, "web/scenarios/_lift.html", context)
 
 
