@@ -22,8 +22,13 @@ def test_the_scenario_page_loads_its_lift_after_the_page(
     live_server: LiveServer,
     page: Page,  # noqa: F811 - the fixture imported above
 ) -> None:
-    # given: a running scenario with an enrolled customer
-    welcome = scenario("welcome", trigger={"kind": "first_purchase"}, activated_at=jst(2026, 5, 1))
+    # given: a running scenario with a holdout and an enrolled customer
+    welcome = scenario(
+        "welcome",
+        trigger={"kind": "first_purchase"},
+        holdout_percent=10,
+        activated_at=jst(2026, 5, 1),
+    )
     make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
     tick(jst(2026, 5, 2, 10))
     log_in(page, live_server, make_user(Role.MARKETER, username="browser-marketer"))
