@@ -32,6 +32,7 @@ from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role, User
 from kizuna.campaigns import channels, selectors
 from kizuna.campaigns.automation.models import Scenario
+from kizuna.campaigns.automation.selectors import scenario_choices
 from kizuna.campaigns.models import (
     Channel,
     DeliveryList,
@@ -446,7 +447,7 @@ class QueueFilterForm(forms.Form):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        scenarios = Scenario.objects.order_by("name", "id").values_list("pk", "name")
+        scenarios = scenario_choices()
         cast(forms.TypedChoiceField, self.fields["scenario"]).choices = [
             ("", "すべて"),
             *scenarios,

@@ -1,6 +1,6 @@
 """Reads of scenario enrollments shared by the pages and the lift: how many customers a
 scenario enrolled (treated and held out), and what the customer page shows of the scenarios a
-customer is in.
+customer is in; and the scenarios as filters on other pages list them.
 
 An operator on the phone is asked "why did I get this mail?" and a marketer checks whether a
 customer was held out: each recent enrollment with its scenario, state, holdout and what became
@@ -21,6 +21,7 @@ from kizuna.campaigns.automation.models import (
     Enrollment,
     EnrollmentStatus,
     ExitRule,
+    Scenario,
     StepDispatch,
 )
 from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus
@@ -38,6 +39,17 @@ def enrollment_counts(scenario_id: int) -> dict[bool, int]:
         .annotate(n=Count("pk"))
         .values_list("holdout", "n")
     )
+
+
+def scenario_choices() -> list[tuple[int, str]]:
+    """Every scenario as a filter lists it, 「名前(識別名)」: names differ since they must, but
+    two saved with the same name before that rule are told apart by their keys."""
+    return [
+        (pk, f"{name}({key})")
+        for pk, name, key in Scenario.objects.order_by("name", "id").values_list(
+            "pk", "name", "key"
+        )
+    ]
 
 
 EXIT_LABELS = {**dict(ExitRule.choices), "expired": "期限切れで終了"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -318,6 +319,30 @@ def purpose_problems(scenario: Scenario) -> list[str]:
     return problems
 
 
+def name_key(name: str) -> str:
+    """A scenario name as people tell names apart: 「ＱＡ　シナリオ」 and 「qa シナリオ」 are the
+    same name in a list (full/half width by NFKC, case, runs of spaces)."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def _name_errors(name: str, scenario: Scenario | None) -> list[str]:
+    """Refuses a name another scenario has (name_key). Checked only for a new name: two
+    scenarios that shared a name before this rule can still be edited, and lists show their
+    keys (selectors.scenario_choices)."""
+    if not name or (scenario is not None and name_key(name) == name_key(scenario.name)):
+        return []
+    wanted = name_key(name)
+    others = (
+        Scenario.objects.all() if scenario is None else Scenario.objects.exclude(pk=scenario.pk)
+    )
+    return [
+        f"名前「{name}」は既にシナリオ「{other}」(識別名 {key})で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+        for key, other in others.order_by("pk").values_list("key", "name")
+        if name_key(other) == wanted
+    ][:1]
+
+
 def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None) -> list[str]:
     if purpose == Purpose.TRANSACTIONAL and trigger is not None and not trigger.transactional:
         return [f"目的: {_trigger_not_transactional(trigger)}"]
@@ -340,6 +365,7 @@ def validate_scenario(
     if not name:
         errors.append("シナリオの名前を入力してください")
     errors.extend(too_long(Scenario, name=name))
+    errors.extend(_name_errors(name, scenario))
     trigger = spec.get("trigger") or {}
     if not isinstance(trigger, Mapping):
         trigger = {}
@@ -774,6 +800,7 @@ __all__ = [
     "StepUse",
     "backlog_confirm",
     "backlog_discard",
+    "name_key",
     "offer_delete",
     "offer_save",
     "offer_uses",

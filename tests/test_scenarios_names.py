@@ -1,0 +1,86 @@
+"""Two scenarios cannot share a name — also not written in full-width or another case — on
+create, edit or file load; two that did before the rule are told apart by their keys in the
+送信キュー's scenario filter."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role
+from kizuna.campaigns.automation.models import Scenario
+from kizuna.campaigns.automation.services import ScenarioError, scenario_save
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
+from tests.test_scenarios_kit import STAFF, scenario_form, step
+
+pytestmark = pytest.mark.django_db
+Login = Callable[[Role], Client]
+
+
+def _save(key: str, name: str, scenario: Scenario | None = None, **fields: object) -> Scenario:
+    spec = {"key": key, "name": name, "trigger": {"kind": "signup"}, "steps": [step()], **fields}
+    return scenario_save(scenario=scenario, spec=spec, acting_user=STAFF)
+
+
+@pytest.mark.parametrize("typed", ["QA シナリオ", "ＱＡ　シナリオ", "qa  シナリオ "])
+def test_a_new_scenario_cannot_take_a_name_in_use(typed: str) -> None:
+    _save("qa-1", "QA シナリオ")
+    with pytest.raises(ScenarioError) as refused:
+        _save("qa-2", typed)
+    assert refused.value.messages == [
+        f"名前「{typed.strip()}」は既にシナリオ「QA シナリオ」(識別名 qa-1)で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+    ]
+    assert list(Scenario.objects.values_list("key", flat=True)) == ["qa-1"]
+
+
+def test_the_form_refuses_a_duplicate_name_and_names_the_other(client_for: Login) -> None:
+    _save("qa-1", "QA シナリオ")
+    data = scenario_form(key="qa-2", name="QA シナリオ")
+    response = client_for(Role.MARKETER).post(reverse("scenarios:create"), data)
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert "既にシナリオ「QA シナリオ」(識別名 qa-1)で使われています" in html
+    assert not Scenario.objects.filter(key="qa-2").exists()
+
+
+def test_renaming_to_another_scenarios_name_is_refused_but_keeping_ones_own_is_not() -> None:
+    first = _save("qa-1", "QA シナリオ")
+    second = _save("qa-2", "別のシナリオ")
+    with pytest.raises(ScenarioError):
+        _save("qa-2", "qa シナリオ", scenario=second)
+    # a change of width or case of its own name is not a clash with itself
+    assert _save("qa-1", "ＱＡ シナリオ", scenario=first).name == "ＱＡ シナリオ"
+
+
+def test_a_file_with_two_scenarios_of_one_name_loads_nothing() -> None:
+    _save("qa-1", "QA シナリオ")
+    text = export_yaml().replace("key: qa-1", "key: qa-new")
+    text += text[text.index("- key: qa-new") :].replace("qa-new", "qa-other")
+    Scenario.objects.all().delete()
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(text, acting_user=STAFF)
+    assert any(
+        m.startswith("scenarios[2](key: qa-other): 名前「QA シナリオ」は既にシナリオ")
+        for m in refused.value.messages
+    )
+    assert not Scenario.objects.exists()
+
+
+def test_scenarios_that_shared_a_name_before_the_rule_are_told_apart(client_for: Login) -> None:
+    # given: two scenarios saved with the same name before names had to differ
+    first = _save("qa-1", "QA シナリオ")
+    second = _save("qa-2", "仮の名前")
+    Scenario.objects.filter(pk=second.pk).update(name="QA シナリオ")
+    second.refresh_from_db()
+    # then: each can still be edited without renaming it
+    _save("qa-2", "QA シナリオ", scenario=second, description="説明を追加")
+    # and the 送信キュー's scenario filter shows which is which
+    page = client_for(Role.ADMIN).get("/delivery/queue/").content.decode()
+    options = re.findall(r'<option value="(\d+)"[^>]*>([^<]*)</option>', page)
+    assert (str(first.pk), "QA シナリオ(qa-1)") in options
+    assert (str(second.pk), "QA シナリオ(qa-2)") in options
