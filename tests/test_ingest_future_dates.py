@@ -166,30 +166,20 @@ def test_an_eccube_row_dated_ahead_is_reported_with_its_line_and_column(tmp_path
     assert Order.objects.exists()  # the other orders are imported (lenient mode)
 
 
-def test_a_shopify_row_dated_ahead_names_created_at(tmp_path: Path) -> None:
-    ahead = f"{timezone.localdate().year + 3}-05-01 10:23:45 +0900"
-    path = _rewritten(
-        tmp_path,
-        "shopify_orders_bom.csv",
-        "2026-05-01 10:23:45 +0900",
-        ahead,
-        encoding="utf-8-sig",
-    )
+@pytest.mark.parametrize(
+    ("stored", "column", "message"),
+    [
+        ("2026-05-01 10:23:45 +0900", "Created at", "受注日が未来の日付です"),
+        ("2026-05-02 15:00:00 +0900", "Fulfilled at", "出荷日が未来の日付です"),
+    ],
+)
+def test_a_shopify_row_dated_ahead_names_its_column(
+    tmp_path: Path, stored: str, column: str, message: str
+) -> None:
+    ahead = f"{timezone.localdate().year + 3}{stored[4:]}"
+    path = _rewritten(tmp_path, "shopify_orders_bom.csv", stored, ahead, encoding="utf-8-sig")
     result = run_import(path, ImportOptions(kind="orders"))
-    assert _errors(result) == [(2, "Created at", "#1001", "受注日が未来の日付です")]
-
-
-def test_a_shopify_row_fulfilled_ahead_names_fulfilled_at(tmp_path: Path) -> None:
-    ahead = f"{timezone.localdate().year + 3}-05-02 15:00:00 +0900"
-    path = _rewritten(
-        tmp_path,
-        "shopify_orders_bom.csv",
-        "2026-05-02 15:00:00 +0900",
-        ahead,
-        encoding="utf-8-sig",
-    )
-    result = run_import(path, ImportOptions(kind="orders"))
-    assert _errors(result) == [(2, "Fulfilled at", "#1001", "出荷日が未来の日付です")]
+    assert _errors(result) == [(2, column, "#1001", message)]
 
 
 def test_a_generic_row_shipped_ahead_names_its_shipping_column(tmp_path: Path) -> None:

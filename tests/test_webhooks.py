@@ -353,10 +353,8 @@ def test_customer_events_create_then_update(source: tuple[WebhookSource, str]) -
     assert customer.identities.get().kind == IdentityKind.CART_MEMBER
 
 
-def test_an_older_customer_event_arriving_late_is_ignored(
-    source: tuple[WebhookSource, str],
-) -> None:
-    _, secret = source
+def moved_member(secret: str) -> Customer:
+    """Member M000123, whose dated event (c2, 2 May) moved them from 旧住所 to 新住所."""
     customer = make_customer(address1="旧住所")
     add_identity(customer, IdentityKind.CART_MEMBER, "M000123")
     deliver(
@@ -364,6 +362,14 @@ def test_an_older_customer_event_arriving_late_is_ignored(
         customer_event("c2", "2026-05-02T10:00:00+09:00", address1="新住所"),
         topic="customers",
     )
+    return customer
+
+
+def test_an_older_customer_event_arriving_late_is_ignored(
+    source: tuple[WebhookSource, str],
+) -> None:
+    _, secret = source
+    customer = moved_member(secret)
     late = deliver(
         secret,
         customer_event("c1", "2026-05-01T10:00:00+09:00", address1="旧住所"),
@@ -384,13 +390,7 @@ def test_a_customer_event_without_updated_at_does_not_overwrite_a_dated_one(
 ) -> None:
     # given the customer as the cart last sent it, with its time
     _, secret = source
-    customer = make_customer(address1="旧住所")
-    add_identity(customer, IdentityKind.CART_MEMBER, "M000123")
-    deliver(
-        secret,
-        customer_event("c2", "2026-05-02T10:00:00+09:00", address1="新住所"),
-        topic="customers",
-    )
+    customer = moved_member(secret)
     # when an event without updated_at arrives (older or newer: nothing says)
     late = undated(customer_event("c1", "", address1="旧住所", family_name="田中"))
     response = deliver(secret, late, topic="customers")
