@@ -310,6 +310,24 @@ def test_empty_login_form_errors_are_japanese(client: Client, db: None) -> None:
     assert "This field" not in response.content.decode()
 
 
+def test_django_s_own_form_errors_are_japanese_for_an_english_browser(
+    client_for: Callable[[Role], Client],
+) -> None:
+    # A browser set to English still gets Japanese, not a mix ("This field is required."
+    # beside the app's Japanese): on a form of the app and on a filter given an unknown value.
+    client = client_for(Role.ADMIN)
+    english = {"Accept-Language": "en-US,en;q=0.9"}
+    settings_page = client.post(
+        reverse("analytics:settings"), {"cpm_lapse_days": ""}, headers=english
+    )
+    html = settings_page.content.decode()
+    assert "このフィールドは必須です" in html
+    assert "This field" not in html
+    queue = client.get(reverse("outbox:queue"), {"status": "foo"}, headers=english).content
+    assert "正しく選択してください" in queue.decode()
+    assert "Select a valid choice" not in queue.decode()
+
+
 def test_logged_in_user_skips_the_login_page(client_for: Callable[[Role], Client]) -> None:
     response = client_for(Role.OPERATOR).get(reverse("login"))
     assert response.status_code == 302

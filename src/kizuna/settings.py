@@ -231,8 +231,10 @@ KIZUNA_TRUSTED_PROXY_COUNT = env_int("KIZUNA_TRUSTED_PROXY_COUNT", 0)
 OTP_TOTP_ISSUER = env_str("KIZUNA_TOTP_ISSUER", "Kizuna")
 OTP_TOTP_THROTTLE_FACTOR = 1
 
+# Japanese only: the screens are written in Japanese, so a browser asking for English must not
+# switch Django's own messages (form errors, "This field is required.") and mix the languages.
 LANGUAGE_CODE = "ja"
-LANGUAGES = [("ja", "日本語"), ("en", "English")]
+LANGUAGES = [("ja", "日本語")]
 TIME_ZONE = "Asia/Tokyo"
 USE_I18N = True
 USE_TZ = True
