@@ -221,3 +221,44 @@ def test_the_scenario_page_says_a_stored_scenario_breaks_the_rule(client_for: Lo
     text = html.content.decode()
     assert "取引連絡としては送れない設定です" in text
     assert "ステップ「mail」: 取引連絡のステップにはオファーを付けられません" in text
+
+
+# --- a template that prints the offer, in a step without one ------------------------------------
+
+
+@pytest.mark.parametrize("purpose", ["transactional", "marketing"])
+def test_a_step_without_offer_cannot_use_a_template_that_prints_the_offer(purpose: str) -> None:
+    # QA: the F2 coupon mail in a 取引連絡 first-purchase scenario without an offer passed the
+    # rule and would send 「今ならでお届けします。クーポンコード: (まで)」 to every buyer, consent
+    # or not; in a 販促 scenario the same broken text goes out.
+    template(
+        "f2-push", text="今なら{{ offer.label }}でお届けします。クーポンコード: {{ offer.code }}"
+    )
+    spec = _spec({"kind": "first_purchase"}, purpose=purpose)
+    spec["steps"] = [step("mail", template="f2-push")]
+    with pytest.raises(ScenarioError) as refused:
+        scenario_save(scenario=None, spec=spec, acting_user=STAFF)
+    assert "テンプレート「f2-push」はオファー({{ offer… }})を表示しますが" in str(refused.value)
+    assert not Scenario.objects.exists()
+    # with the offer attached (販促), it saves
+    if purpose == "marketing":
+        spec["steps"] = [step("mail", template="f2-push", offer=_coupon())]
+        assert scenario_save(scenario=None, spec=spec, acting_user=STAFF).key == "notice"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{% if offer %}{{ offer.label }}クーポン: {{ offer.code }}{% endif %}ご購入ありがとうございます",
+        "{% if offer.code %}コード {{ offer.code }}{% else %}ありがとうございます{% endif %}",
+        "{% if name and offer %}{{ offer.label }}{% endif %}",
+        "{{ name|default:offer.code }} 様",
+    ],
+)
+def test_a_template_that_prints_the_offer_only_when_there_is_one_needs_no_offer(text: str) -> None:
+    template("thanks-or-coupon", text=text)
+    spec = _spec({"kind": "first_purchase"})
+    spec["steps"] = [step("mail", template="thanks-or-coupon")]
+    assert (
+        scenario_save(scenario=None, spec=spec, acting_user=STAFF).purpose == Purpose.TRANSACTIONAL
+    )

@@ -37,7 +37,9 @@ from kizuna.campaigns.automation.models import (
 )
 from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
+    compile_stored,
     compile_template,
+    prints_offer_unguarded,
     render_check,
 )
 from kizuna.campaigns.models import Channel, Purpose
@@ -419,7 +421,7 @@ class _StepRefs:
 
     trigger: triggers.Trigger | None
     purpose: Any
-    templates: set[str]
+    templates: dict[str, bool]  # key → whether it prints {{ offer… }} outside {% if offer %}
     offers: set[str]
     segments: set[str]
 
@@ -432,7 +434,7 @@ def _validate_steps(
     refs = _StepRefs(
         trigger=trigger,
         purpose=purpose,
-        templates=set(MessageTemplate.objects.values_list("key", flat=True)),
+        templates={t.key: _prints_offer(t) for t in MessageTemplate.objects.all()},
         offers=set(Offer.objects.values_list("key", flat=True)),
         segments=set(Segment.objects.values_list("key", flat=True)),
     )
@@ -453,6 +455,13 @@ def _validate_steps(
         steps.append(step)
         errors.extend(step_errors)
     return steps, errors
+
+
+def _prints_offer(template: MessageTemplate) -> bool:
+    try:
+        return prints_offer_unguarded(compile_stored(template))
+    except TemplateRenderError:  # saved before a check it now fails: its own page says so
+        return False
 
 
 def _validate_step(
@@ -493,6 +502,14 @@ def _validate_step(
         errors.append(f"オファー「{offer}」が見つかりません")
     elif offer is not None and refs.purpose == Purpose.TRANSACTIONAL:
         errors.append(OFFER_NOT_TRANSACTIONAL)
+    elif offer is None and refs.templates.get(str(raw.get("template")), False):
+        # Without an offer its {{ offer… }} print nothing: 「今ならでお届けします。
+        # クーポンコード: (まで)」 would go out (and a coupon mail would pass as 取引連絡).
+        errors.append(
+            f"テンプレート「{raw.get('template')}」はオファー({{{{ offer… }}}})を表示しますが、"
+            "このステップにオファーがありません。オファーを選ぶか、オファーを使わない"
+            "テンプレートにしてください"
+        )
     if condition is not None and condition not in refs.segments:
         errors.append(f"送信条件のセグメント「{condition}」が見つかりません")
     step = {

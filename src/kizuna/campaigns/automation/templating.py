@@ -52,7 +52,7 @@ from django.template.base import (
     VariableDoesNotExist,
     VariableNode,
 )
-from django.template.defaulttags import ForNode
+from django.template.defaulttags import ForNode, IfNode
 from django.utils.dateformat import TimeFormat, re_formatchars
 from django.utils.html import escape
 
@@ -712,6 +712,46 @@ def compile_template(*, subject: str, text: str, html: str = "") -> CompiledTemp
     html_t = parts["html"]
     plans = (_plan(subject_t), _plan(text_t), _plan(html_t) if html_t is not None else None)
     return CompiledTemplate(subject=subject_t, text=text_t, html=html_t, uses=uses, plans=plans)
+
+
+def prints_offer_unguarded(compiled: CompiledTemplate) -> bool:
+    """Whether a part prints {{ offer… }} outside an {% if offer… %}: in a step without an
+    offer that prints nothing, and 「今なら でお届けします。クーポンコード: (まで)」 goes out."""
+    parts = (compiled.subject, compiled.text, compiled.html)
+    return any(_offer_unguarded(part.nodelist) for part in parts if part is not None)
+
+
+def _offer_unguarded(nodes: NodeList) -> bool:
+    for node in nodes:
+        branches: list[Any]
+        if isinstance(node, IfNode):
+            branches = [
+                branch
+                for condition, branch in node.conditions_nodelists
+                if condition is None or not _mentions_offer(condition)
+            ]
+        elif isinstance(node, VariableNode):
+            variable = node.filter_expression.var
+            if isinstance(variable, Variable) and str(variable.var).split(".")[0] == "offer":
+                return True
+            continue
+        else:
+            branches = [getattr(node, name, None) for name in node.child_nodelists]
+        if any(isinstance(b, NodeList) and _offer_unguarded(b) for b in branches):
+            return True
+    return False
+
+
+def _mentions_offer(condition: Any) -> bool:
+    """Whether an {% if %} condition reads the offer (a smartif tree of literals and operators)."""
+    text = getattr(condition, "text", None)
+    if text is not None:
+        return str(text).split(".")[0].split("|")[0] == "offer"
+    return any(
+        _mentions_offer(part)
+        for part in (getattr(condition, "first", None), getattr(condition, "second", None))
+        if part is not None
+    )
 
 
 def compile_stored(template: MessageTemplate) -> CompiledTemplate:
