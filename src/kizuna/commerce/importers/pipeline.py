@@ -586,7 +586,7 @@ class Importer:
             result.orders.pop(key, None)
         self._refuse(
             f"{result.rows_rejected:,}行に誤りがあるため、何も取り込みませんでした"
-            "(「1行でも誤りがあれば何も取り込まない」指定(--strict)のため)。"
+            "(「1行でも誤りがあれば何も取り込まない」を指定したため)。"
         )
 
     def _consents(
