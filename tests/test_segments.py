@@ -377,6 +377,13 @@ def test_a_percentage_is_from_0_to_100() -> None:
     assert validate_rules(one("p_alive", "between", [50, 101])) == [
         f"{where}: 範囲は0〜100%の整数で入力してください"
     ]
+    # a probability typed as 0.5 is told the range, not "0以上" (which 0.5 already is)
+    assert validate_rules(one("p_alive", "gte", 0.5)) == [
+        f"{where}: 0〜100%の整数で入力してください"
+    ]
+    assert validate_rules(one("p_alive", "between", [0.2, 0.8])) == [
+        f"{where}: 範囲は0〜100%の整数で入力してください"
+    ]
     assert validate_rules(one("p_alive", "lte", 100)) == []
     assert validate_rules(one("p_alive", "between", [0, 100])) == []
 

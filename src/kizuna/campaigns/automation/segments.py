@@ -719,16 +719,22 @@ class _Checker:
 
 def _allowed(condition: Condition) -> str:
     """The values a number condition takes, as its message names them: 0〜150, 0〜100%."""
-    return f"0〜{condition.max_value:,}{'%' if condition.unit == '%' else ''}"
+    return f"0〜{condition.max_value:,}{'%' if _percent(condition) else ''}"
+
+
+def _percent(condition: Condition) -> bool:
+    return condition.unit == "%"
 
 
 def _number_error(shape: Shape, value: Any, condition: Condition) -> str:
     if shape == Shape.DAYS and not (_is_int(value) and 1 <= value <= MAX_DAYS):
         # One message naming the whole range: "0以上" first, then "1〜" for 0, misled.
         return f"日数は1〜{MAX_DAYS}の整数で入力してください"
-    if not _is_int(value) or value < 0:
+    # A percentage names its whole range: "0以上" told someone typing 0.5 (a probability) or
+    # -1 nothing, since the limit they missed is the 100.
+    if (not _is_int(value) or value < 0) and not _percent(condition):
         return "0以上の整数を入力してください"
-    if value > condition.max_value:
+    if not _is_int(value) or not 0 <= value <= condition.max_value:
         return f"{_allowed(condition)}の整数で入力してください"
     return ""
 
@@ -737,7 +743,7 @@ def _range_error(value: Any, condition: Condition) -> str:
     if not isinstance(value, list) or len(value) != 2:
         return "範囲の始まりと終わりを入力してください"
     if not all(_is_int(v) and v >= 0 for v in value):
-        return "範囲は0以上の整数で入力してください"
+        return f"範囲は{_allowed(condition) if _percent(condition) else '0以上'}の整数で入力してください"
     if any(v > condition.max_value for v in value):
         return f"範囲は{_allowed(condition)}の整数で入力してください"
     if value[0] > value[1]:
