@@ -395,6 +395,19 @@ def test_settings_are_saved_and_audited(client_for: ClientFor) -> None:
     assert audit.changes["cpm_lapse_days"] == [240, 180]
 
 
+def test_amounts_are_read_with_thousands_commas_and_full_width_digits(
+    client_for: ClientFor,
+) -> None:
+    for typed, stored in (("70,000", 70_000), ("８０，０００", 80_000), ("９０", 90)):
+        response = client_for(Role.ANALYST).post(
+            reverse("analytics:settings"),
+            _settings_post(cpm_amount_yen=typed, cpm_toddler_tenure_days="９０"),
+        )
+        assert response.status_code == 302, typed
+        row = AnalyticsSettings.load()
+        assert (row.cpm_amount_yen, row.cpm_toddler_tenure_days) == (stored, 90)
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -32,7 +32,7 @@ from kizuna.analytics.services import (
     segment_export_rows,
 )
 from kizuna.analytics.tasks import enqueue_run
-from kizuna.web.http import HtmxHttpRequest
+from kizuna.web.http import HtmxHttpRequest, int_or_text
 from kizuna.web.segments import _csv_lines
 
 READ_ROLES = (Role.MARKETER, Role.ANALYST)
@@ -215,6 +215,17 @@ class AnalyticsSettingsForm(forms.ModelForm[AnalyticsSettings]):
         model = AnalyticsSettings
         fields = SETTINGS_FIELDS
         widgets = {"rfm_method": forms.RadioSelect}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.is_bound:
+            # Numbers as every form of Kizuna reads them (web.http.int_or_text): the page says
+            # full-width digits are fine, and an amount is typed as 70,000 or ７０，０００.
+            data = dict(self.data.items())
+            for name, field in self.fields.items():
+                if isinstance(field, forms.IntegerField) and name in data:
+                    data[name] = str(int_or_text(data[name]))
+            self.data = data
 
 
 @allow_roles(*SETTINGS_ROLES)
