@@ -91,7 +91,7 @@ class Cells:
         still checked."""
         raw = self.text(column)
         try:
-            quantity = values.parse_quantity(raw) if raw else 0
+            quantity = values.parse_int(raw, label="数量") if raw else 0
         except CellError as exc:
             self.fail(column_name(column, "数量"), str(exc))
             return 1

@@ -306,9 +306,7 @@ class EccubeOrders:
             name = cells.text(cols["product_name"])
             kind = self._item_type(cells, code, name)
             price = cells.read(cols["unit_price"], values.parse_money, 0)
-            quantity = cells.read(
-                cols["quantity"], lambda t: values.parse_quantity(t, label="個数"), 1
-            )
+            quantity = cells.read(cols["quantity"], lambda t: values.parse_int(t, label="個数"), 1)
             if kind != "product":
                 amount = price * quantity
                 if kind in fees:

@@ -76,10 +76,6 @@ def parse_money(text: str, *, default: int = 0) -> int:
     return default if not text.strip() else parse_int(text, label="金額", unit="円")
 
 
-def parse_quantity(text: str, *, label: str = "数量") -> int:
-    return parse_int(text, label=label)
-
-
 def parse_points(text: str) -> int:
     return parse_int(text, label="ポイント", unit="ポイント")
 
