@@ -57,7 +57,7 @@ from django.utils.dateformat import TimeFormat, re_formatchars
 from django.utils.html import escape
 
 from kizuna.campaigns.automation.clock import jst_date
-from kizuna.campaigns.automation.models import MessageTemplate, Offer
+from kizuna.campaigns.automation.models import MessageTemplate, Offer, OfferKind
 from kizuna.campaigns.models import Channel
 from kizuna.campaigns.unsubscribe import UNSUBSCRIBE_PLACEHOLDER
 from kizuna.commerce.models import OrderLine, OrderStatus
@@ -974,15 +974,16 @@ def sample_context(today: dt.date) -> dict[str, Any]:
         "points_expiry_date": today + dt.timedelta(days=60),
         "next_delivery_date": today + dt.timedelta(days=14),
         "recommendations": Records([_recommendation("うるおい保湿クリーム 50g", 3280)]),
-        "offer": Record(
-            {
-                "name": "本品1,000円OFF",
-                "label": "1,000円OFF",
-                "code": "WELCOME1000",
-                "value": 1000,
-                "expires_on": today + dt.timedelta(days=30),
-            },
-            shown="label",
+        # Built as a real step's offer is, so it has every field a template may print.
+        "offer": offer_context(
+            Offer(
+                name="本品1,000円OFF",
+                kind=OfferKind.YEN_OFF,
+                value=1000,
+                code="WELCOME1000",
+                valid_days=30,
+            ),
+            today=today,
         ),
         "unsubscribe_url": UNSUBSCRIBE_PLACEHOLDER,
     }
