@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from kizuna.commerce.importers.pipeline import ImportResult
 from kizuna.commerce.models import Order
 
 pytestmark = pytest.mark.django_db
@@ -68,6 +70,40 @@ def test_the_plain_report_lists_each_bad_row() -> None:
     _, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_bad_rows.csv"))
     assert "5行目 [個数] 個数として読めません(注文番号 2002)" in out
     assert "9行目 [郵便番号]" in out
+
+
+def test_the_plain_report_says_the_orders_left_out_and_why() -> None:
+    # The web page and --json count 対象外 (EC-CUBE's 購入処理中); the terminal says it too.
+    code, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_cp932.csv"))
+    assert code == 0
+    assert "対象外 1件(2行): 購入処理中(決済が完了していない注文)のため取り込みません" in out
+    _, generic, _ = kizuna_import(
+        "orders",
+        str(DATA / "generic_orders.csv"),
+        "--mapping",
+        str(DATA / "generic_orders.yml"),
+        "--dry-run",
+    )
+    assert "対象外 1件(1行): マッピングの skip_statuses に当たるため取り込みません" in generic
+
+
+def test_the_plain_report_has_no_left_out_line_when_every_order_counts() -> None:
+    _, out, _ = kizuna_import("orders", str(DATA / "shopify_orders_bom.csv"))
+    assert "新規3件" in out
+    assert "対象外" not in out
+
+
+def test_left_out_orders_of_several_reasons_are_counted_by_reason() -> None:
+    command = importlib.import_module("kizuna.commerce.management.commands.import")
+    result = ImportResult(kind="orders", file="x.csv", dry_run=False, strict=False)
+    result.orders.update(skipped=3)
+    result.rows_skipped = 5
+    result.skip_reasons.update({"仮受注のため取り込みません": 2, "保留のため取り込みません": 1})
+    assert command._skipped_lines(result) == [
+        "対象外 3件(5行):",
+        "  仮受注のため取り込みません 2件",
+        "  保留のため取り込みません 1件",
+    ]
 
 
 def test_strict_refusal_exits_one_and_writes_nothing() -> None:

@@ -162,6 +162,8 @@ class ImportResult:
     rows_rejected: int = 0
     rows_skipped: int = 0
     orders: Counter[str] = field(default_factory=Counter)
+    # Orders left out on purpose (対象外), by the reason the format gives (購入処理中…).
+    skip_reasons: Counter[str] = field(default_factory=Counter)
     customers: Counter[str] = field(default_factory=Counter)
     consents_granted: int = 0
     refused: bool = False
@@ -502,7 +504,7 @@ class Importer:
                     self._reject(unit, unit.errors)
                     continue
                 if isinstance(unit.parsed, Skipped):
-                    self._skip(unit)
+                    self._skip(unit, unit.parsed)
                 elif isinstance(unit.parsed, ParsedOrder):
                     orders.append(unit)
                 else:
@@ -710,9 +712,10 @@ class Importer:
         if order_outcome is not None:
             result.orders[order_outcome.value] += 1
 
-    def _skip(self, unit: _Unit) -> None:
+    def _skip(self, unit: _Unit, skipped: Skipped) -> None:
         self.result.rows_skipped += len(unit.lines)
         self.result.orders["skipped"] += 1
+        self.result.skip_reasons[skipped.reason] += 1
 
     def _reject(self, unit: _Unit, errors: list[RowError]) -> None:
         result = self.result

@@ -124,11 +124,27 @@ class Command(JapaneseCommand):
             self.stderr.write(result.message)
         else:
             out.write(result.message)
+        for line in _skipped_lines(result):
+            out.write(line)
         key_label = RECORD_KEY_LABELS[result.kind]
         for error in result.errors:
             column = f"[{error.column}] " if error.column else ""
             key = f"({key_label} {error.order})" if error.order else ""
             out.write(f"  {error.line}行目 {column}{error.reason}{key}")
+
+
+def _skipped_lines(result: ImportResult) -> list[str]:
+    """The orders left out on purpose, as the web page's 対象外 says them, with the reason
+    (購入処理中…): the summary sentence counts only what was written and what was wrong, so
+    without this line staff see fewer orders than the file has and no word why."""
+    count = result.orders["skipped"]
+    if not count:
+        return []
+    head = f"対象外 {count:,}件({result.rows_skipped:,}行)"
+    reasons = result.skip_reasons.most_common()
+    if len(reasons) == 1:
+        return [f"{head}: {reasons[0][0]}"]
+    return [f"{head}:", *(f"  {reason} {n:,}件" for reason, n in reasons)]
 
 
 class _ProgressBar:
