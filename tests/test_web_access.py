@@ -328,6 +328,22 @@ def test_django_s_own_form_errors_are_japanese_for_an_english_browser(
     assert "Select a valid choice" not in queue.decode()
 
 
+@pytest.mark.parametrize(
+    ("url_name", "message"),
+    [
+        ("analytics:settings", "このフィールドは必須です"),
+        ("apikeys:create", "名前を入力してください"),
+    ],
+)
+def test_a_form_posted_without_any_field_says_what_is_missing(
+    client_for: Callable[[Role], Client], url_name: str, message: str
+) -> None:
+    # A client that posts nothing (a script, a form whose fields were lost) gets the same
+    # field messages as someone who left every field empty, not a bare form without a word.
+    response = client_for(Role.ADMIN).post(reverse(url_name), {})
+    assert message in response.content.decode()
+
+
 def test_logged_in_user_skips_the_login_page(client_for: Callable[[Role], Client]) -> None:
     response = client_for(Role.OPERATOR).get(reverse("login"))
     assert response.status_code == 302

@@ -32,7 +32,7 @@ from kizuna.analytics.services import (
     segment_export_rows,
 )
 from kizuna.analytics.tasks import enqueue_run
-from kizuna.web.http import HtmxHttpRequest, int_or_text
+from kizuna.web.http import HtmxHttpRequest, int_or_text, posted
 from kizuna.web.segments import _csv_lines
 
 READ_ROLES = (Role.MARKETER, Role.ANALYST)
@@ -233,7 +233,7 @@ class AnalyticsSettingsForm(forms.ModelForm[AnalyticsSettings]):
 @require_http_methods(["GET", "POST"])
 def settings(request: HtmxHttpRequest) -> HttpResponse:
     row = AnalyticsSettings.load()
-    form = AnalyticsSettingsForm(request.POST or None, instance=row)
+    form = AnalyticsSettingsForm(posted(request), instance=row)
     if request.method == "POST":
         if form.is_valid():
             changes = {name: form.cleaned_data[name] for name in SETTINGS_FIELDS}

@@ -24,6 +24,7 @@ from kizuna.accounts.apikeys import api_key_create, api_key_revoke
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
+from kizuna.web.http import posted
 
 PER_PAGE = 50
 
@@ -127,7 +128,7 @@ def index(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def create_key(request: HttpRequest) -> HttpResponse:
-    form = ApiKeyForm(request.POST or None)
+    form = ApiKeyForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
             api_key, secret = api_key_create(
@@ -148,7 +149,7 @@ def create_key(request: HttpRequest) -> HttpResponse:
 @never_cache
 @require_http_methods(["GET", "POST"])
 def create_source(request: HttpRequest) -> HttpResponse:
-    form = WebhookSourceForm(request.POST or None)
+    form = WebhookSourceForm(posted(request))
     if request.method == "POST" and form.is_valid():
         try:
             source, secret = webhooks.webhook_source_create(

@@ -1,5 +1,5 @@
 """Request helpers shared by the pages: typing for views that read django-htmx's
-`request.htmx`, reading a number typed into a form, and the answer to a confirmed delete."""
+`request.htmx`, the data a form is bound to, reading a number typed into a form, and the answer to a confirmed delete."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django_htmx.middleware import HtmxDetails
 
@@ -29,6 +29,13 @@ def wants_fragment(request: HtmxHttpRequest) -> bool:
     cache miss, so it gets the full page.
     """
     return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def posted(request: HttpRequest) -> QueryDict | None:
+    """The data a form is bound to: the POST body on a POST, even an empty one, and nothing on
+    a GET. (`request.POST or None` would leave a form posted without fields unbound, so it
+    answers "not valid" without a single message.)"""
+    return request.POST if request.method == "POST" else None
 
 
 def int_or_text(raw: str | None) -> int | str:

@@ -21,7 +21,7 @@ from kizuna.accounts.models import Role
 from kizuna.customers import privacy
 from kizuna.customers.models import Customer
 from kizuna.customers.services import is_erased
-from kizuna.web.http import HtmxHttpRequest
+from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center receives disclosure requests and hands the file to the customer; erasing
 # cannot be undone, so only an admin (the shop's DPO) may do it.
@@ -87,7 +87,7 @@ class EraseForm(forms.Form):
 def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET: what erasure removes and keeps, and the form. POST: erase, then back to the page."""
     customer = _customer_or_404(pk)
-    form = EraseForm(request.POST or None, customer=customer)
+    form = EraseForm(posted(request), customer=customer)
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:

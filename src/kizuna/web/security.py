@@ -39,6 +39,7 @@ from kizuna.accounts.twofactor import (
     set_two_factor_policy,
     verify_login,
 )
+from kizuna.web.http import posted
 from kizuna.web.views import STAFF_ROLES, LoginForm
 
 
@@ -121,7 +122,7 @@ def verify(request: HttpRequest) -> HttpResponse:
         return redirect("login")
     if pending_step(request.user) is not Step.VERIFY:
         return redirect(_safe_next(request))
-    form = CodeForm(request.POST or None)
+    form = CodeForm(posted(request))
     if request.method == "POST" and form.is_valid():
         result = verify_login(request, form.cleaned_data["code"])
         if result.accepted:
@@ -143,7 +144,7 @@ def account(request: HttpRequest) -> HttpResponse:
         "required": pending_step(user) is Step.ENROL,
     }
     if device is None:
-        form = CodeForm(request.POST or None)
+        form = CodeForm(posted(request))
         if request.method == "POST" and form.is_valid():
             result = confirm_enrolment(request, form.cleaned_data["code"])
             if result.accepted:

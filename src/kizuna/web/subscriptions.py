@@ -21,7 +21,7 @@ from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.subscriptions.models import CancelReason, Subscription, SubscriptionStatus
 from kizuna.subscriptions.services import subscription_cancel
-from kizuna.web.http import HtmxHttpRequest
+from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center takes cancellations (and admins); marketers read the page but do not
 # change a customer's contract.
@@ -65,7 +65,7 @@ def _subscription_or_404(pk: int, sub_pk: int) -> Subscription:
 def subscription_cancel_view(request: HtmxHttpRequest, pk: int, sub_pk: int) -> HttpResponse:
     """GET: the subscription and the form, to confirm. POST: cancel, then back to the page."""
     subscription = _subscription_or_404(pk, sub_pk)
-    form = CancelForm(request.POST or None)
+    form = CancelForm(posted(request))
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
         try:
