@@ -73,19 +73,27 @@ def test_saving_a_marketing_scenario_with_holdout_zero_warns_but_saves(client_fo
     assert "計測できません" not in html
 
 
-def test_a_transactional_notice_with_a_holdout_warns_that_some_never_get_it(
-    client_for: Login,
-) -> None:
+def test_a_transactional_notice_with_a_holdout_is_refused_in_the_form(client_for: Login) -> None:
+    # given: a shipping notice as 取引連絡, with the form's usual 10% holdout left in
     data = scenario_form(
         key="shipped", name="出荷のお知らせ", trigger_kind="shipment", purpose="transactional"
     )
     data.pop("param-product_kind")
-    html = (
-        client_for(Role.MARKETER)
-        .post(reverse("scenarios:create"), data, follow=True)
-        .content.decode()
-    )
-    assert Scenario.objects.get(key="shipped").holdout_percent == 10
-    assert (
-        "取引連絡ですがホールドアウトが10%のため、その割合のお客様にはこの連絡が届きません" in html
-    )
+    client = client_for(Role.MARKETER)
+    # when
+    response = client.post(reverse("scenarios:create"), data)
+    # then: not saved (10% of the buyers would never hear their parcel left); the page says
+    # why, next to the field too, and keeps what was typed
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert not Scenario.objects.filter(key="shipped").exists()
+    assert "ホールドアウト: 取引連絡ではホールドアウトを0%にしてください(10%になっています)" in html
+    assert "その割合のお客様に出荷のお知らせなど" in html
+    assert "目的が「取引連絡」なら0にしてください" in html
+    assert 'value="出荷のお知らせ"' in html
+    # at 0% it saves, without the 販促 warning that the lift cannot be measured
+    data["holdout_percent"] = "0"
+    html = client.post(reverse("scenarios:create"), data, follow=True).content.decode()
+    assert Scenario.objects.get(key="shipped").holdout_percent == 0
+    assert "を保存しました" in html
+    assert "ホールドアウトが0%のため" not in html

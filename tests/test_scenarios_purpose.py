@@ -112,6 +112,70 @@ def test_a_transactional_step_cannot_carry_an_offer() -> None:
     assert not Scenario.objects.exists()
 
 
+def test_a_transactional_scenario_cannot_hold_anyone_out() -> None:
+    # the holdout is sent nothing: 20% of the buyers would never get their shipping notice
+    with pytest.raises(ScenarioError) as refused:
+        scenario_save(scenario=None, spec=_spec({"kind": "shipment"}, holdout_percent=20), acting_user=STAFF)  # fmt: skip
+    [message] = refused.value.messages
+    assert message.startswith("ホールドアウト: 取引連絡ではホールドアウトを0%にしてください(20%")
+    assert "その割合のお客様に出荷のお知らせなど" in message
+    assert not Scenario.objects.exists()
+    # left out, a 取引連絡 scenario holds nobody out (a 販促 one keeps the usual 10%)
+    spec = _spec({"kind": "shipment"})
+    del spec["holdout_percent"]
+    assert scenario_save(scenario=None, spec=spec, acting_user=STAFF).holdout_percent == 0
+    spec = {**spec, "key": "promo", "name": "販促", "purpose": "marketing"}
+    assert scenario_save(scenario=None, spec=spec, acting_user=STAFF).holdout_percent == 10
+
+
+def test_a_file_cannot_give_a_transactional_scenario_a_holdout() -> None:
+    # given: a shipping notice running as 取引連絡 at 0%
+    running = scenario_activate(
+        scenario=scenario_save(scenario=None, spec=_spec({"kind": "shipment"}), acting_user=STAFF),
+        acting_user=STAFF,
+    )
+    # when: the exported file is loaded back with a 10% holdout
+    text = export_yaml().replace("holdout_percent: 0", "holdout_percent: 10")
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(text, acting_user=STAFF)
+    # then: refused with the place and the reason; everyone still gets the notice
+    assert refused.value.messages == [
+        "scenarios[1](key: notice): ホールドアウト: 取引連絡ではホールドアウトを0%にしてください"
+        "(10%になっています)。ホールドアウトのお客様には何も送られないため、その割合のお客様に"
+        "出荷のお知らせなどご自身の注文や会員情報についての連絡が届きません。"
+        "効果の比較は販促のシナリオで行ってください"
+    ]
+    running.refresh_from_db()
+    assert running.holdout_percent == 0
+
+
+def test_a_stored_transactional_scenario_with_a_holdout_is_not_started_again(
+    client_for: Login,
+) -> None:
+    # given: a shipping notice stored as 取引連絡 with a 10% holdout before the rule, paused
+    stored = _stored_before_the_rule(_spec({"kind": "shipment"}, holdout_percent=10))
+    Scenario.objects.filter(pk=stored.pk).update(status=ScenarioStatus.PAUSED)
+    # then: it cannot be started again until the holdout is 0, and its page says why
+    with pytest.raises(ScenarioError) as refused:
+        scenario_activate(scenario=stored, acting_user=STAFF)
+    assert refused.value.messages == [
+        "取引連絡ではホールドアウトを0%にしてください(10%になっています)。ホールドアウトのお客様には"
+        "何も送られないため、その割合のお客様に出荷のお知らせなどご自身の注文や会員情報についての"
+        "連絡が届きません。効果の比較は販促のシナリオで行ってください"
+    ]
+    html = client_for(Role.MARKETER).get(reverse("scenarios:detail", args=[stored.pk]))
+    text = html.content.decode()
+    assert "取引連絡としては送れない設定です" in text
+    assert "ホールドアウトのお客様には、直すまでこの連絡が届きません" in text
+    assert "取引連絡ではホールドアウトを0%にしてください(10%になっています)" in text
+    # nothing of it is sent as 販促: it has no offer and its trigger is the customer's own
+    assert "販促として送っています" not in text
+    # once set to 0 it starts
+    spec = {**_spec({"kind": "shipment"}), "purpose": "transactional"}
+    fixed = scenario_save(scenario=stored, spec=spec, acting_user=STAFF)
+    assert scenario_activate(scenario=fixed, acting_user=STAFF).status == ScenarioStatus.ACTIVE
+
+
 def test_qa_s_coupon_scenario_is_refused_in_the_form(client_for: Login) -> None:
     # given: QA's scenario — segment entered, 取引連絡, holdout 0, the win-back coupon
     segment("lapsed", one("consent", "in", ["email"]))
@@ -221,6 +285,7 @@ def test_the_scenario_page_says_a_stored_scenario_breaks_the_rule(client_for: Lo
     text = html.content.decode()
     assert "取引連絡としては送れない設定です" in text
     assert "ステップ「mail」: 取引連絡のステップにはオファーを付けられません" in text
+    assert "該当するメッセージは販促として送っています" in text
 
 
 # --- a template that prints the offer, in a step without one ------------------------------------

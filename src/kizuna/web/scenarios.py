@@ -545,6 +545,7 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         .annotate(n=Count("pk"))
         .values_list("status", "n")
     )
+    problems = purpose_problems(scenario)
     context = {
         "scenario": scenario,
         "trigger": trigger_label(scenario),
@@ -558,7 +559,9 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "backlog": Backlog.objects.filter(scenario=scenario, status=Backlog.Status.PENDING).first(),
         "last_tick": TickLog.objects.order_by("-started_at").first(),
         "problem": tick_problems().get(scenario.key),
-        "purpose_problems": purpose_problems(scenario),
+        "purpose_problems": problems,
+        # Offer steps and promotional triggers go out as 販促; a holdout is only not sent.
+        "sent_as_marketing": len(problems) > (1 if scenario.holdout_percent else 0),
         "can_edit": can_edit,
         # Only editors see the 削除 card, so only they pay for the history check.
         "cannot_delete": _cannot_delete(scenario) if can_edit else "",
@@ -596,13 +599,7 @@ def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpR
     if saved.holdout_percent == 0 and saved.purpose == Purpose.MARKETING:
         # Allowed (a shop may want everyone to get it), but the lift is then unmeasurable.
         messages.warning(request, NO_HOLDOUT_WARNING)
-    elif saved.holdout_percent and saved.purpose == Purpose.TRANSACTIONAL:
-        # The holdout gets nothing: here, no notice about their own order or subscription.
-        messages.warning(
-            request,
-            f"取引連絡ですがホールドアウトが{saved.holdout_percent}%のため、その割合のお客様には"
-            "この連絡が届きません。全員に届けるには0にしてください。",
-        )
+    # (取引連絡 with a holdout is refused by validate_scenario: the holdout would never get it.)
     return redirect("scenarios:detail", pk=saved.pk)
 
 

@@ -302,6 +302,14 @@ def _trigger_not_transactional(trigger: triggers.Trigger) -> str:
     )
 
 
+def _holdout_not_transactional(percent: int) -> str:
+    return (
+        f"取引連絡ではホールドアウトを0%にしてください({percent}%になっています)。"
+        "ホールドアウトのお客様には何も送られないため、その割合のお客様に出荷のお知らせなど"
+        "ご自身の注文や会員情報についての連絡が届きません。効果の比較は販促のシナリオで行ってください"
+    )
+
+
 def purpose_problems(scenario: Scenario) -> list[str]:
     """Why a stored 取引連絡 scenario cannot be one — saved before validate_scenario refused
     it; empty when it can. Such a scenario is not activated again until fixed, and while it
@@ -318,6 +326,8 @@ def purpose_problems(scenario: Scenario) -> list[str]:
         .order_by("position", "pk")
         .values_list("key", flat=True)
     ]
+    if scenario.holdout_percent:
+        problems.append(_holdout_not_transactional(scenario.holdout_percent))
     return problems
 
 
@@ -345,10 +355,15 @@ def _name_errors(name: str, scenario: Scenario | None) -> list[str]:
     ][:1]
 
 
-def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None) -> list[str]:
-    if purpose == Purpose.TRANSACTIONAL and trigger is not None and not trigger.transactional:
-        return [f"目的: {_trigger_not_transactional(trigger)}"]
-    return []
+def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None, holdout: Any) -> list[str]:
+    if purpose != Purpose.TRANSACTIONAL:
+        return []
+    errors = []
+    if trigger is not None and not trigger.transactional:
+        errors.append(f"目的: {_trigger_not_transactional(trigger)}")
+    if isinstance(holdout, int) and not isinstance(holdout, bool) and 0 < holdout <= 90:
+        errors.append(f"ホールドアウト: {_holdout_not_transactional(holdout)}")
+    return errors
 
 
 def validate_scenario(
@@ -379,10 +394,11 @@ def validate_scenario(
     audience = spec.get("audience") or None
     if audience and not Segment.objects.filter(key=audience).exists():
         errors.append(f"対象セグメント「{audience}」が見つかりません")
-    holdout = spec.get("holdout_percent", 10)
+    purpose = spec.get("purpose", Purpose.MARKETING)
+    # Left out, 販促 keeps 10% to measure against; 取引連絡 must reach everyone (_purpose_errors).
+    holdout = spec.get("holdout_percent", 0 if purpose == Purpose.TRANSACTIONAL else 10)
     if not isinstance(holdout, int) or isinstance(holdout, bool) or not 0 <= holdout <= 90:
         errors.append("ホールドアウトは0〜90(%)の整数で入力してください")
-    purpose = spec.get("purpose", Purpose.MARKETING)
     if purpose not in Purpose.values:
         errors.append("目的を選んでください(販促・取引連絡)")
     exit_on = list(spec.get("exit_on") or [])
@@ -395,7 +411,7 @@ def validate_scenario(
     if not isinstance(attribution, int) or not 1 <= attribution <= 365:
         errors.append("効果の計測期間は1〜365日で入力してください")
     trigger_spec = triggers.TRIGGERS.get(kind)
-    errors.extend(_purpose_errors(purpose, trigger_spec))
+    errors.extend(_purpose_errors(purpose, trigger_spec, holdout))
     steps, step_errors = _validate_steps(spec.get("steps") or [], trigger_spec, purpose)
     errors.extend(step_errors)
     cleaned = {
