@@ -235,6 +235,26 @@ def test_customer_rows_show_phone_email_and_last_order(
     assert by_pk[taro.pk].last_ordered_at is None
 
 
+def test_customer_rows_show_every_phone_and_address_the_same_way() -> None:
+    # given numbers and an address typed in full-width, without hyphens, as carts pass them on
+    typed_full_width = make_customer(given_name="一郎")
+    add_identity(typed_full_width, IdentityKind.PHONE, "+819063600394", "０９０−６３６０−０３９４")
+    add_identity(
+        typed_full_width,
+        IdentityKind.EMAIL,
+        "yamada_t663@example.com",
+        "ｙａｍａｄａ_ｔ663＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    )
+    typed_bare = make_customer(given_name="次郎")
+    add_identity(typed_bare, IdentityKind.PHONE, "+819037782017", "09037782017")
+    # then the list shows them as the operator reads them down the column
+    rows = {row.customer.pk: row for row in customer_rows([typed_full_width, typed_bare])}
+    assert rows[typed_full_width.pk].phone == "090-6360-0394"
+    assert rows[typed_full_width.pk].email == "yamada_t663@example.com"
+    assert rows[typed_bare.pk].phone == "090-3778-2017"
+    assert rows[typed_bare.pk].email == ""
+
+
 # --- the page --------------------------------------------------------------------------------
 
 

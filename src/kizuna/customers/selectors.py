@@ -221,18 +221,25 @@ def customer_rows(customers: Sequence[Customer]) -> list[CustomerRow]:
         rows.append(
             CustomerRow(
                 customer=customer,
-                phone=_first_display(identities, IdentityKind.PHONE),
-                email=_first_display(identities, IdentityKind.EMAIL),
+                phone=jp.format_phone(_first_value(identities, IdentityKind.PHONE)),
+                email=jp.nfkc(_first_value(identities, IdentityKind.EMAIL, as_typed=True)),
                 last_ordered_at=last_orders.get(customer.pk),
             )
         )
     return rows
 
 
-def _first_display(identities: Iterable[Identity], kind: IdentityKind) -> str:
+def _first_value(
+    identities: Iterable[Identity], kind: IdentityKind, *, as_typed: bool = False
+) -> str:
+    """The first identity of `kind`: its key, or the address as typed (keeping its capitals).
+
+    A list is read down a column, so it shows every number and address the same way (phones
+    as 090-1234-5678, addresses in half-width), whatever the cart or the customer typed; the
+    customer page shows each as it was entered."""
     for identity in identities:
         if identity.kind == kind:
-            return identity.display_value or identity.value
+            return (identity.display_value if as_typed else "") or identity.value
     return ""
 
 
