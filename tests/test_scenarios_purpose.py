@@ -7,11 +7,14 @@ before the rule still gets its coupons sent as 販促 (特定電子メール法,
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
@@ -327,3 +330,42 @@ def test_a_template_that_prints_the_offer_only_when_there_is_one_needs_no_offer(
     assert (
         scenario_save(scenario=None, spec=spec, acting_user=STAFF).purpose == Purpose.TRANSACTIONAL
     )
+
+
+def test_the_list_marks_stored_transactional_scenarios_to_fix(client_for: Login) -> None:
+    # given: three 取引連絡 scenarios stored before the rules — a shipping notice with a coupon
+    # step, one with a 10% holdout, a birthday greeting — one that is fine, and a 販促 one
+    coupon = _coupon()
+    _stored_before_the_rule(_spec({"kind": "shipment"}, offer=coupon, key="coupon", name="A"))
+    _stored_before_the_rule(_spec({"kind": "delivery"}, holdout_percent=10, key="held", name="B"))
+    _stored_before_the_rule(_spec({"kind": "birthday"}, key="birthday", name="C"))
+    scenario_save(scenario=None, spec=_spec({"kind": "signup"}, key="fine", name="D"), acting_user=STAFF)  # fmt: skip
+    scenario_save(
+        scenario=None,
+        spec=_spec({"kind": "signup"}, key="promo", name="E", purpose="marketing", offer=coupon),
+        acting_user=STAFF,
+    )
+    client = client_for(Role.MARKETER)
+    # when
+    with CaptureQueriesContext(connection) as three_to_fix:
+        html = client.get(reverse("scenarios:list")).content.decode()
+    # then: each row to fix says so, with the reasons in its title; the others do not
+    rows = {
+        key: row
+        for row in re.findall(r"<tr>(.*?)</tr>", html, re.S)
+        for key in re.findall(r'class="muted small mono">([a-z-]+)<', row)
+    }
+    assert set(rows) == {"coupon", "held", "birthday", "fine", "promo"}
+    for key in ("coupon", "held", "birthday"):
+        assert "要修正" in rows[key], key
+    for key in ("fine", "promo"):
+        assert "要修正" not in rows[key], key
+    assert "取引連絡のステップにはオファーを付けられません" in rows["coupon"]
+    assert "取引連絡ではホールドアウトを0%にしてください(10%になっています)" in rows["held"]
+    assert "きっかけ「誕生日」は使えません" in rows["birthday"]
+    # and the marks cost one query for all rows, not one per row
+    Scenario.objects.filter(key__in=["fine", "promo"]).update(purpose=Purpose.TRANSACTIONAL, holdout_percent=5)  # fmt: skip
+    with CaptureQueriesContext(connection) as five_to_fix:
+        html = client.get(reverse("scenarios:list")).content.decode()
+    assert html.count("<strong>要修正</strong>") == 5
+    assert len(five_to_fix) == len(three_to_fix)

@@ -57,6 +57,7 @@ from kizuna.campaigns.automation.services import (
     offer_save,
     offer_uses,
     purpose_problems,
+    purpose_problems_of,
     scenario_activate,
     scenario_delete,
     scenario_history,
@@ -413,8 +414,16 @@ def scenario_list(request: HtmxHttpRequest) -> HttpResponse:
     """The scenarios; their enrollment counts come after the page (scenario_counts)."""
     scenarios = list(Scenario.objects.select_related("audience").order_by("name", "pk"))
     problems = tick_problems()
+    # 取引連絡 ones stored before a rule refused them (one query for all, not one per row).
+    to_fix = purpose_problems_of(scenarios)
     rows = [
-        {"scenario": s, "trigger": trigger_label(s), "problem": problems.get(s.key)}
+        {
+            "scenario": s,
+            "trigger": trigger_label(s),
+            "problem": problems.get(s.key),
+            "purpose_problems": to_fix.get(s.pk, []),
+            "purpose_title": "\n".join(to_fix.get(s.pk, [])),
+        }
         for s in scenarios
     ]
     backlogs = list(

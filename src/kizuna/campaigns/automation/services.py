@@ -314,21 +314,39 @@ def purpose_problems(scenario: Scenario) -> list[str]:
     """Why a stored 取引連絡 scenario cannot be one — saved before validate_scenario refused
     it; empty when it can. Such a scenario is not activated again until fixed, and while it
     runs its promotional messages go out as 販促 (triggers.sending_purpose)."""
-    if scenario.purpose != Purpose.TRANSACTIONAL:
-        return []
-    problems = []
-    trigger = triggers.TRIGGERS.get(scenario.trigger_kind)
-    if trigger is not None and not trigger.transactional:
-        problems.append(_trigger_not_transactional(trigger))
-    problems += [
-        f"ステップ「{key}」: {OFFER_NOT_TRANSACTIONAL}"
-        for key in scenario.steps.filter(offer__isnull=False)
+    return purpose_problems_of([scenario]).get(scenario.pk, [])
+
+
+def purpose_problems_of(scenarios: list[Scenario]) -> dict[int, list[str]]:
+    """purpose_problems of many scenarios (the list page) in one query, by pk; scenarios
+    without a problem are left out, and without a 取引連絡 one no query is made."""
+    transactional = [s for s in scenarios if s.purpose == Purpose.TRANSACTIONAL]
+    if not transactional:
+        return {}
+    offer_steps: dict[int, list[str]] = {}
+    for scenario_id, key in (
+        ScenarioStep.objects.filter(
+            scenario_id__in=[s.pk for s in transactional], offer__isnull=False
+        )
         .order_by("position", "pk")
-        .values_list("key", flat=True)
-    ]
-    if scenario.holdout_percent:
-        problems.append(_holdout_not_transactional(scenario.holdout_percent))
-    return problems
+        .values_list("scenario_id", "key")
+    ):
+        offer_steps.setdefault(scenario_id, []).append(key)
+    found: dict[int, list[str]] = {}
+    for scenario in transactional:
+        problems = []
+        trigger = triggers.TRIGGERS.get(scenario.trigger_kind)
+        if trigger is not None and not trigger.transactional:
+            problems.append(_trigger_not_transactional(trigger))
+        problems += [
+            f"ステップ「{key}」: {OFFER_NOT_TRANSACTIONAL}"
+            for key in offer_steps.get(scenario.pk, [])
+        ]
+        if scenario.holdout_percent:
+            problems.append(_holdout_not_transactional(scenario.holdout_percent))
+        if problems:
+            found[scenario.pk] = problems
+    return found
 
 
 def name_key(name: str) -> str:
@@ -838,6 +856,7 @@ __all__ = [
     "offer_save",
     "offer_uses",
     "purpose_problems",
+    "purpose_problems_of",
     "scenario_activate",
     "scenario_delete",
     "scenario_history",
