@@ -11,7 +11,8 @@ from django.utils import timezone
 from kizuna.commerce.importers import ImportOptions, ImportResult, run_import
 from kizuna.commerce.importers.decoding import WAVE_DASH
 from kizuna.commerce.importers.shopify import province
-from kizuna.commerce.models import Order, OrderReversal, OrderStatus
+from kizuna.commerce.models import Order, OrderReversal, OrderStatus, Product, ProductKind
+from kizuna.commerce.services import product_code_key, product_ensure
 from kizuna.customers.models import ConsentChannel, ConsentMethod, Identity, IdentityKind
 from kizuna.customers.selectors import customer_search
 
@@ -89,7 +90,58 @@ def test_a_line_item_without_sku_is_still_a_product() -> None:
     run()
     line = Order.objects.get(number="#1002").lines.get()
     assert line.product_name == "ギフトカード ¥5,000"
-    assert line.product.code.startswith("SHOPIFY:")
+    # the code keeps the name's long-vowel mark (not ギフトカ-ド, a word nobody wrote)
+    assert line.product.code == "SHOPIFY:ギフトカード ¥5,000"
+
+
+def test_a_product_stored_under_its_older_code_is_still_matched_on_reimport() -> None:
+    # given the export imported before product codes kept ー: the code was stored as
+    # SHOPIFY:ギフトカ-ド ¥5,000 (segments and triggers name products by that code)
+    run()
+    Product.objects.filter(code="SHOPIFY:ギフトカード ¥5,000").update(
+        code="SHOPIFY:ギフトカ-ド ¥5,000"
+    )
+    products = Product.objects.count()
+    # when the same export is imported again
+    again = run()
+    # then nothing is new: the order is unchanged, and no second gift-card product appears
+    assert (again.orders["created"], again.orders["updated"], again.orders["unchanged"]) == (
+        0,
+        0,
+        3,
+    )
+    assert Product.objects.count() == products
+    # and a new order of that product joins the product already stored
+    Order.objects.filter(number="#1002").delete()
+    assert run().orders["created"] == 1
+    line = Order.objects.get(number="#1002").lines.get()
+    assert line.product.code == "SHOPIFY:ギフトカ-ド ¥5,000"
+    assert Product.objects.count() == products
+
+
+def test_one_product_by_code_finds_the_older_form_too() -> None:
+    # product_ensure (the subscriptions API) matches codes as the order writes do
+    older = Product.objects.create(code="ワ-ド-01", name="ワード", price=0, kind=ProductKind.MAIN)
+    assert product_ensure(code="ワード-01", name="x", price=0, kind=ProductKind.MAIN) == older
+    new = product_ensure(code="セーター", name="セーター", price=0, kind=ProductKind.MAIN)
+    assert new.code == "セーター"
+    assert Product.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("SHOPIFY:ギフトカード", "SHOPIFY:ギフトカード"),
+        ("ｷﾞﾌﾄｶｰﾄﾞ", "ギフトカード"),  # half-width kana and its ｰ, as NFKC reads them
+        ("らーめん", "らーめん"),
+        ("ワーーイ", "ワーーイ"),
+        ("KZー0001", "KZ-0001"),  # an IME's minus after a letter is still a hyphen
+        ("BS－０１", "BS-01"),
+        ("カ－ド", "カ-ド"),  # a full-width minus is a hyphen wherever it is
+    ],
+)
+def test_product_codes_keep_the_long_vowel_mark_of_a_kana_word(given: str, stored: str) -> None:
+    assert product_code_key(given) == stored
 
 
 def test_the_name_order_can_be_overridden() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,10 +148,40 @@ def _line_errors(line: LineInput) -> dict[str, str]:
     return errors
 
 
+# Hiragana and katakana (ー itself included, so ワーーイ keeps both marks).
+_KANA_RE = re.compile("[\u3041-\u309f\u30a1-\u30ff]")
+
+
+def product_code_key(code: str) -> str:
+    """A product code as stored and matched: `jp.normalize_identifier` (NFKC; an IME's ー for
+    the minus key as "-", so "KZー0001" is "KZ-0001"), except that a long-vowel mark after
+    kana stays ー. There it is part of the word: Shopify's code for a line item without SKU
+    is 「SHOPIFY:」 and the item's name, and 「ギフトカード」 folded to 「ギフトカ-ド」, a word
+    nobody wrote. Raises NormalisationError for an empty code.
+
+    Codes stored before this kept ー are in the folded form; `_older_code` finds them."""
+    folded = jp.normalize_identifier(code)
+    text = jp.nfkc(code)
+    if len(text) != len(folded):  # normalize_identifier replaces one character by one
+        return folded
+    return "".join(
+        ch if ch == "ー" and i and _KANA_RE.match(text[i - 1]) else plain
+        for i, (ch, plain) in enumerate(zip(text, folded, strict=True))
+    )
+
+
+def _older_code(key: str) -> str:
+    """The form `key` was stored in before product codes kept ー (ギフトカ-ド). Lines and
+    products imported then are found under it, so importing a file again creates nothing; the
+    stored codes are not rewritten, since segments and triggers name products by code."""
+    return jp.normalize_identifier(key)
+
+
 def product_ensure(*, code: str, name: str, price: int, kind: ProductKind) -> Product:
     """The product with this code, created from the order line when the catalogue lacks it."""
-    code = jp.normalize_identifier(code)
-    product = Product.objects.filter(code=code).first()
+    code = product_code_key(code)
+    found = {p.code: p for p in Product.objects.filter(code__in={code, _older_code(code)})}
+    product = found.get(code) or found.get(_older_code(code))
     if product is not None:
         return product
     try:
@@ -552,7 +583,7 @@ class _Round:
         return [
             (
                 order.pk,
-                products[jp.normalize_identifier(line.product_code)].pk,
+                products[product_code_key(line.product_code)].pk,
                 line.product_name,
                 line.unit_price,
                 line.quantity,
@@ -606,7 +637,8 @@ class _Stored:
         )
         codes = dict(rows_where_in(Product, ("id", "code"), "id", {row[1] for row in lines}))
         for order_id, product_id, price, quantity in lines:
-            stored.lines.setdefault(order_id, []).append((codes[product_id], price, quantity))
+            line = (_older_code(codes[product_id]), price, quantity)
+            stored.lines.setdefault(order_id, []).append(line)
         for shipment in sorted(
             instances_where_in(Shipment, "order_id", ids), key=lambda s: (s.order_id, s.pk)
         ):
@@ -617,10 +649,10 @@ class _Stored:
 
 
 def _input_signature(data: OrderInput) -> list[tuple[str, int, int]]:
-    """The lines as the stored signature reads them: (normalised code, price, quantity)."""
-    return sorted(
-        (jp.normalize_identifier(x.product_code), x.unit_price, x.quantity) for x in data.lines
-    )
+    """The lines as the stored signature reads them: (code, price, quantity), the code in its
+    folded form (`_older_code`) on both sides, so that a line stored before product codes
+    kept ー (ギフトカ-ド) is the same line as the file's ギフトカード."""
+    return sorted((_older_code(x.product_code), x.unit_price, x.quantity) for x in data.lines)
 
 
 def _products_ensure(lines: list[LineInput]) -> dict[str, Product]:
@@ -628,11 +660,19 @@ def _products_ensure(lines: list[LineInput]) -> dict[str, Product]:
     created from the first line that names them (as `product_ensure` does, in bulk)."""
     wanted: dict[str, LineInput] = {}
     for line in lines:
-        wanted.setdefault(jp.normalize_identifier(line.product_code), line)
+        wanted.setdefault(product_code_key(line.product_code), line)
     if not wanted:
         return {}
-    products = {p.code: p for p in instances_where_in(Product, "code", wanted)}
-    missing = [code for code in wanted if code not in products]
+    older = {code: _older_code(code) for code in wanted}
+    found = {p.code: p for p in instances_where_in(Product, "code", {*wanted, *older.values()})}
+    products: dict[str, Product] = {}
+    missing: list[str] = []
+    for code in wanted:
+        product = found.get(code) or found.get(older[code])
+        if product is None:
+            missing.append(code)
+        else:
+            products[code] = product
     if missing:
         # ignore_conflicts: a concurrent import may create the same product meanwhile.
         Product.objects.bulk_create(
