@@ -26,7 +26,17 @@ def _save(key: str, name: str, scenario: Scenario | None = None, **fields: objec
     return scenario_save(scenario=scenario, spec=spec, acting_user=STAFF)
 
 
-@pytest.mark.parametrize("typed", ["QA シナリオ", "ＱＡ　シナリオ", "qa  シナリオ "])
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "QA シナリオ",
+        "ＱＡ　シナリオ",
+        "qa  シナリオ ",
+        "QAシナリオ",
+        "ＱＡシナリオ",
+        "Q A　シナリオ",
+    ],
+)
 def test_a_new_scenario_cannot_take_a_name_in_use(typed: str) -> None:
     _save("qa-1", "QA シナリオ")
     with pytest.raises(ScenarioError) as refused:
@@ -84,3 +94,21 @@ def test_scenarios_that_shared_a_name_before_the_rule_are_told_apart(client_for:
     options = re.findall(r'<option value="(\d+)"[^>]*>([^<]*)</option>', page)
     assert (str(first.pk), "QA シナリオ(qa-1)") in options
     assert (str(second.pk), "QA シナリオ(qa-2)") in options
+
+
+def test_names_that_differ_only_in_spaces_stored_before_the_rule_can_still_be_edited() -> None:
+    # given: 「QA シナリオ」 and 「QAシナリオ」, saved when spaces still told names apart
+    first = _save("qa-1", "QA シナリオ")
+    second = _save("qa-2", "仮の名前")
+    Scenario.objects.filter(pk=second.pk).update(name="QAシナリオ")
+    second.refresh_from_db()
+    # then: each keeps its name through an edit
+    assert _save("qa-2", "QAシナリオ", scenario=second, description="説明").name == "QAシナリオ"
+    assert _save("qa-1", "QA シナリオ", scenario=first, description="説明").name == "QA シナリオ"
+    # and a third cannot take either, told which scenario has it (the first saved)
+    with pytest.raises(ScenarioError) as refused:
+        _save("qa-3", "Ｑ Ａ シナリオ")
+    assert refused.value.messages == [
+        "名前「Ｑ Ａ シナリオ」は既にシナリオ「QA シナリオ」(識別名 qa-1)で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+    ]

@@ -350,9 +350,10 @@ def purpose_problems_of(scenarios: list[Scenario]) -> dict[int, list[str]]:
 
 
 def name_key(name: str) -> str:
-    """A scenario name as people tell names apart: 「ＱＡ　シナリオ」 and 「qa シナリオ」 are the
-    same name in a list (full/half width by NFKC, case, runs of spaces)."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+    """A scenario name as people tell names apart: 「ＱＡ　シナリオ」, 「qa シナリオ」 and
+    「QAシナリオ」 are the same name in a list (full/half width by NFKC, case, and spaces: none
+    counts, full-width U+3000 included, which NFKC makes a space)."""
+    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
 
 
 def _name_errors(name: str, scenario: Scenario | None) -> list[str]:
