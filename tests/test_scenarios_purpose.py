@@ -18,7 +18,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
-from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
+from kizuna.campaigns.automation.models import Enrollment, Scenario, ScenarioStatus
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import (
     ScenarioError,
@@ -29,6 +29,7 @@ from kizuna.campaigns.automation.services import (
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.campaigns.delivery import DeliveryWorker
 from kizuna.campaigns.models import OutboxMessage, OutboxStatus, Purpose
+from kizuna.commerce.models import Shipment
 from kizuna.customers.models import IdentityKind
 from tests.delivery_support import open_all_day
 from tests.factories import add_identity, make_customer, make_order
@@ -169,7 +170,7 @@ def test_a_stored_transactional_scenario_with_a_holdout_is_not_started_again(
     html = client_for(Role.MARKETER).get(reverse("scenarios:detail", args=[stored.pk]))
     text = html.content.decode()
     assert "取引連絡としては送れない設定です" in text
-    assert "ホールドアウトのお客様には、直すまでこの連絡が届きません" in text
+    assert "ホールドアウトは使わず、全員に送っています" in text
     assert "取引連絡ではホールドアウトを0%にしてください(10%になっています)" in text
     # nothing of it is sent as 販促: it has no offer and its trigger is the customer's own
     assert "販促として送っています" not in text
@@ -177,6 +178,21 @@ def test_a_stored_transactional_scenario_with_a_holdout_is_not_started_again(
     spec = {**_spec({"kind": "shipment"}), "purpose": "transactional"}
     fixed = scenario_save(scenario=stored, spec=spec, acting_user=STAFF)
     assert scenario_activate(scenario=fixed, acting_user=STAFF).status == ScenarioStatus.ACTIVE
+
+
+def test_a_stored_transactional_scenario_with_a_holdout_still_tells_everyone() -> None:
+    # given: a shipping notice stored as 取引連絡 with the largest holdout (90%) before the
+    # rule, running, and ten customers whose orders ship
+    _stored_before_the_rule(_spec({"kind": "shipment"}, holdout_percent=90))
+    for _ in range(10):
+        order = make_order(make_customer(), ordered_at=jst(2026, 5, 1, 12))
+        Shipment.objects.create(order=order, shipped_on=dt.date(2026, 5, 2))
+    # when
+    tick(jst(2026, 5, 2, 10))
+    # then: nobody is held out of the notice they are owed; each gets it
+    assert Enrollment.objects.count() == 10
+    assert not Enrollment.objects.filter(holdout=True).exists()
+    assert OutboxMessage.objects.filter(purpose=Purpose.TRANSACTIONAL).count() == 10
 
 
 def test_qa_s_coupon_scenario_is_refused_in_the_form(client_for: Login) -> None:

@@ -702,7 +702,9 @@ def _delivery_history(scenario: Scenario, window: triggers.Window) -> list[tuple
     enrollments = []
     for sub_id, customer_id, product_id, scheduled_on in rows:
         day = scheduled_on - ahead
-        holdout = triggers.holdout_draw(scenario.key, customer_id, scenario.holdout_percent)
+        holdout = triggers.holdout_draw(
+            scenario.key, customer_id, triggers.holdout_percent(scenario)
+        )
         enrollments.append(
             (scenario.pk, customer_id, f"delivery:{sub_id}:{scheduled_on:%Y-%m-%d}", holdout,
              jst_at(day), jst_at(day), day, None, sub_id, product_id, scheduled_on)

@@ -820,6 +820,13 @@ def holdout_draw(scenario_key: str, customer_id: int, percent: int) -> bool:
     return int.from_bytes(digest, "big") % 10_000 < percent * 100
 
 
+def holdout_percent(scenario: Scenario) -> int:
+    """The share of entrants `scenario` holds out: none when it says 取引連絡. Such a notice
+    (発送のお知らせ…) is owed to every customer; validate_scenario refuses a holdout on it,
+    and one stored before that rule is sent to everyone rather than withheld from some."""
+    return 0 if scenario.purpose == Purpose.TRANSACTIONAL else scenario.holdout_percent
+
+
 def candidate_query(
     scenario: Scenario, window: Window, *, exclude_enrolled: bool = True
 ) -> QuerySet[Any]:
@@ -904,7 +911,7 @@ def enrollment_rows(
 ) -> list[tuple[Any, ...]]:
     """`enrollment_query`'s rows with the holdout drawn, for callers that insert them
     themselves (the demo writes history in a fixed order)."""
-    key, percent = scenario.key, scenario.holdout_percent
+    key, percent = scenario.key, holdout_percent(scenario)
     return [
         (*row[:3], holdout_draw(key, row[1], percent), *row[4:])
         for row in enrollment_query(scenario, window, at_trigger=at_trigger)
@@ -934,11 +941,11 @@ def enroll(scenario: Scenario, window: Window) -> Enrolled:
         query = enrollment_query(scenario, window, exclude_enrolled=not fresh_rows)
         inserted = insert_select(Enrollment, ENROLLMENT_COLUMNS, query, ignore_conflicts=True)
         held = 0
-        if inserted and scenario.holdout_percent > 0:
+        key, percent = scenario.key, holdout_percent(scenario)
+        if inserted and percent > 0:
             new = Enrollment.objects.filter(
                 scenario=scenario, enrolled_at=window.now, holdout=False
             ).values_list("pk", "customer_id")
-            key, percent = scenario.key, scenario.holdout_percent
             drawn = [pk for pk, cid in new if holdout_draw(key, cid, percent)]
             for start in range(0, len(drawn), 5000):
                 chunk = drawn[start : start + 5000]
@@ -1024,6 +1031,7 @@ __all__ = [
     "enrollment_query",
     "enrollment_rows",
     "holdout_draw",
+    "holdout_percent",
     "sending_purpose",
     "validate_params",
 ]
