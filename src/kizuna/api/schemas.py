@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic import ValidationError as PydanticValidationError
 
+from kizuna.commerce.services import REGISTERED_AHEAD, is_ahead
 from kizuna.customers.models import IdentityKind
 
 # No C0/C1 control characters; tab and newline are refused too (no field here is multi-line).
@@ -162,6 +163,14 @@ Prefecture = Annotated[
 ]
 
 
+def _not_ahead(value: dt.datetime) -> dt.datetime:
+    # As an order's ordered_at (commerce.services.FUTURE_SLACK): a day's slack for a cart's
+    # clock or time zone; beyond it, a year typed wrong would date the customer in the future.
+    if is_ahead(value):
+        raise ValueError(REGISTERED_AHEAD)
+    return value
+
+
 class ProfileFields(Input):
     """顧客の項目。送った項目だけを使います。"""
 
@@ -192,7 +201,9 @@ class ProfileFields(Input):
     gender: Gender | None = Field(default=None, description="性別")
     acquisition_channel: AcquisitionChannel | None = Field(default=None, description="獲得経路")
     member_status: MemberStatus | None = Field(default=None, description="会員状態")
-    registered_at: Timestamp | None = Field(default=None, description="登録日時(省略時は現在)")
+    registered_at: Annotated[Timestamp, AfterValidator(_not_ahead)] | None = Field(
+        default=None, description="登録日時(省略時は現在。明日より先の日時は受け付けません)"
+    )
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, as the customer services take them.

@@ -119,6 +119,15 @@ def validate_order_input(data: OrderInput) -> None:
 # written in another time zone, is not a mistake; a year typed wrong (2062 for 2026) is, and
 # a future order would then count as the newest purchase in every analysis.
 FUTURE_SLACK = dt.timedelta(days=1)
+# A customer's 登録日 (registered_at) further ahead than that: the CSV importers, the API and
+# the customer webhook refuse it with this message. A typo there would date the customer, and
+# the e-mail consent a member file records at that time, in the future.
+REGISTERED_AHEAD = "登録日が未来の日付です"
+
+
+def is_ahead(at: dt.datetime) -> bool:
+    """A time more than FUTURE_SLACK ahead of our clock: a date typed wrong, not clock skew."""
+    return at > timezone.now() + FUTURE_SLACK
 
 
 def _future_date_errors(data: OrderInput) -> dict[str, str]:
@@ -128,6 +137,8 @@ def _future_date_errors(data: OrderInput) -> dict[str, str]:
     errors: dict[str, str] = {}
     if data.ordered_at > now + FUTURE_SLACK:
         errors["ordered_at"] = "受注日が未来の日付です"
+    if data.cancelled_at and data.cancelled_at > now + FUTURE_SLACK:
+        errors["cancelled_at"] = "キャンセル・返品日が未来の日付です"
     if data.shipped_on and data.shipped_on > latest_day:
         errors["shipped_on"] = "出荷日が未来の日付です"
     if data.delivered_on and data.delivered_on > latest_day:

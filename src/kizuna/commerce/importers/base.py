@@ -17,7 +17,12 @@ from kizuna.commerce.importers import values
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, RowErrors
 from kizuna.commerce.importers.table import Column, Header, Record, bind
 from kizuna.commerce.models import Order, OrderLine, Product, Shipment
-from kizuna.commerce.services import OrderInput, validate_order_input
+from kizuna.commerce.services import (
+    REGISTERED_AHEAD,
+    OrderInput,
+    is_ahead,
+    validate_order_input,
+)
 from kizuna.core import jp
 from kizuna.core.limits import TextLimit
 from kizuna.customers.models import Customer, IdentityKind
@@ -115,6 +120,18 @@ class Cells:
         if reason is not None:
             self.fail(column_name(column, label or limit.label), reason)
         return value
+
+
+def read_registered_at(
+    cells: Cells, column: Column | None, parse: Callable[[str], dt.datetime]
+) -> dt.datetime | None:
+    """A member row's 登録日. More than a day ahead is the row's error against its column, as an
+    order's 受注日 is (the same slack: FUTURE_SLACK)."""
+    registered = cells.read(column, parse, None)
+    if registered is not None and column is not None and is_ahead(registered):
+        cells.fail(column.name, REGISTERED_AHEAD)
+        return None
+    return registered
 
 
 def column_name(column: Column | None, fallback: str) -> str:

@@ -28,6 +28,7 @@ from kizuna.commerce.importers.base import (
     column_name,
     customer_cells,
     raise_if,
+    read_registered_at,
     require_columns,
 )
 from kizuna.commerce.importers.errors import RowError
@@ -406,7 +407,7 @@ class EccubeMembers:
         check_profile(cells, cols, profile)
         if not profile.get("family_name"):
             cells.require(cols["family_name"], "お名前(姓)")
-        registered = cells.read(cols["registered_at"], values.parse_datetime, None)
+        registered = read_registered_at(cells, cols["registered_at"], values.parse_datetime)
         if registered is not None:
             profile["registered_at"] = registered
         status = member_status(cells, cols["member_status"])

@@ -29,6 +29,7 @@ from kizuna.commerce.importers.base import (
     column_name,
     customer_cells,
     raise_if,
+    read_registered_at,
 )
 from kizuna.commerce.importers.eccube import member_status
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, UsageError
@@ -325,10 +326,10 @@ class GenericCustomers(_MappedFormat):
             cells.require(cols["family_name"] or cols["full_name"], "姓")
         if not identities:
             cells.fail("", "会員ID・メールアドレス・電話番号のいずれもありません")
-        registered = cells.read(
+        registered = read_registered_at(
+            cells,
             cols["registered_at"],
             lambda t: values.parse_datetime(t, self.mapping.date_formats),
-            None,
         )
         if registered is not None:
             profile["registered_at"] = registered
