@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
+from django.core.servers.basehttp import WSGIRequestHandler
 from django.test import Client
 from django.urls import reverse
 from pytest_django import DjangoAssertNumQueries, Settings
@@ -347,3 +349,16 @@ def test_the_query_is_not_logged(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "09012345678" not in logged
     assert "やまだはなこ" not in logged
+
+
+def test_the_development_server_logs_a_refused_search_without_its_terms(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given: `kizuna runserver` refusing an API search by e-mail (401 is logged at WARNING)
+    server = SimpleNamespace(request=None, log_date_time_string=lambda: "24/Nov/2026 10:00:00")
+    request_line = "GET /api/v1/customers?email=hanako.yamada%40example.jp&limit=5 HTTP/1.1"
+    # when the server writes its request line through Django's own handler
+    WSGIRequestHandler.log_message(server, '"%s" %s %s', request_line, "401", "57")  # type: ignore[arg-type]
+    # then the line is there, without the address
+    [record] = [r for r in caplog.records if r.name == "django.server"]
+    assert record.getMessage() == '"GET /api/v1/customers?… HTTP/1.1" 401 57'
