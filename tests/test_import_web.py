@@ -440,3 +440,6 @@ def test_a_member_file_report_names_rows_by_member_id(client_for: ClientFor) -> 
     orders_run = ImportRun.objects.exclude(pk=run.pk).get()
     fragment = client.get(reverse("imports:errors", args=[orders_run.pk]), HTTP_HX_REQUEST="true")
     assert "<th>注文番号</th>" in fragment.content.decode()
+    # and the stored key's own label (admin, model forms, exports) is true for both kinds
+    assert ImportRowError.objects.filter(run=run, order_key="102").exists()
+    assert str(ImportRowError._meta.get_field("order_key").verbose_name) == "注文番号・会員ID"

@@ -239,7 +239,9 @@ class ImportRowError(models.Model):
     line = models.PositiveIntegerField("行")
     column = models.CharField("列", max_length=100, blank=True)
     reason = models.CharField("理由", max_length=500)
-    order_key = models.CharField("注文番号", max_length=64, blank=True)
+    # An order file's rows are named by order number, a member file's by member ID
+    # (RECORD_KEY_LABELS: the report names it after the run's kind).
+    order_key = models.CharField("注文番号・会員ID", max_length=64, blank=True)
 
     class Meta:
         verbose_name = "CSV取込の誤り"
