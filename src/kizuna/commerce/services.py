@@ -172,6 +172,8 @@ def product_code_key(code: str) -> str:
 
     Codes stored before this kept ー are in the folded form; `_older_code` finds them."""
     folded = jp.normalize_identifier(code)
+    if "ー" not in code and "ｰ" not in code:  # most codes; NFKC makes the half-width ｰ a ー
+        return folded
     text = jp.nfkc(code)
     if len(text) != len(folded):  # normalize_identifier replaces one character by one
         return folded
