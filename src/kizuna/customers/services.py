@@ -209,7 +209,11 @@ _ERASED_REFUSAL = (
 )
 
 
-def _refuse_if_erased(customer: Customer) -> None:
+def refuse_if_erased(customer: Customer) -> None:
+    """Raise ValidationError (the same Japanese message as a refused profile update) when the
+    customer is erased: an anonymous record takes no new personal data nor new activity
+    (subscriptions, points). Reads `customer` as given: pass the row read (and locked) in the
+    writing transaction, not an instance read before, which may predate the erasure."""
     if is_erased(customer):
         raise ValidationError(_ERASED_REFUSAL)
 
@@ -344,7 +348,7 @@ def identity_add(
         if existing.customer_id == customer.pk:
             return existing
         raise ValidationError({"value": "この識別子は別の顧客に登録されています"})
-    _refuse_if_erased(customer)
+    refuse_if_erased(customer)
     identity = Identity.objects.create(
         customer=customer, kind=kind, value=key, display_value=jp.nfkc(value), source=source
     )

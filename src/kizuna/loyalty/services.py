@@ -19,6 +19,7 @@ from django.utils import timezone
 from kizuna.commerce.models import Order
 from kizuna.core.audit import Actor, audit_record
 from kizuna.customers.models import Customer, TimelineKind
+from kizuna.customers.services import refuse_if_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
 
@@ -27,6 +28,16 @@ POINTS_VALID_DAYS = 365
 
 class InsufficientPointsError(ValidationError):
     """A redemption or negative adjustment larger than the balance."""
+
+
+def _lock_active(customer: Customer) -> None:
+    """Lock the customer's row and refuse an erased record (docs/privacy.md): an anonymous
+    record earns, spends and is granted nothing. Read under the lock the erasure takes, so an
+    erasure either has committed and is seen here, or waits for this write. What stays
+    possible on an erased record: expiry, and a negative adjustment writing off its balance."""
+    locked = Customer.objects.select_for_update().filter(pk=customer.pk).first()
+    if locked is not None:
+        refuse_if_erased(locked)
 
 
 def _append(
@@ -93,6 +104,7 @@ def points_earn(
     """Grant points. An order earns at most once (a repeat call returns the first entry)."""
     if amount <= 0:
         raise ValidationError("付与ポイントは1以上にしてください")
+    _lock_active(customer)
     if order is not None:
         existing = PointEntry.objects.filter(order=order, kind=PointKind.EARN).first()
         if existing is not None:
@@ -123,6 +135,7 @@ def points_redeem(
     """Spend points; refused (InsufficientPointsError) when the balance is smaller."""
     if amount <= 0:
         raise ValidationError("利用ポイントは1以上にしてください")
+    _lock_active(customer)
     return _append(
         customer=customer,
         kind=PointKind.REDEEM,
@@ -136,11 +149,14 @@ def points_redeem(
 
 @transaction.atomic
 def points_adjust(*, customer: Customer, amount: int, acting_user: Any, reason: str) -> PointEntry:
-    """A manual correction by staff; a reason is required and the balance cannot go below zero."""
+    """A manual correction by staff; a reason is required and the balance cannot go below zero.
+    An erased record takes only a negative one (writing off what it holds)."""
     if amount == 0:
         raise ValidationError("調整ポイントが0です")
     if not reason.strip():
         raise ValidationError("調整の理由を入力してください")
+    if amount > 0:
+        _lock_active(customer)
     return _append(
         customer=customer,
         kind=PointKind.ADJUST,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from kizuna.commerce.models import Product
 from kizuna.core.audit import Actor, audit_record, diff
 from kizuna.customers.models import Customer, TimelineKind
+from kizuna.customers.services import refuse_if_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.subscriptions.models import (
     CancelReason,
@@ -205,10 +206,13 @@ def subscription_create(
     checked (every 7–180 days, or monthly on day 1–28, and only the kind's own field given),
     the start is at most a year ahead, and a next delivery date given is today or later and
     not before the start. Without one, the next delivery is the start (a subscription moved
-    over from another system may have started in the past)."""
+    over from another system may have started in the past). An erased customer is refused."""
     unknown = set(terms) - SUBSCRIPTION_TERMS
     if unknown:
         raise ValidationError(f"設定できない項目です: {', '.join(sorted(unknown))}")
+    # Under the lock the erasure takes: an erasure that committed first is seen here and
+    # refuses the 定期; one that comes after waits, and sees it running (and refuses itself).
+    refuse_if_erased(Customer.objects.select_for_update().get(pk=customer.pk))
     sub = Subscription(customer=customer, product=product, started_on=started_on, **terms)
     _check_next_delivery(sub.next_delivery_on)
     _check_start(started_on, sub.next_delivery_on)

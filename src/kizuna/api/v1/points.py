@@ -146,7 +146,9 @@ def change_points(
 ) -> Status[dict[str, Any]]:
     """残高が足りない利用や調整は 422 になり、残高がマイナスになることはありません。
     同じ注文への付与は1回だけです(2回目は最初の付与を返します)。他の顧客に統合された
-    顧客には書き込めず 409(customer_merged、統合先の ID は merged_into)になります。"""
+    顧客には書き込めず 409(customer_merged、統合先の ID は merged_into)になります。
+    個人データを削除(匿名化)済みの顧客への付与・利用(と加算の調整)は 422(invalid_data)
+    です。"""
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     with transaction.atomic():
         customer = writable_customer(customer_id)

@@ -160,7 +160,8 @@ def create_subscription(
     request: HttpRequest, payload: SubscriptionCreateIn
 ) -> Status[dict[str, Any]]:
     """他の顧客に統合された顧客の定期は登録できず 409(customer_merged、統合先の ID は
-    merged_into)になります。"""
+    merged_into)になります。個人データを削除(匿名化)済みの顧客には登録できず 422
+    (invalid_data)です。"""
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     with transaction.atomic():
         customer = writable_customer(payload.customer_id, field="customer_id")
