@@ -26,6 +26,7 @@ from kizuna.customers.models import (
     IdentityKind,
 )
 from kizuna.customers.resolution import customer_resolve
+from kizuna.customers.services import customer_update
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
 from tests.factories import (
@@ -599,6 +600,39 @@ def test_undo_from_the_merge_page(
     again = client.post(url)
     assert again.status_code == 409
     assert "この統合は既に取り消されています" in again.content.decode()
+
+
+def test_undo_lists_the_survivor_s_profile_changes_made_while_merged(
+    client_for: ClientFor, candidate: DuplicateCandidate, merge: CustomerMerge
+) -> None:
+    # given: while merged, an update for the absorbed record's cart ID reached the survivor
+    survivor = Customer.objects.get(pk=merge.survivor_id)
+    before = survivor.family_name
+    customer_update(
+        customer=survivor,
+        changes={"family_name": "統合後"},
+        acting_user=Actor.system("webhook:cart"),
+    )
+    client = client_for(Role.OPERATOR)
+    url = reverse("duplicates:merge_undo", args=[merge.pk])
+    # then the undo page says the change stays with the survivor, from what to what, by whom
+    html = client.get(url).content.decode()
+    assert f"統合の後に変わった顧客 #{merge.survivor_id} の情報" in html
+    row = re.search(
+        r"<tr><td class=\"nowrap\">[^<]*</td><td>system:webhook:cart</td>.*?</tr>", html
+    )
+    assert row is not None
+    assert f'<th scope="row">姓</th><td class="muted">{before}</td><td>統合後</td>' in row[0]
+    # and after the undo, a new change is no longer the merge's
+    client.post(url)
+    customer_update(
+        customer=survivor,
+        changes={"family_name": "その後"},
+        acting_user=Actor.system("webhook:cart"),
+    )
+    detail = client.get(reverse("duplicates:merge_detail", args=[merge.pk]))
+    assert detail.context["detail"].later_changes[0].change.new == "統合後"
+    assert len(detail.context["detail"].later_changes) == 1
 
 
 def test_an_undone_merge_puts_the_pair_back_for_a_new_decision_with_its_history(

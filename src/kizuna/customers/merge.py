@@ -1130,11 +1130,26 @@ def queue_counts() -> dict[str, int]:
 
 
 @dataclass(frozen=True)
+class LaterChange:
+    """A change to the survivor's profile after the merge (an operator, the API or a webhook
+    for either record's IDs): an undo leaves it where it is."""
+
+    at: dt.datetime
+    actor: str
+    change: FieldFill
+
+
+# The undo page lists the newest of these; more than a screenful means reading the audit log.
+LATER_CHANGES_SHOWN = 20
+
+
+@dataclass(frozen=True)
 class MergeDetail:
     merge: CustomerMerge
     moved: list[tuple[str, int]]  # (Japanese table name, rows)
     fills: list[FieldFill]
     consent_events: list[ConsentEvent]  # the absorbed record's evidence, which did not move
+    later_changes: list[LaterChange]  # newest first, at most LATER_CHANGES_SHOWN
 
     @property
     def carried(self) -> list[str]:
@@ -1165,7 +1180,30 @@ def merge_detail(pk: int) -> MergeDetail | None:
         consent_events=list(
             ConsentEvent.objects.filter(customer_id=merge.absorbed_id).order_by("-at", "-id")
         ),
+        later_changes=_later_changes(merge),
     )
+
+
+def _later_changes(merge: CustomerMerge) -> list[LaterChange]:
+    """The survivor's profile changes while the merge stood, from the audit log. Webhooks for
+    the absorbed record's cart ID reach the survivor meanwhile, so a name or address in this
+    list may be the absorbed customer's: staff decide after the undo, which does not guess."""
+    rows = AuditLog.objects.filter(
+        customer_id=merge.survivor_id, action="customer.update", at__gt=merge.merged_at
+    )
+    if merge.undone_at is not None:
+        rows = rows.filter(at__lt=merge.undone_at)
+    fields = {field.name for field in Customer._meta.get_fields()}
+    return [
+        LaterChange(
+            at=row.at,
+            actor=row.actor_label,
+            change=FieldFill(name=name, label=_field_label(name), old=old, new=new),
+        )
+        for row in rows.order_by("-at", "-id")[:LATER_CHANGES_SHOWN]
+        for name, (old, new) in row.changes.items()
+        if name in fields
+    ]
 
 
 def _merged_lots(merge: CustomerMerge) -> list[tuple[int, dt.date | None]]:
