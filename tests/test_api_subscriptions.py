@@ -232,3 +232,74 @@ def test_get_and_404(api: ApiClient, customer: Customer) -> None:
     sub = _create(api, customer)
     assert api.get(f"/api/v1/subscriptions/{sub['id']}").json() == sub
     assert_error(api.get("/api/v1/subscriptions/999999"), 404)
+
+
+def _paused(api: ApiClient, customer: Customer, until: dt.date) -> str:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    response = api.patch(url, {"status": "paused", "paused_until": until.isoformat()})
+    assert response.status_code == 200, response.content
+    return url
+
+
+def test_a_paused_subscription_takes_a_new_resume_date(api: ApiClient, customer: Customer) -> None:
+    first = timezone.localdate() + dt.timedelta(days=40)
+    later = first + dt.timedelta(days=31)
+    url = _paused(api, customer, first)
+    moved = api.patch(url, {"status": "paused", "paused_until": later.isoformat()})
+    assert moved.status_code == 200, moved.content
+    body = moved.json()
+    assert (body["status"], body["paused_until"]) == ("paused", later.isoformat())
+    assert body["next_delivery_on"] == later.isoformat()
+    audit = AuditLog.objects.filter(action="subscription.pause").order_by("pk").last()
+    assert audit is not None
+    assert audit.changes == {"paused_until": [first.isoformat(), later.isoformat()]}
+    assert customer.timeline.filter(title__contains=f"{later:%Y-%m-%d}まで").exists()
+    # the same date again changes nothing and records nothing
+    again = api.patch(url, {"status": "paused", "paused_until": later.isoformat()})
+    assert again.json() == body
+    assert AuditLog.objects.filter(action="subscription.pause").count() == 2
+    # a new date must still be tomorrow or later, named on its field
+    today = timezone.localdate().isoformat()
+    assert_error(api.patch(url, {"status": "paused", "paused_until": today}), 422)
+    assert Subscription.objects.get(pk=body["id"]).paused_until == later
+
+
+def test_cancelling_again_with_another_reason_is_refused_not_ignored(
+    api: ApiClient, customer: Customer
+) -> None:
+    sub = _create(api, customer)
+    url = f"/api/v1/subscriptions/{sub['id']}"
+    first = api.patch(url, {"status": "cancelled", "cancel_reason": "price"}).json()
+    error = assert_error(
+        api.patch(url, {"status": "cancelled", "cancel_reason": "skin"}), 422, "invalid_data"
+    )
+    today = timezone.localdate()
+    assert set(error["fields"]) == {"cancel_reason"}
+    assert f"{today:%Y-%m-%d}" in error["fields"]["cancel_reason"]
+    assert "価格・経済的な理由" in error["fields"]["cancel_reason"]
+    assert Subscription.objects.get(pk=sub["id"]).cancel_reason == "price"
+    # the same cancellation again is answered as it stands (a retry), writing nothing
+    same = api.patch(url, {"status": "cancelled", "cancel_reason": "price"})
+    assert same.status_code == 200
+    assert same.json() == first
+    assert AuditLog.objects.filter(action="subscription.cancel").count() == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"paused_until": "2027-02-01"},
+        {"status": "active", "next_delivery_on": "2027-02-01", "paused_until": "2027-02-01"},
+        {"cancel_reason": "skin"},
+        {"quantity": 2, "cancel_note": "電話で受付"},
+    ],
+)
+def test_status_fields_without_their_status_are_refused_not_ignored(
+    api: ApiClient, customer: Customer, body: dict[str, Any]
+) -> None:
+    sub = _create(api, customer)
+    error = assert_error(api.patch(f"/api/v1/subscriptions/{sub['id']}", body), 422)
+    sent = set(body) & {"paused_until", "cancel_reason", "cancel_note"}
+    assert set(error["fields"]) == sent
+    assert api.get(f"/api/v1/subscriptions/{sub['id']}").json() == sub

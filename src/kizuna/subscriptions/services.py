@@ -64,21 +64,28 @@ def _locked(subscription: Subscription) -> tuple[Subscription, dict[str, Any]]:
 def subscription_pause(
     *, subscription: Subscription, until: dt.date, acting_user: Any
 ) -> Subscription:
+    """Pause a running 定期 until `until`, its next delivery. On a paused one, move that date
+    (the customer wants it back sooner or later): audited and on the timeline like the pause;
+    the same date again changes nothing. The date is tomorrow or later."""
     sub, old = _locked(subscription)
-    if sub.status != SubscriptionStatus.ACTIVE:
-        raise ValidationError("継続中の定期のみ休止できます")
+    moving = sub.status == SubscriptionStatus.PAUSED
+    if moving and sub.paused_until == until:
+        return sub
+    if sub.status == SubscriptionStatus.CANCELLED:
+        raise ValidationError("解約済みの定期は休止できません")
     if until <= timezone.localdate():
         raise ValidationError("休止期限は明日以降の日付にしてください")
     sub.status = SubscriptionStatus.PAUSED
     sub.paused_until = until
     sub.next_delivery_on = until
     sub.save()
+    what = "定期休止期限を変更" if moving else "定期休止"
     _record(
         subscription=sub,
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.pause",
-        title=f"定期休止: {sub.product.name}({until:%Y-%m-%d}まで)",
+        title=f"{what}: {sub.product.name}({until:%Y-%m-%d}まで)",
     )
     return sub
 
@@ -105,6 +112,13 @@ def subscription_resume(
     return sub
 
 
+def cancelled_already(sub: Subscription) -> str:
+    """What a cancelled 定期 answers to a change: when, and why, it was cancelled."""
+    reason = dict(CancelReason.choices).get(sub.cancel_reason) or "未記録"
+    day = f"{sub.cancelled_on:%Y-%m-%d}に" if sub.cancelled_on else ""
+    return f"この定期は{day}解約済みです(解約理由: {reason})"
+
+
 @transaction.atomic
 def subscription_cancel(
     *, subscription: Subscription, reason: CancelReason, note: str = "", acting_user: Any
@@ -113,7 +127,7 @@ def subscription_cancel(
     shop decides at the desk; the delivery count at cancellation stays on record."""
     sub, old = _locked(subscription)
     if sub.status == SubscriptionStatus.CANCELLED:
-        raise ValidationError("この定期はすでに解約されています")
+        raise ValidationError(cancelled_already(sub))
     sub.status = SubscriptionStatus.CANCELLED
     sub.cancelled_on = timezone.localdate()
     sub.cancel_reason = reason

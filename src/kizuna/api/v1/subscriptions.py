@@ -22,8 +22,9 @@ from kizuna.api.v1.customers import writable_customer
 from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.commerce.models import ProductKind
 from kizuna.commerce.services import product_ensure
-from kizuna.subscriptions.models import CancelReason, Subscription
+from kizuna.subscriptions.models import CancelReason, Subscription, SubscriptionStatus
 from kizuna.subscriptions.services import (
+    cancelled_already,
     subscription_cancel,
     subscription_create,
     subscription_pause,
@@ -201,22 +202,49 @@ def update_subscription(
     sub = _subscription_or_404(subscription_id)
     sent = payload.model_fields_set
     terms = {name: getattr(payload, name) for name in _TERMS if name in sent}
+    _refuse_stray_status_fields(payload)
     with transaction.atomic():
-        if payload.status is not None and payload.status != sub.status:
+        if payload.status is not None:
             sub = _change_status(sub, payload, terms, actor)
         if terms:
             sub = subscription_update(subscription=sub, changes=terms, acting_user=actor)
     return subscription_out(_subscription_or_404(subscription_id))
 
 
+# The fields that go with one status change, and what to say when they come without it: a
+# PATCH answers 200 only when it did what was sent, never while dropping part of it.
+_STATUS_FIELDS = {
+    "paused_until": ("paused", '休止期限は status: "paused" と一緒に指定してください'),
+    "cancel_reason": ("cancelled", '解約理由は status: "cancelled" と一緒に指定してください'),
+    "cancel_note": ("cancelled", '解約メモは status: "cancelled" と一緒に指定してください'),
+}
+
+
+def _refuse_stray_status_fields(payload: SubscriptionPatchIn) -> None:
+    stray = {
+        name: message
+        for name, (status, message) in _STATUS_FIELDS.items()
+        if getattr(payload, name) not in (None, "") and payload.status != status
+    }
+    if stray:
+        raise ValidationError(stray)
+
+
 def _change_status(
     sub: Subscription, payload: SubscriptionPatchIn, terms: dict[str, Any], actor: Any
 ) -> Subscription:
+    """The status change sent; the status the 定期 already has is a change only when a field
+    that goes with it differs (a new resume date for a paused one)."""
     if payload.status == "paused":
         if payload.paused_until is None:
+            if sub.status == SubscriptionStatus.PAUSED:
+                return sub
             raise ValidationError({"paused_until": "休止するときは休止期限を指定してください"})
+        # On a paused 定期 this moves the resume date (or, the same date, changes nothing).
         return subscription_pause(subscription=sub, until=payload.paused_until, acting_user=actor)
     if payload.status == "active":
+        if sub.status == SubscriptionStatus.ACTIVE:
+            return sub  # a next_delivery_on sent with it is a change of terms
         next_delivery = terms.pop("next_delivery_on", None)
         if next_delivery is None:
             raise ValidationError(
@@ -225,6 +253,8 @@ def _change_status(
         return subscription_resume(
             subscription=sub, next_delivery_on=next_delivery, acting_user=actor
         )
+    if sub.status == SubscriptionStatus.CANCELLED:
+        return _cancelled_as_sent(sub, payload)
     if payload.cancel_reason is None:
         raise ValidationError({"cancel_reason": "解約するときは解約理由を指定してください"})
     return subscription_cancel(
@@ -233,6 +263,21 @@ def _change_status(
         note=payload.cancel_note,
         acting_user=actor,
     )
+
+
+def _cancelled_as_sent(sub: Subscription, payload: SubscriptionPatchIn) -> Subscription:
+    """A cancellation sent again (a retry) is answered as it stands when it asks for nothing
+    else; a cancellation cannot be redone, so another reason or note is refused, saying when
+    and why the 定期 was cancelled."""
+    differs = {}
+    if payload.cancel_reason is not None and payload.cancel_reason != sub.cancel_reason:
+        differs["cancel_reason"] = "解約理由は変更できません"
+    if payload.cancel_note and payload.cancel_note != sub.cancel_note:
+        differs["cancel_note"] = "解約メモは変更できません"
+    if differs:
+        done = cancelled_already(sub)
+        raise ValidationError({name: f"{done}。{why}" for name, why in differs.items()})
+    return sub
 
 
 @router.get(
