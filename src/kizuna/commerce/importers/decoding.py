@@ -155,17 +155,51 @@ class StreamDecoder:
         )
 
 
-def lines(texts: Iterator[str]) -> Iterator[str]:
+# The longest physical line read: a line is held whole before the CSV reader splits it, so
+# this bounds memory however the file is made. Twice table.MAX_FIELD_CHARS, so that a value
+# that long still reaches its row's checks with the rest of its row.
+MAX_LINE_CHARS = 20_000_000
+
+
+def lines(texts: Iterator[str], *, max_chars: int = MAX_LINE_CHARS) -> Iterator[str]:
     """Text chunks as lines ending in "\\n", the way `csv.reader` wants them.
 
     Only "\\n" ends a line: `str.splitlines` would also break on characters such as U+2028 that
-    may sit inside a field, and line numbers would then no longer match the file.
+    may sit inside a field, and line numbers would then no longer match the file. A line longer
+    than `max_chars` refuses the file, naming it.
     """
-    carry = ""
+    pending: list[str] = []  # the start of a line that spans chunks
+    pending_chars = 0
+    number = 0  # lines yielded
     for text in texts:
-        parts = (carry + text).split("\n")
-        carry = parts.pop()
+        parts = text.split("\n")
+        last = parts.pop()
         for part in parts:
-            yield part + "\n"
-    if carry:
-        yield carry
+            line = part
+            if pending:
+                line = "".join([*pending, part])
+                pending, pending_chars = [], 0
+            if len(line) > max_chars:
+                raise _line_too_long(number + 1, line, max_chars)
+            number += 1
+            yield line + "\n"
+        if last:
+            pending.append(last)
+            pending_chars += len(last)
+            if pending_chars > max_chars:
+                raise _line_too_long(number + 1, "".join(pending), max_chars)
+    if pending:
+        yield "".join(pending)
+
+
+def _line_too_long(line: int, text: str, max_chars: int) -> ImportRefused:
+    hint = (
+        "改行が CR だけのファイル(古い Mac の Excel など)は、CRLF か LF で保存し直してください。"
+        if "\r" in text
+        else "CSVファイルか、改行が正しいか確かめてください。"
+    )
+    return ImportRefused(
+        f"{line}行目が長すぎます(1行は{max_chars:,}文字まで)。"
+        f"取り込みを中止しました(何も取り込んでいません)。{hint}",
+        line=line,
+    )

@@ -9,6 +9,16 @@ from dataclasses import dataclass
 
 from kizuna.commerce.importers.errors import ImportRefused
 
+# The longest value (cell) a CSV file may hold. Python's csv module refuses a field longer than
+# its limit, 131,072 characters by default: a file with one 140,000-character name was refused
+# whole, its good rows with it, instead of that row being reported as too long (the limits of
+# what is stored are far smaller and are checked per row: base.check_profile, Cells.fits).
+# The limit still bounds memory (a runaway quote swallowing the rest of a large file stops
+# here), so a value beyond it refuses the file with its line. The limit is process-wide; this
+# module, which every CSV import reads through, is the one place that sets it.
+MAX_FIELD_CHARS = 10_000_000
+csv.field_size_limit(MAX_FIELD_CHARS)
+
 
 def header_key(name: str) -> str:
     """A header as it is matched: NFKC, no spaces, lower case, so "お名前（姓）",
@@ -108,6 +118,8 @@ class CsvTable:
             except StopIteration:
                 return None
             except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    raise _value_too_long(start) from exc
                 line = self._reader.line_num
                 raise ImportRefused(
                     f"{line}行目付近をCSVとして読めません({_csv_reason(exc)})。", line=line
@@ -147,6 +159,15 @@ def _header_cells(values: list[str]) -> list[str]:
     while cells and not cells[-1]:
         cells.pop()
     return cells
+
+
+def _value_too_long(line: int) -> ImportRefused:
+    return ImportRefused(
+        f"{line}行目から始まる行に、{MAX_FIELD_CHARS:,}文字を超える値があります。"
+        '取り込みを中止しました(何も取り込んでいません)。引用符(")が閉じられていないと、'
+        "そこから後ろが1つの値として読まれます。その行を確かめてください。",
+        line=line,
+    )
 
 
 def _csv_reason(exc: csv.Error) -> str:
