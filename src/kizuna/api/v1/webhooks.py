@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from ninja import Path, Router, Schema
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kizuna.api.auth import WebhookSignatureAuth, webhook_actor
 from kizuna.api.errors import django_fields
@@ -41,8 +41,11 @@ class OrderEventData(OrderBody):
     number: OrderNumber = Field(description="注文番号", examples=["100234"])
 
 
-class Envelope(Schema):
+class Envelope(BaseModel):
     # Carts add fields of their own to events; they are ignored rather than refused.
+    # A plain pydantic model, not ninja's Schema: Schema reads any value by its attributes, so
+    # a body that is not a JSON object ([1, 2]) was answered with "id, type and data are
+    # required" instead of "send an object".
     model_config = ConfigDict(extra="ignore")
 
     id: EventId = Field(
@@ -68,7 +71,7 @@ class OrderEvent(Envelope):
     data: OrderEventData
 
 
-class CustomerEventData(Schema):
+class CustomerEventData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     identities: RequiredIdentitiesIn
@@ -235,7 +238,7 @@ def _apply_customer_event(
     return "updated" if updated.updated_at != before else "unchanged"
 
 
-class EmailEventData(Schema):
+class EmailEventData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     type: Literal["bounce", "complaint"] = Field(
