@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from kizuna.customers.models import BehaviourEvent, Customer, IdentityKind
 from tests.factories import add_identity, make_customer, make_product
@@ -110,3 +112,30 @@ def test_more_than_1000_events_are_refused_whole(api: ApiClient, hanako: Custome
 
 def test_an_empty_batch_is_refused(api: ApiClient) -> None:
     assert_error(api.post(URL, {"events": []}), 422)
+
+
+def test_events_dated_in_the_future_are_refused_one_by_one(
+    api: ApiClient, hanako: Customer
+) -> None:
+    # A year typed wrong would make the event the customer's latest activity and could start
+    # a cart-abandonment scenario; a day's slack (a cart's clock, another time zone) is kept,
+    # as for an order's ordered_at.
+    soon = (timezone.now() + dt.timedelta(hours=20)).isoformat()
+    batch = [
+        event(occurred_at="2030-01-01T10:00:00+09:00"),
+        event(occurred_at=soon),
+        event(occurred_at="2030-01-01T10:00:00+09:00", customer={"email": "nobody@example.jp"}),
+    ]
+    body = api.post(URL, {"events": batch}).json()
+    assert (body["accepted"], body["rejected"]) == (1, 2)
+    assert body["errors"] == [
+        {"index": 0, "fields": {"occurred_at": "発生日時が未来の日付です"}},
+        {
+            "index": 2,
+            "fields": {
+                "occurred_at": "発生日時が未来の日付です",
+                "customer": "この識別子の顧客が登録されていません",
+            },
+        },
+    ]
+    assert list(BehaviourEvent.objects.values_list("customer_id", flat=True)) == [hanako.pk]

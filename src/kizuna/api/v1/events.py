@@ -24,6 +24,7 @@ from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.schemas import Input, Payload, RequiredIdentitiesIn, Timestamp, chars
 from kizuna.api.v1.responses import write_errors
 from kizuna.commerce.models import Product
+from kizuna.commerce.services import is_ahead
 from kizuna.customers.models import BehaviourEvent, BehaviourKind, Identity, IdentityKind
 from kizuna.customers.resolution import MATCH_ORDER
 from kizuna.customers.services import normalize_identity
@@ -31,6 +32,7 @@ from kizuna.customers.services import normalize_identity
 router = Router(tags=["行動イベント"])
 
 MAX_EVENTS = 1000
+FUTURE_EVENT = "発生日時が未来の日付です"
 
 
 class EventIn(Input):
@@ -121,7 +123,8 @@ def _customer_ids(events: dict[int, EventIn]) -> dict[int, int]:
 @decorate_view(idempotent)
 def ingest_events(request: HttpRequest, payload: EventBatchIn) -> dict[str, Any]:
     """正しいイベントは保存し、誤りのあるイベントは位置(index)と理由を返します。
-    顧客は登録済みの識別子で照合します。見つからない顧客のイベントは保存しません。"""
+    顧客は登録済みの識別子で照合します。見つからない顧客のイベントは保存しません。
+    発生日時が明日より先のイベント(注文の受注日時と同じく1日の余裕)も保存しません。"""
     errors: dict[int, dict[str, str]] = {}
     valid: dict[int, EventIn] = {}
     for index, item in enumerate(payload.events):
@@ -132,9 +135,17 @@ def ingest_events(request: HttpRequest, payload: EventBatchIn) -> dict[str, Any]
                 exc.errors(include_input=False), strip_source=False, root="event"
             )
     customer_ids = _customer_ids(valid)
-    for index in valid:
+    for index, event in valid.items():
+        fields: dict[str, str] = {}
+        if is_ahead(event.occurred_at):
+            # As an order's ordered_at (FUTURE_SLACK): a day's slack for the site's clock; a
+            # year typed wrong would become the customer's latest activity and could start a
+            # scenario (cart abandonment) at the wrong time.
+            fields["occurred_at"] = FUTURE_EVENT
         if index not in customer_ids:
-            errors[index] = {"customer": "この識別子の顧客が登録されていません"}
+            fields["customer"] = "この識別子の顧客が登録されていません"
+        if fields:
+            errors[index] = fields
     codes = {e.product_code for i, e in valid.items() if e.product_code and i not in errors}
     products = dict(Product.objects.filter(code__in=codes).values_list("code", "id"))
     rows = []
