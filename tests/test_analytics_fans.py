@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from django.test import Client
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
-from kizuna.analytics.pipeline.fans import _Cell, behaviour_rows
+from kizuna.analytics.models import KpiTable
+from kizuna.analytics.pipeline.fans import ODDS_RATIO_MIN_CUSTOMERS, _Cell, behaviour_rows
 from kizuna.customers.models import AcquisitionChannel, Customer
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.support.models import Contact
@@ -59,14 +61,65 @@ def test_no_separation_gives_zero_and_a_single_value_too() -> None:
     assert _value(single, "web")["difference"] is None
 
 
-def test_perfect_separation_still_gives_finite_effect_sizes() -> None:
-    rows = behaviour_rows("points_used", [_Cell("no", 0, 20), _Cell("yes", 10, 0)])
+def test_perfect_separation_gives_a_difference_but_no_odds_ratio() -> None:
+    rows = behaviour_rows("points_used", [_Cell("no", 0, 40), _Cell("yes", 30, 0)])
     assert rows["cramers_v"] == 1.0
     yes = _value(rows, "yes")
     assert yes["difference"] == 1.0
-    # Haldane–Anscombe: 0.5 added to every cell, (10.5 · 20.5) / (0.5 · 0.5)
-    assert yes["odds_ratio"] == pytest.approx(10.5 * 20.5 / 0.25, abs=1e-3)
     assert -1 <= yes["difference_low"] <= yes["difference_high"] <= 1
+    # an empty cell: the odds ratio would be infinite (or need a made-up correction)
+    assert (yes["odds_ratio"], yes["odds_ratio_low"], yes["odds_ratio_high"]) == (None,) * 3
+    assert _value(rows, "no")["odds_ratio"] is None
+
+
+# QA's case on the 2,000-customer demo: 2 customers bought again within 14 days, neither became
+# 優良 (0.0% against 2.4% overall), and the page said odds ratio 8.04.
+QA_DAYS_TO_SECOND = [
+    _Cell("14日以内", 0, 2),
+    _Cell("15〜30日", 8, 40),
+    _Cell("31〜60日", 8, 136),
+    _Cell("61〜90日", 8, 53),
+    _Cell("なし", 1, 795),
+]
+
+
+def test_a_value_of_two_customers_and_no_loyal_ones_gets_no_odds_ratio() -> None:
+    rows = behaviour_rows("days_to_second", QA_DAYS_TO_SECOND)
+    few = _value(rows, "14日以内")
+    assert (few["customers"], few["loyal_rate"]) == (2, 0.0)
+    assert few["loyal_rate_others"] == pytest.approx(25 / 1049, abs=1e-4)
+    assert (few["odds_ratio"], few["odds_ratio_low"], few["odds_ratio_high"]) == (None,) * 3
+    # the rates and the difference are still there: they are what was observed
+    assert few["difference"] is not None
+    assert few["difference_low"] < 0 < few["difference_high"]
+
+
+def test_an_odds_ratio_shown_points_the_same_way_as_the_rates() -> None:
+    rows = behaviour_rows("days_to_second", QA_DAYS_TO_SECOND)
+    shown = [v for v in rows["values"] if v["odds_ratio"] is not None]
+    assert {v["value"] for v in shown} == {"15〜30日", "31〜60日", "61〜90日", "なし"}
+    for v in shown:
+        assert (v["odds_ratio"] > 1) == (v["loyal_rate"] > v["loyal_rate_others"]), v
+        assert v["odds_ratio_low"] < v["odds_ratio"] < v["odds_ratio_high"]
+    # 15〜30日: odds 8/40 against (25 − 8)/(1026 − 40) for everyone else
+    assert _value(rows, "15〜30日")["odds_ratio"] == pytest.approx((8 / 40) / (17 / 986), abs=1e-3)
+    assert _value(rows, "なし")["odds_ratio"] < 1
+
+
+def test_the_odds_ratio_needs_the_minimum_on_both_sides() -> None:
+    assert ODDS_RATIO_MIN_CUSTOMERS == 30
+    # 29 customers with the value: none; 30: shown, (3 · 200) / (27 · 20)
+    short = behaviour_rows("channel", [_Cell("web", 3, 26), _Cell("phone", 20, 200)])
+    assert _value(short, "web")["odds_ratio"] is None
+    enough = behaviour_rows("channel", [_Cell("web", 3, 27), _Cell("phone", 20, 200)])
+    assert _value(enough, "web")["odds_ratio"] == pytest.approx(3 * 200 / (27 * 20), abs=1e-4)
+    assert _value(enough, "phone")["odds_ratio"] == pytest.approx(27 * 20 / (3 * 200), abs=1e-4)
+    # 30 with the value but only 29 everyone else: none for either
+    other_short = behaviour_rows("channel", [_Cell("web", 3, 27), _Cell("phone", 3, 26)])
+    assert [v["odds_ratio"] for v in other_short["values"]] == [None, None]
+    # enough customers but an empty cell on one side
+    empty = behaviour_rows("channel", [_Cell("web", 0, 100), _Cell("phone", 20, 200)])
+    assert [v["odds_ratio"] for v in empty["values"]] == [None, None]
 
 
 def _redeem(customer: Customer, on: dt.date) -> None:
@@ -191,3 +244,53 @@ def test_the_fans_page_ranks_behaviours_in_plain_japanese() -> None:
     # (with under 30 customers per value the reading leads with the most common value)
     assert "ポイント利用が「使っていない」の顧客は 0.0% が優良客になり" in html
     assert "とても強い" in html
+
+
+def _row(html: str, label: str) -> str:
+    """The fans table row whose first cell is `label`, tags stripped."""
+    for tr in re.findall(r"<tr>(.*?)</tr>", html, re.S):
+        if re.search(rf"<td>{re.escape(label)}</td>", tr):
+            return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", tr)).strip()
+    raise AssertionError(f"no row {label}")
+
+
+@pytest.mark.django_db
+def test_the_fans_page_explains_a_missing_odds_ratio_instead_of_showing_one() -> None:
+    build_fan_shop()
+    analytics_run = run(AS_OF)
+    # the page as QA saw it: the counts of the 2,000-customer demo, through the same rows
+    days = behaviour_rows("days_to_second", QA_DAYS_TO_SECOND)
+    channel = behaviour_rows(
+        "channel",
+        [
+            _Cell("web", 3, 26),
+            _Cell("phone", 3, 27),
+            _Cell("line", 0, 103),
+            _Cell("sns", 19, 870),
+        ],
+    )
+    KpiTable.objects.filter(run=analytics_run, name="fan_indicators").update(
+        rows={
+            "judge_days": 365,
+            "window_days": 90,
+            "loyal": 25,
+            "lapsed": 1026,
+            "behaviours": [days, channel],
+        }
+    )
+    client = Client()
+    client.force_login(make_user(Role.ANALYST))
+    html = client.get(reverse("analytics:fans")).content.decode()
+    assert f"それ以外の顧客がそれぞれ{ODDS_RATIO_MIN_CUSTOMERS}人以上" in html
+    assert "8.04" not in html
+    qa = _row(html, "14日以内")
+    assert qa.startswith("14日以内 2 0 2 0.0%")
+    assert "— 人数が少ないため計算しません" in qa
+    assert "11.60" in _row(html, "15〜30日")
+    assert "0.01" in _row(html, "なし")
+    # the boundary: 29 customers get the explanation, 30 get the ratio
+    assert "人数が少ないため計算しません" in _row(html, "Web広告")
+    phone = _row(html, "電話・テレビ通販")
+    assert "計算しません" not in phone
+    assert f"{(3 / 27) / (22 / 999):.2f}" in phone
+    assert "優良客が0人のため計算しません" in _row(html, "LINE")

@@ -24,6 +24,14 @@ from kizuna.analytics.pipeline.tables import Tables
 
 Z95 = 1.959963984540054
 
+# An odds ratio is given only for a value with at least this many customers, and as many among
+# everyone else, and with 優良 and lapsed customers on both sides (no empty cell). Below that
+# the ratio swings by chance, and an empty cell needs a correction (+0.5 to every cell) that
+# can turn it round: 0 優良 out of 2 customers against 2.4% overall gave 8.04. The same 30 as
+# the scenario lift page's データ不足 and the fans page's one-line reading. The rule is applied
+# here, on the counts every engine produces, so the engines cannot differ.
+ODDS_RATIO_MIN_CUSTOMERS = 30
+
 BEHAVIOUR_LABELS: dict[str, str] = {
     "first_product": "初回購入の商品",
     "channel": "獲得チャネル",
@@ -145,11 +153,14 @@ class _Cell:
     lapsed: int
 
 
-def _odds_ratio(a: float, b: float, c: float, d: float) -> tuple[float, float, float]:
-    """Odds ratio a·d / b·c with a Wald 95% interval on the log scale; 0.5 is added to every
-    cell when one is empty (Haldane–Anscombe), so perfect separation still gives a number."""
-    if min(a, b, c, d) == 0:
-        a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+def _odds_ratio(a: float, b: float, c: float, d: float) -> tuple[float | None, ...]:
+    """Odds ratio a·d / b·c (a, b: 優良 and lapsed with the value; c, d: everyone else) with a
+    Wald 95% interval on the log scale — or None when either side has fewer than
+    ODDS_RATIO_MIN_CUSTOMERS customers or a cell is empty. With every cell non-empty the ratio
+    is above 1 exactly when the value's 優良 rate is above everyone else's, so it never points
+    the other way from the rates beside it."""
+    if min(a + b, c + d) < ODDS_RATIO_MIN_CUSTOMERS or min(a, b, c, d) == 0:
+        return None, None, None
     ratio = (a * d) / (b * c)
     se = math.sqrt(1 / a + 1 / b + 1 / c + 1 / d)
     return ratio, math.exp(math.log(ratio) - Z95 * se), math.exp(math.log(ratio) + Z95 * se)
@@ -184,8 +195,9 @@ def _round(value: float | None, places: int = 4) -> float | None:
 
 def behaviour_rows(behaviour: str, cells: list[_Cell]) -> dict[str, Any]:
     """Effect sizes for one behaviour: per value, its 優良 rate against everyone else's (difference
-    in points with a 95% interval, rate ratio, odds ratio); for the behaviour, Cramér's V and
-    the χ² test of the value × outcome table."""
+    in points with a 95% interval, rate ratio, odds ratio — None for a value too small to give
+    one, see `_odds_ratio`); for the behaviour, Cramér's V and the χ² test of the value ×
+    outcome table."""
     loyal = np.array([c.loyal for c in cells], np.float64)
     lapsed = np.array([c.lapsed for c in cells], np.float64)
     n = loyal + lapsed
@@ -207,7 +219,7 @@ def behaviour_rows(behaviour: str, cells: list[_Cell]) -> dict[str, Any]:
         low: float | None = None
         high: float | None = None
         ratio: float | None = None
-        odds: tuple[float | None, float | None, float | None] = (None, None, None)
+        odds: tuple[float | None, ...] = (None, None, None)
         if rate_in is not None and rate_out is not None:
             diff = rate_in - rate_out
             low, high = _difference_interval(loyal[i], n_in, total_loyal - loyal[i], n_out)
