@@ -99,6 +99,32 @@ def test_bad_point_requests(
     assert not PointEntry.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        (
+            {"kind": "earn", "amount": 0},
+            {"amount": "付与・利用のポイント数は1以上で指定してください"},
+        ),
+        (
+            {"kind": "redeem", "amount": -5},
+            {"amount": "付与・利用のポイント数は1以上で指定してください"},
+        ),
+        (
+            {"kind": "adjust", "amount": 0, "reason": "付与ミス"},
+            {"amount": "調整のポイント数は0以外で指定してください(減らすときはマイナス)"},
+        ),
+        ({"kind": "adjust", "amount": 5}, {"reason": "調整するときは理由を指定してください"}),
+    ],
+)
+def test_a_wrong_amount_or_missing_reason_is_named_on_its_field_in_japanese(
+    api: ApiClient, customer: Customer, body: dict[str, object], fields: dict[str, str]
+) -> None:
+    error = assert_error(api.post(url(customer), body), 422, "invalid_request")
+    assert error["fields"] == fields
+    assert not PointEntry.objects.exists()
+
+
 def test_unknown_customer_is_404(api: ApiClient) -> None:
     assert_error(api.get("/api/v1/customers/999999/points"), 404)
     assert_error(api.post("/api/v1/customers/999999/points", {"kind": "earn", "amount": 1}), 404)

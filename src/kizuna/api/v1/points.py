@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from ninja import Path, Query, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
@@ -63,21 +63,37 @@ class PointsIn(Input):
     amount: int = Field(
         ge=-MAX_POINTS,
         le=MAX_POINTS,
-        description="ポイント数。earn と redeem は1以上、adjust は0以外(マイナスで減算)",
+        description="ポイント数。付与(earn)・利用(redeem)は1以上、調整(adjust)は0以外(マイナスで減算)",
         examples=[500],
     )
     reason: Annotated[str, chars(200)] = Field(
-        default="", description="理由(adjust は必須)", examples=["初回購入特典"]
+        default="",
+        description="理由(adjust は必須)",
+        examples=["初回購入特典"],
+        validate_default=True,  # an adjust without a reason is named on this field
     )
     order_number: Annotated[str, chars(64)] | None = Field(
         default=None, description="関係する注文の番号(同じ注文への付与は1回だけ)"
     )
 
-    @model_validator(mode="after")
-    def amount_fits_kind(self) -> PointsIn:
-        if self.kind in ("earn", "redeem") and self.amount < 1:
-            raise ValueError("earn と redeem の amount は1以上にしてください")
-        return self
+    # Field validators, so each message is reported on its own field (fields.amount,
+    # fields.reason); `kind` is declared before both, so it is in info.data once valid.
+    @field_validator("amount")
+    @classmethod
+    def amount_fits_kind(cls, amount: int, info: ValidationInfo) -> int:
+        kind = info.data.get("kind")
+        if kind in ("earn", "redeem") and amount < 1:
+            raise ValueError("付与・利用のポイント数は1以上で指定してください")
+        if kind == "adjust" and amount == 0:
+            raise ValueError("調整のポイント数は0以外で指定してください(減らすときはマイナス)")
+        return amount
+
+    @field_validator("reason")
+    @classmethod
+    def adjust_has_reason(cls, reason: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") == "adjust" and not reason.strip():
+            raise ValueError("調整するときは理由を指定してください")
+        return reason
 
 
 class PointsResultOut(Schema):
