@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from django.core.exceptions import ValidationError
 from ninja import Schema
@@ -79,6 +80,51 @@ class Input(BaseModel):
     # request handling). Inputs are always JSON dicts and need none of it.
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def known_fields_only(annotation: Any, value: Any) -> Any:
+    """`value` (JSON as read) without the object keys the models in `annotation` do not know,
+    at any depth: a model's unknown keys, those of the models in its fields, of each item of
+    a list of models, and so on. Everything else is left as it is, to be validated as strictly
+    as ever (a known field of the wrong type is still an error).
+
+    For a webhook, where a cart adds fields of its own to what it sends and a refusal would
+    lose the whole event; the REST API refuses unknown fields (a misspelt field is an error).
+    Free-form JSON (a dict[str, Any] field) is a value, not a model, and is kept whole.
+    """
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return known_fields_only(get_args(annotation)[0], value)
+    if origin is Union or origin is types.UnionType:
+        # Optional[Model] and the like: pruned when exactly one arm can take this value.
+        arms = [arm for arm in get_args(annotation) if _takes(arm, value)]
+        return known_fields_only(arms[0], value) if len(arms) == 1 else value
+    if origin is list and isinstance(value, list):
+        (item,) = get_args(annotation) or (Any,)
+        return [known_fields_only(item, element) for element in value]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if not isinstance(value, dict) or annotation.model_config.get("extra") == "allow":
+            return value
+        known = {
+            (field.alias or name): field.annotation
+            for name, field in annotation.model_fields.items()
+        }
+        return {
+            key: known_fields_only(known[key], item) for key, item in value.items() if key in known
+        }
+    return value
+
+
+def _takes(arm: Any, value: Any) -> bool:
+    """Whether a union's arm is a model (or a list) that `value`, an object (or an array),
+    would be validated as."""
+    while get_origin(arm) is Annotated:
+        arm = get_args(arm)[0]
+    if isinstance(value, dict):
+        return isinstance(arm, type) and issubclass(arm, BaseModel)
+    if isinstance(value, list):
+        return get_origin(arm) is list
+    return False
 
 
 def _normaliser(kind: IdentityKind) -> Any:

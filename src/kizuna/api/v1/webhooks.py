@@ -16,12 +16,18 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import HttpRequest
 from ninja import Path, Router, Schema
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kizuna.api.auth import WebhookSignatureAuth, webhook_actor
 from kizuna.api.errors import django_fields
 from kizuna.api.ingest import resolve_customer
-from kizuna.api.schemas import ProfileFields, RequiredIdentitiesIn, Timestamp, chars
+from kizuna.api.schemas import (
+    ProfileFields,
+    RequiredIdentitiesIn,
+    Timestamp,
+    chars,
+    known_fields_only,
+)
 from kizuna.api.v1.orders import OrderBody, OrderNumber, ingest_order
 from kizuna.api.v1.responses import errors_for
 from kizuna.campaigns.suppression import notification_apply
@@ -47,6 +53,18 @@ class Envelope(BaseModel):
     # a body that is not a JSON object ([1, 2]) was answered with "id, type and data are
     # required" instead of "send an object".
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_carts_own_fields(cls, value: Any) -> Any:
+        # Inside `data` too, at any depth (the order's customer, its profile, each line): a
+        # cart sends its own fields there as well, and the models of `data` are the REST
+        # API's, which refuse unknown fields. Only unknown keys go; known fields are
+        # validated as strictly as in the REST API.
+        field = cls.model_fields.get("data")
+        if field is not None and isinstance(value, dict) and "data" in value:
+            value = {**value, "data": known_fields_only(field.annotation, value["data"])}
+        return value
 
     id: EventId = Field(
         description="イベントID(再送でも同じ値)。重複排除に使います", examples=["evt_01"]
