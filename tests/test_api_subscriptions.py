@@ -261,7 +261,8 @@ def test_a_paused_subscription_takes_a_new_resume_date(api: ApiClient, customer:
     assert AuditLog.objects.filter(action="subscription.pause").count() == 2
     # a new date must still be tomorrow or later, named on its field
     today = timezone.localdate().isoformat()
-    assert_error(api.patch(url, {"status": "paused", "paused_until": today}), 422)
+    error = assert_error(api.patch(url, {"status": "paused", "paused_until": today}), 422)
+    assert set(error["fields"]) == {"paused_until"}
     assert Subscription.objects.get(pk=body["id"]).paused_until == later
 
 
@@ -303,3 +304,14 @@ def test_status_fields_without_their_status_are_refused_not_ignored(
     sent = set(body) & {"paused_until", "cancel_reason", "cancel_note"}
     assert set(error["fields"]) == sent
     assert api.get(f"/api/v1/subscriptions/{sub['id']}").json() == sub
+
+
+def test_pausing_with_today_names_paused_until(api: ApiClient, customer: Customer) -> None:
+    sub = _create(api, customer)
+    today = timezone.localdate().isoformat()
+    response = api.patch(
+        f"/api/v1/subscriptions/{sub['id']}", {"status": "paused", "paused_until": today}
+    )
+    error = assert_error(response, 422, "invalid_data")
+    assert error["fields"] == {"paused_until": "休止期限は明日以降の日付にしてください"}
+    assert Subscription.objects.get(pk=sub["id"]).status == SubscriptionStatus.ACTIVE

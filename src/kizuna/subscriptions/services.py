@@ -74,7 +74,7 @@ def subscription_pause(
     if sub.status == SubscriptionStatus.CANCELLED:
         raise ValidationError("解約済みの定期は休止できません")
     if until <= timezone.localdate():
-        raise ValidationError("休止期限は明日以降の日付にしてください")
+        raise ValidationError({"paused_until": "休止期限は明日以降の日付にしてください"})
     sub.status = SubscriptionStatus.PAUSED
     sub.paused_until = until
     sub.next_delivery_on = until
