@@ -92,6 +92,7 @@ def test_a_signed_fresh_event_creates_the_order(source: tuple[WebhookSource, str
         "outcome": "created",
         "customer_id": Customer.objects.get().pk,
         "order_number": "1001",
+        "identities_not_attached": [],
     }
     order = Order.objects.get()
     assert order.source == "webhook:eccube"

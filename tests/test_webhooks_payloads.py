@@ -13,7 +13,8 @@ from kizuna.commerce.models import Order
 from kizuna.core import webhooks
 from kizuna.core.audit import Actor
 from kizuna.core.models import WebhookEvent
-from kizuna.customers.models import Customer, IdentityKind
+from kizuna.customers.models import Customer, DuplicateCandidate, IdentityKind
+from tests.factories import add_identity, make_customer
 from tests.test_api_common import assert_error, full_access_client
 from tests.test_webhooks import customer_event, deliver, order_event
 
@@ -136,3 +137,69 @@ def test_the_rest_api_still_refuses_an_unknown_field(db: None) -> None:
         "lines.0.tax_rate": "この項目は指定できません",
         "customer.profile.fax": "この項目は指定できません",
     }
+
+
+# --- what a customer event did to the customer's identities (F11) --------------------------
+
+
+def member_event(event_id: str, day: int, **identities: str) -> dict[str, Any]:
+    event = customer_event(event_id, f"2026-05-{day:02d}T10:00:00+09:00")
+    event["data"]["identities"] |= identities
+    return event
+
+
+def test_an_event_that_adds_an_email_to_a_member_is_an_update(secret: str) -> None:
+    # given member M000123, registered without an e-mail
+    first = deliver(secret, member_event("c1", 1), topic="customers").json()
+    # when the cart sends the member again with an e-mail and nothing else changed
+    response = deliver(secret, member_event("c2", 2, email="hanako@example.jp"), topic="customers")
+    # then the answer says the customer was updated, and the e-mail is the member's
+    assert response.json() == {
+        "event_id": "c2",
+        "duplicate": False,
+        "outcome": "updated",
+        "customer_id": first["customer_id"],
+        "order_number": None,
+        "identities_not_attached": [],
+    }
+    customer = Customer.objects.get()
+    assert customer.identities.filter(kind=IdentityKind.EMAIL).exists()
+    # and sending the same again changes nothing, and says so
+    again = deliver(secret, member_event("c3", 3, email="hanako@example.jp"), topic="customers")
+    assert again.json()["outcome"] == "unchanged"
+
+
+def test_an_email_held_by_another_customer_is_reported_not_dropped_silently(secret: str) -> None:
+    # given member M000123 and another customer who holds hanako@example.jp
+    member_id = deliver(secret, member_event("c1", 1), topic="customers").json()["customer_id"]
+    other = make_customer(family_name="佐藤")
+    add_identity(other, IdentityKind.EMAIL, "hanako@example.jp")
+    # when the cart sends the member with that e-mail
+    event = member_event("c2", 2, email="Hanako@Example.jp")
+    response = deliver(secret, event, topic="customers")
+    # then the e-mail stays with the other customer, the answer says so, and staff get a
+    # duplicate candidate to review
+    body = response.json()
+    assert (body["customer_id"], body["identities_not_attached"]) == (member_id, ["email"])
+    assert body["outcome"] == "unchanged"
+    assert other.identities.get().kind == IdentityKind.EMAIL
+    assert not Customer.objects.get(pk=member_id).identities.filter(kind=IdentityKind.EMAIL)
+    candidate = DuplicateCandidate.objects.get()
+    assert {candidate.customer_a_id, candidate.customer_b_id} == {member_id, other.pk}
+    # a redelivery is a duplicate that changes nothing
+    assert deliver(secret, event, topic="customers").json()["duplicate"] is True
+
+
+def test_an_order_whose_email_is_another_customers_says_so(secret: str) -> None:
+    other = make_customer(family_name="佐藤")
+    add_identity(other, IdentityKind.EMAIL, "hanako@example.jp")
+    add_identity(other, IdentityKind.CART_MEMBER, "M000999")
+    event = order_event()
+    event["data"]["customer"]["identities"] = {
+        "cart_member_id": "M000123",
+        "email": "hanako@example.jp",
+    }
+    body = deliver(secret, event).json()
+    assert body["identities_not_attached"] == ["email"]
+    assert body["customer_id"] != other.pk
+    assert DuplicateCandidate.objects.count() == 1

@@ -10,10 +10,12 @@ does not overwrite a customer a dated event was applied to).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.http import HttpRequest
 from ninja import Path, Router, Schema
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,6 +24,7 @@ from kizuna.api.auth import WebhookSignatureAuth, webhook_actor
 from kizuna.api.errors import django_fields
 from kizuna.api.ingest import resolve_customer
 from kizuna.api.schemas import (
+    IDENTITY_FIELDS,
     ProfileFields,
     RequiredIdentitiesIn,
     Timestamp,
@@ -34,8 +37,8 @@ from kizuna.campaigns.suppression import notification_apply
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
 from kizuna.core.races import retry_lost_race
-from kizuna.customers.models import Customer
-from kizuna.customers.services import customer_update
+from kizuna.customers.models import Customer, Identity, IdentityKind
+from kizuna.customers.services import customer_update, normalize_identity
 
 router = Router(tags=["Webhook"])
 
@@ -117,9 +120,21 @@ class CustomerEvent(Envelope):
 class WebhookOut(Schema):
     event_id: str
     duplicate: bool = Field(description="true: 受信済みのイベント(何も変更していません)")
-    outcome: str = Field(description="created / updated / unchanged / stale(古い更新のため無視)")
+    outcome: str = Field(
+        description=(
+            "created / updated(項目の変更か識別子の追加)/ unchanged / stale(古い更新のため無視)"
+        )
+    )
     customer_id: int | None
     order_number: str | None
+    identities_not_attached: list[str] = Field(
+        description=(
+            "送った識別子のうち、他の顧客が持っているためこの顧客に付けなかったもの(項目名: "
+            "email・phone・cart_member_id・line_user_id)。2人は同じ人かもしれないので名寄せ候補に"
+            "入り、スタッフが画面で確かめます。duplicate のときは空です"
+        ),
+        examples=[["email"]],
+    )
 
 
 _ERRORS = errors_for(400, 401, 413, 415, 422)
@@ -133,7 +148,30 @@ def _duplicate(source: WebhookSource, event_id: str) -> dict[str, Any]:
         "outcome": previous.outcome if previous else "",
         "customer_id": previous.customer_id if previous else None,
         "order_number": (previous.ref or None) if previous and previous.topic == "order" else None,
+        "identities_not_attached": [],
     }
+
+
+def _owners(identities: Mapping[IdentityKind, str]) -> dict[str, int]:
+    """{field name ("email"…): id of the customer holding it} for the identities sent that a
+    customer holds. Identities reach here validated, so each normalises."""
+    names = {kind: name for name, kind in IDENTITY_FIELDS.items()}
+    keys = {
+        (kind, normalize_identity(kind, value)): names[kind] for kind, value in identities.items()
+    }
+    if not keys:
+        return {}
+    held = Q()
+    for kind, key in keys:
+        held |= Q(kind=kind, value=key)
+    rows = Identity.objects.filter(held).values_list("kind", "value", "customer_id")
+    return {keys[(IdentityKind(kind), key)]: owner for kind, key, owner in rows}
+
+
+def _not_attached(owners: Mapping[str, int], customer_id: int) -> list[str]:
+    """The identities sent that stay with another customer: resolution left them there and
+    proposed the two records as duplicates, for staff to review."""
+    return sorted(name for name, owner in owners.items() if owner != customer_id)
 
 
 @router.post(
@@ -166,12 +204,14 @@ def order_webhook(
         webhooks.webhook_event_finish(
             event=event, customer_id=order.customer_id, ref=order.number, outcome=outcome.value
         )
+        owners = _owners(data.customer.identities.as_kinds())
     return {
         "event_id": payload.id,
         "duplicate": False,
         "outcome": outcome.value,
         "customer_id": order.customer_id,
         "order_number": order.number,
+        "identities_not_attached": _not_attached(owners, order.customer_id),
     }
 
 
@@ -195,9 +235,11 @@ def customer_webhook(
         if event is None:
             return _duplicate(sender, payload.id)
         changes = data.profile.changes()
+        identities = data.identities.as_kinds()
+        owners_before = _owners(identities)
         resolution = retry_lost_race(
             lambda: resolve_customer(
-                identities=data.identities.as_kinds(),
+                identities=identities,
                 profile=changes,
                 actor=actor,
                 source=f"webhook:{sender.slug}",
@@ -206,9 +248,16 @@ def customer_webhook(
         )
         # Locked, so two events for one customer are compared and applied one after the other.
         customer = Customer.objects.select_for_update().get(pk=resolution.customer.pk)
+        owners = _owners(identities)
+        # An identity the customer holds now and did not before was added by this event.
+        added = any(
+            owner == customer.pk and owners_before.get(name) != customer.pk
+            for name, owner in owners.items()
+        )
         outcome = _apply_customer_event(
             customer=customer,
             created=resolution.created,
+            identity_added=added,
             changes=changes,
             data=data,
             event=event,
@@ -223,6 +272,7 @@ def customer_webhook(
         "outcome": outcome,
         "customer_id": customer.pk,
         "order_number": None,
+        "identities_not_attached": _not_attached(owners, customer.pk),
     }
 
 
@@ -230,6 +280,7 @@ def _apply_customer_event(
     *,
     customer: Customer,
     created: bool,
+    identity_added: bool,
     changes: dict[str, Any],
     data: CustomerEventData,
     event: Any,
@@ -253,7 +304,7 @@ def _apply_customer_event(
     except ValidationError as exc:
         _, fields = django_fields(exc, prefix="data.profile.")
         raise ValidationError(fields or exc.messages) from None
-    return "updated" if updated.updated_at != before else "unchanged"
+    return "updated" if identity_added or updated.updated_at != before else "unchanged"
 
 
 class EmailEventData(BaseModel):
