@@ -109,8 +109,10 @@ def validate_order_input(data: OrderInput) -> None:
     if data.lines and data.total < 0:
         errors["total"] = "合計金額がマイナスになります"
     errors.update(_future_date_errors(data))
-    if data.shipped_on and data.delivered_on and data.delivered_on < data.shipped_on:
-        errors.setdefault("delivered_on", "お届け日が出荷日より前です")
+    # A future date is told first; an order date refused as future is the one wrong, not
+    # the shipping dates after it.
+    for name, message in _date_order_errors(data, "ordered_at" not in errors).items():
+        errors.setdefault(name, message)
     if errors:
         raise ValidationError(errors)
 
@@ -143,6 +145,24 @@ def _future_date_errors(data: OrderInput) -> dict[str, str]:
         errors["shipped_on"] = "出荷日が未来の日付です"
     if data.delivered_on and data.delivered_on > latest_day:
         errors["delivered_on"] = "お届け日が未来の日付です(届いた日だけを登録できます)"
+    return errors
+
+
+def _date_order_errors(data: OrderInput, against_order: bool = True) -> dict[str, str]:
+    """Dates out of order: shipped before the order was placed, delivered before it was
+    shipped (or, with no shipped date, before the order). A typo or a column mixed up; stored,
+    it would show a shipment before its order on the timeline and in the days-to-ship numbers.
+    The same day is fine. The order's day is its calendar day in the shop's time zone
+    (Asia/Tokyo), as shipped and delivered dates are: 2026-11-19T16:00Z is ordered on the 20th."""
+    errors: dict[str, str] = {}
+    ordered_on = timezone.localdate(data.ordered_at) if against_order else None
+    if data.shipped_on and ordered_on and data.shipped_on < ordered_on:
+        errors["shipped_on"] = "出荷日が受注日より前です"
+    if data.delivered_on:
+        if data.shipped_on and data.delivered_on < data.shipped_on:
+            errors["delivered_on"] = "お届け日が出荷日より前です"
+        elif ordered_on and data.delivered_on < ordered_on:
+            errors["delivered_on"] = "お届け日が受注日より前です"
     return errors
 
 
