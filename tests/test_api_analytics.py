@@ -226,7 +226,8 @@ def test_scores_of_a_segment_page_through_every_member_once(
     [
         (f"{BASE}/segments?kind=abc", "kind", "次のいずれかを指定してください"),
         (f"{BASE}/segments", "kind", "必須項目です"),
-        (f"{BASE}/segments?kind=cpm&as_of=2025-02-30", "as_of", "YYYY-MM-DD"),
+        (f"{BASE}/segments?kind=cpm&as_of=2025-02-30", "as_of", "存在しない日付です"),
+        (f"{BASE}/kpis?as_of=2025-13-01", "as_of", "存在しない日付です"),
         (f"{BASE}/kpis?as_of=昨日", "as_of", "YYYY-MM-DD"),
         (f"{BASE}/scores?segment=vip", "segment", "セグメントのコード"),
         (f"{BASE}/scores?limit=0", "limit", "1以上"),

@@ -339,6 +339,29 @@ def test_validation_errors_name_fields_in_japanese_without_echoing_values(
     assert "not-a-date" not in response.content.decode()
 
 
+NO_SUCH_DATE = "存在しない日付です(月と日を確認してください)"
+
+
+def test_a_well_formed_date_that_does_not_exist_is_called_so(api: ApiClient) -> None:
+    # 2月30日 is in the right format: saying "use YYYY-MM-DD" would send the client looking for
+    # the wrong mistake. The date is not repeated (a birthday is personal data).
+    response = api.post(
+        "/api/v1/customers",
+        {"identities": {"email": "a@example.jp"},
+         "profile": {"family_name": "山田", "birthday": "1985-02-30"}},
+    )  # fmt: skip
+    error = assert_error(response, 422, "invalid_request")
+    assert error["fields"] == {"profile.birthday": NO_SUCH_DATE}
+    assert "1985-02-30" not in response.content.decode()
+    order = api.put(
+        "/api/v1/orders/X-1",
+        {"customer": {"identities": {"email": "a@example.jp"}, "profile": {"family_name": "山田"}},
+         "ordered_at": "2026-04-31T10:00:00+09:00",
+         "lines": [{"product_code": "P", "product_name": "美容液", "unit_price": 980, "quantity": 1}]},
+    )  # fmt: skip
+    assert assert_error(order, 422)["fields"] == {"ordered_at": NO_SUCH_DATE}
+
+
 ORDER = {
     "customer": {"identities": {"email": "hanako@example.jp"}, "profile": {"family_name": "山田"}},
     "ordered_at": "2026-05-01T10:00:00+09:00",

@@ -140,6 +140,20 @@ def too_large_response() -> HttpResponse:
 
 _DATETIME = "日時はISO 8601形式で、時差を付けて指定してください(例: 2026-05-01T10:00:00+09:00)"
 _DATE = "日付は YYYY-MM-DD 形式で指定してください"
+# A date in the right format that the calendar does not have (2026-02-30, 2026-13-01): "use
+# YYYY-MM-DD" would send the client looking for the wrong mistake. The date is not repeated
+# (a birthday is personal data).
+NO_SUCH_DATE = "存在しない日付です(月と日を確認してください)"
+_DATE_KINDS = frozenset(
+    {
+        "date_parsing",
+        "date_from_datetime_parsing",
+        "datetime_parsing",
+        "datetime_from_date_parsing",
+    }
+)
+# What pydantic (speedate) says of a month or day outside the calendar, in ctx["error"].
+_OUT_OF_CALENDAR = ("month value is outside expected range", "day value is outside expected range")
 _MESSAGES: dict[str, str] = {
     "missing": "必須項目です",
     "string_type": "文字列で指定してください",
@@ -199,6 +213,8 @@ def _message(error: Mapping[str, Any]) -> str:
     if kind in _TEMPLATES:
         # ctx holds the constraint (a length, a bound, the allowed values), never the input.
         return _TEMPLATES[kind].format_map(defaultdict(str, ctx))
+    if kind in _DATE_KINDS and str(ctx.get("error", "")).startswith(_OUT_OF_CALENDAR):
+        return NO_SUCH_DATE
     if kind in ("value_error", "assertion_error"):
         # Our validators raise ValueError with a Japanese message that names no input value.
         return str(ctx.get("error") or error.get("msg", "")).removeprefix("Value error, ")
