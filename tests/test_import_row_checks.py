@@ -276,3 +276,32 @@ def test_a_generic_member_row_is_named_by_its_member_id(tmp_path: Path) -> None:
     assert [(error.line, error.column, error.order) for error in result.errors] == [
         (2, "郵便番号", "M-1")
     ]
+
+
+def test_a_member_row_refused_only_when_written_is_named_by_its_member_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a customer service that refuses member 102 when writing (as it does a profile
+    # that passed the file's checks but not the stored record's)
+    from django.core.exceptions import ValidationError
+
+    from kizuna.commerce.importers import pipeline
+
+    resolve = pipeline.customers_resolve_many
+
+    def refusing_102(requests, **kwargs):  # type: ignore[no-untyped-def]
+        results = resolve(requests, **kwargs)
+        return [
+            ValidationError({"postal_code": "この顧客には登録できません"})
+            if request.identities.get(IdentityKind.CART_MEMBER) == "102"
+            else result
+            for request, result in zip(requests, results, strict=True)
+        ]
+
+    monkeypatch.setattr(pipeline, "customers_resolve_many", refusing_102)
+    # when the member file is imported
+    result = run_import(MEMBERS, ImportOptions(kind="customers"))
+    # then the refused row is named by its line, column and member ID, like a bad cell
+    assert [(e.line, e.column, e.reason, e.order) for e in result.errors] == [
+        (3, "郵便番号", "この顧客には登録できません", "102")
+    ]

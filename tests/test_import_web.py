@@ -443,3 +443,48 @@ def test_a_member_file_report_names_rows_by_member_id(client_for: ClientFor) -> 
     # and the stored key's own label (admin, model forms, exports) is true for both kinds
     assert ImportRowError.objects.filter(run=run, order_key="102").exists()
     assert str(ImportRowError._meta.get_field("order_key").verbose_name) == "注文番号・会員ID"
+
+
+@pytest.mark.django_db
+def test_a_member_rows_problems_are_listed_together_each_with_its_member_id(
+    client_for: ClientFor,
+) -> None:
+    # given a 会員CSV where CP-003 has a bad address, a bad postal code and a birthday in the
+    # future, and CP-010 only a birthday in the future
+    header, *_ = (DATA / "eccube_members_cp932.csv").read_bytes().decode("cp932").split("\r\n")
+    names = next(csv.reader([header]))
+
+    def member(member_id: str, **cells: str) -> dict[str, str]:
+        row = dict.fromkeys(names, "")
+        row.update({"会員ID": member_id, "お名前(姓)": "山田", "お名前(名)": "花子"})
+        row.update({"メールアドレス": f"{member_id.lower()}@example.jp"}, **cells)
+        return row
+
+    rows = [
+        member("CP-001"),
+        member("CP-003", メールアドレス="cp003@@example.jp", 郵便番号="12", 誕生日="2099-01-01"),
+        member("CP-010", 誕生日="2099-01-01 00:00:00"),
+    ]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=names, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    client = client_for(Role.MARKETER)
+    # when it is uploaded as customers
+    post_import(client, upload("会員.csv", out.getvalue().encode("cp932")), kind="customers")
+    run = ImportRun.objects.get()
+    # then every problem of CP-003 is listed at once, and each row names its member
+    future = "生年月日は1900年1月1日から今日までの日付にしてください"
+    errors = list(
+        ImportRowError.objects.filter(run=run)
+        .order_by("line", "id")
+        .values_list("line", "column", "reason", "order_key")
+    )
+    assert errors == [
+        (3, "メールアドレス", "メールアドレスとして読めません(@ が2つ以上あります)", "CP-003"),
+        (3, "郵便番号", "郵便番号は7桁の数字で入力してください", "CP-003"),
+        (3, "誕生日", future, "CP-003"),
+        (4, "誕生日", future, "CP-010"),
+    ]
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert f'<td>誕生日</td><td>{future}</td><td class="mono">CP-010</td>' in page

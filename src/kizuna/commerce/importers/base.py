@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from kizuna.commerce.importers import values
 from kizuna.commerce.importers.errors import CellError, ImportRefused, RowError, RowErrors
@@ -26,12 +27,15 @@ from kizuna.commerce.services import (
 from kizuna.core import jp
 from kizuna.core.limits import TextLimit
 from kizuna.customers.models import Customer, IdentityKind
+from kizuna.customers.services import EARLIEST_BIRTHDAY
 
 T = TypeVar("T")
 
 
 ORDER_NUMBER = TextLimit.of(Order, "number")
 PRODUCT_CODE = TextLimit.of(Product, "code")
+# As customers.services words it for a birthday it refuses.
+BIRTHDAY_OUT_OF_RANGE = "生年月日は1900年1月1日から今日までの日付にしてください"
 PRODUCT_NAME = TextLimit.of(OrderLine, "product_name")
 PAYMENT_METHOD = TextLimit.of(Order, "payment_method")
 CARRIER = TextLimit.of(Shipment, "carrier")
@@ -207,7 +211,11 @@ def customer_cells(
     if code:
         profile["prefecture"] = code
     birthday = cells.read(cols.get("birthday"), values.parse_date, None)
-    if birthday is not None:
+    if birthday is not None and not EARLIEST_BIRTHDAY <= birthday <= timezone.localdate():
+        # The customer service refuses it too, but only when writing: checked here, it is
+        # reported with the row's other bad cells, against its column.
+        cells.fail(column_name(cols.get("birthday"), "誕生日"), BIRTHDAY_OUT_OF_RANGE)
+    elif birthday is not None:
         profile["birthday"] = birthday
     gender = cells.read(cols.get("gender"), values.parse_gender, "")
     if gender:

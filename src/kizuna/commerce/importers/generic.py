@@ -314,12 +314,15 @@ class GenericOrders(_MappedFormat):
 
 
 class GenericCustomers(_MappedFormat):
+    def key(self, record: Record) -> str:
+        """The member ID a row is named by in the report, as an EC-CUBE 会員CSV row is."""
+        member = self.columns["member_id"]
+        return jp.nfkc(member.get(record)) if member is not None else ""
+
     def parse(self, record: Record) -> ParsedCustomer:
         cols = self.columns
         errors: list[RowError] = []
-        member = cols["member_id"]
-        # Named by its member ID in the report, as an EC-CUBE 会員CSV row is.
-        cells = Cells(record, errors, jp.nfkc(member.get(record)) if member is not None else "")
+        cells = Cells(record, errors, self.key(record))
         identities, profile = customer_cells(cells, cols, given_first=self.mapping.given_first)
         check_profile(cells, cols, profile)
         if not profile.get("family_name"):

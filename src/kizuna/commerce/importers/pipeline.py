@@ -229,6 +229,8 @@ class CustomerFormat(Protocol):
     info: FormatInfo
     columns: Any
 
+    def key(self, record: Record) -> str: ...
+
     def parse(self, record: Record) -> ParsedCustomer: ...
 
 
@@ -377,11 +379,12 @@ class Importer:
     def _units(self, table: CsvTable, fmt: OrderFormat | CustomerFormat) -> Iterator[_Unit]:
         if self.options.kind == "customers":
             parse_customer: Callable[[Record], ParsedCustomer] = fmt.parse  # type: ignore[assignment]
+            member_key = fmt.key
             for record in table:
                 if record.repeats_header:
                     yield _repeated_header(record)
                 else:
-                    yield self._customer_unit(parse_customer, record)
+                    yield self._customer_unit(parse_customer, member_key(record), record)
             return
         order_fmt: OrderFormat = fmt  # type: ignore[assignment]
         seen = _SeenOrders()
@@ -394,12 +397,16 @@ class Importer:
         finally:
             seen.close()
 
-    def _customer_unit(self, parse: Callable[[Record], ParsedCustomer], record: Record) -> _Unit:
+    def _customer_unit(
+        self, parse: Callable[[Record], ParsedCustomer], key: str, record: Record
+    ) -> _Unit:
+        """A member row, keyed by its member ID: errors found only when writing (the stored
+        customer or the database refusing it) name the row by it, as read errors do."""
         try:
             parsed = parse(record)
         except RowErrors as exc:
-            return _Unit("", [record.line], None, exc.errors)
-        return _Unit("", [record.line], parsed, [])
+            return _Unit(key, [record.line], None, exc.errors)
+        return _Unit(key, [record.line], parsed, [])
 
     def _order_unit(
         self, fmt: OrderFormat, seen: _SeenOrders, key: str, records: list[Record]
