@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -902,6 +904,38 @@ def test_api_erase_checks_the_confirmation_then_erases_once(person: Person) -> N
     assert "既に削除" in again.json()["error"]["message"]
     assert TimelineEvent.objects.filter(customer_id=pk).count() == 1
     assert Order.objects.get(pk=person.order.pk).status == OrderStatus.RECEIVED
+
+
+def _documented_error_codes() -> dict[str, set[int]]:
+    """The codes in docs/ingest.md's error table (### 誤りの形), with their statuses."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ingest.md").read_text(encoding="utf-8")
+    table = doc.split("### 誤りの形", 1)[1].split("\n### ", 1)[0]
+    codes: dict[str, set[int]] = {}
+    for status, cell in re.findall(r"^\| (\d{3}) \| ([^|]+) \|", table, flags=re.MULTILINE):
+        for code in re.findall(r"`([a-z_]+)`", cell):
+            codes.setdefault(code, set()).add(int(status))
+    return codes
+
+
+def test_api_erase_refusals_use_a_documented_error_code(person: Person) -> None:
+    pk = person.customer.pk
+    dpo = ApiClient(make_key(ApiScope.PRIVACY, name="DPO")[1])
+    body = {"reason": "受付 1", "confirm_customer_id": pk}
+    subscription = subscription_create(
+        customer=person.customer,
+        product=make_product(),
+        terms={"unit_price": 3980, "cycle_kind": "days", "cycle_days": 30},
+        started_on=timezone.localdate(),
+        acting_user=STAFF,
+    )
+    running = dpo.post(f"/api/v1/customers/{pk}/erase", body)
+    subscription_cancel(subscription=subscription, reason=CancelReason.OTHER, acting_user=STAFF)
+    assert dpo.post(f"/api/v1/customers/{pk}/erase", body).status_code == 200
+    again = dpo.post(f"/api/v1/customers/{pk}/erase", body)
+    documented = _documented_error_codes()
+    for refused in (running, again):
+        assert refused.status_code == 409
+        assert refused.status_code in documented.get(refused.json()["error"]["code"], set())
 
 
 # --- the DPO's command -------------------------------------------------------------------------
