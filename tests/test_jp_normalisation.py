@@ -33,14 +33,25 @@ def test_phone_numbers_normalise_to_e164(raw: str, expected: str) -> None:
     assert jp.normalize_phone(raw) == expected
 
 
+def _right_length(digits: str) -> bool:
+    """A domestic number (with its 0) has the length of its kind: 11 digits for 020/050/070/
+    080/090 (0800 included), 10 for the rest; 060 may be either."""
+    if digits[1:3] in {"20", "50", "70", "80", "90"}:
+        return len(digits) == 11
+    return digits.startswith("060") or len(digits) == 10
+
+
 @settings(max_examples=500, deadline=None)
 @given(st.from_regex(r"0[1-9][0-9]{8,9}", fullmatch=True))
 def test_domestic_numbers_read_as_phonenumbers_reads_them(digits: str) -> None:
     """Domestic numbers skip phonenumbers (for speed); whatever 0 + 9 or 10 digits a cart
-    sends, the result must be the one phonenumbers gives — or the same refusal."""
+    sends, the result must be the one phonenumbers gives — or the same refusal, and a refusal
+    of a number too long or short for its kind."""
     try:
         parsed = phonenumbers.parse(digits, "JP")
-        possible = phonenumbers.is_possible_number(parsed)
+        possible = phonenumbers.is_possible_number(parsed) and (
+            parsed.country_code != 81 or _right_length(digits)  # 010…: a call abroad
+        )
     except phonenumbers.NumberParseException:
         possible = False
     if not possible:
@@ -55,6 +66,57 @@ def test_domestic_numbers_read_as_phonenumbers_reads_them(digits: str) -> None:
 def test_unreadable_phone_numbers_are_refused(raw: str) -> None:
     with pytest.raises(jp.NormalisationError):
         jp.normalize_phone(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("03-1234-5678", "+81312345678"),  # Tokyo
+        ("06-6123-4567", "+81661234567"),  # Osaka
+        ("011-123-4567", "+81111234567"),  # Sapporo
+        ("0466-12-3456", "+81466123456"),  # Fujisawa, 4-digit area code
+        ("04992-1-2345", "+81499212345"),  # Izu Ōshima, 5-digit area code
+        ("0120-123-456", "+81120123456"),  # free dial
+        ("0800-123-4567", "+818001234567"),  # free dial, 11 digits
+        ("0570-123-456", "+81570123456"),  # navi dial
+        ("050-1234-5678", "+815012345678"),  # IP phone
+        ("070-1234-5678", "+817012345678"),
+        ("080-1234-5678", "+818012345678"),
+        ("+81 90-1234-5678", "+819012345678"),
+        ("+81 3-1234-5678", "+81312345678"),
+        ("+1 212-555-0123", "+12125550123"),  # New York
+        ("+44 20 7946 0958", "+442079460958"),  # London
+        ("+82 10-1234-5678", "+821012345678"),  # a Korean mobile
+    ],
+)
+def test_real_shaped_numbers_of_every_kind_are_accepted(raw: str, expected: str) -> None:
+    assert jp.normalize_phone(raw) == expected
+
+
+MOBILE_LENGTH = "電話番号の桁数が正しくありません(070・080・090・050・020 で始まる番号は11桁です)"
+LANDLINE_LENGTH = "電話番号の桁数が正しくありません(固定電話などは市外局番から10桁です)"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("090-1234-567", MOBILE_LENGTH),  # a mobile number one digit short
+        ("０９０－１２３４－５６７", MOBILE_LENGTH),
+        ("080-1234-56789", MOBILE_LENGTH),
+        ("070-123-4567", MOBILE_LENGTH),
+        ("050-123-4567", MOBILE_LENGTH),
+        ("0800-123-456", MOBILE_LENGTH),  # 0800 starts with 080 and is 11 digits too
+        ("+81 90-1234-567", MOBILE_LENGTH),
+        ("03-1234-567", LANDLINE_LENGTH),  # a landline one digit short
+        ("03-1234-56789", LANDLINE_LENGTH),
+        ("0120-1234-567", LANDLINE_LENGTH),
+        ("+81 3-1234-567", LANDLINE_LENGTH),
+    ],
+)
+def test_a_number_too_short_or_long_for_its_kind_is_refused(raw: str, message: str) -> None:
+    with pytest.raises(jp.NormalisationError) as refused:
+        jp.normalize_phone(raw)
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize(

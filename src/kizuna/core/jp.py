@@ -43,16 +43,39 @@ def _strip_separators(value: str) -> str:
     return re.sub(r"[\s()（）.]", "", text)
 
 
+# Japanese numbers whose length is fixed by their first digits, as the national number (without
+# the 0): mobile 070/080/090, IP phone 050, M2M/pager 020 and free dial 0800 are 0 + 10 digits;
+# every other number (landlines 0X, 0120, 0570, 0990…) is 0 + 9 digits. 060 is left to
+# phonenumbers, whose plan gives it either length. phonenumbers only checks that a length occurs
+# somewhere in the plan, so it took 090-1234-567 (a mobile number one digit short).
+_ELEVEN_DIGITS = ("20", "50", "70", "80", "90")
+_MOBILE_LENGTH = "電話番号の桁数が正しくありません(070・080・090・050・020 で始まる番号は11桁です)"
+_LANDLINE_LENGTH = "電話番号の桁数が正しくありません(固定電話などは市外局番から10桁です)"
+
+
+def _check_japanese_length(national: str) -> None:
+    """Raise NormalisationError when `national` (a Japanese number without its 0) has the wrong
+    length for its kind (_ELEVEN_DIGITS)."""
+    if national.startswith(_ELEVEN_DIGITS):
+        if len(national) != 10:
+            raise NormalisationError(_MOBILE_LENGTH)
+    elif not national.startswith("60") and len(national) != 9:
+        raise NormalisationError(_LANDLINE_LENGTH)
+
+
 def normalize_phone(value: str) -> str:
     """A Japanese or international phone number in E.164 (+81…).
 
     Accepts full-width digits, any hyphen variant, spaces and brackets, a leading 0 (domestic)
-    or +81/0081. Raises NormalisationError when the result is not a possible number.
+    or +81/0081. Raises NormalisationError when the result is not a possible number, or is a
+    Japanese number of the wrong length for its kind (a mobile number is 0 + 10 digits, a
+    landline 0 + 9).
     """
     digits = _strip_separators(value)
     if _DOMESTIC_RE.fullmatch(digits):
         # The common case, a domestic number with its leading 0 (090-1234-5678, 03-1234-5678):
         # what phonenumbers would give, without its cost (a third of a CSV import's parsing).
+        _check_japanese_length(digits[1:])
         return "+81" + digits[1:]
     if digits.startswith("00"):
         digits = "+" + digits[2:]
@@ -64,6 +87,8 @@ def normalize_phone(value: str) -> str:
         raise NormalisationError("電話番号として読めません") from exc
     if not phonenumbers.is_possible_number(parsed):
         raise NormalisationError("電話番号の桁数が正しくありません")
+    if parsed.country_code == 81:
+        _check_japanese_length(phonenumbers.national_significant_number(parsed))
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
