@@ -216,3 +216,56 @@ def test_json_mode_answers_a_usage_error_in_json_too(tmp_path: Path) -> None:
         "message": f"ファイルが見つかりません: {tmp_path / 'nothing.csv'}",
     }
     assert "エラー:" in err
+
+
+STALE_MAPPING = """\
+kind: orders
+columns:
+  order_number: 受注番号
+  ordered_at: 受注日時
+  updated_at: 更新日時
+  product_code: 商品番号
+  unit_price: 単価
+  quantity: 数量
+  email: メール
+  full_name: 氏名
+"""
+
+
+def _dated_export(tmp_path: Path, name: str, updated_at: str) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        "受注番号,受注日時,更新日時,商品番号,単価,数量,メール,氏名\n"
+        f"S-1,2026-05-01 10:00,{updated_at},P-1,1000,1,s1@example.jp,山田 花子\n"
+        f"S-2,2026-05-01 11:00,{updated_at},P-1,1000,1,s2@example.jp,佐藤 一郎\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def stored_then_older(tmp_path: Path) -> tuple[Path, Path]:
+    """Two orders imported from an export updated 2026-05-03; the mapping, and the same
+    orders' export of the day before."""
+    mapping = tmp_path / "dated.yml"
+    mapping.write_text(STALE_MAPPING, encoding="utf-8")
+    newer = _dated_export(tmp_path, "newer.csv", "2026-05-03 09:00")
+    assert kizuna_import("orders", str(newer), "--mapping", str(mapping))[0] == 0
+    return mapping, _dated_export(tmp_path, "older.csv", "2026-05-02 09:00")
+
+
+def test_the_plain_report_says_the_orders_ignored_as_older(tmp_path: Path) -> None:
+    # given two orders stored from a newer export
+    mapping, older = stored_then_older(tmp_path)
+    # when an older export of them is imported
+    code, out, _ = kizuna_import("orders", str(older), "--mapping", str(mapping))
+    # then the terminal says why they are neither new, updated nor unchanged
+    assert code == 0
+    assert "注文 新規0件・更新0件・変更なし0件" in out
+    assert (
+        "更新なし 2件: より新しい内容を登録済みのため、ファイルの古い内容は反映していません" in out
+    )
+
+
+def test_the_plain_report_has_no_stale_line_when_nothing_is_older() -> None:
+    _, out, _ = kizuna_import("orders", str(DATA / "eccube_orders_cp932.csv"))
+    assert "更新なし" not in out

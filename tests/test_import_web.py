@@ -16,6 +16,7 @@ from django.urls import reverse
 from kizuna.accounts.models import Role, User
 from kizuna.commerce.importers import Progress, runs
 from kizuna.commerce.models import ImportRowError, ImportRun, ImportStatus, Order
+from tests.test_import_command import stored_then_older
 
 DATA = Path(__file__).parent / "data" / "ingest"
 ClientFor = Callable[[Role], Client]
@@ -488,3 +489,23 @@ def test_a_member_rows_problems_are_listed_together_each_with_its_member_id(
     ]
     page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
     assert f'<td>誕生日</td><td>{future}</td><td class="mono">CP-010</td>' in page
+
+
+@pytest.mark.django_db
+def test_the_result_says_the_orders_ignored_as_older(client_for: ClientFor, tmp_path: Path) -> None:
+    # given two orders stored from a newer export
+    mapping, older = stored_then_older(tmp_path)
+    client = client_for(Role.ADMIN)
+    # when their older export is imported on the page
+    post_import(
+        client,
+        upload("older.csv", older.read_bytes()),
+        file_format="generic",
+        mapping=SimpleUploadedFile("dated.yml", mapping.read_bytes()),
+    )
+    # then the result says they were left as stored, as it says 対象外
+    run = ImportRun.objects.get()
+    assert run.summary["orders"]["stale"] == 2
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "新規 0 / 更新 0 / 変更なし 0" in page
+    assert "更新なし(より新しい内容を登録済み) 2件" in page

@@ -124,7 +124,7 @@ class Command(JapaneseCommand):
             self.stderr.write(result.message)
         else:
             out.write(result.message)
-        for line in _skipped_lines(result):
+        for line in [*_skipped_lines(result), *_stale_lines(result)]:
             out.write(line)
         key_label = RECORD_KEY_LABELS[result.kind]
         for error in result.errors:
@@ -145,6 +145,19 @@ def _skipped_lines(result: ImportResult) -> list[str]:
     if len(reasons) == 1:
         return [f"{head}: {reasons[0][0]}"]
     return [f"{head}:", *(f"  {reason} {n:,}件" for reason, n in reasons)]
+
+
+# What the report calls the orders ignored as older than what is stored (orders.stale), and
+# why: the web page's note (web/imports/_status.html) says the same.
+STALE_LABEL = "更新なし"
+STALE_REASON = "より新しい内容を登録済みのため、ファイルの古い内容は反映していません"
+
+
+def _stale_lines(result: ImportResult) -> list[str]:
+    """The orders the file holds an older state of than Kizuna (`stale` in --json): counted
+    neither as 新規, 更新 nor 変更なし, so without this line they look missing."""
+    count = result.orders["stale"]
+    return [f"{STALE_LABEL} {count:,}件: {STALE_REASON}"] if count else []
 
 
 class _ProgressBar:
