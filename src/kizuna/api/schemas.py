@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from kizuna.commerce.services import REGISTERED_AHEAD, is_ahead
+from kizuna.core import jp
 from kizuna.customers.models import IdentityKind
 
 # No C0/C1 control characters; tab and newline are refused too (no field here is multi-line).
@@ -202,8 +203,17 @@ def _one_prefecture_error(value: Any, handler: ValidatorFunctionWrapHandler) -> 
         ) from None
 
 
+def _prefecture_name(value: str) -> str:
+    # Checked here, not left to the customer service: its refusal was `invalid_data`, so
+    # "Tokyo" and "北海" got another code than "とうきょうと" (too long) or 48 (out of range),
+    # all of them a value the field does not take (a format error, `invalid_request`).
+    jp.prefecture_code(value)  # NormalisationError is a ValueError
+    return value
+
+
 Prefecture = Annotated[
-    Annotated[int, Field(ge=1, le=47)] | Annotated[str, chars(5, min_length=1)],
+    Annotated[int, Field(ge=1, le=47)]
+    | Annotated[str, chars(5, min_length=1), AfterValidator(_prefecture_name)],
     WrapValidator(_one_prefecture_error),
     Field(description="都道府県: JISコード(1〜47)または名前(東京都・東京)", examples=[13]),
 ]
