@@ -202,3 +202,57 @@ def test_an_unreadable_email_is_a_row_error_and_a_carriers_legacy_address_is_kep
     assert Identity.objects.filter(kind=IdentityKind.EMAIL).count() == 2
     legacy = Order.objects.get(number="W-4").customer.identities.get(kind=IdentityKind.EMAIL)
     assert legacy.value == "taro..yamada@docomo.ne.jp"
+
+
+# -- a new customer's 登録日 and 会員ステータス from an order file -----------------------------
+
+CUSTOMER_DATES_MAPPING = """\
+kind: orders
+columns:
+  order_number: 受注番号
+  ordered_at: 受注日時
+  product_code: 商品番号
+  unit_price: 単価
+  quantity: 数量
+  member_id: 会員番号
+  full_name: 氏名
+  registered_at: 会員登録日
+  member_status: 会員状態
+"""
+
+
+def _orders_with_customer_dates(tmp_path: Path, *rows: str) -> ImportResult:
+    mapping = tmp_path / "orders.yml"
+    mapping.write_text(CUSTOMER_DATES_MAPPING, encoding="utf-8")
+    path = tmp_path / "orders.csv"
+    header = "受注番号,受注日時,商品番号,単価,数量,会員番号,氏名,会員登録日,会員状態\n"
+    path.write_text(header + "".join(f"{row}\n" for row in rows), encoding="utf-8")
+    return run(path, mapping)
+
+
+def test_an_order_files_registration_date_dates_its_new_customer(tmp_path: Path) -> None:
+    # given orders whose file says when each customer registered (one cell left empty)
+    result = _orders_with_customer_dates(
+        tmp_path,
+        "R-1,2026-05-01 10:00,P-1,1000,1,M-1,山田 花子,2024-04-01 09:00,退会",
+        "R-2,2026-05-02 10:00,P-1,1000,1,M-2,佐藤 一郎,,",
+    )
+    assert result.status == "ok"
+    # then the new customer is registered on that day, not on the order's
+    first = Order.objects.get(number="R-1").customer
+    jst = dt.timezone(dt.timedelta(hours=9))
+    assert first.registered_at == dt.datetime(2024, 4, 1, 9, 0, tzinfo=jst)
+    assert first.member_status == "withdrawn"
+    # and without one, on the order's day, as before
+    second = Order.objects.get(number="R-2").customer
+    assert second.registered_at == dt.datetime(2026, 5, 2, 10, 0, tzinfo=jst)
+    assert second.member_status == "member"
+
+
+def test_an_order_files_registration_date_ahead_is_the_rows_error(tmp_path: Path) -> None:
+    ahead = f"{dt.date.today().year + 3}-04-01 09:00"
+    result = _orders_with_customer_dates(
+        tmp_path, f"R-1,2026-05-01 10:00,P-1,1000,1,M-1,山田 花子,{ahead},"
+    )
+    assert _errors(result) == [(2, "会員登録日", "登録日が未来の日付です")]
+    assert not Order.objects.exists()

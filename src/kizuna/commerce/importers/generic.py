@@ -267,6 +267,10 @@ class GenericOrders(_MappedFormat):
         check_profile(first, cols, profile)
         check_one_customer(records, cols, errors, key)
         opt_in = first.read(cols["email_opt_in"], values.parse_flag, None)
+        # A new customer's 登録日 and 会員ステータス, when the file has them (else the order's
+        # date, and member or guest by whether the row has a member ID).
+        registered = read_registered_at(first, cols["registered_at"], self._datetime)
+        status_of_member = member_status(first, cols["member_status"])
         order_fields = {
             "shipping_fee": first.read(cols["shipping_fee"], values.parse_money, 0),
             "discount": first.read(cols["discount"], values.parse_money, 0),
@@ -286,10 +290,9 @@ class GenericOrders(_MappedFormat):
         }
         raise_if(errors)
         assert ordered_at is not None  # noqa: S101 - a missing date was recorded as an error
-        profile.setdefault("registered_at", ordered_at)
-        profile.setdefault(
-            "member_status",
-            MemberStatus.MEMBER if IdentityKind.CART_MEMBER in identities else MemberStatus.GUEST,
+        profile["registered_at"] = registered or ordered_at
+        profile["member_status"] = status_of_member or (
+            MemberStatus.MEMBER if IdentityKind.CART_MEMBER in identities else MemberStatus.GUEST
         )
         order = OrderInput(
             number=key,
