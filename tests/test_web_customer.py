@@ -31,7 +31,11 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.customers.privacy import customer_erase
-from kizuna.customers.selectors import next_delivery_sequence, subscriptions_for
+from kizuna.customers.selectors import (
+    ORDERS_PER_PAGE,
+    next_delivery_sequence,
+    subscriptions_for,
+)
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import (
     CancelReason,
@@ -599,6 +603,22 @@ def test_unreadable_page_numbers_fall_back_to_page_one(operator: Client, value: 
     for name in ["web:customer_orders", "web:customer_points", "web:customer_timeline"]:
         response = operator.get(reverse(name, args=[customer.pk]), {"page": value})
         assert response.status_code == 200
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_page_number_below_one_opens_the_newest_orders(operator: Client, value: str) -> None:
+    # given two pages of orders
+    customer = make_customer()
+    start = timezone.now() - dt.timedelta(days=ORDERS_PER_PAGE + 1)
+    for day in range(ORDERS_PER_PAGE + 1):
+        make_order(customer, number=f"N{day:03d}", ordered_at=start + dt.timedelta(days=day))
+    # when ?page=0 or a negative page is opened (typed, or a stale bookmark)
+    html = operator.get(
+        reverse("web:customer_orders", args=[customer.pk]), {"page": value}
+    ).content.decode()
+    # then it is the first page, the newest orders, not the oldest
+    assert f"N{ORDERS_PER_PAGE:03d}" in html
+    assert "N000" not in html
 
 
 def test_page_past_the_end(operator: Client) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db import models, transaction
 from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Subquery
 from django.db.models.functions import Coalesce
@@ -35,6 +35,7 @@ from kizuna.commerce.models import Order
 from kizuna.core.append_only import REDACTED
 from kizuna.core.audit import Actor, audit_record
 from kizuna.core.models import AuditLog
+from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,

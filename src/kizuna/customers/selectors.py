@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from functools import reduce
 from typing import Generic, TypeVar
 
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Max, Model, Prefetch, Q, QuerySet, prefetch_related_objects
 
 from kizuna.commerce.models import Order, OrderLine
 from kizuna.core import jp
+from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,

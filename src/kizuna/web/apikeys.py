@@ -12,7 +12,6 @@ from typing import Any
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -24,6 +23,7 @@ from kizuna.accounts.apikeys import api_key_create, api_key_revoke
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
+from kizuna.core.paging import Paginator
 from kizuna.web.http import posted
 
 PER_PAGE = 50

@@ -19,7 +19,6 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Paginator
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -61,6 +60,7 @@ from kizuna.campaigns.services import (
 )
 from kizuna.campaigns.suppression import suppression_add, suppression_remove
 from kizuna.core import jp
+from kizuna.core.paging import Paginator
 from kizuna.core.spreadsheet import XLSX_TYPE
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 from kizuna.web.templatetags.kizuna import jdatetime, phone
