@@ -529,3 +529,88 @@ def test_analysts_may_not_export_customers(client_for: ClientFor, snapshot: Anal
     assert client_for(Role.ANALYST).post(url).status_code == 403
     assert url not in _html(client_for(Role.ANALYST), "analytics:dashboard")
     assert url in _html(client_for(Role.MARKETER), "analytics:dashboard")
+
+
+# --- engines this install can run ---------------------------------------------------------------
+
+
+def _without_java(monkeypatch: pytest.MonkeyPatch) -> None:
+    import kizuna.analytics.models as analytics_models
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(analytics_models.shutil, "which", lambda name: None)
+
+
+def test_an_engine_this_install_cannot_run_is_refused_saying_which_it_can(
+    client_for: ClientFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a server without Java, where Spark cannot start
+    _without_java(monkeypatch)
+    # when an admin picks PySpark as the nightly engine
+    response = client_for(Role.ADMIN).post(
+        reverse("analytics:settings"), _settings_post(nightly_backend="pyspark")
+    )
+    # then the form refuses it beside the field, saying why and what this server can use
+    assert response.status_code == 400
+    error = str(response.context["form"].errors["nightly_backend"])
+    assert "PySpark はこのサーバーでは使えません" in error
+    assert "Java" in error
+    assert "使えるエンジン: DuckDB(標準・このサーバー内)" in error
+    assert AnalyticsSettings.load().nightly_backend == "duckdb"
+    assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
+
+
+def test_postgresql_engine_is_refused_on_an_sqlite_install(client_for: ClientFor) -> None:
+    from django.db import connection
+
+    response = client_for(Role.ADMIN).post(
+        reverse("analytics:settings"), _settings_post(nightly_backend="postgres")
+    )
+    if connection.vendor == "postgresql":
+        assert response.status_code == 302
+        assert AnalyticsSettings.load().nightly_backend == "postgres"
+    else:
+        assert response.status_code == 400
+        error = str(response.context["form"].errors["nightly_backend"])
+        assert "業務データベースが PostgreSQL のときだけ使えます" in error
+        assert "このサーバーのデータベース: SQLite" in error
+        assert "PostgreSQL(業務DB上で計算)" not in error.split("使えるエンジン:")[1]
+        assert AnalyticsSettings.load().nightly_backend == "duckdb"
+
+
+def test_the_settings_service_refuses_an_engine_this_install_cannot_run(
+    users: dict[Role, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.core.exceptions import ValidationError
+
+    from kizuna.analytics.services import analytics_settings_update
+
+    _without_java(monkeypatch)
+    with pytest.raises(ValidationError, match="PySpark はこのサーバーでは使えません"):
+        analytics_settings_update(
+            changes={"nightly_backend": "pyspark"}, acting_user=users[Role.ADMIN]
+        )
+    assert AnalyticsSettings.load().nightly_backend == "duckdb"
+
+
+def test_a_run_failing_before_its_first_step_names_the_engine_without_empty_brackets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kizuna.analytics.pipeline import backends
+    from kizuna.analytics.pipeline.run import AnalyticsRunError
+
+    # given a server without Java, and a run on PySpark (as the nightly setting saved earlier)
+    _without_java(monkeypatch)
+
+    def no_spark(*args: object, **kwargs: object) -> None:
+        raise backends.BackendUnavailableError("Java gateway process exited")
+
+    monkeypatch.setattr(backends, "connect", no_spark)
+    with pytest.raises(AnalyticsRunError):
+        run(AS_OF, "pyspark")
+    # then staff read the engine's name and why, with no 「()」 for a step that never started
+    message = AnalyticsRun.objects.latest("id").message
+    assert message == (
+        "分析の実行に失敗しました: PySpark はこのサーバーでは使えません。"
+        "Spark に必要な Java がインストールされていません"
+    )

@@ -7,11 +7,14 @@ aggregates (segment counts, KPI tables) of every run are kept, so trends can be 
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 import unicodedata
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import models
+from django.db import connections, models
 
 from kizuna.analytics.pipeline.config import (
     PREDICTION_MODELS,
@@ -41,6 +44,63 @@ def parse_int_list(text: str, *, label: str) -> tuple[int, ...]:
         ) from exc
 
 
+ENGINE_LABELS = {
+    "duckdb": "DuckDB(標準・このサーバー内)",
+    "postgres": "PostgreSQL(業務DB上で計算)",
+    "pyspark": "PySpark",
+}
+_DATABASE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
+def engine_label(code: str) -> str:
+    """An engine's name as the settings form shows it (a code it does not know, as it is)."""
+    return ENGINE_LABELS.get(code, code)
+
+
+def engine_unavailable_reason(code: str, *, using: str = "default") -> str | None:
+    """Why engine `code` cannot run on this install (Japanese), or None when it can.
+
+    The one check of what an install can run: the settings refuse an engine it names and a run
+    that fails to connect reports its words. It imports nothing heavy (pages call it): PostgreSQL
+    needs the operational database to be PostgreSQL, PySpark needs pyspark and Java.
+    """
+    if code == "postgres":
+        vendor = connections[using].vendor
+        if vendor != "postgresql":
+            return (
+                "業務データベースが PostgreSQL のときだけ使えます"
+                f"(このサーバーのデータベース: {_DATABASE_NAMES.get(vendor, vendor)})"
+            )
+    elif code == "pyspark":
+        if importlib.util.find_spec("pyspark") is None:
+            return "pyspark がインストールされていません(pip install pyspark)"
+        if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+            return "Spark に必要な Java がインストールされていません"
+    elif code != "duckdb":
+        return "この名前のエンジンはありません"
+    return None
+
+
+def available_engines(*, using: str = "default") -> list[str]:
+    """The labels of the engines this install can run, in the settings form's order."""
+    return [
+        label
+        for code, label in ENGINE_LABELS.items()
+        if engine_unavailable_reason(code, using=using) is None
+    ]
+
+
+def engine_refusal(code: str, *, using: str = "default") -> str | None:
+    """The settings page's message for an engine this install cannot run, or None."""
+    reason = engine_unavailable_reason(code, using=using)
+    if reason is None:
+        return None
+    return (
+        f"{engine_label(code)} はこのサーバーでは使えません。{reason}。"
+        f"使えるエンジン: {'、'.join(available_engines(using=using))}"
+    )
+
+
 class AnalyticsSettings(TimeStampedModel):
     """The shop's thresholds (one row, id 1). Defaults follow PRODUCT.md section 2."""
 
@@ -54,9 +114,9 @@ class AnalyticsSettings(TimeStampedModel):
         PARETO = "pareto", "Pareto/NBD"
 
     class EngineChoice(models.TextChoices):
-        DUCKDB = "duckdb", "DuckDB(標準・このサーバー内)"
-        POSTGRES = "postgres", "PostgreSQL(業務DB上で計算)"
-        PYSPARK = "pyspark", "PySpark"
+        DUCKDB = "duckdb", ENGINE_LABELS["duckdb"]
+        POSTGRES = "postgres", ENGINE_LABELS["postgres"]
+        PYSPARK = "pyspark", ENGINE_LABELS["pyspark"]
 
     rfm_method = models.CharField(
         "RFMスコアの付け方", max_length=16, choices=Method.choices, default=Method.QUANTILE
@@ -178,7 +238,18 @@ class AnalyticsSettings(TimeStampedModel):
         return config
 
     def clean(self) -> None:
-        self.to_config()
+        # The thresholds as a run checks them, and the nightly engine: one this install cannot
+        # run (PostgreSQL on SQLite, PySpark without Java) would fail every run it starts.
+        errors: dict[str, list[str]] = {}
+        try:
+            self.to_config()
+        except ValidationError as exc:
+            errors.update(exc.message_dict)
+        refusal = engine_refusal(self.nightly_backend)
+        if refusal is not None:
+            errors.setdefault("nightly_backend", []).append(refusal)
+        if errors:
+            raise ValidationError(errors)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.pk = 1  # one row per shop: a second instance replaces the first

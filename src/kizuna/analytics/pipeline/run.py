@@ -13,7 +13,13 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from kizuna.analytics.models import AnalyticsRun, AnalyticsSettings, RunStatus
+from kizuna.analytics.models import (
+    AnalyticsRun,
+    AnalyticsSettings,
+    RunStatus,
+    engine_label,
+    engine_unavailable_reason,
+)
 from kizuna.analytics.pipeline import backends
 from kizuna.analytics.pipeline.compute import compute
 from kizuna.analytics.pipeline.config import AnalyticsConfig, AsOfError, Backend, check_as_of
@@ -135,7 +141,7 @@ def run_analytics(
     except Exception as exc:
         logger.exception("analytics run %s failed", run.pk)
         run.status = RunStatus.FAILED
-        run.message = f"分析の実行に失敗しました({STEP_LABELS.get(_last_step(run), '')}): {exc}"
+        run.message = _failure_message(engine, _last_step(run), exc)
         run.finished_at = timezone.now()
         run.timings = clock.timings
         run.save(update_fields=["status", "message", "finished_at", "timings"])
@@ -147,6 +153,18 @@ def run_analytics(
     run.save(update_fields=["status", "finished_at", "timings", "step", "step_index"])
     prune_customer_scores(keep=cfg.keep_customer_runs)
     return run
+
+
+def _failure_message(engine: Backend, step: str, exc: Exception) -> str:
+    """What staff read for a failed run: the step it stopped in, when it had started one, and
+    the reason; an engine this install cannot run is named as the settings form names it."""
+    reason = str(exc)
+    if isinstance(exc, backends.BackendUnavailableError):
+        why = engine_unavailable_reason(engine.value)
+        reason = f"{engine_label(engine.value)} はこのサーバーでは使えません。{why or reason}"
+    label = STEP_LABELS.get(step, "")
+    where = f"({label})" if label else ""
+    return f"分析の実行に失敗しました{where}: {reason}"
 
 
 def _last_step(run: AnalyticsRun) -> str:
