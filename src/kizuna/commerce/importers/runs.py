@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db import transaction
 from django.utils import timezone
 
 from kizuna.commerce.importers.errors import UsageError
 from kizuna.commerce.importers.pipeline import ImportOptions, ImportResult, Progress, run_import
 from kizuna.commerce.models import ImportRowError, ImportRun, ImportStatus
+from kizuna.core.paging import Paginator
 
 logger = logging.getLogger(__name__)
 
