@@ -76,6 +76,15 @@ def test_phone_in_any_format(hanako: Customer, taro: Customer, query: str) -> No
     assert ids(query) == [hanako.pk]
 
 
+@pytest.mark.parametrize(
+    "query", ["tel:090-1234-5678", "TEL:+819012345678", "mailto:Hanako.Yamada@example.jp"]
+)
+def test_a_number_or_address_copied_from_a_link(
+    hanako: Customer, taro: Customer, query: str
+) -> None:
+    assert ids(query) == [hanako.pk]
+
+
 def test_landline(hanako: Customer, taro: Customer) -> None:
     assert ids("03-1234-5678") == [hanako.pk]
     assert ids("０３（１２３４）５６７８") == [hanako.pk]

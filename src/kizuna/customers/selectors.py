@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -76,11 +77,16 @@ class SearchTerms:
         return any((self.phone, self.email, self.identifier, self.kana_prefix, self.name_prefix))
 
 
+_LINK_SCHEME = re.compile(r"^(?:tel|mailto):\s*", re.IGNORECASE)
+
+
 def parse_query(query: str) -> SearchTerms:
     """Read a search box entry as every kind of key it could be."""
     # A NUL byte (pasted, or typed into a URL) is never part of a key, and PostgreSQL refuses
     # it in a query: every caller (the search page, the template preview) would answer 500.
     text = jp.clean_text(query.replace("\x00", ""))[:MAX_QUERY_LENGTH]
+    # A number or address copied from a link (a softphone's tel:…, a mail client's mailto:…).
+    text = _LINK_SCHEME.sub("", text, count=1)
     if not text:
         return SearchTerms()
     if "@" in text:
