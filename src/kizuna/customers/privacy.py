@@ -31,7 +31,16 @@ from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from kizuna.campaigns.automation.models import EnrollmentStatus
+from kizuna.campaigns.automation.clock import jst_date
+from kizuna.campaigns.automation.models import (
+    Enrollment,
+    EnrollmentStatus,
+    Scenario,
+    Segment,
+    SegmentMember,
+    StepDispatch,
+    TriggerKind,
+)
 from kizuna.campaigns.models import OutboxMessage, OutboxStatus, Suppression, SuppressionKind
 from kizuna.campaigns.suppression import address_hash, suppression_add_erased
 from kizuna.commerce.models import OrderReversal
@@ -66,6 +75,17 @@ REASON_MAX = 200
 # the audit action of that change: the erasure, not a reviewer deciding 「別人」.
 ERASURE_DECIDER = Actor.system("erasure").label
 CLOSE_CANDIDATE_ACTION = "duplicate.close_erased"
+# Scenario triggers whose dates come from the person's profile: the enrollment's dates (and
+# its steps' and messages') tell the profile value itself, so erasure detaches them
+# (`_detach_personal_dates`). Triggers dated by kept records (orders, shipments, points,
+# subscriptions) reveal only what those records keep anyway.
+PERSONAL_DATE_TRIGGERS = frozenset({TriggerKind.BIRTHDAY})
+# Segment conditions on the birthday: entering such a segment ("30歳以上", "誕生月が今月")
+# happens on the birthday or at the turn of its month, so a "segment entered" scenario on
+# one of them is detached the same way, with its membership rows.
+PERSONAL_DATE_CONDITIONS = frozenset({"age", "birthday_month"})
+# What a detached enrollment's occurrence becomes (+ its id): unique, and no date in it.
+ERASED_OCCURRENCE = "erased:"
 
 
 class Erasure:
@@ -117,7 +137,7 @@ HOLDINGS: tuple[Holding, ...] = (
         Erasure.ANONYMISE,
         nested=(("dispatches", "dispatches"),),
     ),
-    Holding("automation.SegmentMember", "segment_memberships", Erasure.KEEP),
+    Holding("automation.SegmentMember", "segment_memberships", Erasure.ANONYMISE),
     Holding(
         "customers.DuplicateCandidate",
         "duplicate_candidates",
@@ -495,6 +515,86 @@ def _anonymise_rows(ids: list[int], now: dt.datetime) -> dict[str, int]:
     return counts
 
 
+def _uses_personal_dates(node: Any) -> bool:
+    if not isinstance(node, dict):
+        return False
+    if "rules" in node:
+        return any(_uses_personal_dates(child) for child in node.get("rules") or ())
+    return node.get("field") in PERSONAL_DATE_CONDITIONS
+
+
+def personal_date_scenarios() -> list[int]:
+    """The scenarios whose trigger dates come from a profile date (PERSONAL_DATE_TRIGGERS, or
+    "segment entered" on a segment with a PERSONAL_DATE_CONDITIONS condition)."""
+    found = list(
+        Scenario.objects.filter(trigger_kind__in=PERSONAL_DATE_TRIGGERS).values_list(
+            "pk", flat=True
+        )
+    )
+    rules = dict(Segment.objects.values_list("key", "rules"))
+    for pk, params in Scenario.objects.filter(trigger_kind=TriggerKind.SEGMENT_ENTERED).values_list(
+        "pk", "trigger_params"
+    ):
+        if _uses_personal_dates(rules.get(str((params or {}).get("segment")))):
+            found.append(pk)
+    return found
+
+
+def _detach_personal_dates(ids: list[int], now: dt.datetime) -> int:
+    """Enrollments in scenarios triggered by a profile date (a birthday), with their steps and
+    messages, stop telling that date.
+
+    The rows stay (enrollment counts, the holdout and lift need them), but every moment that
+    was the birthday or follows from it — enrolled, anchored, exited, due, decided, queued,
+    sent, counted against the cap — becomes the erasure's moment (the person's stays in such
+    a segment, too: entered and left then, as their birthday is gone), and the occurrence key
+    ("birthday:2026") becomes ERASED_OCCURRENCE + the enrollment's id in the enrollment and
+    in its messages' dedupe keys. The person's enrollments keep their order, a second apart
+    just before `now`, so lift still takes the first as the person's unit. Called after
+    active enrollments were exited, so exited_at is set on all of them.
+    """
+    scenarios = personal_date_scenarios()
+    SegmentMember.objects.filter(customer_id__in=ids, scenario_id__in=scenarios).update(
+        entered_at=now, left_at=now
+    )
+    enrollments = list(
+        Enrollment.objects.filter(customer_id__in=ids, scenario_id__in=scenarios).order_by(
+            "anchor_at", "pk"
+        )
+    )
+    for index, enrollment in enumerate(enrollments):
+        moment = now - dt.timedelta(seconds=len(enrollments) - index)
+        occurrence = f"{ERASED_OCCURRENCE}{enrollment.pk}"
+        Enrollment.objects.filter(pk=enrollment.pk).update(
+            occurrence=occurrence,
+            enrolled_at=moment,
+            anchor_at=moment,
+            anchor_date=jst_date(moment),
+            delivery_date=None,
+            exited_at=moment,
+        )
+        StepDispatch.objects.filter(enrollment_id=enrollment.pk).update(
+            due_at=moment, decided_at=moment
+        )
+        old_key = f":{enrollment.customer_id}:{enrollment.occurrence}"
+        new_key = f":{enrollment.customer_id}:{occurrence}"
+        messages = OutboxMessage.objects.filter(enrollment_id=enrollment.pk)
+        for message in messages.only("pk", "dedupe_key", "sent_at", "cap_counted_at"):
+            key = message.dedupe_key.replace(old_key, new_key, 1)
+            if key == message.dedupe_key:
+                key = f"{ERASED_OCCURRENCE}{message.pk}"
+            OutboxMessage.objects.filter(pk=message.pk).update(
+                dedupe_key=key,
+                send_after=moment,
+                next_attempt_at=moment,
+                created_at=moment,
+                sent_at=moment if message.sent_at else None,
+                cap_counted_at=moment if message.cap_counted_at else None,
+                lease_until=None,
+            )
+    return len(enrollments)
+
+
 def _open_candidates(ids: list[int]) -> models.QuerySet[DuplicateCandidate]:
     return DuplicateCandidate.objects.filter(
         Q(customer_a_id__in=ids) | Q(customer_b_id__in=ids), status=DuplicateStatus.OPEN
@@ -611,6 +711,7 @@ def customer_erase(*, customer: Customer, acting_user: Any, reason: str) -> Eras
             suppressed += 1
     counts["addresses_suppressed"] = suppressed
     counts.update(_anonymise_rows(ids, now))
+    counts["personal_date_enrollments"] = _detach_personal_dates(ids, now)
     counts.update(_scrub_merge_texts(ids))
     for holding in HOLDINGS:
         if holding.erasure == Erasure.DELETE:
