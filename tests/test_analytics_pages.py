@@ -614,3 +614,50 @@ def test_a_run_failing_before_its_first_step_names_the_engine_without_empty_brac
         "分析の実行に失敗しました: PySpark はこのサーバーでは使えません。"
         "Spark に必要な Java がインストールされていません"
     )
+
+
+def test_the_runs_table_names_engines_and_starters_as_staff_read_them(
+    client_for: ClientFor,
+) -> None:
+    # given runs started by the demo, from the page, by the nightly task and by a command
+    for backend, trigger, who in (
+        ("duckdb", "demo", "system:demo"),
+        ("postgres", "web", "analyst-user"),
+        ("pyspark", "nightly", "system:analytics-nightly"),
+        ("duckdb", "command", ""),
+    ):
+        AnalyticsRun.objects.create(
+            as_of=AS_OF,
+            backend=backend,
+            trigger=trigger,
+            requested_by=who,
+            status=RunStatus.FAILED,
+            message="x",
+        )
+    html = _html(client_for(Role.MARKETER), "analytics:runs")
+    cells = html.split("<tbody>")[1]
+    # then the engine, how it started and who started it are words, not codes
+    for shown in (
+        "DuckDB(標準・このサーバー内)",
+        "PostgreSQL(業務DB上で計算)",
+        "PySpark",
+        "デモ作成",
+        "画面から",
+        "夜間実行",
+        "コマンド",
+        "システム(デモデータ)",
+        "システム(夜間の分析)",
+        "analyst-user",
+    ):
+        assert shown in cells, shown
+    for code in ("<td>duckdb</td>", "<td>postgres</td>", ">demo<", ">web<", "system:demo"):
+        assert code not in cells, code
+
+
+def test_the_dashboard_names_the_engine_of_its_snapshot(
+    snapshot: AnalyticsRun, client_for: ClientFor
+) -> None:
+    html = _html(client_for(Role.ANALYST), "analytics:dashboard")
+    assert "計算エンジン DuckDB(標準・このサーバー内)" in html
+    assert "<dd>DuckDB(標準・このサーバー内)</dd>" in html
+    assert "<dd>duckdb</dd>" not in html

@@ -17,10 +17,12 @@ from kizuna.analytics.models import (
     KpiTable,
     RunStatus,
     SegmentCount,
+    engine_label,
 )
 from kizuna.analytics.pipeline import config
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, RFM_GRID, RFM_SEGMENTS, WhatIfError
 from kizuna.analytics.pipeline.steps import STEP_LABELS
+from kizuna.core.audit import actor_display
 from kizuna.customers.models import AcquisitionChannel
 
 
@@ -153,6 +155,36 @@ def heat_level(value: float | None, top: float | None) -> int:
     if not value or not top or value <= 0:
         return 0
     return max(1, min(HEAT_LEVELS, round(HEAT_LEVELS * value / top)))
+
+
+# How a run was started (AnalyticsRun.trigger), as staff read it.
+TRIGGER_LABELS = {
+    "demo": "デモ作成",
+    "web": "画面から",
+    "nightly": "夜間実行",
+    "command": "コマンド",
+    "task": "バックグラウンド処理",
+    "manual": "手動",
+}
+
+
+@dataclass(frozen=True)
+class RunLabels:
+    """A run's engine, how it was started and by whom, in the words the pages show."""
+
+    engine: str
+    trigger: str
+    requested_by: str
+
+
+def run_labels(run: AnalyticsRun) -> RunLabels:
+    """The settings form's engine name, 「画面から」 for "web", 「システム(デモデータ)」 for
+    "system:demo" (a code not known here is shown as it is)."""
+    return RunLabels(
+        engine=engine_label(run.backend),
+        trigger=TRIGGER_LABELS.get(run.trigger, run.trigger),
+        requested_by=actor_display(run.requested_by) if run.requested_by else "",
+    )
 
 
 def recent_runs() -> QuerySet[AnalyticsRun]:

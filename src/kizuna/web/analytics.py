@@ -50,8 +50,10 @@ def _page(request: HtmxHttpRequest, rows: Any, per_page: int) -> Any:
 def _latest(request: HtmxHttpRequest, **extra: Any) -> dict[str, Any]:
     """The context every snapshot page starts from: the latest finished run (None before the
     first one, which the pages show as the empty state) and any run still going."""
+    run = selectors.latest_run()
     return {
-        "run": selectors.latest_run(),
+        "run": run,
+        "run_labels": selectors.run_labels(run) if run is not None else None,
         "in_progress": selectors.run_in_progress(),
         **extra,
     }
@@ -166,6 +168,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
         runs=_page(request, selectors.recent_runs(), RUNS_PER_PAGE),
         engine=AnalyticsSettings.load().get_nightly_backend_display(),
     )
+    context["rows"] = [(r, selectors.run_labels(r)) for r in context["runs"]]
     progress = context["in_progress"]
     context["progress"] = selectors.run_progress(progress.pk) if progress else None
     return render(request, "analytics/runs.html", context)

@@ -137,8 +137,10 @@ def _chart(view: selectors.DynamicsView) -> Chart:
 
 
 def _context(request: HtmxHttpRequest, current: str) -> dict[str, Any]:
+    run = selectors.latest_run()
     return {
-        "run": selectors.latest_run(),
+        "run": run,
+        "run_labels": selectors.run_labels(run) if run is not None else None,
         "in_progress": selectors.run_in_progress(),
         "current": current,
     }
