@@ -92,6 +92,9 @@ class DeliveryStatus(models.TextChoices):
     SHIPPED = "shipped", "出荷済"
     DELIVERED = "delivered", "お届け済"
     SKIPPED = "skipped", "スキップ"
+    # A delivery planned but not yet ordered when its subscription was cancelled: it will not
+    # come, and the row stays so staff can see what had been planned.
+    CANCELLED = "cancelled", "中止(解約)"
 
 
 class SubscriptionDelivery(models.Model):

@@ -18,14 +18,23 @@ from kizuna.customers.timeline import timeline_add
 from kizuna.subscriptions.models import (
     CancelReason,
     CycleKind,
+    DeliveryStatus,
     Subscription,
     SubscriptionStatus,
 )
 
 
 def _record(
-    *, subscription: Subscription, old: dict[str, Any], actor: Actor, action: str, title: str
+    *,
+    subscription: Subscription,
+    old: dict[str, Any],
+    actor: Actor,
+    action: str,
+    title: str,
+    also: Mapping[str, list[Any]] | None = None,
 ) -> None:
+    """Audit (old → new of the status fields, plus `also`: other changes made with them, as
+    {key: [old, new]}) and timeline."""
     new = {
         "status": subscription.status,
         "paused_until": subscription.paused_until,
@@ -37,7 +46,7 @@ def _record(
         action=action,
         instance=subscription,
         customer_id=subscription.customer_id,
-        changes=diff(old, new),
+        changes={**diff(old, new), **(also or {})},
     )
     timeline_add(
         customer=subscription.customer,
@@ -124,7 +133,11 @@ def subscription_cancel(
     *, subscription: Subscription, reason: CancelReason, note: str = "", acting_user: Any
 ) -> Subscription:
     """Cancel. Cancelling before the commitment count (縛り) is reached is allowed, because the
-    shop decides at the desk; the delivery count at cancellation stays on record."""
+    shop decides at the desk; the delivery count at cancellation stays on record.
+
+    Deliveries still scheduled and not yet ordered will not come: they become 中止(解約), kept
+    so staff can see what had been planned. One already ordered (受注・未出荷) keeps its status:
+    the order ships unless it is cancelled in the cart."""
     sub, old = _locked(subscription)
     if sub.status == SubscriptionStatus.CANCELLED:
         raise ValidationError(cancelled_already(sub))
@@ -134,12 +147,18 @@ def subscription_cancel(
     sub.cancel_note = note
     sub.next_delivery_on = None
     sub.save()
+    planned = sub.deliveries.filter(status=DeliveryStatus.SCHEDULED, order__isnull=True)
+    stopped = sorted(planned.values_list("sequence", flat=True))
+    planned.update(status=DeliveryStatus.CANCELLED)
+    # Which deliveries went from 予定 to 中止(解約), by number (n回目).
+    also = {"cancelled_deliveries": [None, ",".join(map(str, stopped))]} if stopped else {}
     _record(
         subscription=sub,
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.cancel",
         title=f"定期解約: {sub.product.name}({sub.delivery_count}回目で解約・{reason.label})",
+        also=also,
     )
     return sub
 

@@ -1,0 +1,113 @@
+"""Cancelling a 定期: what it leaves of its deliveries, its audit row, and the customer page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import re
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import pytest
+from django.apps import apps
+from django.db import connection
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from kizuna.accounts.models import Role
+from kizuna.commerce.models import Order
+from kizuna.core.models import AuditLog
+from kizuna.customers.models import Customer
+from kizuna.subscriptions.models import (
+    DeliveryStatus,
+    Subscription,
+    SubscriptionDelivery,
+    SubscriptionStatus,
+)
+from tests.factories import make_customer, make_order, make_subscription
+
+pytestmark = pytest.mark.django_db
+
+
+def _deliver(
+    sub: Subscription, sequence: int, status: DeliveryStatus, order: Order | None = None
+) -> SubscriptionDelivery:
+    return SubscriptionDelivery.objects.create(
+        subscription=sub,
+        sequence=sequence,
+        scheduled_on=dt.date(2026, 9, 1) + dt.timedelta(days=30 * (sequence - 1)),
+        status=status,
+        order=order,
+    )
+
+
+def _section(client: Client, customer: Customer) -> str:
+    response = client.get(reverse("web:customer_detail", args=[customer.pk]))
+    assert response.status_code == 200
+    match = re.search(
+        r'<section class="card" id="subscriptions">(.*?)</section>', response.content.decode(), re.S
+    )
+    assert match
+    return match.group(1)
+
+
+def _row(html: str, sequence: int) -> str:
+    match = re.search(rf"<tr><td[^>]*>{sequence}回目</td>.*?</tr>", html, re.S)
+    assert match, f"{sequence}回目 missing"
+    return match.group(0)
+
+
+def test_cancel_stops_the_deliveries_not_yet_ordered(
+    client_for: Callable[[Role], Client],
+) -> None:
+    """After a cancellation the page must not list a box as 予定 that will never come (an
+    operator would tell the caller it is still coming); one already ordered still ships."""
+    customer = make_customer()
+    sub = make_subscription(customer, delivery_count=1)
+    _deliver(sub, 1, DeliveryStatus.DELIVERED)
+    ordered = make_order(customer, number="KZ-ORDERED")
+    _deliver(sub, 2, DeliveryStatus.SCHEDULED, ordered)
+    _deliver(sub, 3, DeliveryStatus.SCHEDULED)
+    operator = client_for(Role.OPERATOR)
+    assert "予定" in _row(_section(operator, customer), 3)
+    # when
+    url = reverse("web:subscription_cancel", args=[customer.pk, sub.pk])
+    assert operator.post(url, {"reason": "price"}).status_code == 302
+    # then
+    statuses = dict(sub.deliveries.values_list("sequence", "status"))
+    assert statuses == {
+        1: DeliveryStatus.DELIVERED,
+        2: DeliveryStatus.SCHEDULED,  # ordered: it ships unless the order is cancelled
+        3: DeliveryStatus.CANCELLED,
+    }
+    html = _section(operator, customer)
+    assert "中止(解約)" in _row(html, 3)
+    assert "予定" not in _row(html, 3)
+    assert "KZ-ORDERED" in _row(html, 2)
+    row = AuditLog.objects.get(action="subscription.cancel", customer_id=customer.pk)
+    assert row.changes["cancelled_deliveries"] == [None, "3"]
+
+
+def test_migration_marks_leftover_deliveries_of_cancelled_subscriptions() -> None:
+    customer = make_customer()
+    gone = make_subscription(customer, status=SubscriptionStatus.CANCELLED)
+    _deliver(gone, 1, DeliveryStatus.DELIVERED)
+    _deliver(gone, 2, DeliveryStatus.SCHEDULED, make_order(customer))
+    _deliver(gone, 3, DeliveryStatus.SCHEDULED)
+    running = make_subscription(customer, next_delivery_on=timezone.localdate())
+    _deliver(running, 1, DeliveryStatus.SCHEDULED)
+    migration = importlib.import_module(
+        "kizuna.subscriptions.migrations.0002_delivery_cancelled_status"
+    )
+
+    # The function reads only the editor's connection (a schema editor cannot open inside
+    # the test's transaction on SQLite).
+    migration.cancel_leftover_deliveries(apps, SimpleNamespace(connection=connection))
+
+    assert dict(gone.deliveries.values_list("sequence", "status")) == {
+        1: DeliveryStatus.DELIVERED,
+        2: DeliveryStatus.SCHEDULED,
+        3: DeliveryStatus.CANCELLED,
+    }
+    assert running.deliveries.get().status == DeliveryStatus.SCHEDULED
