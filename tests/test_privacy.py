@@ -475,6 +475,32 @@ def test_erased_address_is_suppressed_by_hash_and_a_later_create_does_not_resubs
     assert "配信停止アドレス" in problem
 
 
+def test_export_after_erasure_lists_the_hashed_suppressions_of_the_person(
+    person: Person,
+) -> None:
+    # Another person's address on the list, and one added after the erasure: not theirs.
+    suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="someone.else@example.jp",
+        reason=SuppressionReason.BOUNCE,
+        acting_user=STAFF,
+    )
+    privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")
+    suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="later@example.jp",
+        reason=SuppressionReason.MANUAL,
+        acting_user=STAFF,
+    )
+    export = privacy.customer_export(person.customer, acting_user=DPO)
+    listed = {(row["kind"], row["address"]) for row in export["suppressions"]}
+    assert listed == {
+        (SuppressionKind.EMAIL, address_hash(EMAIL)),
+        (SuppressionKind.PHONE, address_hash(PHONE)),
+        (SuppressionKind.LINE_USER, address_hash(LINE_ID)),
+    }
+
+
 def test_erased_customer_cannot_be_found_by_name_phone_or_email(person: Person) -> None:
     assert customer_search(NAME[0], limit=10)
     privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 1")

@@ -42,7 +42,7 @@ from kizuna.campaigns.automation.models import (
     TriggerKind,
 )
 from kizuna.campaigns.models import OutboxMessage, OutboxStatus, Suppression, SuppressionKind
-from kizuna.campaigns.suppression import address_hash, suppression_add_erased
+from kizuna.campaigns.suppression import HASH_PREFIX, address_hash, suppression_add_erased
 from kizuna.commerce.models import OrderReversal
 from kizuna.core.append_only import REDACTED
 from kizuna.core.audit import Actor, audit_record, audit_redact, redacted
@@ -266,10 +266,21 @@ def _addresses(ids: list[int]) -> dict[SuppressionKind, set[str]]:
 
 
 def _suppressions(ids: list[int]) -> list[dict[str, Any]]:
+    """The person's addresses on the suppression list: found by their identities' addresses
+    (in clear or hashed), and — once an erasure deleted the identities — by the audit log,
+    whose `suppression.add` rows name the person's record and the suppression row (columns
+    the log never changes; only their values are redacted). Only hashed rows are taken that
+    way: a row in clear is an address the person no longer holds, perhaps someone else's."""
     condition = Q(pk__in=[])
     for kind, values in _addresses(ids).items():
         hashes = {address_hash(value) for value in values}
         condition |= Q(kind=kind, address__in=values | hashes)
+    logged = AuditLog.objects.filter(
+        customer_id__in=ids, action="suppression.add", entity=Suppression._meta.label
+    ).values_list("entity_id", flat=True)
+    pks = {int(pk) for pk in logged if str(pk).isdigit()}
+    if pks:
+        condition |= Q(pk__in=pks, address__startswith=HASH_PREFIX)
     return [row_dict(row) for row in Suppression.objects.filter(condition).order_by("pk")]
 
 
