@@ -661,3 +661,72 @@ def test_the_dashboard_names_the_engine_of_its_snapshot(
     assert "計算エンジン DuckDB(標準・このサーバー内)" in html
     assert "<dd>DuckDB(標準・このサーバー内)</dd>" in html
     assert "<dd>duckdb</dd>" not in html
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "message"),
+    [
+        ("cpm_lapse_days", "-5", "離脱とみなす日数は1〜3,650日の範囲で指定してください"),
+        (
+            "cpm_lapse_days",
+            "99999999999999999999",
+            "離脱とみなす日数は1〜3,650日の範囲で指定してください",
+        ),
+        (
+            "cpm_toddler_tenure_days",
+            "-1",
+            "よちよち客の在籍期間は1〜3,650日の範囲で指定してください",
+        ),
+        (
+            "cpm_loyal_tenure_days",
+            "9223372036854775808",
+            "優良客の在籍期間は1〜3,650日の範囲で指定してください",
+        ),
+        (
+            "cpm_amount_yen",
+            "-70,000",
+            "累計購入金額の閾値は0〜1,000,000,000円の範囲で指定してください",
+        ),
+        (
+            "cpm_amount_yen",
+            "99999999999999999999",
+            "累計購入金額の閾値は0〜1,000,000,000円の範囲で指定してください",
+        ),
+        ("prediction_horizon_days", "-1", "予測期間は1〜3,650日の範囲で指定してください"),
+        (
+            "keep_customer_runs",
+            "-3",
+            "顧客別スナップショットの保持回数は1〜100回の範囲で指定してください",
+        ),
+        (
+            "keep_customer_runs",
+            "99999999999999999999",
+            "顧客別スナップショットの保持回数は1〜100回の範囲で指定してください",
+        ),
+    ],
+)
+def test_a_number_out_of_range_gets_the_fields_own_range_message(
+    client_for: ClientFor, field: str, typed: str, message: str
+) -> None:
+    response = client_for(Role.ADMIN).post(
+        reverse("analytics:settings"), _settings_post(**{field: typed})
+    )
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert [str(e) for e in errors[field]] == [message]
+    html = response.content.decode()
+    assert "9223372036854775807" not in html
+    assert "この値は" not in html
+    assert not AuditLog.objects.filter(action="analytics_settings.update").exists()
+
+
+def test_the_settings_service_gives_the_same_range_message(users: dict[Role, Any]) -> None:
+    from django.core.exceptions import ValidationError
+
+    from kizuna.analytics.services import analytics_settings_update
+
+    with pytest.raises(ValidationError) as caught:
+        analytics_settings_update(changes={"cpm_lapse_days": 10**20}, acting_user=users[Role.ADMIN])
+    assert caught.value.message_dict == {
+        "cpm_lapse_days": ["離脱とみなす日数は1〜3,650日の範囲で指定してください"]
+    }

@@ -101,6 +101,31 @@ def engine_refusal(code: str, *, using: str = "default") -> str | None:
     )
 
 
+# Each number field's range and the message shown beside it when a value is outside it
+# (a negative, or a number too large for the database): the same words the settings page uses
+# for the thresholds' other rules, instead of Django's generic 「この値は … 以下」.
+INTEGER_RANGES: dict[str, tuple[int, int, str]] = {
+    "cpm_lapse_days": (1, 3650, "離脱とみなす日数は1〜3,650日の範囲で指定してください"),
+    "cpm_toddler_tenure_days": (
+        1,
+        3650,
+        "よちよち客の在籍期間は1〜3,650日の範囲で指定してください",
+    ),
+    "cpm_loyal_tenure_days": (1, 3650, "優良客の在籍期間は1〜3,650日の範囲で指定してください"),
+    "cpm_amount_yen": (
+        0,
+        1_000_000_000,
+        "累計購入金額の閾値は0〜1,000,000,000円の範囲で指定してください",
+    ),
+    "prediction_horizon_days": (1, 3650, "予測期間は1〜3,650日の範囲で指定してください"),
+    "keep_customer_runs": (
+        1,
+        100,
+        "顧客別スナップショットの保持回数は1〜100回の範囲で指定してください",
+    ),
+}
+
+
 class AnalyticsSettings(TimeStampedModel):
     """The shop's thresholds (one row, id 1). Defaults follow PRODUCT.md section 2."""
 
@@ -237,6 +262,25 @@ class AnalyticsSettings(TimeStampedModel):
             raise ValidationError(errors)
         return config
 
+    def clean_fields(self, exclude: Any = None) -> None:
+        # A number outside its range gets the field's own message (INTEGER_RANGES), and Django's
+        # generic range check is then skipped for it; clean() leaves that field's rules aside.
+        excluded = set(exclude or ())
+        errors: dict[str, list[str]] = {}
+        self._out_of_range: set[str] = set()
+        for name, (low, high, message) in INTEGER_RANGES.items():
+            value = getattr(self, name)
+            if name not in excluded and isinstance(value, int) and not low <= value <= high:
+                errors[name] = [message]
+                self._out_of_range.add(name)
+        try:
+            super().clean_fields(exclude=excluded | self._out_of_range)
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, []).extend(messages)
+        if errors:
+            raise ValidationError(errors)
+
     def clean(self) -> None:
         # The thresholds as a run checks them, and the nightly engine: one this install cannot
         # run (PostgreSQL on SQLite, PySpark without Java) would fail every run it starts.
@@ -244,7 +288,14 @@ class AnalyticsSettings(TimeStampedModel):
         try:
             self.to_config()
         except ValidationError as exc:
-            errors.update(exc.message_dict)
+            out_of_range: set[str] = getattr(self, "_out_of_range", set())
+            errors.update(
+                {
+                    name: found
+                    for name, found in exc.message_dict.items()
+                    if name not in out_of_range
+                }
+            )
         refusal = engine_refusal(self.nightly_backend)
         if refusal is not None:
             errors.setdefault("nightly_backend", []).append(refusal)

@@ -221,6 +221,14 @@ class AnalyticsSettingsForm(forms.ModelForm[AnalyticsSettings]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            if isinstance(field, forms.IntegerField):
+                # The range is the model's (AnalyticsSettings.clean_fields), with each field's
+                # own message, not the form's generic 「この値は 0 以上…」.
+                field.validators = []
+                field.min_value = field.max_value = None
+                field.widget.attrs.pop("min", None)
+                field.widget.attrs.pop("max", None)
         if self.is_bound:
             # Numbers as every form of Kizuna reads them (web.http.int_or_text): the page says
             # full-width digits are fine, and an amount is typed as 70,000 or ７０，０００.
