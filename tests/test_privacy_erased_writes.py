@@ -22,6 +22,7 @@ from kizuna.subscriptions.models import CycleKind, Subscription
 from kizuna.subscriptions.services import subscription_create
 from tests.factories import make_customer, make_order, make_product
 from tests.test_api_common import ApiClient, assert_error, full_access_client, make_key
+from tests.test_api_subscriptions import new_subscription
 
 pytestmark = pytest.mark.django_db
 
@@ -58,18 +59,6 @@ def _written(customer: Customer) -> tuple[int, int, int, int]:
     )
 
 
-def _subscription(customer: Customer) -> dict[str, object]:
-    return {
-        "customer_id": customer.pk,
-        "product_code": "SK-SUB-01",
-        "product_name": "美容液 定期便",
-        "unit_price": 3980,
-        "cycle_kind": "days",
-        "cycle_days": 30,
-        "started_on": "2026-05-01",
-    }
-
-
 def test_api_refuses_a_subscription_and_points_for_an_erased_customer_as_a_profile_update(
     api: ApiClient, erased: Customer
 ) -> None:
@@ -80,7 +69,7 @@ def test_api_refuses_a_subscription_and_points_for_an_erased_customer_as_a_profi
     assert ERASED in profile["message"]
     points = f"/api/v1/customers/{erased.pk}/points"
     refusals = [
-        api.post("/api/v1/subscriptions", _subscription(erased)),
+        api.post("/api/v1/subscriptions", new_subscription(erased)),
         api.post(points, {"kind": "earn", "amount": 100, "reason": "購入ポイント"}),
         api.post(points, {"kind": "redeem", "amount": 100}),
         api.post(points, {"kind": "adjust", "amount": 50, "reason": "お詫び"}),
