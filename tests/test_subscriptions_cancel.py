@@ -111,3 +111,60 @@ def test_migration_marks_leftover_deliveries_of_cancelled_subscriptions() -> Non
         3: DeliveryStatus.CANCELLED,
     }
     assert running.deliveries.get().status == DeliveryStatus.SCHEDULED
+
+
+def _ordered_then_planned(customer: Customer) -> tuple[Subscription, Order]:
+    """2 boxes delivered (one skip between), the 4th ordered and not shipped, the 5th planned."""
+    sub = make_subscription(
+        customer, delivery_count=2, next_delivery_on=dt.date(2026, 12, 27), commitment_count=0
+    )
+    _deliver(sub, 1, DeliveryStatus.DELIVERED)
+    _deliver(sub, 2, DeliveryStatus.SKIPPED)
+    _deliver(sub, 3, DeliveryStatus.DELIVERED)
+    order = make_order(customer, number="KZ00002991")
+    coming = _deliver(sub, 4, DeliveryStatus.SCHEDULED, order)
+    SubscriptionDelivery.objects.filter(pk=coming.pk).update(scheduled_on=dt.date(2026, 11, 27))
+    _deliver(sub, 5, DeliveryStatus.SCHEDULED)
+    SubscriptionDelivery.objects.filter(subscription=sub, sequence=5).update(
+        scheduled_on=dt.date(2026, 12, 27)
+    )
+    return sub, order
+
+
+def test_next_delivery_is_the_box_already_ordered(client_for: Callable[[Role], Client]) -> None:
+    """Asked 「次はいつ届く?」 the operator reads 次回: the box already ordered (4回目, 11/27)
+    comes before the next one to be ordered (5回目, 12/27), in the summary and in the table."""
+    customer = make_customer()
+    _ordered_then_planned(customer)
+
+    html = _section(client_for(Role.OPERATOR), customer)
+
+    assert "2回(次回 4回目)" in html
+    assert "2026年11月27日" in html.split("<table")[0]
+    assert "受注済・未出荷" in html.split("<table")[0]
+    assert "その次は2026年12月27日" in html
+    assert "受注済・未出荷" in _row(html, 4)
+    assert "次回" in _row(html, 4)
+    assert "次回" not in _row(html, 5)
+    assert "予定" in _row(html, 5)
+
+
+def test_a_box_ordered_before_the_cancellation_still_shows_as_coming(
+    client_for: Callable[[Role], Client],
+) -> None:
+    customer = make_customer()
+    sub, _ = _ordered_then_planned(customer)
+    operator = client_for(Role.OPERATOR)
+    url = reverse("web:subscription_cancel", args=[customer.pk, sub.pk])
+    # the confirmation page warns that the ordered box ships anyway, and how to stop it
+    confirm = operator.get(url).content.decode()
+    assert "4回目(注文 KZ00002991)はすでに受注済みのため、解約してもお届けされます" in confirm
+    assert "カートで注文をキャンセルしてください" in confirm
+
+    assert operator.post(url, {"reason": "surplus"}).status_code == 302
+
+    html = _section(operator, customer)
+    assert "2回(次回 4回目)" in html
+    assert "解約前の注文のためお届けされます" in html
+    assert "中止(解約)" in _row(html, 5)
+    assert "次回" not in _row(html, 5)

@@ -403,10 +403,27 @@ def next_delivery_sequence(delivery_count: int, latest: SubscriptionDelivery | N
     return latest.sequence + 1
 
 
+def coming_delivery(deliveries: Iterable[SubscriptionDelivery]) -> SubscriptionDelivery | None:
+    """The first of these deliveries already ordered and not delivered yet (受注済・未出荷, or
+    出荷済 on its way), or None.
+
+    That box comes first whatever the subscription's `next_delivery_on` says (the date the next
+    order will be made for): asked 「次はいつ届く?」, the answer is its day. It comes even after
+    a cancellation, unless its order is cancelled in the cart."""
+    coming = [
+        d
+        for d in deliveries
+        if d.order_id is not None and d.status in (DeliveryStatus.SCHEDULED, DeliveryStatus.SHIPPED)
+    ]
+    return min(coming, key=lambda d: d.sequence) if coming else None
+
+
 def subscriptions_for(customer: Customer) -> list[Subscription]:
     """The customer's subscriptions, running ones first, each with its latest deliveries in
-    `recent_deliveries` (newest first, at most RECENT_DELIVERIES) and the number of its next
-    delivery in `next_delivery_sequence`."""
+    `recent_deliveries` (newest first, at most RECENT_DELIVERIES), and its next delivery: the
+    number in `next_delivery_sequence`, the day in `next_delivery_day` and, when that box is
+    already ordered, the delivery in `coming_delivery` (see coming_delivery: an ordered box
+    comes before the date of the next order, and even after a cancellation)."""
     status_rank = {
         SubscriptionStatus.ACTIVE: 0,
         SubscriptionStatus.PAUSED: 1,
@@ -428,12 +445,19 @@ def subscriptions_for(customer: Customer) -> list[Subscription]:
         .order_by("-started_on", "-id")
     )
     for sub in subscriptions:
-        # Both attributes are set at run time (the Prefetch's `to_attr`, then here), so the
-        # model's type knows neither.
+        # These attributes are set at run time (the Prefetch's `to_attr`, then here), so the
+        # model's type knows none of them.
         recent: list[SubscriptionDelivery] = sub.recent_deliveries  # type: ignore[attr-defined]
-        sub.next_delivery_sequence = next_delivery_sequence(  # type: ignore[attr-defined]
-            sub.delivery_count, recent[0] if recent else None
-        )
+        coming = coming_delivery(recent)
+        day: dt.date | None
+        sub.coming_delivery = coming  # type: ignore[attr-defined]
+        if coming is not None:
+            sequence, day = coming.sequence, coming.scheduled_on
+        else:
+            sequence = next_delivery_sequence(sub.delivery_count, recent[0] if recent else None)
+            day = sub.next_delivery_on
+        sub.next_delivery_sequence = sequence  # type: ignore[attr-defined]
+        sub.next_delivery_day = day  # type: ignore[attr-defined]
     subscriptions.sort(key=lambda s: status_rank.get(SubscriptionStatus(s.status), 3))
     return subscriptions
 

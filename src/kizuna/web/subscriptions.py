@@ -19,7 +19,13 @@ from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
-from kizuna.subscriptions.models import CancelReason, Subscription, SubscriptionStatus
+from kizuna.subscriptions.models import (
+    CancelReason,
+    DeliveryStatus,
+    Subscription,
+    SubscriptionDelivery,
+    SubscriptionStatus,
+)
 from kizuna.subscriptions.services import subscription_cancel
 from kizuna.web.http import HtmxHttpRequest, posted
 
@@ -59,6 +65,29 @@ def _subscription_or_404(pk: int, sub_pk: int) -> Subscription:
     return found
 
 
+def _coming(subscription: Subscription) -> list[SubscriptionDelivery]:
+    """Deliveries already ordered and not delivered yet: a cancellation does not stop them
+    (only cancelling the order in the cart does), so the confirmation page says so."""
+    return list(
+        subscription.deliveries.filter(
+            order__isnull=False, status__in=[DeliveryStatus.SCHEDULED, DeliveryStatus.SHIPPED]
+        )
+        .select_related("order")
+        .order_by("sequence")
+    )
+
+
+def _still_coming(delivery: SubscriptionDelivery) -> str:
+    number = delivery.order.number if delivery.order is not None else "—"
+    what = f"{delivery.sequence}回目(注文 {number})"
+    if delivery.status == DeliveryStatus.SHIPPED:
+        return f"{what}はすでに出荷済みのため、解約してもお届けされます。"
+    return (
+        f"{what}はすでに受注済みのため、解約してもお届けされます。"
+        "止める場合はカートで注文をキャンセルしてください。"
+    )
+
+
 @allow_roles(*CANCEL_ROLES)
 @never_cache
 @require_http_methods(["GET", "POST"])
@@ -82,7 +111,10 @@ def subscription_cancel_view(request: HtmxHttpRequest, pk: int, sub_pk: int) -> 
                 request, f"定期購入 #{subscription.pk}({subscription.product.name})を解約しました。"
             )
             return redirect(reverse("web:customer_detail", args=[pk]) + "#subscriptions")
+    coming = _coming(subscription)
     context = {
+        "coming": coming[0] if coming else None,
+        "still_coming": [_still_coming(delivery) for delivery in coming],
         "customer": subscription.customer,
         "subscription": subscription,
         "form": form,
