@@ -583,3 +583,43 @@ def test_month_flows_match_the_segments_at_every_month_end(
     np.testing.assert_array_equal(fast.revenue[1:], slow.revenue[1:])
     np.testing.assert_array_equal(fast.counts(0), slow.counts(0))
     assert fast.customers[1:, : dy.N_SEGMENTS].sum() > 0
+
+
+def test_the_chart_draws_each_month_once_and_marks_the_unfinished_month(db: None) -> None:
+    import re
+
+    # given an analysis as of the 20th, so June is an unfinished month and the forecast starts
+    # from the end of May (its first month is June)
+    build_varied_shop()
+    run(dt.date(2025, 6, 20))
+    html = _client(Role.ANALYST).get(reverse("analytics:dynamics")).content.decode()
+    chart = html.split("<svg", 1)[1].split("</svg>", 1)[0]
+    titles = re.findall(r"<title>(\d{4}-\d{2})\((.*?)\)", chart)
+    # then June is one bar, its count so far, marked 途中; the forecast bars start in July
+    kinds_of = {month: {kind for m, kind in titles if m == month} for month, _ in titles}
+    assert kinds_of["2025-06"] == {"途中・6/20まで"}
+    assert all(len(kinds) == 1 for kinds in kinds_of.values())
+    forecast = sorted(month for month, kind in titles if kind == "予測")
+    assert forecast[0] == "2025-07"
+    assert "2025-06(予測)" not in html
+    assert 'stroke-dasharray="3 2"' in chart
+    # and the legend says what the unfinished bar is and where the forecast comes from
+    assert "点線で囲んだ 2025-06 は基準日 6/20 までの途中の人数です(実績)" in html
+    assert "薄い色は予測(2025-05 末までの実績から計算、2025-07〜2026-05)" in html
+
+
+@pytest.mark.usefixtures("analysed")
+def test_what_if_people_are_whole_customers_with_the_unit() -> None:
+    import re
+
+    response = _client(Role.MARKETER).post(
+        reverse("analytics:dynamics"),
+        {"before": "first_active", "after": "toddler_active", "points": "+5"},
+        HTTP_HX_REQUEST="true",
+    )
+    result = response.content.decode().split('id="what-if-result"', 1)[1]
+    cells = re.findall(r'<td class="num">([^<]*)</td>', result)
+    people = [c for c in cells if not c.startswith("¥") and "円" not in c]
+    assert people, result
+    for cell in people:
+        assert re.fullmatch(r"([+-]?[\d,]+|±0)人", cell), cell

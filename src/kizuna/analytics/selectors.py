@@ -857,14 +857,14 @@ def customer_dynamics(run: AnalyticsRun) -> DynamicsView | None:
 @dataclass(frozen=True)
 class WhatIfMonth:
     month: str
-    base_active: float
-    changed_active: float
+    base_active: int  # people, rounded to whole customers
+    changed_active: int
     base_revenue: int
     changed_revenue: int
 
     @property
-    def active_difference(self) -> float:
-        return round(self.changed_active - self.base_active, 1)
+    def active_difference(self) -> int:
+        return self.changed_active - self.base_active
 
     @property
     def revenue_difference(self) -> int:
@@ -878,7 +878,8 @@ class WhatIfView:
     probability_before: float
     probability_after: float
     months: list[WhatIfMonth]
-    segments: list[tuple[str, float, float, float]]  # label, base, changed, difference (horizon)
+    # label, base, changed, difference at the horizon, in whole customers
+    segments: list[tuple[str, int, int, int]]
     base_revenue: int
     changed_revenue: int
 
@@ -909,23 +910,20 @@ def forecast_what_if(run: AnalyticsRun, *, before: str, after: str, points: floa
     months = [
         WhatIfMonth(
             month=month,
-            base_active=round(float(base.counts[h, active].sum()), 1),
-            changed_active=round(float(changed.counts[h, active].sum()), 1),
+            base_active=round(float(base.counts[h, active].sum())),
+            changed_active=round(float(changed.counts[h, active].sum())),
             base_revenue=round(float(base.revenue[h].sum())),
             changed_revenue=round(float(changed.revenue[h].sum())),
         )
         for h, month in enumerate(base.months)
     ]
     last = len(base.months) - 1
-    segments = [
-        (
-            label,
-            round(float(base.counts[last, s]), 1),
-            round(float(changed.counts[last, s]), 1),
-            round(float(changed.counts[last, s] - base.counts[last, s]), 1),
-        )
-        for s, label in enumerate(CPM_SEGMENTS.values())
-    ]
+    # People are shown as whole customers; a difference is that of the numbers shown, so a row
+    # reads 1,011人 → 1,012人 (+1人), not a fraction of a customer.
+    segments = []
+    for s, label in enumerate(CPM_SEGMENTS.values()):
+        was, now = round(float(base.counts[last, s])), round(float(changed.counts[last, s]))
+        segments.append((label, was, now, now - was))
     return WhatIfView(
         before=CPM_SEGMENTS[before],
         after=CPM_SEGMENTS[after],

@@ -10,6 +10,7 @@ Everything comes from the stored snapshot through `kizuna.analytics.selectors`.
 
 from __future__ import annotations
 
+import datetime as dt
 import unicodedata
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,7 @@ class Bar:
     height: float
     colour: str
     forecast: bool
+    partial: bool
     title: str
 
 
@@ -89,27 +91,34 @@ class Chart:
     top_label: str
     baseline: float
     legend: list[tuple[str, str]]
+    note: str  # how to read the last actual month and the forecast bars
 
 
-def _chart(view: selectors.DynamicsView) -> Chart:
-    """Stacked bars of 現役 customers per segment: the past months, then the forecast (paler)."""
+def _chart(view: selectors.DynamicsView, as_of: dt.date) -> Chart:
+    """Stacked bars of 現役 customers per segment: the past months, then the forecast (paler).
+
+    One bar per month. The forecast starts from the last closed month; when the as-of day is
+    inside a month, that month is drawn once, as the actual count up to the as-of day (outlined
+    and marked 途中), and its forecast (for the month end) is left to the forecast table."""
     active = [(i, code, label) for i, (code, label) in enumerate(view.segments) if "active" in code]
-    columns: list[tuple[str, list[float], bool]] = [
-        (m.month, [float(n) for n in m.counts], False) for m in view.months
+    actual = {m.month for m in view.months}
+    columns: list[tuple[str, list[float], bool, bool]] = [
+        (m.month, [float(n) for n in m.counts], False, m.partial) for m in view.months
     ]
-    columns += [(f.month, f.counts, True) for f in view.forecast]
-    top = max((sum(c[i] for i, _, _ in active) for _, c, _ in columns), default=0.0) or 1.0
+    columns += [(f.month, f.counts, True, False) for f in view.forecast if f.month not in actual]
+    top = max((sum(c[i] for i, _, _ in active) for _, c, _, _ in columns), default=0.0) or 1.0
     plot = CHART_HEIGHT - CHART_TOP - CHART_BOTTOM
     step = CHART_WIDTH / max(len(columns), 1)
+    day = f"{as_of.month}/{as_of.day}"
     bars: list[Bar] = []
     labels: list[tuple[float, str]] = []
-    for n, (month, counts, is_forecast) in enumerate(columns):
+    for n, (month, counts, is_forecast, partial) in enumerate(columns):
         x = n * step
         base = float(CHART_TOP + plot)
+        kind = "予測" if is_forecast else (f"途中・{day}まで" if partial else "実績")
         for i, code, label in active:
             h = plot * counts[i] / top
             base -= h
-            kind = "予測" if is_forecast else "実績"
             bars.append(
                 Bar(
                     x=round(x + step * 0.1, 1),
@@ -118,6 +127,7 @@ def _chart(view: selectors.DynamicsView) -> Chart:
                     height=round(h, 1),
                     colour=STAGE_COLOURS[code.rsplit("_", 1)[0]],
                     forecast=is_forecast,
+                    partial=partial,
                     title=f"{month}({kind}){label}: {counts[i]:,.0f}人",
                 )
             )
@@ -125,6 +135,17 @@ def _chart(view: selectors.DynamicsView) -> Chart:
             # kept clear of the edges so a centred label is not cut off
             centre = min(max(x + step / 2, 24.0), CHART_WIDTH - 24.0)
             labels.append((round(centre, 1), month))
+    partial_months = [m.month for m in view.months if m.partial]
+    drawn = [month for month, _, is_forecast, _ in columns if is_forecast]
+    note = f"薄い色は予測({view.forecast_origin} 末までの実績から計算"
+    if drawn:
+        note += f"、{drawn[0]}〜{drawn[-1]}"
+    note += ")"
+    if partial_months:
+        note = (
+            f"点線で囲んだ {partial_months[-1]} は基準日 {day} までの途中の人数です(実績)。"
+            f"{note}。{partial_months[-1]} 末の予測は下の「12 か月の予測」の表にあります"
+        )
     return Chart(
         width=CHART_WIDTH,
         height=CHART_HEIGHT,
@@ -133,6 +154,7 @@ def _chart(view: selectors.DynamicsView) -> Chart:
         top_label=f"{top:,.0f}人",
         baseline=CHART_TOP + plot,
         legend=[(label, STAGE_COLOURS[code.rsplit("_", 1)[0]]) for _, code, label in active],
+        note=note,
     )
 
 
@@ -173,7 +195,7 @@ def dynamics(request: HtmxHttpRequest) -> HttpResponse:
                 form.add_error(None, str(exc))
     context.update(view=view, form=form, result=result)
     if view is not None:
-        context["chart"] = _chart(view)
+        context["chart"] = _chart(view, run.as_of)
     if request.method == "POST" and wants_fragment(request):
         return render(request, "analytics/_what_if.html", context)
     return render(request, "analytics/dynamics.html", context)
