@@ -15,10 +15,12 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from kizuna.accounts.models import Role
+from kizuna.accounts.models import Role, User
 from kizuna.commerce.models import Order
+from kizuna.core.append_only import REDACTED
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer
+from kizuna.customers.privacy import customer_erase
 from kizuna.subscriptions.models import (
     DeliveryStatus,
     Subscription,
@@ -168,3 +170,25 @@ def test_a_box_ordered_before_the_cancellation_still_shows_as_coming(
     assert "解約前の注文のためお届けされます" in html
     assert "中止(解約)" in _row(html, 5)
     assert "次回" not in _row(html, 5)
+
+
+def test_cancel_audit_records_the_note_and_erasure_redacts_it(
+    client_for: Callable[[Role], Client], users: dict[Role, User]
+) -> None:
+    """RELIABILITY D3: the cancellation's audit row says what changed, old → new, the note
+    too; the note may name the person (家族の介護で…), so an erasure redacts it there."""
+    customer = make_customer()
+    sub = make_subscription(customer)
+    url = reverse("web:subscription_cancel", args=[customer.pk, sub.pk])
+    note = "山田様、母の介護のため"
+    client_for(Role.OPERATOR).post(url, {"reason": "moving", "note": note})
+
+    row = AuditLog.objects.get(action="subscription.cancel", customer_id=customer.pk)
+    assert row.changes["cancel_note"] == ["", note]
+    assert row.changes["cancel_reason"] == ["", "moving"]
+
+    customer_erase(customer=customer, acting_user=users[Role.ADMIN], reason="受付番号 1")
+
+    row.refresh_from_db()
+    assert row.changes["cancel_note"] == [REDACTED, REDACTED]
+    assert note not in str(AuditLog.objects.filter(customer_id=customer.pk).values("changes"))

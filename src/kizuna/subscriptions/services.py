@@ -40,6 +40,9 @@ def _record(
         "paused_until": subscription.paused_until,
         "cancelled_on": subscription.cancelled_on,
         "cancel_reason": subscription.cancel_reason,
+        # Free text that may name the person: an erasure redacts it in the audit log with
+        # every other value recorded about them (customers.privacy, audit_redact).
+        "cancel_note": subscription.cancel_note,
     }
     audit_record(
         actor=actor,
@@ -65,6 +68,7 @@ def _locked(subscription: Subscription) -> tuple[Subscription, dict[str, Any]]:
         "paused_until": sub.paused_until,
         "cancelled_on": sub.cancelled_on,
         "cancel_reason": sub.cancel_reason,
+        "cancel_note": sub.cancel_note,
     }
     return sub, old
 
