@@ -730,3 +730,41 @@ def test_the_settings_service_gives_the_same_range_message(users: dict[Role, Any
     assert caught.value.message_dict == {
         "cpm_lapse_days": ["離脱とみなす日数は1〜3,650日の範囲で指定してください"]
     }
+
+
+def _run_with_rf_grid(method: str, cells: dict[str, int]) -> AnalyticsRun:
+    done = AnalyticsRun.objects.create(
+        as_of=AS_OF,
+        backend="duckdb",
+        status=RunStatus.DONE,
+        customers=sum(cells.values()),
+        settings={"rfm_method": method, "cpm_lapse_days": 240},
+    )
+    for code, n in cells.items():
+        SegmentCount.objects.create(
+            run=done, as_of=AS_OF, kind=SegmentCount.Kind.RF, segment=code, customers=n, revenue=0
+        )
+    return done
+
+
+def test_the_dashboard_warns_when_quantile_cut_points_collapse(client_for: ClientFor) -> None:
+    # given quantile scores where most customers bought once or twice: F2 and F3 are empty
+    # and every 2-purchase customer got F4
+    _run_with_rf_grid(
+        "quantile",
+        {f"R{r}F{f}": 10 * r for r in range(1, 6) for f in (1, 4, 5)},
+    )
+    html = _html(client_for(Role.MARKETER), "analytics:dashboard")
+    # then the caption does not promise five equal parts, and the page says which scores are
+    # empty and suggests fixed thresholds
+    assert "分位数で5等分" not in html
+    assert "同じ値の顧客は必ず同じ点になる" in html
+    warning = html.split('id="rfm-empty-scores"', 1)[1].split("</div>", 1)[0]
+    assert "F2・F3 に当てはまる顧客がいません" in warning
+    assert "固定の閾値" in warning
+
+
+def test_no_warning_when_every_score_has_customers(client_for: ClientFor) -> None:
+    _run_with_rf_grid("quantile", {f"R{r}F{f}": 3 for r in range(1, 6) for f in range(1, 6)})
+    html = _html(client_for(Role.MARKETER), "analytics:dashboard")
+    assert 'id="rfm-empty-scores"' not in html

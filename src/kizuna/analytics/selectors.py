@@ -292,6 +292,24 @@ def rf_grid(run: AnalyticsRun) -> list[GridRow]:
     return out
 
 
+def empty_scores(run: AnalyticsRun) -> list[str]:
+    """The R and F scores no customer has in a run with customers, e.g. ["F2", "F3"].
+
+    With quantile scores, customers with the same value share a score, so when most customers
+    bought once or twice the cut points fall on the same value and some scores stay empty (a
+    2-purchase customer then jumps to F4). The dashboard warns about it.
+    """
+    stored = {row.code: row.customers for row in segment_counts(run, SegmentCount.Kind.RF)}
+    if not any(stored.values()):
+        return []
+    out = []
+    for letter, position in (("R", 1), ("F", 3)):  # codes read "R4F2"
+        for score in range(1, 6):
+            if not any(n for code, n in stored.items() if code[position] == str(score)):
+                out.append(f"{letter}{score}")
+    return out
+
+
 # Repeat KPIs ---------------------------------------------------------------------------------
 
 

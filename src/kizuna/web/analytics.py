@@ -72,6 +72,7 @@ def dashboard(request: HtmxHttpRequest) -> HttpResponse:
             cpm=selectors.segments_with_change(run, SegmentCount.Kind.CPM),
             rfm=selectors.segments_with_change(run, SegmentCount.Kind.RFM),
             grid=selectors.rf_grid(run),
+            empty_scores=selectors.empty_scores(run),
             timings=selectors.run_timings(run),
         )
     return render(request, "analytics/dashboard.html", context)
