@@ -768,3 +768,20 @@ def test_no_warning_when_every_score_has_customers(client_for: ClientFor) -> Non
     _run_with_rf_grid("quantile", {f"R{r}F{f}": 3 for r in range(1, 6) for f in range(1, 6)})
     html = _html(client_for(Role.MARKETER), "analytics:dashboard")
     assert 'id="rfm-empty-scores"' not in html
+
+
+def test_the_predictions_page_warns_about_one_time_buyers_under_bgnbd_only(
+    snapshot: AnalyticsRun, client_for: ClientFor
+) -> None:
+    # given the default model, BG/NBD, where one-time buyers are always alive
+    assert snapshot.predictions["model"] == "bgnbd"
+    html = _html(client_for(Role.MARKETER), "analytics:predictions")
+    warning = html.split('id="bgnbd-one-time-buyers"', 1)[1].split("</div>", 1)[0]
+    assert "1 回だけ購入したお客様" in warning
+    assert "MBG/NBD" in warning
+    assert "分析設定" in warning
+    # and under MBG/NBD the caveat does not apply
+    snapshot.predictions = {**snapshot.predictions, "model": "mbgnbd"}
+    snapshot.save(update_fields=["predictions"])
+    html = _html(client_for(Role.MARKETER), "analytics:predictions")
+    assert 'id="bgnbd-one-time-buyers"' not in html

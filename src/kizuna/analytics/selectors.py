@@ -663,6 +663,7 @@ def scores_page(
 
 @dataclass(frozen=True)
 class ModelSummary:
+    code: str  # "bgnbd", "mbgnbd", "pareto" ("" when the run has no model)
     label: str
     params: list[tuple[str, float]]
     spend_params: list[tuple[str, float]]
@@ -683,6 +684,7 @@ def model_summary(run: AnalyticsRun) -> ModelSummary:
     spend = info.get("spend_params") or {}
     labels = dict(AnalyticsSettings.Model.choices)
     return ModelSummary(
+        code=str(info.get("model", "")),
         label=str(labels.get(info.get("model", ""), info.get("model", ""))),
         params=[(k, float(v)) for k, v in params.items() if k not in _FIT_FACTS],
         spend_params=[(k, float(v)) for k, v in spend.items() if k not in _FIT_FACTS],
