@@ -15,7 +15,6 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -32,6 +31,7 @@ from kizuna.analytics.services import (
     segment_export_rows,
 )
 from kizuna.analytics.tasks import enqueue_run
+from kizuna.core.paging import Paginator
 from kizuna.web.http import HtmxHttpRequest, int_or_text, posted
 from kizuna.web.segments import _csv_lines
 
