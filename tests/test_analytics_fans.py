@@ -21,6 +21,7 @@ from kizuna.analytics.pipeline.fans import ODDS_RATIO_MIN_CUSTOMERS, _Cell, beha
 from kizuna.customers.models import AcquisitionChannel, Customer
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.support.models import Contact
+from kizuna.web.templatetags.kizuna import p_value
 from tests.analytics_shop import JST, Shop, kpi, run
 from tests.factories import make_user
 
@@ -294,3 +295,12 @@ def test_the_fans_page_explains_a_missing_odds_ratio_instead_of_showing_one() ->
     assert "計算しません" not in phone
     assert f"{(3 / 27) / (22 / 999):.2f}" in phone
     assert "優良客が0人のため計算しません" in _row(html, "LINE")
+
+
+@pytest.mark.parametrize(
+    ("p", "shown"),
+    [(0.0, "p < 0.0001"), (0.00004, "p < 0.0001"), (0.0001, "p = 0.0001"), (0.0342, "p = 0.0342")],
+)
+def test_a_tiny_p_value_is_written_as_below_the_last_decimal(p: float, shown: str) -> None:
+    # QA saw 「p = 0.0000」, which reads as impossible rather than as very strong evidence
+    assert p_value(p) == shown

@@ -29,6 +29,13 @@ def yen(value: int | str | None) -> str:
 
 
 @register.filter
+def p_value(value: float) -> str:
+    """A test's p-value as a statistician writes it: four decimals, and "p < 0.0001" below
+    that, not "p = 0.0000" (which reads as impossible)."""
+    return "p < 0.0001" if value < 0.0001 else f"p = {value:.4f}"
+
+
+@register.filter
 def actor(label: str | None) -> str:
     """Who recorded something: a staff user name, or a system process in Japanese."""
     return actor_display(label) if label else "-"
