@@ -55,6 +55,23 @@ def _html(client: Client, name: str, **params: str) -> str:
     return response.content.decode()
 
 
+def test_a_run_of_a_day_not_yet_over_says_up_to_when_it_counts(
+    client_for: ClientFor, snapshot: AnalyticsRun
+) -> None:
+    # given: the run was started on its 基準日 itself, at 06:48 Japan time (from the page)
+    started = dt.datetime(
+        AS_OF.year, AS_OF.month, AS_OF.day, 6, 48, tzinfo=dt.timezone(dt.timedelta(hours=9))
+    )
+    AnalyticsRun.objects.filter(pk=snapshot.pk).update(started_at=started)
+    html = _html(client_for(Role.ANALYST), "analytics:dashboard")
+    # then the page does not claim the whole day's purchases
+    assert "その日の 23:59 までの購入" not in html
+    assert f"({AS_OF:%Y-%m-%d} 06:48 までの購入)" in html
+    # and a run started after the day ended does
+    AnalyticsRun.objects.filter(pk=snapshot.pk).update(started_at=started + dt.timedelta(days=1))
+    assert "その日の 23:59 までの購入" in _html(client_for(Role.ANALYST), "analytics:dashboard")
+
+
 # --- empty state ------------------------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import connections, models
+from django.utils import timezone
 
 from kizuna.analytics.pipeline.config import (
     PREDICTION_MODELS,
@@ -350,6 +351,15 @@ class AnalyticsRun(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.as_of} {self.get_status_display()}({self.backend})"
+
+    @property
+    def day_complete(self) -> bool:
+        """Whether the run started after its 基準日 had ended (Japan time), so it holds that
+        whole day's purchases; a run of today, started from the page in the morning, holds
+        them only up to its start."""
+        if self.started_at is None:
+            return True
+        return timezone.localtime(self.started_at).date() > self.as_of
 
     @property
     def progress_percent(self) -> int:
