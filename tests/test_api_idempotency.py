@@ -117,7 +117,7 @@ def test_keys_belong_to_one_api_key(api: ApiClient) -> None:
 def test_a_validation_error_is_remembered_too(api: ApiClient) -> None:
     bad = {
         "identities": {"email": "hanako@example.jp"},
-        "profile": {"family_name": "山田", "prefecture": "ムー"},
+        "profile": {"family_name": "山田", "postal_code": "12"},
     }
     first = post(api, "bad-1", bad)
     second = post(api, "bad-1", bad)
