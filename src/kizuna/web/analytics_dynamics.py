@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.analytics import selectors
+from kizuna.analytics.pipeline.config import ODDS_RATIO_MIN_CUSTOMERS
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS, WhatIfError
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
@@ -208,4 +209,5 @@ def fans(request: HtmxHttpRequest) -> HttpResponse:
     context = _context(request, "fans")
     run = context["run"]
     context["fans"] = selectors.fan_indicators(run) if run is not None else None
+    context["min_customers"] = ODDS_RATIO_MIN_CUSTOMERS
     return render(request, "analytics/fans.html", context)

@@ -20,17 +20,11 @@ import ibis.expr.types as ir
 import numpy as np
 from scipy import stats
 
+from kizuna.analytics.pipeline.config import ODDS_RATIO_MIN_CUSTOMERS
 from kizuna.analytics.pipeline.tables import Tables
 
 Z95 = 1.959963984540054
 
-# An odds ratio is given only for a value with at least this many customers, and as many among
-# everyone else, and with 優良 and lapsed customers on both sides (no empty cell). Below that
-# the ratio swings by chance, and an empty cell needs a correction (+0.5 to every cell) that
-# can turn it round: 0 優良 out of 2 customers against 2.4% overall gave 8.04. The same 30 as
-# the scenario lift page's データ不足 and the fans page's one-line reading. The rule is applied
-# here, on the counts every engine produces, so the engines cannot differ.
-ODDS_RATIO_MIN_CUSTOMERS = 30
 
 BEHAVIOUR_LABELS: dict[str, str] = {
     "first_product": "初回購入の商品",
