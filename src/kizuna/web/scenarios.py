@@ -41,14 +41,13 @@ from kizuna.campaigns.automation.models import (
     OfferKind,
     Scenario,
     ScenarioStatus,
-    ScenarioStep,
     Segment,
     StepAnchor,
     StepDispatch,
     TickLog,
     TriggerKind,
 )
-from kizuna.campaigns.automation.selectors import enrollment_counts
+from kizuna.campaigns.automation.selectors import enrollment_counts, timing_label
 from kizuna.campaigns.automation.services import (
     ScenarioError,
     backlog_confirm,
@@ -300,24 +299,6 @@ def _saved_meanwhile(saved: Scenario | MessageTemplate, opened: str, what: str) 
 
 
 # --- describing a scenario --------------------------------------------------------------------
-
-
-def timing_label(step: ScenarioStep, scenario: Scenario) -> str:
-    """When a step runs, as a marketer would say it."""
-    anchor = StepAnchor(step.anchor).label
-    if step.anchor == StepAnchor.FIRST_USE:
-        anchor = f"使用開始日(お届けの{scenario.first_use_days}日後)"
-    if step.offset_days > 0:
-        when = f"{anchor}の{step.offset_days}日後"
-    elif step.offset_days < 0:
-        when = f"{anchor}の{-step.offset_days}日前"
-    else:
-        when = f"{anchor}の当日" if step.anchor != StepAnchor.TRIGGER else "きっかけの直後"
-    if step.send_time is not None:
-        when += f" {step.send_time:%H:%M}"
-    if step.repeat_monthly:
-        when += f"(以後毎月同じ日に{step.repeat_monthly}回)"
-    return when
 
 
 def trigger_label(scenario: Scenario) -> str:

@@ -22,6 +22,8 @@ from kizuna.campaigns.automation.models import (
     EnrollmentStatus,
     ExitRule,
     Scenario,
+    ScenarioStep,
+    StepAnchor,
     StepDispatch,
 )
 from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus
@@ -52,12 +54,31 @@ def scenario_choices() -> list[tuple[int, str]]:
     ]
 
 
+def timing_label(step: ScenarioStep, scenario: Scenario) -> str:
+    """When a step runs, as a marketer would say it."""
+    anchor = StepAnchor(step.anchor).label
+    if step.anchor == StepAnchor.FIRST_USE:
+        anchor = f"使用開始日(お届けの{scenario.first_use_days}日後)"
+    if step.offset_days > 0:
+        when = f"{anchor}の{step.offset_days}日後"
+    elif step.offset_days < 0:
+        when = f"{anchor}の{-step.offset_days}日前"
+    else:
+        when = f"{anchor}の当日" if step.anchor != StepAnchor.TRIGGER else "きっかけの直後"
+    if step.send_time is not None:
+        when += f" {step.send_time:%H:%M}"
+    if step.repeat_monthly:
+        when += f"(以後毎月同じ日に{step.repeat_monthly}回)"
+    return when
+
+
 EXIT_LABELS = {**dict(ExitRule.choices), "expired": "期限切れで終了"}
 
 
 @dataclass(frozen=True)
 class StepOutcome:
-    step: str
+    step: str  # when it runs, as timing_label says it (購入の30日後 10:00)
+    key: str  # the step's key, for whoever edits the scenario
     label: str  # 送信済(メール), 見送り: 配信同意がありません, ホールドアウト(送らない) …
     problem: bool  # skipped or failed: worth a second look on a call
 
@@ -108,15 +129,15 @@ def customer_enrollments(customer: Customer) -> list[EnrollmentRow]:
             status += f"({EXIT_LABELS.get(enrollment.exit_reason, enrollment.exit_reason)})"
         row = EnrollmentRow(enrollment, status)
         for dispatch in dispatches[enrollment.pk]:
-            key = dispatch.step.key
+            when = timing_label(dispatch.step, enrollment.scenario)
             if dispatch.repeat:
-                key += f"({dispatch.repeat + 1}回目)"
+                when += f"({dispatch.repeat + 1}回目)"
             message = messages.get((enrollment.pk, dispatch.step.key))
             if dispatch.status == DispatchStatus.QUEUED and message is not None:
                 label, problem = _message_label(message)
             else:
                 label = dispatch.get_status_display()
                 problem = dispatch.status == DispatchStatus.SKIPPED
-            row.steps.append(StepOutcome(key, label, problem))
+            row.steps.append(StepOutcome(when, dispatch.step.key, label, problem))
         rows.append(row)
     return rows
