@@ -102,6 +102,8 @@ def test_the_dashboard_shows_the_runs_headline_and_all_ten_cpm_segments(
     assert isinstance(headline, dict)
     assert f"{headline['customers']:,}" in html
     assert f"¥{headline['revenue']:,}" in html
+    # the same card writes money one way: ¥, not ¥ above and 円 below
+    assert f"顧客あたり ¥{round(headline['revenue_per_customer']):,}" in html
     stored = dict(
         SegmentCount.objects.filter(run=snapshot, kind="cpm").values_list("segment", "customers")
     )

@@ -719,6 +719,9 @@ def test_yen() -> None:
     assert yen(1234567) == "¥1,234,567"
     assert yen(-500) == "-¥500"
     assert yen(None) == ""
+    # averages and predictions are floats: rounded, not cut
+    assert yen(3456.7) == "¥3,457"
+    assert yen(-0.4) == "¥0"
 
 
 def test_dates_in_jst() -> None:

@@ -19,11 +19,12 @@ register = template.Library()
 
 
 @register.filter
-def yen(value: int | str | None) -> str:
-    """Integer yen as "¥4,980" ("-¥500" for refunds and reductions)."""
+def yen(value: float | str | None) -> str:
+    """Yen as "¥4,980" ("-¥500" for refunds and reductions); an average or a prediction
+    (a float) is rounded to the nearest yen, as floatformat:0 did."""
     if value is None or value == "":
         return ""
-    amount = int(value)
+    amount = round(value) if isinstance(value, float) else int(value)
     sign = "-" if amount < 0 else ""
     return f"{sign}¥{abs(amount):,}"
 
