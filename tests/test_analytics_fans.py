@@ -90,6 +90,8 @@ def test_a_value_of_two_customers_and_no_loyal_ones_gets_no_odds_ratio() -> None
     assert (few["customers"], few["loyal_rate"]) == (2, 0.0)
     assert few["loyal_rate_others"] == pytest.approx(25 / 1049, abs=1e-4)
     assert (few["odds_ratio"], few["odds_ratio_low"], few["odds_ratio_high"]) == (None,) * 3
+    # nor a rate ratio (0 ×): two customers say nothing about how many times likelier
+    assert few["rate_ratio"] is None
     # the rates and the difference are still there: they are what was observed
     assert few["difference"] is not None
     assert few["difference_low"] < 0 < few["difference_high"]

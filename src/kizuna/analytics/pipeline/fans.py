@@ -217,7 +217,10 @@ def behaviour_rows(behaviour: str, cells: list[_Cell]) -> dict[str, Any]:
         if rate_in is not None and rate_out is not None:
             diff = rate_in - rate_out
             low, high = _difference_interval(loyal[i], n_in, total_loyal - loyal[i], n_out)
-            ratio = rate_in / rate_out if rate_out > 0 else None
+            # Like the odds ratio, only for groups big enough that a ratio means something:
+            # 1 fan of 2 customers against 2.4% elsewhere would read "21 times".
+            big_enough = min(n_in, n_out) >= ODDS_RATIO_MIN_CUSTOMERS
+            ratio = rate_in / rate_out if rate_out > 0 and big_enough else None
             odds = _odds_ratio(
                 loyal[i], lapsed[i], total_loyal - loyal[i], total_lapsed - lapsed[i]
             )
