@@ -13,6 +13,7 @@ from typing import Any
 import ibis
 from django.db import connections
 
+from kizuna.analytics.models import engine_unavailable_reason
 from kizuna.analytics.pipeline.config import Backend
 
 
@@ -30,13 +31,7 @@ def connect_duckdb() -> ibis.BaseBackend:
 
 
 def connect_postgres(using: str = "default") -> ibis.BaseBackend:
-    conn = connections[using]
-    if conn.vendor != "postgresql":
-        raise BackendUnavailableError(
-            "postgres バックエンドは、業務データベースが PostgreSQL のときだけ使えます"
-            "(現在のデータベース: " + conn.vendor + ")"
-        )
-    settings = conn.settings_dict
+    settings = connections[using].settings_dict
     con = ibis.postgres.connect(
         host=settings.get("HOST") or "localhost",
         port=int(settings.get("PORT") or 5432),
@@ -51,12 +46,8 @@ def connect_postgres(using: str = "default") -> ibis.BaseBackend:
 
 def spark_session() -> Any:
     """A local Spark session (reused within the process): UTC, no UI, few shuffle partitions."""
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError as exc:
-        raise BackendUnavailableError(
-            "pyspark がインストールされていません(pip install pyspark)"
-        ) from exc
+    from pyspark.sql import SparkSession
+
     master = os.environ.get("SPARK_MASTER", "local[2]")
     return (
         SparkSession.builder.master(master)
@@ -75,6 +66,11 @@ def connect_pyspark() -> ibis.BaseBackend:
 
 
 def connect(backend: Backend, *, using: str = "default") -> ibis.BaseBackend:
+    """A connection to `backend`; BackendUnavailableError when this install cannot run it,
+    found by the same check the settings form makes (one list of what each engine needs)."""
+    reason = engine_unavailable_reason(backend.value, using=using)
+    if reason is not None:
+        raise BackendUnavailableError(reason)
     if backend == Backend.DUCKDB:
         return connect_duckdb()
     if backend == Backend.POSTGRES:
