@@ -61,6 +61,17 @@ def test_delivered_before_the_order_date_is_refused_without_a_shipped_date() -> 
     assert refused == {"delivered_on": ["お届け日が受注日より前です"]}
 
 
+def test_cancelled_before_the_order_date_is_refused() -> None:
+    refused = _refusal(
+        _order(ordered_at=ORDERED, cancelled_at=dt.datetime(2026, 10, 20, 9, 0, tzinfo=JST))
+    )
+    assert refused == {"cancelled_at": ["キャンセル・返品日が受注日より前です"]}
+    assert not Order.objects.exists()
+    # cancelled the same day, even a little before the order's time (a cart's clocks): fine
+    same_day = _order(ordered_at=ORDERED, cancelled_at=dt.datetime(2026, 11, 20, 13, 0, tzinfo=JST))
+    assert _upsert(same_day) == UpsertOutcome.CREATED
+
+
 def test_the_api_answers_422_naming_shipped_on() -> None:
     api = full_access_client()
     body = {**_api_body(ORDERED), "status": "shipped", "shipped_on": "2026-11-10"}

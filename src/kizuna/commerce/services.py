@@ -149,8 +149,8 @@ def _future_date_errors(data: OrderInput) -> dict[str, str]:
 
 
 def _date_order_errors(data: OrderInput, against_order: bool = True) -> dict[str, str]:
-    """Dates out of order: shipped before the order was placed, delivered before it was
-    shipped (or, with no shipped date, before the order). A typo or a column mixed up; stored,
+    """Dates out of order: shipped or cancelled before the order was placed, delivered before
+    it was shipped (or, with no shipped date, before the order). A typo or a column mixed up; stored,
     it would show a shipment before its order on the timeline and in the days-to-ship numbers.
     The same day is fine. The order's day is its calendar day in the shop's time zone
     (Asia/Tokyo), as shipped and delivered dates are: 2026-11-19T16:00Z is ordered on the 20th."""
@@ -158,6 +158,8 @@ def _date_order_errors(data: OrderInput, against_order: bool = True) -> dict[str
     ordered_on = timezone.localdate(data.ordered_at) if against_order else None
     if data.shipped_on and ordered_on and data.shipped_on < ordered_on:
         errors["shipped_on"] = "出荷日が受注日より前です"
+    if data.cancelled_at and ordered_on and timezone.localdate(data.cancelled_at) < ordered_on:
+        errors["cancelled_at"] = "キャンセル・返品日が受注日より前です"
     if data.delivered_on:
         if data.shipped_on and data.delivered_on < data.shipped_on:
             errors["delivered_on"] = "お届け日が出荷日より前です"
