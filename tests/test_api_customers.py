@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, IdentityKind, TimelineEvent
+from kizuna.customers.services import customer_update
 from tests.factories import add_identity, make_customer
 from tests.test_api_common import ApiClient, assert_error, full_access_client
 
@@ -151,6 +153,46 @@ def test_patch_changes_only_the_fields_sent_and_is_audited(api: ApiClient) -> No
     )
     audit = AuditLog.objects.get(action="customer.update", customer_id=customer.pk)
     assert audit.changes["address1"] == ["渋谷区渋谷2-1-1", "港区南青山1-1-1"]
+
+
+def test_patch_with_if_match_is_refused_when_someone_changed_the_customer_since(
+    api: ApiClient,
+) -> None:
+    # given: an integration read the customer, then staff changed the address on the page
+    customer = make_customer(address1="渋谷区渋谷2-1-1")
+    etag = api.get(f"/api/v1/customers/{customer.pk}")["ETag"]
+    customer_update(
+        customer=customer, changes={"address1": "港区南青山1-1-1"}, acting_user=Actor.system("t")
+    )
+    # when: the integration sends its change based on what it read
+    stale = api.send(
+        "PATCH",
+        f"/api/v1/customers/{customer.pk}",
+        {"address1": "新宿区西新宿2-8-1"},
+        headers={"If-Match": etag},
+    )
+    # then: refused, the staff's address kept
+    error = assert_error(stale, 412)
+    assert error["code"] == "precondition_failed"
+    customer.refresh_from_db()
+    assert customer.address1 == "港区南青山1-1-1"
+    # read again, the same change goes through and answers the new version
+    fresh = api.get(f"/api/v1/customers/{customer.pk}")["ETag"]
+    assert fresh != etag
+    applied = api.send(
+        "PATCH",
+        f"/api/v1/customers/{customer.pk}",
+        {"address1": "新宿区西新宿2-8-1"},
+        headers={"If-Match": fresh},
+    )
+    assert applied.status_code == 200, applied.content
+    assert applied["ETag"] == api.get(f"/api/v1/customers/{customer.pk}")["ETag"] != fresh
+    # without If-Match (or with *) a PATCH applies as it always did
+    for headers in ({}, {"If-Match": "*"}):
+        plain = api.send(
+            "PATCH", f"/api/v1/customers/{customer.pk}", {"address2": "1F"}, headers=headers
+        )
+        assert plain.status_code == 200, plain.content
 
 
 def test_patch_cannot_blank_the_family_name(api: ApiClient) -> None:

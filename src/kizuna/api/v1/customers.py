@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Path, Query, Router, Schema
 from ninja.decorators import decorate_view
 from ninja.responses import Status
@@ -24,7 +24,7 @@ from pydantic import Field
 
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
-from kizuna.api.errors import ApiError, django_fields, not_found
+from kizuna.api.errors import ApiError, ErrorOut, django_fields, not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.query import known_query
 from kizuna.api.schemas import (
@@ -216,31 +216,66 @@ def _identity_field(kind: IdentityKind) -> str:
     return f"identities.{name}"
 
 
+def customer_etag(customer: Customer) -> str:
+    """The version of a customer's record as an HTTP entity tag: it changes with every save
+    of the record (updated_at, to the microsecond), so a PATCH sent with it in If-Match is
+    refused when someone else changed the customer in between."""
+    assert customer.updated_at is not None  # noqa: S101 - a stored customer has one
+    stamp = int(customer.updated_at.timestamp() * 1_000_000)
+    return f'"{customer.pk}-{stamp}"'
+
+
+def _check_if_match(request: HttpRequest, customer: Customer) -> None:
+    """412 precondition_failed when the request's If-Match names none of the customer's
+    current version (`*` matches any). Without If-Match the PATCH applies as before."""
+    header = request.headers.get("If-Match")
+    if header is None:
+        return
+    sent = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    if "*" in sent or customer_etag(customer) in sent:
+        return
+    raise ApiError(
+        412,
+        "precondition_failed",
+        "この顧客は、取得した後に変更されています。取得し直して、変更を確かめてから送ってください",
+    )
+
+
 @router.patch(
     "/customers/{customer_id}",
-    response={200: CustomerOut, **customer_write_errors()},
+    response={200: CustomerOut, **customer_write_errors(), 412: ErrorOut},
     auth=ApiKeyAuth(ApiScope.CUSTOMERS_WRITE),
     summary="顧客情報を変更する",
     openapi_extra={OPENAPI_MARK: True},
 )
 @decorate_view(idempotent)
 def update_customer(
-    request: HttpRequest, customer_id: Path[ObjectId], payload: ProfileFields
+    request: HttpRequest,
+    response: HttpResponse,
+    customer_id: Path[ObjectId],
+    payload: ProfileFields,
 ) -> dict[str, Any]:
     """送った項目だけを変更します。文字の項目に null を送ると空にします。変更は監査ログと
     顧客のタイムラインに記録されます。他の顧客に統合された顧客は変更できず 409
-    (customer_merged、統合先の ID は merged_into)になります。"""
+    (customer_merged、統合先の ID は merged_into)になります。
+
+    取得(GET)の応答の `ETag` ヘッダーを `If-Match` ヘッダーに付けて送ると、その後に
+    ほかの誰か(画面・取込・別の連携)がこの顧客を変更していたときは変更せず 412
+    (precondition_failed)になります。`If-Match` がなければ、そのまま変更します。"""
     with transaction.atomic():
         customer = writable_customer(customer_id)
         if customer is None:
             raise not_found("顧客")
+        _check_if_match(request, customer)
         changes = payload.changes()
         if "family_name" in changes and not changes["family_name"]:
             raise ValidationError({"family_name": "姓は空にできません"})
         customer_update(
             customer=customer, changes=changes, acting_user=key_actor(_api_key(request))
         )
-    return customer_out(customer_or_404(customer_id))
+    updated = customer_or_404(customer_id)
+    response["ETag"] = customer_etag(updated)
+    return customer_out(updated)
 
 
 @router.get(
@@ -249,10 +284,15 @@ def update_customer(
     auth=ApiKeyAuth(ApiScope.CUSTOMERS_READ),
     summary="顧客を1件取得する",
 )
-def get_customer(request: HttpRequest, customer_id: Path[ObjectId]) -> dict[str, Any]:
+def get_customer(
+    request: HttpRequest, response: HttpResponse, customer_id: Path[ObjectId]
+) -> dict[str, Any]:
     """他の顧客に統合された顧客も返します。そのときは merged_into に統合先の顧客IDが
-    入るので、保存している顧客IDをそちらに置き換えてください。"""
-    return customer_out(customer_or_404(customer_id))
+    入るので、保存している顧客IDをそちらに置き換えてください。応答の `ETag` ヘッダーは
+    この顧客の版で、変更(PATCH)の `If-Match` に使えます。"""
+    customer = customer_or_404(customer_id)
+    response["ETag"] = customer_etag(customer)
+    return customer_out(customer)
 
 
 class CustomerSearch(Schema):
