@@ -54,6 +54,10 @@ ORDER_ANCHORS = (
     StepAnchor.FIRST_USE,
 )
 MAX_STEPS = 30
+# The most a 円引き coupon or a points offer may give. Far above any real D2C incentive, and
+# far below what the value column holds: 99999999999999999999 typed on the form (or written
+# in a scenario file) overflowed the database integer with a server error.
+MAX_OFFER_AMOUNT = 1_000_000
 
 
 class ScenarioError(ValueError):
@@ -169,6 +173,10 @@ def offer_save(
         )
     elif kind == OfferKind.PERCENT_OFF and value > 100:
         errors.append("割引率は100%以下にしてください")
+    elif kind == OfferKind.YEN_OFF and value > MAX_OFFER_AMOUNT:
+        errors.append(f"円引きは1〜{MAX_OFFER_AMOUNT:,}円で入力してください")
+    elif kind == OfferKind.POINTS and value > MAX_OFFER_AMOUNT:
+        errors.append(f"ポイントは1〜{MAX_OFFER_AMOUNT:,}ポイントで入力してください")
     if not isinstance(valid_days, int) or not 1 <= valid_days <= 365:
         errors.append("有効日数は1〜365で入力してください")
     if errors:
