@@ -818,3 +818,16 @@ def test_a_held_out_customer_is_marked_on_the_customer_page(client_for: Login) -
     card = html[html.index('id="scenarios"') :]
     assert "ホールドアウト(送らないグループ)" in card
     assert "ホールドアウト(送信しない)" in card  # the step's own outcome
+
+
+def test_a_new_scenario_chooses_no_template_for_its_first_step(client_for: Login) -> None:
+    # given: the first template by name needs an offer (a coupon mail), as the demo's does
+    template("a-coupon", text="{{ name }} 様\nクーポン {{ offer.code }}")
+    template("b-thanks")
+    # when: a marketer opens a new scenario
+    response = client_for(Role.MARKETER).get(reverse("scenarios:create"))
+    # then: nothing is chosen for them; saving as shown asks to choose, it does not
+    # fail on an offer the marketer never picked
+    (step_form,) = response.context["steps"]
+    chosen = [option.value for option in step_form["templates"] if option.selected]
+    assert chosen == [""]

@@ -145,7 +145,8 @@ def spec_of(scenario: Scenario) -> dict[str, Any]:
 
 
 def _new_spec() -> dict[str, Any]:
-    first_template = MessageTemplate.objects.order_by("name").values_list("key", flat=True).first()
+    # No template chosen for the first step: the first by name may need an offer (or suit
+    # another channel), and the form then could not be saved as it was shown.
     return {
         "key": "",
         "name": "",
@@ -157,7 +158,7 @@ def _new_spec() -> dict[str, Any]:
         "exit_on": [ExitRule.PURCHASE.value],
         "first_use_days": 3,
         "attribution_days": 30,
-        "steps": [_blank_step(1, first_template or "")],
+        "steps": [_blank_step(1, "")],
     }
 
 
