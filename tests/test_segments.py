@@ -446,3 +446,13 @@ def test_describe_reads_like_the_builder(shop: dict[str, Any]) -> None:
     }
     assert describe(rules) == "(都道府県が東京都・神奈川県のいずれか かつ 最終購入日: 過去30日以内)"
     assert describe({"op": "and", "rules": []}) == "全顧客"
+    # a period reads as two dates, not as a number of days (「2026-01-01〜2026-02-01日」)
+    period = {
+        "field": "registered",
+        "operator": "between_dates",
+        "value": ["2026-01-01", "2026-02-01"],
+    }
+    assert describe({"op": "and", "rules": [period]}) == "登録日が2026年1月1日〜2026年2月1日"
+    # a number range keeps its unit
+    ages = {"field": "age", "operator": "between", "value": [20, 29]}
+    assert describe({"op": "and", "rules": [ages]}) == "年齢が20〜29歳"

@@ -869,7 +869,10 @@ def _describe_node(node: Mapping[str, Any], registry: dict[str, Condition]) -> s
         names = dict(condition.choice_list())
         shown = "・".join(names.get(str(v), str(v)) for v in value)
         text = f"{condition.label}が{shown}{label}"
-    elif shape in (Shape.RANGE, Shape.DATE_RANGE) and isinstance(value, list):
+    elif shape == Shape.DATE_RANGE and isinstance(value, list):
+        # A period is two dates, not a count of days: 登録日が2026年1月1日〜2026年2月1日.
+        text = f"{condition.label}が{_date_words(value[0])}〜{_date_words(value[1])}"
+    elif shape == Shape.RANGE and isinstance(value, list):
         text = f"{condition.label}が{value[0]}〜{value[1]}{condition.unit}"
     elif shape == Shape.DAYS:
         text = f"{condition.label}: {label.replace('N', str(value))}"
@@ -880,6 +883,15 @@ def _describe_node(node: Mapping[str, Any], registry: dict[str, Condition]) -> s
     if node.get("products"):
         text += f"(商品: {'・'.join(node['products'])})"
     return text
+
+
+def _date_words(value: Any) -> str:
+    """A rule's date as staff write it (2026年1月1日); left as stored if it is not one."""
+    try:
+        day = dt.date.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    return f"{day.year}年{day.month}月{day.day}日"
 
 
 # --- services ---------------------------------------------------------------------------------
