@@ -322,6 +322,12 @@ def test_a_send_time_typed_without_quotes_is_that_time() -> None:
             "version: 1\nsegments:\n- key: x\n   name: y\n",
             "4行目・8文字目: ここに「:」は書けません",
         ),
+        (
+            # an impossible unquoted date failed inside PyYAML with a Python traceback
+            "version: 1\nsegments:\n- key: x\n  name: y\n  rules: {op: and, rules: [{field:"
+            " first_order_at, operator: between, value: [2026-02-30, 2026-03-01]}]}\n",
+            "5行目・79文字目: 「2026-02-30」という日付はありません。日付を確かめてください",
+        ),
     ],
 )
 def test_yaml_mistakes_are_named_by_line_column_and_reason(text: str, message: str) -> None:
@@ -410,3 +416,19 @@ def test_load_reads_standard_input_as_export_writes_standard_output() -> None:
     again = StringIO()
     call_command("scenarios", "export", "-", stdout=again)
     assert again.getvalue() == exported
+
+
+def test_an_impossible_date_in_a_file_is_told_by_the_command_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "scenarios.yml"
+    path.write_text(
+        "version: 1\nsegments:\n- key: x\n  name: y\n"
+        "  rules: {op: and, rules: [{field: first_order_at, operator: between,"
+        " value: [2026-02-30, 2026-03-01]}]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(CommandError) as excinfo:
+        call_command("scenarios", "load", str(path), stdout=StringIO())
+    assert "5行目" in str(excinfo.value)
+    assert "「2026-02-30」という日付はありません" in str(excinfo.value)

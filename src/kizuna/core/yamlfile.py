@@ -64,6 +64,10 @@ class _RepeatedKey(yaml.constructor.ConstructorError):
     """A key written twice in one mapping; `problem` is already in Japanese."""
 
 
+class _ImpossibleDate(yaml.constructor.ConstructorError):
+    """An unquoted date that is no day of the calendar; `problem` is already in Japanese."""
+
+
 class _Loader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first: dict[Any, int] = {}
@@ -81,6 +85,22 @@ class _Loader(yaml.SafeLoader):
             first[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> Any:
+        # An unquoted 2026-02-30 looks like a date to PyYAML, which then fails inside Python's
+        # date() with a ValueError (a traceback from `kizuna scenarios load`), not a YAMLError.
+        try:
+            return super().construct_yaml_timestamp(node)
+        except ValueError:
+            raise _ImpossibleDate(
+                None,
+                None,
+                f"「{node.value}」という日付はありません。日付を確かめてください"
+                "(YAML では '2026-01-01' のように引用符で囲みます)",
+                node.start_mark,
+            ) from None
+
+
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 # YAML 1.1's integers without the base-60 form (`10:00`), which then reads as text.
 _Loader.yaml_implicit_resolvers = {
@@ -106,7 +126,7 @@ def load(text: str) -> Any:
 
 def _problem(exc: yaml.MarkedYAMLError) -> YamlError:
     problem = exc.problem or ""
-    if isinstance(exc, _RepeatedKey):
+    if isinstance(exc, (_RepeatedKey, _ImpossibleDate)):
         reason = problem
     else:
         known = (ours for theirs, ours in _PROBLEMS if theirs in problem)
