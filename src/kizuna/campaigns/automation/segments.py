@@ -1097,7 +1097,8 @@ def segment_export_rows(
             gkana,
             email or "",
             phone or "",
-            postal,
+            # 573-1259, as the postal DM list and the customer page write it
+            jp.format_postal_code(postal),
             jp.PREFECTURES[pref - 1] if pref else "",
             a1,
             a2,
