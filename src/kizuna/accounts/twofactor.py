@@ -147,12 +147,25 @@ def _verify_session(request: HttpRequest, device: TOTPDevice) -> None:
     django_otp.login(request, device)  # type: ignore[no-untyped-call]
 
 
+SELF_RESET_REFUSED = "自分の2段階認証はここではリセットできません。別の管理者に依頼してください。"
+
+
+class SelfResetRefusedError(Exception):
+    """Staff may not remove their own device: anyone at an unlocked, logged-in session could."""
+
+    def __init__(self) -> None:
+        super().__init__(SELF_RESET_REFUSED)
+
+
 @transaction.atomic
 def reset_two_factor(*, user: User, acting_user: Any) -> bool:
     """Remove every TOTP device of `user` (lost phone); they enrol again at their next login.
 
-    Returns False when there was nothing to remove (no audit row then).
+    Returns False when there was nothing to remove (no audit row then). Raises
+    SelfResetRefusedError when `acting_user` is `user`: another admin has to do it.
     """
+    if getattr(acting_user, "pk", None) is not None and acting_user.pk == user.pk:
+        raise SelfResetRefusedError
     had_confirmed = TOTPDevice.objects.filter(user=user, confirmed=True).exists()
     TOTPDevice.objects.filter(user=user).delete()
     if not had_confirmed:

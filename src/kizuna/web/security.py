@@ -28,6 +28,7 @@ from kizuna.accounts.models import SecuritySettings, TwoFactorPolicy, User
 from kizuna.accounts.throttling import recent_failed_logins, unlock_login
 from kizuna.accounts.twofactor import (
     CodeCheck,
+    SelfResetRefusedError,
     Step,
     confirm_enrolment,
     confirmed_device,
@@ -176,7 +177,12 @@ def _staff_action(request: HttpRequest) -> None:
         return
     if action == "reset_two_factor":
         staff = get_object_or_404(User, pk=int(target))
-        if reset_two_factor(user=staff, acting_user=request.user):
+        try:
+            done = reset_two_factor(user=staff, acting_user=request.user)
+        except SelfResetRefusedError as refused:
+            messages.error(request, str(refused))
+            return
+        if done:
             messages.success(
                 request,
                 f"{staff.username} の2段階認証をリセットしました。次回ログイン時に設定し直せます。",
