@@ -436,13 +436,17 @@ def test_the_preview_shows_why_a_template_cannot_be_rendered(
 def test_a_template_that_fails_when_rendered_is_not_saved(client_for: Login) -> None:
     response = client_for(Role.MARKETER).post(
         reverse("scenarios:template_create"),
-        {"name": "最終購入日", "key": "last-order", "subject": "ご案内", "text": WITH_TIME},
-    )
+        {
+            "name": "最終購入日", "key": "last-order", "subject": "ご案内", "text": WITH_TIME,
+            "customer": "hanako@example.jp",
+        },
+    )  # fmt: skip
     assert response.status_code == 400
     html = response.content.decode()
     assert "保存できませんでした" in html
     assert "時刻の書式(H・i)は使えません" in html
     assert "Y年n月j日 H:i" in html  # the input is kept
+    assert 'value="hanako@example.jp"' in html  # and whom the preview was shown for
     assert not MessageTemplate.objects.filter(key="last-order").exists()
 
 

@@ -731,16 +731,20 @@ def template_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _template_values(request: HtmxHttpRequest, template: MessageTemplate | None) -> dict[str, str]:
+    # `customer` is who the preview shows, not part of the template: kept across a refused
+    # save so the marketer need not look the customer up again.
     if request.method == "POST":
-        return {k: request.POST.get(k, "") for k in ("key", "name", "subject", "text", "html")}
+        fields = ("key", "name", "subject", "text", "html", "customer")
+        return {k: request.POST.get(k, "") for k in fields}
     if template is None:
-        return {"key": "", "name": "", "subject": "", "text": "", "html": ""}
+        return {"key": "", "name": "", "subject": "", "text": "", "html": "", "customer": ""}
     return {
         "key": template.key,
         "name": template.name,
         "subject": template.subject,
         "text": template.text,
         "html": template.html,
+        "customer": "",
     }
 
 
