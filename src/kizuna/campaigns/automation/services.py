@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -44,9 +44,9 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
-from kizuna.core.limits import too_long
+from kizuna.core.limits import TextLimit, too_long
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (_key_error)
 ORDER_ANCHORS = (
     StepAnchor.PURCHASE,
     StepAnchor.SHIPMENT,
@@ -68,7 +68,14 @@ class ScenarioError(ValueError):
         self.messages = messages
 
 
-def _key_error(label: str, key: Any) -> str | None:
+def _key_error(label: str, key: Any, model: type[models.Model]) -> str | None:
+    # A key too long for its column is told so: it was refused as 「半角英小文字・数字・
+    # ハイフンで」, which the key already was (and a key the regex allowed, up to 50
+    # characters, fell short of the 64 a template, offer or scenario key column holds).
+    if isinstance(key, str) and (
+        reason := TextLimit.of(model, "key").reason(key, ask="で入力してください")
+    ):
+        return f"{label}の{reason}"
     if not isinstance(key, str) or not KEY_RE.match(key):
         return (
             f"{label}の識別名は半角英小文字・数字・ハイフンで入力してください(例: trial-step-mail)"
@@ -101,7 +108,7 @@ def template_save(
     """Create or change a message template; refuses one that does not compile in the sandbox
     or cannot be rendered (templating.render_check)."""
     errors: list[str] = []
-    if template is None and (message := _key_error("テンプレート", key)):
+    if template is None and (message := _key_error("テンプレート", key, MessageTemplate)):
         errors.append(message)
     elif template is None and MessageTemplate.objects.filter(key=key).exists():
         errors.append(f"識別名「{key}」のテンプレートは既にあります")
@@ -156,7 +163,7 @@ def offer_save(
     acting_user: Any,
 ) -> Offer:
     errors: list[str] = []
-    if offer is None and (message := _key_error("オファー", key)):
+    if offer is None and (message := _key_error("オファー", key, Offer)):
         errors.append(message)
     elif offer is None and Offer.objects.filter(key=key).exists():
         errors.append(f"識別名「{key}」のオファーは既にあります")
@@ -401,7 +408,7 @@ def validate_scenario(
     errors: list[str] = []
     key = spec.get("key")
     if scenario is None:
-        if message := _key_error("シナリオ", key):
+        if message := _key_error("シナリオ", key, Scenario):
             errors.append(message)
         elif Scenario.objects.filter(key=key).exists():
             errors.append(f"識別名「{key}」のシナリオは既にあります")
@@ -510,7 +517,7 @@ def _prints_offer(template: MessageTemplate) -> bool:
 def _validate_step(
     raw: Mapping[str, Any], where: str, refs: _StepRefs
 ) -> tuple[dict[str, Any], list[str]]:
-    errors = [m for m in (_key_error(where, raw.get("key")),) if m]
+    errors = [m for m in (_key_error(where, raw.get("key"), ScenarioStep),) if m]
     anchor = raw.get("anchor", StepAnchor.TRIGGER)
     errors += _anchor_errors(anchor, refs.trigger)
     offset = raw.get("offset_days", 0)
