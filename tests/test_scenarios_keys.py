@@ -1,4 +1,4 @@
-"""識別名 (key) of templates, offers, scenarios and steps: one too long for its column is told
+"""識別名 (key) of segments, templates, offers, scenarios and steps: one too long for its column is told
 its length, not refused as 「半角英小文字・数字・ハイフンで」 which it already is."""
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from django.urls import reverse
 
 from kizuna.accounts.models import Role
 from kizuna.campaigns.automation.models import MessageTemplate, Offer, Scenario
+from kizuna.campaigns.automation.segments import SegmentError
 from kizuna.campaigns.automation.services import (
     ScenarioError,
     offer_save,
     scenario_save,
     template_save,
 )
-from tests.test_scenarios_kit import STAFF, step, template
+from tests.test_scenarios_kit import STAFF, one, segment, step, template
 
 pytestmark = pytest.mark.django_db
 
@@ -85,3 +86,10 @@ def test_the_offers_page_tells_a_long_key_its_length(client_for: Login) -> None:
     page = response.content.decode()
     assert "オファーの識別名は64文字以内で入力してください(いま65文字)" in page
     assert CHARS not in page
+
+
+def test_a_segment_key_too_long_is_told_its_length() -> None:
+    with pytest.raises(SegmentError) as excinfo:
+        segment("a" * 65, one("prefecture", "in", ["13"]))
+    assert excinfo.value.messages == ["識別名は64文字以内で入力してください(いま65文字)"]
+    assert segment("a" * 64, one("prefecture", "in", ["13"]))

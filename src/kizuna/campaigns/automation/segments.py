@@ -64,7 +64,7 @@ from kizuna.customers.models import (
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (segment_save)
 MAX_DEPTH = 4
 MAX_CONDITIONS = 40
 MAX_DAYS = 3650
@@ -913,7 +913,9 @@ def segment_save(
         errors.insert(0, "名前を入力してください")
     errors[:0] = too_long(Segment, name=name.strip())
     if segment is None:
-        if not isinstance(key, str) or not KEY_RE.match(key):
+        if isinstance(key, str) and (too_long_key := too_long(Segment, key=key)):
+            errors[:0] = too_long_key  # not 「半角英小文字…で」, which a long key already is
+        elif not isinstance(key, str) or not KEY_RE.match(key):
             errors.insert(
                 0, "識別名は半角英小文字・数字・ハイフンで入力してください(例: trial-buyers)"
             )
