@@ -9,9 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from django.urls import reverse
 
+from kizuna.accounts.models import Role
 from kizuna.campaigns.automation.models import CoPurchase, MessageTemplate, Offer, OfferKind
 from kizuna.campaigns.automation.recommendations import copurchase_refresh, copurchase_table
+from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import ScenarioError, template_save
 from kizuna.campaigns.automation.templating import (
     SAMPLE_CONTEXT,
@@ -23,16 +26,20 @@ from kizuna.campaigns.automation.templating import (
     offer_context,
     sample_context,
 )
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, load_yaml
+from kizuna.campaigns.models import OutboxMessage
 from kizuna.commerce.models import ProductKind
 from kizuna.loyalty.services import points_earn
 from tests.factories import make_customer, make_order, make_product, make_subscription
-from tests.test_scenarios_kit import STAFF, jst
+from tests.test_scenarios_kit import STAFF, jst, scenario, step, template
 
 TODAY = dt.date(2026, 5, 10)
 
 
 def render(text: str, context: dict[str, Any]) -> str:
-    return compile_template(subject="件名", text=text).render(context)["text"]
+    """`text` rendered as the scheduler renders a stored template: names it is not given are
+    refused only when a template is saved (see test_saving_refuses_…), never at sending."""
+    return compile_template(subject="件名", text=text, strict=False).render(context)["text"]
 
 
 def test_only_given_values_render() -> None:
@@ -388,3 +395,96 @@ def test_a_template_cannot_change_the_offer_the_next_customer_gets() -> None:
         render("{{ offer.clear }}{{ offer.popitem }}{{ recommendations.pop }}", dict(context))
         assert render("{{ offer.code }}", dict(context)) in ("HELLO", "WELCOME1000")
     assert len(SAMPLE_CONTEXT["recommendations"]) == 1
+
+
+# --- names a template is not given, and tags left as text: refused when saved ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        # each of these sent 「様」 alone: a mail addressed to nobody
+        ("{{ last_name }}様", "{{ last_name }} という項目はありません"),
+        ("{{ customer.last_name }}様", "{{ customer.last_name }} の「customer」という項目"),
+        ("{{ last_nmae }}様", "{{ last_nmae }} という項目はありません"),
+        ("{% if vip %}特別{% endif %}", "{% if vip %} の「vip」という項目"),
+        ("{{ name|default:nickname }}様", "の「nickname」という項目"),
+        # a loop's name is known inside the loop only
+        ("{% for r in recommendations %}{% endfor %}{{ r.name }}", "の「r」という項目"),
+        # Django keeps these as text: customers would get the braces
+        ("{{ last_name }様", "{{ の閉じ忘れがあります(「{{ last_name }様」の近く)"),
+        ("{{ family_name 様", "{{ の閉じ忘れがあります(「{{ family_name 様」の近く)"),
+        ("family_name }}様", "}} の前の {{ が抜けています"),
+        ("{% if name 様", "{% の閉じ忘れがあります"),
+    ],
+)
+@pytest.mark.django_db
+def test_saving_refuses_an_unknown_name_or_a_tag_left_open(text: str, said: str) -> None:
+    with pytest.raises(ScenarioError) as excinfo:
+        template_save(
+            template=None, key="typo", name="誤字", subject="ご案内", text=text, acting_user=STAFF
+        )  # fmt: skip
+    messages = excinfo.value.messages
+    assert any(m.startswith("本文: ") and said in m for m in messages), messages
+    if "項目" in said:  # the message lists what can be used, in words staff know
+        assert "使える項目: name(氏名)、family_name(姓)、given_name(名)" in " ".join(messages)
+    assert not MessageTemplate.objects.filter(key="typo").exists()
+
+
+@pytest.mark.django_db
+def test_a_scenario_file_with_an_unknown_name_is_refused() -> None:
+    text = (
+        "version: 1\n"
+        "templates:\n"
+        "- {key: typo, name: 誤字, subject: '{{ last_name }}様', text: 本文}\n"
+    )
+    with pytest.raises(ScenarioFileError) as excinfo:
+        load_yaml(text, acting_user=STAFF)
+    assert any("{{ last_name }} という項目はありません" in m for m in excinfo.value.messages)
+    assert not MessageTemplate.objects.filter(key="typo").exists()
+
+
+@pytest.mark.django_db
+def test_names_the_template_binds_itself_and_every_given_name_still_save() -> None:
+    text = (
+        "{{ family_name }}様 {{ offer.code }} {{ offer.expires_on|jdate }}\n"
+        "{% for r in recommendations %}{{ forloop.counter }}. {{ r.name }} {{ r.price|yen }}"
+        "{% empty %}なし{% endfor %}\n"
+        "{% with total=points_balance|add:points_expiring %}{{ total|comma }}pt{% endwith %}\n"
+        "{% firstof last_product product as item %}{{ item }}{% now 'Y' as year %}{{ year }}\n"
+        "{% if offer and points_balance > 0 or next_delivery_date == None %}x{% endif %}\n"
+        "{{ name }} {{ given_name }} {{ last_order_date|jdate }} {{ points_expiry_date|jdate }}\n"
+        "{{ name|default:offer.code }} {% verbatim %}{{ そのまま }}{% endverbatim %}\n"
+        "{{ unsubscribe_url }}"
+    )
+    saved = template_save(
+        template=None, key="ok", name="正しい例", subject="{{ name }} 様", text=text,
+        html="<style>@media (max-width:600px){p{width:100%}}</style><p>{{ name }}</p>",
+        acting_user=STAFF,
+    )  # fmt: skip
+    assert MessageTemplate.objects.get(key="ok") == saved
+
+
+@pytest.mark.django_db
+def test_a_stored_template_with_an_unknown_name_is_still_sent_as_before() -> None:
+    # given: a running scenario whose template was saved before names were checked
+    saved = template("old", text="{{ name }} 様")
+    scenario(trigger={"kind": "first_purchase"}, steps=[step(template="old")], activated_at=jst(2026, 5, 1))  # fmt: skip
+    MessageTemplate.objects.filter(pk=saved.pk).update(text="{{ last_name }}様 {{ name }} {{ x")
+    make_order(make_customer(family_name="佐藤", given_name="一郎"), ordered_at=jst(2026, 5, 2, 9))
+    # when: the scheduler runs
+    report = tick(jst(2026, 5, 2, 10))
+    # then: the message goes out as it did (only saving and the preview refuse)
+    assert report.total("queued") == 1
+    assert OutboxMessage.objects.get().content["text"] == "様 佐藤 一郎 {{ x"
+
+
+def test_the_preview_refuses_an_unknown_name(client_for: Any) -> None:
+    response = client_for(Role.MARKETER).post(
+        reverse("scenarios:template_preview"),
+        {"subject": "ご案内", "text": "{{ last_nmae }}様", "html": ""},
+        headers={"HX-Request": "true"},
+    )
+    html = response.content.decode()
+    assert "このままでは保存できません" in html
+    assert "{{ last_nmae }} という項目はありません" in html

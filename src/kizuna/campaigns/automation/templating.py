@@ -4,7 +4,9 @@ A template is written by shop staff and sent to customers, so it may only see wh
 given: a plain dict of strings, numbers, dates and lists/dicts of those, built here from a
 handful of columns (`customer_contexts`). No model object ever enters the context, so
 `{{ customer.password }}`, `{{ order.customer.identities }}` and the like have nothing to
-reach and render empty.
+reach and render empty. Saving (and the preview) goes further and refuses a name the template is
+not given, and a {{ or {% left as text by a tag not closed (`_strict_problems`): either would
+send 「様」 addressed to nobody, or raw braces.
 
 The engine is Django's, but with its built-in library replaced by a short allowlist: `if`,
 `for`, `with`, `firstof`, `now`, `comment`, `verbatim` and plain formatting filters. `include`,
@@ -52,7 +54,7 @@ from django.template.base import (
     VariableDoesNotExist,
     VariableNode,
 )
-from django.template.defaulttags import ForNode, IfNode
+from django.template.defaulttags import ForNode, IfNode, WithNode
 from django.utils.dateformat import TimeFormat, re_formatchars
 from django.utils.html import escape
 
@@ -682,8 +684,148 @@ CONTEXT_KEYS = (
 )
 
 
-def compile_template(*, subject: str, text: str, html: str = "") -> CompiledTemplate:
-    """Compile the three parts, refusing (TemplateRenderError) anything outside the sandbox."""
+# What each name a template is given means, for the message listing them (CONTEXT_KEYS order).
+CONTEXT_LABELS: dict[str, str] = {
+    "name": "氏名",
+    "family_name": "姓",
+    "given_name": "名",
+    "product": "商品",
+    "last_product": "前回の購入商品",
+    "last_order_date": "前回の購入日",
+    "points_balance": "ポイント残高",
+    "points_expiring": "失効予定ポイント",
+    "points_expiry_date": "ポイント失効日",
+    "next_delivery_date": "次回お届け日",
+    "recommendations": "おすすめ商品",
+    "offer": "オファー",
+    "unsubscribe_url": "配信停止リンク",
+}
+KNOWN_NAMES = "、".join(f"{key}({CONTEXT_LABELS[key]})" for key in CONTEXT_KEYS)
+# Django's own names in every context ({% if points_balance == None %}).
+_BUILTIN_NAMES = frozenset({"True", "False", "None"})
+# Text that is a tag left unclosed (or closed without being opened): Django keeps it as text,
+# and customers would get the braces. The HTML part is checked for openers only: CSS may end
+# rules with "}}" or "100%}".
+_LEFTOVERS: tuple[tuple[str, str], ...] = (
+    ("{{", "{{ の閉じ忘れがあります"),
+    ("{%", "{% の閉じ忘れがあります"),
+    ("}}", "}} の前の {{ が抜けています"),
+    ("%}", "%} の前の {% が抜けています"),
+)
+
+
+def _strict_problems(template: Template, part: str, *, html: bool) -> list[str]:
+    """What saving refuses in a compiled part beyond Django's syntax: a {{ name }} the
+    template is not given (it would render empty: 「様」 addressed to nobody) and a tag left
+    as text ({{ last_name }様). Names bound in the template itself — {% for r in … %} with
+    forloop, {% with x=… %}, {% firstof … as x %}, {% now … as x %} — count where they are
+    bound."""
+    unknown: dict[str, str] = {}  # first name → the {{ }} or {% %} it was written in
+    texts: list[str] = []
+    assigned = frozenset(
+        str(getattr(node, "asvar", ""))
+        for node in template.nodelist.get_nodes_by_type(Node)
+        if getattr(node, "asvar", None)
+    )
+    _walk(template.nodelist, set(CONTEXT_KEYS) | _BUILTIN_NAMES | assigned, unknown, texts)
+    problems: list[str] = []
+    if unknown:
+        named = "、".join(
+            where if where == f"{{{{ {first} }}}}" else f"{where} の「{first}」"
+            for first, where in unknown.items()
+        )
+        space = "" if named.endswith("」") else " "
+        problems.append(f"{part}: {named}{space}という項目はありません。使える項目: {KNOWN_NAMES}")
+    leftovers = _LEFTOVERS[:2] if html else _LEFTOVERS
+    for marker, said in leftovers:
+        for text in texts:
+            at = text.find(marker)
+            if at >= 0:
+                near = text[max(0, at - 10) : at + 20].strip()
+                problems.append(f"{part}: {said}(「{near}」の近く)")
+                break
+    return problems
+
+
+def _walk(
+    nodes: Iterable[Node], known: set[str], unknown: dict[str, str], texts: list[str]
+) -> None:
+    for node in nodes:
+        where = _where(node)
+        if isinstance(node, TextNode):
+            texts.append(node.s)
+        elif isinstance(node, VariableNode):
+            _check_expression(node.filter_expression, known, unknown, where)
+        elif isinstance(node, ForNode | WithNode):
+            _walk_binding(node, known, unknown, texts)
+        elif isinstance(node, IfNode):
+            for condition, branch in node.conditions_nodelists:
+                _check_condition(condition, known, unknown, where)
+                _walk(branch, known, unknown, texts)
+        else:
+            for value in getattr(node, "vars", None) or ():  # {% firstof %}
+                _check_expression(value, known, unknown, where)
+            for attribute in node.child_nodelists:
+                child = getattr(node, attribute, None)
+                if isinstance(child, NodeList):
+                    _walk(child, known, unknown, texts)
+
+
+def _walk_binding(
+    node: ForNode | WithNode, known: set[str], unknown: dict[str, str], texts: list[str]
+) -> None:
+    """{% for %} and {% with %}: their values read with the names known outside, their
+    contents with the names they bind as well."""
+    where = _where(node)
+    if isinstance(node, WithNode):
+        for value in node.extra_context.values():
+            _check_expression(value, known, unknown, where)
+        _walk(node.nodelist, known | set(node.extra_context), unknown, texts)
+        return
+    sequence = node.sequence
+    if isinstance(sequence, _Rounds):  # counted by _guard
+        sequence = sequence.sequence
+    _check_expression(sequence, known, unknown, where)
+    loop, empty = cast(NodeList, node.nodelist_loop), cast(NodeList, node.nodelist_empty)
+    _walk(loop, known | set(node.loopvars) | {"forloop"}, unknown, texts)
+    _walk(empty, known, unknown, texts)
+
+
+def _check_condition(condition: Any, known: set[str], unknown: dict[str, str], where: str) -> None:
+    """An {% if %} condition: a smartif tree of literals (`value`) and operators."""
+    if condition is None:
+        return
+    value = getattr(condition, "value", None)
+    if isinstance(value, FilterExpression):
+        _check_expression(value, known, unknown, where)
+    for side in (getattr(condition, "first", None), getattr(condition, "second", None)):
+        _check_condition(side, known, unknown, where)
+
+
+def _check_expression(
+    expression: Any, known: set[str], unknown: dict[str, str], where: str
+) -> None:
+    if not isinstance(expression, FilterExpression):
+        return
+    variables = [expression.var] + [
+        arg for _, args in expression.filters for lookup, arg in args if lookup
+    ]
+    for variable in variables:
+        if not isinstance(variable, Variable) or variable.lookups is None:
+            continue  # a literal: "text", 3
+        first = str(variable.lookups[0])
+        if first not in known:
+            unknown.setdefault(first, where)
+
+
+def compile_template(
+    *, subject: str, text: str, html: str = "", strict: bool = True
+) -> CompiledTemplate:
+    """Compile the three parts, refusing (TemplateRenderError) anything outside the sandbox.
+
+    `strict` (saving, the preview) also refuses a name the template is not given and a {{ or
+    {% left as text (`_strict_problems`); a stored template is compiled without it
+    (`compile_stored`), so one saved before these checks keeps being sent as it was."""
     errors: list[str] = []
     parts: dict[str, Template | None] = {}
     for name, source, engine, label in (
@@ -695,9 +837,12 @@ def compile_template(*, subject: str, text: str, html: str = "") -> CompiledTemp
             parts[name] = None
             continue
         try:
-            parts[name] = _compile(source, engine, label)
+            parts[name] = compiled = _compile(source, engine, label)
         except TemplateRenderError as exc:
             errors.extend(exc.messages)
+            continue
+        if strict:
+            errors.extend(_strict_problems(compiled, label, html=name == "html"))
     if not subject.strip():
         errors.insert(0, "件名を入力してください")
     if not text.strip():
@@ -755,7 +900,11 @@ def _mentions_offer(condition: Any) -> bool:
 
 
 def compile_stored(template: MessageTemplate) -> CompiledTemplate:
-    return compile_template(subject=template.subject, text=template.text, html=template.html)
+    """A saved template, compiled for sending: without the save-time checks of names and
+    leftover braces (`strict`), which a template saved before them may break."""
+    return compile_template(
+        subject=template.subject, text=template.text, html=template.html, strict=False
+    )
 
 
 def content_for(channel: str, rendered: Mapping[str, str]) -> dict[str, str]:
