@@ -68,6 +68,14 @@ if PRODUCTION and "ALLOWED_HOSTS" not in os.environ:
         "KIZUNA_ENV=production では ALLOWED_HOSTS が必要です(例: crm.example.jp)"
     )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# How many fields one form post may have. Django's 1,000 is fewer than the segment builder
+# itself allows: a condition posts one field per ticked choice, so 20 都道府県 conditions with
+# all 47 prefectures ticked (~1,020 fields) got Django's bare 400 page and lost the input. The
+# builder's own limit is segments.MAX_CONDITIONS (40) conditions: 40 × 47 prefectures = 1,880
+# values, plus each condition's node/kind/field/operator, its groups and the name and key —
+# about 2,200. 5,000 covers that with room for long tag or product lists and still refuses
+# a post of tens of thousands of fields (what Django's limit guards against).
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 5_000
 
 INSTALLED_APPS = [
     "django.contrib.admin",
