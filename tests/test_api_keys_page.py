@@ -11,6 +11,7 @@ from django.test import Client
 from kizuna.accounts.models import ApiKey, Role
 from kizuna.core.models import AuditLog, WebhookSource
 from tests.test_api_common import ApiClient, assert_error
+from tests.test_apikeys_resubmit import post_form
 
 pytestmark = pytest.mark.django_db
 PAGES = ["/settings/api-keys/", "/settings/api-keys/new/", "/settings/api-keys/webhooks/new/"]
@@ -46,8 +47,8 @@ def test_create_a_key_shows_the_secret_once_and_it_works(
 ) -> None:
     admin = client_for(Role.ADMIN)
     # when
-    response = admin.post(
-        "/settings/api-keys/new/", {"name": "カート連携", "scopes": ["customers:read"]}
+    response = post_form(
+        admin, "/settings/api-keys/new/", {"name": "カート連携", "scopes": ["customers:read"]}
     )
     # then: the page shows the key, which opens the API with its scope only
     html = response.content.decode()
@@ -71,7 +72,7 @@ def test_create_a_key_shows_the_secret_once_and_it_works(
 
 
 def test_form_errors_are_japanese_and_keep_the_input(client_for: Callable[[Role], Client]) -> None:
-    response = client_for(Role.ADMIN).post("/settings/api-keys/new/", {"name": "LINE連携"})
+    response = post_form(client_for(Role.ADMIN), "/settings/api-keys/new/", {"name": "LINE連携"})
     html = response.content.decode()
     assert response.status_code == 200
     assert "権限を1つ以上選んでください。" in html
@@ -81,8 +82,8 @@ def test_form_errors_are_japanese_and_keep_the_input(client_for: Callable[[Role]
 
 def test_revoke_a_key(client_for: Callable[[Role], Client]) -> None:
     admin = client_for(Role.ADMIN)
-    html = admin.post(
-        "/settings/api-keys/new/", {"name": "旧連携", "scopes": ["customers:read"]}
+    html = post_form(
+        admin, "/settings/api-keys/new/", {"name": "旧連携", "scopes": ["customers:read"]}
     ).content.decode()
     secret = re.search(r'value="(kzn_[^"]+)"', html)
     assert secret is not None
@@ -101,8 +102,8 @@ def test_add_a_webhook_sender_shows_its_secret_and_urls(
     client_for: Callable[[Role], Client],
 ) -> None:
     admin = client_for(Role.ADMIN)
-    response = admin.post(
-        "/settings/api-keys/webhooks/new/", {"name": "EC-CUBE本店", "slug": "eccube"}
+    response = post_form(
+        admin, "/settings/api-keys/webhooks/new/", {"name": "EC-CUBE本店", "slug": "eccube"}
     )
     html = response.content.decode()
     source = WebhookSource.objects.get()
@@ -116,14 +117,18 @@ def test_add_a_webhook_sender_shows_its_secret_and_urls(
 
 def test_a_taken_webhook_name_is_refused(client_for: Callable[[Role], Client]) -> None:
     admin = client_for(Role.ADMIN)
-    admin.post("/settings/api-keys/webhooks/new/", {"name": "本店", "slug": "eccube"})
-    response = admin.post("/settings/api-keys/webhooks/new/", {"name": "2号店", "slug": "eccube"})
+    post_form(admin, "/settings/api-keys/webhooks/new/", {"name": "本店", "slug": "eccube"})
+    response = post_form(
+        admin, "/settings/api-keys/webhooks/new/", {"name": "2号店", "slug": "eccube"}
+    )
     assert "この識別名はすでに使われています" in response.content.decode()
     assert WebhookSource.objects.count() == 1
     # A revoked sender's identifier stays its own: the refusal says so and suggests another.
     source = WebhookSource.objects.get()
     admin.post("/settings/api-keys/", {"action": "revoke_source", "id": str(source.pk)})
-    again = admin.post("/settings/api-keys/webhooks/new/", {"name": "新本店", "slug": "eccube"})
+    again = post_form(
+        admin, "/settings/api-keys/webhooks/new/", {"name": "新本店", "slug": "eccube"}
+    )
     assert "失効した送信元「本店」が使っていたため使えません" in again.content.decode()
     assert "「eccube-2」など別の識別名" in again.content.decode()
     assert WebhookSource.objects.count() == 1
@@ -131,7 +136,7 @@ def test_a_taken_webhook_name_is_refused(client_for: Callable[[Role], Client]) -
 
 def test_revoke_a_webhook_sender(client_for: Callable[[Role], Client]) -> None:
     admin = client_for(Role.ADMIN)
-    admin.post("/settings/api-keys/webhooks/new/", {"name": "本店", "slug": "eccube"})
+    post_form(admin, "/settings/api-keys/webhooks/new/", {"name": "本店", "slug": "eccube"})
     source = WebhookSource.objects.get()
     admin.post("/settings/api-keys/", {"action": "revoke_source", "id": str(source.pk)})
     source.refresh_from_db()

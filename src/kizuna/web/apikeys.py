@@ -24,9 +24,18 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
 from kizuna.core.paging import Paginator
+from kizuna.web.formtokens import UNKNOWN, issue_form_token, posted_form_token, record_form_token
 from kizuna.web.http import posted
 
 PER_PAGE = 50
+# The create forms this session was given (see kizuna.web.formtokens): a reload of the page that
+# shows a new secret sends the POST again, and must not make a second key or sender.
+FORM_TOKENS_SESSION_KEY = "apikeys_form_tokens"
+ALREADY_SENT = "このフォームはすでに送信済みです。キーの一覧を確かめてください。"
+STALE_FORM = (
+    "この画面を開いてから時間が経ったため、受け付けませんでした。"
+    "お手数ですが、もう一度入力して送信してください。"
+)
 
 
 class ApiKeyForm(forms.Form):
@@ -124,11 +133,35 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "web/apikeys/index.html", context)
 
 
+def _check_form_token(request: HttpRequest, form: forms.Form) -> tuple[str, Any]:
+    """On a POST, the form's one-time token and what it made when sent before; a token this
+    session no longer knows is an error on the form (nothing is created)."""
+    if request.method != "POST":
+        return "", None
+    token, sent = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
+    if sent is UNKNOWN:
+        form.add_error(None, STALE_FORM)
+    return token, sent
+
+
+def _form_page(request: HttpRequest, form: forms.Form, kind: str) -> HttpResponse:
+    context = {
+        "form": form,
+        "kind": kind,
+        "form_token": issue_form_token(request, FORM_TOKENS_SESSION_KEY),
+    }
+    return render(request, "web/apikeys/form.html", context)
+
+
 @allow_roles()
 @never_cache
 @require_http_methods(["GET", "POST"])
 def create_key(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(posted(request))
+    token, sent = _check_form_token(request, form)
+    if sent is not None and sent is not UNKNOWN:
+        messages.info(request, ALREADY_SENT)
+        return redirect("apikeys:index")
     if request.method == "POST" and form.is_valid():
         try:
             api_key, secret = api_key_create(
@@ -139,10 +172,11 @@ def create_key(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            record_form_token(request, FORM_TOKENS_SESSION_KEY, token, {"key": api_key.pk})
             return render(
                 request, "web/apikeys/created.html", {"api_key": api_key, "secret": secret}
             )
-    return render(request, "web/apikeys/form.html", {"form": form, "kind": "key"})
+    return _form_page(request, form, "key")
 
 
 @allow_roles()
@@ -150,6 +184,10 @@ def create_key(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def create_source(request: HttpRequest) -> HttpResponse:
     form = WebhookSourceForm(posted(request))
+    token, sent = _check_form_token(request, form)
+    if sent is not None and sent is not UNKNOWN:
+        messages.info(request, ALREADY_SENT)
+        return redirect("apikeys:index")
     if request.method == "POST" and form.is_valid():
         try:
             source, secret = webhooks.webhook_source_create(
@@ -160,6 +198,7 @@ def create_source(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
+            record_form_token(request, FORM_TOKENS_SESSION_KEY, token, {"source": source.pk})
             context = {"source": source, "secret": secret, "urls": webhook_urls(request, source)}
             return render(request, "web/apikeys/source_created.html", context)
-    return render(request, "web/apikeys/form.html", {"form": form, "kind": "source"})
+    return _form_page(request, form, "source")

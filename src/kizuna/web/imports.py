@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import secrets
 from pathlib import PurePath
 from typing import Any
 
@@ -37,6 +36,7 @@ from kizuna.commerce.importers.runs import (
 )
 from kizuna.commerce.models import ImportKind, ImportRun
 from kizuna.core import yamlfile
+from kizuna.web.formtokens import UNKNOWN, issue_form_token, posted_form_token, record_form_token
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Imports write customer data in bulk: marketers and admins (admins are always allowed).
@@ -57,7 +57,6 @@ FORMAT_LABELS = dict(FORMAT_CHOICES)
 # The upload forms this session was given, newest last: token -> None until the form's upload
 # has made its run, then {"run": pk, "upload": fingerprint} (see _upload_fingerprint).
 FORM_TOKENS_SESSION_KEY = "imports_form_tokens"
-MAX_FORM_TOKENS = 20
 
 
 def max_upload_bytes() -> int:
@@ -165,16 +164,6 @@ class ImportForm(forms.Form):
         return cleaned
 
 
-def _issue_form_token(request: HtmxHttpRequest) -> str:
-    """A token for one rendering of the form: its upload makes one run, however often sent."""
-    tokens: dict[str, Any] = request.session.get(FORM_TOKENS_SESSION_KEY, {})
-    token = secrets.token_urlsafe(16)
-    tokens[token] = None
-    # Only the newest forms: a tab opened longer ago than that is asked to choose again.
-    request.session[FORM_TOKENS_SESSION_KEY] = dict(list(tokens.items())[-MAX_FORM_TOKENS:])
-    return token
-
-
 def _upload_fingerprint(data: dict[str, Any]) -> str:
     """What a resubmission of the same form sends again: the file's bytes and every choice.
 
@@ -193,7 +182,8 @@ def _upload_fingerprint(data: dict[str, Any]) -> str:
 def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
     return {
         "form": form,
-        "form_token": _issue_form_token(request),
+        # One rendering of the form: its upload makes one run, however often sent.
+        "form_token": issue_form_token(request, FORM_TOKENS_SESSION_KEY),
         "runs": runs_page(request.GET.get("page")),
         "max_upload": _megabytes(max_upload_bytes()),
     }
@@ -204,9 +194,8 @@ def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
 def import_index(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
-        tokens: dict[str, Any] = request.session.get(FORM_TOKENS_SESSION_KEY, {})
-        token = request.POST.get("form_token", "")
-        if token not in tokens:
+        token, sent = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
+        if sent is UNKNOWN:
             form.add_error(
                 None,
                 "この画面を開いてから時間が経ったため、受け付けませんでした。"
@@ -216,7 +205,6 @@ def import_index(request: HtmxHttpRequest) -> HttpResponse:
             data = form.cleaned_data
             upload: UploadedFile = data["file"]
             fingerprint = _upload_fingerprint(data)
-            sent = tokens[token]
             if sent is not None and sent["upload"] == fingerprint:
                 messages.info(
                     request,
@@ -237,8 +225,9 @@ def import_index(request: HtmxHttpRequest) -> HttpResponse:
                 mapping_yaml=data["mapping"],
                 acting_user=request.user,
             )
-            tokens[token] = {"run": run.pk, "upload": fingerprint}
-            request.session[FORM_TOKENS_SESSION_KEY] = tokens
+            record_form_token(
+                request, FORM_TOKENS_SESSION_KEY, token, {"run": run.pk, "upload": fingerprint}
+            )
             return redirect("imports:detail", pk=run.pk)
         return render(request, "web/imports/index.html", _page_context(request, form), status=400)
     return render(request, "web/imports/index.html", _page_context(request, ImportForm()))
