@@ -42,6 +42,25 @@ class User(AbstractUser):
     def has_role(self, *roles: str) -> bool:
         return self.is_active and (self.role in roles or self.is_superuser)
 
+    # Django admin: an active 管理者 manages the staff accounts there (no delete: a leaver is
+    # disabled, so their name stays on the audit trail) and reads the audit log, without
+    # being a superuser. Everything else in Django admin stays the superuser's.
+    def has_perm(self, perm: str, obj: Any = None) -> bool:
+        if self.is_active and self.role == Role.ADMIN and perm in ADMIN_ROLE_PERMISSIONS:
+            return True
+        return super().has_perm(perm, obj)
+
+    def has_module_perms(self, app_label: str) -> bool:
+        if self.is_active and self.role == Role.ADMIN and app_label in ADMIN_ROLE_APPS:
+            return True
+        return super().has_module_perms(app_label)
+
+
+ADMIN_ROLE_PERMISSIONS = frozenset(
+    {"accounts.view_user", "accounts.add_user", "accounts.change_user", "core.view_auditlog"}
+)
+ADMIN_ROLE_APPS = frozenset(perm.partition(".")[0] for perm in ADMIN_ROLE_PERMISSIONS)
+
 
 class ApiScope(models.TextChoices):
     """What an API key may do. A key carries only the scopes its integration needs."""
