@@ -343,7 +343,7 @@ def _check(customer: Customer, reason: str, ids: list[int]) -> None:
         raise PrivacyError("この顧客の個人データは既に削除(匿名化)されています")
     running = running_subscriptions(ids)
     if running:
-        raise PrivacyError(subscriptions_refusal(running))
+        raise SubscriptionsRunningError(running)
 
 
 def running_subscriptions(ids: list[int]) -> list[Subscription]:
@@ -358,16 +358,32 @@ def running_subscriptions(ids: list[int]) -> list[Subscription]:
     )
 
 
-def subscriptions_refusal(running: list[Subscription]) -> str:
-    """Why erasure is refused while subscriptions run, and where to cancel them."""
+def subscriptions_refusal(running: list[Subscription], *, on_screen: bool = False) -> str:
+    """Why erasure is refused while subscriptions run, and where to cancel them: for the API
+    and the command line also how to cancel through the API; `on_screen` (the erase page) only
+    the button staff press."""
     listed = "、".join(f"#{s.pk} {s.product.name}({s.get_status_display()})" for s in running)
+    where = "解約は顧客ページの「定期購入」の「解約する」から"
+    if on_screen:
+        where += "行えます。解約すると、この画面から削除できます"
+    else:
+        where += (
+            '(API では PATCH /api/v1/subscriptions/{id} に status "cancelled" と解約理由を送って)'
+            "行えます"
+        )
     return (
         f"継続中・休止中の定期購入が{len(running)}件あります({listed})。"
-        "お届けを止めるため、先に解約してから削除してください。"
-        "解約は顧客ページの「定期購入」の「解約する」から"
-        '(API では PATCH /api/v1/subscriptions/{id} に status "cancelled" と解約理由を送って)'
-        "行えます"
+        "お届けを止めるため、先に解約してから削除してください。" + where
     )
+
+
+class SubscriptionsRunningError(PrivacyError):
+    """Erasure refused while `running` subscriptions still deliver; the message is the API's
+    (subscriptions_refusal), a screen words it for staff from `running`."""
+
+    def __init__(self, running: list[Subscription]) -> None:
+        super().__init__(subscriptions_refusal(running))
+        self.running = running
 
 
 def final_survivor_id(customer: Customer) -> int | None:

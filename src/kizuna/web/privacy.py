@@ -94,6 +94,8 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
             privacy.customer_erase(
                 customer=customer, acting_user=request.user, reason=form.cleaned_data["reason"]
             )
+        except privacy.SubscriptionsRunningError as exc:
+            errors = [privacy.subscriptions_refusal(exc.running, on_screen=True)]
         except privacy.PrivacyError as exc:
             errors = exc.messages
         else:
@@ -102,6 +104,8 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     check = privacy.erasure_check(customer)
     context = {
         "customer": customer,
+        # An absorbed record is erased through the record it lives in now: said up front.
+        "survivor_id": privacy.final_survivor_id(customer),
         "form": form,
         "errors": errors,
         "erased": is_erased(customer),
