@@ -12,13 +12,14 @@ import pytest
 from django.test import Client
 from hypothesis import HealthCheck
 
-from kizuna.accounts.models import ApiScope, Role
+from kizuna.accounts.models import ApiKey, ApiScope, Role
 from kizuna.analytics.models import AnalyticsRun, CustomerScore, KpiTable, SegmentCount
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS
 from tests.analytics_shop import build_varied_shop, run
 from tests.test_api_common import ApiClient, make_key
 from tests.test_api_schema import CHECKS, _one_connection  # noqa: F401 (a fixture)
 from tests.test_api_schema import schema as api_schema
+from tests.test_apikeys_resubmit import post_form
 
 pytestmark = pytest.mark.django_db
 AS_OF = dt.date(2025, 6, 30)
@@ -80,11 +81,12 @@ def test_the_api_key_page_offers_the_analytics_scope(
 ) -> None:
     client = client_for(Role.ADMIN)
     assert "analytics:read" in client.get("/settings/api-keys/new/").content.decode()
-    response = client.post(
-        "/settings/api-keys/new/", {"name": "BI", "scopes": ["analytics:read"]}, follow=True
+    response = post_form(
+        client, "/settings/api-keys/new/", {"name": "BI", "scopes": ["analytics:read"]}
     )
     assert response.status_code == 200
     assert "顧客分析の参照" in response.content.decode()
+    assert ApiKey.objects.get(name="BI").scopes == ["analytics:read"]
 
 
 # --- before the first run ---------------------------------------------------------------------
