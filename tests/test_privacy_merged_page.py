@@ -47,12 +47,13 @@ def test_the_erase_page_of_an_absorbed_record_says_so_up_front_with_no_form(
 def test_the_customer_page_of_an_absorbed_record_offers_no_export_or_erase(
     client_for: Callable[[Role], Client],
 ) -> None:
-    absorbed, _ = absorbed_into_chain()
+    absorbed, survivor = absorbed_into_chain()
     html = client_for(Role.ADMIN).get(reverse("web:customer_detail", args=[absorbed.pk]))
     text = html.content.decode()
     assert reverse("web:customer_export", args=[absorbed.pk]) not in text
     assert reverse("web:customer_erase", args=[absorbed.pk]) not in text
-    assert "統合先の" in text
+    # sent to the end of the chain, where the export and erasure are done
+    assert f'統合先の<a href="{reverse("web:customer_detail", args=[survivor.pk])}">' in text
 
 
 def test_a_refused_erase_for_a_running_subscription_tells_staff_the_button_not_the_api(

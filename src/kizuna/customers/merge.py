@@ -153,6 +153,22 @@ def consent_state(row: Consent | None) -> str:
     return f"{_decision_word(row)} {timezone.localtime(decision[0]):%Y-%m-%d %H:%M}"
 
 
+def final_survivor_id(customer: Customer) -> int | None:
+    """The live record a merged-away customer now lives in, following merges of merges (A into
+    B, then B into C: C); None for a customer not merged away."""
+    survivor_id = customer.merged_into_id
+    seen: set[int] = set()
+    while survivor_id is not None and survivor_id not in seen:
+        seen.add(survivor_id)
+        onward = (
+            Customer.objects.filter(pk=survivor_id).values_list("merged_into_id", flat=True).first()
+        )
+        if onward is None:
+            break
+        survivor_id = onward
+    return survivor_id
+
+
 @dataclass(frozen=True)
 class ConsentPlan:
     channel: ConsentChannel

@@ -47,7 +47,7 @@ from kizuna.commerce.models import OrderReversal
 from kizuna.core.append_only import REDACTED
 from kizuna.core.audit import Actor, audit_record, audit_redact, redacted
 from kizuna.core.models import AuditLog, IdempotencyKey
-from kizuna.customers.merge import title_without_name
+from kizuna.customers.merge import final_survivor_id, title_without_name
 from kizuna.customers.models import (
     Consent,
     ConsentChannel,
@@ -384,22 +384,6 @@ class SubscriptionsRunningError(PrivacyError):
     def __init__(self, running: list[Subscription]) -> None:
         super().__init__(subscriptions_refusal(running))
         self.running = running
-
-
-def final_survivor_id(customer: Customer) -> int | None:
-    """The live record a merged-away customer now lives in, following merges of merges (A into
-    B, then B into C: C); None for a customer not merged away."""
-    survivor_id = customer.merged_into_id
-    seen: set[int] = set()
-    while survivor_id is not None and survivor_id not in seen:
-        seen.add(survivor_id)
-        onward = (
-            Customer.objects.filter(pk=survivor_id).values_list("merged_into_id", flat=True).first()
-        )
-        if onward is None:
-            break
-        survivor_id = onward
-    return survivor_id
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.customers import privacy
+from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer
 from kizuna.customers.services import is_erased
 from kizuna.web.http import HtmxHttpRequest, posted
@@ -105,7 +106,7 @@ def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     context = {
         "customer": customer,
         # An absorbed record is erased through the record it lives in now: said up front.
-        "survivor_id": privacy.final_survivor_id(customer),
+        "survivor_id": final_survivor_id(customer),
         "form": form,
         "errors": errors,
         "erased": is_erased(customer),

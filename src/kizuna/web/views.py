@@ -27,6 +27,7 @@ from kizuna.accounts.models import Role, User
 from kizuna.campaigns.automation.selectors import RECENT_ENROLLMENTS, customer_enrollments
 from kizuna.commerce.models import Order
 from kizuna.customers import selectors
+from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer
 from kizuna.customers.services import is_erased
 from kizuna.loyalty.selectors import points_balance
@@ -179,6 +180,8 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "enrollments_limit": RECENT_ENROLLMENTS,
         "contacts_limit": selectors.RECENT_CONTACTS,
         "erased": is_erased(customer),
+        # Where an absorbed record's export and erasure are done: the end of a chain of merges.
+        "survivor_id": final_survivor_id(customer),
         "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),
         "can_erase": cast(User, request.user).has_role(Role.ADMIN),
         "can_cancel_subscriptions": cast(User, request.user).has_role(

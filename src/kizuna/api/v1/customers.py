@@ -38,6 +38,7 @@ from kizuna.api.schemas import (
 )
 from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.core import jp
+from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer, Identity, IdentityKind
 from kizuna.customers.services import (
     customer_create,
@@ -119,7 +120,7 @@ def customer_out(customer: Customer) -> dict[str, Any]:
         "member_status": customer.member_status,
         "registered_at": customer.registered_at,
         "identities": [{"kind": i.kind, "value": i.display_value or i.value} for i in identities],
-        "merged_into": final_survivor(customer),
+        "merged_into": final_survivor_id(customer),
         "created_at": customer.created_at,
         "updated_at": customer.updated_at,
     }
@@ -132,34 +133,13 @@ def customer_or_404(customer_id: int) -> Customer:
     return customer
 
 
-# Merges cannot form a cycle (a merged record can be neither side of another merge), so this
-# only bounds the walk should the data ever say otherwise.
-_MAX_MERGE_HOPS = 50
-
-
-def final_survivor(customer: Customer) -> int | None:
-    """The id of the live record a merged-away customer now lives in, following merges of
-    merges (A into B, then B into C: C); None for a customer not merged away."""
-    survivor_id = customer.merged_into_id
-    for _ in range(_MAX_MERGE_HOPS):
-        if survivor_id is None:
-            break
-        onward = list(
-            Customer.objects.filter(pk=survivor_id).values_list("merged_into_id", flat=True)
-        )
-        if not onward or onward[0] is None:
-            break
-        survivor_id = onward[0]
-    return survivor_id
-
-
 def customer_merged(
     customer: Customer, *, field: str | None = None, hint: str = "統合先の ID を使ってください"
 ) -> ApiError:
     """409 customer_merged for a customer merged away, naming the final survivor in the
     message and, for machines, in `merged_into`; `field` names where the id was sent in the
     body (not for an id in the URL)."""
-    survivor = final_survivor(customer)
+    survivor = final_survivor_id(customer)
     message = f"この顧客は顧客 {survivor} に統合されています。{hint}"
     fields = {field: f"統合先の顧客 {survivor} を指定してください"} if field else None
     return ApiError(409, "customer_merged", message, fields, extra={"merged_into": survivor})
