@@ -24,6 +24,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from pytest_django import Settings
 
 from kizuna.accounts.models import Role, SecuritySettings, TwoFactorPolicy, User
+from kizuna.accounts.twofactor import set_two_factor_policy
+from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from tests.factories import PASSWORD, make_customer, make_user
 from tests.test_api_common import full_access_client
@@ -269,8 +271,12 @@ def test_login_with_a_device_asks_for_the_code_before_any_page(users: dict[Role,
         response = client.get(path)
         assert response.status_code == 302, path
         assert response["Location"].startswith(reverse("login_verify") + "?next=")
-    page = client.get(reverse("login_verify"), {"next": target})
-    assert "確認コード" in page.content.decode()
+    page = client.get(reverse("login_verify"), {"next": target}).content.decode()
+    assert "確認コード" in page
+    # and the code page offers no link that would only lead back to it
+    assert reverse("security:account") not in page
+    assert 'href="/admin/"' not in page
+    assert reverse("logout") in page  # leaving is still possible
 
     response = client.post(reverse("login_verify"), {"code": code_for(device), "next": target})
     assert response.status_code == 302
@@ -330,19 +336,33 @@ def test_the_code_page_sends_strangers_to_login_and_ignores_foreign_next(
 # --- policy and reset -------------------------------------------------------------------------
 
 
-def set_policy(admin: Client, policy: TwoFactorPolicy) -> None:
+def set_policy(admin: Client, policy: TwoFactorPolicy) -> Any:
     response = admin.post(
-        reverse("security:staff"), {"action": "policy", "two_factor_policy": policy}
+        reverse("security:staff"),
+        {"action": "policy", "two_factor_policy": policy},
+        follow=True,
     )
-    assert response.status_code == 302
+    assert response.redirect_chain[-1][0] == reverse("security:staff")
+    return response
+
+
+def verified(client: Client, user: User) -> Client:
+    """`client` logged in as `user` with a confirmed device whose code this session entered."""
+    session = client.session
+    session["otp_device_id"] = confirmed_device_for(user).persistent_id
+    session.save()
+    return client
 
 
 def test_required_for_all_sends_staff_without_a_device_to_enrol(
     client_for: Callable[[Role], Client], users: dict[Role, User]
 ) -> None:
-    admin = client_for(Role.ADMIN)
+    admin = verified(client_for(Role.ADMIN), users[Role.ADMIN])
     operator = client_for(Role.OPERATOR)
-    set_policy(admin, TwoFactorPolicy.ALL)
+    saved = set_policy(admin, TwoFactorPolicy.ALL).content.decode()
+    # the admin is told who will be sent to set it up
+    assert "まだ設定していない3人" in saved
+    assert users[Role.OPERATOR].username in saved
     assert SecuritySettings.load().two_factor_policy == TwoFactorPolicy.ALL
     audit = AuditLog.objects.get(action="security_settings.update")
     assert audit.changes == {"two_factor_policy": ["optional", "all"]}
@@ -365,13 +385,31 @@ def test_required_for_all_sends_staff_without_a_device_to_enrol(
 
 
 def test_required_for_admins_leaves_other_roles_alone(
-    client_for: Callable[[Role], Client],
+    client_for: Callable[[Role], Client], users: dict[Role, User]
 ) -> None:
-    admin = client_for(Role.ADMIN)
-    set_policy(admin, TwoFactorPolicy.ADMINS)
+    set_two_factor_policy(policy=TwoFactorPolicy.ADMINS, acting_user=Actor.system("test"))
     assert client_for(Role.OPERATOR).get(reverse("web:home")).status_code == 200
+    admin = client_for(Role.ADMIN)
     assert admin.get(reverse("web:home"))["Location"] == reverse("security:account")
     assert client_for(Role.ADMIN).get("/admin/")["Location"] == reverse("security:account")
+
+
+def test_an_admin_without_a_device_cannot_require_it_of_themselves(
+    client_for: Callable[[Role], Client], users: dict[Role, User]
+) -> None:
+    # given: an admin who has not set up 2FA
+    admin = client_for(Role.ADMIN)
+    for policy in (TwoFactorPolicy.ALL, TwoFactorPolicy.ADMINS):
+        # when: they require it of everyone (or of admins)
+        page = set_policy(admin, policy).content.decode()
+        # then: refused, with what to do first; nothing changed, they can still work
+        assert "先に「セキュリティ設定」で2段階認証を設定してから" in page
+        assert SecuritySettings.load().two_factor_policy == TwoFactorPolicy.OPTIONAL
+        assert admin.get(reverse("web:home")).status_code == 200
+    assert not AuditLog.objects.filter(action="security_settings.update").exists()
+    # once their own device is set up, the same choice is saved
+    set_policy(verified(admin, users[Role.ADMIN]), TwoFactorPolicy.ADMINS)
+    assert SecuritySettings.load().two_factor_policy == TwoFactorPolicy.ADMINS
 
 
 def test_an_htmx_request_moves_the_whole_tab_to_the_code_page(users: dict[Role, User]) -> None:

@@ -180,6 +180,22 @@ def reset_two_factor(*, user: User, acting_user: Any) -> bool:
     return True
 
 
+POLICY_LOCKS_YOU_OUT = (
+    "この設定にすると、あなた自身も2段階認証が必須になりますが、まだ設定していません。"
+    "保存した直後から設定画面しか開けなくなるため、先に「セキュリティ設定」で2段階認証を"
+    "設定してから選んでください。"
+)
+
+
+class PolicyLockoutError(Exception):
+    """A policy that would require 2FA of the staff member setting it, who has no device yet:
+    from their next request they could open nothing but the enrolment page (not even this
+    setting, to undo it)."""
+
+    def __init__(self) -> None:
+        super().__init__(POLICY_LOCKS_YOU_OUT)
+
+
 @transaction.atomic
 def set_two_factor_policy(*, policy: str, acting_user: Any) -> SecuritySettings:
     SecuritySettings.load()
@@ -190,6 +206,12 @@ def set_two_factor_policy(*, policy: str, acting_user: Any) -> SecuritySettings:
     old = settings_row.two_factor_policy
     if old == policy:
         return settings_row
+    if (
+        isinstance(acting_user, User)
+        and SecuritySettings(two_factor_policy=policy).requires_two_factor(acting_user)
+        and confirmed_device(acting_user) is None
+    ):
+        raise PolicyLockoutError
     settings_row.two_factor_policy = policy
     settings_row.save()
     audit_record(

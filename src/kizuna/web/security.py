@@ -28,6 +28,7 @@ from kizuna.accounts.models import SecuritySettings, TwoFactorPolicy, User
 from kizuna.accounts.throttling import recent_failed_logins, unlock_login
 from kizuna.accounts.twofactor import (
     CodeCheck,
+    PolicyLockoutError,
     SelfResetRefusedError,
     Step,
     confirm_enrolment,
@@ -165,10 +166,14 @@ def _staff_action(request: HttpRequest) -> None:
     if action == "policy":
         form = PolicyForm(request.POST)
         if form.is_valid():
-            set_two_factor_policy(
-                policy=form.cleaned_data["two_factor_policy"], acting_user=request.user
-            )
-            messages.success(request, "2段階認証の設定を保存しました。")
+            try:
+                row = set_two_factor_policy(
+                    policy=form.cleaned_data["two_factor_policy"], acting_user=request.user
+                )
+            except PolicyLockoutError as refused:
+                messages.error(request, str(refused))
+                return
+            messages.success(request, "2段階認証の設定を保存しました。" + _enrolment_due(row))
         else:
             messages.error(request, "2段階認証の設定を選び直してください。")
         return
@@ -198,6 +203,18 @@ def _staff_action(request: HttpRequest) -> None:
         )
     else:
         messages.error(request, "操作が正しくありません。")
+
+
+def _enrolment_due(row: SecuritySettings) -> str:
+    """Who the saved policy sends to the enrolment page on their next request, said so the
+    admin can tell them before they are surprised."""
+    confirmed = TOTPDevice.objects.filter(user=OuterRef("pk"), confirmed=True)
+    without = get_user_model().objects.filter(is_active=True).exclude(Exists(confirmed))
+    due = [user.username for user in without.order_by("username") if row.requires_two_factor(user)]
+    if not due:
+        return ""
+    shown = "、".join(due[:10]) + (f" ほか{len(due) - 10}人" if len(due) > 10 else "")
+    return f"まだ設定していない{len(due)}人({shown})は、次の操作で2段階認証の設定画面に移ります。"
 
 
 @allow_roles()
