@@ -16,28 +16,16 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from kizuna.accounts.models import Role, User
 from kizuna.accounts.twofactor import SelfResetRefusedError, reset_two_factor
 from kizuna.core.models import AuditLog
+from tests.test_login_security import confirmed_device_for, verified
 
 pytestmark = pytest.mark.django_db
-
-
-def device_for(user: User) -> TOTPDevice:
-    device: TOTPDevice = TOTPDevice.objects.create(user=user, name="認証アプリ", confirmed=True)
-    return device
-
-
-def verified_admin(client_for: Callable[[Role], Client], admin: User) -> Client:
-    client = client_for(Role.ADMIN)
-    session = client.session
-    session["otp_device_id"] = device_for(admin).persistent_id
-    session.save()
-    return client
 
 
 def test_an_admin_posting_a_reset_of_their_own_device_is_refused(
     client_for: Callable[[Role], Client], users: dict[Role, User]
 ) -> None:
     admin = users[Role.ADMIN]
-    client = verified_admin(client_for, admin)
+    client = verified(client_for(Role.ADMIN), admin)
     response = client.post(
         reverse("security:staff"), {"action": "reset_two_factor", "id": admin.pk}, follow=True
     )
@@ -50,8 +38,8 @@ def test_the_own_row_has_no_reset_button_but_others_do(
     client_for: Callable[[Role], Client], users: dict[Role, User]
 ) -> None:
     admin = users[Role.ADMIN]
-    client = verified_admin(client_for, admin)
-    device_for(users[Role.OPERATOR])
+    client = verified(client_for(Role.ADMIN), admin)
+    confirmed_device_for(users[Role.OPERATOR])
     page = client.get(reverse("security:staff")).content.decode()
     assert f'name="id" value="{users[Role.OPERATOR].pk}"' in page
     assert f'name="id" value="{admin.pk}"' not in page
@@ -59,7 +47,7 @@ def test_the_own_row_has_no_reset_button_but_others_do(
 
 def test_the_service_refuses_for_every_caller(users: dict[Role, User]) -> None:
     admin = users[Role.ADMIN]
-    device_for(admin)
+    confirmed_device_for(admin)
     with pytest.raises(SelfResetRefusedError):
         reset_two_factor(user=admin, acting_user=admin)
     assert TOTPDevice.objects.filter(user=admin).exists()
