@@ -46,7 +46,7 @@ from kizuna.campaigns.consent_checks import gone_customers
 from kizuna.commerce.models import Order, OrderLine, OrderStatus, Product, ProductKind
 from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
-from kizuna.core.limits import too_long
+from kizuna.core.limits import TextLimit, too_long
 from kizuna.core.spreadsheet import XLSX_MAX_ROWS
 from kizuna.customers.models import (
     AcquisitionChannel,
@@ -64,7 +64,25 @@ from kizuna.customers.models import (
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (segment_save)
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (key_error)
+
+
+def key_error(key: Any, model: type[models.Model], *, example: str, label: str = "") -> str | None:
+    """What is wrong with a new 識別名 for `model` (a segment, scenario, step, template or
+    offer), or None; `label` names whose key it is (「テンプレートの識別名は…」).
+
+    A key too long for its column is told so: it was refused as 「半角英小文字・数字・ハイフン
+    で」, which the key already was."""
+    prefix = f"{label}の" if label else ""
+    if isinstance(key, str) and (
+        reason := TextLimit.of(model, "key").reason(key, ask="で入力してください")
+    ):
+        return prefix + reason
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        return f"{prefix}識別名は半角英小文字・数字・ハイフンで入力してください(例: {example})"
+    return None
+
+
 MAX_DEPTH = 4
 MAX_CONDITIONS = 40
 MAX_DAYS = 3650
@@ -913,12 +931,8 @@ def segment_save(
         errors.insert(0, "名前を入力してください")
     errors[:0] = too_long(Segment, name=name.strip())
     if segment is None:
-        if isinstance(key, str) and (too_long_key := too_long(Segment, key=key)):
-            errors[:0] = too_long_key  # not 「半角英小文字…で」, which a long key already is
-        elif not isinstance(key, str) or not KEY_RE.match(key):
-            errors.insert(
-                0, "識別名は半角英小文字・数字・ハイフンで入力してください(例: trial-buyers)"
-            )
+        if message := key_error(key, Segment, example="trial-buyers"):
+            errors.insert(0, message)
         elif Segment.objects.filter(key=key).exists():
             errors.insert(0, f"識別名「{key}」のセグメントは既にあります")
     if errors:

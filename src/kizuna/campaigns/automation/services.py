@@ -8,7 +8,6 @@ Japanese. Each write records an audit row (who, when, what changed).
 from __future__ import annotations
 
 import datetime as dt
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from kizuna.campaigns.automation.models import (
     StepAnchor,
     StepDispatch,
 )
+from kizuna.campaigns.automation.segments import key_error
 from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
     compile_stored,
@@ -44,9 +44,8 @@ from kizuna.campaigns.automation.templating import (
 )
 from kizuna.campaigns.models import Channel, Purpose
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
-from kizuna.core.limits import TextLimit, too_long
+from kizuna.core.limits import too_long
 
-KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (_key_error)
 ORDER_ANCHORS = (
     StepAnchor.PURCHASE,
     StepAnchor.SHIPMENT,
@@ -69,18 +68,7 @@ class ScenarioError(ValueError):
 
 
 def _key_error(label: str, key: Any, model: type[models.Model]) -> str | None:
-    # A key too long for its column is told so: it was refused as 「半角英小文字・数字・
-    # ハイフンで」, which the key already was (and a key the regex allowed, up to 50
-    # characters, fell short of the 64 a template, offer or scenario key column holds).
-    if isinstance(key, str) and (
-        reason := TextLimit.of(model, "key").reason(key, ask="で入力してください")
-    ):
-        return f"{label}の{reason}"
-    if not isinstance(key, str) or not KEY_RE.match(key):
-        return (
-            f"{label}の識別名は半角英小文字・数字・ハイフンで入力してください(例: trial-step-mail)"
-        )
-    return None
+    return key_error(key, model, example="trial-step-mail", label=label)
 
 
 def _parse_time(value: Any) -> dt.time | None:
