@@ -113,6 +113,28 @@ class IdempotencyKey(models.Model):
         return f"{self.method} {self.path} {self.key}"
 
 
+class FormSubmission(models.Model):
+    """A web form's one-time token that has been sent (kizuna.web.formtokens), and what that
+    send made.
+
+    The row is the claim: inserting it is the first thing a guarded form's POST does once the
+    form is valid, and the unique key lets exactly one of two concurrent sends (a double click)
+    insert it; the other is told the form was already sent. `result` stays empty until the
+    first send has done its work.
+    """
+
+    key = models.CharField("キー", max_length=100, unique=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField("送信日時", db_index=True)
+
+    class Meta:
+        verbose_name = "フォーム送信"
+        verbose_name_plural = "フォーム送信"
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class WebhookSource(TimeStampedModel):
     """A system that posts webhooks to Kizuna (the cart), with the secret it signs them with.
 

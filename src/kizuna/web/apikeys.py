@@ -24,7 +24,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
 from kizuna.core.paging import Paginator
-from kizuna.web.formtokens import UNKNOWN, issue_form_token, posted_form_token, record_form_token
+from kizuna.web.formtokens import claim_form_token, issue_form_token, posted_form_token
 from kizuna.web.http import posted
 
 PER_PAGE = 50
@@ -133,15 +133,25 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "web/apikeys/index.html", context)
 
 
-def _check_form_token(request: HttpRequest, form: forms.Form) -> tuple[str, Any]:
-    """On a POST, the form's one-time token and what it made when sent before; a token this
-    session no longer knows is an error on the form (nothing is created)."""
+def _sent_before(request: HttpRequest, form: forms.Form) -> bool:
+    """Whether this POST's form was sent before (a reload of the secret page, a second click);
+    the first send claims the form's one-time token. A token this session does not know is an
+    error on the form instead (nothing is created)."""
     if request.method != "POST":
-        return "", None
-    token, sent = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
-    if sent is UNKNOWN:
+        return False
+    token = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
+    if token is None:
         form.add_error(None, STALE_FORM)
-    return token, sent
+        return False
+    if not form.is_valid():
+        return False
+    first, _ = claim_form_token(token)
+    return not first
+
+
+def _already_sent(request: HttpRequest) -> HttpResponse:
+    messages.info(request, ALREADY_SENT)
+    return redirect("apikeys:index")
 
 
 def _form_page(request: HttpRequest, form: forms.Form, kind: str) -> HttpResponse:
@@ -158,10 +168,8 @@ def _form_page(request: HttpRequest, form: forms.Form, kind: str) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def create_key(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(posted(request))
-    token, sent = _check_form_token(request, form)
-    if sent is not None and sent is not UNKNOWN:
-        messages.info(request, ALREADY_SENT)
-        return redirect("apikeys:index")
+    if _sent_before(request, form):
+        return _already_sent(request)
     if request.method == "POST" and form.is_valid():
         try:
             api_key, secret = api_key_create(
@@ -172,7 +180,6 @@ def create_key(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            record_form_token(request, FORM_TOKENS_SESSION_KEY, token, {"key": api_key.pk})
             return render(
                 request, "web/apikeys/created.html", {"api_key": api_key, "secret": secret}
             )
@@ -184,10 +191,8 @@ def create_key(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def create_source(request: HttpRequest) -> HttpResponse:
     form = WebhookSourceForm(posted(request))
-    token, sent = _check_form_token(request, form)
-    if sent is not None and sent is not UNKNOWN:
-        messages.info(request, ALREADY_SENT)
-        return redirect("apikeys:index")
+    if _sent_before(request, form):
+        return _already_sent(request)
     if request.method == "POST" and form.is_valid():
         try:
             source, secret = webhooks.webhook_source_create(
@@ -198,7 +203,6 @@ def create_source(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            record_form_token(request, FORM_TOKENS_SESSION_KEY, token, {"source": source.pk})
             context = {"source": source, "secret": secret, "urls": webhook_urls(request, source)}
             return render(request, "web/apikeys/source_created.html", context)
     return _form_page(request, form, "source")

@@ -36,7 +36,12 @@ from kizuna.commerce.importers.runs import (
 )
 from kizuna.commerce.models import ImportKind, ImportRun
 from kizuna.core import yamlfile
-from kizuna.web.formtokens import UNKNOWN, issue_form_token, posted_form_token, record_form_token
+from kizuna.web.formtokens import (
+    claim_form_token,
+    issue_form_token,
+    posted_form_token,
+    record_form_token,
+)
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
 
 # Imports write customer data in bulk: marketers and admins (admins are always allowed).
@@ -194,25 +199,29 @@ def _page_context(request: HtmxHttpRequest, form: ImportForm) -> dict[str, Any]:
 def import_index(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = ImportForm(request.POST, request.FILES)
-        token, sent = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
-        if sent is UNKNOWN:
+        token = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
+        if token is None:
             form.add_error(
                 None,
                 "この画面を開いてから時間が経ったため、受け付けませんでした。"
                 "お手数ですが、もう一度ファイルを選んで取り込みを始めてください。",
             )
-        if form.is_valid():
+        if token is not None and form.is_valid():
             data = form.cleaned_data
             upload: UploadedFile = data["file"]
             fingerprint = _upload_fingerprint(data)
-            if sent is not None and sent["upload"] == fingerprint:
+            first, earlier = claim_form_token(token, variant=fingerprint)
+            if not first:
                 messages.info(
                     request,
                     "このファイルはすでに受け付けています。二重に取り込まないよう、"
                     "2回目の送信では取り込みを始めませんでした(同じファイルをもう一度"
                     "取り込むときは、CSV取り込みの画面を開き直してください)。",
                 )
-                return redirect("imports:detail", pk=sent["run"])
+                # The first send may still be storing the file: its run is not known yet.
+                if earlier is None:
+                    return redirect("imports:index")
+                return redirect("imports:detail", pk=earlier["run"])
             run = import_run_create(
                 kind=data["kind"],
                 chunks=upload.chunks(),
@@ -225,9 +234,7 @@ def import_index(request: HtmxHttpRequest) -> HttpResponse:
                 mapping_yaml=data["mapping"],
                 acting_user=request.user,
             )
-            record_form_token(
-                request, FORM_TOKENS_SESSION_KEY, token, {"run": run.pk, "upload": fingerprint}
-            )
+            record_form_token(token, {"run": run.pk}, variant=fingerprint)
             return redirect("imports:detail", pk=run.pk)
         return render(request, "web/imports/index.html", _page_context(request, form), status=400)
     return render(request, "web/imports/index.html", _page_context(request, ImportForm()))
