@@ -318,9 +318,27 @@ def test_a_survivor_outside_the_pair_is_refused(
     response = client_for(Role.OPERATOR).post(
         reverse("duplicates:merge", args=[candidate.pk]), {"survivor": stranger.pk}
     )
-    assert response.status_code == 409
-    assert "統合後に残す顧客を選んでください" in response.content.decode()
+    assert response.status_code == 400
+    assert "どちらでもないため、統合していません" in response.content.decode()
     assert not CustomerMerge.objects.exists()
+
+
+@pytest.mark.parametrize("survivor", ["abc", "", "１", "1.0", None])
+def test_a_survivor_that_is_no_customer_number_is_refused_as_bad_input(
+    client_for: ClientFor, candidate: DuplicateCandidate, survivor: str | None
+) -> None:
+    # given a merge form sent with a survivor that names no customer (altered, or left out)
+    data = {} if survivor is None else {"survivor": survivor}
+    # when it is posted
+    response = client_for(Role.OPERATOR).post(
+        reverse("duplicates:merge", args=[candidate.pk]), data
+    )
+    # then the confirmation page comes back as bad input with a plain message, nothing merged
+    assert response.status_code == 400
+    assert "どちらでもないため、統合していません" in response.content.decode()
+    assert not CustomerMerge.objects.exists()
+    candidate.refresh_from_db()
+    assert candidate.status == DuplicateStatus.OPEN
 
 
 # --- dismiss and history ----------------------------------------------------------------------

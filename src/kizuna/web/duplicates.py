@@ -130,15 +130,24 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     )
     survivor, absorbed = _pair(candidate, chosen)
     errors: list[str] = []
+    status = 200
     if request.method == "POST":
         if chosen != str(survivor.pk):
-            errors = ["統合後に残す顧客を選んでください。"]
+            # Not one of the pair (a stale or altered form, or no number at all): bad input,
+            # not a conflict with the pair's state. The page shows the default choice again.
+            status = 400
+            errors = [
+                f"残す顧客の指定が、この候補の2件(顧客 #{survivor.pk}・#{absorbed.pk})の"
+                "どちらでもないため、統合していません。"
+                "残す顧客を下で確かめてから、統合してください。"
+            ]
         else:
             try:
                 merge = merging.customer_merge(
                     survivor=survivor, absorbed=absorbed, acting_user=request.user
                 )
             except merging.MergeError as exc:
+                status = 409
                 errors = exc.messages
             else:
                 done = f"顧客 #{absorbed.pk} を顧客 #{survivor.pk} に統合しました。"
@@ -172,9 +181,7 @@ def duplicate_merge(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "errors": errors,
         "back": _next(request),
     }
-    return render(
-        request, "web/duplicates/merge_confirm.html", context, status=409 if errors else 200
-    )
+    return render(request, "web/duplicates/merge_confirm.html", context, status=status)
 
 
 @allow_roles(*REVIEW_ROLES)
