@@ -344,6 +344,13 @@ def test_export_is_audited_without_personal_data(person: Person) -> None:
     assert not any(value in recorded for value in PII)
 
 
+def test_erasure_keeps_an_earlier_exports_row_counts(person: Person) -> None:
+    privacy.customer_export(person.customer, DPO)
+    exported = AuditLog.objects.get(action="customer.export").changes
+    privacy.customer_erase(customer=person.customer, acting_user=DPO, reason="受付番号 7")
+    assert AuditLog.objects.get(action="customer.export").changes == exported
+
+
 def test_export_includes_records_merged_into_the_customer(person: Person) -> None:
     absorbed = make_customer(family_name="鈴木", given_name="みほこ")
     make_order(absorbed)

@@ -465,8 +465,10 @@ def _redact_idempotent_replies(ids: list[int], identities: frozenset[str]) -> in
 
 def _redact_audit(ids: list[int], identities: frozenset[str]) -> int:
     """Every value recorded in the person's audit rows, and their addresses wherever else the
-    log recorded them (a suppression added before the address was theirs)."""
-    count = audit_redact(AuditLog.objects.filter(customer_id__in=ids).order_by("pk"))
+    log recorded them (a suppression added before the address was theirs). An earlier export's
+    row records only how many rows each table held, never the data: its counts stay readable."""
+    rows = AuditLog.objects.filter(customer_id__in=ids).exclude(action=EXPORT_ACTION)
+    count = audit_redact(rows.order_by("pk"))
     ascii_values = [value for value in identities if value.isascii()]
     if ascii_values:
         elsewhere = Q()
