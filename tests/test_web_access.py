@@ -47,6 +47,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     # The 2FA code step of login: public, the view itself sends anyone not half-logged-in away.
     "login_verify": None,
     "security:account": EVERYONE,
+    "security:password_change": EVERYONE,
     "security:staff": ADMIN_ONLY,
     "web:home": EVERYONE,
     "web:customer_search": CUSTOMER_SCREENS,

@@ -6,7 +6,9 @@ confirmed. A session is "verified" once a code was accepted in it (django-otp ke
 session); `pending_step` tells the access middleware what a logged-in user still has to do.
 
 Wrong codes are throttled by django-otp itself: after each failure the device refuses codes for
-1, 2, 4, 8… seconds, counted in the database so a new login does not reset it.
+1, 2, 4, 8… seconds, counted in the database so a new login does not reset it. A code accepted
+once is never accepted again (django-otp keeps the last accepted time step); such a reused code
+is refused and counted like any wrong code, but `CodeCheck.reused` lets the page say why.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import enum
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,6 +25,7 @@ import django_otp
 import segno
 from django.db import transaction
 from django.http import HttpRequest
+from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kizuna.accounts.models import SecuritySettings, TwoFactorPolicy, User
@@ -91,6 +95,7 @@ def qr_svg(device: TOTPDevice) -> str:
 class CodeCheck:
     accepted: bool
     retry_at: dt.datetime | None = None  # set when the device is throttled after failures
+    reused: bool = False  # refused because this code was already accepted once
 
 
 def _check(device: TOTPDevice, code: str) -> CodeCheck:
@@ -100,7 +105,27 @@ def _check(device: TOTPDevice, code: str) -> CodeCheck:
     # Full-width digits (a Japanese IME left on) and spaces are how people type codes; anything
     # else fails, and django-otp counts every failure, malformed or not, towards the throttle.
     code = unicodedata.normalize("NFKC", code).replace(" ", "").strip()
-    return CodeCheck(accepted=bool(device.verify_token(code)))  # type: ignore[no-untyped-call]
+    if device.verify_token(code):  # type: ignore[no-untyped-call]
+        return CodeCheck(accepted=True)
+    return CodeCheck(accepted=False, reused=_already_used(device, code))
+
+
+def _already_used(device: TOTPDevice, code: str) -> bool:
+    """Whether a refused code is one the device would match at a time step already used.
+
+    Only asked after django-otp refused the code (and counted the failure): it explains the
+    refusal and never turns it into an acceptance.
+    """
+    if not code.isdigit() or device.last_t < 0:
+        return False
+    totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)  # type: ignore[no-untyped-call]
+    totp.time = time.time()
+    base = totp.drift
+    for offset in range(-device.tolerance, device.tolerance + 1):
+        totp.drift = base + offset
+        if totp.t() <= device.last_t and totp.token() == int(code):  # type: ignore[no-untyped-call]
+            return True
+    return False
 
 
 def verify_login(request: HttpRequest, code: str) -> CodeCheck:

@@ -1,5 +1,6 @@
 """Login security screens (RELIABILITY D4): the 2FA code at login, each member of staff's own
-セキュリティ設定 (TOTP enrolment), and the admins' セキュリティ管理 (policy, 2FA reset, unlocks).
+セキュリティ設定 (TOTP enrolment) and パスワード変更, and the admins' セキュリティ管理 (policy,
+2FA reset, unlocks).
 
 The rules live in kizuna.accounts (twofactor.py, throttling.py); these views read the input,
 call them and render. Every change an admin makes here is audited there.
@@ -13,7 +14,11 @@ from axes.models import AccessAttempt
 from django import forms
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
+from django.contrib.auth import authenticate, get_user_model, update_session_auth_hash
+from django.contrib.auth.forms import PasswordChangeForm
+from django.contrib.auth.password_validation import password_validators_help_texts
+from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
@@ -24,6 +29,7 @@ from django.views.decorators.http import require_http_methods
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from kizuna.accounts.access import allow_roles, public
+from kizuna.accounts.admin import PASSWORD_CHANGED
 from kizuna.accounts.models import SecuritySettings, TwoFactorPolicy, User
 from kizuna.accounts.throttling import recent_failed_logins, unlock_login
 from kizuna.accounts.twofactor import (
@@ -41,6 +47,7 @@ from kizuna.accounts.twofactor import (
     set_two_factor_policy,
     verify_login,
 )
+from kizuna.core.audit import Actor, audit_record
 from kizuna.web.http import posted
 from kizuna.web.views import STAFF_ROLES, LoginForm
 
@@ -70,6 +77,50 @@ class PolicyForm(forms.Form):
     )
 
 
+class OwnPasswordForm(PasswordChangeForm):
+    """Django's password change (its AUTH_PASSWORD_VALIDATORS included), with the current
+    password checked through the login throttle: wrong guesses here count as failed logins of
+    this username from this address, so the page is no unlimited way to test passwords."""
+
+    error_messages = {
+        **PasswordChangeForm.error_messages,
+        "password_incorrect": "現在のパスワードが正しくありません。もう一度入力してください。",
+        "password_mismatch": "確認用に入力した新しいパスワードが一致しません。",
+    }
+    field_order = ["old_password", "new_password1", "new_password2"]
+
+    def __init__(self, request: HttpRequest, data: Any = None) -> None:
+        super().__init__(request.user, data)
+        self.request = request
+        self.fields["old_password"].label = "現在のパスワード"
+        self.fields["new_password2"].label = "新しいパスワード(確認のためもう一度)"
+        self.fields["new_password1"].help_text = ""  # the page lists the rules itself
+        for field in self.fields.values():
+            field.error_messages["required"] = f"{field.label}を入力してください。"
+
+    def clean_old_password(self) -> str:
+        password: str = self.cleaned_data["old_password"]
+        request = self.request
+        checked = authenticate(request, username=self.user.get_username(), password=password)
+        # Locked (now or by this failure): say so here instead of axes' login page.
+        locked = bool(getattr(request, "axes_locked_out", False))
+        request.axes_locked_out = False  # type: ignore[attr-defined]
+        if locked:
+            until = timezone.now() + settings.AXES_COOLOFF_TIME
+            raise ValidationError(
+                "パスワードの入力に続けて失敗したため、"
+                f"{timezone.localtime(until):%H:%M}までパスワードを変更できません"
+                "(ログインにも同じ制限がかかります)。急ぐ場合は管理者にロックの解除を"
+                "依頼してください。",
+                code="locked",
+            )
+        if checked is None or checked.pk != self.user.pk:
+            raise ValidationError(
+                self.error_messages["password_incorrect"], code="password_incorrect"
+            )
+        return password
+
+
 def _local_time(value: Any) -> str:
     return f"{timezone.localtime(value):%H:%M:%S}"
 
@@ -79,6 +130,11 @@ def _refused(result: CodeCheck) -> str:
         return (
             "確認コードの入力に続けて失敗したため、"
             f"{_local_time(result.retry_at)}まで入力できません。少し待ってから入力してください。"
+        )
+    if result.reused:
+        return (
+            "この確認コードはすでに使われました。"
+            "認証アプリに次のコードが表示されるまでお待ちください。"
         )
     return "確認コードが正しくありません。認証アプリに表示されている6桁の数字を入力してください。"
 
@@ -158,6 +214,34 @@ def account(request: HttpRequest) -> HttpResponse:
         pending = enrolment_device(user)
         context.update({"form": form, "qr_svg": qr_svg(pending), "secret": secret_text(pending)})
     return render(request, "web/security/account.html", context)
+
+
+@allow_roles(*STAFF_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def password_change(request: HttpRequest) -> HttpResponse:
+    """パスワード変更: every member of staff changes their own password (current one first)."""
+    user = cast(User, request.user)  # the page is for logged-in staff only
+    form = OwnPasswordForm(request, posted(request))
+    if request.method == "POST" and form.is_valid():
+        with transaction.atomic():
+            form.save()
+            audit_record(
+                actor=Actor.of(user),
+                action="user.update",
+                instance=user,
+                customer_id=None,
+                changes=PASSWORD_CHANGED,
+            )
+        # This session stays logged in; the user's other sessions end with the old password.
+        update_session_auth_hash(request, form.user)
+        messages.success(
+            request,
+            "パスワードを変更しました。次回のログインから新しいパスワードを使ってください。",
+        )
+        return redirect("security:account")
+    context = {"form": form, "rules": password_validators_help_texts()}
+    return render(request, "web/security/password.html", context)
 
 
 def _staff_action(request: HttpRequest) -> None:

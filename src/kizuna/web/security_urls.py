@@ -5,5 +5,6 @@ from kizuna.web import security
 app_name = "security"
 urlpatterns = [
     path("", security.account, name="account"),
+    path("password/", security.password_change, name="password_change"),
     path("staff/", security.staff, name="staff"),
 ]
