@@ -134,6 +134,19 @@ def test_the_dashboard_compares_each_segment_with_the_previous_run(
     assert "2025年3月31日" in response.content.decode()
 
 
+def test_a_rerun_of_the_same_day_still_compares_with_the_day_before(
+    client_for: ClientFor,
+) -> None:
+    build_varied_shop()
+    before = run(EARLIER)
+    run(AS_OF)
+    run(AS_OF)  # started again by hand the same day
+    response = client_for(Role.MARKETER).get(reverse("analytics:dashboard"))
+    assert response.context["previous"] == before
+    assert any(row.change for row in response.context["cpm"])
+    assert "2025年3月31日" in response.content.decode()
+
+
 def test_the_rf_grid_has_every_cell_with_its_stored_count(
     client_for: ClientFor, snapshot: AnalyticsRun
 ) -> None:

@@ -202,10 +202,10 @@ def run_in_progress() -> AnalyticsRun | None:
 
 
 def previous_run(run: AnalyticsRun) -> AnalyticsRun | None:
-    """The finished run before `run` (an earlier as-of, or an earlier run of the same day)."""
-    earlier = AnalyticsRun.objects.filter(status=RunStatus.DONE).filter(
-        Q(as_of__lt=run.as_of) | Q(as_of=run.as_of, id__lt=run.pk)
-    )
+    """The newest finished run of an earlier 基準日 than `run`'s. Not an earlier run of the same
+    day: after a manual re-run every 前回比 would read ±0 and hide the change since the day
+    before, which is what the column is read for."""
+    earlier = AnalyticsRun.objects.filter(status=RunStatus.DONE, as_of__lt=run.as_of)
     return earlier.order_by("-as_of", "-id").first()
 
 
