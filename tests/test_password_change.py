@@ -13,7 +13,7 @@ from django.urls import reverse
 from kizuna.accounts.models import Role, SecuritySettings, TwoFactorPolicy, User
 from kizuna.core.models import AuditLog
 from tests.factories import PASSWORD
-from tests.test_login_security import OFFICE, login, verified
+from tests.test_login_security import OFFICE, confirmed_device_for, login, verified
 
 pytestmark = pytest.mark.django_db
 
@@ -130,7 +130,20 @@ def test_the_forced_2fa_set_up_hides_links_that_lead_back_to_it(
     assert reverse("web:customer_search") not in page
     assert reverse(URL) not in page
     assert 'href="/admin/"' not in page
+    assert f'href="{reverse("web:home")}"' not in page  # not even the Kizuna name in the header
     assert reverse("logout") in page  # leaving is still possible
+
+
+def test_the_2fa_code_page_offers_nothing_but_the_code_and_logout(
+    client_for: Callable[[Role], Client], users: dict[Role, User]
+) -> None:
+    confirmed_device_for(users[Role.ADMIN])
+    client = client_for(Role.ADMIN)
+    page = client.get(reverse("login_verify")).content.decode()
+    assert 'name="code"' in page
+    for bounced in ("web:home", "security:account", "admin:index"):
+        assert f'href="{reverse(bounced)}"' not in page, bounced
+    assert reverse("logout") in page
 
 
 def test_the_menu_stays_on_the_settings_page_when_2fa_is_optional(
@@ -139,4 +152,5 @@ def test_the_menu_stays_on_the_settings_page_when_2fa_is_optional(
     page = client_for(Role.ADMIN).get(reverse("security:account")).content.decode()
     assert 'class="main-menu"' in page
     assert 'href="/admin/"' in page
+    assert f'href="{reverse("web:home")}"' in page
     assert reverse(URL) in page
