@@ -203,8 +203,11 @@ templates:
   text: |
     {{ name }} 様
 
-    お誕生日おめでとうございます。日頃のご愛顧に感謝して、{{ offer.label }}いたします。
-    ポイント残高: {{ points_balance|comma }}pt
+    お誕生日おめでとうございます。日頃のご愛顧に感謝して、お誕生日のお祝いに
+    {{ offer.label }}クーポンをお贈りします。
+
+    クーポンコード: {{ offer.code }}
+    有効期限: {{ offer.expires_on|jdate }}まで
   html: ''
 - key: points-expiry
   name: ポイント失効のお知らせ
@@ -236,7 +239,7 @@ templates:
   html: ''
 offers:
 - {key: addon-free-shipping, name: 同梱追加で送料無料, kind: free_shipping, value: 0, code: '', valid_days: 7}
-- {key: birthday-300, name: 誕生日300ポイント, kind: points, value: 300, code: '', valid_days: 30}
+- {key: birthday-500, name: お誕生日500円OFF, kind: yen_off, value: 500, code: BIRTHDAY500, valid_days: 30}
 - {key: f2-500, name: 2回目500円OFF, kind: yen_off, value: 500, code: NEXT500, valid_days: 14}
 - {key: main-1000, name: '本品1,000円OFF', kind: yen_off, value: 1000, code: TRIAL1000, valid_days: 14}
 - {key: winback-10, name: おかえりなさい10%OFF, kind: percent_off, value: 10, code: WELCOME10, valid_days: 21}
@@ -285,7 +288,7 @@ scenarios:
   - {key: dm, anchor: trigger, offset_days: 14, send_time: '10:00', repeat_monthly: 0, channel: postal, template: winback, offer: winback-10, condition: null}
 - key: birthday
   name: お誕生日のお祝い
-  description: お誕生日の朝に、ポイントのプレゼントをお知らせします。
+  description: お誕生日の朝に、お祝いのクーポンをお送りします。
   status: active
   trigger: {kind: birthday}
   audience: null
@@ -295,7 +298,7 @@ scenarios:
   first_use_days: 3
   attribution_days: 30
   steps:
-  - {key: greeting, anchor: trigger, offset_days: 0, send_time: '09:00', repeat_monthly: 0, channel: best, template: birthday, offer: birthday-300, condition: null}
+  - {key: greeting, anchor: trigger, offset_days: 0, send_time: '09:00', repeat_monthly: 0, channel: best, template: birthday, offer: birthday-500, condition: null}
 - key: points-expiry-30
   name: ポイント失効30日前のお知らせ
   description: ポイントの有効期限の30日前に、残高と期限をお知らせします。

@@ -23,9 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from django.apps import apps
 from django.core.exceptions import ValidationError
@@ -36,6 +37,8 @@ from django.db.models.lookups import Exact, GreaterThanOrEqual, In, LessThanOrEq
 
 from kizuna.campaigns.automation.clock import JST, jst_at, jst_date, years_before
 from kizuna.campaigns.automation.models import (
+    MessageTemplate,
+    Offer,
     Scenario,
     ScenarioStep,
     Segment,
@@ -65,6 +68,7 @@ from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (key_error)
+NamedModel = TypeVar("NamedModel", Segment, MessageTemplate, Offer, Scenario)
 
 
 def key_error(key: Any, model: type[models.Model], *, example: str, label: str = "") -> str | None:
@@ -80,6 +84,35 @@ def key_error(key: Any, model: type[models.Model], *, example: str, label: str =
         return prefix + reason
     if not isinstance(key, str) or not KEY_RE.match(key):
         return f"{prefix}識別名は半角英小文字・数字・ハイフンで入力してください(例: {example})"
+    return None
+
+
+def name_key(name: str) -> str:
+    """A name as people tell names apart: 「ＱＡ　シナリオ」, 「qa シナリオ」 and 「QAシナリオ」
+    are the same name in a list (full/half width by NFKC, case, and spaces: none counts,
+    full-width U+3000 included, which NFKC makes a space)."""
+    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def name_error(
+    name: str, model: type[NamedModel], instance: NamedModel | None, *, label: str
+) -> str | None:
+    """Refuses a name another `model` row (a scenario, segment, template or offer) has, by
+    name_key: the scenario editor's lists would show two identical labels. Checked only for a
+    new name: two rows that shared a name before this rule can still be edited, each keeping
+    its own; `label` names the kind (「シナリオ」)."""
+    if not name or (instance is not None and name_key(name) == name_key(instance.name)):
+        return None
+    wanted = name_key(name)
+    others = model._default_manager.all()
+    if instance is not None:
+        others = others.exclude(pk=instance.pk)
+    for key, other in others.order_by("pk").values_list("key", "name"):
+        if name_key(other) == wanted:
+            return (
+                f"名前「{name}」は既に{label}「{other}」(識別名 {key})で使われています。"
+                "一覧や絞り込みで区別できるよう、別の名前にしてください"
+            )
     return None
 
 
@@ -935,6 +968,8 @@ def segment_save(
             errors.insert(0, message)
         elif Segment.objects.filter(key=key).exists():
             errors.insert(0, f"識別名「{key}」のセグメントは既にあります")
+    if message := name_error(name.strip(), Segment, segment, label="セグメント"):
+        errors.insert(0, message)
     if errors:
         raise SegmentError(errors)
     actor = Actor.of(acting_user)
@@ -1134,6 +1169,8 @@ __all__ = [
     "conditions",
     "describe",
     "members",
+    "name_error",
+    "name_key",
     "segment_customers",
     "segment_delete",
     "segment_export_rows",

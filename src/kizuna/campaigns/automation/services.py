@@ -8,7 +8,6 @@ Japanese. Each write records an audit row (who, when, what changed).
 from __future__ import annotations
 
 import datetime as dt
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from kizuna.campaigns.automation.models import (
     StepAnchor,
     StepDispatch,
 )
-from kizuna.campaigns.automation.segments import key_error
+from kizuna.campaigns.automation.segments import key_error, name_error, name_key
 from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
     compile_stored,
@@ -71,6 +70,12 @@ def _key_error(label: str, key: Any, model: type[models.Model]) -> str | None:
     return key_error(key, model, example="trial-step-mail", label=label)
 
 
+def _whole(value: Any) -> bool:
+    """An integer, not a bool: `true` in a scenario file is an int to Python and would be
+    saved as 1."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _parse_time(value: Any) -> dt.time | None:
     if value in (None, ""):
         return None
@@ -102,6 +107,8 @@ def template_save(
         errors.append(f"識別名「{key}」のテンプレートは既にあります")
     if not name.strip():
         errors.append("テンプレートの名前を入力してください")
+    elif message := name_error(name.strip(), MessageTemplate, template, label="テンプレート"):
+        errors.append(message)
     errors.extend(too_long(MessageTemplate, name=name.strip(), subject=subject))
     try:
         # Compiled, then rendered: a template that fails only when rendered (a time format
@@ -157,12 +164,14 @@ def offer_save(
         errors.append(f"識別名「{key}」のオファーは既にあります")
     if not name.strip():
         errors.append("オファーの名前を入力してください")
+    elif message := name_error(name.strip(), Offer, offer, label="オファー"):
+        errors.append(message)
     errors.extend(too_long(Offer, name=name.strip(), code=code.strip()))
     if kind not in OfferKind.values:
         errors.append("オファーの種類を選んでください")
     if kind in VALUELESS_OFFERS:
         value = 0  # nothing to count: whatever the value box held means nothing here
-    elif not isinstance(value, int) or value < 1:
+    elif not _whole(value) or value < 1:
         errors.append(
             "オファーの値は1以上の整数で入力してください(送料無料・プレゼントは入力不要です)"
         )
@@ -172,7 +181,7 @@ def offer_save(
         errors.append(f"円引きは1〜{MAX_OFFER_AMOUNT:,}円で入力してください")
     elif kind == OfferKind.POINTS and value > MAX_OFFER_AMOUNT:
         errors.append(f"ポイントは1〜{MAX_OFFER_AMOUNT:,}ポイントで入力してください")
-    if not isinstance(valid_days, int) or not 1 <= valid_days <= 365:
+    if not _whole(valid_days) or not 1 <= valid_days <= 365:
         errors.append("有効日数は1〜365で入力してください")
     if errors:
         raise ScenarioError(errors)
@@ -352,29 +361,11 @@ def purpose_problems_of(scenarios: list[Scenario]) -> dict[int, list[str]]:
     return found
 
 
-def name_key(name: str) -> str:
-    """A scenario name as people tell names apart: 「ＱＡ　シナリオ」, 「qa シナリオ」 and
-    「QAシナリオ」 are the same name in a list (full/half width by NFKC, case, and spaces: none
-    counts, full-width U+3000 included, which NFKC makes a space)."""
-    return "".join(unicodedata.normalize("NFKC", name).casefold().split())
-
-
 def _name_errors(name: str, scenario: Scenario | None) -> list[str]:
-    """Refuses a name another scenario has (name_key). Checked only for a new name: two
-    scenarios that shared a name before this rule can still be edited, and lists show their
-    keys (selectors.scenario_choices)."""
-    if not name or (scenario is not None and name_key(name) == name_key(scenario.name)):
-        return []
-    wanted = name_key(name)
-    others = (
-        Scenario.objects.all() if scenario is None else Scenario.objects.exclude(pk=scenario.pk)
-    )
-    return [
-        f"名前「{name}」は既にシナリオ「{other}」(識別名 {key})で使われています。"
-        "一覧や絞り込みで区別できるよう、別の名前にしてください"
-        for key, other in others.order_by("pk").values_list("key", "name")
-        if name_key(other) == wanted
-    ][:1]
+    """Refuses a name another scenario has (segments.name_error); lists show the keys of two
+    scenarios that shared a name before this rule (selectors.scenario_choices)."""
+    message = name_error(name, Scenario, scenario, label="シナリオ")
+    return [message] if message else []
 
 
 def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None, holdout: Any) -> list[str]:
@@ -419,7 +410,7 @@ def validate_scenario(
     purpose = spec.get("purpose", Purpose.MARKETING)
     # Left out, 販促 keeps 10% to measure against; 取引連絡 must reach everyone (_purpose_errors).
     holdout = spec.get("holdout_percent", 0 if purpose == Purpose.TRANSACTIONAL else 10)
-    if not isinstance(holdout, int) or isinstance(holdout, bool) or not 0 <= holdout <= 90:
+    if not _whole(holdout) or not 0 <= holdout <= 90:
         errors.append("ホールドアウトは0〜90(%)の整数で入力してください")
     if purpose not in Purpose.values:
         errors.append("目的を選んでください(販促・取引連絡)")
@@ -427,10 +418,10 @@ def validate_scenario(
     if any(rule not in ExitRule.values for rule in exit_on):
         errors.append("終了条件に選べない値があります")
     first_use = spec.get("first_use_days", 3)
-    if not isinstance(first_use, int) or not 0 <= first_use <= 60:
+    if not _whole(first_use) or not 0 <= first_use <= 60:
         errors.append("使用開始日(お届けの何日後)は0〜60で入力してください")
     attribution = spec.get("attribution_days", 30)
-    if not isinstance(attribution, int) or not 1 <= attribution <= 365:
+    if not _whole(attribution) or not 1 <= attribution <= 365:
         errors.append("効果の計測期間は1〜365日で入力してください")
     trigger_spec = triggers.TRIGGERS.get(kind)
     errors.extend(_purpose_errors(purpose, trigger_spec, holdout))
@@ -509,7 +500,7 @@ def _validate_step(
     anchor = raw.get("anchor", StepAnchor.TRIGGER)
     errors += _anchor_errors(anchor, refs.trigger)
     offset = raw.get("offset_days", 0)
-    if not isinstance(offset, int) or isinstance(offset, bool) or not -365 <= offset <= 1095:
+    if not _whole(offset) or not -365 <= offset <= 1095:
         errors.append("日数は-365〜1095の整数で入力してください")
     elif offset < 0 and anchor in StepAnchor.values and anchor not in AHEAD_ANCHORS:
         errors.append(
@@ -524,7 +515,7 @@ def _validate_step(
         errors.append("送信時刻は 10:00 の形で入力してください")
         send_time = None
     repeat = raw.get("repeat_monthly", 0)
-    if not isinstance(repeat, int) or not 0 <= repeat <= 60:
+    if not _whole(repeat) or not 0 <= repeat <= 60:
         errors.append("毎月くり返す回数は0〜60で入力してください")
     elif repeat and send_time is None:
         errors.append("毎月くり返すステップには送信時刻を指定してください")

@@ -714,31 +714,81 @@ _LEFTOVERS: tuple[tuple[str, str], ...] = (
 )
 
 
+# The fields of the records a template is given ({{ offer.code }}), with what each means, for
+# the message listing them: offer_context's, and each of the recommendations' (_recommendation).
+OFFER_FIELDS: dict[str, str] = {
+    "name": "名前",
+    "label": "表示名",
+    "code": "クーポンコード",
+    "value": "値",
+    "expires_on": "有効期限",
+}
+RECOMMENDATION_FIELDS: dict[str, str] = {"name": "商品名", "price": "価格"}
+RECORD_FIELDS: dict[str, Mapping[str, str]] = {
+    "offer": OFFER_FIELDS,
+    "recommendations": RECOMMENDATION_FIELDS,
+}
+"""Names whose fields are checked. Those in LISTS_OF_RECORDS are lists: the fields are their
+items' (the name {% for r in recommendations %} binds, recommendations.0)."""
+LISTS_OF_RECORDS = frozenset({"recommendations"})
+
+
+@dataclass
+class _Found:
+    """What _walk finds: names not given (first name → the {{ }} or {% %} written in), fields
+    records do not have (「offer.cod」 → where, and the record's fields), and the text between
+    tags."""
+
+    unknown: dict[str, str]
+    fields: dict[str, tuple[str, Mapping[str, str]]]
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The names known where a node is, and the records among them whose fields are known."""
+
+    known: frozenset[str]
+    records: Mapping[str, Mapping[str, str]]
+
+    def bind(self, names: Iterable[str], records: Mapping[str, Mapping[str, str]]) -> _Scope:
+        """With `names` bound: a record only if given in `records`, otherwise unchecked."""
+        bound = set(names)
+        kept = {name: fields for name, fields in self.records.items() if name not in bound}
+        return _Scope(self.known | bound, {**kept, **records})
+
+
 def _strict_problems(template: Template, part: str, *, html: bool) -> list[str]:
     """What saving refuses in a compiled part beyond Django's syntax: a {{ name }} the
-    template is not given (it would render empty: 「様」 addressed to nobody) and a tag left
-    as text ({{ last_name }様). Names bound in the template itself — {% for r in … %} with
-    forloop, {% with x=… %}, {% firstof … as x %}, {% now … as x %} — count where they are
-    bound."""
-    unknown: dict[str, str] = {}  # first name → the {{ }} or {% %} it was written in
-    texts: list[str] = []
+    template is not given (it would render empty: 「様」 addressed to nobody), a field a
+    record does not have ({{ offer.cod }}: empty too) and a tag left as text ({{ last_name }様).
+    Names bound in the template itself — {% for r in … %} with forloop, {% with x=… %},
+    {% firstof … as x %}, {% now … as x %} — count where they are bound."""
+    found = _Found({}, {}, [])
     assigned = frozenset(
         str(getattr(node, "asvar", ""))
         for node in template.nodelist.get_nodes_by_type(Node)
         if getattr(node, "asvar", None)
     )
-    _walk(template.nodelist, set(CONTEXT_KEYS) | _BUILTIN_NAMES | assigned, unknown, texts)
+    scope = _Scope(frozenset(CONTEXT_KEYS) | _BUILTIN_NAMES, RECORD_FIELDS).bind(assigned, {})
+    _walk(template.nodelist, scope, found)
     problems: list[str] = []
-    if unknown:
+    if found.unknown:
         named = "、".join(
             where if where == f"{{{{ {first} }}}}" else f"{where} の「{first}」"
-            for first, where in unknown.items()
+            for first, where in found.unknown.items()
         )
         space = "" if named.endswith("」") else " "
         problems.append(f"{part}: {named}{space}という項目はありません。使える項目: {KNOWN_NAMES}")
+    for name, (where, fields) in found.fields.items():
+        owner = name.rpartition(".")[0]
+        named = where if where == f"{{{{ {name} }}}}" else f"{where} の「{name}」"
+        space = "" if named.endswith("」") else " "
+        usable = "、".join(f"{owner}.{key}({label})" for key, label in fields.items())
+        problems.append(f"{part}: {named}{space}という項目はありません。使える項目: {usable}")
     leftovers = _LEFTOVERS[:2] if html else _LEFTOVERS
     for marker, said in leftovers:
-        for text in texts:
+        for text in found.texts:
             at = text.find(marker)
             if at >= 0:
                 near = text[max(0, at - 10) : at + 20].strip()
@@ -747,64 +797,71 @@ def _strict_problems(template: Template, part: str, *, html: bool) -> list[str]:
     return problems
 
 
-def _walk(
-    nodes: Iterable[Node], known: set[str], unknown: dict[str, str], texts: list[str]
-) -> None:
+def _walk(nodes: Iterable[Node], scope: _Scope, found: _Found) -> None:
     for node in nodes:
         where = _where(node)
         if isinstance(node, TextNode):
-            texts.append(node.s)
+            found.texts.append(node.s)
         elif isinstance(node, VariableNode):
-            _check_expression(node.filter_expression, known, unknown, where)
+            _check_expression(node.filter_expression, scope, found, where)
         elif isinstance(node, ForNode | WithNode):
-            _walk_binding(node, known, unknown, texts)
+            _walk_binding(node, scope, found)
         elif isinstance(node, IfNode):
             for condition, branch in node.conditions_nodelists:
-                _check_condition(condition, known, unknown, where)
-                _walk(branch, known, unknown, texts)
+                _check_condition(condition, scope, found, where)
+                _walk(branch, scope, found)
         else:
             for value in getattr(node, "vars", None) or ():  # {% firstof %}
-                _check_expression(value, known, unknown, where)
+                _check_expression(value, scope, found, where)
             for attribute in node.child_nodelists:
                 child = getattr(node, attribute, None)
                 if isinstance(child, NodeList):
-                    _walk(child, known, unknown, texts)
+                    _walk(child, scope, found)
 
 
-def _walk_binding(
-    node: ForNode | WithNode, known: set[str], unknown: dict[str, str], texts: list[str]
-) -> None:
+def _walk_binding(node: ForNode | WithNode, scope: _Scope, found: _Found) -> None:
     """{% for %} and {% with %}: their values read with the names known outside, their
-    contents with the names they bind as well."""
+    contents with the names they bind as well ({% for r in recommendations %}: r has the
+    fields of a recommendation)."""
     where = _where(node)
     if isinstance(node, WithNode):
         for value in node.extra_context.values():
-            _check_expression(value, known, unknown, where)
-        _walk(node.nodelist, known | set(node.extra_context), unknown, texts)
+            _check_expression(value, scope, found, where)
+        _walk(node.nodelist, scope.bind(node.extra_context, {}), found)
         return
     sequence = node.sequence
     if isinstance(sequence, _Rounds):  # counted by _guard
         sequence = sequence.sequence
-    _check_expression(sequence, known, unknown, where)
+    _check_expression(sequence, scope, found, where)
+    records: dict[str, Mapping[str, str]] = {}
+    variable = getattr(sequence, "var", None)
+    if (
+        len(node.loopvars) == 1
+        and isinstance(sequence, FilterExpression)
+        and not sequence.filters
+        and isinstance(variable, Variable)
+        and len(variable.lookups or ()) == 1
+        and (name := str((variable.lookups or ("",))[0])) in LISTS_OF_RECORDS
+        and name in scope.records
+    ):
+        records[node.loopvars[0]] = scope.records[name]
     loop, empty = cast(NodeList, node.nodelist_loop), cast(NodeList, node.nodelist_empty)
-    _walk(loop, known | set(node.loopvars) | {"forloop"}, unknown, texts)
-    _walk(empty, known, unknown, texts)
+    _walk(loop, scope.bind([*node.loopvars, "forloop"], records), found)
+    _walk(empty, scope, found)
 
 
-def _check_condition(condition: Any, known: set[str], unknown: dict[str, str], where: str) -> None:
+def _check_condition(condition: Any, scope: _Scope, found: _Found, where: str) -> None:
     """An {% if %} condition: a smartif tree of literals (`value`) and operators."""
     if condition is None:
         return
     value = getattr(condition, "value", None)
     if isinstance(value, FilterExpression):
-        _check_expression(value, known, unknown, where)
+        _check_expression(value, scope, found, where)
     for side in (getattr(condition, "first", None), getattr(condition, "second", None)):
-        _check_condition(side, known, unknown, where)
+        _check_condition(side, scope, found, where)
 
 
-def _check_expression(
-    expression: Any, known: set[str], unknown: dict[str, str], where: str
-) -> None:
+def _check_expression(expression: Any, scope: _Scope, found: _Found, where: str) -> None:
     if not isinstance(expression, FilterExpression):
         return
     variables = [expression.var] + [
@@ -813,9 +870,20 @@ def _check_expression(
     for variable in variables:
         if not isinstance(variable, Variable) or variable.lookups is None:
             continue  # a literal: "text", 3
-        first = str(variable.lookups[0])
-        if first not in known:
-            unknown.setdefault(first, where)
+        lookups = [str(part) for part in variable.lookups]
+        first = lookups[0]
+        if first not in scope.known:
+            found.unknown.setdefault(first, where)
+            continue
+        fields = scope.records.get(first)
+        rest = lookups[1:]
+        if first in LISTS_OF_RECORDS:
+            # recommendations.0.name: an item's field; the list's own attributes unchecked
+            if fields is None or not rest or not rest[0].isdigit():
+                continue
+            first, rest = f"{first}.{rest[0]}", rest[1:]
+        if fields is not None and rest and rest[0] not in fields:
+            found.fields.setdefault(f"{first}.{rest[0]}", (where, fields))
 
 
 def compile_template(

@@ -294,6 +294,16 @@ def _text(entry: Mapping[str, Any], name: str) -> str:
     return str(value)
 
 
+def _no_booleans(entry: Mapping[str, Any], names: tuple[str, ...], where: str = "") -> None:
+    """Refuses `true` / `false` for a number: YAML reads them as booleans, which Python counts
+    as 1 and 0, so `value: true` would be saved as 1 without a word."""
+    wrong = [name for name in names if isinstance(entry.get(name), bool)]
+    if wrong:
+        raise ScenarioError(
+            [f"{where}{name} は数字で書いてください(true・false は使えません)" for name in wrong]
+        )
+
+
 def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "description", "rules"))
     existing = Segment.objects.filter(key=entry.get("key")).first()
@@ -331,6 +341,7 @@ def _load_template(entry: Mapping[str, Any], actor: Any) -> str:
 
 def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, ("key", "name", "kind", "value", "code", "valid_days"))
+    _no_booleans(entry, ("value", "valid_days"))
     existing = Offer.objects.filter(key=entry.get("key")).first()
     values = {
         "name": _text(entry, "name"),
@@ -363,6 +374,11 @@ SCENARIO_FIELDS = (
 
 def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
     _fields(entry, SCENARIO_FIELDS)
+    _no_booleans(entry, ("holdout_percent", "first_use_days", "attribution_days"))
+    steps = entry.get("steps")
+    for index, step in enumerate(steps if isinstance(steps, list) else [], start=1):
+        if isinstance(step, Mapping):
+            _no_booleans(step, ("offset_days", "repeat_monthly"), f"steps[{index}] の ")
     existing = Scenario.objects.filter(key=entry.get("key")).first()
     # Left out, the status stays as it is: a hand-written file that changes a step must not
     # stop a running scenario. A new scenario starts as a draft.
