@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from kizuna.commerce.importers.errors import ImportRefused
+from kizuna.commerce.importers.errors import ImportRefused, Remedy
 
 ENCODINGS = ("auto", "utf-8", "cp932")
 ENCODING_LABELS = {"auto": "自動判定", "utf-8": "UTF-8", "cp932": "Shift_JIS(CP932)"}
@@ -36,7 +36,18 @@ _CP932_UNDEFINED = re.compile("[\x80\ue000-\uf8ff]")
 
 
 class DecodeRefused(ImportRefused):
-    """An undecodable byte; `line` and `byte_offset` (from 0) say where."""
+    """An undecodable byte; `line` and `byte_offset` (from 0) say where. A UTF-8 file read as
+    CP932 is refused as a whole instead: no place in it is damaged, the choice of encoding is
+    wrong (`remedy` is Remedy.ENCODING_UTF8 and there is no line)."""
+
+
+def _utf8_as_cp932(why: str) -> DecodeRefused:
+    return DecodeRefused(
+        f"このファイルの文字コードは UTF-8 です({why})。"
+        f"文字コードに{ENCODING_LABELS['cp932']}が指定されているため、"
+        "取り込みを中止しました(何も取り込んでいません)。",
+        remedy=Remedy.ENCODING_UTF8,
+    )
 
 
 def _describe(encoding: str) -> str:
@@ -65,10 +76,19 @@ class StreamDecoder:
         self._offset = 0  # bytes of the file before the current chunk
         self._newlines = 0  # b"\n" in those bytes
         self._decoder: codecs.IncrementalDecoder | None = None
+        # Asked for CP932: the same bytes read as UTF-8 too, for as long as they are valid
+        # UTF-8, so that a CP932 failure in a UTF-8 file can say that it is one.
+        self._utf8: codecs.IncrementalDecoder | None = None
+        if encoding == "cp932":
+            self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def __iter__(self) -> Iterator[str]:
         chunk = self._raw.read(max(self._chunk_size, len(_BOM)))
-        if chunk.startswith(_BOM) and self._requested in ("auto", "utf-8"):
+        if chunk.startswith(_BOM) and self._requested == "cp932":
+            # The BOM reads as CP932 too (as "・ｿ"), so such a file would otherwise be read
+            # as garbage in its first header, or fail somewhere later.
+            raise _utf8_as_cp932("先頭に UTF-8 の印(BOM)があります")
+        if chunk.startswith(_BOM):
             self.had_bom = True
             self.encoding = "utf-8"
             chunk = chunk[len(_BOM) :] or self._raw.read(self._chunk_size)
@@ -95,6 +115,11 @@ class StreamDecoder:
             self._decoder = codecs.getincrementaldecoder(self.encoding)()
         decoder = self._decoder
         pending = bytes(decoder.getstate()[0])
+        if self._utf8 is not None:
+            try:
+                self._utf8.decode(chunk, final)
+            except UnicodeDecodeError:
+                self._utf8 = None  # not UTF-8 either: CP932 errors are the file's own
         try:
             text = decoder.decode(chunk, final)
         except UnicodeDecodeError:
@@ -132,6 +157,9 @@ class StreamDecoder:
     def _refusal(
         self, pending: bytes, chunk: bytes, encoding: str, *, undefined_at: int | None = None
     ) -> DecodeRefused:
+        if self._utf8 is not None:
+            # Every byte so far is valid UTF-8, and the one CP932 cannot read is not ASCII.
+            return _utf8_as_cp932("Shift_JIS として読めない文字が、UTF-8 としては読めます")
         data = pending + chunk
         if undefined_at is not None:
             start = undefined_at

@@ -22,7 +22,7 @@ import sqlite3
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -39,7 +39,13 @@ from kizuna.commerce.importers.base import (
     validation_errors,
 )
 from kizuna.commerce.importers.decoding import ENCODINGS, StreamDecoder, lines
-from kizuna.commerce.importers.errors import ImportRefused, RowError, RowErrors, UsageError
+from kizuna.commerce.importers.errors import (
+    ImportRefused,
+    Remedy,
+    RowError,
+    RowErrors,
+    UsageError,
+)
 from kizuna.commerce.importers.table import Column, CsvTable, Header, Record
 from kizuna.commerce.services import OrderItem, OrderResult, UpsertOutcome, orders_upsert_many
 from kizuna.core.audit import Actor
@@ -266,34 +272,26 @@ def _detect(header: Header, kind: str, has_mapping: bool) -> str:
     elif eccube.looks_like_members(header):
         return "eccube"
     what = "注文" if kind == "orders" else "顧客"
-    # The kind typed on the command line is the easiest thing to get wrong.
+    # The kind chosen (注文 or 顧客) is the easiest thing to get wrong.
     if kind == "orders" and eccube.looks_like_members(header):
-        raise ImportRefused(
-            "EC-CUBE の会員CSVのようです。顧客として取り込むには、取り込む内容を「顧客」"
-            "(コマンドでは kizuna import customers)にしてください。"
-        )
+        raise ImportRefused("EC-CUBE の会員CSVのようです。", remedy=Remedy.KIND_CUSTOMERS)
     if kind == "customers" and (
         eccube.looks_like_orders(header) or shopify.looks_like_orders(header)
     ):
-        raise ImportRefused(
-            "注文CSVのようです。注文として取り込むには、取り込む内容を「注文」"
-            "(コマンドでは kizuna import orders)にしてください。注文の顧客も一緒に取り込みます。"
-        )
+        raise ImportRefused("注文CSVのようです。", remedy=Remedy.KIND_ORDERS)
     missing = eccube.missing_order_markers(header) if kind == "orders" else []
     if len(missing) == 1 and header.has(*eccube.EC_CUBE_ONLY):
         # EC-CUBE's own name columns and all its markers but one: a column renamed or dropped
         # when the export was edited (other carts share 注文番号 and 個数, not お名前(姓)).
         raise ImportRefused(
-            "EC-CUBE の受注CSVに必要な列が見つかりません: "
-            f"{missing[0]}。見出しの名前を確かめてください(ほかのカートのCSVなら、形式"
-            "「汎用CSV」とマッピングファイル(コマンドでは --format generic と --mapping)で"
-            "列の対応を指定できます)。"
+            f"EC-CUBE の受注CSVに必要な列が見つかりません: {missing[0]}。"
+            "見出しの名前を確かめてください。",
+            remedy=Remedy.GENERIC_FORMAT,
         )
     found = "、".join(name for name in header.names[:8] if name)
     raise ImportRefused(
-        f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。"
-        "EC-CUBE・Shopify 以外のCSVは、形式「汎用CSV」とマッピングファイル"
-        "(コマンドでは --format generic と --mapping)で列の対応を指定してください。"
+        f"{what}CSVの形式を判定できませんでした(見出し: {found} …)。",
+        remedy=Remedy.GENERIC_FORMAT,
     )
 
 
@@ -346,11 +344,13 @@ class Importer:
         *,
         acting_user: Any,
         progress: Callable[[Progress], None] | None = None,
+        remedies: Mapping[Remedy, str] | None = None,
     ) -> None:
         self.path = path
         self.options = options
         self.actor = acting_user
         self._progress = progress
+        self._remedies = remedies
         self.result = ImportResult(
             kind=options.kind, file=str(path), dry_run=options.dry_run, strict=options.strict
         )
@@ -438,7 +438,7 @@ class Importer:
             self._check_pass()
             self._import_pass()
         except ImportRefused as exc:
-            self._refuse(exc.message, line=exc.line, byte_offset=exc.byte_offset)
+            self._refuse(exc.worded(self._remedies), line=exc.line, byte_offset=exc.byte_offset)
         self.result.seconds = time.perf_counter() - started
         if not self.result.message:
             self.result.message = summary_sentence(self.result)
@@ -832,12 +832,17 @@ def run_import(
     *,
     acting_user: Any = None,
     progress: Callable[[Progress], None] | None = None,
+    remedies: Mapping[Remedy, str] | None = None,
 ) -> ImportResult:
-    """Import one file. Raises UsageError for impossible options; bad data is in the result."""
+    """Import one file. Raises UsageError for impossible options; bad data is in the result.
+
+    `remedies` is the calling front end's wording of what to choose instead when a file is
+    refused (the web form's fields, the command's options); without it a refusal says only
+    what is wrong."""
     options.check()
     if path.is_dir():
         raise UsageError(f"ファイルではなくフォルダが指定されています: {path}")
     if not path.is_file():
         raise UsageError(f"ファイルが見つかりません: {path}")
     actor = acting_user if acting_user is not None else Actor.system(f"import:{options.kind}")
-    return Importer(path, options, acting_user=actor, progress=progress).run()
+    return Importer(path, options, acting_user=actor, progress=progress, remedies=remedies).run()

@@ -23,14 +23,36 @@ from django.core.paginator import Page
 from django.db import transaction
 from django.utils import timezone
 
-from kizuna.commerce.importers.errors import UsageError
+from kizuna.commerce.importers.decoding import ENCODING_LABELS
+from kizuna.commerce.importers.errors import Remedy, UsageError
 from kizuna.commerce.importers.pipeline import ImportOptions, ImportResult, Progress, run_import
-from kizuna.commerce.models import ImportRowError, ImportRun, ImportStatus
+from kizuna.commerce.models import ImportKind, ImportRowError, ImportRun, ImportStatus
 from kizuna.core.paging import Paginator
 
 logger = logging.getLogger(__name__)
 
 ERROR_BATCH = 1000
+
+# What to choose instead when a file is refused, in the words of the import page's form
+# (取り込む内容, 形式, マッピングファイル, 文字コード): staff there never type a command.
+# The command words the same remedies with its options (management/commands/import.py).
+FORM_REMEDIES = {
+    Remedy.GENERIC_FORMAT: (
+        "EC-CUBE・Shopify 以外のCSVは、形式「汎用CSV」とマッピングファイルで"
+        "列の対応を指定してください。"
+    ),
+    Remedy.KIND_CUSTOMERS: (
+        f"顧客として取り込むには、取り込む内容を「{ImportKind.CUSTOMERS.label}」にしてください。"
+    ),
+    Remedy.KIND_ORDERS: (
+        f"注文として取り込むには、取り込む内容を「{ImportKind.ORDERS.label}」にしてください。"
+        "注文の顧客も一緒に取り込みます。"
+    ),
+    Remedy.ENCODING_UTF8: (
+        f"文字コードで「{ENCODING_LABELS['auto']}」か「{ENCODING_LABELS['utf-8']}」を選んで、"
+        "取り込み直してください。"
+    ),
+}
 
 
 def upload_dir() -> Path:
@@ -137,6 +159,7 @@ def import_run_execute(run_id: int) -> str:
             options,
             acting_user=run.created_by,
             progress=lambda progress: _write_progress(run, progress),
+            remedies=FORM_REMEDIES,
         )
     except UsageError as exc:
         _finish(run, status=ImportStatus.REFUSED, message=exc.message)

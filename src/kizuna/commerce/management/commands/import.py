@@ -20,7 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from kizuna.commerce.importers.decoding import ENCODINGS
-from kizuna.commerce.importers.errors import UsageError
+from kizuna.commerce.importers.errors import Remedy, UsageError
 from kizuna.commerce.importers.pipeline import (
     FORMATS,
     KINDS,
@@ -32,6 +32,23 @@ from kizuna.commerce.importers.pipeline import (
     run_import,
 )
 from kizuna.core.cli import USAGE_ERROR, JapaneseCommand
+
+# What to choose instead when a file is refused, as this command's options (the import page
+# words the same remedies with its form: importers/runs.py FORM_REMEDIES).
+REMEDIES = {
+    Remedy.GENERIC_FORMAT: (
+        "EC-CUBE・Shopify 以外のCSVは、--format generic と --mapping(マッピングファイル)で"
+        "列の対応を指定してください。"
+    ),
+    Remedy.KIND_CUSTOMERS: "顧客として取り込むには、kizuna import customers を使ってください。",
+    Remedy.KIND_ORDERS: (
+        "注文として取り込むには、kizuna import orders を使ってください。"
+        "注文の顧客も一緒に取り込みます。"
+    ),
+    Remedy.ENCODING_UTF8: (
+        "--encoding auto(自動判定)か --encoding utf-8 を指定して、取り込み直してください。"
+    ),
+}
 
 
 class Command(JapaneseCommand):
@@ -95,7 +112,9 @@ class Command(JapaneseCommand):
         )
         bar = _ProgressBar()
         try:
-            result = run_import(Path(options["file"]), import_options, progress=bar.update)
+            result = run_import(
+                Path(options["file"]), import_options, progress=bar.update, remedies=REMEDIES
+            )
         except UsageError as exc:
             bar.close()
             self.stderr.write(f"エラー: {exc.message}")
