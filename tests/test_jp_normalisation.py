@@ -162,6 +162,51 @@ def test_is_kana_tells_kana_from_kanji() -> None:
 
 
 @pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("やまだ", "ヤマダ"),
+        ("ﾔﾏﾀﾞ ﾀﾛｳ", "ヤマダタロウ"),
+        ("ジョン・スミス", "ジョン・スミス"),
+        ("ｼﾞｮﾝ･ｽﾐｽ", "ジョン・スミス"),  # the half-width middle dot too
+        ("ゆーこ", "ユーコ"),
+        ("ｻﾄｰ", "サトー"),  # half-width long-vowel mark
+        ("ヴィクトリア", "ヴィクトリア"),
+        ("ゔぁにら", "ヴァニラ"),
+        ("ヵヶ", "ヵヶ"),
+        ("ヷヸヹヺ", "ヷヸヹヺ"),  # U+30F7–U+30FA, the end of the block
+        ("ァ", "ァ"),  # U+30A1, its start
+        ("", ""),
+        ("　", ""),
+    ],
+)
+def test_a_reading_in_kana_is_taken_as_katakana(typed: str, stored: str) -> None:
+    assert jp.normalize_reading(typed, "フリガナ(セイ)") == stored
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "山田",
+        "123",
+        "１２３",
+        "yamada",
+        "ＹＡＭＡＤＡ",
+        "ヤマダ1",
+        "やま田",
+        "ヤマダ-",
+        "ヽ",
+        "ヤマダ。",
+        "㈱",
+    ],
+)
+def test_a_reading_with_anything_but_kana_is_refused_naming_the_field(typed: str) -> None:
+    with pytest.raises(jp.NormalisationError) as excinfo:
+        jp.normalize_reading(typed, "フリガナ(メイ)")
+    assert str(excinfo.value) == "フリガナ(メイ)はカタカナ(またはひらがな)で入力してください"
+    assert not jp.is_kana(typed)  # and search does not take it as kana either
+
+
+@pytest.mark.parametrize(
     ("raw", "expected"),
     [
         (" Taro.Yamada@Example.CO.JP ", "taro.yamada@example.co.jp"),

@@ -240,9 +240,27 @@ def normalize_kana(value: str) -> str:
     return _SPACE_RE.sub("", text)
 
 
+# What a reading (フリガナ) holds once normalised: the katakana ァ (U+30A1) to ヺ (U+30FA), small
+# kana and ヴ, ヵ, ヶ included (as carts' own kana checks take them); the middle dot ・ (U+30FB) of
+# foreign names (ジョン・スミス); the long-vowel mark ー (U+30FC). Nothing else: not the iteration
+# marks ヽヾ (carts refuse them too), and no kanji, digit or letter: a reading holding one is
+# never found by a kana search and prints as nonsense on a postal label.
+_READING_RE = re.compile("[\u30a1-\u30fa\u30fb\u30fc]+")
+
+
 def is_kana(value: str) -> bool:
+    """Whether `value` is a reading: non-empty, and only kana (in any script), ・ and ー once
+    normalised. Search takes such text as a kana prefix; a customer's readings must be one."""
+    return bool(_READING_RE.fullmatch(normalize_kana(value)))
+
+
+def normalize_reading(value: str, label: str = "フリガナ") -> str:
+    """A customer's reading (`label` names the field) as normalize_kana stores it; empty stays
+    empty. Raises NormalisationError when it holds anything but kana, ・ and ー (is_kana)."""
     key = normalize_kana(value)
-    return bool(key) and all("ァ" <= ch <= "ヿ" or ch == "ー" for ch in key)
+    if key and not is_kana(key):
+        raise NormalisationError(f"{label}はカタカナ(またはひらがな)で入力してください")
+    return key
 
 
 # Old and variant forms of kanji common in family names (異体字), as the everyday form: a

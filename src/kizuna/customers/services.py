@@ -78,6 +78,10 @@ CONSENT_STATE_FIELDS = (
 )
 
 
+# The readings, as their refusal names them: operators and carts call them フリガナ(セイ/メイ).
+READING_LABELS = {"family_kana": "フリガナ(セイ)", "given_kana": "フリガナ(メイ)"}
+
+
 def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - PROFILE_FIELDS
     if unknown:
@@ -89,8 +93,8 @@ def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
                 cleaned[name] = jp.normalize_postal_code(value)
             elif name == "prefecture" and value not in (None, ""):
                 cleaned[name] = jp.prefecture_code(value)
-            elif name in {"family_kana", "given_kana"} and value:
-                cleaned[name] = jp.normalize_kana(value)
+            elif name in READING_LABELS and value:
+                cleaned[name] = jp.normalize_reading(value, READING_LABELS[name])
             elif name == "birthday" and value is not None:
                 cleaned[name] = _birthday(value)
             elif isinstance(value, str) and name != "notes":

@@ -27,7 +27,7 @@ from kizuna.commerce.services import (
 from kizuna.core import jp
 from kizuna.core.limits import TextLimit
 from kizuna.customers.models import Customer, IdentityKind
-from kizuna.customers.services import EARLIEST_BIRTHDAY
+from kizuna.customers.services import EARLIEST_BIRTHDAY, READING_LABELS
 
 T = TypeVar("T")
 
@@ -302,9 +302,9 @@ _PROFILE_LIMITS = {name: TextLimit.of(Customer, name) for name in _PROFILE_SOURC
 def check_profile(
     cells: Cells, cols: Mapping[str, Column | None], profile: Mapping[str, Any]
 ) -> None:
-    """Record an error for each profile value too long for the customer record, against the
-    column it came from, while reading: the customer service would refuse it only when
-    writing, in Django's words and without the column."""
+    """Record an error for each profile value too long for the customer record, or a reading
+    that is not kana, against the column it came from, while reading: the customer service
+    would refuse it only when writing, without the column (a one-column フリガナ)."""
     for name, limit in _PROFILE_LIMITS.items():
         value = profile.get(name)
         if not value:
@@ -313,6 +313,11 @@ def check_profile(
         # half-width kana and NFKC can shorten a value, and a name such as ㈱ lengthen it.
         stored = jp.normalize_kana(value) if name.endswith("_kana") else jp.clean_text(value)
         reason = limit.reason(stored)
+        if reason is None and name in READING_LABELS:
+            try:
+                jp.normalize_reading(value, READING_LABELS[name])
+            except jp.NormalisationError as exc:
+                reason = str(exc)
         if reason is None:
             continue
         sources = [cols.get(source) for source in _PROFILE_SOURCES[name]]
