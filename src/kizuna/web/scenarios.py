@@ -58,11 +58,13 @@ from kizuna.campaigns.automation.services import (
     purpose_problems,
     purpose_problems_of,
     scenario_activate,
+    scenario_archive,
     scenario_delete,
     scenario_history,
     scenario_history_message,
     scenario_pause,
     scenario_save,
+    scenario_unarchive,
     template_delete,
     template_save,
     template_uses,
@@ -394,7 +396,19 @@ def _tick_problem(at: dt.datetime, error: str) -> TickProblem:
 @require_GET
 def scenario_list(request: HtmxHttpRequest) -> HttpResponse:
     """The scenarios; their enrollment counts come after the page (scenario_counts)."""
-    scenarios = list(Scenario.objects.select_related("audience").order_by("name", "pk"))
+    # Archived ones are put away: listed only on their own tab (アーカイブ(N件)).
+    archived = request.GET.get("archived") == "1"
+    listed = Scenario.objects.select_related("audience").order_by("name", "pk")
+    if archived:
+        listed = listed.filter(status=ScenarioStatus.ARCHIVED)
+    else:
+        listed = listed.exclude(status=ScenarioStatus.ARCHIVED)
+    scenarios = list(listed)
+    archived_count = (
+        len(scenarios)
+        if archived
+        else Scenario.objects.filter(status=ScenarioStatus.ARCHIVED).count()
+    )
     problems = tick_problems()
     # 取引連絡 ones stored before a rule refused them (one query for all, not one per row).
     to_fix = purpose_problems_of(scenarios)
@@ -414,7 +428,13 @@ def scenario_list(request: HtmxHttpRequest) -> HttpResponse:
     return render(
         request,
         "web/scenarios/list.html",
-        {"rows": rows, "backlogs": backlogs, "can_edit": _can_edit(request)},
+        {
+            "rows": rows,
+            "backlogs": backlogs,
+            "can_edit": _can_edit(request),
+            "archived": archived,
+            "archived_count": archived_count,
+        },
     )
 
 
@@ -630,6 +650,11 @@ def scenario_create(request: HtmxHttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def scenario_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     scenario = get_object_or_404(Scenario, pk=pk)
+    if scenario.status == ScenarioStatus.ARCHIVED:
+        messages.error(
+            request, "アーカイブしたシナリオは編集できません。元に戻してから編集してください。"
+        )
+        return redirect("scenarios:detail", pk=pk)
     if request.method == "POST":
         return _save_scenario(request, scenario)
     return _form_page(request, spec_of(scenario), scenario=scenario)
@@ -676,6 +701,43 @@ def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
     else:
         messages.success(request, "停止しました。新しいエントリーと送信は行われません。")
+    return redirect("scenarios:detail", pk=pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@require_POST
+def scenario_archive_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario, pk=pk)
+    if request.POST.get("sure") != "1":
+        messages.error(
+            request,
+            "アーカイブするには「アーカイブしてよい」にチェックを入れてから押してください。",
+        )
+        return redirect("scenarios:detail", pk=pk)
+    try:
+        scenario_archive(scenario=scenario, acting_user=request.user)
+    except ScenarioError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(
+            request,
+            f"シナリオ「{scenario.name}」をアーカイブしました。一覧の「アーカイブ」から見られます。",
+        )
+    return redirect("scenarios:detail", pk=pk)
+
+
+@allow_roles(*EDIT_ROLES)
+@require_POST
+def scenario_unarchive_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    scenario = get_object_or_404(Scenario, pk=pk)
+    was = scenario.status
+    scenario_unarchive(scenario=scenario, acting_user=request.user)
+    if was == ScenarioStatus.ARCHIVED:
+        messages.success(
+            request, "元に戻しました(停止中です)。再開するには「稼働させる」を押してください。"
+        )
+    else:
+        messages.info(request, "このシナリオはアーカイブされていません。")
     return redirect("scenarios:detail", pk=pk)
 
 

@@ -14,6 +14,8 @@ urlpatterns = [
     path("<int:pk>/activate/", scenarios.scenario_activate_view, name="activate"),
     path("<int:pk>/pause/", scenarios.scenario_pause_view, name="pause"),
     path("<int:pk>/delete/", scenarios.scenario_delete_view, name="delete"),
+    path("<int:pk>/archive/", scenarios.scenario_archive_view, name="archive"),
+    path("<int:pk>/unarchive/", scenarios.scenario_unarchive_view, name="unarchive"),
     path(
         "backlogs/<int:pk>/confirm/",
         scenarios.backlog_decide,

@@ -129,6 +129,9 @@ class ScenarioStatus(models.TextChoices):
     DRAFT = "draft", "下書き"
     ACTIVE = "active", "稼働中"
     PAUSED = "paused", "停止中"
+    # Put away: a paused scenario that will not run again, hidden from the list and from
+    # the choices to act on, its history and lift kept (it can be restored to 停止中).
+    ARCHIVED = "archived", "アーカイブ"
 
 
 class ExitRule(models.TextChoices):

@@ -22,6 +22,7 @@ from kizuna.campaigns.automation.models import (
     EnrollmentStatus,
     ExitRule,
     Scenario,
+    ScenarioStatus,
     ScenarioStep,
     StepAnchor,
     StepDispatch,
@@ -45,11 +46,12 @@ def enrollment_counts(scenario_id: int) -> dict[bool, int]:
 
 def scenario_choices() -> list[tuple[int, str]]:
     """Every scenario as a filter lists it, 「名前(識別名)」: names differ since they must, but
-    two saved with the same name before that rule are told apart by their keys."""
+    two saved with the same name before that rule are told apart by their keys. Archived ones
+    stay (their past messages are still looked up), marked 「(アーカイブ)」."""
     return [
-        (pk, f"{name}({key})")
-        for pk, name, key in Scenario.objects.order_by("name", "id").values_list(
-            "pk", "name", "key"
+        (pk, f"{name}({key})" + ("(アーカイブ)" if status == ScenarioStatus.ARCHIVED else ""))
+        for pk, name, key, status in Scenario.objects.order_by("name", "id").values_list(
+            "pk", "name", "key", "status"
         )
     ]
 

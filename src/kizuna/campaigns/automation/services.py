@@ -682,6 +682,12 @@ def scenario_activate(
     scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
     if scenario.status == ScenarioStatus.ACTIVE:
         return scenario
+    if scenario.status == ScenarioStatus.ARCHIVED:
+        raise ScenarioError(
+            [
+                "アーカイブしたシナリオは稼働できません。元に戻して(停止中にして)から稼働させてください"
+            ]
+        )
     errors = []
     if not scenario.steps.exists():
         errors.append("ステップを1つ以上追加してから稼働させてください")
@@ -726,6 +732,56 @@ def scenario_pause(*, scenario: Scenario, acting_user: Any) -> Scenario:
     return scenario
 
 
+@transaction.atomic
+def scenario_archive(*, scenario: Scenario, acting_user: Any) -> Scenario:
+    """Put a paused scenario away: hidden from the scenario list and from the choices to act
+    on, never run, its history and lift kept. Only a 停止中 one: a running one is stopped
+    first (on purpose, by a person), and a draft that never ran is deleted instead. Already
+    archived: nothing changes."""
+    scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
+    if scenario.status == ScenarioStatus.ARCHIVED:
+        return scenario
+    if scenario.status != ScenarioStatus.PAUSED:
+        instead = (
+            "先に停止してください。"
+            if scenario.status == ScenarioStatus.ACTIVE
+            else "使わない下書きは削除できます。"
+        )
+        raise ScenarioError(
+            [
+                f"アーカイブできるのは停止中のシナリオだけです(このシナリオは"
+                f"{scenario.get_status_display()}です)。{instead}"
+            ]
+        )
+    return _set_status(scenario, ScenarioStatus.ARCHIVED, "scenario.archive", acting_user)
+
+
+@transaction.atomic
+def scenario_unarchive(*, scenario: Scenario, acting_user: Any) -> Scenario:
+    """Restore an archived scenario to 停止中 (never straight to running: starting it again
+    is a separate, deliberate step). Not archived: nothing changes."""
+    scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
+    if scenario.status != ScenarioStatus.ARCHIVED:
+        return scenario
+    return _set_status(scenario, ScenarioStatus.PAUSED, "scenario.unarchive", acting_user)
+
+
+def _set_status(
+    scenario: Scenario, status: ScenarioStatus, action: str, acting_user: Any
+) -> Scenario:
+    old = scenario.status
+    scenario.status = status
+    scenario.save(update_fields=["status", "updated_at"])
+    audit_record(
+        actor=Actor.of(acting_user),
+        action=action,
+        instance=scenario,
+        customer_id=None,
+        changes={"status": [old, scenario.status]},
+    )
+    return scenario
+
+
 # --- deleting a scenario ----------------------------------------------------------------------
 
 
@@ -742,7 +798,10 @@ def scenario_history(scenario: Scenario) -> list[str]:
     history = []
     if scenario.status == ScenarioStatus.ACTIVE:
         history.append("稼働中")
-    elif scenario.status == ScenarioStatus.PAUSED or scenario.activated_at is not None:
+    elif (
+        scenario.status in (ScenarioStatus.PAUSED, ScenarioStatus.ARCHIVED)
+        or scenario.activated_at is not None
+    ):
         history.append("稼働した履歴")
     if Enrollment.objects.filter(scenario=scenario).exists():
         history.append("お客様のエントリー")
@@ -758,7 +817,12 @@ def scenario_history_message(scenario: Scenario, history: list[str]) -> str:
     if scenario.status == ScenarioStatus.ACTIVE:
         instead = "使わない場合は停止してください。"
     elif scenario.status == ScenarioStatus.PAUSED:
-        instead = "使わない場合は停止したままにしてください(エントリーも送信も行われません)。"
+        instead = (
+            "使わない場合は停止したままにしてください(エントリーも送信も行われません)。"
+            "一覧から隠すにはアーカイブしてください(記録と効果はそのまま見られます)。"
+        )
+    elif scenario.status == ScenarioStatus.ARCHIVED:
+        instead = "アーカイブしたまま残してください。"
     else:
         instead = "使わない場合は下書きのままにしてください(稼働させるまで何も送られません)。"
     return (

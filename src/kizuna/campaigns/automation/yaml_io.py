@@ -384,7 +384,7 @@ def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
     # stop a running scenario. A new scenario starts as a draft.
     status = entry.get("status", existing.status if existing else ScenarioStatus.DRAFT)
     if status not in ScenarioStatus.values:
-        raise ScenarioError(["status は draft・active・paused のいずれかにしてください"])
+        raise ScenarioError(["status は draft・active・paused・archived のいずれかにしてください"])
     spec = {name: entry[name] for name in SCENARIO_FIELDS if name in entry and name != "status"}
     if existing is not None and existing.status == status:
         # Compared as scenario_save would store them (defaults filled in: a trigger parameter
