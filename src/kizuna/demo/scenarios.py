@@ -55,7 +55,12 @@ from kizuna.campaigns.automation.scheduler import (
     due_enrollments,
     due_moment,
 )
-from kizuna.campaigns.automation.services import scenario_activate
+from kizuna.campaigns.automation.services import (
+    scenario_activate,
+    scenario_archive,
+    scenario_pause,
+    scenario_save,
+)
 from kizuna.campaigns.automation.templating import (
     compile_stored,
     content_for,
@@ -341,6 +346,45 @@ scenarios:
 """
 
 
+# A campaign that ran before the demo's history and is over: stopped and archived, so the
+# scenario list's アーカイブ tab shows what that state is for on day one. Its run predates the
+# history, so it has no enrollments; the scheduler never runs it.
+FINISHED_CAMPAIGN: dict[str, Any] = {
+    "key": "limited-campaign-ended",
+    "name": "期間限定キャンペーン(終了)",
+    "description": (
+        "初回購入のお客様に、期間限定で2回目のご購入のご案内を送ったキャンペーンです。"
+        "終了したためアーカイブしています(稼働せず、一覧では「アーカイブ」に表示されます)。"
+    ),
+    "trigger": {"kind": "first_purchase"},
+    "holdout_percent": 10,
+    "exit_on": ["purchase"],
+    "attribution_days": 30,
+    "steps": [
+        {
+            "key": "second-order",
+            "anchor": "purchase",
+            "offset_days": 14,
+            "send_time": "10:00",
+            "repeat_monthly": 0,
+            "channel": "email",
+            "template": "f2-push",
+            "offer": "f2-500",
+            "condition": None,
+        }
+    ],
+}
+
+
+def _seed_finished_campaign(history_start: dt.datetime) -> None:
+    """FINISHED_CAMPAIGN, run for two months ending a month before the history, archived."""
+    saved = scenario_save(scenario=None, spec=FINISHED_CAMPAIGN, acting_user=ACTOR)
+    at = history_start - dt.timedelta(days=90)
+    saved = scenario_activate(scenario=saved, acting_user=ACTOR, at=at)
+    saved = scenario_pause(scenario=saved, acting_user=ACTOR)
+    scenario_archive(scenario=saved, acting_user=ACTOR)
+
+
 class DemoScenariosExistError(RuntimeError):
     """The demo scenarios are written once, into the freshly built demo database."""
 
@@ -358,6 +402,7 @@ def seed_demo_scenarios(*, as_of: dt.date, seed: int) -> None:
         load_yaml(DEMO_SCENARIOS.replace("status: active", "status: draft"), acting_user=ACTOR)
         for scenario in Scenario.objects.filter(key__in=RESPONSE).order_by("pk"):
             scenario_activate(scenario=scenario, acting_user=ACTOR, at=start)
+        _seed_finished_campaign(start)
         copurchase_refresh(now=now)
     history = _History(now=now, seed=seed, recommendations=copurchase_table())
     for scenario in Scenario.objects.filter(key__in=RESPONSE).order_by("pk"):
