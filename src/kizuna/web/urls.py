@@ -1,6 +1,6 @@
 from django.urls import path
 
-from kizuna.web import privacy, subscriptions, views
+from kizuna.web import contacts, privacy, subscriptions, views
 
 app_name = "web"
 urlpatterns = [
@@ -16,5 +16,11 @@ urlpatterns = [
         "customers/<int:pk>/subscriptions/<int:sub_pk>/cancel/",
         subscriptions.subscription_cancel_view,
         name="subscription_cancel",
+    ),
+    path("customers/<int:pk>/contacts/new/", contacts.contact_new, name="contact_new"),
+    path(
+        "customers/<int:pk>/consents/<str:channel>/<str:action>/",
+        contacts.consent_change,
+        name="consent_change",
     ),
 ]
