@@ -190,6 +190,14 @@ def test_line_user_id(hanako: Customer, taro: Customer) -> None:
     assert ids("U4af4980629a1b2c3d4e5f60718293a4b") == [hanako.pk]
 
 
+def test_chat_id(hanako: Customer, taro: Customer) -> None:
+    """The customer page lists a chat ID among the identifiers: an operator copying it from
+    the chat tool finds the customer by it."""
+    add_identity(hanako, IdentityKind.CHAT, "chat-00000003")
+    assert ids("chat-00000003") == [hanako.pk]
+    assert ids("ｃｈａｔ－００００００03") == [hanako.pk]
+
+
 def test_no_false_matches(hanako: Customer, taro: Customer, sato: Customer) -> None:
     assert ids("090-8765-4321") == [taro.pk]
     assert ids("taro@example.jp") == [taro.pk]

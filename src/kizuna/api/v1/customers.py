@@ -40,6 +40,7 @@ from kizuna.api.v1.responses import customer_write_errors, read_errors, write_er
 from kizuna.core import jp
 from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer, Identity, IdentityKind
+from kizuna.customers.selectors import record_version
 from kizuna.customers.services import (
     customer_create,
     customer_update,
@@ -197,12 +198,10 @@ def _identity_field(kind: IdentityKind) -> str:
 
 
 def customer_etag(customer: Customer) -> str:
-    """The version of a customer's record as an HTTP entity tag: it changes with every save
-    of the record (updated_at, to the microsecond), so a PATCH sent with it in If-Match is
-    refused when someone else changed the customer in between."""
-    assert customer.updated_at is not None  # noqa: S101 - a stored customer has one
-    stamp = int(customer.updated_at.timestamp() * 1_000_000)
-    return f'"{customer.pk}-{stamp}"'
+    """The customer's record version (customers.selectors.record_version) as an HTTP entity
+    tag, so a PATCH sent with it in If-Match is refused when someone else changed the customer
+    in between."""
+    return f'"{record_version(customer)}"'
 
 
 def _check_if_match(request: HttpRequest, customer: Customer) -> None:
