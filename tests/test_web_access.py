@@ -55,6 +55,8 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "web:customer_orders": CUSTOMER_SCREENS,
     "web:customer_points": CUSTOMER_SCREENS,
     "web:customer_timeline": CUSTOMER_SCREENS,
+    # Correcting a customer's 基本情報: the contact center's work, like cancelling a 定期.
+    "web:customer_edit": frozenset({Role.ADMIN, Role.OPERATOR}),
     # APPI requests: the contact center hands out the export; erasing is for admins (the DPO).
     "web:customer_export": frozenset({Role.ADMIN, Role.OPERATOR}),
     "web:customer_erase": ADMIN_ONLY,

@@ -1,12 +1,13 @@
 from django.urls import path
 
-from kizuna.web import contacts, privacy, subscriptions, views
+from kizuna.web import contacts, customer_edit, privacy, subscriptions, views
 
 app_name = "web"
 urlpatterns = [
     path("", views.home, name="home"),
     path("customers/", views.customer_search, name="customer_search"),
     path("customers/<int:pk>/", views.customer_detail, name="customer_detail"),
+    path("customers/<int:pk>/edit/", customer_edit.customer_edit, name="customer_edit"),
     path("customers/<int:pk>/orders/", views.customer_orders, name="customer_orders"),
     path("customers/<int:pk>/points/", views.customer_points, name="customer_points"),
     path("customers/<int:pk>/timeline/", views.customer_timeline, name="customer_timeline"),

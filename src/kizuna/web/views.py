@@ -32,6 +32,7 @@ from kizuna.customers.models import Customer
 from kizuna.customers.services import is_erased
 from kizuna.loyalty.selectors import points_balance
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
+from kizuna.web import customer_edit as customer_edit_views
 from kizuna.web import privacy as privacy_views
 from kizuna.web import subscriptions as subscription_views
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
@@ -184,6 +185,10 @@ def customer_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "survivor_id": final_survivor_id(customer),
         "can_export": cast(User, request.user).has_role(Role.ADMIN, *privacy_views.EXPORT_ROLES),
         "can_erase": cast(User, request.user).has_role(Role.ADMIN),
+        # Merged-away and erased records are not edited (the edit page says why).
+        "can_edit_profile": not customer.merged_into_id
+        and not is_erased(customer)
+        and cast(User, request.user).has_role(Role.ADMIN, *customer_edit_views.EDIT_ROLES),
         "can_cancel_subscriptions": cast(User, request.user).has_role(
             Role.ADMIN, *subscription_views.CANCEL_ROLES
         ),

@@ -1,0 +1,160 @@
+"""基本情報を編集: the contact center corrects a customer's name, reading, address, birthday
+and notes from the customer page — checked as on every route, audited, never overwriting a
+change someone else made after the form was opened."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from kizuna.accounts.models import Role, User
+from kizuna.core.models import AuditLog
+from kizuna.customers import privacy
+from kizuna.customers.merge import customer_merge
+from kizuna.customers.models import Customer, TimelineEvent
+from kizuna.customers.services import customer_update
+from tests.factories import make_customer
+
+pytestmark = pytest.mark.django_db
+ClientFor = Callable[[Role], Client]
+
+
+def url(customer: Customer) -> str:
+    return reverse("web:customer_edit", args=[customer.pk])
+
+
+def opened(client: Client, customer: Customer) -> dict[str, Any]:
+    """The form as the browser sends it back untouched: every field with its shown value."""
+    page = client.get(url(customer)).content.decode()
+    data: dict[str, Any] = {}
+    for name, value in re.findall(r'<input[^>]*name="(\w+)"[^>]*value="([^"]*)"', page):
+        data[name] = value
+    for name, body in re.findall(r'<textarea[^>]*name="(\w+)"[^>]*>(.*?)</textarea>', page, re.S):
+        data[name] = body.strip("\n")
+    for name, options in re.findall(r'<select name="(\w+)"[^>]*>(.*?)</select>', page, re.S):
+        chosen = re.search(r'<option value="([^"]*)"[^>]*selected', options)
+        data[name] = chosen.group(1) if chosen else ""
+    data.pop("csrfmiddlewaretoken", None)
+    return data
+
+
+def test_an_operator_corrects_the_address_and_it_is_audited(client_for: ClientFor) -> None:
+    customer = make_customer()
+    operator = client_for(Role.OPERATOR)
+    assert (
+        url(customer)
+        in operator.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    )
+    data = opened(operator, customer)
+    data.update(postal_code="０６０ー０００１", prefecture="1", address1="札幌市中央区北一条西2-1")
+    response = operator.post(url(customer), data, follow=True)
+    page = response.content.decode()
+    assert "基本情報を変更しました(郵便番号、都道府県、住所1(市区町村・番地))" in page
+    customer.refresh_from_db()
+    assert (customer.postal_code, customer.prefecture) == ("0600001", 1)
+    audit = AuditLog.objects.get(action="customer.update", customer_id=customer.pk)
+    assert audit.changes["address1"] == ["渋谷区渋谷2-1-1", "札幌市中央区北一条西2-1"]
+    assert set(audit.changes) == {"postal_code", "prefecture", "address1"}
+    assert TimelineEvent.objects.filter(
+        customer=customer, title__startswith="顧客情報を変更"
+    ).exists()
+
+
+def test_a_bad_value_is_refused_by_its_field_and_the_input_is_kept(client_for: ClientFor) -> None:
+    customer = make_customer()
+    operator = client_for(Role.OPERATOR)
+    data = opened(operator, customer)
+    data.update(family_kana="山田", address1="新しい住所1-2-3")
+    response = operator.post(url(customer), data)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "フリガナ(セイ)はカタカナ(またはひらがな)で入力してください" in page
+    assert 'value="新しい住所1-2-3"' in page
+    customer.refresh_from_db()
+    assert customer.address1 == "渋谷区渋谷2-1-1"
+    assert not AuditLog.objects.filter(action="customer.update").exists()
+
+
+def test_a_field_left_alone_is_not_checked_again(client_for: ClientFor) -> None:
+    """A reading stored before readings were checked does not block fixing the address."""
+    customer = make_customer()
+    Customer.objects.filter(pk=customer.pk).update(family_kana="山田")
+    operator = client_for(Role.OPERATOR)
+    data = opened(operator, customer)
+    data.update(address2="サクラハイツ101")
+    operator.post(url(customer), data)
+    customer.refresh_from_db()
+    assert customer.address2 == "サクラハイツ101"
+
+
+def test_a_change_made_meanwhile_is_not_overwritten(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    customer = make_customer(notes="")
+    operator = client_for(Role.OPERATOR)
+    data = opened(operator, customer)
+    # Someone else changes the record after the form was opened...
+    customer_update(
+        customer=customer, changes={"notes": "不在時は置き配"}, acting_user=users[Role.ADMIN]
+    )
+    data.update(notes="夜間の電話は不可")
+    response = operator.post(url(customer), data)
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "別の操作で変更されました" in page
+    assert "不在時は置き配" in page  # shown as it is now
+    assert "夜間の電話は不可" in page  # what the operator typed, kept
+    customer.refresh_from_db()
+    assert customer.notes == "不在時は置き配"
+    # ...and sent again from that page, it saves.
+    again = opened(operator, customer) | {"notes": "夜間の電話は不可"}
+    operator.post(url(customer), again)
+    customer.refresh_from_db()
+    assert customer.notes == "夜間の電話は不可"
+
+
+def test_a_future_birthday_and_an_empty_family_name_are_refused(client_for: ClientFor) -> None:
+    customer = make_customer()
+    operator = client_for(Role.OPERATOR)
+    data = opened(operator, customer)
+    tomorrow = dt.date.today() + dt.timedelta(days=2)
+    data.update(birthday=tomorrow.isoformat(), family_name="")
+    page = operator.post(url(customer), data).content.decode()
+    assert "姓を入力してください" in page
+    data["family_name"] = "山田"
+    page = operator.post(url(customer), data).content.decode()
+    assert "生年月日は1900年1月1日から今日までの日付にしてください" in page
+    customer.refresh_from_db()
+    assert customer.birthday is None
+
+
+def test_merged_and_erased_records_are_not_edited(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    survivor, absorbed = make_customer(), make_customer(given_name="はな")
+    customer_merge(survivor=survivor, absorbed=absorbed, acting_user=users[Role.ADMIN])
+    operator = client_for(Role.OPERATOR)
+    page = operator.get(url(absorbed), follow=True).content.decode()
+    assert f"顧客ID {survivor.pk} に統合されています" in page
+    erased = make_customer()
+    privacy.customer_erase(customer=erased, acting_user=users[Role.ADMIN], reason="受付番号 9")
+    page = operator.get(url(erased), follow=True).content.decode()
+    assert "削除(匿名化)済みのため、変更できません" in page
+    assert (
+        url(erased)
+        not in operator.get(reverse("web:customer_detail", args=[erased.pk])).content.decode()
+    )
+
+
+def test_marketers_read_the_page_but_have_no_edit_button(client_for: ClientFor) -> None:
+    customer = make_customer()
+    marketer = client_for(Role.MARKETER)
+    page = marketer.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    assert url(customer) not in page
+    assert marketer.get(url(customer)).status_code == 403
