@@ -24,7 +24,7 @@ from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.core import webhooks
 from kizuna.core.models import WebhookSource
 from kizuna.core.paging import Paginator
-from kizuna.web.formtokens import claim_form_token, issue_form_token, posted_form_token
+from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import posted
 
 PER_PAGE = 50
@@ -133,22 +133,6 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "web/apikeys/index.html", context)
 
 
-def _sent_before(request: HttpRequest, form: forms.Form) -> bool:
-    """Whether this POST's form was sent before (a reload of the secret page, a second click);
-    the first send claims the form's one-time token. A token this session does not know is an
-    error on the form instead (nothing is created)."""
-    if request.method != "POST":
-        return False
-    token = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
-    if token is None:
-        form.add_error(None, STALE_FORM)
-        return False
-    if not form.is_valid():
-        return False
-    first, _ = claim_form_token(token)
-    return not first
-
-
 def _already_sent(request: HttpRequest) -> HttpResponse:
     messages.info(request, ALREADY_SENT)
     return redirect("apikeys:index")
@@ -168,7 +152,7 @@ def _form_page(request: HttpRequest, form: forms.Form, kind: str) -> HttpRespons
 @require_http_methods(["GET", "POST"])
 def create_key(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(posted(request))
-    if _sent_before(request, form):
+    if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):
         return _already_sent(request)
     if request.method == "POST" and form.is_valid():
         try:
@@ -191,7 +175,7 @@ def create_key(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def create_source(request: HttpRequest) -> HttpResponse:
     form = WebhookSourceForm(posted(request))
-    if _sent_before(request, form):
+    if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):
         return _already_sent(request)
     if request.method == "POST" and form.is_valid():
         try:

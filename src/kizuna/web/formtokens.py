@@ -16,6 +16,7 @@ import datetime as dt
 import secrets
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest
@@ -73,3 +74,19 @@ def record_form_token(token: str, value: Any, variant: str = "") -> None:
     """What the first send made: a later send of the token gets it from claim_form_token."""
     key = f"{token}:{variant}" if variant else token
     FormSubmission.objects.filter(key=key).update(result=value)
+
+
+def sent_before(request: HttpRequest, form: forms.Form, session_key: str, stale: str) -> bool:
+    """For a view whose form makes one thing per rendering: whether this POST's form was sent
+    before (a reload, a second click). A valid first send claims the form's token; a token the
+    session does not know adds `stale` to the form's errors instead (nothing is done)."""
+    if request.method != "POST":
+        return False
+    token = posted_form_token(request, session_key)
+    if token is None:
+        form.add_error(None, stale)
+        return False
+    if not form.is_valid():
+        return False
+    first, _ = claim_form_token(token)
+    return not first
