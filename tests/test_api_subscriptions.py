@@ -254,7 +254,9 @@ def test_a_paused_subscription_takes_a_new_resume_date(api: ApiClient, customer:
     audit = AuditLog.objects.filter(action="subscription.pause").order_by("pk").last()
     assert audit is not None
     assert audit.changes == {"paused_until": [first.isoformat(), later.isoformat()]}
-    assert customer.timeline.filter(title__contains=f"{later:%Y-%m-%d}まで").exists()
+    assert customer.timeline.filter(
+        title__contains=f"{later.year}年{later.month}月{later.day}日まで"
+    ).exists()
     # the same date again changes nothing and records nothing
     again = api.patch(url, {"status": "paused", "paused_until": later.isoformat()})
     assert again.json() == body
@@ -277,7 +279,7 @@ def test_cancelling_again_with_another_reason_is_refused_not_ignored(
     )
     today = timezone.localdate()
     assert set(error["fields"]) == {"cancel_reason"}
-    assert f"{today:%Y-%m-%d}" in error["fields"]["cancel_reason"]
+    assert f"{today.year}年{today.month}月{today.day}日に" in error["fields"]["cancel_reason"]
     assert "価格・経済的な理由" in error["fields"]["cancel_reason"]
     assert Subscription.objects.get(pk=sub["id"]).cancel_reason == "price"
     # the same cancellation again is answered as it stands (a retry), writing nothing

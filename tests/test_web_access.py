@@ -55,6 +55,8 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "web:customer_orders": CUSTOMER_SCREENS,
     "web:customer_points": CUSTOMER_SCREENS,
     "web:customer_timeline": CUSTOMER_SCREENS,
+    # Goodwill points and balance corrections: the contact center, within its limit.
+    "web:points_adjust": frozenset({Role.ADMIN, Role.OPERATOR}),
     # Correcting a customer's 基本情報: the contact center's work, like cancelling a 定期.
     "web:customer_edit": frozenset({Role.ADMIN, Role.OPERATOR}),
     # APPI requests: the contact center hands out the export; erasing is for admins (the DPO).
@@ -62,6 +64,14 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "web:customer_erase": ADMIN_ONLY,
     # Cancelling a 定期 subscription: the contact center takes cancellations.
     "web:subscription_cancel": frozenset({Role.ADMIN, Role.OPERATOR}),
+    # …and the gentler changes the cancellation desk offers first.
+    "web:subscription_pause": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:subscription_resume": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:subscription_next_delivery": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:subscription_cycle": frozenset({Role.ADMIN, Role.OPERATOR}),
+    # The contact center records contacts and consent given or withdrawn on the phone.
+    "web:contact_new": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:consent_change": frozenset({Role.ADMIN, Role.OPERATOR}),
     # The one-click unsubscribe link in every marketing mail (RFC 8058): no login.
     "unsubscribe:unsubscribe": None,
     "apikeys:index": ADMIN_ONLY,

@@ -60,6 +60,12 @@ def _record(
     )
 
 
+def jday(day: dt.date) -> str:
+    """A date as staff read it on every page, 「2026年11月28日」: the timeline titles and the
+    messages written here use it too, not 2026-11-28."""
+    return f"{day.year}年{day.month}月{day.day}日"
+
+
 def _locked(subscription: Subscription) -> tuple[Subscription, dict[str, Any]]:
     locked = Subscription.objects.select_for_update().select_related("product", "customer")
     sub = locked.get(pk=subscription.pk)
@@ -98,7 +104,7 @@ def subscription_pause(
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.pause",
-        title=f"{what}: {sub.product.name}({until:%Y-%m-%d}まで)",
+        title=f"{what}: {sub.product.name}({jday(until)}まで)",
     )
     return sub
 
@@ -120,7 +126,7 @@ def subscription_resume(
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.resume",
-        title=f"定期再開: {sub.product.name}(次回 {next_delivery_on:%Y-%m-%d})",
+        title=f"定期再開: {sub.product.name}(次回 {jday(next_delivery_on)})",
     )
     return sub
 
@@ -128,7 +134,7 @@ def subscription_resume(
 def cancelled_already(sub: Subscription) -> str:
     """What a cancelled 定期 answers to a change: when, and why, it was cancelled."""
     reason = dict(CancelReason.choices).get(sub.cancel_reason) or "未記録"
-    day = f"{sub.cancelled_on:%Y-%m-%d}に" if sub.cancelled_on else ""
+    day = f"{jday(sub.cancelled_on)}に" if sub.cancelled_on else ""
     return f"この定期は{day}解約済みです(解約理由: {reason})"
 
 
@@ -150,6 +156,8 @@ def subscription_cancel(
     sub.cancel_reason = reason
     sub.cancel_note = note
     sub.next_delivery_on = None
+    # A pause ends with the contract: its end date would read as a day the 定期 comes back.
+    sub.paused_until = None
     sub.save()
     planned = sub.deliveries.filter(status=DeliveryStatus.SCHEDULED, order__isnull=True)
     stopped = sorted(planned.values_list("sequence", flat=True))
