@@ -204,3 +204,17 @@ def test_marketers_see_no_button_and_cannot_record(
     url = reverse("web:contact_new", args=[customer.pk])
     assert url not in _contacts_card(marketer, customer)
     assert marketer.get(url).status_code == 403
+
+
+def test_a_form_this_session_never_issued_records_nothing(
+    client_for: Callable[[Role], Client],
+) -> None:
+    customer = make_customer()
+    operator = client_for(Role.OPERATOR)
+    url = reverse("web:contact_new", args=[customer.pk])
+    response = operator.post(url, _data("not-issued"))
+    assert response.status_code == 422
+    html = response.content.decode()
+    assert "このフォームは古くなっています" in html
+    assert "お届け日の確認" in html
+    assert not Contact.objects.exists()

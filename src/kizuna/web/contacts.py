@@ -30,7 +30,7 @@ from kizuna.customers.models import ConsentChannel, ConsentMethod, Customer
 from kizuna.customers.services import consent_grant, consent_withdraw, is_erased
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import BODY_MAX, REASON_MAX, SUMMARY_MAX, contact_record
-from kizuna.web.formtokens import claim_form_token, issue_form_token, posted_form_token
+from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center records contacts and consent given or withdrawn on the phone (and admins);
@@ -140,21 +140,6 @@ def _survivor_redirect(
     return redirect(url_name, survivor, *args)
 
 
-def _sent_before(request: HtmxHttpRequest, form: forms.Form) -> bool:
-    """Whether this POST's form was sent before (a reload, a second click); the first send claims
-    the form's one-time token. A token this session does not know is an error on the form."""
-    if request.method != "POST":
-        return False
-    token = posted_form_token(request, FORM_TOKENS_SESSION_KEY)
-    if token is None:
-        form.add_error(None, STALE_FORM)
-        return False
-    if not form.is_valid():
-        return False
-    first, _ = claim_form_token(token)
-    return not first
-
-
 def recent_reasons(limit: int = REASONS_SHOWN) -> list[str]:
     """Reasons recorded in the shop lately, most used first: offered while typing."""
     since = timezone.now() - REASONS_SINCE
@@ -186,7 +171,7 @@ def contact_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     }
     form = ContactForm(posted(request), initial=initial)
     back = reverse("web:customer_detail", args=[pk]) + "#contacts"
-    if _sent_before(request, form):
+    if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):
         messages.info(request, ALREADY_SENT)
         return redirect(back)
     if request.method == "POST" and form.is_valid() and not erased:
@@ -246,7 +231,7 @@ def consent_change(request: HtmxHttpRequest, pk: int, channel: str, action: str)
     label = ConsentChannel(channel).label
     form: forms.Form = GrantForm(posted(request)) if granting else forms.Form(posted(request))
     back = reverse("web:customer_detail", args=[pk]) + "#consents"
-    if _sent_before(request, form):
+    if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):
         messages.info(request, ALREADY_SENT)
         return redirect(back)
     if request.method == "POST" and form.is_valid() and not erased:
