@@ -295,6 +295,8 @@ KIZUNA_SMS_API_TOKEN = env_str("KIZUNA_SMS_API_TOKEN", "")
 KIZUNA_SMS_SENDER = env_str("KIZUNA_SMS_SENDER", "")
 # 500: per-claim work (the claim, consent and cap reads, the sent marks) is shared by more
 # messages; a batch still takes well under the lease at any realistic sending rate.
+# The most points an operator adjusts at once from the customer page (admins: up to 1,000,000).
+KIZUNA_OPERATOR_POINTS_LIMIT = env_int("KIZUNA_OPERATOR_POINTS_LIMIT", 1000)
 KIZUNA_OUTBOX_BATCH = env_int("KIZUNA_OUTBOX_BATCH", 500)
 KIZUNA_OUTBOX_LEASE_SECONDS = env_int("KIZUNA_OUTBOX_LEASE_SECONDS", 300)
 KIZUNA_OUTBOX_MAX_ATTEMPTS = env_int("KIZUNA_OUTBOX_MAX_ATTEMPTS", 8)
