@@ -7,6 +7,7 @@ key, so each identity kind has exactly one normaliser here and nothing else norm
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import unicodedata
 
@@ -106,6 +107,11 @@ def normalize_postal_code(value: str) -> str:
     if not _POSTAL_RE.match(digits):
         raise NormalisationError("郵便番号は7桁の数字で入力してください")
     return digits
+
+
+def format_date(day: dt.date) -> str:
+    """A date as staff read it on every page and in every message: 2026年11月28日."""
+    return f"{day.year}年{day.month}月{day.day}日"
 
 
 def format_postal_code(value: str) -> str:

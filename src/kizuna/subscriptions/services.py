@@ -11,6 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from kizuna.commerce.models import Product
+from kizuna.core import jp
 from kizuna.core.audit import Actor, audit_record, diff
 from kizuna.customers.models import Customer, TimelineKind
 from kizuna.customers.services import refuse_if_erased
@@ -60,12 +61,6 @@ def _record(
     )
 
 
-def jday(day: dt.date) -> str:
-    """A date as staff read it on every page, 「2026年11月28日」: the timeline titles and the
-    messages written here use it too, not 2026-11-28."""
-    return f"{day.year}年{day.month}月{day.day}日"
-
-
 def _locked(subscription: Subscription) -> tuple[Subscription, dict[str, Any]]:
     locked = Subscription.objects.select_for_update().select_related("product", "customer")
     sub = locked.get(pk=subscription.pk)
@@ -104,7 +99,7 @@ def subscription_pause(
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.pause",
-        title=f"{what}: {sub.product.name}({jday(until)}まで)",
+        title=f"{what}: {sub.product.name}({jp.format_date(until)}まで)",
     )
     return sub
 
@@ -126,7 +121,7 @@ def subscription_resume(
         old=old,
         actor=Actor.of(acting_user),
         action="subscription.resume",
-        title=f"定期再開: {sub.product.name}(次回 {jday(next_delivery_on)})",
+        title=f"定期再開: {sub.product.name}(次回 {jp.format_date(next_delivery_on)})",
     )
     return sub
 
@@ -134,7 +129,7 @@ def subscription_resume(
 def cancelled_already(sub: Subscription) -> str:
     """What a cancelled 定期 answers to a change: when, and why, it was cancelled."""
     reason = dict(CancelReason.choices).get(sub.cancel_reason) or "未記録"
-    day = f"{jday(sub.cancelled_on)}に" if sub.cancelled_on else ""
+    day = f"{jp.format_date(sub.cancelled_on)}に" if sub.cancelled_on else ""
     return f"この定期は{day}解約済みです(解約理由: {reason})"
 
 

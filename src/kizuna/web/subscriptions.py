@@ -29,6 +29,7 @@ from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
+from kizuna.core import jp
 from kizuna.subscriptions.models import (
     CancelReason,
     CycleKind,
@@ -39,7 +40,6 @@ from kizuna.subscriptions.models import (
 )
 from kizuna.subscriptions.services import (
     cancelled_already,
-    jday,
     subscription_cancel,
     subscription_pause,
     subscription_resume,
@@ -195,20 +195,20 @@ def _pause(sub: Subscription, data: dict[str, Any], user: Any) -> str:
     moving = sub.status == SubscriptionStatus.PAUSED
     subscription_pause(subscription=sub, until=data["until"], acting_user=user)
     what = "休止期限を変更しました" if moving else "休止しました"
-    return f"{jday(data['until'])}まで{what}"
+    return f"{jp.format_date(data['until'])}まで{what}"
 
 
 def _resume(sub: Subscription, data: dict[str, Any], user: Any) -> str:
     subscription_resume(
         subscription=sub, next_delivery_on=data["next_delivery_on"], acting_user=user
     )
-    return f"再開しました(次回お届け予定日 {jday(data['next_delivery_on'])})"
+    return f"再開しました(次回お届け予定日 {jp.format_date(data['next_delivery_on'])})"
 
 
 def _next_delivery(sub: Subscription, data: dict[str, Any], user: Any) -> str:
     day = data["next_delivery_on"]
     subscription_update(subscription=sub, changes={"next_delivery_on": day}, acting_user=user)
-    return f"次回お届け予定日を{jday(day)}に変更しました"
+    return f"次回お届け予定日を{jp.format_date(day)}に変更しました"
 
 
 def _cycle(sub: Subscription, data: dict[str, Any], user: Any) -> str:

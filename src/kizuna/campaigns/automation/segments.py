@@ -942,7 +942,7 @@ def _date_words(value: Any) -> str:
         day = dt.date.fromisoformat(str(value))
     except ValueError:
         return str(value)
-    return f"{day.year}年{day.month}月{day.day}日"
+    return jp.format_date(day)
 
 
 # --- services ---------------------------------------------------------------------------------

@@ -67,8 +67,7 @@ def jdate(value: dt.date | dt.datetime | None) -> str:
     """A date, or the JST date of a moment, as "2025年3月4日"."""
     if not value:
         return ""
-    day = _local_date(value)
-    return f"{day.year}年{day.month}月{day.day}日"
+    return jp.format_date(_local_date(value))
 
 
 @register.filter
