@@ -890,7 +890,7 @@ def test_erase_page_lists_running_subscriptions_and_offers_the_form_once_cancell
     assert "確認のため顧客IDを入力" not in html
     # when: cancelled from the customer page's button
     cancel = reverse("web:subscription_cancel", args=[person.customer.pk, subscription.pk])
-    assert client.post(cancel, {"reason": "other"}).status_code == 302
+    assert client.post(cancel, {"reason": "other", "note": "引っ越しのため"}).status_code == 302
     # then: the form is there
     assert "確認のため顧客IDを入力" in client.get(url).content.decode()
 

@@ -25,11 +25,11 @@ from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
-from kizuna.customers.merge import final_survivor_id
-from kizuna.customers.models import ConsentChannel, ConsentMethod, Customer
+from kizuna.customers.models import ConsentChannel, ConsentMethod
 from kizuna.customers.services import consent_grant, consent_withdraw, is_erased
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import BODY_MAX, REASON_MAX, SUMMARY_MAX, contact_record
+from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, posted
 
@@ -118,28 +118,6 @@ class GrantForm(forms.Form):
     )
 
 
-def _customer_or_404(pk: int) -> Customer:
-    customer = Customer.objects.filter(pk=pk).first()
-    if customer is None:
-        raise Http404("顧客が見つかりません")
-    return customer
-
-
-def _survivor_redirect(
-    request: HtmxHttpRequest, customer: Customer, url_name: str, *args: object
-) -> HttpResponse | None:
-    """The same page on the record a merged-away customer lives in now, with a note; None for a
-    record that was not merged."""
-    if customer.merged_into_id is None:
-        return None
-    survivor = final_survivor_id(customer)
-    messages.info(
-        request,
-        f"顧客ID {customer.pk} は顧客ID {survivor} に統合されています。統合先で記録してください。",
-    )
-    return redirect(url_name, survivor, *args)
-
-
 def recent_reasons(limit: int = REASONS_SHOWN) -> list[str]:
     """Reasons recorded in the shop lately, most used first: offered while typing."""
     since = timezone.now() - REASONS_SINCE
@@ -159,8 +137,8 @@ def recent_reasons(limit: int = REASONS_SHOWN) -> list[str]:
 @require_http_methods(["GET", "POST"])
 def contact_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET: the form (日時 now). POST: record the contact, then back to the customer page."""
-    customer = _customer_or_404(pk)
-    moved = _survivor_redirect(request, customer, "web:contact_new")
+    customer = customer_or_404(pk)
+    moved = survivor_redirect(request, customer, "web:contact_new")
     if moved is not None:
         return moved
     erased = is_erased(customer)
@@ -222,8 +200,8 @@ def consent_change(request: HtmxHttpRequest, pk: int, channel: str, action: str)
     back to the customer page."""
     if channel not in ConsentChannel.values or action not in ("grant", "withdraw"):
         raise Http404("配信チャネルが見つかりません")
-    customer = _customer_or_404(pk)
-    moved = _survivor_redirect(request, customer, "web:consent_change", channel, action)
+    customer = customer_or_404(pk)
+    moved = survivor_redirect(request, customer, "web:consent_change", channel, action)
     if moved is not None:
         return moved
     erased = is_erased(customer)

@@ -20,7 +20,7 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -29,10 +29,10 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.core import jp
-from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer, Gender
 from kizuna.customers.selectors import record_version
 from kizuna.customers.services import customer_update, is_erased
+from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center corrects records (and admins); marketers read the page only.
@@ -133,13 +133,6 @@ def _changes(form: ProfileForm) -> dict[str, Any]:
     return {name: form.cleaned_data[name] for name in form.changed_data if name in EDITABLE}
 
 
-def _customer_or_404(pk: int) -> Customer:
-    customer = Customer.objects.filter(pk=pk).first()
-    if customer is None:
-        raise Http404("顧客が見つかりません")
-    return customer
-
-
 def _save(request: HtmxHttpRequest, customer: Customer, form: ProfileForm, version: str) -> bool:
     """Apply the form under the customer's row lock if the record is still at `version`;
     False with errors on the form when it is not, or when the service refuses a value."""
@@ -169,15 +162,10 @@ def _save(request: HtmxHttpRequest, customer: Customer, form: ProfileForm, versi
 @require_http_methods(["GET", "POST"])
 def customer_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET: the form with the stored values. POST: save the changed fields, back to the page."""
-    customer = _customer_or_404(pk)
+    customer = customer_or_404(pk)
+    if moved := survivor_redirect(request, customer, "web:customer_edit"):
+        return moved
     detail = reverse("web:customer_detail", args=[pk])
-    if customer.merged_into_id is not None:
-        messages.error(
-            request,
-            f"この記録は顧客ID {final_survivor_id(customer)} に統合されています。"
-            "統合先の顧客で変更してください。",
-        )
-        return redirect(detail)
     if is_erased(customer):
         messages.error(request, "この顧客の個人データは削除(匿名化)済みのため、変更できません。")
         return redirect(detail)

@@ -16,7 +16,7 @@ from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -24,10 +24,9 @@ from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role, User
-from kizuna.customers.merge import final_survivor_id
-from kizuna.customers.models import Customer
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_adjust
+from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, posted
 
@@ -89,16 +88,9 @@ def adjustment_limit(user: User) -> int:
 @require_http_methods(["GET", "POST"])
 def points_adjust_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET: the balance and the form. POST: adjust, then back to the customer's points."""
-    customer = Customer.objects.filter(pk=pk).first()
-    if customer is None:
-        raise Http404("顧客が見つかりません")
-    if customer.merged_into_id is not None:
-        survivor = final_survivor_id(customer)
-        messages.info(
-            request,
-            f"顧客ID {customer.pk} は顧客ID {survivor} に統合されています。統合先で調整してください。",
-        )
-        return redirect("web:points_adjust", survivor)
+    customer = customer_or_404(pk)
+    if moved := survivor_redirect(request, customer, "web:points_adjust"):
+        return moved
     user = cast(User, request.user)
     form = AdjustForm(posted(request), limit=adjustment_limit(user))
     if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):

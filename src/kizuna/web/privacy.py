@@ -11,7 +11,7 @@ import unicodedata
 
 from django import forms
 from django.contrib import messages
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
@@ -22,6 +22,7 @@ from kizuna.customers import privacy
 from kizuna.customers.merge import final_survivor_id
 from kizuna.customers.models import Customer
 from kizuna.customers.services import is_erased
+from kizuna.web.customer_forms import customer_or_404
 from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center receives disclosure requests and hands the file to the customer; erasing
@@ -29,18 +30,11 @@ from kizuna.web.http import HtmxHttpRequest, posted
 EXPORT_ROLES = (Role.OPERATOR,)
 
 
-def _customer_or_404(pk: int) -> Customer:
-    customer = Customer.objects.filter(pk=pk).first()
-    if customer is None:
-        raise Http404("顧客が見つかりません")
-    return customer
-
-
 @allow_roles(*EXPORT_ROLES)
 @never_cache
 @require_POST
 def customer_export(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    customer = _customer_or_404(pk)
+    customer = customer_or_404(pk)
     try:
         data = privacy.customer_export(customer, request.user)
     except privacy.PrivacyError as exc:
@@ -87,7 +81,7 @@ class EraseForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 def customer_erase(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     """GET: what erasure removes and keeps, and the form. POST: erase, then back to the page."""
-    customer = _customer_or_404(pk)
+    customer = customer_or_404(pk)
     form = EraseForm(posted(request), customer=customer)
     errors: list[str] = []
     if request.method == "POST" and form.is_valid():
