@@ -81,6 +81,19 @@ def test_a_bad_value_is_refused_by_its_field_and_the_input_is_kept(client_for: C
     assert not AuditLog.objects.filter(action="customer.update").exists()
 
 
+def test_the_postal_code_is_shown_as_written_and_not_sent_when_left_alone(
+    client_for: ClientFor,
+) -> None:
+    customer = make_customer(postal_code="1500002")
+    operator = client_for(Role.OPERATOR)
+    data = opened(operator, customer)
+    assert data["postal_code"] == "150-0002"
+    data.update(notes="折り返しは午前中")
+    operator.post(url(customer), data)
+    audit = AuditLog.objects.get(action="customer.update", customer_id=customer.pk)
+    assert set(audit.changes) == {"notes"}
+
+
 def test_a_field_left_alone_is_not_checked_again(client_for: ClientFor) -> None:
     """A reading stored before readings were checked does not block fixing the address."""
     customer = make_customer()

@@ -125,7 +125,10 @@ class ProfileForm(forms.Form):
 
 
 def _initial(customer: Customer) -> dict[str, Any]:
-    return {name: getattr(customer, name) for name in EDITABLE}
+    initial = {name: getattr(customer, name) for name in EDITABLE}
+    # As staff write it (920-3395), like the customer page; left alone, it is not sent.
+    initial["postal_code"] = jp.format_postal_code(customer.postal_code)
+    return initial
 
 
 def _changes(form: ProfileForm) -> dict[str, Any]:
