@@ -66,6 +66,7 @@ from kizuna.campaigns.automation.templating import (
     content_for,
     customer_contexts,
     offer_context,
+    points_expiry_values,
 )
 from kizuna.campaigns.automation.yaml_io import load_yaml
 from kizuna.campaigns.consent_checks import NO_CONSENT, OPTED_OUT
@@ -547,6 +548,7 @@ class _History:
             return []
         dispatches: list[tuple[Any, ...]] = []
         messages: list[tuple[dict[str, Any], dt.datetime]] = []
+        expiring = self.points_expiring(scenario, step, repeat, rows)
         for row in rows:
             due_at = due_moment(scenario, step, repeat, row["anchor_at"], row["anchor_value"])
             if row["exit_at"] is not None and row["exit_at"] <= due_at:
@@ -558,6 +560,15 @@ class _History:
                 if row["in_condition"]
                 else DispatchStatus.SKIPPED
             )
+            if expiring is not None and status == DispatchStatus.QUEUED:
+                # As the scheduler renders it: the points still held expiring on the
+                # enrollment's date when the message was due; none left, not sent.
+                day = triggers.expiry_of_occurrence(row["occurrence"])
+                left = 0 if day is None else expiring.get((row["customer_id"], day), 0)
+                if left:
+                    row["points_expiry"] = (day, left)
+                else:
+                    status = DispatchStatus.SKIPPED
             dispatches.append((row["pk"], step.pk, repeat, due_at, status.value, due_at))
             if status == DispatchStatus.QUEUED:
                 delay = dt.timedelta(minutes=rng.randint(0, 25), seconds=rng.randint(0, 59))
@@ -570,6 +581,21 @@ class _History:
             batch = messages[start : start + OUTBOX_BATCH]
             sent += self.outbox(scenario, step, repeat, batch)
         return sent
+
+    def points_expiring(
+        self, scenario: Scenario, step: ScenarioStep, repeat: int, rows: list[dict[str, Any]]
+    ) -> dict[tuple[int, dt.date], int] | None:
+        """For a "points expiring" scenario: the points each enrollment's customer held
+        expiring on its date, counted on the ledger up to the moment the step was due."""
+        if scenario.trigger_kind != TriggerKind.POINTS_EXPIRING:
+            return None
+        wanted: list[tuple[int, dt.date, dt.datetime | None]] = []
+        for row in rows:
+            day = triggers.expiry_of_occurrence(row["occurrence"])
+            if day is not None:
+                due_at = due_moment(scenario, step, repeat, row["anchor_at"], row["anchor_value"])
+                wanted.append((row["customer_id"], day, due_at))
+        return points_expiry_values(wanted)
 
     def outbox(
         self,
@@ -603,6 +629,8 @@ class _History:
                 "offer": offer_context(step.offer, today=jst_date(sent_at)),
                 "product": row["product__name"] or "",
             }
+            if "points_expiry" in row:
+                context["points_expiry_date"], context["points_expiring"] = row["points_expiry"]
             content = content_for(step.channel, compiled.render(context))
             channel, reason = _channel_at(step.channel, consents, customer_id, sent_at)
             key = dedupe_key(scenario, step, customer_id, row["occurrence"], repeat)

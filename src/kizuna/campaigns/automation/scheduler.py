@@ -72,6 +72,7 @@ from kizuna.campaigns.automation.models import (
     StepAnchor,
     StepDispatch,
     TickLog,
+    TriggerKind,
 )
 from kizuna.campaigns.automation.recommendations import (
     copurchase_refresh_if_stale,
@@ -85,6 +86,7 @@ from kizuna.campaigns.automation.templating import (
     content_for,
     customer_contexts,
     offer_context,
+    points_expiry_values,
     render_check,
 )
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
@@ -453,6 +455,17 @@ class _Run:
             uses=compiled.uses,
             recommendations=recommendations,
         )
+        # A points-expiry notice states the points still held expiring on its enrollment's
+        # date, as they are now; none left (used since it was enrolled): not sent.
+        expiring = (
+            points_expiry_values(
+                (customer_id, day, None)
+                for _, customer_id, occurrence, _ in items
+                if (day := triggers.expiry_of_occurrence(occurrence))
+            )
+            if scenario.trigger_kind == TriggerKind.POINTS_EXPIRING
+            else None
+        )
         offer = offer_context(step.offer, today=today)
         purpose = triggers.sending_purpose(scenario, offer=step.offer_id is not None)
         check = ContentCheck()
@@ -467,6 +480,13 @@ class _Run:
             if context is None:  # the customer was deleted since the query
                 dispatch.status = DispatchStatus.SKIPPED
                 continue
+            if expiring is not None:
+                day = triggers.expiry_of_occurrence(occurrence)
+                left = 0 if day is None else expiring.get((customer_id, day), 0)
+                if not left:
+                    dispatch.status = DispatchStatus.SKIPPED
+                    continue
+                context["points_expiry_date"], context["points_expiring"] = day, left
             # The contexts were built for this call: filled in place rather than copied.
             context["offer"], context["product"] = offer, product
             try:

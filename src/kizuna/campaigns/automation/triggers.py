@@ -21,6 +21,7 @@ key makes re-reading them harmless.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Mapping
@@ -85,6 +86,7 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.loyalty.models import PointEntry, PointKind
+from kizuna.loyalty.selectors import unspent_through
 from kizuna.subscriptions.models import (
     DeliveryStatus,
     Subscription,
@@ -105,6 +107,9 @@ MAX_WINDOW_DAYS = 400
 class Window:
     now: dt.datetime
     since: dt.datetime
+    # Written as history (enrollment_query's at_trigger): a trigger that reads a state
+    # (points still held) reads it as it was on the enrollment's day, not as it is now.
+    history: bool = False
 
     @property
     def today(self) -> dt.date:
@@ -425,8 +430,20 @@ def _points_earned(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Query
 
 
 def _points_expiring(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> QuerySet[Any]:
-    ahead = dt.timedelta(days=int(p["days"]))
-    balance = PointEntry.objects.filter(customer=OuterRef("customer_id")).order_by("-seq")
+    days = int(p["days"])
+    ahead = dt.timedelta(days=days)
+    # Only a date on which the customer still holds points (loyalty.selectors: spending takes
+    # the soonest-expiring points first). Written as history (the demo), the ledger counts up
+    # to the end of the day the notice was due: later spending does not reach back.
+    held = unspent_through(
+        OuterRef("customer_id"),
+        OuterRef("expires_on"),
+        before=(
+            JstMidnight(DaysBefore(OuterRef("expires_on"), days=max(days - 1, 0)))
+            if w.history
+            else None
+        ),
+    )
     # One row per (customer, expiry date): DISTINCT over the output columns, which carry no
     # per-entry value.
     entries = (
@@ -436,13 +453,26 @@ def _points_expiring(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Que
             expires_on__gte=w.since_day + ahead,
             expires_on__lte=w.today + ahead,
         )
-        .annotate(balance=Subquery(balance.values("balance_after")[:1]))
-        .filter(balance__gt=0)
+        .annotate(held=held)
+        .filter(held__gt=0)
         .distinct()
     )
     return _columns(
-        entries, cid=F("customer_id"), occ=_key("expiry:", "expires_on"), ddate=F("expires_on")
+        entries, cid=F("customer_id"), occ=_key(EXPIRY_PREFIX, "expires_on"), ddate=F("expires_on")
     )
+
+
+EXPIRY_PREFIX = "expiry:"
+
+
+def expiry_of_occurrence(occurrence: str) -> dt.date | None:
+    """The expiry date a "points expiring" enrollment is for, from its occurrence key."""
+    if not occurrence.startswith(EXPIRY_PREFIX):
+        return None
+    try:
+        return dt.date.fromisoformat(occurrence[len(EXPIRY_PREFIX) :])
+    except ValueError:
+        return None
 
 
 def _before_delivery(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> QuerySet[Any]:
@@ -889,6 +919,8 @@ def enrollment_query(
         at = Later(at, days=int(params["days"]))
     elif kind in (TriggerKind.POINTS_EXPIRING, TriggerKind.SUBSCRIPTION_BEFORE_DELIVERY):
         day = Coalesce(DaysBefore(F("ddate"), days=int(params["days"])), day)
+    if at_trigger:
+        window = dataclasses.replace(window, history=True)
     rows = candidate_query(scenario, window, exclude_enrolled=exclude_enrolled).annotate(
         e_scenario=Value(scenario.pk, output_field=IntegerField()),
         e_occurrence=Substr("occ", 1, 64),
