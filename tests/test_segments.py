@@ -31,7 +31,7 @@ from kizuna.customers.models import (
     MemberStatus,
     Tag,
 )
-from kizuna.loyalty.services import points_earn
+from kizuna.loyalty.services import points_earn, points_redeem
 from kizuna.subscriptions.models import SubscriptionStatus
 from tests.factories import (
     grant_consent,
@@ -157,6 +157,20 @@ def test_each_condition_selects_the_right_customers(
 ) -> None:
     field, operator, value, expected = case
     assert names(one(field, operator, value)) == expected
+
+
+def test_points_spent_since_are_not_expiring_though_the_balance_is_above_zero(
+    shop: dict[str, Any],
+) -> None:
+    """A earned 300 (expiring within 30 days); B earns 100 expiring within 30 days and 500 a
+    year later, then spends 100: B's balance is 500, but nothing of B's expires soon."""
+    b = Customer.objects.get(family_name="B")
+    points_earn(customer=b, amount=100, acting_user=STAFF, reason="購入", at=jst(2025, 5, 26, 12))
+    points_earn(customer=b, amount=500, acting_user=STAFF, reason="購入", at=jst(2026, 5, 1, 12))
+    points_redeem(
+        customer=b, amount=100, acting_user=STAFF, reason="ご利用", at=jst(2026, 5, 2, 12)
+    )
+    assert names(one("points_expiring", "next_days", 30)) == "A"
 
 
 def test_no_condition_calls_back_into_python_per_customer(shop: dict[str, Any]) -> None:

@@ -64,7 +64,8 @@ from kizuna.customers.models import (
     MemberStatus,
     Tag,
 )
-from kizuna.loyalty.models import PointEntry, PointKind
+from kizuna.loyalty.models import PointEntry
+from kizuna.loyalty.selectors import unspent_through
 from kizuna.subscriptions.models import Subscription, SubscriptionStatus
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")  # the length is the column's (key_error)
@@ -413,15 +414,16 @@ def _points_balance(op: str, value: Any, c: Condition, rule: Mapping[str, Any], 
 
 
 def _points_expiring(op: str, value: Any, c: Condition, rule: Mapping[str, Any], clock: Clock) -> Q:
-    # Points earned with an expiry in the window, while the balance is still above zero. (What
-    # exactly expires is first-in-first-out over the ledger, loyalty.services.points_expiring;
-    # a customer who spent everything has nothing left to lose and is not in the segment.)
-    earned = PointEntry.objects.filter(
+    # Points expiring in the window that the customer still holds: spending takes the
+    # soonest-expiring points first (loyalty.selectors.unspent_through, the rule the
+    # points-expiry trigger and its message follow), so points earned for that date but spent
+    # since are not "expiring", even while later points keep the balance above zero.
+    held = PointEntry.objects.filter(
         customer=OuterRef("pk"),
-        kind=PointKind.EARN,
+        amount__gt=0,
         **_day_filter("expires_on", op, value, clock),
-    )
-    return Q(Exists(earned)) & Q(GreaterThanOrEqual(_balance_expression(), 1))
+    ).annotate(held=unspent_through(OuterRef("customer_id"), OuterRef("expires_on")))
+    return Q(Exists(held.filter(held__gt=0)))
 
 
 # --- behaviour --------------------------------------------------------------------------------
