@@ -38,22 +38,6 @@ from kizuna.web.http import HtmxHttpRequest, posted
 # The contact center corrects records (and admins); marketers read the page only.
 EDIT_ROLES = (Role.OPERATOR,)
 NOTES_MAX = 2000
-# The fields this form edits, in the form's order. Identities (e-mail, phone) are matched and
-# merged on, and are not edited here; acquisition channel and registration come from the cart.
-EDITABLE = (
-    "family_name",
-    "given_name",
-    "family_kana",
-    "given_kana",
-    "company",
-    "postal_code",
-    "prefecture",
-    "address1",
-    "address2",
-    "birthday",
-    "gender",
-    "notes",
-)
 STALE_VERSION = (
     "この顧客の情報は、この画面を開いたあとに別の操作で変更されました。"
     "保存していません。下に今の内容を表示したので、確かめてからもう一度変更してください。"
@@ -124,6 +108,12 @@ class ProfileForm(forms.Form):
     )
 
 
+# The profile fields this form edits: the form's own fields. Identities (e-mail, phone) are
+# matched and merged on, and are not edited here; acquisition channel and registration come
+# from the cart.
+EDITABLE = tuple(ProfileForm.base_fields)
+
+
 def _initial(customer: Customer) -> dict[str, Any]:
     initial = {name: getattr(customer, name) for name in EDITABLE}
     # As staff write it (920-3395), like the customer page; left alone, it is not sent.
@@ -133,7 +123,7 @@ def _initial(customer: Customer) -> dict[str, Any]:
 
 def _changes(form: ProfileForm) -> dict[str, Any]:
     """The fields the operator changed, as the service takes them (empty text stays "")."""
-    return {name: form.cleaned_data[name] for name in form.changed_data if name in EDITABLE}
+    return {name: form.cleaned_data[name] for name in form.changed_data}
 
 
 def _save(request: HtmxHttpRequest, customer: Customer, form: ProfileForm, version: str) -> bool:
