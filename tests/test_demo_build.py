@@ -43,7 +43,7 @@ from kizuna.customers.models import (
     IdentityKind,
     TimelineEvent,
 )
-from kizuna.demo import geo
+from kizuna.demo import geo, story
 from kizuna.demo.build import DemoDatabaseNotEmptyError, DemoSummary, build_demo
 from kizuna.demo.plan import Calendar
 from kizuna.demo.simulate import customer_rng, simulate_customer
@@ -426,6 +426,17 @@ class TestStory:
         assert TimelineEvent.objects.filter(kind="delivery").count() == delivered
         assert TimelineEvent.objects.filter(kind="message").exists()
         assert TimelineEvent.objects.filter(title__startswith="注文 KZ").exists()
+
+    def test_hand_sent_step_mails_and_reminders_stop_where_the_scenarios_take_over(
+        self,
+    ) -> None:
+        """From then on the demo's scenarios send them (kizuna.demo.scenarios): a timeline
+        showing both would read as two mails for one purchase or one expiry."""
+        takeover = Calendar(AS_OF).scenarios_from
+        titles = [title for _, _, title in story.STEP_MAILS] + [story.POINT_REMINDER_TITLE]
+        sent = TimelineEvent.objects.filter(kind="message", title__in=titles)
+        assert sent.filter(occurred_at__lt=takeover).exists()
+        assert not sent.filter(occurred_at__gte=takeover).exists()
 
     def test_nothing_happens_after_as_of_except_upcoming_deliveries(self) -> None:
         first = dt.datetime.combine(FIRST_DAY, dt.time(), JST) - dt.timedelta(hours=1)

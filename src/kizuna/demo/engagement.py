@@ -158,14 +158,15 @@ def inquiries(rng: random.Random, cal: Calendar, st: Story) -> None:
 
 
 def messages(rng: random.Random, cal: Calendar, st: Story) -> None:
-    """Marketing sent to consenting customers: step mails after the first order and seasonal
-    campaigns. (Point-expiry reminders come with the points ledger, in kizuna.demo.rows.)"""
+    """Marketing sent to consenting customers: step mails after the first order (until the
+    demo's scenarios take them over, cal.scenarios_from) and seasonal campaigns. (Point-expiry
+    reminders come with the points ledger, in kizuna.demo.rows.)"""
     first = st.orders[0].at
     for days, trial_only, title in story.STEP_MAILS:
         if trial_only and not st.trial_first:
             continue
         at = at_time(days_after(first, days), 10, rng.randrange(60))
-        if at < cal.cutoff and st.consent_active(ConsentChannel.EMAIL, at):
+        if at < cal.scenarios_from and st.consent_active(ConsentChannel.EMAIL, at):
             st.messages.append((at, "email", title))
     for year in range(cal.first_day.year, cal.as_of.year + 1):
         for month, day, channel, title in story.CAMPAIGNS:

@@ -110,6 +110,8 @@ class Calendar:
         self.first_day = years_later(as_of, -story.YEARS_OF_HISTORY) + dt.timedelta(days=1)
         self.cutoff = at_time(as_of + dt.timedelta(days=1), 0)  # exclusive
         self.behaviour_from = self.cutoff - dt.timedelta(days=story.BEHAVIOUR_WINDOW_DAYS)
+        # When the demo's scenarios take over the step mails and points reminders.
+        self.scenarios_from = at_time(as_of - dt.timedelta(days=story.SCENARIO_HISTORY_DAYS), 0)
         n_days = (as_of - self.first_day).days + 1
         self.days = tuple(self.first_day + dt.timedelta(days=i) for i in range(n_days))
         weights = [

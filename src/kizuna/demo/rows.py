@@ -663,6 +663,7 @@ class _Ledger:
     def __init__(self, maker: RowMaker, st: Story) -> None:
         self.maker = maker
         self.st = st
+        self.reminders_until = maker.cal.scenarios_from
         self.customer_id = st.profile.customer_id
         self.balance = 0
         self.seq = 0
@@ -687,7 +688,11 @@ class _Ledger:
                 self._earn(at, order, points)
             elif action == "remind":
                 # ポイント有効期限のお知らせ, to customers who still accept e-mail.
-                if payload.remaining > 0 and self.st.consent_active(ConsentChannel.EMAIL, at):
+                if (
+                    at < self.reminders_until
+                    and payload.remaining > 0
+                    and self.st.consent_active(ConsentChannel.EMAIL, at)
+                ):
                     self.st.messages.append((at, "email", story.POINT_REMINDER_TITLE))
             elif payload.remaining > 0:
                 expired, payload.remaining = payload.remaining, 0

@@ -103,7 +103,7 @@ from kizuna.demo import story
 from kizuna.subscriptions.models import DeliveryStatus, Subscription, SubscriptionDelivery
 
 ACTOR = Actor.system("demo")
-HISTORY_DAYS = 180
+HISTORY_DAYS = story.SCENARIO_HISTORY_DAYS
 OUTBOX_BATCH = 5_000  # messages rendered and written at a time
 VOID = (OrderStatus.CANCELLED, OrderStatus.RETURNED)
 

@@ -331,6 +331,10 @@ STEP_MAILS: tuple[tuple[int, bool, str], ...] = (
     (10, True, "メール送信: 【トライアルご購入者様限定】本品1,000円OFFクーポン"),
 )
 POINT_REMINDER_TITLE = "メール送信: 【ご愛用感謝】ポイント有効期限のお知らせ"
+# Kizuna's scenarios run over the last SCENARIO_HISTORY_DAYS of the history (kizuna.demo.scenarios)
+# and send the step mails and points reminders from then on; the ones above are what the shop
+# sent by hand before, so a timeline never shows both for one purchase or one expiry.
+SCENARIO_HISTORY_DAYS = 180
 # (month, day, consent channel, title): seasonal campaigns to everyone consenting on that day.
 CAMPAIGNS: tuple[tuple[int, int, str, str], ...] = (
     (3, 1, "line", "LINE配信: 新生活応援キャンペーンのご案内"),
