@@ -11,6 +11,8 @@ from django.test import Client
 from django.urls import reverse
 
 from kizuna.accounts.models import Role, User
+from kizuna.campaigns.models import SuppressionKind, SuppressionReason
+from kizuna.campaigns.suppression import suppression_add
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import (
     Consent,
@@ -18,12 +20,13 @@ from kizuna.customers.models import (
     ConsentEvent,
     ConsentMethod,
     Customer,
+    IdentityKind,
     TimelineEvent,
     TimelineKind,
 )
 from kizuna.customers.privacy import customer_erase
 from kizuna.customers.services import consent_grant
-from tests.factories import make_customer
+from tests.factories import add_identity, make_customer
 
 pytestmark = pytest.mark.django_db
 
@@ -160,3 +163,25 @@ def test_marketers_and_analysts_cannot_change_consent(
     assert url not in _consents_card(marketer, customer)
     assert marketer.get(url).status_code == 403
     assert client_for(Role.ANALYST).post(url, {}).status_code == 403
+
+
+def test_a_grant_that_would_reach_nobody_is_flagged_before_it_is_saved(
+    client_for: Callable[[Role], Client], users: dict[Role, User]
+) -> None:
+    """Recorded anyway (it is the customer's word), but the send-time checks would skip every
+    message: the operator is told so on the page."""
+    customer = make_customer()
+    operator = client_for(Role.OPERATOR)
+    line = reverse("web:consent_change", args=[customer.pk, "line", "grant"])
+    assert "LINEの宛先がありません" in operator.get(line).content.decode()
+    add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    email = reverse("web:consent_change", args=[customer.pk, "email", "grant"])
+    assert "今はメールを送れません" not in operator.get(email).content.decode()
+    suppression_add(
+        kind=SuppressionKind.EMAIL,
+        address="hanako@example.jp",
+        reason=SuppressionReason.BOUNCE,
+        acting_user=users[Role.ADMIN],
+    )
+    page = operator.get(email).content.decode()
+    assert "今はメールを送れません。配信停止アドレスです(不達(バウンス))。" in page

@@ -86,6 +86,19 @@ MERGED = "他の顧客に統合済みの記録です"
 NO_PARCEL = "同梱できる未出荷の注文がありません"
 
 
+def unreachable_reason(customer: Customer, consent: ConsentChannel) -> str | None:
+    """Why a consent recorded now would still carry no marketing message on the channel: no
+    address for it, or its address on the suppression list (the send-time checks, S4, would
+    skip every message). Staff recording a consent are told before they save it."""
+    channel = next(ch for ch, granted in CONSENT_FOR.items() if granted == consent)
+    audience = Audience.load([customer.pk])
+    address = audience.address(customer, channel, {})
+    if not address:
+        return no_address(channel)
+    reason = audience.suppression_reason(channel, address)
+    return suppressed(reason) if reason is not None else None
+
+
 def gone_customers(prefix: str = "") -> Q:
     """Records no message, list row or export may name any more: erased (anonymised, APPI:
     customers.privacy leaves the family name ERASED_NAME and 退会 on them, and nothing else

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
+from kizuna.campaigns.consent_checks import unreachable_reason
 from kizuna.customers.models import ConsentChannel, ConsentMethod
 from kizuna.customers.services import consent_grant, consent_withdraw, is_erased
 from kizuna.support.models import Contact, ContactChannel, Direction
@@ -239,6 +240,8 @@ def consent_change(request: HtmxHttpRequest, pk: int, channel: str, action: str)
             return redirect(back)
     current = customer.consents.filter(channel=channel).first()
     context = {
+        # Recorded anyway (it is the customer's word), but nothing would be sent: say so first.
+        "unreachable": unreachable_reason(customer, ConsentChannel(channel)) if granting else None,
         "customer": customer,
         "form": form,
         "granting": granting,
