@@ -14,12 +14,15 @@ from django.test import Client
 from django.urls import reverse
 
 from kizuna.accounts.models import Role, User
+from kizuna.campaigns.consent_checks import Audience
+from kizuna.campaigns.models import Channel
 from kizuna.core.models import AuditLog
 from kizuna.customers import privacy
 from kizuna.customers.merge import customer_merge
-from kizuna.customers.models import Customer, TimelineEvent
+from kizuna.customers.models import Customer, Identity, IdentityKind, TimelineEvent
+from kizuna.customers.selectors import customer_search
 from kizuna.customers.services import customer_update
-from tests.factories import make_customer
+from tests.factories import add_identity, make_customer
 
 pytestmark = pytest.mark.django_db
 ClientFor = Callable[[Role], Client]
@@ -171,3 +174,42 @@ def test_marketers_read_the_page_but_have_no_edit_button(client_for: ClientFor) 
     page = marketer.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
     assert url(customer) not in page
     assert marketer.get(url(customer)).status_code == 403
+
+
+# --- メールアドレス・電話番号を追加 ------------------------------------------------------------
+
+
+def add(client: Client, customer: Customer, kind: str, value: str):  # type: ignore[no-untyped-def]
+    new = reverse("web:identity_new", args=[customer.pk])
+    page = client.get(new).content.decode()
+    token = re.search(r'name="form_token" value="([^"]+)"', page)
+    assert token is not None
+    return client.post(new, {"kind": kind, "value": value, "form_token": token.group(1)})
+
+
+def test_a_new_address_is_added_audited_and_is_where_mail_goes_now(
+    client_for: ClientFor,
+) -> None:
+    customer = make_customer()
+    add_identity(customer, IdentityKind.EMAIL, "old@example.jp")
+    operator = client_for(Role.OPERATOR)
+    detail = operator.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    assert reverse("web:identity_new", args=[customer.pk]) in detail
+    response = add(operator, customer, "email", "Hanako.New@Example.JP")
+    assert response.status_code == 302
+    assert Identity.objects.filter(customer=customer, value="hanako.new@example.jp").exists()
+    assert AuditLog.objects.filter(action="identity.add", customer_id=customer.pk).exists()
+    audience = Audience.load([customer.pk])
+    assert audience.address(customer, Channel.EMAIL, {}) == "hanako.new@example.jp"
+    assert [c.pk for c in customer_search("old@example.jp", limit=5)] == [customer.pk]
+
+
+def test_a_bad_or_taken_address_is_refused_on_the_field(client_for: ClientFor) -> None:
+    customer, other = make_customer(), make_customer(given_name="太郎")
+    add_identity(other, IdentityKind.PHONE, "+819012345678")
+    operator = client_for(Role.OPERATOR)
+    page = add(operator, customer, "phone", "090-1234-5678").content.decode()
+    assert "この識別子は別の顧客に登録されています" in page
+    page = add(operator, customer, "email", "hanako@@example").content.decode()
+    assert 'value="hanako@@example"' in page
+    assert not Identity.objects.filter(customer=customer).exists()

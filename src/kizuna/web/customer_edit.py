@@ -1,4 +1,5 @@
-"""Editing a customer's 基本情報 from the customer page (「基本情報を編集」).
+"""Editing a customer's 基本情報 from the customer page (「基本情報を編集」), and adding a new
+e-mail address or phone number (「メールアドレス・電話番号を追加」).
 
 A customer who moves, marries or finds a typo in their name calls the contact center; the
 operator corrects the record on the spot. The form sends only the fields the operator changed
@@ -29,10 +30,11 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.core import jp
-from kizuna.customers.models import Customer, Gender
+from kizuna.customers.models import Customer, Gender, IdentityKind
 from kizuna.customers.selectors import record_version
-from kizuna.customers.services import customer_update, is_erased
+from kizuna.customers.services import customer_update, identity_add, is_erased
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
+from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, posted
 
 # The contact center corrects records (and admins); marketers read the page only.
@@ -179,3 +181,73 @@ def customer_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "stale": STALE_VERSION in form.non_field_errors(),
     }
     return render(request, "web/customers/edit.html", context, status=400 if form.errors else 200)
+
+
+# --- a new e-mail address or phone number ----------------------------------------------------
+
+IDENTITY_TOKENS_SESSION_KEY = "identity_form_tokens"
+IDENTITY_STALE = (
+    "この画面を開いてから時間が経ったため、受け付けませんでした。もう一度入力してください。"
+)
+IDENTITY_ALREADY_SENT = "このフォームはすでに送信済みです。識別子は一度だけ登録されています。"
+
+
+class IdentityForm(forms.Form):
+    kind = forms.ChoiceField(
+        label="種類",
+        choices=[
+            (IdentityKind.EMAIL.value, "メールアドレス"),
+            (IdentityKind.PHONE.value, "電話番号"),
+        ],
+        error_messages={"invalid_choice": "種類を一覧から選んでください"},
+    )
+    value = forms.CharField(
+        label="メールアドレス・電話番号",
+        max_length=jp.EMAIL_MAX_LENGTH,
+        help_text="例: hanako@example.jp、090-1234-5678",
+        error_messages={
+            "required": "メールアドレスか電話番号を入力してください",
+            "max_length": f"{jp.EMAIL_MAX_LENGTH}文字以内で入力してください",
+        },
+    )
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def identity_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """A customer tells the contact center a new address or number: it is added to the record
+    (`identity_add`: normalised, audited) and, being the newest, is where messages go from now
+    on (campaigns.consent_checks reads a customer's identities newest first). The old one stays
+    as history and still finds the customer in search."""
+    customer = customer_or_404(pk)
+    if moved := survivor_redirect(request, customer, "web:identity_new"):
+        return moved
+    form = IdentityForm(posted(request))
+    back = reverse("web:customer_detail", args=[pk]) + "#identities"
+    if sent_before(request, form, IDENTITY_TOKENS_SESSION_KEY, IDENTITY_STALE):
+        messages.info(request, IDENTITY_ALREADY_SENT)
+        return redirect(back)
+    if request.method == "POST" and form.is_valid():
+        kind = IdentityKind(form.cleaned_data["kind"])
+        try:
+            identity_add(
+                customer=customer,
+                kind=kind,
+                value=form.cleaned_data["value"],
+                acting_user=request.user,
+                source="コールセンター",
+            )
+        except ValidationError as exc:
+            for error in exc.messages:
+                form.add_error("value", error)
+        else:
+            messages.success(request, f"{kind.label}を登録しました。")
+            return redirect(back)
+    context = {
+        "customer": customer,
+        "form": form,
+        "form_token": issue_form_token(request, IDENTITY_TOKENS_SESSION_KEY),
+    }
+    status = 400 if form.errors else 200
+    return render(request, "web/customers/identity_new.html", context, status=status)
