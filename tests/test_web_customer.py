@@ -269,6 +269,18 @@ def test_identities_by_kind(operator: Client, full_customer: Customer) -> None:
     assert "M-000123" in html
 
 
+def test_the_address_messages_go_to_is_marked_when_there_are_several(
+    operator: Client, full_customer: Customer
+) -> None:
+    assert "送信先" not in section(page(operator, full_customer), "identities")
+    add_identity(full_customer, IdentityKind.EMAIL, "hanako.new@example.jp")
+    html = section(page(operator, full_customer), "identities")
+    # Newest first, and marked: it is the one campaigns.consent_checks sends to.
+    assert html.index("hanako.new@example.jp") < html.index("Hanako@example.jp")
+    assert re.search(r"hanako\.new@example\.jp</span>.*?送信先", html, re.S)
+    assert html.count("送信先") == 1
+
+
 def test_consents_with_evidence(operator: Client, full_customer: Customer) -> None:
     html = section(page(operator, full_customer), "consents")
     rows = {

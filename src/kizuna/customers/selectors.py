@@ -274,15 +274,29 @@ def customer_profile(pk: int) -> Customer | None:
     )
 
 
+# Kinds a channel sends to one of: the newest (campaigns.consent_checks reads identities newest
+# first). Phone numbers are left out: SMS takes the newest mobile number, a call any number.
+_SENT_TO_NEWEST = frozenset({IdentityKind.EMAIL, IdentityKind.LINE_USER})
+
+
 @dataclass(frozen=True)
 class IdentityGroup:
     kind: IdentityKind
-    identities: list[Identity]
+    identities: list[Identity]  # newest first
+
+    @property
+    def sent_to(self) -> Identity | None:
+        """The one messages go to, when the customer has several of this kind: an operator
+        who added a new address sees that it took over."""
+        if self.kind in _SENT_TO_NEWEST and len(self.identities) > 1:
+            return self.identities[0]
+        return None
 
 
 def identity_groups(customer: Customer) -> list[IdentityGroup]:
-    """The customer's identities grouped by kind, kinds in their declared order."""
-    identities = list(customer.identities.all())
+    """The customer's identities grouped by kind, kinds in their declared order, each group
+    newest first."""
+    identities = sorted(customer.identities.all(), key=lambda i: i.pk, reverse=True)
     return [
         IdentityGroup(kind=kind, identities=group)
         for kind in IdentityKind
