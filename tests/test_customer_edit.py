@@ -73,11 +73,13 @@ def test_a_bad_value_is_refused_by_its_field_and_the_input_is_kept(client_for: C
     customer = make_customer()
     operator = client_for(Role.OPERATOR)
     data = opened(operator, customer)
-    data.update(family_kana="山田", address1="新しい住所1-2-3")
+    data.update(family_kana="山田", postal_code="12", address1="新しい住所1-2-3")
     response = operator.post(url(customer), data)
     assert response.status_code == 400
     page = response.content.decode()
+    # every bad field at once, not the first only
     assert "フリガナ(セイ)はカタカナ(またはひらがな)で入力してください" in page
+    assert "郵便番号は7桁" in page
     assert 'value="新しい住所1-2-3"' in page
     customer.refresh_from_db()
     assert customer.address1 == "渋谷区渋谷2-1-1"

@@ -87,8 +87,10 @@ def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         raise ValidationError(f"変更できない項目です: {', '.join(sorted(unknown))}")
     cleaned: dict[str, Any] = {}
-    try:
-        for name, value in fields.items():
+    # Every bad field at once, each under its name: a form shows them all after one send.
+    errors: dict[str, str] = {}
+    for name, value in fields.items():
+        try:
             if name == "postal_code" and value:
                 cleaned[name] = jp.normalize_postal_code(value)
             elif name == "prefecture" and value not in (None, ""):
@@ -101,8 +103,10 @@ def _clean_profile(fields: Mapping[str, Any]) -> dict[str, Any]:
                 cleaned[name] = jp.clean_text(value)
             else:
                 cleaned[name] = value
-    except jp.NormalisationError as exc:
-        raise ValidationError({name: str(exc)}) from exc
+        except jp.NormalisationError as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise ValidationError(errors)
     return cleaned
 
 
