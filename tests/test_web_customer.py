@@ -582,6 +582,15 @@ def test_timeline_page_two(operator: Client) -> None:
     assert "記録01" in full
 
 
+def test_a_timeline_page_past_the_end_shows_the_last_page(operator: Client) -> None:
+    customer = make_customer()
+    add_timeline(customer, 25)
+    url = reverse("web:customer_timeline", args=[customer.pk])
+    html = operator.get(url, {"page": 99999}).content.decode()
+    assert [f"記録{i:02d}" for i in range(5, 0, -1)] == re.findall(r"記録\d\d", html)
+    assert "このページに記録はありません" not in html
+
+
 def test_same_moment_timeline_rows_are_not_lost_between_pages(operator: Client) -> None:
     customer = make_customer()
     moment = jst(2025, 2, 1, 9, 0)
@@ -643,7 +652,7 @@ def test_page_past_the_end(operator: Client) -> None:
     html = operator.get(
         reverse("web:customer_timeline", args=[customer.pk]), {"page": 99}
     ).content.decode()
-    assert "このページに記録はありません" in html
+    assert "記録はまだありません" in html  # the last page of an empty history: the first
 
 
 def test_a_page_number_too_large_for_the_database(operator: Client) -> None:
@@ -653,7 +662,7 @@ def test_a_page_number_too_large_for_the_database(operator: Client) -> None:
         reverse("web:customer_timeline", args=[customer.pk]), {"page": "9" * 20}
     )
     assert response.status_code == 200
-    assert "このページに記録はありません" in response.content.decode()
+    assert "記録03" in response.content.decode()  # the last page
 
 
 # --- query bounds -----------------------------------------------------------------------------

@@ -400,6 +400,12 @@ def window(queryset: QuerySet[M], page: str | int | None, per_page: int) -> Wind
     number = page_number(page)
     offset = (number - 1) * per_page
     rows = list(queryset[offset : offset + per_page + 1])
+    if not rows and number > 1:
+        # Past the end (an old link, a typed ?page=): the last page, as Paginator.get_page
+        # does. Only then is the history counted.
+        number = max(1, -(-queryset.count() // per_page))
+        offset = (number - 1) * per_page
+        rows = list(queryset[offset : offset + per_page + 1])
     return Window(
         items=rows[:per_page], number=number, has_next=len(rows) > per_page, per_page=per_page
     )
