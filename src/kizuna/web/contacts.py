@@ -32,7 +32,7 @@ from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import BODY_MAX, REASON_MAX, SUMMARY_MAX, contact_record
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
-from kizuna.web.http import HtmxHttpRequest, posted
+from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
 
 # The contact center records contacts and consent given or withdrawn on the phone (and admins);
 # marketers read the customer page, analysts never change anything.
@@ -167,7 +167,7 @@ def contact_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 acting_user=request.user,
             )
         except ValidationError as exc:
-            _errors_onto(form, exc)
+            errors_onto(form, exc)
         else:
             messages.success(request, "問い合わせを記録しました。")
             return redirect(back)
@@ -181,16 +181,6 @@ def contact_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     }
     status = 200 if request.method == "GET" else 422
     return render(request, "web/contacts/contact_form.html", context, status=status)
-
-
-def _errors_onto(form: forms.Form, exc: ValidationError) -> None:
-    if hasattr(exc, "error_dict"):
-        for field, errors in exc.error_dict.items():
-            for error in errors:
-                form.add_error(field if field in form.fields else None, error.messages[0])
-    else:
-        for message in exc.messages:
-            form.add_error(None, message)
 
 
 @allow_roles(*CONSENT_ROLES)
@@ -233,7 +223,7 @@ def consent_change(request: HtmxHttpRequest, pk: int, channel: str, action: str)
                     acting_user=request.user,
                 )
         except ValidationError as exc:
-            _errors_onto(form, exc)
+            errors_onto(form, exc)
         else:
             done = "同意を記録しました" if granting else "配信停止にしました"
             messages.success(request, f"{label}の{done}。")

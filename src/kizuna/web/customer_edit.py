@@ -35,7 +35,7 @@ from kizuna.customers.selectors import record_version
 from kizuna.customers.services import customer_update, identity_add, is_erased
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
-from kizuna.web.http import HtmxHttpRequest, posted
+from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
 
 # The contact center corrects records (and admins); marketers read the page only.
 EDIT_ROLES = (Role.OPERATOR,)
@@ -143,9 +143,7 @@ def _save(request: HtmxHttpRequest, customer: Customer, form: ProfileForm, versi
         try:
             customer_update(customer=locked, changes=changes, acting_user=request.user)
         except ValidationError as exc:
-            for name, errors in exc.update_error_dict({}).items():
-                for error in errors:
-                    form.add_error(name if name in form.fields else None, error)
+            errors_onto(form, exc)
             return False
     labels = "、".join(str(form.fields[name].label) for name in changes)
     messages.success(request, f"基本情報を変更しました({labels})。")

@@ -1,5 +1,6 @@
 """Request helpers shared by the pages: typing for views that read django-htmx's
-`request.htmx`, the data a form is bound to, reading a number typed into a form, and the answer to a confirmed delete."""
+`request.htmx`, the data a form is bound to, reading a number typed into a form, a service's
+refusal put on its form, and the answer to a confirmed delete."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django_htmx.middleware import HtmxDetails
@@ -89,3 +92,11 @@ def confirmed_delete(
         return redirect(back)
     messages.success(request, f"{what}「{instance.name}」を削除しました。")
     return redirect(listing)
+
+
+def errors_onto(form: forms.Form, exc: ValidationError) -> None:
+    """A service's refusal on the form that asked: each error keyed by a field the form has
+    under that field, every other one above the form (the input stays as typed)."""
+    for name, errors in exc.update_error_dict({}).items():
+        for error in errors:
+            form.add_error(name if name in form.fields else None, error)

@@ -28,7 +28,7 @@ from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_adjust
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
-from kizuna.web.http import HtmxHttpRequest, posted
+from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
 
 ADJUST_ROLES = (Role.OPERATOR,)
 # What an admin may enter at once: a larger correction is a data problem for an import or the API.
@@ -105,8 +105,7 @@ def points_adjust_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
                 reason=form.cleaned_data["reason"].strip(),
             )
         except ValidationError as exc:
-            for error in exc.messages:
-                form.add_error(None, error)
+            errors_onto(form, exc)
         else:
             messages.success(
                 request,

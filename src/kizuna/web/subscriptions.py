@@ -45,7 +45,7 @@ from kizuna.subscriptions.services import (
     subscription_resume,
     subscription_update,
 )
-from kizuna.web.http import HtmxHttpRequest, posted
+from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
 
 # The contact center takes cancellations (and admins); marketers read the page but do not
 # change a customer's contract.
@@ -344,8 +344,7 @@ def _change_view(request: HtmxHttpRequest, pk: int, sub_pk: int, key: str) -> Ht
             done = change.apply(subscription, form.cleaned_data, request.user)
         except ValidationError as exc:
             if hasattr(exc, "error_dict"):
-                for field, problems in exc.message_dict.items():
-                    form.add_error(field if field in form.fields else None, problems)
+                errors_onto(form, exc)
             else:
                 errors = exc.messages
         else:
