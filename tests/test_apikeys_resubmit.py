@@ -16,18 +16,12 @@ from django.test import Client
 
 from kizuna.accounts.models import ApiKey, Role
 from kizuna.core.models import WebhookSource
+from tests.pages import form_token
 
 pytestmark = pytest.mark.django_db
 KEY_URL = "/settings/api-keys/new/"
 SOURCE_URL = "/settings/api-keys/webhooks/new/"
 ALREADY_SENT = "このフォームはすでに送信済みです。キーの一覧を確かめてください"
-
-
-def form_token(client: Client, url: str) -> str:
-    page = client.get(url).content.decode()
-    found = re.search(r'name="form_token" value="([^"]+)"', page)
-    assert found is not None
-    return found.group(1)
 
 
 def post_form(client: Client, url: str, data: dict[str, Any], **extra: Any) -> Any:

@@ -27,16 +27,9 @@ from kizuna.customers.models import (
 from kizuna.customers.privacy import customer_erase
 from kizuna.customers.services import consent_grant
 from tests.factories import add_identity, make_customer
+from tests.pages import form_token
 
 pytestmark = pytest.mark.django_db
-
-
-def _token(client: Client, url: str) -> str:
-    response = client.get(url)
-    assert response.status_code == 200
-    match = re.search(r'name="form_token" value="([^"]+)"', response.content.decode())
-    assert match
-    return match.group(1)
 
 
 def _consents_card(client: Client, customer: Customer) -> str:
@@ -68,7 +61,7 @@ def test_operator_withdraws_consent_after_confirming(
     page = operator.get(url).content.decode()
     assert "配信停止にする" in page
     assert Consent.objects.get(customer=customer).granted  # a GET changes nothing
-    response = operator.post(url, {"form_token": _token(operator, url)}, follow=True)
+    response = operator.post(url, {"form_token": form_token(operator, url)}, follow=True)
     assert "メールの配信停止にしました。" in response.content.decode()
     consent = Consent.objects.get(customer=customer)
     assert not consent.granted
@@ -84,7 +77,7 @@ def test_a_grant_records_how_the_customer_agreed(client_for: Callable[[Role], Cl
     customer = make_customer()
     operator = client_for(Role.OPERATOR)
     url = reverse("web:consent_change", args=[customer.pk, "postal", "grant"])
-    token = _token(operator, url)
+    token = form_token(operator, url)
     refused = operator.post(url, {"form_token": token, "method": ""})
     assert refused.status_code == 422
     html = refused.content.decode()
@@ -109,7 +102,7 @@ def test_a_second_send_changes_once(
     _granted(customer, users[Role.ADMIN])
     operator = client_for(Role.OPERATOR)
     url = reverse("web:consent_change", args=[customer.pk, "email", "withdraw"])
-    data = {"form_token": _token(operator, url)}
+    data = {"form_token": form_token(operator, url)}
     operator.post(url, data)
     again = operator.post(url, data, follow=True)
     assert "すでに送信済み" in again.content.decode()

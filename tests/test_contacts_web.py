@@ -19,16 +19,9 @@ from kizuna.customers.privacy import customer_erase
 from kizuna.support.models import Contact, ContactChannel, Direction
 from kizuna.support.services import contact_record
 from tests.factories import make_customer
+from tests.pages import form_token
 
 pytestmark = pytest.mark.django_db
-
-
-def _token(client: Client, url: str) -> str:
-    response = client.get(url)
-    assert response.status_code == 200
-    match = re.search(r'name="form_token" value="([^"]+)"', response.content.decode())
-    assert match
-    return match.group(1)
 
 
 def _data(token: str, **fields: str) -> dict[str, str]:
@@ -59,7 +52,7 @@ def test_operator_records_a_contact_seen_on_the_customer_page(
     operator = client_for(Role.OPERATOR)
     url = reverse("web:contact_new", args=[customer.pk])
     assert f'href="{url}"' in _contacts_card(operator, customer)
-    response = operator.post(url, _data(_token(operator, url)), follow=True)
+    response = operator.post(url, _data(form_token(operator, url)), follow=True)
     assert response.redirect_chain[-1][0].endswith(
         reverse("web:customer_detail", args=[customer.pk]) + "#contacts"
     )
@@ -78,7 +71,7 @@ def test_a_second_send_of_the_form_records_one_contact(
     customer = make_customer()
     operator = client_for(Role.OPERATOR)
     url = reverse("web:contact_new", args=[customer.pk])
-    data = _data(_token(operator, url))
+    data = _data(form_token(operator, url))
     assert operator.post(url, data).status_code == 302
     again = operator.post(url, data, follow=True)
     assert "すでに送信済み" in again.content.decode()
@@ -104,7 +97,7 @@ def test_a_refused_contact_says_why_and_keeps_the_input(
     customer = make_customer()
     operator = client_for(Role.OPERATOR)
     url = reverse("web:contact_new", args=[customer.pk])
-    response = operator.post(url, _data(_token(operator, url), **fields))
+    response = operator.post(url, _data(form_token(operator, url), **fields))
     assert response.status_code == 422
     html = response.content.decode()
     assert message in html

@@ -23,6 +23,7 @@ from kizuna.customers.models import Customer, Identity, IdentityKind, TimelineEv
 from kizuna.customers.selectors import customer_search
 from kizuna.customers.services import customer_update
 from tests.factories import add_identity, make_customer
+from tests.pages import form_token
 
 pytestmark = pytest.mark.django_db
 ClientFor = Callable[[Role], Client]
@@ -183,10 +184,7 @@ def test_marketers_read_the_page_but_have_no_edit_button(client_for: ClientFor) 
 
 def add(client: Client, customer: Customer, kind: str, value: str):  # type: ignore[no-untyped-def]
     new = reverse("web:identity_new", args=[customer.pk])
-    page = client.get(new).content.decode()
-    token = re.search(r'name="form_token" value="([^"]+)"', page)
-    assert token is not None
-    return client.post(new, {"kind": kind, "value": value, "form_token": token.group(1)})
+    return client.post(new, {"kind": kind, "value": value, "form_token": form_token(client, new)})
 
 
 def test_a_new_address_is_added_audited_and_is_where_mail_goes_now(

@@ -17,7 +17,8 @@ from django.test import Client
 from kizuna.accounts.models import ApiKey, Role
 from kizuna.commerce.models import ImportRun
 from kizuna.core.models import WebhookSource
-from tests.test_apikeys_resubmit import ALREADY_SENT, KEY_URL, SOURCE_URL, form_token
+from tests.pages import form_token
+from tests.test_apikeys_resubmit import ALREADY_SENT, KEY_URL, SOURCE_URL
 from tests.test_import_web import _imports_in_tmp, post_import, upload
 from tests.test_import_web import form_token as import_form_token
 

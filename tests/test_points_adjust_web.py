@@ -3,7 +3,6 @@ customer page — within the operator's limit, with a reason, once per click, au
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +17,7 @@ from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
 from kizuna.loyalty.services import points_earn
 from tests.factories import make_customer
+from tests.pages import form_token
 
 pytestmark = pytest.mark.django_db
 ClientFor = Callable[[Role], Client]
@@ -28,10 +28,7 @@ def url(customer: Customer) -> str:
 
 
 def adjust(client: Client, customer: Customer, amount: object, reason: str = "配送遅延のお詫び"):  # type: ignore[no-untyped-def]
-    page = client.get(url(customer)).content.decode()
-    token = re.search(r'name="form_token" value="([^"]+)"', page)
-    assert token is not None
-    data = {"amount": amount, "reason": reason, "form_token": token.group(1)}
+    data = {"amount": amount, "reason": reason, "form_token": form_token(client, url(customer))}
     return client.post(url(customer), data, follow=True), data
 
 
