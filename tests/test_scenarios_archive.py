@@ -23,7 +23,7 @@ from kizuna.campaigns.automation.services import (
     scenario_save,
     scenario_unarchive,
 )
-from kizuna.campaigns.automation.yaml_io import export_yaml, load_yaml
+from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.campaigns.models import OutboxMessage
 from kizuna.core.models import AuditLog
 from tests.factories import make_customer, make_order
@@ -129,6 +129,93 @@ def test_an_archived_scenario_round_trips_through_the_file_as_archived() -> None
     load_yaml(text, acting_user=STAFF)
     assert Scenario.objects.get(key="summer-2025").status == ScenarioStatus.ARCHIVED
     assert export_yaml() == text
+
+
+def _status_in_file(text: str, key: str, status: str) -> str:
+    document = yaml.safe_load(text)
+    for entry in document["scenarios"]:
+        if entry["key"] == key:
+            entry["status"] = status
+    return yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
+
+
+def test_a_file_that_archives_a_running_scenario_is_refused_and_nothing_of_it_is_applied() -> None:
+    # given: a running scenario, and a file that archives it and renames another one
+    s = scenario("summer-2025", trigger={"kind": "first_purchase"}, activated_at=jst(2026, 5, 1))
+    other = _paused("winter-2025")
+    document = yaml.safe_load(_status_in_file(export_yaml(), "summer-2025", "archived"))
+    document["scenarios"][1]["name"] = "冬のキャンペーン"
+    audits = AuditLog.objects.count()
+    # when / then: refused, naming the scenario and what to do
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    assert refused.value.messages == [
+        "scenarios[1](key: summer-2025): シナリオ「シナリオ summer-2025」: アーカイブできるのは"
+        "停止中のシナリオだけです(このシナリオは稼働中です)。先に停止してください。"
+    ]
+    # and nothing of the file is applied
+    s.refresh_from_db()
+    other.refresh_from_db()
+    assert (s.status, other.name) == (ScenarioStatus.ACTIVE, "シナリオ winter-2025")
+    assert AuditLog.objects.count() == audits
+
+
+def test_a_file_moves_a_status_as_the_buttons_do_with_their_audit_rows() -> None:
+    # given: a paused scenario
+    s = _paused()
+    text = export_yaml()
+    # when: a file archives it, then one restores it
+    load_yaml(_status_in_file(text, "summer-2025", "archived"), acting_user=STAFF)
+    s.refresh_from_db()
+    assert s.status == ScenarioStatus.ARCHIVED
+    load_yaml(text, acting_user=STAFF)
+    s.refresh_from_db()
+    assert s.status == ScenarioStatus.PAUSED
+    # then: each move left the row its button leaves
+    rows = AuditLog.objects.filter(action__in=["scenario.archive", "scenario.unarchive"])
+    assert [(r.action, r.changes) for r in rows.order_by("pk")] == [
+        ("scenario.archive", {"status": ["paused", "archived"]}),
+        ("scenario.unarchive", {"status": ["archived", "paused"]}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("before", "status", "message"),
+    [
+        ("draft", "archived", "アーカイブできるのは停止中のシナリオだけです(このシナリオは下書きです)。使わない下書きは削除できます。"),
+        ("archived", "active", "アーカイブしたシナリオは稼働できません。元に戻して(停止中にして)から稼働させてください"),
+        ("draft", "paused", "下書きのシナリオは停止中にできません(停止中は稼働したシナリオの状態です)。稼働させるか、下書きのままにしてください"),
+        ("paused", "draft", "停止中のシナリオは下書きに戻せません。使わない場合は停止中にしてください"),
+    ],
+    ids=["draft-archived", "archived-active", "draft-paused", "paused-draft"],
+)  # fmt: skip
+def test_a_file_cannot_make_a_move_the_buttons_refuse(
+    before: str, status: str, message: str
+) -> None:
+    s = _archived() if before == "archived" else _paused()
+    if before == "draft":
+        Scenario.objects.filter(pk=s.pk).update(status=ScenarioStatus.DRAFT)
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(_status_in_file(export_yaml(), "summer-2025", status), acting_user=STAFF)
+    assert refused.value.messages == [
+        f"scenarios[1](key: summer-2025): シナリオ「シナリオ summer-2025」: {message}"
+    ]
+    s.refresh_from_db()
+    assert s.status == before
+
+
+def test_an_archived_scenario_is_not_changed_by_a_file() -> None:
+    s = _archived()
+    document = yaml.safe_load(export_yaml())
+    document["scenarios"][0]["name"] = "夏のキャンペーン"
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    assert (
+        "シナリオ「夏のキャンペーン」はアーカイブしているため変更できません"
+        in refused.value.messages[0]
+    )
+    s.refresh_from_db()
+    assert s.name == "シナリオ summer-2025"
 
 
 # --- web --------------------------------------------------------------------------------------

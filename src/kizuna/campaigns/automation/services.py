@@ -766,6 +766,45 @@ def scenario_unarchive(*, scenario: Scenario, acting_user: Any) -> Scenario:
     return _set_status(scenario, ScenarioStatus.PAUSED, "scenario.unarchive", acting_user)
 
 
+def scenario_set_status(
+    *, scenario: Scenario, status: str, acting_user: Any, new: bool = False
+) -> Scenario:
+    """Move a scenario to `status` (a scenario file's `status:`) by the buttons of its page —
+    稼働・停止・アーカイブ・元に戻す — with their rules, refusals (ScenarioError) and audit
+    rows: a file may not archive a running scenario or a draft, nor start an archived one.
+    There is no button back to 下書き, nor from 下書き to 停止中, so a file is refused those too.
+
+    `new`: the scenario was created from the file just now (as a draft); it arrives as the
+    file has it, copied from where it ran — 停止中 or アーカイブ — with an audit row of that."""
+    current = scenario.status
+    if status == current:
+        return scenario
+    if status == ScenarioStatus.ACTIVE:
+        return scenario_activate(scenario=scenario, acting_user=acting_user)
+    if new and status in (ScenarioStatus.PAUSED, ScenarioStatus.ARCHIVED):
+        action = "scenario.pause" if status == ScenarioStatus.PAUSED else "scenario.archive"
+        return _set_status(scenario, ScenarioStatus(status), action, acting_user)
+    if status == ScenarioStatus.ARCHIVED:
+        return scenario_archive(scenario=scenario, acting_user=acting_user)
+    if status == ScenarioStatus.PAUSED and current == ScenarioStatus.ACTIVE:
+        return scenario_pause(scenario=scenario, acting_user=acting_user)
+    if status == ScenarioStatus.PAUSED and current == ScenarioStatus.ARCHIVED:
+        return scenario_unarchive(scenario=scenario, acting_user=acting_user)
+    if status == ScenarioStatus.PAUSED:  # from a draft
+        raise ScenarioError(
+            [
+                "下書きのシナリオは停止中にできません(停止中は稼働したシナリオの状態です)。"
+                "稼働させるか、下書きのままにしてください"
+            ]
+        )
+    raise ScenarioError(
+        [
+            f"{scenario.get_status_display()}のシナリオは下書きに戻せません。"
+            "使わない場合は停止中にしてください"
+        ]
+    )
+
+
 def _set_status(
     scenario: Scenario, status: ScenarioStatus, action: str, acting_user: Any
 ) -> Scenario:
@@ -922,6 +961,7 @@ __all__ = [
     "scenario_history_message",
     "scenario_pause",
     "scenario_save",
+    "scenario_set_status",
     "template_delete",
     "template_save",
     "template_uses",

@@ -58,9 +58,8 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.services import (
     ScenarioError,
     offer_save,
-    scenario_activate,
-    scenario_pause,
     scenario_save,
+    scenario_set_status,
     template_save,
     validate_scenario,
 )
@@ -356,6 +355,13 @@ def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
     return "created" if existing is None else "updated"
 
 
+def _move(scenario: Scenario, status: str, actor: Any, name: str, *, new: bool) -> Scenario:
+    try:
+        return scenario_set_status(scenario=scenario, status=status, acting_user=actor, new=new)
+    except ScenarioError as exc:
+        raise ScenarioError([f"シナリオ「{name}」: {m}" for m in exc.messages]) from exc
+
+
 SCENARIO_FIELDS = (
     "key",
     "name",
@@ -393,11 +399,20 @@ def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
         stored, _ = validate_scenario(scenario_entry(existing), scenario=existing)
         if not errors and cleaned == stored:
             return "unchanged"
+    # The status moves as the scenario's page moves it (services.scenario_set_status): the
+    # same refusals and audit rows. An archived scenario is not edited (its page refuses that
+    # too): restored to 停止中 first when the file has it 停止中, refused otherwise.
+    name = _text(entry, "name") or (existing.name if existing else "")
+    if existing is not None and existing.status == ScenarioStatus.ARCHIVED:
+        if status == ScenarioStatus.ARCHIVED:
+            raise ScenarioError(
+                [
+                    f"シナリオ「{name}」はアーカイブしているため変更できません。"
+                    "元に戻して(停止中にして)から変更してください"
+                ]
+            )
+        # 停止中 restores it; 稼働中 or 下書き straight from アーカイブ is refused by _move
+        existing = _move(existing, status, actor, name, new=False)
     scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor)
-    if status == ScenarioStatus.ACTIVE:
-        scenario_activate(scenario=scenario, acting_user=actor)
-    elif scenario.status == ScenarioStatus.ACTIVE:
-        scenario = scenario_pause(scenario=scenario, acting_user=actor)
-    if status not in (ScenarioStatus.ACTIVE, scenario.status):
-        Scenario.objects.filter(pk=scenario.pk).update(status=status)
+    _move(scenario, status, actor, name, new=existing is None)
     return "created" if existing is None else "updated"
