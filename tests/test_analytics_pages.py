@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from kizuna.accounts.models import Role
@@ -25,7 +26,7 @@ from kizuna.analytics.models import (
     SegmentCount,
 )
 from kizuna.analytics.pipeline.segments import CPM_SEGMENTS
-from kizuna.analytics.tasks import analytics_run
+from kizuna.analytics.tasks import analytics_nightly, analytics_run
 from kizuna.core.models import AuditLog
 from tests.analytics_shop import Shop, build_varied_shop, kpi, run
 
@@ -81,8 +82,10 @@ def test_before_the_first_run_every_page_says_how_to_run_the_analysis(
 ) -> None:
     html = _html(client_for(Role.ANALYST), name)
     assert "まだ分析結果がありません" in html
-    assert "kizuna analytics run" in html
+    assert "今すぐ分析を実行" in html
     assert reverse("analytics:runs") in html
+    # staff read the way to do it in the UI, not a command they have no terminal for
+    assert "kizuna " not in html
 
 
 def test_the_menu_offers_analytics_to_the_roles_that_may_open_it(client_for: ClientFor) -> None:
@@ -366,6 +369,33 @@ def test_the_run_button_queues_one_run_and_the_page_polls_its_progress(
     assert "100%" in fragment
     assert "hx-get" not in fragment
     assert AnalyticsRun.objects.get().requested_by == "analyst-user"
+
+
+def test_the_nightly_run_is_started_and_stopped_from_the_runs_page(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(Role.MARKETER)
+    nightly = DBTaskResult.objects.filter(task_path=analytics_nightly.module_path, status="READY")
+    assert "設定されていません" in _html(client, "analytics:runs")
+
+    # Starting it queues one run for 02:00 JST, and the page says when.
+    started = client.post(reverse("analytics:run_nightly"), {"on": "1"}, follow=True)
+    waiting = nightly.get()
+    expected = timezone.localtime(waiting.run_after)
+    assert (expected.hour, expected.minute) == (2, 0)
+    html = started.content.decode()
+    assert "毎晩の自動実行を設定しました" in html
+    assert f"{expected:%Y-%m-%d %H:%M}" in html
+    assert "毎晩の自動実行をやめる" in html
+    # a second press (two tabs) does not make the analysis run twice a night
+    client.post(reverse("analytics:run_nightly"), {"on": "1"})
+    assert nightly.count() == 1
+
+    # Stopping withdraws the waiting run; the page offers to start it again.
+    stopped = client.post(reverse("analytics:run_nightly"), {"on": "0"}, follow=True)
+    assert not nightly.exists()
+    assert "毎晩の自動実行をやめました" in stopped.content.decode()
+    assert "毎晩の自動実行を始める" in stopped.content.decode()
 
 
 def test_a_failed_run_shows_its_message(client_for: ClientFor) -> None:

@@ -131,5 +131,15 @@ def test_the_nightly_analytics_run_is_registered_once_with_redis(env) -> None:  
         second = kizuna(env, "analytics", "run", "--schedule-nightly")
         # then one run waits for 02:00, not two (which would run the analytics twice a night)
         assert connection.zcard("rq:scheduled:default") == 1, (first, second)
+        # and the 分析の実行 page's "stop" withdraws it from Redis too
+        stopped = kizuna(
+            env,
+            "shell",
+            "-c",
+            "from kizuna.analytics.tasks import unschedule_nightly, nightly_queued_at; "
+            "print(nightly_queued_at().hour, unschedule_nightly(), nightly_queued_at())",
+        )
+        assert stopped.split()[-3:] == ["17", "1", "None"], stopped  # 02:00 JST is 17:00 UTC
+        assert connection.zcard("rq:scheduled:default") == 0
     finally:
         connection.flushdb()

@@ -137,6 +137,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "analytics:fans": MARKETING_READ,
     "analytics:runs": MARKETING_READ,
     "analytics:run_start": MARKETING_READ,
+    "analytics:run_nightly": MARKETING_READ,
     "analytics:run_progress": MARKETING_READ,
     "analytics:settings": ANALYSIS_SETTINGS,
     # The export holds customers' names: the roles that may see customers' data.

@@ -1,17 +1,19 @@
 """Background analytics runs, executed by `kizuna worker`.
 
 `analytics_nightly` computes yesterday's snapshot (the last whole day, Asia/Tokyo) and then
-queues itself for 02:00 JST the next night, so once scheduled (`kizuna analytics run
---schedule-nightly`) the task system runs it every night without cron. `analytics_run` is the
+queues itself for 02:00 JST the next night, so once scheduled (毎晩の自動実行 on the 分析の実行
+page, or `kizuna analytics run --schedule-nightly`) the task system runs it every night without cron. `analytics_run` is the
 on-demand run a page or `kizuna analytics run --enqueue` queues. Both call `run_analytics`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
+from django.db.models import Min
 from django.utils import timezone
 from django_tasks import task
 
@@ -95,25 +97,68 @@ def next_nightly_time(now: dt.datetime) -> dt.datetime:
     return candidate
 
 
-def nightly_is_queued() -> bool:
-    """Whether a nightly run is already waiting, in whichever task backend is configured: the
-    database's table, or Redis (RQ keeps a task queued for later in the queue's scheduled
-    registry). Registering the nightly run twice would run the analytics twice every night."""
-    if settings.TASKS["default"]["BACKEND"].startswith("django_tasks_rq."):
-        import django_rq
-        from rq.job import Job
+def _waiting_rq_nightly_jobs() -> list[Any]:
+    """The nightly runs waiting in Redis (RQ keeps a task queued for later in the queue's
+    scheduled registry; one whose time has come sits in the queue itself)."""
+    import django_rq
+    from rq.job import Job
 
-        queue = django_rq.get_queue(analytics_nightly.queue_name)
-        waiting = [*queue.scheduled_job_registry.get_job_ids(), *queue.get_job_ids()]
-        jobs = Job.fetch_many(waiting, connection=queue.connection)
-        return any(
-            job is not None and job.func_name == analytics_nightly.module_path for job in jobs
-        )
+    queue = django_rq.get_queue(analytics_nightly.queue_name)
+    waiting = [*queue.scheduled_job_registry.get_job_ids(), *queue.get_job_ids()]
+    jobs = Job.fetch_many(waiting, connection=queue.connection)
+    return [
+        job for job in jobs if job is not None and job.func_name == analytics_nightly.module_path
+    ]
+
+
+def _uses_rq() -> bool:
+    return bool(settings.TASKS["default"]["BACKEND"].startswith("django_tasks_rq."))
+
+
+def nightly_queued_at() -> dt.datetime | None:
+    """When the waiting nightly run starts, in whichever task backend is configured (None: no
+    nightly run is waiting, so none will run until one is scheduled again)."""
+    if _uses_rq():
+        import django_rq
+        from rq.exceptions import NoSuchJobError
+
+        registry = django_rq.get_queue(analytics_nightly.queue_name).scheduled_job_registry
+        times = []
+        for job in _waiting_rq_nightly_jobs():
+            try:
+                times.append(registry.get_scheduled_time(job))
+            except NoSuchJobError:  # in the queue itself: its time has come
+                times.append(timezone.now())
+        return min(times, default=None)
     from django_tasks_db.models import DBTaskResult
 
-    return DBTaskResult.objects.filter(
+    waiting = DBTaskResult.objects.filter(
         task_path=analytics_nightly.module_path, status="READY"
-    ).exists()
+    ).aggregate(at=Min("run_after"))
+    return cast("dt.datetime | None", waiting["at"])
+
+
+def nightly_is_queued() -> bool:
+    """Whether a nightly run is already waiting. Registering the nightly run twice would run
+    the analytics twice every night."""
+    return nightly_queued_at() is not None
+
+
+def unschedule_nightly() -> int:
+    """Withdraw the waiting nightly run (the analytics then run only when asked); returns how
+    many were withdrawn. A nightly run already under way still queues the next night's as it
+    finishes: the 分析の実行 page then shows one waiting again."""
+    if _uses_rq():
+        jobs = _waiting_rq_nightly_jobs()
+        for job in jobs:
+            job.delete()
+        return len(jobs)
+    from django_tasks_db.models import DBTaskResult
+
+    deleted, _ = DBTaskResult.objects.filter(
+        task_path=analytics_nightly.module_path, status="READY"
+    ).delete()
+    return deleted
 
 
 def schedule_nightly(*, now: dt.datetime | None = None) -> dt.datetime | None:

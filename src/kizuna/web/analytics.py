@@ -30,10 +30,16 @@ from kizuna.analytics.services import (
     analytics_settings_update,
     segment_export_rows,
 )
-from kizuna.analytics.tasks import enqueue_run
+from kizuna.analytics.tasks import (
+    enqueue_run,
+    nightly_queued_at,
+    schedule_nightly,
+    unschedule_nightly,
+)
 from kizuna.core.paging import Paginator
 from kizuna.web.http import HtmxHttpRequest, int_or_text, posted
 from kizuna.web.segments import _csv_lines
+from kizuna.web.templatetags.kizuna import jdatetime
 
 READ_ROLES = (Role.MARKETER, Role.ANALYST)
 EXPORT_ROLES = (Role.MARKETER,)
@@ -168,6 +174,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
         current="runs",
         runs=_page(request, selectors.recent_runs(), RUNS_PER_PAGE),
         engine=AnalyticsSettings.load().get_nightly_backend_display(),
+        nightly_at=nightly_queued_at(),
     )
     context["rows"] = [(r, selectors.run_labels(r)) for r in context["runs"]]
     progress = context["in_progress"]
@@ -179,7 +186,7 @@ def runs(request: HtmxHttpRequest) -> HttpResponse:
 @never_cache
 @require_POST
 def run_start(request: HtmxHttpRequest) -> HttpResponse:
-    """Queue a run as of today with the shop's engine for `kizuna worker`; one at a time."""
+    """Queue a run as of today with the shop's engine for the worker; one at a time."""
     going = selectors.run_in_progress()
     if going is not None:
         messages.error(request, "分析はすでに実行中(または待機中)です。終わるまでお待ちください。")
@@ -192,7 +199,26 @@ def run_start(request: HtmxHttpRequest) -> HttpResponse:
         )
         messages.success(
             request,
-            "分析の実行を受け付けました。バックグラウンド処理(kizuna worker)が順に実行します。",
+            "分析の実行を受け付けました。バックグラウンド処理が順に実行します。",
+        )
+    return redirect("analytics:runs")
+
+
+@allow_roles(*READ_ROLES)
+@never_cache
+@require_POST
+def run_nightly(request: HtmxHttpRequest) -> HttpResponse:
+    """Start (on=1) or stop (on=0) the nightly run of the previous day's analysis."""
+    if request.POST.get("on") == "1":
+        when = schedule_nightly() or nightly_queued_at()
+        if when is not None:
+            messages.success(
+                request,
+                f"毎晩の自動実行を設定しました。次回は {jdatetime(when)} に前日分を実行します。",
+            )
+    elif unschedule_nightly():
+        messages.success(
+            request, "毎晩の自動実行をやめました。分析は「今すぐ分析を実行」で行えます。"
         )
     return redirect("analytics:runs")
 

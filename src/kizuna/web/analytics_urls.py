@@ -13,6 +13,7 @@ urlpatterns = [
     path("fans/", analytics_dynamics.fans, name="fans"),
     path("runs/", analytics.runs, name="runs"),
     path("runs/start/", analytics.run_start, name="run_start"),
+    path("runs/nightly/", analytics.run_nightly, name="run_nightly"),
     path("runs/<int:pk>/progress/", analytics.run_progress, name="run_progress"),
     path("settings/", analytics.settings, name="settings"),
     path("export/<str:kind>/<str:code>/", analytics.segment_export, name="segment_export"),

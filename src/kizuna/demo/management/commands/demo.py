@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from kizuna.accounts.models import Role, User
 from kizuna.analytics.pipeline.run import run_analytics
+from kizuna.analytics.tasks import schedule_nightly
 from kizuna.core.audit import Actor
 from kizuna.customers.models import Customer
 from kizuna.demo.build import build_demo
@@ -88,6 +89,8 @@ class Command(BaseCommand):
                 f"顧客分析のスナップショットを作成しました({run.get_status_display()})"
                 f"{_took(started)}。"
             )
+            # As a shop would run it: every night at 02:00 (分析の実行 shows it, and stops it).
+            schedule_nightly()
         password = self._ensure_users()
         if options["no_serve"]:
             # Nothing is listening yet: say how to start it rather than print an address.
