@@ -8,14 +8,15 @@ import re
 from collections.abc import Callable
 
 import pytest
+import yaml
 from django.test import Client
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
-from kizuna.campaigns.automation.models import Scenario
+from kizuna.campaigns.automation.models import Scenario, Segment
 from kizuna.campaigns.automation.services import ScenarioError, scenario_save
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
-from tests.test_scenarios_kit import STAFF, scenario_form, step
+from tests.test_scenarios_kit import STAFF, one, scenario_form, segment, step
 
 pytestmark = pytest.mark.django_db
 Login = Callable[[Role], Client]
@@ -79,6 +80,58 @@ def test_a_file_with_two_scenarios_of_one_name_loads_nothing() -> None:
         for m in refused.value.messages
     )
     assert not Scenario.objects.exists()
+
+
+def _renamed(text: str, names: dict[str, str]) -> str:
+    document = yaml.safe_load(text)
+    for section in ("segments", "scenarios"):
+        for entry in document[section]:
+            entry["name"] = names.get(entry["key"], entry["name"])
+    return yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
+
+
+def test_a_file_may_swap_the_names_of_two_scenarios() -> None:
+    # given: 「x」 and 「y」, and a file that gives each the other's name
+    _save("qa-1", "x")
+    _save("qa-2", "y")
+    swapped = _renamed(export_yaml(), {"qa-1": "y", "qa-2": "x"})
+    # when
+    load_yaml(swapped, acting_user=STAFF)
+    # then
+    assert dict(Scenario.objects.values_list("key", "name")) == {"qa-1": "y", "qa-2": "x"}
+
+
+def test_a_file_may_swap_the_names_of_two_segments() -> None:
+    segment("tokyo", one("prefecture", "in", ["13"]))
+    segment("osaka", one("prefecture", "in", ["27"]))
+    load_yaml(
+        _renamed(export_yaml(), {"tokyo": "セグメント osaka", "osaka": "セグメント tokyo"}),
+        acting_user=STAFF,
+    )
+    names = dict(Segment.objects.values_list("key", "name"))
+    assert names == {"tokyo": "セグメント osaka", "osaka": "セグメント tokyo"}
+
+
+def test_a_file_is_checked_against_the_scenarios_it_leaves_out_and_its_own_new_names() -> None:
+    # given: 「x」 and 「y」; a file renames 「x」 to what 「y」 (not in the file) is called
+    _save("qa-1", "x")
+    _save("qa-2", "y")
+    document = yaml.safe_load(_renamed(export_yaml(), {"qa-1": "Ｙ"}))
+    document["scenarios"] = [document["scenarios"][0]]
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(yaml.safe_dump(document, allow_unicode=True), acting_user=STAFF)
+    assert refused.value.messages == [
+        "scenarios[1](key: qa-1): 名前「Ｙ」は既にシナリオ「y」(識別名 qa-2)で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+    ]
+    # and: a file that renames 「x」 to 「z」 and 「y」 to 「Ｚ」 is told at the second
+    with pytest.raises(ScenarioFileError) as refused:
+        load_yaml(_renamed(export_yaml(), {"qa-1": "z", "qa-2": "Ｚ"}), acting_user=STAFF)
+    assert refused.value.messages == [
+        "scenarios[2](key: qa-2): 名前「Ｚ」は既にシナリオ「z」(識別名 qa-1)で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+    ]
+    assert dict(Scenario.objects.values_list("key", "name")) == {"qa-1": "x", "qa-2": "y"}
 
 
 def test_scenarios_that_shared_a_name_before_the_rule_are_told_apart(client_for: Login) -> None:

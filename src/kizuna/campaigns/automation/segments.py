@@ -110,11 +110,16 @@ def name_error(
         others = others.exclude(pk=instance.pk)
     for key, other in others.order_by("pk").values_list("key", "name"):
         if name_key(other) == wanted:
-            return (
-                f"名前「{name}」は既に{label}「{other}」(識別名 {key})で使われています。"
-                "一覧や絞り込みで区別できるよう、別の名前にしてください"
-            )
+            return name_taken(name, label=label, other=other, key=key)
     return None
+
+
+def name_taken(name: str, *, label: str, other: str, key: str) -> str:
+    """Why `name` is refused: the {label} `other` (識別名 `key`) has it (name_error)."""
+    return (
+        f"名前「{name}」は既に{label}「{other}」(識別名 {key})で使われています。"
+        "一覧や絞り込みで区別できるよう、別の名前にしてください"
+    )
 
 
 MAX_DEPTH = 4
@@ -959,8 +964,11 @@ def segment_save(
     description: str,
     rules: dict[str, Any],
     acting_user: Any,
+    check_name: bool = True,
 ) -> Segment:
-    """Create or change a segment. Refuses (SegmentError) rules that do not validate."""
+    """Create or change a segment. Refuses (SegmentError) rules that do not validate.
+    `check_name=False`: the caller checked the name against the final state of a scenario file
+    (yaml_io), where two segments may swap names."""
     errors = validate_rules(rules)
     if not name.strip():
         errors.insert(0, "名前を入力してください")
@@ -970,7 +978,7 @@ def segment_save(
             errors.insert(0, message)
         elif Segment.objects.filter(key=key).exists():
             errors.insert(0, f"識別名「{key}」のセグメントは既にあります")
-    if message := name_error(name.strip(), Segment, segment, label="セグメント"):
+    if check_name and (message := name_error(name.strip(), Segment, segment, label="セグメント")):
         errors.insert(0, message)
     if errors:
         raise SegmentError(errors)

@@ -97,9 +97,11 @@ def template_save(
     text: str,
     html: str = "",
     acting_user: Any,
+    check_name: bool = True,
 ) -> MessageTemplate:
     """Create or change a message template; refuses one that does not compile in the sandbox
-    or cannot be rendered (templating.render_check)."""
+    or cannot be rendered (templating.render_check). `check_name=False`: the caller checked
+    the name (a scenario file, against its final state: yaml_io)."""
     errors: list[str] = []
     if template is None and (message := _key_error("テンプレート", key, MessageTemplate)):
         errors.append(message)
@@ -107,7 +109,9 @@ def template_save(
         errors.append(f"識別名「{key}」のテンプレートは既にあります")
     if not name.strip():
         errors.append("テンプレートの名前を入力してください")
-    elif message := name_error(name.strip(), MessageTemplate, template, label="テンプレート"):
+    elif check_name and (
+        message := name_error(name.strip(), MessageTemplate, template, label="テンプレート")
+    ):
         errors.append(message)
     errors.extend(too_long(MessageTemplate, name=name.strip(), subject=subject))
     try:
@@ -156,7 +160,9 @@ def offer_save(
     code: str = "",
     valid_days: int = 14,
     acting_user: Any,
+    check_name: bool = True,
 ) -> Offer:
+    """Create or change an offer. `check_name=False`: as for template_save."""
     errors: list[str] = []
     if offer is None and (message := _key_error("オファー", key, Offer)):
         errors.append(message)
@@ -164,7 +170,7 @@ def offer_save(
         errors.append(f"識別名「{key}」のオファーは既にあります")
     if not name.strip():
         errors.append("オファーの名前を入力してください")
-    elif message := name_error(name.strip(), Offer, offer, label="オファー"):
+    elif check_name and (message := name_error(name.strip(), Offer, offer, label="オファー")):
         errors.append(message)
     errors.extend(too_long(Offer, name=name.strip(), code=code.strip()))
     if kind not in OfferKind.values:
@@ -380,10 +386,11 @@ def _purpose_errors(purpose: Any, trigger: triggers.Trigger | None, holdout: Any
 
 
 def validate_scenario(
-    spec: Mapping[str, Any], *, scenario: Scenario | None = None
+    spec: Mapping[str, Any], *, scenario: Scenario | None = None, check_name: bool = True
 ) -> tuple[dict[str, Any], list[str]]:
     """Check a ScenarioSpec; returns it cleaned (defaults filled, params checked) and the
-    problems found, each naming the field or step."""
+    problems found, each naming the field or step. `check_name=False`: the caller checked the
+    name (a scenario file, against its final state, where two scenarios may swap names)."""
     errors: list[str] = []
     key = spec.get("key")
     if scenario is None:
@@ -395,7 +402,8 @@ def validate_scenario(
     if not name:
         errors.append("シナリオの名前を入力してください")
     errors.extend(too_long(Scenario, name=name))
-    errors.extend(_name_errors(name, scenario))
+    if check_name:
+        errors.extend(_name_errors(name, scenario))
     trigger = spec.get("trigger") or {}
     if not isinstance(trigger, Mapping):
         trigger = {}
@@ -598,7 +606,11 @@ def _scenario_values(scenario: Scenario) -> dict[str, Any]:
 
 @transaction.atomic
 def scenario_save(
-    *, scenario: Scenario | None, spec: Mapping[str, Any], acting_user: Any
+    *,
+    scenario: Scenario | None,
+    spec: Mapping[str, Any],
+    acting_user: Any,
+    check_name: bool = True,
 ) -> Scenario:
     """Create or change a scenario and its steps (matched by step key).
 
@@ -606,7 +618,7 @@ def scenario_save(
     pause the scenario or give the step a condition instead. An active scenario must keep at
     least one step.
     """
-    cleaned, errors = validate_scenario(spec, scenario=scenario)
+    cleaned, errors = validate_scenario(spec, scenario=scenario, check_name=check_name)
     if scenario is not None:
         kept = {s["key"] for s in cleaned["steps"]}
         used = (

@@ -55,6 +55,7 @@ from kizuna.campaigns.automation.models import (
     ScenarioStatus,
     Segment,
 )
+from kizuna.campaigns.automation.segments import name_key, name_taken
 from kizuna.campaigns.automation.services import (
     ScenarioError,
     offer_save,
@@ -242,6 +243,7 @@ def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
             ("scenarios", _load_scenario),
         ):
             first: dict[str, int] = {}  # key -> index of the entry that used it first
+            clashes = _name_clashes(section, document.get(section) or [])
             for index, entry in enumerate(document.get(section) or [], start=1):
                 where = f"{section}[{index}]"
                 if not isinstance(entry, Mapping):
@@ -255,6 +257,8 @@ def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
                         errors.append(f"{where}: key が {section}[{first[key]}] と同じです")
                         continue
                     first[key] = index
+                if index in clashes:
+                    errors.append(f"{where}: {clashes[index]}")
                 try:
                     outcome = loader(entry, acting_user)
                 except (ScenarioError, segment_rules.SegmentError) as exc:
@@ -272,6 +276,52 @@ def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
             transaction.set_rollback(True)
             raise ScenarioFileError(errors)
     return report
+
+
+NAMED: dict[str, tuple[type[Segment | MessageTemplate | Offer | Scenario], str]] = {
+    "segments": (Segment, "セグメント"),
+    "templates": (MessageTemplate, "テンプレート"),
+    "offers": (Offer, "オファー"),
+    "scenarios": (Scenario, "シナリオ"),
+}
+
+
+def _name_clashes(section: str, entries: list[Any]) -> dict[int, str]:
+    """Names that would clash (segments.name_key) once the file is loaded, by the index of the
+    entry told: checked against the final state — the file's names and those of the rows it
+    leaves out — not entry by entry against the database, so a file may swap two names. As
+    segments.name_error: only a new or changed name is checked (two rows that shared a name
+    before the rule keep it), and of two entries given one name, the later is told. The
+    loaders save with check_name=False."""
+    model, label = NAMED[section]
+    stored = dict(model._default_manager.order_by("pk").values_list("key", "name"))
+    in_file: dict[str, tuple[int, str, bool]] = {}  # key -> (index, name, checked)
+    for index, entry in enumerate(entries, start=1):
+        if not isinstance(entry, Mapping) or "key" not in entry or str(entry["key"]) in in_file:
+            continue  # refused by load_yaml
+        key = str(entry["key"])
+        try:
+            name = _text(entry, "name").strip()
+        except ScenarioError:
+            continue  # refused by the loader
+        if name:
+            checked = key not in stored or name_key(name) != name_key(stored[key])
+            in_file[key] = (index, name, checked)
+    rows = [(key, name) for key, name in stored.items() if key not in in_file]
+    clashes: dict[int, str] = {}
+    for key, (index, name, checked) in in_file.items():
+        if not checked:
+            continue
+        others = rows + [
+            (other_key, other_name)
+            for other_key, (other_index, other_name, other_checked) in in_file.items()
+            if other_key != key and (other_index < index or not other_checked)
+        ]
+        for other_key, other_name in others:
+            if name_key(other_name) == name_key(name):
+                clashes[index] = name_taken(name, label=label, other=other_name, key=other_key)
+                break
+    return clashes
 
 
 def _fields(entry: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -314,7 +364,7 @@ def _load_segment(entry: Mapping[str, Any], actor: Any) -> str:
     if existing is not None and _same(segment_entry(existing), values):
         return "unchanged"
     segment_rules.segment_save(
-        segment=existing, key=_text(entry, "key"), **values, acting_user=actor
+        segment=existing, key=_text(entry, "key"), **values, acting_user=actor, check_name=False
     )
     return "created" if existing is None else "updated"
 
@@ -334,7 +384,9 @@ def _load_template(entry: Mapping[str, Any], actor: Any) -> str:
     values = {name: _text(entry, name) for name in ("name", "subject", "text", "html")}
     if existing is not None and _same(template_entry(existing), values):
         return "unchanged"
-    template_save(template=existing, key=_text(entry, "key"), **values, acting_user=actor)
+    template_save(
+        template=existing, key=_text(entry, "key"), **values, acting_user=actor, check_name=False
+    )
     return "created" if existing is None else "updated"
 
 
@@ -351,7 +403,9 @@ def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
     }
     if existing is not None and _same(offer_entry(existing), values):
         return "unchanged"
-    offer_save(offer=existing, key=_text(entry, "key"), **values, acting_user=actor)
+    offer_save(
+        offer=existing, key=_text(entry, "key"), **values, acting_user=actor, check_name=False
+    )
     return "created" if existing is None else "updated"
 
 
@@ -413,6 +467,6 @@ def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
             )
         # 停止中 restores it; 稼働中 or 下書き straight from アーカイブ is refused by _move
         existing = _move(existing, status, actor, name, new=False)
-    scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor)
+    scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor, check_name=False)
     _move(scenario, status, actor, name, new=existing is None)
     return "created" if existing is None else "updated"
