@@ -27,7 +27,7 @@ from kizuna.core.models import AuditLog, IdempotencyKey, WebhookEvent
 from kizuna.customers.models import Customer, DuplicateCandidate, IdentityKind
 from kizuna.customers.resolution import ResolveRequest, customers_resolve_many
 from tests.test_api_common import make_key
-from tests.test_webhooks import order_event
+from tests.test_webhooks import member_event, order_event, sent_to
 
 pytestmark = pytest.mark.django_db(transaction=True)
 THREADS = 8
@@ -114,6 +114,50 @@ def test_different_events_for_one_new_order_race_to_one_order() -> None:
     assert Order.objects.count() == 1
     assert Customer.objects.count() == 1
     assert WebhookEvent.objects.count() == THREADS
+
+
+def test_customer_events_out_of_order_at_once_leave_the_newest_address() -> None:
+    # given: a new member's events of eight days (each with that day's e-mail address and
+    # street) arrive at once, in no particular order
+    _, secret = webhooks.webhook_source_create(
+        name="EC-CUBE", slug="eccube", acting_user=Actor.system("test")
+    )
+    signed = []
+    for day in range(1, THREADS + 1):
+        event = member_event(f"c{day}", f"2026-05-{day:02d}T10:00:00+09:00", f"day{day}@example.jp")
+        event["data"]["profile"]["address1"] = f"{day}日の住所"
+        signed.append(_signed(secret, event))
+    turn = iter(range(THREADS))
+    lock = threading.Lock()
+
+    def deliver(client: Client) -> Any:
+        with lock:
+            raw, headers = signed[next(turn)]
+        return client.post(
+            "/api/v1/webhooks/eccube/customers",
+            raw,
+            content_type="application/json",
+            headers=headers,
+        )
+
+    responses = run_together(deliver)
+    # then: one customer, as of the newest event; an event that was older than one applied
+    # before it attached nothing, so the addresses came in date order and the newest is used
+    assert [r.status_code for r in responses] == [200] * THREADS, [r.content for r in responses]
+    outcomes = {r.json()["event_id"]: r.json()["outcome"] for r in responses}
+    assert list(outcomes.values()).count("created") == 1
+    customer = Customer.objects.get()
+    assert customer.address1 == f"{THREADS}日の住所"
+    emails = list(
+        customer.identities.filter(kind=IdentityKind.EMAIL)
+        .order_by("pk")
+        .values_list("value", flat=True)
+    )
+    fresh = [
+        f"day{day}@example.jp" for day in range(1, THREADS + 1) if outcomes[f"c{day}"] != "stale"
+    ]
+    assert emails == fresh
+    assert sent_to(customer) == f"day{THREADS}@example.jp"
 
 
 def test_one_idempotency_key_sent_concurrently_runs_once() -> None:

@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from django.test import Client, override_settings
 
+from kizuna.campaigns.consent_checks import Audience
+from kizuna.campaigns.models import Channel
 from kizuna.commerce.models import Order, OrderStatus
 from kizuna.core import webhooks
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog, WebhookEvent, WebhookSource
-from kizuna.customers.models import Customer, IdentityKind
+from kizuna.customers.models import Customer, DuplicateCandidate, IdentityKind
 from tests.factories import add_identity, make_customer
 from tests.test_api_common import assert_error
 
@@ -425,6 +427,61 @@ def test_customer_events_never_dated_take_the_last_one(
     deliver(secret, dated, topic="customers")
     event = undated(customer_event("c4", "", address1="三番目"))
     assert deliver(secret, event, topic="customers").json()["outcome"] == "updated"
+
+
+def member_event(event_id: str, updated_at: str, email: str) -> dict[str, Any]:
+    event = customer_event(event_id, updated_at)
+    event["data"]["identities"] = {"cart_member_id": "M000123", "email": email}
+    return event
+
+
+def sent_to(customer: Customer) -> str:
+    return Audience.load([customer.pk]).address(customer, Channel.EMAIL, {})
+
+
+def test_an_older_customer_event_arriving_late_does_not_bring_back_the_old_address(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # given the member's change to a new address (2 May) delivered first
+    _, secret = source
+    newer = member_event("c2", "2026-05-02T10:00:00+09:00", "new@example.jp")
+    assert deliver(secret, newer, topic="customers").json()["outcome"] == "created"
+    customer = Customer.objects.get()
+    assert sent_to(customer) == "new@example.jp"
+    before = sorted(customer.identities.values_list("kind", "value"))
+    audited = AuditLog.objects.count()
+    # when the registration with the old address (1 May) arrives late
+    older = member_event("c1", "2026-05-01T10:00:00+09:00", "old@example.jp")
+    response = deliver(secret, older, topic="customers")
+    # then it is ignored whole: the old address is not attached and messages still go to the new
+    assert response.json()["outcome"] == "stale"
+    assert response.json()["customer_id"] == customer.pk
+    assert sorted(customer.identities.values_list("kind", "value")) == before
+    assert sent_to(customer) == "new@example.jp"
+    assert AuditLog.objects.count() == audited
+    # and a later change still attaches its address, which takes over
+    latest = member_event("c3", "2026-05-03T10:00:00+09:00", "latest@example.jp")
+    assert deliver(secret, latest, topic="customers").json()["outcome"] == "updated"
+    assert sent_to(customer) == "latest@example.jp"
+
+
+def test_an_older_customer_event_proposes_no_duplicate_for_an_address_now_elsewhere(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # given the member's newer event, and their old address now another customer's
+    _, secret = source
+    deliver(
+        secret, member_event("c2", "2026-05-02T10:00:00+09:00", "new@example.jp"), topic="customers"
+    )
+    other = make_customer(family_name="佐藤")
+    add_identity(other, IdentityKind.EMAIL, "old@example.jp")
+    # when the older event with that address arrives late
+    older = member_event("c1", "2026-05-01T10:00:00+09:00", "old@example.jp")
+    response = deliver(secret, older, topic="customers")
+    # then the two are not proposed as the same person on the strength of outdated data
+    assert response.json()["outcome"] == "stale"
+    assert response.json()["identities_not_attached"] == []
+    assert not DuplicateCandidate.objects.exists()
 
 
 def test_a_new_customer_event_without_family_name_is_422(

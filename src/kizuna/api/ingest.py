@@ -8,7 +8,7 @@ run again (kizuna.core.races), and the second time it finds the row the winner c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -16,7 +16,7 @@ from django.db import IntegrityError
 
 from kizuna.api.errors import django_fields
 from kizuna.core.audit import Actor
-from kizuna.customers.models import IdentityKind
+from kizuna.customers.models import Customer, IdentityKind
 from kizuna.customers.resolution import Resolution, customer_resolve
 
 
@@ -31,11 +31,12 @@ def resolve_customer(
     actor: Actor,
     source: str,
     field_prefix: str,
+    stale: Callable[[Customer], bool] | None = None,
 ) -> Resolution:
     """customer_resolve, with its profile errors named by where they are in the request."""
     try:
         return customer_resolve(
-            identities=identities, profile=profile, acting_user=actor, source=source
+            identities=identities, profile=profile, acting_user=actor, source=source, stale=stale
         )
     except ValidationError as exc:
         # Identities reach here already normalised and checked, and customer_resolve only adds

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,14 +60,27 @@ PROFILE_MATCHES = 5  # existing records proposed per new customer on name kana +
 class Resolution:
     customer: Customer
     created: bool
+    # The data was older than what the matched customer holds (ResolveRequest.stale): nothing
+    # was attached or proposed.
+    stale: bool = False
 
 
 @dataclass(frozen=True)
 class ResolveRequest:
-    """Who some incoming data is about: identities to match on, the profile for a new record."""
+    """Who some incoming data is about: identities to match on, the profile for a new record.
+
+    `stale`, when given, is asked about the existing customer the identities match, before
+    anything is attached: True means the data is older than what that customer holds (a cart
+    event delivered out of order), and then none of its identities is attached — the newest
+    e-mail address is where messages go, and an old one must not take over again — and no
+    duplicate is proposed. A customer created for the data is never asked: nothing is older.
+    It may read and lock the customer's row; it is called while the chunk is being decided,
+    so it is for one-request resolutions (a webhook), not for bulk ones.
+    """
 
     identities: Mapping[IdentityKind, str]
     profile: Mapping[str, Any] = field(default_factory=dict)
+    stale: Callable[[Customer], bool] | None = None
 
 
 def customer_resolve(
@@ -76,14 +89,16 @@ def customer_resolve(
     profile: Mapping[str, Any],
     acting_user: Any,
     source: str,
+    stale: Callable[[Customer], bool] | None = None,
 ) -> Resolution:
     """The customer these identities belong to, created from `profile` when none matches.
 
     Identities the customer does not have yet are added when free; one that belongs to another
-    record is left alone and the two records are proposed as duplicates. Raises
-    ValidationError for an identity or profile that cannot be stored.
+    record is left alone and the two records are proposed as duplicates. With `stale` (see
+    ResolveRequest), data older than the matched customer attaches and proposes nothing.
+    Raises ValidationError for an identity or profile that cannot be stored.
     """
-    request = ResolveRequest(identities=identities, profile=profile)
+    request = ResolveRequest(identities=identities, profile=profile, stale=stale)
     (result,) = customers_resolve_many([request], acting_user=acting_user, source=source)
     if isinstance(result, ValidationError):
         raise result
@@ -196,6 +211,9 @@ class _Chunk:
             matched_kind = next(iter(owners))
         customer = owners[matched_kind] if matched_kind is not None else None
         conflict = self._stronger_conflict(customer, matched_kind, keys, owners)
+        if customer is not None and conflict is None and request.stale and request.stale(customer):
+            # Older than what this customer holds: decided before anything is attached to it.
+            return Resolution(customer=customer, created=False, stale=True)
         if customer is not None and matched_kind is not None and conflict is not None:
             # e.g. a family sharing one landline: same phone, but a different cart member ID
             # or e-mail than the record holds. Another person, most likely; staff confirm.

@@ -131,7 +131,7 @@ class WebhookOut(Schema):
         description=(
             "送った識別子のうち、他の顧客が持っているためこの顧客に付けなかったもの(項目名: "
             "email・phone・cart_member_id・line_user_id)。2人は同じ人かもしれないので名寄せ候補に"
-            "入り、スタッフが画面で確かめます。duplicate のときは空です"
+            "入り、スタッフが画面で確かめます。duplicate・stale のときは空です"
         ),
         examples=[["email"]],
     )
@@ -237,6 +237,17 @@ def customer_webhook(
         changes = data.profile.changes()
         identities = data.identities.as_kinds()
         owners_before = _owners(identities)
+
+        def stale(matched: Customer) -> bool:
+            # Asked by resolution before it attaches anything, so an older event carrying the
+            # customer's old e-mail address does not make it the newest again (messages go to
+            # the newest). Locked first, so two events for one customer are compared and
+            # applied one after the other.
+            Customer.objects.select_for_update().values_list("pk").get(pk=matched.pk)
+            return webhooks.customer_event_is_stale(
+                customer_id=matched.pk, source_updated_at=data.updated_at, event=event
+            )
+
         resolution = retry_lost_race(
             lambda: resolve_customer(
                 identities=identities,
@@ -244,25 +255,29 @@ def customer_webhook(
                 actor=actor,
                 source=f"webhook:{sender.slug}",
                 field_prefix="data.profile.",
+                stale=stale,
             )
         )
-        # Locked, so two events for one customer are compared and applied one after the other.
         customer = Customer.objects.select_for_update().get(pk=resolution.customer.pk)
-        owners = _owners(identities)
-        # An identity the customer holds now and did not before was added by this event.
-        added = any(
-            owner == customer.pk and owners_before.get(name) != customer.pk
-            for name, owner in owners.items()
-        )
-        outcome = _apply_customer_event(
-            customer=customer,
-            created=resolution.created,
-            identity_added=added,
-            changes=changes,
-            data=data,
-            event=event,
-            actor=actor,
-        )
+        if resolution.stale:
+            # Dropped whole: no identity attached, no profile change, no duplicate proposed.
+            outcome: CustomerOutcome = "stale"
+            not_attached: list[str] = []
+        else:
+            owners = _owners(identities)
+            # An identity the customer holds now and did not before was added by this event.
+            added = any(
+                owner == customer.pk and owners_before.get(name) != customer.pk
+                for name, owner in owners.items()
+            )
+            outcome = _apply_customer_event(
+                customer=customer,
+                created=resolution.created,
+                identity_added=added,
+                changes=changes,
+                actor=actor,
+            )
+            not_attached = _not_attached(owners, customer.pk)
         webhooks.webhook_event_finish(
             event=event, customer_id=customer.pk, ref=str(customer.pk), outcome=outcome
         )
@@ -272,8 +287,11 @@ def customer_webhook(
         "outcome": outcome,
         "customer_id": customer.pk,
         "order_number": None,
-        "identities_not_attached": _not_attached(owners, customer.pk),
+        "identities_not_attached": not_attached,
     }
+
+
+CustomerOutcome = Literal["created", "updated", "unchanged", "stale"]
 
 
 def _apply_customer_event(
@@ -282,20 +300,17 @@ def _apply_customer_event(
     created: bool,
     identity_added: bool,
     changes: dict[str, Any],
-    data: CustomerEventData,
-    event: Any,
     actor: Any,
-) -> Literal["created", "updated", "unchanged", "stale"]:
+) -> CustomerOutcome:
+    """A fresh event (resolution found it not stale): its profile fields onto the customer.
+
+    A stale event is dropped whole before this. That loses no opt-out (RELIABILITY S6): these
+    events carry profile fields only, never consent; an opt-out comes by the unsubscribe link,
+    and a bounce or complaint by the e-mail events webhook, neither of which checks any age.
+    Were consent ever added to this event, its opt-out must be applied even when the rest is
+    stale."""
     if created:
         return "created"
-    # A stale event is dropped whole. That loses no opt-out (RELIABILITY S6): these events carry
-    # profile fields only, never consent; an opt-out comes by the unsubscribe link, and a
-    # bounce or complaint by the e-mail events webhook, neither of which checks any age. Were
-    # consent ever added to this event, its opt-out must be applied even when the rest is stale.
-    if webhooks.customer_event_is_stale(
-        customer_id=customer.pk, source_updated_at=data.updated_at, event=event
-    ):
-        return "stale"
     if "family_name" in changes and not changes["family_name"]:
         raise ValidationError({"data.profile.family_name": "姓は空にできません"})
     before = customer.updated_at
