@@ -322,6 +322,63 @@ def test_the_fields_records_have_and_other_attributes_are_accepted() -> None:
     )
 
 
+DATE_PARTS = "使える項目: {0}.year(年)、{0}.month(月)、{0}.day(日)"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "{{ last_order_date.yeer }}",
+            "本文: {{ last_order_date.yeer }} という項目はありません。"
+            + DATE_PARTS.format("last_order_date"),
+        ),
+        (
+            "{% if next_delivery_date.hour %}x{% endif %}",
+            "本文: {% if next_delivery_date.hour %} の「next_delivery_date.hour」という項目はありません。"
+            + DATE_PARTS.format("next_delivery_date"),
+        ),
+        (
+            "{{ offer.expires_on.yeer }}",
+            "本文: {{ offer.expires_on.yeer }} という項目はありません。"
+            + DATE_PARTS.format("offer.expires_on"),
+        ),
+        (
+            "{{ name.last }}",
+            "本文: {{ name.last }} という項目はありません。name に項目はありません({{ name }} と書いてください)",
+        ),
+        (
+            "{{ points_balance.0 }}",
+            "本文: {{ points_balance.0 }} という項目はありません。"
+            "points_balance に項目はありません({{ points_balance }} と書いてください)",
+        ),
+        (
+            "{% for r in recommendations %}{{ r.price.yen }}{% endfor %}",
+            "本文: {{ r.price.yen }} という項目はありません。r.price に項目はありません({{ r.price }} と書いてください)",
+        ),
+    ],
+)  # fmt: skip
+def test_an_attribute_a_text_number_or_date_does_not_have_is_refused(text: str, said: str) -> None:
+    # each of these renders empty for every customer: 「前回のご購入( 年)」
+    with pytest.raises(TemplateRenderError) as refused:
+        compile_template(subject="件名", text=text)
+    assert refused.value.messages == [said]
+
+
+def test_what_a_text_number_or_date_has_is_accepted() -> None:
+    compile_template(
+        subject="{{ name.0 }}様",
+        text=(
+            "{{ last_order_date.year }}年{{ last_order_date.month }}月{{ next_delivery_date.day }}"
+            "{{ points_expiry_date.isoformat }}{{ offer.expires_on.month }}{{ name.upper }}"
+            "{{ points_balance.real }}{% for r in recommendations %}{{ r.name.0 }}{% endfor %}"
+            "{% if last_order_date.year == 2026 %}今年{% endif %}"
+            # a name bound over one of the given values is not that value any more
+            "{% with last_order_date=offer %}{{ last_order_date.code }}{% endwith %}"
+        ),
+    )
+
+
 def test_the_template_form_refuses_a_misspelled_offer_field(client_for: Login) -> None:
     response = client_for(Role.MARKETER).post(
         reverse("scenarios:template_create"),

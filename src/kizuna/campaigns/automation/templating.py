@@ -733,6 +733,50 @@ RECORD_FIELDS: dict[str, Mapping[str, str]] = {
 items' (the name {% for r in recommendations %} binds, recommendations.0)."""
 LISTS_OF_RECORDS = frozenset({"recommendations"})
 
+# What kind of value each other name, and each field of a record, holds (customer_contexts,
+# offer_context, _recommendation): an attribute the kind does not have ({{ name.foo }},
+# {{ last_order_date.yeer }}, {{ offer.expires_on.yeer }}) renders empty, so saving refuses it.
+# A value may also be None (no order yet), which renders empty whatever is looked up.
+TEXT, NUMBER, DATE = "text", "number", "date"
+VALUE_KINDS: dict[str, str] = {
+    "name": TEXT,
+    "family_name": TEXT,
+    "given_name": TEXT,
+    "product": TEXT,
+    "last_product": TEXT,
+    "last_order_date": DATE,
+    "points_balance": NUMBER,
+    "points_expiring": NUMBER,
+    "points_expiry_date": DATE,
+    "next_delivery_date": DATE,
+    "unsubscribe_url": TEXT,
+}
+"""By field name: a field means the same kind of value in every record (offer.name, r.name)."""
+FIELD_KINDS: dict[str, str] = {
+    "name": TEXT,
+    "label": TEXT,
+    "code": TEXT,
+    "value": NUMBER,
+    "expires_on": DATE,
+    "price": NUMBER,
+}
+# What Django finds on each kind: its Python attributes ({{ name.upper }}, {{ d.isoformat }}),
+# and for a text a character by position ({{ name.0 }}).
+_ATTRIBUTES: dict[str, frozenset[str]] = {
+    kind: frozenset(a for a in dir(python_type) if not a.startswith("_"))
+    for kind, python_type in ((TEXT, str), (NUMBER, int), (DATE, dt.date))
+}
+# The attributes the refusal lists (none for a text or a number: used as they are).
+_SHOWN_ATTRIBUTES: dict[str, Mapping[str, str]] = {
+    TEXT: {},
+    NUMBER: {},
+    DATE: {"year": "年", "month": "月", "day": "日"},
+}
+
+
+def _has_attribute(kind: str, lookup: str) -> bool:
+    return lookup in _ATTRIBUTES[kind] or (kind == TEXT and lookup.isdigit())
+
 
 @dataclass
 class _Found:
@@ -751,12 +795,14 @@ class _Scope:
 
     known: frozenset[str]
     records: Mapping[str, Mapping[str, str]]
+    kinds: Mapping[str, str]  # the other names whose kind is known (VALUE_KINDS)
 
     def bind(self, names: Iterable[str], records: Mapping[str, Mapping[str, str]]) -> _Scope:
         """With `names` bound: a record only if given in `records`, otherwise unchecked."""
         bound = set(names)
         kept = {name: fields for name, fields in self.records.items() if name not in bound}
-        return _Scope(self.known | bound, {**kept, **records})
+        kinds = {name: kind for name, kind in self.kinds.items() if name not in bound}
+        return _Scope(self.known | bound, {**kept, **records}, kinds)
 
 
 def _strict_problems(template: Template, part: str, *, html: bool) -> list[str]:
@@ -771,22 +817,31 @@ def _strict_problems(template: Template, part: str, *, html: bool) -> list[str]:
         for node in template.nodelist.get_nodes_by_type(Node)
         if getattr(node, "asvar", None)
     )
-    scope = _Scope(frozenset(CONTEXT_KEYS) | _BUILTIN_NAMES, RECORD_FIELDS).bind(assigned, {})
+    scope = _Scope(frozenset(CONTEXT_KEYS) | _BUILTIN_NAMES, RECORD_FIELDS, VALUE_KINDS).bind(
+        assigned, {}
+    )
     _walk(template.nodelist, scope, found)
-    problems: list[str] = []
-    if found.unknown:
+
+    def no_such(places: Mapping[str, str], usable: str) -> str:
+        """「{{ x }} という項目はありません。…」 for names (a name → where it is written)."""
         named = "、".join(
-            where if where == f"{{{{ {first} }}}}" else f"{where} の「{first}」"
-            for first, where in found.unknown.items()
+            where if where == f"{{{{ {name} }}}}" else f"{where} の「{name}」"
+            for name, where in places.items()
         )
         space = "" if named.endswith("」") else " "
-        problems.append(f"{part}: {named}{space}という項目はありません。使える項目: {KNOWN_NAMES}")
+        return f"{part}: {named}{space}という項目はありません。{usable}"
+
+    problems: list[str] = []
+    if found.unknown:
+        problems.append(no_such(found.unknown, f"使える項目: {KNOWN_NAMES}"))
     for name, (where, fields) in found.fields.items():
         owner = name.rpartition(".")[0]
-        named = where if where == f"{{{{ {name} }}}}" else f"{where} の「{name}」"
-        space = "" if named.endswith("」") else " "
-        usable = "、".join(f"{owner}.{key}({label})" for key, label in fields.items())
-        problems.append(f"{part}: {named}{space}という項目はありません。使える項目: {usable}")
+        usable = (
+            "使える項目: " + "、".join(f"{owner}.{key}({label})" for key, label in fields.items())
+            if fields
+            else f"{owner} に項目はありません({{{{ {owner} }}}} と書いてください)"
+        )
+        problems.append(no_such({name: where}, usable))
     leftovers = _LEFTOVERS[:2] if html else _LEFTOVERS
     for marker, said in leftovers:
         for text in found.texts:
@@ -883,8 +938,15 @@ def _check_expression(expression: Any, scope: _Scope, found: _Found, where: str)
             if fields is None or not rest or not rest[0].isdigit():
                 continue
             first, rest = f"{first}.{rest[0]}", rest[1:]
-        if fields is not None and rest and rest[0] not in fields:
-            found.fields.setdefault(f"{first}.{rest[0]}", (where, fields))
+        kind = scope.kinds.get(first)
+        if fields is not None and rest:
+            if rest[0] not in fields:
+                found.fields.setdefault(f"{first}.{rest[0]}", (where, fields))
+                continue
+            # offer.expires_on.year: an attribute of the field's value
+            first, rest, kind = f"{first}.{rest[0]}", rest[1:], FIELD_KINDS.get(rest[0])
+        if kind is not None and rest and not _has_attribute(kind, rest[0]):
+            found.fields.setdefault(f"{first}.{rest[0]}", (where, _SHOWN_ATTRIBUTES[kind]))
 
 
 def compile_template(
