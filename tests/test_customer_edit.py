@@ -213,3 +213,83 @@ def test_a_bad_or_taken_address_is_refused_on_the_field(client_for: ClientFor) -
     page = add(operator, customer, "email", "hanako@@example").content.decode()
     assert 'value="hanako@@example"' in page
     assert not Identity.objects.filter(customer=customer).exists()
+
+
+# --- 削除 (an address typed wrong, or no longer the customer's) ----------------------------------
+
+
+def remove(client: Client, customer: Customer, identity: Identity):  # type: ignore[no-untyped-def]
+    page = reverse("web:identity_remove", args=[customer.pk, identity.pk])
+    return client.post(page, {"form_token": form_token(client, page)})
+
+
+def test_a_mistyped_new_address_is_removed_and_mail_goes_to_the_old_one_again(
+    client_for: ClientFor,
+) -> None:
+    customer = make_customer()
+    add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    operator = client_for(Role.OPERATOR)
+    add(operator, customer, "email", "hanako@exmaple.jp")
+    typo = Identity.objects.get(value="hanako@exmaple.jp")
+    detail = operator.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    assert reverse("web:identity_remove", args=[customer.pk, typo.pk]) in detail
+    # the confirmation says where mail goes once it is gone
+    page = operator.get(reverse("web:identity_remove", args=[customer.pk, typo.pk]))
+    assert "これからのメールは" in page.content.decode()
+    assert "hanako@example.jp" in page.content.decode()
+
+    url = reverse("web:identity_remove", args=[customer.pk, typo.pk])
+    token = form_token(operator, url)
+    response = operator.post(url, {"form_token": token})
+
+    assert response.status_code == 302
+    assert not Identity.objects.filter(pk=typo.pk).exists()
+    audience = Audience.load([customer.pk])
+    assert audience.address(customer, Channel.EMAIL, {}) == "hanako@example.jp"
+    entry = AuditLog.objects.get(action="identity.remove", customer_id=customer.pk)
+    assert entry.changes["value"] == ["hanako@exmaple.jp", None]
+    assert entry.actor_label == "operator-user"
+    # a second click of the same form removes nothing more and says so
+    again = operator.post(url, {"form_token": token}, follow=True)
+    assert "すでに送信済み" in again.content.decode()
+    assert Identity.objects.filter(customer=customer).count() == 1
+
+
+def test_the_last_address_warns_and_ids_from_other_systems_stay(client_for: ClientFor) -> None:
+    customer = make_customer()
+    only = add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    member = add_identity(customer, IdentityKind.CART_MEMBER, "M-100")
+    operator = client_for(Role.OPERATOR)
+    page = operator.get(reverse("web:identity_remove", args=[customer.pk, only.pk]))
+    assert "メールは届かなくなります" in page.content.decode()
+    # a cart member ID would come back with the cart's next import: it has no 削除 link or form
+    detail = operator.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    assert reverse("web:identity_remove", args=[customer.pk, member.pk]) not in detail
+    # and a POST made anyway (with a token of the same forms) is refused by the service
+    token = form_token(operator, reverse("web:identity_new", args=[customer.pk]))
+    page_url = reverse("web:identity_remove", args=[customer.pk, member.pk])
+    refused = operator.post(page_url, {"form_token": token}, follow=True)
+    assert "連携元のシステムが付けるため削除できません" in refused.content.decode()
+    assert Identity.objects.filter(pk=member.pk).exists()
+    # and marketers, who read the page only, see no 削除 link at all
+    marketer = client_for(Role.MARKETER)
+    detail = marketer.get(reverse("web:customer_detail", args=[customer.pk])).content.decode()
+    assert reverse("web:identity_remove", args=[customer.pk, only.pk]) not in detail
+
+
+def test_an_erased_record_keeps_nothing_to_remove_and_takes_no_change(
+    client_for: ClientFor,
+) -> None:
+    customer = make_customer()
+    address = add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    operator = client_for(Role.OPERATOR)
+    page = reverse("web:identity_remove", args=[customer.pk, address.pk])
+    token = form_token(operator, page)
+    privacy.customer_erase(
+        customer=customer,
+        reason="本人の請求",
+        acting_user=User.objects.get(username="operator-user"),
+    )
+    response = operator.post(page, {"form_token": token}, follow=True)
+    assert "すでに削除されているか" in response.content.decode()
+    assert not AuditLog.objects.filter(action="identity.remove").exists()

@@ -60,6 +60,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     # Correcting a customer's 基本情報: the contact center's work, like cancelling a 定期.
     "web:customer_edit": frozenset({Role.ADMIN, Role.OPERATOR}),
     "web:identity_new": frozenset({Role.ADMIN, Role.OPERATOR}),
+    "web:identity_remove": frozenset({Role.ADMIN, Role.OPERATOR}),
     # APPI requests: the contact center hands out the export; erasing is for admins (the DPO).
     "web:customer_export": frozenset({Role.ADMIN, Role.OPERATOR}),
     "web:customer_erase": ADMIN_ONLY,

@@ -134,6 +134,12 @@ class IdentityKind(models.TextChoices):
     CHAT = "chat", "チャットID"
 
 
+# The kinds staff add by hand (「メールアドレス・電話番号を追加」), and so may take back: a cart
+# member ID, LINE or chat ID comes from that system, which would attach it again on its next
+# import or event.
+REMOVABLE_IDENTITY_KINDS = (IdentityKind.EMAIL, IdentityKind.PHONE)
+
+
 class Identity(TimeStampedModel):
     """An ID the customer has elsewhere. (kind, value) is unique: one ID, one customer."""
 

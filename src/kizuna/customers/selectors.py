@@ -23,6 +23,7 @@ from kizuna.commerce.models import Order, OrderLine
 from kizuna.core import jp
 from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
+    REMOVABLE_IDENTITY_KINDS,
     Consent,
     ConsentChannel,
     Customer,
@@ -283,6 +284,11 @@ _SENT_TO_NEWEST = frozenset({IdentityKind.EMAIL, IdentityKind.LINE_USER})
 class IdentityGroup:
     kind: IdentityKind
     identities: list[Identity]  # newest first
+
+    @property
+    def removable(self) -> bool:
+        """Staff may take it off the record (services.identity_remove)."""
+        return self.kind in REMOVABLE_IDENTITY_KINDS
 
     @property
     def sent_to(self) -> Identity | None:

@@ -23,6 +23,7 @@ from kizuna.core.bulk import insert_instances, insert_rows, update_fields
 from kizuna.core.models import AuditLog
 from kizuna.core.races import retry_lost_race, unique_clash
 from kizuna.customers.models import (
+    REMOVABLE_IDENTITY_KINDS,
     Consent,
     ConsentChannel,
     ConsentEvent,
@@ -368,6 +369,27 @@ def identity_add(
         changes={"kind": [None, kind.value], "value": [None, key]},
     )
     return identity
+
+
+@transaction.atomic
+def identity_remove(*, identity: Identity, acting_user: Any) -> None:
+    """Take an e-mail address or phone number off the customer (one typed wrong, or one the
+    customer no longer has): messages then go to the newest one left. Audited with the value,
+    as its addition was. Read under the customer's lock, as erasure and merge take it."""
+    if identity.kind not in REMOVABLE_IDENTITY_KINDS:
+        raise ValidationError("この種類の識別子は、連携元のシステムが付けるため削除できません")
+    customer = Customer.objects.select_for_update().get(pk=identity.customer_id)
+    refuse_if_erased(customer)
+    removed = Identity.objects.filter(pk=identity.pk, customer=customer).delete()[0]
+    if not removed:
+        raise ValidationError("この識別子はすでに削除されているか、別の顧客に移っています")
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="identity.remove",
+        instance=identity,
+        customer_id=customer.pk,
+        changes={"kind": [identity.kind, None], "value": [identity.value, None]},
+    )
 
 
 @dataclass(frozen=True)

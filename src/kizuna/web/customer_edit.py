@@ -1,5 +1,5 @@
-"""Editing a customer's 基本情報 from the customer page (「基本情報を編集」), and adding a new
-e-mail address or phone number (「メールアドレス・電話番号を追加」).
+"""Editing a customer's 基本情報 from the customer page (「基本情報を編集」), and adding or
+removing an e-mail address or phone number (「メールアドレス・電話番号を追加」, 削除).
 
 A customer who moves, marries or finds a typo in their name calls the contact center; the
 operator corrects the record on the spot. The form sends only the fields the operator changed
@@ -21,7 +21,7 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
@@ -30,9 +30,10 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.core import jp
-from kizuna.customers.models import Customer, Gender, IdentityKind
+from kizuna.customers.models import REMOVABLE_IDENTITY_KINDS, Customer, Gender, IdentityKind
 from kizuna.customers.selectors import record_version
 from kizuna.customers.services import customer_update, identity_add, is_erased
+from kizuna.customers.services import identity_remove as identity_remove_service
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
@@ -249,3 +250,53 @@ def identity_new(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     }
     status = 400 if form.errors else 200
     return render(request, "web/customers/identity_new.html", context, status=status)
+
+
+# --- removing one ------------------------------------------------------------------------------
+
+IDENTITY_REMOVED_BEFORE = "このフォームはすでに送信済みです。識別子は削除されています。"
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def identity_remove(request: HtmxHttpRequest, pk: int, identity_pk: int) -> HttpResponse:
+    """GET: what removing the address or number changes (where messages go next). POST: remove
+    it (`identity_remove`, audited). The undo of an address typed wrong, or the end of one
+    the customer no longer has; adding it again is the undo of this."""
+    customer = customer_or_404(pk)
+    if moved := survivor_redirect(request, customer, "web:identity_remove", identity_pk):
+        return moved
+    back = reverse("web:customer_detail", args=[pk]) + "#identities"
+    identity = customer.identities.filter(pk=identity_pk).first()
+    form = forms.Form(posted(request))
+    if sent_before(request, form, IDENTITY_TOKENS_SESSION_KEY, IDENTITY_STALE):
+        messages.info(request, IDENTITY_REMOVED_BEFORE)
+        return redirect(back)
+    if identity is None:
+        if request.method != "POST":
+            raise Http404("この識別子は見つかりません")
+        # Removed (or the record erased) while the confirmation was open.
+        messages.error(request, "この識別子はすでに削除されているか、別の顧客に移っています。")
+        return redirect(back)
+    if request.method == "POST" and form.is_valid():
+        try:
+            identity_remove_service(identity=identity, acting_user=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+        else:
+            label = IdentityKind(identity.kind).label
+            messages.success(
+                request, f"{label}「{identity.display_value or identity.value}」を削除しました。"
+            )
+        return redirect(back)
+    others = customer.identities.filter(kind=identity.kind).exclude(pk=identity.pk)
+    context = {
+        "customer": customer,
+        "identity": identity,
+        "removable": identity.kind in REMOVABLE_IDENTITY_KINDS,
+        # The one messages go to once this is gone: the newest left of its kind.
+        "next_newest": others.order_by("-pk").first(),
+        "form_token": issue_form_token(request, IDENTITY_TOKENS_SESSION_KEY),
+    }
+    return render(request, "web/customers/identity_remove.html", context)

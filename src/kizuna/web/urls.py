@@ -9,6 +9,11 @@ urlpatterns = [
     path("customers/<int:pk>/", views.customer_detail, name="customer_detail"),
     path("customers/<int:pk>/edit/", customer_edit.customer_edit, name="customer_edit"),
     path("customers/<int:pk>/identities/new/", customer_edit.identity_new, name="identity_new"),
+    path(
+        "customers/<int:pk>/identities/<int:identity_pk>/remove/",
+        customer_edit.identity_remove,
+        name="identity_remove",
+    ),
     path("customers/<int:pk>/orders/", views.customer_orders, name="customer_orders"),
     path("customers/<int:pk>/points/", views.customer_points, name="customer_points"),
     path("customers/<int:pk>/points/adjust/", points.points_adjust_view, name="points_adjust"),
