@@ -83,6 +83,16 @@ def _enroll(s: Scenario, *, holdout: bool = False) -> Enrollment:
     )
 
 
+def test_the_empty_list_says_where_to_start_in_the_pages_not_on_the_command_line(
+    client_for: Login,
+) -> None:
+    html = client_for(Role.MARKETER).get(reverse("scenarios:list")).content.decode()
+    assert "シナリオはまだありません" in html
+    assert f'<a href="{reverse("scenarios:templates")}">メッセージテンプレート</a>' in html
+    assert f'<a href="{reverse("scenarios:create")}">新しいシナリオを作成</a>' in html
+    assert "scenarios load" not in html
+
+
 def test_the_list_shows_trigger_status_and_enrollments(
     client_for: Login, welcome: Scenario
 ) -> None:
