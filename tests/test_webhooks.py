@@ -484,6 +484,59 @@ def test_an_older_customer_event_proposes_no_duplicate_for_an_address_now_elsewh
     assert not DuplicateCandidate.objects.exists()
 
 
+def member_order(event_id: str, number: str, ordered_at: str, email: str) -> dict[str, Any]:
+    event = order_event(event_id, number=number, ordered_at=ordered_at, updated_at=ordered_at)
+    event["data"]["customer"]["identities"] = {"cart_member_id": "M000123", "email": email}
+    return event
+
+
+def test_an_order_placed_before_the_customer_changed_address_does_not_bring_it_back(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # given the member's change to a new address (2 May) delivered first
+    _, secret = source
+    deliver(
+        secret, member_event("c2", "2026-05-02T10:00:00+09:00", "new@example.jp"), topic="customers"
+    )
+    customer = Customer.objects.get()
+    before = sorted(customer.identities.values_list("kind", "value"))
+    # when an order placed on 1 May, with the address given at checkout then, arrives late
+    late = member_order("o1", "1001", "2026-05-01T10:00:00+09:00", "old@example.jp")
+    response = deliver(secret, late)
+    # then the order is the member's, but its old address is not attached: messages still go
+    # to the new one
+    assert response.json()["outcome"] == "created"
+    assert Order.objects.get(number="1001").customer_id == customer.pk
+    assert sorted(customer.identities.values_list("kind", "value")) == before
+    assert sent_to(customer) == "new@example.jp"
+    # and an order placed after the change still attaches the address given with it
+    later = member_order("o2", "1002", "2026-05-03T10:00:00+09:00", "order@example.jp")
+    assert deliver(secret, later).json()["outcome"] == "created"
+    assert Order.objects.get(number="1002").customer_id == customer.pk
+    assert sent_to(customer) == "order@example.jp"
+
+
+def test_a_late_order_proposes_no_duplicate_for_an_old_address_now_elsewhere(
+    source: tuple[WebhookSource, str],
+) -> None:
+    # given the member's newer event, and their old address now another customer's
+    _, secret = source
+    deliver(
+        secret, member_event("c2", "2026-05-02T10:00:00+09:00", "new@example.jp"), topic="customers"
+    )
+    other = make_customer(family_name="佐藤")
+    add_identity(other, IdentityKind.EMAIL, "old@example.jp")
+    # when an order placed before the change, with the old address, arrives late
+    response = deliver(
+        secret, member_order("o1", "1001", "2026-05-01T10:00:00+09:00", "old@example.jp")
+    )
+    # then it is the member's order, and the two are not proposed on outdated data
+    assert response.json()["outcome"] == "created"
+    assert response.json()["customer_id"] != other.pk
+    assert response.json()["identities_not_attached"] == []
+    assert not DuplicateCandidate.objects.exists()
+
+
 def test_a_new_customer_event_without_family_name_is_422(
     source: tuple[WebhookSource, str],
 ) -> None:

@@ -170,6 +170,19 @@ def webhook_event_previous(*, source: WebhookSource, event_id: str) -> WebhookEv
     return WebhookEvent.objects.filter(source=source, event_id=event_id).first()
 
 
+def customer_known_after(*, customer_id: int, at: dt.datetime) -> bool:
+    """True when a dated customer event from the cart newer than `at` was applied to the
+    customer: what the cart said about the customer as of `at` (an order's identities, given
+    at checkout) is older than what is stored. Callers lock the customer row first."""
+    return (
+        WebhookEvent.objects.filter(
+            topic="customer", customer_id=customer_id, source_updated_at__gt=at
+        )
+        .exclude(outcome="stale")
+        .exists()
+    )
+
+
 def customer_event_is_stale(
     *, customer_id: int, source_updated_at: dt.datetime | None, event: WebhookEvent
 ) -> bool:

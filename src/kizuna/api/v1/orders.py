@@ -4,7 +4,7 @@ one at a time (`PUT /orders/{number}`) or up to BATCH_MAX per request (`POST /or
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
@@ -31,6 +31,7 @@ from kizuna.commerce.services import (
     orders_upsert_many,
 )
 from kizuna.core.audit import Actor
+from kizuna.customers.models import Customer
 from kizuna.customers.resolution import ResolveRequest
 
 router = Router(tags=["注文"])
@@ -163,10 +164,15 @@ def order_input(number: str, body: OrderBody, source: str) -> OrderInput:
 
 
 def ingest_orders(
-    items: Sequence[tuple[str, OrderBody]], *, actor: Actor, source: str
+    items: Sequence[tuple[str, OrderBody]],
+    *,
+    actor: Actor,
+    source: str,
+    customer_stale: Callable[[Customer], bool] | None = None,
 ) -> list[OrderResult]:
     """Upsert the orders, resolving the customer of each new one, in one bulk write (see
-    kizuna.commerce.services.orders_upsert_many: it also settles creation races)."""
+    kizuna.commerce.services.orders_upsert_many: it also settles creation races).
+    `customer_stale`: see ingest_order."""
     return orders_upsert_many(
         [
             OrderItem(
@@ -174,6 +180,7 @@ def ingest_orders(
                 who=ResolveRequest(
                     identities=body.customer.identities.as_kinds(),
                     profile=body.customer.profile.changes(),
+                    stale=customer_stale,
                 ),
             )
             for number, body in items
@@ -184,12 +191,23 @@ def ingest_orders(
 
 
 def ingest_order(
-    *, number: str, body: OrderBody, actor: Actor, source: str, field_prefix: str = ""
+    *,
+    number: str,
+    body: OrderBody,
+    actor: Actor,
+    source: str,
+    field_prefix: str = "",
+    customer_stale: Callable[[Customer], bool] | None = None,
 ) -> tuple[Order, UpsertOutcome, bool]:
     """One order (`PUT /orders/{number}`, webhooks): (order, outcome, customer created).
     A refused order raises ValidationError with its fields named as the client sent them
-    (`field_prefix` is where the order sits in the request: "data." in a webhook event)."""
-    (result,) = ingest_orders([(number, body)], actor=actor, source=source)
+    (`field_prefix` is where the order sits in the request: "data." in a webhook event).
+    `customer_stale` (kizuna.customers.resolution.ResolveRequest.stale): True when the
+    order's customer identities are older than the existing customer they match; the order is
+    still stored with that customer, and none of its identities is attached."""
+    (result,) = ingest_orders(
+        [(number, body)], actor=actor, source=source, customer_stale=customer_stale
+    )
     if result.error is not None:
         _, fields = error_fields(result, prefix=field_prefix)
         raise ValidationError(fields or result.error.messages)

@@ -5,7 +5,9 @@ Authenticated by the HMAC signature of the raw body (kizuna.core.webhooks), not 
 Each event is applied once whatever the number of deliveries (RELIABILITY I2), and an older
 version never overwrites a newer one (I3): orders through `order_upsert`'s `updated_at` check,
 customers through the times of the customer events already applied (an event without a time
-does not overwrite a customer a dated event was applied to).
+does not overwrite a customer a dated event was applied to). Identities older than the customer
+they match — a stale customer event's, a new order's placed before a customer event applied —
+are not attached (the newest e-mail address is where messages go).
 """
 
 from __future__ import annotations
@@ -194,17 +196,32 @@ def order_webhook(
         )
         if event is None:
             return _duplicate(sender, payload.id)
+
+        old_identities: list[bool] = []  # the last answer (resolution may run again)
+
+        def identities_stale(matched: Customer) -> bool:
+            # A new order's customer identities are as of checkout. A customer event dated
+            # after it (a changed e-mail address) was applied already: the order's address is
+            # the old one and must not become the newest, where messages go. Locked first, as
+            # the customer events lock it.
+            Customer.objects.select_for_update().values_list("pk").get(pk=matched.pk)
+            stale = webhooks.customer_known_after(customer_id=matched.pk, at=data.ordered_at)
+            old_identities[:] = [stale]
+            return stale
+
         order, outcome, _ = ingest_order(
             number=data.number,
             body=data,
             actor=webhook_actor(sender),
             source=f"webhook:{sender.slug}",
             field_prefix="data.",
+            customer_stale=identities_stale,
         )
         webhooks.webhook_event_finish(
             event=event, customer_id=order.customer_id, ref=order.number, outcome=outcome.value
         )
-        owners = _owners(data.customer.identities.as_kinds())
+        # Identities older than the customer were neither attached nor proposed: none listed.
+        owners = {} if any(old_identities) else _owners(data.customer.identities.as_kinds())
     return {
         "event_id": payload.id,
         "duplicate": False,
