@@ -49,9 +49,11 @@ from kizuna.campaigns.automation.models import (
 )
 from kizuna.campaigns.automation.selectors import enrollment_counts, timing_label
 from kizuna.campaigns.automation.services import (
+    CurrentMembers,
     ScenarioError,
     backlog_confirm,
     backlog_discard,
+    current_members_on_activation,
     offer_delete,
     offer_save,
     offer_uses,
@@ -677,14 +679,53 @@ def scenario_form_refresh(request: HtmxHttpRequest) -> HttpResponse:
 @allow_roles(*EDIT_ROLES)
 @require_POST
 def scenario_activate_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
-    scenario = get_object_or_404(Scenario, pk=pk)
+    """Start a scenario. One that would enroll everyone already in its segment at once (セグメ
+    ントに入った with 稼働開始時点の該当者も対象にする) first shows how many that is, and starts
+    only when that page is confirmed: one click must not send a coupon to hundreds."""
+    scenario = get_object_or_404(Scenario.objects.select_related("audience"), pk=pk)
+    current = (
+        current_members_on_activation(scenario, now=timezone.now())
+        if scenario.status != ScenarioStatus.ACTIVE
+        else None
+    )
+    if current is not None and request.POST.get("confirmed") != "1":
+        first = scenario.steps.order_by("position", "pk").first()
+        context = {
+            "scenario": scenario,
+            "current": current,
+            "first_timing": timing_label(first, scenario) if first else "",
+        }
+        return render(request, "web/scenarios/activate_confirm.html", context)
+    resumed = scenario.activated_at is not None
     try:
         scenario_activate(scenario=scenario, acting_user=request.user)
     except ScenarioError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, "稼働を開始しました。これ以降のきっかけから対象になります。")
+        messages.success(request, _activated_message(scenario, current, resumed=resumed))
     return redirect("scenarios:detail", pk=pk)
+
+
+def _activated_message(scenario: Scenario, current: CurrentMembers | None, *, resumed: bool) -> str:
+    """What starting the scenario does, as it will happen."""
+    if current is not None:
+        held = (
+            f"(うち約{current.held_out:,}人はホールドアウトで送りません)"
+            if current.held_out
+            else ""
+        )
+        return (
+            f"稼働を開始しました。次回のスケジューラ実行で、今セグメントに該当する{current.count:,}人"
+            f"がエントリーします{held}。最初のステップはタイミングが来た人から送信されます。"
+            "これ以降に新しく該当したお客様も対象になります。"
+        )
+    if scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED and scenario.trigger_checked_at is None:
+        return (
+            "稼働を開始しました。今セグメントに該当しているお客様は対象にならず、"
+            "これ以降に新しく該当したお客様から対象になります。"
+        )
+    verb = "再開しました" if resumed else "開始しました"
+    return f"稼働を{verb}。これ以降のきっかけから対象になります。"
 
 
 @allow_roles(*EDIT_ROLES)

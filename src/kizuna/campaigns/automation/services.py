@@ -32,8 +32,15 @@ from kizuna.campaigns.automation.models import (
     SegmentMember,
     StepAnchor,
     StepDispatch,
+    TriggerKind,
 )
-from kizuna.campaigns.automation.segments import key_error, name_error, name_key
+from kizuna.campaigns.automation.segments import (
+    compile_validated,
+    key_error,
+    name_error,
+    name_key,
+    segment_customers,
+)
 from kizuna.campaigns.automation.templating import (
     TemplateRenderError,
     compile_stored,
@@ -722,6 +729,42 @@ def scenario_activate(
         changes={"status": [old, scenario.status]},
     )
     return scenario
+
+
+@dataclass(frozen=True)
+class CurrentMembers:
+    """Who a 「セグメントに入った」 scenario with 稼働開始時点の該当者も対象にする enrolls on
+    its first check: everyone in the segment (and in its audience, if it has one) right now."""
+
+    segment: str  # its name
+    count: int
+    held_out: int  # about how many of them the holdout draw keeps back (not sent)
+
+    @property
+    def treated(self) -> int:
+        return self.count - self.held_out
+
+
+def current_members_on_activation(scenario: Scenario, *, now: dt.datetime) -> CurrentMembers | None:
+    """The customers activating `scenario` would enroll at once, or None when activating only
+    reaches what happens from now on. The count is the segment builder's live count
+    (segment_customers), narrowed to the scenario's audience."""
+    if (
+        scenario.trigger_kind != TriggerKind.SEGMENT_ENTERED
+        or not scenario.trigger_params.get("include_existing")
+        # Checked before (a paused scenario): the stays recorded then are the baseline.
+        or scenario.trigger_checked_at is not None
+    ):
+        return None
+    segment = Segment.objects.filter(key=scenario.trigger_params.get("segment")).first()
+    if segment is None:
+        return None
+    customers = segment_customers(segment.rules, now=now)
+    if scenario.audience is not None:
+        customers = customers.filter(compile_validated(scenario.audience.rules, now=now))
+    count = customers.count()
+    percent = triggers.holdout_percent(scenario)
+    return CurrentMembers(segment=segment.name, count=count, held_out=round(count * percent / 100))
 
 
 @transaction.atomic
