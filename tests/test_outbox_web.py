@@ -385,3 +385,31 @@ def test_admins_see_which_channels_are_connected(client_for, settings) -> None: 
     assert re.search(r"<dt>SMS</dt><dd><span[^>]*>未設定</span> 最適チャネルでは使いません", page)
     # the connection details are for admins only
     assert "チャネルの接続" not in client_for(Role.MARKETER).get("/delivery/").content.decode()
+
+
+def test_a_list_closed_too_early_is_reopened_until_the_next_list_starts(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given the marketer closed the postal DM list by mistake (one click, no confirmation)
+    postal = DeliveryList.objects.create(channel=Channel.POSTAL, created_at=timezone.now())
+    marketer = client_for(Role.MARKETER)
+    closed = marketer.post(f"/delivery/lists/{postal.pk}/close/", follow=True).content.decode()
+    assert "締めを取り消す" in closed
+    # when they undo it
+    reopened = marketer.post(f"/delivery/lists/{postal.pk}/reopen/", follow=True)
+    # then the list is open again, takes the next messages, and the undo is audited
+    postal.refresh_from_db()
+    assert (postal.closed_at, postal.closed_by) == (None, "")
+    assert f"郵送DM #{postal.pk} の締めを取り消しました" in reopened.content.decode()
+    assert AuditLog.objects.filter(action="delivery_list.reopen", entity_id=str(postal.pk)).exists()
+
+    # Once a message has started the channel's next list, the first stays closed.
+    marketer.post(f"/delivery/lists/{postal.pk}/close/")
+    later = DeliveryList.objects.create(channel=Channel.POSTAL, created_at=timezone.now())
+    page = marketer.get("/delivery/").content.decode()
+    assert f"/delivery/lists/{postal.pk}/reopen/" not in page
+    refused = marketer.post(f"/delivery/lists/{postal.pk}/reopen/", follow=True)
+    assert "締めを取り消せません" in refused.content.decode()
+    postal.refresh_from_db()
+    assert postal.closed_at is not None
+    assert later.closed_at is None
+    # and an operator, who works call lists only, cannot reopen a postal list
+    assert client_for(Role.OPERATOR).post(f"/delivery/lists/{postal.pk}/reopen/").status_code == 403

@@ -92,6 +92,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "outbox:dashboard": CUSTOMER_SCREENS,
     "outbox:download_list": CUSTOMER_SCREENS,
     "outbox:close_list": CUSTOMER_SCREENS,
+    "outbox:reopen_list": CUSTOMER_SCREENS,
     "outbox:suppressions": MARKETING,
     "outbox:pause": ADMIN_ONLY,
     "outbox:settings": ADMIN_ONLY,

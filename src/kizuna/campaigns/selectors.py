@@ -8,7 +8,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, QuerySet
+from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
 from kizuna.campaigns.consent_checks import gone_customers
@@ -110,6 +110,18 @@ def delivery_lists() -> QuerySet[DeliveryList]:
     merged-away customer's row is left out of it, services.list_messages)."""
     size = Count("messages", filter=~gone_customers("messages__customer__"))
     return DeliveryList.objects.annotate(size=size).order_by("-created_at", "-id")
+
+
+def reopenable_lists() -> set[int]:
+    """The closed lists whose 締め can still be undone (services.delivery_list_reopen): each
+    channel's newest list, when it is closed."""
+    newest = DeliveryList.objects.values("channel").annotate(newest=Max("pk"))
+    ids = [row["newest"] for row in newest]
+    return set(
+        DeliveryList.objects.filter(pk__in=ids, closed_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
 
 
 def onsite_messages(member_id: str) -> list[OutboxMessage]:

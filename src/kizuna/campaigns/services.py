@@ -102,6 +102,38 @@ def delivery_list_close(*, delivery_list: DeliveryList, acting_user: Any) -> Del
     return row
 
 
+class ReopenRefusedError(Exception):
+    """The list cannot take messages again; the message says why, in Japanese."""
+
+
+@transaction.atomic
+def delivery_list_reopen(*, delivery_list: DeliveryList, acting_user: Any) -> DeliveryList:
+    """Undo a 締め made too early: the list takes the channel's next messages again. Only while
+    no newer list has started for the channel (one open list per channel): once a message has
+    gone into the next list, the two batches stay as they are."""
+    row = DeliveryList.objects.select_for_update().get(pk=delivery_list.pk)
+    if row.closed_at is None:
+        return row
+    newer = DeliveryList.objects.filter(channel=row.channel, pk__gt=row.pk).exists()
+    if newer:
+        raise ReopenRefusedError(
+            "この後のメッセージがすでに新しいリストに入っているため、締めを取り消せません。"
+        )
+    actor = Actor.of(acting_user)
+    closed_at = row.closed_at
+    row.closed_at = None
+    row.closed_by = ""
+    row.save()
+    audit_record(
+        actor=actor,
+        action="delivery_list.reopen",
+        instance=row,
+        customer_id=None,
+        changes={"closed_at": [closed_at.isoformat(), None]},
+    )
+    return row
+
+
 POSTAL_COLUMNS = [
     "顧客ID",
     "郵便番号",

@@ -53,8 +53,10 @@ from kizuna.campaigns.outbox import (
 )
 from kizuna.campaigns.sender import current_sender
 from kizuna.campaigns.services import (
+    ReopenRefusedError,
     delivery_list_close,
     delivery_list_export,
+    delivery_list_reopen,
     delivery_settings_update,
     sending_pause,
 )
@@ -247,6 +249,7 @@ def _dashboard_context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "sender": current_sender(row),
         "problems": _page(request, selectors.recent_problems()),
         "lists": _page(request, _visible_lists(request), "lists"),
+        "reopenable": selectors.reopenable_lists(),
         "is_admin": _is_admin(request),
         "manages": _manages(request),
         "settings_form": _settings_form(row),
@@ -380,8 +383,29 @@ def close_list(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("outbox:dashboard")
     delivery_list_close(delivery_list=delivery_list, acting_user=_user(request))
     messages.success(
-        request, f"{name} を締めました。これ以降のメッセージは新しいリストに入ります。"
+        request,
+        f"{name} を締めました。これ以降のメッセージは新しいリストに入ります。"
+        "早すぎた場合は、次のメッセージが入るまで「締めを取り消す」で戻せます。",
     )
+    return redirect("outbox:dashboard")
+
+
+@allow_roles(*VIEW_ROLES)
+@require_POST
+def reopen_list(request: HttpRequest, pk: int) -> HttpResponse:
+    """Undo a 締め (delivery_list_reopen): for the same people who may close the list."""
+    delivery_list = get_object_or_404(DeliveryList, pk=pk)
+    if not _manages(request) and delivery_list.channel != Channel.CALL:
+        raise PermissionDenied
+    name = f"{delivery_list.get_channel_display()} #{delivery_list.pk}"
+    try:
+        delivery_list_reopen(delivery_list=delivery_list, acting_user=_user(request))
+    except ReopenRefusedError as exc:
+        messages.error(request, f"{name}: {exc}")
+    else:
+        messages.success(
+            request, f"{name} の締めを取り消しました。メッセージは再びこのリストに入ります。"
+        )
     return redirect("outbox:dashboard")
 
 
