@@ -1,7 +1,7 @@
 """Any CSV, with a YAML mapping file that says which column holds which of our fields.
 
 The format of the mapping file is documented, with a full example, in docs/ingest.md; an example
-ships as docs/examples/generic-orders.yml.
+ships as src/kizuna/web/static/web/examples/generic-orders.yml (the import page offers it).
 """
 
 from __future__ import annotations
