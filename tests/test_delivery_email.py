@@ -248,6 +248,9 @@ def test_an_unreachable_server_is_retried_later_not_failed(settings) -> None:  #
     assert message.attempts == 1
     assert message.next_attempt_at > message.send_after
     assert "接続できません" in message.last_error
+    # in words the admin can act on, not the socket's "[Errno 111] Connection refused"
+    assert "接続を拒否されました。ホスト名・ポート番号" in message.last_error
+    assert "Errno" not in message.last_error
 
 
 def test_marketing_waits_while_the_sender_block_is_not_configured(smtp, settings) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,8 @@ import contextlib
 import functools
 import secrets
 import smtplib
+import socket
+import ssl
 from dataclasses import dataclass
 from email.header import Header
 from email.utils import formataddr, formatdate, parseaddr
@@ -35,6 +37,38 @@ from kizuna.campaigns.channels import Envelope, Receipt, TransportError
 from kizuna.campaigns.unsubscribe import unsubscribe_mailto, unsubscribe_url
 
 PERMANENT_FLOOR = 500
+
+
+# Why the SMTP server could not be reached, as the admin who set KIZUNA_SMTP_* reads it on the
+# 配信状況 page: what to check, in Japanese, rather than "[Errno 111] Connection refused".
+# First match wins (an SSL error is an OSError too).
+_CONNECTION_PROBLEMS: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        smtplib.SMTPAuthenticationError,
+        "ユーザー名かパスワードが違います(KIZUNA_SMTP_USER・KIZUNA_SMTP_PASSWORD)",
+    ),
+    (
+        ConnectionRefusedError,
+        "接続を拒否されました。ホスト名・ポート番号と、サーバーが動いているかを確かめてください",
+    ),
+    (socket.gaierror, "ホスト名が見つかりません(KIZUNA_SMTP_HOST)"),
+    (
+        TimeoutError,
+        "サーバーが応答しません(時間切れ)。ホスト名・ポート番号とネットワークを確かめてください",
+    ),
+    (
+        ssl.SSLError,
+        "暗号化(TLS/SSL)の設定がサーバーと合いません(KIZUNA_SMTP_TLS・KIZUNA_SMTP_SSL)",
+    ),
+    (smtplib.SMTPServerDisconnected, "サーバーが接続を切りました。しばらくして再送されます"),
+)
+
+
+def connection_problem(exc: BaseException) -> str:
+    """`exc` in the words of _CONNECTION_PROBLEMS; anything else in the library's own."""
+    return next((why for kind, why in _CONNECTION_PROBLEMS if isinstance(exc, kind)), str(exc))
+
+
 # RFC 5322: a line may not exceed 998 octets; a longer body line needs base64.
 MAX_LINE = 998
 
@@ -171,7 +205,7 @@ class EmailTransport:
             except (OSError, smtplib.SMTPException) as exc:
                 self._reset()
                 raise TransportError(
-                    f"SMTPサーバーに接続できません: {exc}", permanent=False
+                    f"SMTPサーバーに接続できません: {connection_problem(exc)}", permanent=False
                 ) from exc
         connection: smtplib.SMTP | None = backend.connection
         if connection is None:
@@ -210,7 +244,9 @@ class EmailTransport:
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             self._reset()
-            raise TransportError(f"SMTP送信に失敗しました: {exc}", permanent=False) from exc
+            raise TransportError(
+                f"SMTP送信に失敗しました: {connection_problem(exc)}", permanent=False
+            ) from exc
         return Receipt(provider_id=message_id)
 
     def _reset(self) -> None:
