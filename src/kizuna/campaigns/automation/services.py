@@ -640,6 +640,7 @@ def scenario_save(
         )
         if scenario.status == ScenarioStatus.ACTIVE and not cleaned["steps"]:
             errors.append("稼働中のシナリオにはステップが1つ以上必要です")
+        errors.extend(_holdout_change_errors(scenario, cleaned["holdout_percent"]))
     if errors:
         raise ScenarioError(errors)
     actor = Actor.of(acting_user)
@@ -669,6 +670,24 @@ def scenario_save(
         changes=diff(before, _scenario_values(scenario)),
     )
     return scenario
+
+
+def _holdout_change_errors(scenario: Scenario, percent: Any) -> list[str]:
+    """A scenario that has enrolled anyone keeps its holdout %: its lift pools every entry, and
+    entries drawn at 10% and at 50% mixed together compare two different groups (the later
+    period weighs more in one group than in the other). Setting 0% (stop holding out, send to
+    everyone) stays allowed: the lift page then says the comparison group stopped growing."""
+    if not _whole(percent) or percent in (scenario.holdout_percent, 0):
+        return []
+    if not Enrollment.objects.filter(scenario=scenario).exists():
+        return []
+    return [
+        f"ホールドアウト: このシナリオには既にエントリーがあるため、割合は変えられません"
+        f"({scenario.holdout_percent}%→{percent}%)。効果は配信グループとホールドアウトを比べて"
+        "計測するため、途中で割合を変えると2つの割合の期間が混ざり、比較が偏ります。"
+        "割合を変えるには新しいシナリオを作ってください(このシナリオは停止できます)。"
+        "ホールドアウトをやめて全員に送る場合は0%にできます"
+    ]
 
 
 def _save_steps(scenario: Scenario, steps: list[dict[str, Any]]) -> None:
