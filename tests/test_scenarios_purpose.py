@@ -18,7 +18,12 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from kizuna.accounts.models import Role
-from kizuna.campaigns.automation.models import Enrollment, Scenario, ScenarioStatus
+from kizuna.campaigns.automation.models import (
+    Enrollment,
+    MessageTemplate,
+    Scenario,
+    ScenarioStatus,
+)
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import (
     ScenarioError,
@@ -318,11 +323,16 @@ def test_a_step_without_offer_cannot_use_a_template_that_prints_the_offer(purpos
     template(
         "f2-push", text="今なら{{ offer.label }}でお届けします。クーポンコード: {{ offer.code }}"
     )
+    MessageTemplate.objects.filter(key="f2-push").update(name="F2クーポン案内")
     spec = _spec({"kind": "first_purchase"}, purpose=purpose)
     spec["steps"] = [step("mail", template="f2-push")]
     with pytest.raises(ScenarioError) as refused:
         scenario_save(scenario=None, spec=spec, acting_user=STAFF)
-    assert "テンプレート「f2-push」はオファー({{ offer… }})を表示しますが" in str(refused.value)
+    # named as staff named it, not by its internal key
+    assert "テンプレート「F2クーポン案内」はオファー({{ offer… }})を表示しますが" in str(
+        refused.value
+    )
+    assert "f2-push" not in str(refused.value)
     assert not Scenario.objects.exists()
     # with the offer attached (販促), it saves
     if purpose == "marketing":

@@ -466,6 +466,7 @@ class _StepRefs:
     trigger: triggers.Trigger | None
     purpose: Any
     templates: dict[str, bool]  # key → whether it prints {{ offer… }} outside {% if offer %}
+    template_names: dict[str, str]  # key → the name staff gave it (what messages say)
     offers: set[str]
     segments: set[str]
 
@@ -475,10 +476,12 @@ def _validate_steps(
 ) -> tuple[list[dict[str, Any]], list[str]]:
     if not isinstance(raw_steps, list):
         return [], ["ステップの形式が正しくありません"]
+    all_templates = list(MessageTemplate.objects.all())
     refs = _StepRefs(
         trigger=trigger,
         purpose=purpose,
-        templates={t.key: _prints_offer(t) for t in MessageTemplate.objects.all()},
+        templates={t.key: _prints_offer(t) for t in all_templates},
+        template_names={t.key: t.name for t in all_templates},
         offers=set(Offer.objects.values_list("key", flat=True)),
         segments=set(Segment.objects.values_list("key", flat=True)),
     )
@@ -550,7 +553,7 @@ def _validate_step(
         # Without an offer its {{ offer… }} print nothing: 「今ならでお届けします。
         # クーポンコード: (まで)」 would go out (and a coupon mail would pass as 取引連絡).
         errors.append(
-            f"テンプレート「{raw.get('template')}」はオファー({{{{ offer… }}}})を表示しますが、"
+            f"テンプレート「{refs.template_names[str(raw.get('template'))]}」はオファー({{{{ offer… }}}})を表示しますが、"
             "このステップにオファーがありません。オファーを選ぶか、オファーを使わない"
             "テンプレートにしてください"
         )
