@@ -315,3 +315,24 @@ def test_the_list_has_no_archive_tab_while_nothing_is_archived(client_for: Login
     html = client_for(Role.MARKETER).get(reverse("scenarios:list")).content.decode()
     assert "シナリオ welcome" in html
     assert "アーカイブ(" not in html
+
+
+@pytest.mark.parametrize("role", [Role.MARKETER, Role.ANALYST])
+def test_an_archived_scenarios_empty_lift_does_not_point_to_a_button_it_has_not(
+    client_for: Callable[[Role], Client], role: Role
+) -> None:
+    archived = _archived()
+    html = client_for(role).get(reverse("scenarios:lift", args=[archived.pk])).content.decode()
+    assert "アーカイブしたシナリオは稼働しないため、エントリーは始まりません" in html
+    assert "稼働させる" not in html
+
+
+def test_a_paused_scenarios_empty_lift_names_the_button_only_for_those_who_have_it(
+    client_for: Callable[[Role], Client],
+) -> None:
+    paused = _paused()
+    url = reverse("scenarios:lift", args=[paused.pk])
+    assert "「稼働させる」を押すと" in client_for(Role.MARKETER).get(url).content.decode()
+    analyst = client_for(Role.ANALYST).get(url).content.decode()
+    assert "稼働させる" not in analyst
+    assert "稼働すると、その後のきっかけからエントリーが始まります" in analyst

@@ -281,7 +281,8 @@ def test_a_scenario_without_entries_says_so_instead_of_a_table_of_zeros(
     lift = client_for(Role.ANALYST).get(reverse("scenarios:lift", args=[draft.pk]))
     html = lift.content.decode()
     assert "まだエントリーがありません" in html
-    assert "「稼働させる」を押すと" in html
+    # an analyst has no 稼働させる button to press
+    assert "稼働すると、その後のきっかけからエントリーが始まります" in html
     assert "0.0%" not in html
 
 

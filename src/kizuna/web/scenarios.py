@@ -634,6 +634,8 @@ def scenario_lift_part(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         "unmeasurable": no_holdout and not lift.enrolled_holdout,
         # Held out before the change: their group stops growing.
         "holdout_stopped": no_holdout and bool(lift.enrolled_holdout),
+        # Only editors have the 稼働させる button the empty state may point to.
+        "can_edit": _can_edit(request),
     }
     return render(request, "web/scenarios/_lift.html", context)
 
