@@ -24,6 +24,7 @@ from kizuna.campaigns.automation.models import (
     Scenario,
     ScenarioStatus,
     ScenarioStep,
+    SegmentMember,
     StepDispatch,
     TickLog,
 )
@@ -32,7 +33,16 @@ from kizuna.campaigns.automation.services import offer_save, scenario_save
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
 from tests.factories import add_identity, make_customer, make_order
-from tests.test_scenarios_kit import STAFF, jst, scenario, scenario_form, step, template
+from tests.test_scenarios_kit import (
+    STAFF,
+    jst,
+    one,
+    scenario,
+    scenario_form,
+    segment,
+    step,
+    template,
+)
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -635,32 +645,53 @@ def test_a_scenario_that_ran_keeps_its_history(client_for: Login, welcome: Scena
     # then: refused, saying so on its page; its history is all still there
     html = response.content.decode()
     assert response.redirect_chain[-1][0] == reverse("scenarios:detail", args=[welcome.pk])
-    assert "配信の記録があるため削除できません(稼働した履歴・お客様のエントリー)" in html
+    assert "配信の記録があるため削除できません(お客様のエントリー)" in html
     assert "使わない場合は停止したままにしてください" in html
     assert Scenario.objects.filter(pk=welcome.pk).exists()
     assert (Enrollment.objects.count(), StepDispatch.objects.count()) == (1, 1)
     assert not AuditLog.objects.filter(action="scenario.delete").exists()
 
 
-@pytest.mark.parametrize("history", ["started_once", "enrollment"])
-def test_a_draft_with_any_history_is_not_deleted(client_for: Login, history: str) -> None:
-    # given: a draft that was started once and set back to draft (a scenario file can), or
-    # one with an enrollment (written by a tool, never by the scheduler for a draft)
+def test_a_draft_with_an_enrollment_is_not_deleted(client_for: Login) -> None:
+    # given: a draft with an enrollment (written by a tool, never by the scheduler for a draft)
     draft = _draft()
-    if history == "started_once":
-        Scenario.objects.filter(pk=draft.pk).update(activated_at=jst(2026, 5, 1))
-        said = "(稼働した履歴)"
-    else:
-        _enroll(draft)
-        said = "(お客様のエントリー)"
+    _enroll(draft)
     client = client_for(Role.MARKETER)
     page = client.get(reverse("scenarios:detail", args=[draft.pk])).content.decode()
-    assert f"配信の記録があるため削除できません{said}" in page
+    assert "配信の記録があるため削除できません(お客様のエントリー)" in page
     assert "使わない場合は下書きのままにしてください" in page
     response = client.post(reverse("scenarios:delete", args=[draft.pk]), {"sure": "1"})
     assert response.status_code == 302
     assert Scenario.objects.filter(pk=draft.pk).exists()
-    assert Enrollment.objects.count() == (1 if history == "enrollment" else 0)
+    assert Enrollment.objects.count() == 1
+
+
+def test_a_scenario_started_and_stopped_before_anyone_entered_is_deleted(
+    client_for: Login,
+) -> None:
+    # given: a scenario started once (the scheduler ran: a tick log) and stopped, nobody entered
+    draft = _draft()
+    client = client_for(Role.MARKETER)
+    client.post(reverse("scenarios:activate", args=[draft.pk]))
+    tick(jst(2026, 5, 2, 10))
+    assert TickLog.objects.exists()
+    url = reverse("scenarios:delete", args=[draft.pk])
+    # then: while it runs, its page says the real reason — running, not a record of sends
+    page = client.get(reverse("scenarios:detail", args=[draft.pk])).content.decode()
+    assert "稼働中のため削除できません" in page
+    assert "配信の記録" not in page
+    assert client.post(url, {"sure": "1"}).status_code == 302
+    assert Scenario.objects.filter(pk=draft.pk).exists()
+    # when: stopped, it can be deleted: nothing was recorded for any customer
+    client.post(reverse("scenarios:pause", args=[draft.pk]))
+    page = client.get(reverse("scenarios:detail", args=[draft.pk])).content.decode()
+    assert f'action="{url}"' in page
+    deleted = client.post(url, {"sure": "1"}, follow=True)
+    assert not Scenario.objects.filter(pk=draft.pk).exists()
+    assert "シナリオ「間違えて作ったシナリオ」を削除しました" in deleted.content.decode()
+    # its starts and stops stay in the audit log with the delete
+    actions = set(AuditLog.objects.values_list("action", flat=True))
+    assert {"scenario.activate", "scenario.pause", "scenario.delete"} <= actions
 
 
 @pytest.mark.parametrize("role", [Role.OPERATOR, Role.ANALYST])
@@ -846,3 +877,24 @@ def test_a_new_scenario_chooses_no_template_for_its_first_step(client_for: Login
     (step_form,) = response.context["steps"]
     chosen = [option.value for option in step_form["templates"] if option.selected]
     assert chosen == [""]
+
+
+def test_a_segment_scenario_whose_baseline_was_taken_is_deleted_once_stopped(
+    client_for: Login,
+) -> None:
+    # given: a 「セグメントに入った」 scenario started once: its first check recorded who was
+    # already inside (a baseline, nobody entered) — the trigger's memory, not a send
+    segment("buyers", one("order_count", "gte", 1))
+    make_order(make_customer(), ordered_at=jst(2026, 5, 1, 9))
+    draft = _draft(trigger={"kind": "segment_entered", "segment": "buyers"})
+    client = client_for(Role.MARKETER)
+    client.post(reverse("scenarios:activate", args=[draft.pk]))
+    tick(jst(2026, 5, 2, 10))
+    assert SegmentMember.objects.filter(scenario=draft, baseline=True).count() == 1
+    assert not Enrollment.objects.exists()
+    client.post(reverse("scenarios:pause", args=[draft.pk]))
+    # when: deleted
+    client.post(reverse("scenarios:delete", args=[draft.pk]), {"sure": "1"})
+    # then: gone, with its baseline
+    assert not Scenario.objects.filter(pk=draft.pk).exists()
+    assert not SegmentMember.objects.exists()

@@ -5,8 +5,9 @@ Who may do what: marketers (and admins) build and run scenarios. Analysts may re
 and each scenario's page — definitions and lift are aggregates, with no customer's personal
 data — but change nothing. Operators work on calls and do not see these pages.
 
-What was made by mistake can be deleted, once 「削除してよい」 is ticked: a draft scenario that never
-ran, and a template or offer no step uses. A scenario that ever ran keeps its history and lift;
+What was made by mistake can be deleted, once 「削除してよい」 is ticked: a stopped or draft
+scenario nobody entered, and a template or offer no step uses. A scenario with an enrollment
+keeps its history and lift;
 a used template's or offer's page lists the steps that use it instead.
 """
 
@@ -583,7 +584,7 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
 
 
 def _cannot_delete(scenario: Scenario) -> str:
-    """Why the scenario cannot be deleted, or "" for a draft that never ran."""
+    """Why the scenario cannot be deleted, or "" for one that recorded nothing."""
     history = scenario_history(scenario)
     return scenario_history_message(scenario, history) if history else ""
 

@@ -29,7 +29,6 @@ from kizuna.campaigns.automation.models import (
     ScenarioStatus,
     ScenarioStep,
     Segment,
-    SegmentMember,
     StepAnchor,
     StepDispatch,
     TriggerKind,
@@ -902,34 +901,36 @@ def _set_status(
 
 
 def scenario_history(scenario: Scenario) -> list[str]:
-    """What the scenario has done, in a few words each; empty for a draft made by
-    mistake, the only kind that may be deleted.
+    """What keeps the scenario from being deleted, in a few words each; empty for one that
+    recorded nothing — a draft made by mistake, or one started and stopped before anyone
+    entered it.
 
     Its steps, enrollments (and through them every step record), held backlogs and segment
     memberships are all deleted with a scenario (CASCADE), and its outbox rows name it by a
-    plain id: deleting one that ever ran would erase who was sent what and the lift measured
-    on it. Outbox rows are only written for an enrollment's step of a running scenario, so
-    "never active, no enrollment" covers them without reading the outbox (its scenario column
-    has no index: seconds at a million customers)."""
+    plain id: deleting one with an enrollment would erase who was sent what and the lift
+    measured on it. Outbox rows are only written for an enrollment's step, so "no enrollment"
+    covers them without reading the outbox (its scenario column has no index: seconds at a
+    million customers). Segment memberships without an enrollment are only the trigger's
+    memory of who was inside (the baseline), and the starts and stops are in the audit log,
+    which a delete keeps. A running scenario is stopped first: its next tick could enroll
+    someone while it is being deleted."""
     history = []
     if scenario.status == ScenarioStatus.ACTIVE:
         history.append("稼働中")
-    elif (
-        scenario.status in (ScenarioStatus.PAUSED, ScenarioStatus.ARCHIVED)
-        or scenario.activated_at is not None
-    ):
-        history.append("稼働した履歴")
     if Enrollment.objects.filter(scenario=scenario).exists():
         history.append("お客様のエントリー")
     if Backlog.objects.filter(scenario=scenario).exists():
         history.append("遅れて期限が来た送信")
-    if SegmentMember.objects.filter(scenario=scenario).exists():
-        history.append("セグメントに入ったお客様の記録")
     return history
 
 
 def scenario_history_message(scenario: Scenario, history: list[str]) -> str:
     """Why the scenario cannot be deleted, and what to do instead (it depends on its state)."""
+    if history == ["稼働中"]:
+        return (
+            f"シナリオ「{scenario.name}」は稼働中のため削除できません。"
+            "まだお客様のエントリーも送信もないので、停止すると削除できます。"
+        )
     if scenario.status == ScenarioStatus.ACTIVE:
         instead = "使わない場合は停止してください。"
     elif scenario.status == ScenarioStatus.PAUSED:
@@ -949,7 +950,8 @@ def scenario_history_message(scenario: Scenario, history: list[str]) -> str:
 
 @transaction.atomic
 def scenario_delete(*, scenario: Scenario, acting_user: Any) -> None:
-    """Delete a draft that never ran (with its steps), leaving an audit row of what it was.
+    """Delete a scenario that recorded nothing (with its steps), leaving an audit row of what
+    it was.
     Refuses (ScenarioError) one with any history (scenario_history). The row is locked like
     scenario_activate locks it, so a start pressed in another tab cannot slip in between the
     check and the delete."""
