@@ -479,6 +479,10 @@ class TestStory:
                 customer.family_kana + customer.given_kana
             )
             assert customer.name_key == jp.name_key(customer.family_name + customer.given_name)
+            # the given name alone is searchable too (customers.selectors.customer_search)
+            assert customer.given_name_key == jp.name_key(customer.given_name)
+            assert customer.given_kana_key == jp.normalize_kana(customer.given_kana)
+            assert customer.given_name_key
             assert len(customer.postal_code) == 7
             assert customer.postal_code.isdigit()
             assert customer.prefecture is not None

@@ -24,6 +24,7 @@ from kizuna.customers.models import (
     IdentityKind,
     TimelineEvent,
 )
+from kizuna.customers.selectors import customer_search
 from kizuna.customers.services import consent_withdraw
 
 pytestmark = pytest.mark.django_db
@@ -144,6 +145,17 @@ def test_a_later_export_updates_the_changed_members_with_their_audit_and_timelin
     assert row.actor_label == "system:import:customers"
     assert "住所1" in moved.timeline.latest("id").title
     assert not AuditLog.objects.filter(action="customer.update").exclude(pk=row.pk).exists()
+
+
+def test_imported_members_are_found_by_their_given_name(tmp_path: Path) -> None:
+    """A batch inserts and updates rows without save(): the given name search key is written
+    too, so an operator typing only the given name finds members added or renamed by import."""
+    run(export(tmp_path, [member(1), member(2, **{"お名前(名)": "七海"})]))
+    first, second = customer("1").pk, customer("2").pk
+    assert [c.pk for c in customer_search("七海", limit=10)] == [second]
+    run(export(tmp_path, [member(1, **{"お名前(名)": "七海"}), member(2)]))
+    assert [c.pk for c in customer_search("七海", limit=10)] == [first]
+    assert [c.pk for c in customer_search("花子 高橋", limit=10)] == [second]
 
 
 def test_a_profile_a_stored_member_refuses_rejects_that_row_alone(tmp_path: Path) -> None:

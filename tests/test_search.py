@@ -7,13 +7,15 @@ from types import SimpleNamespace
 
 import pytest
 from django.core.servers.basehttp import WSGIRequestHandler
+from django.db import connection
 from django.test import Client
 from django.urls import reverse
 from pytest_django import DjangoAssertNumQueries, Settings
 
-from kizuna.accounts.models import Role
+from kizuna.accounts.models import Role, User
 from kizuna.customers.models import Customer, IdentityKind
 from kizuna.customers.selectors import customer_rows, customer_search, parse_query
+from kizuna.customers.services import customer_update
 from tests.factories import add_identity, make_customer, make_order
 
 pytestmark = pytest.mark.django_db
@@ -170,6 +172,83 @@ def test_full_name_with_or_without_space(hanako: Customer, taro: Customer, query
     assert ids(query) == [hanako.pk]
 
 
+@pytest.mark.parametrize("query", ["花子", "花", "はなこ", "ハナコ", "ﾊﾅｺ", "ハナ"])
+def test_given_name_or_reading_alone(
+    hanako: Customer, taro: Customer, sato: Customer, query: str
+) -> None:
+    """The caller gives only a first name (「ナナミです」): the given name, in kanji or kana,
+    finds the customer as the family name does."""
+    assert ids(query) == [hanako.pk]
+
+
+@pytest.mark.parametrize(
+    "query", ["花子 山田", "花子　山田", "花 山田", "はなこ やまだ", "ハナコ　ヤマダ", "ﾊﾅｺ ﾔﾏﾀﾞ"]
+)
+def test_given_name_first(hanako: Customer, taro: Customer, sato: Customer, query: str) -> None:
+    assert ids(query) == [hanako.pk]
+
+
+def test_family_name_matches_rank_before_given_name_matches(hanako: Customer) -> None:
+    # 阿部 花子 (アベハナコ) comes before 花田 (ハナダ) in kana order, but 「花」 read as the
+    # start of a family name comes first; a customer matching both ways is listed once.
+    abe = make_customer(family_name="阿部", family_kana="アベ")
+    hanada = make_customer(family_name="花田", given_name="一郎", family_kana="ハナダ",
+                           given_kana="イチロウ")  # fmt: skip
+    hanako_hanada = make_customer(family_name="花田", given_name="花子", family_kana="ハナダ")
+    assert ids("花") == [hanada.pk, hanako_hanada.pk, abe.pk, hanako.pk]
+    assert ids("はな") == [hanada.pk, hanako_hanada.pk, abe.pk, hanako.pk]
+    # the limit counts every group: the family matches fill it first
+    found = [c.pk for c in customer_search("花", limit=3)]
+    assert found[:2] == [hanada.pk, hanako_hanada.pk]
+    assert found[2] in (abe.pk, hanako.pk)
+    assert [c.pk for c in customer_search("はな", limit=1)] == [hanada.pk]
+
+
+def test_two_words_in_family_first_order_rank_first() -> None:
+    # 七海 is a family name too: 「七海 高橋」 is 七海 高橋 first, then 高橋 七海.
+    takahashi = make_customer(family_name="高橋", given_name="七海", family_kana="タカハシ",
+                              given_kana="ナナミ")  # fmt: skip
+    nanami = make_customer(family_name="七海", given_name="高橋", family_kana="ナナミ",
+                           given_kana="タカハシ")  # fmt: skip
+    assert ids("七海 高橋") == [nanami.pk, takahashi.pk]
+    assert ids("ナナミ タカハシ") == [nanami.pk, takahashi.pk]
+    assert ids("高橋 七海") == [takahashi.pk, nanami.pk]
+
+
+def test_a_renamed_customer_is_found_by_the_new_given_name(
+    hanako: Customer, users: dict[Role, User]
+) -> None:
+    customer_update(
+        customer=hanako,
+        changes={"given_name": "七海", "given_kana": "ななみ"},
+        acting_user=users[Role.OPERATOR],
+    )
+    assert ids("七海") == ids("ナナミ") == [hanako.pk]
+    assert ids("花子") == ids("ハナコ") == []
+
+
+def test_existing_customers_get_given_name_keys_from_the_migration() -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module(
+        "kizuna.customers.migrations.0009_index_given_name_and_reading_for_search"
+    )
+    # given: customers stored before the given name keys existed
+    nanami = make_customer(given_name="七海", given_kana="ななみ")
+    nameless = make_customer(given_name="", given_kana="")
+    Customer.objects.update(given_name_key="", given_kana_key="")
+    assert ids("七海") == ids("ナナミ") == []
+    # when
+    migration.BATCH = 1  # several batches
+    migration.backfill(apps, SimpleNamespace(connection=connection))
+    # then
+    assert ids("七海") == ids("ナナミ") == [nanami.pk]
+    nameless.refresh_from_db()
+    assert (nameless.given_name_key, nameless.given_kana_key) == ("", "")
+
+
 def test_order_number(hanako: Customer, taro: Customer) -> None:
     assert ids("KZ20250304001") == [hanako.pk]
     assert ids("ＫＺ２０２５０３０４００１") == [hanako.pk]  # typed in full width
@@ -206,7 +285,8 @@ def test_no_false_matches(hanako: Customer, taro: Customer, sato: Customer) -> N
     assert ids("鈴木") == []
     assert ids("すずき") == []
     assert ids("田") == []  # names match from their start, not in the middle
-    assert ids("はなこ") == []  # kana matches from the family name
+    assert ids("こ") == []  # a given name matches from its start too
+    assert ids("はなこ たなか") == []  # both words must match, in one order or the other
     assert ids("") == []
     assert ids("   ") == []
 
@@ -231,6 +311,11 @@ def test_parse_query_routes_each_kind_to_its_key() -> None:
     assert parse_query("やまだ").kana_prefix == "ヤマダ"
     assert parse_query("やまだ").name_prefix == ""
     assert parse_query("山田 花子").name_prefix == "山田花子"
+    assert parse_query("山田 花子").swapped_name_prefix == "花子山田"
+    assert parse_query("山田 花子").given_name_prefix == ""  # two words: a full name
+    assert parse_query("花子").given_name_prefix == "花子"
+    assert parse_query("はなこ").given_kana_prefix == "ハナコ"
+    assert parse_query("はなこ やまだ").swapped_kana_prefix == "ヤマダハナコ"
     assert parse_query("山田 花子").identifier == ""  # names are never IDs
     assert parse_query("山田").identifier == ""
     assert parse_query("やまだ").identifier == ""
@@ -351,8 +436,9 @@ def test_search_page_query_count_does_not_grow_with_results(
         add_identity(customer, IdentityKind.EMAIL, f"c{i}@example.jp")
         make_order(customer)
         make_order(customer)
-    # session, user, name range, identities, last orders
-    with django_assert_max_num_queries(5):
+    # session, user, name range, given name range (the room the family names left), identities,
+    # last orders
+    with django_assert_max_num_queries(6):
         response = operator.get(reverse("web:customer_search"), {"q": "山田"})
     assert response.content.decode().count('class="result-row"') == 12
 

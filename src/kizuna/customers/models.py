@@ -43,6 +43,11 @@ class Tag(models.Model):
         return self.name
 
 
+# The columns Customer.refresh_search_keys derives from the name fields: every write path that
+# skips save() (bulk inserts and updates) writes all of them.
+SEARCH_KEY_FIELDS = ("name_key", "kana_key", "given_name_key", "given_kana_key")
+
+
 class Customer(TimeStampedModel):
     family_name = models.CharField("姓", max_length=50)
     given_name = models.CharField("名", max_length=50, blank=True)
@@ -52,6 +57,11 @@ class Customer(TimeStampedModel):
     # gives them the "C" collation so a prefix range uses the B-tree index in any locale.
     name_key = models.CharField(max_length=100, db_index=True, editable=False)
     kana_key = models.CharField(max_length=100, db_index=True, editable=False)
+    # The given name and its reading alone, so "七海" or "ナナミ" typed without the family name
+    # is a prefix range too (customers.selectors.customer_search). Same collation as above;
+    # indexed in Meta.
+    given_name_key = models.CharField(max_length=100, editable=False, default="")
+    given_kana_key = models.CharField(max_length=100, editable=False, default="")
     company = models.CharField("会社名", max_length=100, blank=True)
     postal_code = models.CharField("郵便番号", max_length=7, blank=True)
     prefecture = models.PositiveSmallIntegerField(
@@ -91,6 +101,20 @@ class Customer(TimeStampedModel):
             # same name kana and postal code: a lookup of exact pairs, postal code first (the
             # more selective: a popular name has thousands of records).
             models.Index(fields=["postal_code", "kana_key"], name="customer_postal_kana"),
+            # Customer search (selectors.customer_search): a prefix range on one key among
+            # records not merged away, walked in (key, id) order and stopped after the page.
+            # PostgreSQL walks (key, id): a key-only index would make it read every customer
+            # with that key (all the 七海) to order them by id. SQLite, which plans without
+            # statistics, would pick the merged_into index (every customer) and sort them all
+            # over any key index but (merged_into, key), whose entries end with the row id.
+            models.Index(fields=["given_name_key", "id"], name="customer_given_name_id"),
+            models.Index(fields=["given_kana_key", "id"], name="customer_given_kana_id"),
+            models.Index(fields=["merged_into", "name_key"], name="customer_search_name"),
+            models.Index(fields=["merged_into", "kana_key"], name="customer_search_kana"),
+            models.Index(fields=["merged_into", "given_name_key"], name="customer_search_given"),
+            models.Index(
+                fields=["merged_into", "given_kana_key"], name="customer_search_given_kana"
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -119,6 +143,8 @@ class Customer(TimeStampedModel):
     def refresh_search_keys(self) -> None:
         self.name_key = jp.name_key(self.family_name + self.given_name)
         self.kana_key = jp.normalize_kana(self.family_kana + self.given_kana)
+        self.given_name_key = jp.name_key(self.given_name)
+        self.given_kana_key = jp.normalize_kana(self.given_kana)
 
     def save(self, *args: object, **kwargs: object) -> None:
         self.refresh_search_keys()

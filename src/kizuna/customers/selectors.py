@@ -11,7 +11,7 @@ import datetime as dt
 import operator
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Generic, TypeVar
@@ -81,6 +81,12 @@ class SearchTerms:
     identifier: str = ""  # order number, cart member ID or LINE user ID, in NFKC
     kana_prefix: str = ""
     name_prefix: str = ""
+    # Two words may be typed given name first (「七海 高橋」): the same key with the words swapped.
+    swapped_kana_prefix: str = ""
+    swapped_name_prefix: str = ""
+    # One word may be a given name alone (「七海」, 「ナナミ」): a prefix of the given name keys.
+    given_kana_prefix: str = ""
+    given_name_prefix: str = ""
 
     def __bool__(self) -> bool:
         return any((self.phone, self.email, self.identifier, self.kana_prefix, self.name_prefix))
@@ -118,12 +124,35 @@ def parse_query(query: str) -> SearchTerms:
         if " " not in text and any(ch.isascii() and ch.isalnum() for ch in text)
         else ""
     )
+    words = text.split()
     if jp.is_kana(text):
-        return SearchTerms(phone=phone, identifier=identifier, kana_prefix=jp.normalize_kana(text))
-    name_prefix = ""
-    if not phone and any(unicodedata.category(ch).startswith("L") for ch in text):
-        name_prefix = jp.name_key(text)
-    return SearchTerms(phone=phone, identifier=identifier, name_prefix=name_prefix)
+        kana = jp.normalize_kana(text)
+        return SearchTerms(
+            phone=phone,
+            identifier=identifier,
+            kana_prefix=kana,
+            swapped_kana_prefix=_swapped(words, jp.normalize_kana),
+            given_kana_prefix=kana if len(words) == 1 else "",
+        )
+    if phone or not any(unicodedata.category(ch).startswith("L") for ch in text):
+        return SearchTerms(phone=phone, identifier=identifier)
+    name = jp.name_key(text)
+    return SearchTerms(
+        phone=phone,
+        identifier=identifier,
+        name_prefix=name,
+        swapped_name_prefix=_swapped(words, jp.name_key),
+        given_name_prefix=name if len(words) == 1 else "",
+    )
+
+
+def _swapped(words: list[str], key: Callable[[str], str]) -> str:
+    """The key of two words read the other way round (「七海 高橋」 as 高橋七海), or "" when
+    there are not exactly two words or the swap reads the same."""
+    if len(words) != 2:
+        return ""
+    swapped = key(words[1] + words[0])
+    return "" if swapped == key(words[0] + words[1]) else swapped
 
 
 def _prefix(column: str, prefix: str) -> Q:
@@ -179,11 +208,18 @@ def _exact_hits(terms: SearchTerms) -> list[int]:
 
 
 def customer_search(query: str, *, limit: int) -> list[Customer]:
-    """Customers matching a search box entry: exact ID/phone/email/order hits first, then name or
-    kana prefix matches in kana order. At most `limit` customers.
+    """Customers matching a search box entry, at most `limit`, in this order:
 
-    When a name prefix matches more than `limit` customers, which ones are returned follows the
-    name key, not the kana; the page asks the operator to narrow the search in that case.
+    1. exact ID/phone/email/order hits;
+    2. name or kana prefix matches, family name first (「高橋 七海」, 「高橋」);
+    3. two words the other way round, given name first (「七海 高橋」);
+    4. for one word, given name or reading prefix matches (「七海」, 「ナナミ」).
+
+    Each group fills only the room the groups before it left, and is one range scan of an
+    index stopped after that many rows. A kana group is in kana order. When a kanji prefix
+    matches more than the room, which customers are returned follows the name key (or the
+    given name key), not the kana; they are then shown in kana order. The page asks the
+    operator to narrow the search when more than `limit` match.
     """
     terms = parse_query(query)
     if not terms or limit <= 0:
@@ -191,22 +227,39 @@ def customer_search(query: str, *, limit: int) -> list[Customer]:
     exact_ids = _exact_hits(terms)[:limit]
     by_id = Customer.objects.in_bulk(exact_ids) if exact_ids else {}
     results = [by_id[pk] for pk in exact_ids if pk in by_id]
-    room = limit - len(results)
-    if room > 0 and terms.kana_prefix:
-        # A record merged into another is found through the survivor, not on its own.
-        matches = Customer.objects.filter(
-            _prefix("kana_key", terms.kana_prefix), merged_into__isnull=True
-        )
-        results += matches.exclude(pk__in=exact_ids).order_by("kana_key", "id")[:room]
-    elif room > 0 and terms.name_prefix:
-        # Walk the name index in its own order so the scan stops after `room` rows; ordering
-        # by kana here would sort every match first ("山" alone matches tens of thousands).
-        matches = Customer.objects.filter(
-            _prefix("name_key", terms.name_prefix), merged_into__isnull=True
-        )
-        page = list(matches.exclude(pk__in=exact_ids).order_by("name_key", "id")[:room])
-        results += sorted(page, key=lambda c: (c.kana_key, c.pk))
+    if terms.kana_prefix:
+        groups = [
+            ("kana_key", terms.kana_prefix),
+            ("kana_key", terms.swapped_kana_prefix),
+            ("given_kana_key", terms.given_kana_prefix),
+        ]
+    else:
+        groups = [
+            ("name_key", terms.name_prefix),
+            ("name_key", terms.swapped_name_prefix),
+            ("given_name_key", terms.given_name_prefix),
+        ]
+    for column, prefix in groups:
+        room = limit - len(results)
+        if room <= 0:
+            break
+        if prefix:
+            results += _prefix_matches(column, prefix, room, exclude=[c.pk for c in results])
     return results
+
+
+def _prefix_matches(column: str, prefix: str, room: int, *, exclude: list[int]) -> list[Customer]:
+    """The first `room` customers whose `column` starts with `prefix`, in kana order.
+
+    The index on `column` is walked in its own order so the scan stops after `room` rows;
+    ordering by kana here would sort every match first (「山」 alone matches tens of
+    thousands). A record merged into another is found through the survivor, not on its own.
+    """
+    matches = Customer.objects.filter(_prefix(column, prefix), merged_into__isnull=True)
+    if exclude:
+        matches = matches.exclude(pk__in=exclude)
+    page = list(matches.order_by(column, "id")[:room])
+    return page if column == "kana_key" else sorted(page, key=lambda c: (c.kana_key, c.pk))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from kizuna.core.models import AuditLog
 from kizuna.core.races import retry_lost_race, unique_clash
 from kizuna.customers.models import (
     REMOVABLE_IDENTITY_KINDS,
+    SEARCH_KEY_FIELDS,
     Consent,
     ConsentChannel,
     ConsentEvent,
@@ -138,7 +139,7 @@ def _validate_profile(customer: Customer) -> None:
     """Field validation of a new or changed customer (the search keys are derived, not input).
     The one check constraint (prefecture 1–47) is the field's choices, checked here already;
     validating constraints too would cost a database query per customer."""
-    customer.full_clean(exclude=["name_key", "kana_key"], validate_constraints=False)
+    customer.full_clean(exclude=list(SEARCH_KEY_FIELDS), validate_constraints=False)
 
 
 def customer_prepare(profile: Mapping[str, Any]) -> tuple[Customer, dict[str, Any]]:
@@ -315,7 +316,7 @@ def customers_update_many(
                 ref=customer,
             )
         )
-    update_fields(list(saved.values()), sorted(fields | {"name_key", "kana_key", "updated_at"}))
+    update_fields(list(saved.values()), sorted(fields | {*SEARCH_KEY_FIELDS, "updated_at"}))
     # The audit and timeline rows as plain rows (kizuna.core.bulk), as resolution writes them.
     insert_rows(AuditLog, AUDIT_COLUMNS, audit, now=now)
     insert_rows(TimelineEvent, TIMELINE_COLUMNS, timeline, now=now)

@@ -113,8 +113,9 @@ Row = tuple[Any, ...]
 COLUMNS: dict[str, tuple[type[models.Model], tuple[str, ...]]] = {
     "customers": (Customer, (
         "id", "family_name", "given_name", "family_kana", "given_kana", "name_key", "kana_key",
-        "company", "postal_code", "prefecture", "address1", "address2", "birthday", "gender",
-        "acquisition_channel", "registered_at", "member_status", "notes")),
+        "given_name_key", "given_kana_key", "company", "postal_code", "prefecture", "address1",
+        "address2", "birthday", "gender", "acquisition_channel", "registered_at", "member_status",
+        "notes")),
     "taggings": (TaggedCustomer, ("id", "customer_id", "tag_id")),
     "identities": (Identity, (
         "id", "customer_id", "kind", "value", "display_value", "source")),
@@ -222,6 +223,8 @@ class RowMaker:
                 # The search keys Customer.save() would set (refresh_search_keys).
                 name_key(family.kanji + given.kanji),
                 normalize_kana(family.kana + given.kana),
+                name_key(given.kanji),
+                normalize_kana(given.kana),
                 profile.company,
                 profile.postal_code,
                 profile.prefecture,
