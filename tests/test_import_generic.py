@@ -19,9 +19,7 @@ pytestmark = pytest.mark.django_db
 DATA = Path(__file__).parent / "data" / "ingest"
 CSV = DATA / "generic_orders.csv"
 MAPPING = DATA / "generic_orders.yml"
-DOCS_EXAMPLE = (
-    Path(__file__).parents[1] / "src/kizuna/web/static/web/examples/generic-orders.yml"
-)
+DOCS_EXAMPLE = Path(__file__).parents[1] / "src/kizuna/web/static/web/examples/generic-orders.yml"
 
 
 def run(path: Path = CSV, mapping: Path = MAPPING, **options: object) -> ImportResult:

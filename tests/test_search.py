@@ -259,6 +259,18 @@ def test_order_number(hanako: Customer, taro: Customer) -> None:
     assert ids("kzー20250304001") == [hanako.pk]
 
 
+def test_customer_id_as_every_page_labels_it(hanako: Customer, taro: Customer) -> None:
+    """The duplicates, merge and customer pages name records 「顧客ID 1776」: an operator who
+    reads one out finds it, in full width too, ahead of an order whose number is the same."""
+    assert ids(str(taro.pk)) == [taro.pk]
+    assert ids(str(taro.pk).translate(str.maketrans("0123456789", "０１２３４５６７８９"))) == [
+        taro.pk
+    ]
+    make_order(hanako, number=str(taro.pk))
+    assert ids(str(taro.pk)) == [taro.pk, hanako.pk]
+    assert ids("9" * 30) == []  # a pasted slip number is not looked up as an ID
+
+
 def test_cart_member_id(hanako: Customer, taro: Customer) -> None:
     assert ids("M-000123") == [hanako.pk]
     assert ids("Ｍ－０００１２３") == [hanako.pk]

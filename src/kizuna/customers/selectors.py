@@ -92,6 +92,9 @@ class SearchTerms:
         return any((self.phone, self.email, self.identifier, self.kana_prefix, self.name_prefix))
 
 
+# A 顧客ID is a 64-bit integer at most: longer digit strings (a pasted card or slip number)
+# are not looked up as one.
+_MAX_ID_DIGITS = 18
 _LINK_SCHEME = re.compile(r"^(?:tel|mailto):\s*", re.IGNORECASE)
 
 
@@ -180,7 +183,8 @@ def _order_number_variants(ids: list[str]) -> list[str]:
 
 
 def _exact_hits(terms: SearchTerms) -> list[int]:
-    """Customer ids matched exactly by an identity or order number, strongest match first."""
+    """Customer ids matched exactly by 顧客ID, an identity or an order number, strongest match
+    first."""
     clauses: list[Q] = []
     if terms.phone:
         clauses.append(Q(kind__in=_PHONE_KINDS, value=terms.phone))
@@ -204,13 +208,17 @@ def _exact_hits(terms: SearchTerms) -> list[int]:
         found += [
             (len(rank), customer_id) for customer_id in orders.values_list("customer_id", flat=True)
         ]
+    # Kizuna's own 顧客ID, as every page labels a record (「顧客ID 1776」): first, being exact.
+    if terms.identifier.isdigit() and len(terms.identifier) <= _MAX_ID_DIGITS:
+        own = Customer.objects.filter(pk=int(terms.identifier)).values_list("pk", flat=True)
+        found += [(-1, customer_id) for customer_id in own]
     return list(dict.fromkeys(customer_id for _, customer_id in sorted(found)))
 
 
 def customer_search(query: str, *, limit: int) -> list[Customer]:
     """Customers matching a search box entry, at most `limit`, in this order:
 
-    1. exact ID/phone/email/order hits;
+    1. exact hits: 顧客ID, phone, e-mail, member/LINE/chat ID, order number;
     2. name or kana prefix matches, family name first (「高橋 七海」, 「高橋」);
     3. two words the other way round, given name first (「七海 高橋」);
     4. for one word, given name or reading prefix matches (「七海」, 「ナナミ」).
