@@ -8,6 +8,7 @@ run again (kizuna.core.races), and the second time it finds the row the winner c
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,11 +33,17 @@ def resolve_customer(
     source: str,
     field_prefix: str,
     stale: Callable[[Customer], bool] | None = None,
+    observed_at: dt.datetime | None = None,
 ) -> Resolution:
     """customer_resolve, with its profile errors named by where they are in the request."""
     try:
         return customer_resolve(
-            identities=identities, profile=profile, acting_user=actor, source=source, stale=stale
+            identities=identities,
+            profile=profile,
+            acting_user=actor,
+            source=source,
+            stale=stale,
+            observed_at=observed_at,
         )
     except ValidationError as exc:
         # Identities reach here already normalised and checked, and customer_resolve only adds

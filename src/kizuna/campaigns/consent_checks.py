@@ -20,6 +20,7 @@ from kizuna.campaigns.models import Channel, Suppression, SuppressionKind, Suppr
 from kizuna.campaigns.suppression import address_hash
 from kizuna.commerce.models import Order, OrderStatus, Shipment
 from kizuna.customers.models import (
+    IDENTITY_NEWEST_FIRST,
     AcquisitionChannel,
     Consent,
     ConsentChannel,
@@ -189,7 +190,7 @@ class Audience:
         identities: dict[tuple[int, str], list[str]] = defaultdict(list)
         for customer_id, kind, value in (
             Identity.objects.filter(customer_id__in=ids)
-            .order_by("-id")
+            .order_by(*IDENTITY_NEWEST_FIRST)
             .values_list("customer_id", "kind", "value")
         ):
             identities[(customer_id, kind)].append(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 
 from kizuna.core import jp
 from kizuna.core.models import AppendOnlyModel, TimeStampedModel
@@ -176,6 +177,11 @@ class Identity(TimeStampedModel):
     value = models.CharField("値(正規化)", max_length=254)
     display_value = models.CharField("値(入力どおり)", max_length=254, blank=True)
     source = models.CharField("取得元", max_length=32, blank=True)
+    # When the source said the customer has it: an order's ordered_at, a cart event's time,
+    # the moment staff or the API added it. Messages go to the kind's identity with the latest
+    # one (pk breaks ties), so an old order imported after the current address arrived does
+    # not make its old address the one mail goes to (IDENTITY_NEWEST_FIRST).
+    observed_at = models.DateTimeField("確認日時", default=timezone.now)
 
     class Meta:
         verbose_name = "識別子"
@@ -186,6 +192,10 @@ class Identity(TimeStampedModel):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()}: {self.display_value or self.value}"
+
+
+# A customer's identities newest first: where messages go is the first of a kind.
+IDENTITY_NEWEST_FIRST = ("-observed_at", "-id")
 
 
 class ConsentChannel(models.TextChoices):

@@ -20,6 +20,7 @@ committed by then — and decides again, so it attaches to the winner's customer
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -76,11 +77,18 @@ class ResolveRequest:
     duplicate is proposed. A customer created for the data is never asked: nothing is older.
     It may read and lock the customer's row; it is called while the chunk is being decided,
     so it is for one-request resolutions (a webhook), not for bulk ones.
+
+    `observed_at`: when the source said the customer has these identities (an order's
+    ordered_at, a cart event's time); None is now. A new identity carries it as its
+    Identity.observed_at, and one the customer already holds moves forward to it when it is
+    later — messages go to the identity of a kind observed last, so an old order's address
+    attached today does not take over from the address the customer gave since.
     """
 
     identities: Mapping[IdentityKind, str]
     profile: Mapping[str, Any] = field(default_factory=dict)
     stale: Callable[[Customer], bool] | None = None
+    observed_at: dt.datetime | None = None
 
 
 def customer_resolve(
@@ -90,15 +98,19 @@ def customer_resolve(
     acting_user: Any,
     source: str,
     stale: Callable[[Customer], bool] | None = None,
+    observed_at: dt.datetime | None = None,
 ) -> Resolution:
     """The customer these identities belong to, created from `profile` when none matches.
 
     Identities the customer does not have yet are added when free; one that belongs to another
     record is left alone and the two records are proposed as duplicates. With `stale` (see
     ResolveRequest), data older than the matched customer attaches and proposes nothing.
+    `observed_at`: when the source said it (ResolveRequest.observed_at).
     Raises ValidationError for an identity or profile that cannot be stored.
     """
-    request = ResolveRequest(identities=identities, profile=profile, stale=stale)
+    request = ResolveRequest(
+        identities=identities, profile=profile, stale=stale, observed_at=observed_at
+    )
     (result,) = customers_resolve_many([request], acting_user=acting_user, source=source)
     if isinstance(result, ValidationError):
         raise result
@@ -130,6 +142,7 @@ class _NewIdentity:
     kind: IdentityKind
     key: str
     display: str
+    observed_at: dt.datetime
 
 
 class _Chunk:
@@ -140,6 +153,12 @@ class _Chunk:
         self.actor = actor
         self.source = source
         self.owner: dict[tuple[str, str], Customer] = {}  # (kind, normalised value) → customer
+        # (kind, normalised value) → when that stored identity was last observed, and the
+        # later moments the chunk observed it at (written by `_write`).
+        self.observed: dict[tuple[str, str], dt.datetime] = {}
+        self.later: dict[tuple[str, str], dt.datetime] = {}
+        self.created: dict[tuple[str, str], _NewIdentity] = {}
+        self.now = timezone.now()
         self.held: dict[int, set[str]] = defaultdict(set)  # id(customer) → kinds it holds
         self.new_customers: list[tuple[Customer, dict[str, Any]]] = []
         self.new_identities: list[_NewIdentity] = []
@@ -191,9 +210,10 @@ class _Chunk:
             cursor.execute(_held_sql(tuple(len(values) for _, values in groups)), params)
             held = cursor.fetchall()
         customers = {c.pk: c for c in instances_where_in(Customer, "id", {row[0] for row in held})}
-        for customer_id, held_kind, value in held:
+        for customer_id, held_kind, value, observed_at in held:
             customer = customers[customer_id]
             self.owner[(held_kind, value)] = customer
+            self.observed[(held_kind, value)] = _aware(observed_at)
             self.held[id(customer)].add(held_kind)
 
     # -- deciding (in Python, in request order) ----------------------------------------------
@@ -229,15 +249,32 @@ class _Chunk:
         created = customer is None or conflict is not None
         if customer is None:
             customer = self._new_customer(request.profile)
+        # A date ahead of the clock (a cart's clock running fast) would outrank every later
+        # address: taken as now.
+        observed_at = min(request.observed_at or self.now, self.now)
         for kind, (key, value) in keys.items():
             owner = owners.get(kind)
             if owner is None:
-                self.new_identities.append(_NewIdentity(customer, kind, key, jp.nfkc(value)))
+                new = _NewIdentity(customer, kind, key, jp.nfkc(value), observed_at)
+                self.new_identities.append(new)
+                self.created[(kind.value, key)] = new
                 self.owner[(kind.value, key)] = customer
                 self.held[id(customer)].add(kind.value)
             elif owner is not customer:
                 self.proposals.append((customer, owner, f"同じ{kind.label}で別の顧客"))
+            elif request.observed_at is not None:
+                self._observed_again((kind.value, key), observed_at)
         return Resolution(customer=customer, created=created)
+
+    def _observed_again(self, key: tuple[str, str], at: dt.datetime) -> None:
+        """The customer's identity, said again by dated data (a newer order with the address
+        the customer changed back to): it moves forward when that is later. Undated data (a
+        member file) leaves a known identity's date alone, as before."""
+        new = self.created.get(key)
+        if new is not None:
+            new.observed_at = max(new.observed_at, at)
+        elif at > self.later.get(key, self.observed[key]):
+            self.later[key] = at
 
     def _stronger_conflict(
         self,
@@ -274,13 +311,22 @@ class _Chunk:
         identity_ids = reserve_ids(Identity, len(identities))
         insert_rows(
             Identity,
-            ("id", "customer_id", "kind", "value", "display_value", "source"),
+            ("id", "customer_id", "kind", "value", "display_value", "source", "observed_at"),
             [
-                (pk, new.customer.pk, new.kind.value, new.key, new.display, self.source)
+                (
+                    pk,
+                    new.customer.pk,
+                    new.kind.value,
+                    new.key,
+                    new.display,
+                    self.source,
+                    new.observed_at,
+                )
                 for pk, new in zip(identity_ids, identities, strict=True)
             ],
             now=now,
         )
+        self._write_observed(now)
         audit: list[tuple[Any, ...]] = []
         timeline: list[tuple[Any, ...]] = []
         for customer, fields in self.new_customers:
@@ -319,6 +365,27 @@ class _Chunk:
         insert_rows(AuditLog, AUDIT_COLUMNS, audit, now=now)
         insert_rows(TimelineEvent, TIMELINE_COLUMNS, timeline, now=now)
         self._propose(self.proposals + self._profile_proposals())
+
+    def _write_observed(self, now: dt.datetime) -> None:
+        """Move the identities dated data observed later forward: one UPDATE, executemany'd
+        for all of them, never backwards (another chunk may have moved one further since)."""
+        if not self.later:
+            return
+        quote = connection.ops.quote_name
+        columns = {f.name: quote(f.column) for f in Identity._meta.concrete_fields}
+        at, kind, value = columns["observed_at"], columns["kind"], columns["value"]
+        sql = (
+            f"UPDATE {quote(Identity._meta.db_table)} SET {at} = %s, {columns['updated_at']} = %s"  # noqa: S608 - names from the model
+            f" WHERE {kind} = %s AND {value} = %s AND {at} < %s"
+        )
+        adapt = connection.ops.adapt_datetimefield_value
+        stamp = adapt(now)
+        rows = [
+            (adapt(moment), stamp, held_kind, key, adapt(moment))
+            for (held_kind, key), moment in sorted(self.later.items())
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, rows)
 
     def _profile_proposals(self) -> list[tuple[Customer, Customer, str]]:
         """Same name kana and postal code as another record: probably the same person who
@@ -366,6 +433,13 @@ class _Chunk:
         )
 
 
+def _aware(value: dt.datetime | str) -> dt.datetime:
+    """A datetime column read with a plain cursor: SQLite gives it as naive UTC text."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
+
+
 def _erased(ids: set[int]) -> set[int]:
     """The erased records among `ids`, read now from the database: the chunk read its owners
     before, and an erasure may have run since. Every erased record carries ERASED_NAME."""
@@ -386,7 +460,7 @@ def _slices(ids: list[int], size: int = 500) -> list[list[int]]:
 
 @functools.lru_cache(maxsize=64)
 def _held_sql(shape: tuple[int, ...]) -> str:
-    """All identities (customer_id, kind, value) of the customers holding one of some
+    """All identities (customer_id, kind, value, observed_at) of the customers holding one of some
     identities, asked for as groups of one kind and its values; `shape` is the number of
     values in each group. The parameters are each group's kind followed by its values.
 
@@ -396,11 +470,12 @@ def _held_sql(shape: tuple[int, ...]) -> str:
     table = quote(Identity._meta.db_table)
     columns = {f.name: quote(f.column) for f in Identity._meta.concrete_fields}
     customer, kind, value = columns["customer"], columns["kind"], columns["value"]
+    observed_at = columns["observed_at"]
     owning = " OR ".join(
         f"({kind} = %s AND {value} IN ({', '.join(['%s'] * count)}))" for count in shape
     )
     return (
-        f"SELECT {customer}, {kind}, {value} FROM {table} WHERE {customer} IN"  # noqa: S608 - names from the model
+        f"SELECT {customer}, {kind}, {value}, {observed_at} FROM {table} WHERE {customer} IN"  # noqa: S608 - names from the model
         f" (SELECT {customer} FROM {table} WHERE {owning})"
     )
 

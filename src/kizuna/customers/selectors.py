@@ -362,8 +362,10 @@ class IdentityGroup:
 
 def identity_groups(customer: Customer) -> list[IdentityGroup]:
     """The customer's identities grouped by kind, kinds in their declared order, each group
-    newest first."""
-    identities = sorted(customer.identities.all(), key=lambda i: i.pk, reverse=True)
+    newest first: last observed first (Identity.observed_at), as messages pick them."""
+    identities = sorted(
+        customer.identities.all(), key=lambda i: (i.observed_at, i.pk), reverse=True
+    )
     return [
         IdentityGroup(kind=kind, identities=group)
         for kind in IdentityKind

@@ -30,7 +30,13 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.core import jp
-from kizuna.customers.models import REMOVABLE_IDENTITY_KINDS, Customer, Gender, IdentityKind
+from kizuna.customers.models import (
+    IDENTITY_NEWEST_FIRST,
+    REMOVABLE_IDENTITY_KINDS,
+    Customer,
+    Gender,
+    IdentityKind,
+)
 from kizuna.customers.selectors import record_version
 from kizuna.customers.services import customer_update, identity_add, is_erased
 from kizuna.customers.services import identity_remove as identity_remove_service
@@ -296,7 +302,7 @@ def identity_remove(request: HtmxHttpRequest, pk: int, identity_pk: int) -> Http
         "identity": identity,
         "removable": identity.kind in REMOVABLE_IDENTITY_KINDS,
         # The one messages go to once this is gone: the newest left of its kind.
-        "next_newest": others.order_by("-pk").first(),
+        "next_newest": others.order_by(*IDENTITY_NEWEST_FIRST).first(),
         "form_token": issue_form_token(request, IDENTITY_TOKENS_SESSION_KEY),
     }
     return render(request, "web/customers/identity_remove.html", context)

@@ -181,6 +181,7 @@ def ingest_orders(
                     identities=body.customer.identities.as_kinds(),
                     profile=body.customer.profile.changes(),
                     stale=customer_stale,
+                    observed_at=body.ordered_at,
                 ),
             )
             for number, body in items

@@ -273,6 +273,8 @@ def customer_webhook(
                 source=f"webhook:{sender.slug}",
                 field_prefix="data.profile.",
                 stale=stale,
+                # The event's identities as of its time (now, when the cart sends none).
+                observed_at=data.updated_at,
             )
         )
         customer = Customer.objects.select_for_update().get(pk=resolution.customer.pk)

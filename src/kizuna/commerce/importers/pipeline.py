@@ -557,8 +557,12 @@ class Importer:
             [
                 OrderItem(
                     p.order,
+                    # The order's identities as of its order date: an old order's address
+                    # does not take over from one the customer gave since.
                     who=ResolveRequest(
-                        identities=p.customer.identities, profile=p.customer.profile
+                        identities=p.customer.identities,
+                        profile=p.customer.profile,
+                        observed_at=p.order.ordered_at,
                     ),
                 )
                 for p in parsed
