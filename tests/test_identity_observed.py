@@ -16,6 +16,7 @@ from kizuna.campaigns.models import Channel
 from kizuna.commerce.importers import ImportOptions, run_import
 from kizuna.core import webhooks
 from kizuna.core.audit import Actor
+from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, Identity, IdentityKind
 from kizuna.customers.selectors import identity_groups
 from kizuna.customers.services import identity_add
@@ -201,3 +202,22 @@ def test_one_file_with_an_address_changed_away_and_back_sends_to_the_last_ones(
     ]
     import_orders(tmp_path, rows)
     assert sent_to(member()) == OLD
+
+
+def test_an_address_the_record_has_given_again_by_phone_takes_over(tmp_path: Path) -> None:
+    # given orders with A, then B
+    import_orders(
+        tmp_path, [("O-1", "2026-05-01 10:00", OLD), ("O-2", "2026-06-01 10:00", CURRENT)]
+    )
+    customer = member()
+    assert sent_to(customer) == CURRENT
+    # when the customer phones to say mail should go to A again, and the operator enters A
+    operator = make_user(Role.OPERATOR)
+    identity_add(customer=customer, kind=IdentityKind.EMAIL, value=OLD, acting_user=operator)
+    # then A is where mail goes; the record still has the two addresses, and it is audited
+    assert sent_to(customer) == OLD
+    assert customer.identities.filter(kind=IdentityKind.EMAIL).count() == 2
+    (changes,) = AuditLog.objects.filter(
+        action="identity.add", actor_label=operator.get_username()
+    ).values_list("changes", flat=True)
+    assert set(changes) == {"observed_at"}

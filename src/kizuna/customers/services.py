@@ -351,11 +351,23 @@ def identity_add(
     *, customer: Customer, kind: IdentityKind, value: str, acting_user: Any, source: str = ""
 ) -> Identity:
     """Link an external ID to the customer. The same ID on another customer is an error:
-    merging is a separate, reviewed step."""
+    merging is a separate, reviewed step. One the customer already has is given again (a
+    customer going back to an earlier address): observed now, it is where messages of its
+    kind go from now on, as a new one would be (Identity.observed_at)."""
     key = normalize_identity(kind, value)
     existing = Identity.objects.filter(kind=kind, value=key).first()
     if existing is not None:
         if existing.customer_id == customer.pk:
+            now = timezone.now()
+            Identity.objects.filter(pk=existing.pk).update(observed_at=now, updated_at=now)
+            audit_record(
+                actor=Actor.of(acting_user),
+                action="identity.add",
+                instance=existing,
+                customer_id=customer.pk,
+                changes=diff({"observed_at": existing.observed_at}, {"observed_at": now}),
+            )
+            existing.observed_at = existing.updated_at = now
             return existing
         raise ValidationError({"value": "この識別子は別の顧客に登録されています"})
     refuse_if_erased(customer)
