@@ -51,10 +51,12 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.selectors import enrollment_counts, timing_label
 from kizuna.campaigns.automation.services import (
     CurrentMembers,
+    PausedEntrants,
     ScenarioError,
     backlog_confirm,
     backlog_discard,
     current_members_on_activation,
+    entrants_while_paused,
     offer_delete,
     offer_save,
     offer_uses,
@@ -691,26 +693,60 @@ def scenario_activate_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         if scenario.status != ScenarioStatus.ACTIVE
         else None
     )
-    if current is not None and request.POST.get("confirmed") != "1":
+    # Resuming a paused 「セグメントに入った」 scenario: everyone who entered the segment while
+    # it was stopped looks new to its next check. Asked, when there are any: send to them too
+    # ("send"), or record them as members already there ("skip").
+    paused = (
+        entrants_while_paused(scenario, now=timezone.now())
+        if scenario.status == ScenarioStatus.PAUSED
+        else None
+    )
+    choice = request.POST.get("paused_entrants")
+    needs_confirmation = (current is not None and request.POST.get("confirmed") != "1") or (
+        paused is not None and paused.count > 0 and choice not in ("send", "skip")
+    )
+    if needs_confirmation:
         first = scenario.steps.order_by("position", "pk").first()
         context = {
             "scenario": scenario,
             "current": current,
+            "paused": paused,
             "first_timing": timing_label(first, scenario) if first else "",
         }
         return render(request, "web/scenarios/activate_confirm.html", context)
+    # None came in while stopped (as counted): recorded anyway, so that is still true.
+    skip = paused is not None and choice != "send"
     resumed = scenario.activated_at is not None
     try:
-        scenario_activate(scenario=scenario, acting_user=request.user)
+        scenario_activate(scenario=scenario, acting_user=request.user, skip_paused_entrants=skip)
     except ScenarioError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, _activated_message(scenario, current, resumed=resumed))
+        message = _activated_message(scenario, current, resumed=resumed, paused=paused, skip=skip)
+        messages.success(request, message)
     return redirect("scenarios:detail", pk=pk)
 
 
-def _activated_message(scenario: Scenario, current: CurrentMembers | None, *, resumed: bool) -> str:
+def _activated_message(
+    scenario: Scenario,
+    current: CurrentMembers | None,
+    *,
+    resumed: bool,
+    paused: PausedEntrants | None = None,
+    skip: bool = False,
+) -> str:
     """What starting the scenario does, as it will happen."""
+    if paused is not None:
+        if skip:
+            return (
+                "稼働を再開しました。停止中にセグメントに入ったお客様は対象にせず、"
+                "これ以降に新しく該当したお客様から対象になります。"
+            )
+        return (
+            f"稼働を再開しました。次回のスケジューラ実行で、停止中にセグメントに入った"
+            f"{paused.count:,}人がエントリーします。最初のステップはタイミングが来た人から送信されます。"
+            "これ以降に新しく該当したお客様も対象になります。"
+        )
     if current is not None:
         held = (
             f"(うち約{current.held_out:,}人はホールドアウトで送りません)"
@@ -727,8 +763,13 @@ def _activated_message(scenario: Scenario, current: CurrentMembers | None, *, re
             "稼働を開始しました。今セグメントに該当しているお客様は対象にならず、"
             "これ以降に新しく該当したお客様から対象になります。"
         )
-    verb = "再開しました" if resumed else "開始しました"
-    return f"稼働を{verb}。これ以降のきっかけから対象になります。"
+    if not resumed:
+        return "稼働を開始しました。これ以降のきっかけから対象になります。"
+    return (
+        "稼働を再開しました。停止中に起きたきっかけは対象にならず、これ以降のきっかけから対象になります。"
+        "すでにエントリーしているお客様の、停止中に送信予定が過ぎたメッセージは次回のスケジューラ実行で送られます"
+        "(予定から大きく遅れたものは送らずに「確認待ちのメッセージ」に入り、送るかどうかを確認できます)。"
+    )
 
 
 @allow_roles(*EDIT_ROLES)

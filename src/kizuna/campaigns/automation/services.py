@@ -715,10 +715,19 @@ def _save_steps(scenario: Scenario, steps: list[dict[str, Any]]) -> None:
 
 @transaction.atomic
 def scenario_activate(
-    *, scenario: Scenario, acting_user: Any, at: dt.datetime | None = None
+    *,
+    scenario: Scenario,
+    acting_user: Any,
+    at: dt.datetime | None = None,
+    skip_paused_entrants: bool = False,
 ) -> Scenario:
     """Start (or resume) a scenario. Its triggers look at events from this moment on: a
-    scenario activated today does not reach back into last month's orders."""
+    scenario activated today does not reach back into last month's orders.
+
+    A 「セグメントに入った」 scenario's next check enrolls everyone in the segment who is not
+    recorded as a member yet — after a pause, everyone who entered while it was stopped.
+    `skip_paused_entrants` records them now as members already there (a baseline, as on a
+    first check without 稼働開始時点の該当者も対象にする), so only later entrants are enrolled."""
     scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
     if scenario.status == ScenarioStatus.ACTIVE:
         return scenario
@@ -742,6 +751,8 @@ def scenario_activate(
     scenario.status = ScenarioStatus.ACTIVE
     scenario.activated_at = at or timezone.now()
     scenario.save(update_fields=["status", "activated_at", "updated_at"])
+    if skip_paused_entrants and resumes_with_entrants(scenario):
+        triggers.refresh_segment_members(scenario, now=scenario.activated_at, baseline=True)
     audit_record(
         actor=Actor.of(acting_user),
         action="scenario.activate",
@@ -786,6 +797,36 @@ def current_members_on_activation(scenario: Scenario, *, now: dt.datetime) -> Cu
     count = customers.count()
     percent = triggers.holdout_percent(scenario)
     return CurrentMembers(segment=segment.name, count=count, held_out=round(count * percent / 100))
+
+
+def resumes_with_entrants(scenario: Scenario) -> bool:
+    """Whether starting `scenario` picks up, at its next check, everyone who entered its
+    segment since the last check: a 「セグメントに入った」 scenario checked before (paused)."""
+    return (
+        scenario.trigger_kind == TriggerKind.SEGMENT_ENTERED
+        and scenario.trigger_checked_at is not None
+        and Segment.objects.filter(key=scenario.trigger_params.get("segment")).exists()
+    )
+
+
+@dataclass(frozen=True)
+class PausedEntrants:
+    segment: str  # its name
+    count: int
+
+
+def entrants_while_paused(scenario: Scenario, *, now: dt.datetime) -> PausedEntrants | None:
+    """Who resuming a paused 「セグメントに入った」 scenario enrolls at its next check: the
+    segment's members not recorded as members of it (they entered while it was stopped), in
+    its audience if it has one. None for any other scenario. Counted with the query the
+    scheduler adds them with (triggers.segment_newcomers)."""
+    if not resumes_with_entrants(scenario):
+        return None
+    segment = Segment.objects.get(key=scenario.trigger_params.get("segment"))
+    newcomers = triggers.segment_newcomers(scenario, segment.rules, now=now)
+    if scenario.audience is not None:
+        newcomers = newcomers.filter(compile_validated(scenario.audience.rules, now=now))
+    return PausedEntrants(segment=segment.name, count=newcomers.count())
 
 
 @transaction.atomic

@@ -581,7 +581,17 @@ def _segment_entered(scenario: Scenario, w: Window, p: Mapping[str, Any]) -> Que
     return _columns(entries, cid=F("customer_id"), occ=_key("entered:", "pk"), at=F("entered_at"))
 
 
-def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
+def segment_newcomers(scenario: Scenario, rules: Any, *, now: dt.datetime) -> QuerySet[Customer]:
+    """The customers in the segment (`rules`) now with no open stay recorded for `scenario`:
+    the ones `refresh_segment_members` adds (as entrants, or as a baseline)."""
+    open_stays = SegmentMember.objects.filter(scenario=scenario, left_at__isnull=True)
+    members = segments.members(rules, now=now)
+    return members.filter(~Exists(open_stays.filter(customer_id=OuterRef("pk"))))
+
+
+def refresh_segment_members(
+    scenario: Scenario, *, now: dt.datetime, baseline: bool | None = None
+) -> int:
     """Bring a "segment entered" scenario's membership up to date; returns the new entries.
 
     Two set-based statements: close the stays of customers who left, and add (INSERT …
@@ -590,6 +600,8 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     is the first check of the trigger (`trigger_checked_at` unset: the scenario is new, or
     its trigger was changed), not "no stays recorded yet": a segment that starts empty would
     otherwise make its first real entrants a baseline, and they would never be enrolled.
+    `baseline=True` records the newcomers as a baseline whatever the check: resuming a paused
+    scenario without the customers who entered the segment while it was stopped.
 
     Each side is checked row by row (EXISTS on the other side's index), not as an IN list:
     SQLite would first build the whole list, the segment or every open stay. Newcomers are
@@ -599,13 +611,14 @@ def refresh_segment_members(scenario: Scenario, *, now: dt.datetime) -> int:
     segment = Segment.objects.get(key=scenario.trigger_params["segment"])
     members = segments.members(segment.rules, now=now)
     open_stays = SegmentMember.objects.filter(scenario=scenario, left_at__isnull=True)
-    first_time = scenario.trigger_checked_at is None
-    baseline = first_time and not scenario.trigger_params.get("include_existing")
+    if baseline is None:
+        first_time = scenario.trigger_checked_at is None
+        baseline = first_time and not scenario.trigger_params.get("include_existing")
     with transaction.atomic():
         still_in = members.filter(pk=OuterRef("customer_id"))
         open_stays.filter(~Exists(still_in)).update(left_at=now)
         newcomers = (
-            members.filter(~Exists(open_stays.filter(customer_id=OuterRef("pk"))))
+            segment_newcomers(scenario, segment.rules, now=now)
             .order_by("pk")
             .annotate(
                 m_scenario=Value(scenario.pk, output_field=IntegerField()),
