@@ -371,6 +371,15 @@ def test_customer_rows_show_every_phone_and_address_the_same_way() -> None:
     assert rows[typed_bare.pk].email == ""
 
 
+def test_customer_rows_show_the_address_messages_go_to() -> None:
+    # a customer who gave a new address: the list shows the one Kizuna sends to
+    customer = make_customer()
+    add_identity(customer, IdentityKind.EMAIL, "old@example.jp")
+    add_identity(customer, IdentityKind.EMAIL, "new@example.jp")
+    (row,) = customer_rows([customer])
+    assert row.email == "new@example.jp"
+
+
 # --- the page --------------------------------------------------------------------------------
 
 
@@ -412,7 +421,7 @@ def test_search_page_has_live_search(operator: Client) -> None:
 
 def test_empty_query_explains_what_can_be_searched(operator: Client) -> None:
     html = operator.get(reverse("web:customer_search"), {"q": "  "}).content.decode()
-    assert "氏名・フリガナ・電話番号・メール・注文番号・カート会員IDで検索できます" in html
+    assert "氏名・フリガナ・電話番号・メール・注文番号・カート会員ID・顧客IDで検索できます" in html
 
 
 def test_a_nul_byte_in_the_query_is_ignored(operator: Client, hanako: Customer) -> None:

@@ -265,6 +265,22 @@ def test_the_csv_export_streams_members_and_is_audited(client_for: Login, tokyo:
     assert Customer.objects.count() == 2
 
 
+def test_the_export_gives_the_address_messages_go_to(client_for: Login, tokyo: Segment) -> None:
+    # given a customer who gave the shop a new address after the first one
+    member = make_customer(prefecture=13)
+    for address in ("old@example.jp", "new@example.jp"):
+        Identity.objects.create(
+            customer=member, kind=IdentityKind.EMAIL, value=address, display_value=address
+        )
+    # when the segment is exported for a mailing
+    response = client_for(Role.MARKETER).post(reverse("segments:export", args=[tokyo.pk]))
+    body = b"".join(response.streaming_content).decode("utf-8")  # type: ignore[attr-defined]
+    # then the row carries the address Kizuna itself sends to, not the one given first
+    (row,) = body.lstrip("\ufeff").splitlines()[1:]
+    assert "new@example.jp" in row
+    assert "old@example.jp" not in row
+
+
 def test_the_csv_export_never_hands_excel_a_formula(client_for: Login, tokyo: Segment) -> None:
     # given: a customer who signed up with a name Excel would run as a formula
     attacker = make_customer(prefecture=13, family_name='=HYPERLINK("http://x.example","a")')

@@ -295,11 +295,14 @@ def customer_rows(customers: Sequence[Customer]) -> list[CustomerRow]:
     rows = []
     for customer in customers:
         identities = sorted(customer.identities.all(), key=lambda i: i.pk)
+        # The e-mail column shows the address mail goes to (IDENTITY_NEWEST_FIRST); a phone
+        # has no one such number (SMS takes the newest mobile, a call any), so the first given.
+        newest_first = sorted(identities, key=lambda i: (i.observed_at, i.pk), reverse=True)
         rows.append(
             CustomerRow(
                 customer=customer,
                 phone=jp.format_phone(_first_value(identities, IdentityKind.PHONE)),
-                email=jp.nfkc(_first_value(identities, IdentityKind.EMAIL, as_typed=True)),
+                email=jp.nfkc(_first_value(newest_first, IdentityKind.EMAIL, as_typed=True)),
                 last_ordered_at=last_orders.get(customer.pk),
             )
         )
@@ -309,7 +312,8 @@ def customer_rows(customers: Sequence[Customer]) -> list[CustomerRow]:
 def _first_value(
     identities: Iterable[Identity], kind: IdentityKind, *, as_typed: bool = False
 ) -> str:
-    """The first identity of `kind`: its key, or the address as typed (keeping its capitals).
+    """The first identity of `kind` in `identities`: its key, or the address as typed (keeping
+    its capitals).
 
     A list is read down a column, so it shows every number and address the same way (phones
     as 090-1234-5678, addresses in half-width), whatever the cart or the customer typed; the

@@ -52,6 +52,7 @@ from kizuna.core.audit import Actor, audit_record, audited_delete, diff
 from kizuna.core.limits import TextLimit, too_long
 from kizuna.core.spreadsheet import XLSX_MAX_ROWS
 from kizuna.customers.models import (
+    IDENTITY_NEWEST_FIRST,
     AcquisitionChannel,
     BehaviourEvent,
     BehaviourKind,
@@ -1120,15 +1121,18 @@ def segment_export_rows(
         },
     )
 
-    def first_identity(kind: IdentityKind) -> Subquery:
-        found = Identity.objects.filter(customer=OuterRef("pk"), kind=kind).order_by("id")
+    def sent_to(kind: IdentityKind) -> Subquery:
+        # The address messages go to (IDENTITY_NEWEST_FIRST), as a mailing tool needs it.
+        found = Identity.objects.filter(customer=OuterRef("pk"), kind=kind).order_by(
+            *IDENTITY_NEWEST_FIRST
+        )
         return Subquery(found.values("display_value")[:1])
 
     rows = (
         members.order_by("pk")
         .annotate(
-            email=first_identity(IdentityKind.EMAIL),
-            phone=first_identity(IdentityKind.PHONE),
+            email=sent_to(IdentityKind.EMAIL),
+            phone=sent_to(IdentityKind.PHONE),
         )
         .values_list(
             "pk",
