@@ -15,6 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from kizuna.accounts.models import Role
+from kizuna.campaigns.consent_checks import Audience
+from kizuna.campaigns.models import Channel
 from kizuna.core.audit import Actor
 from kizuna.customers import privacy
 from kizuna.customers.merge import QUEUE_PER_PAGE, customer_merge, duplicate_dismiss
@@ -229,6 +231,25 @@ def test_merging_asks_for_confirmation_first(
     assert "統合の確認" in html
     assert "注文 1件を顧客" in html
     assert f"顧客 #{candidate.customer_b_id} を #{candidate.customer_a_id} に統合する" in html
+
+
+def test_the_confirmation_says_when_mail_will_go_to_the_absorbed_records_address(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    older, newer = candidate.customer_a, candidate.customer_b
+    client = client_for(Role.OPERATOR)
+    url = reverse("duplicates:merge", args=[candidate.pk])
+    # keeping the older record: the newer record's address was seen later and takes over
+    html = client.get(url, {"survivor": older.pk}).content.decode()
+    assert "メールの送信先が変わります" in html
+    assert 'old1@example.jp</span> から統合元の <span class="mono">new1@example.jp' in html
+    # keeping the newer record: its own address stays where mail goes, nothing to say
+    html = client.get(url, {"survivor": newer.pk}).content.decode()
+    assert "送信先が変わります" not in html
+    # and the merge does what the page said
+    client.post(url, {"survivor": older.pk})
+    audience = Audience.load([older.pk])
+    assert audience.address(older, Channel.EMAIL, {}) == "new1@example.jp"
 
 
 def test_the_confirmation_says_which_consent_decision_the_merged_record_keeps(

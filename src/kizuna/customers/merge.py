@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
@@ -37,6 +37,7 @@ from kizuna.core.audit import Actor, audit_record
 from kizuna.core.models import AuditLog
 from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
+    IDENTITY_NEWEST_FIRST,
     Consent,
     ConsentChannel,
     ConsentEvent,
@@ -229,6 +230,8 @@ class MergePlan:
     fills: list[FieldFill]
     tags: list[Tag]
     points: int
+    # Channels whose address messages go to changes: the absorbed record's was seen later.
+    send_to_changes: list[SendToChange] = field(default_factory=list)
 
     @property
     def count_rows(self) -> list[tuple[str, int]]:
@@ -236,6 +239,34 @@ class MergePlan:
         rows = [(table_label(label), count) for label, count in self.counts.items() if count]
         consents = sum(1 for c in self.consents if c.outcome == ConsentOutcome.MOVE)
         return rows + ([(table_label(Consent._meta.label), consents)] if consents else [])
+
+
+@dataclass(frozen=True)
+class SendToChange:
+    """After the merge, messages of this kind go to the absorbed record's `after` (observed
+    later than the survivor's `before`, "" when the survivor had none)."""
+
+    kind: IdentityKind
+    before: str
+    after: str
+
+
+# The kinds one identity of which is where messages go (campaigns.consent_checks).
+_SENT_TO_KINDS = (IdentityKind.EMAIL, IdentityKind.LINE_USER)
+
+
+def _send_to_changes(survivor: Customer, absorbed: Customer) -> list[SendToChange]:
+    """Where messages will go once both records' identities are one record's: the newest
+    observed of each kind (IDENTITY_NEWEST_FIRST), which may be the absorbed record's."""
+    changes = []
+    for kind in _SENT_TO_KINDS:
+        newest = Identity.objects.filter(kind=kind).order_by(*IDENTITY_NEWEST_FIRST)
+        before = newest.filter(customer=survivor).first()
+        after = newest.filter(customer__in=(survivor, absorbed)).first()
+        if after is not None and after.customer_id == absorbed.pk:
+            shown = before.display_value or before.value if before else ""
+            changes.append(SendToChange(kind, shown, after.display_value or after.value))
+    return changes
 
 
 def table_label(label: str) -> str:
@@ -313,6 +344,7 @@ def merge_plan(*, survivor: Customer, absorbed: Customer) -> MergePlan:
         fills=_fills(survivor, absorbed),
         tags=[tag for tag in absorbed.tags.all() if tag.pk not in survivor_tags],
         points=points_balance(absorbed),
+        send_to_changes=_send_to_changes(survivor, absorbed),
     )
 
 
