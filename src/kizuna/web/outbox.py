@@ -365,14 +365,19 @@ def download_list(request: HttpRequest, pk: int, file_format: str) -> HttpRespon
     return response
 
 
-@allow_roles(*VIEW_ROLES)
-@require_POST
-def close_list(request: HttpRequest, pk: int) -> HttpResponse:
+def _list_to_change(request: HttpRequest, pk: int) -> tuple[DeliveryList, str]:
+    """The list to close or reopen, and its name as in the table ("架電リスト #3", "郵送DM #1");
+    operators change call lists only."""
     delivery_list = get_object_or_404(DeliveryList, pk=pk)
     if not _manages(request) and delivery_list.channel != Channel.CALL:
         raise PermissionDenied
-    # Named as in the table ("架電リスト #3", "郵送DM #1").
-    name = f"{delivery_list.get_channel_display()} #{delivery_list.pk}"
+    return delivery_list, f"{delivery_list.get_channel_display()} #{delivery_list.pk}"
+
+
+@allow_roles(*VIEW_ROLES)
+@require_POST
+def close_list(request: HttpRequest, pk: int) -> HttpResponse:
+    delivery_list, name = _list_to_change(request, pk)
     if delivery_list.closed_at is not None:
         # A second tab or the back button: say who closed it and when, not "closed" again.
         messages.info(
@@ -394,10 +399,7 @@ def close_list(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def reopen_list(request: HttpRequest, pk: int) -> HttpResponse:
     """Undo a 締め (delivery_list_reopen): for the same people who may close the list."""
-    delivery_list = get_object_or_404(DeliveryList, pk=pk)
-    if not _manages(request) and delivery_list.channel != Channel.CALL:
-        raise PermissionDenied
-    name = f"{delivery_list.get_channel_display()} #{delivery_list.pk}"
+    delivery_list, name = _list_to_change(request, pk)
     try:
         delivery_list_reopen(delivery_list=delivery_list, acting_user=_user(request))
     except ReopenRefusedError as exc:
