@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, TypeVar
 from django.db import DEFAULT_DB_ALIAS, connections, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 BATCH = 5000
 # Below this many rows a plain INSERT beats COPY on PostgreSQL: COPY costs a few round trips
@@ -234,6 +235,17 @@ def insert_rows(
     if returning:
         raise ValueError("returning needs PostgreSQL and fewer than COPY_MIN_ROWS rows")
     return []
+
+
+def read_datetime(value: Any, zone: dt.tzinfo | None) -> dt.datetime:
+    """A DateTimeField value as a plain cursor returns it, converted as Django's converters
+    would: ISO text (SQLite, for an expression) becomes a moment, and a naive moment (SQLite)
+    is made aware in the connection's time zone (`zone`, `connection.timezone`: UTC; None is UTC);
+    PostgreSQL returns aware moments, returned as they are."""
+    moment = parse_datetime(value) if isinstance(value, str) else value
+    if not isinstance(moment, dt.datetime):
+        raise ValueError(f"not a DateTimeField value: {value!r}")
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, zone or dt.UTC)
 
 
 def analyze(models_written: Sequence[type[models.Model]], *, using: str = DEFAULT_DB_ALIAS) -> None:

@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from kizuna.core import jp
 from kizuna.core.audit import AUDIT_COLUMNS, Actor, audit_values, diff
-from kizuna.core.bulk import insert_instances, insert_rows, reserve_ids
+from kizuna.core.bulk import insert_instances, insert_rows, read_datetime, reserve_ids
 from kizuna.core.fetch import instances_where_in
 from kizuna.core.models import AuditLog
 from kizuna.core.races import retry_lost_race, unique_clash
@@ -213,7 +213,7 @@ class _Chunk:
         for customer_id, held_kind, value, observed_at in held:
             customer = customers[customer_id]
             self.owner[(held_kind, value)] = customer
-            self.observed[(held_kind, value)] = _aware(observed_at)
+            self.observed[(held_kind, value)] = read_datetime(observed_at, connection.timezone)
             self.held[id(customer)].add(held_kind)
 
     # -- deciding (in Python, in request order) ----------------------------------------------
@@ -431,13 +431,6 @@ class _Chunk:
             [(a, b, reason) for (a, b), reason in pairs.items()],
             ignore_conflicts=True,
         )
-
-
-def _aware(value: dt.datetime | str) -> dt.datetime:
-    """A datetime column read with a plain cursor: SQLite gives it as naive UTC text."""
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if timezone.is_aware(value) else value.replace(tzinfo=dt.UTC)
 
 
 def _erased(ids: set[int]) -> set[int]:

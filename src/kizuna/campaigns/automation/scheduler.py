@@ -50,7 +50,7 @@ from django.db.models import (
     Value,
 )
 from django.utils import timezone
-from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.dateparse import parse_date
 
 from kizuna.campaigns.automation import segments, triggers
 from kizuna.campaigns.automation.clock import (
@@ -92,7 +92,7 @@ from kizuna.campaigns.automation.templating import (
 from kizuna.campaigns.outbox import ContentCheck, OutboxRow, outbox_enqueue_many
 from kizuna.campaigns.restore import restore_check
 from kizuna.commerce.models import Shipment
-from kizuna.core.bulk import insert_rows
+from kizuna.core.bulk import insert_rows, read_datetime
 from kizuna.core.sqlite_wal import wal_written_back_in_background
 from kizuna.customers.models import Customer
 
@@ -619,10 +619,7 @@ def anchor_value(value: Any, output: str, zone: dt.tzinfo) -> dt.date | dt.datet
                 raise ValueError(f"not a DateField value: {value!r}")
             return day
         return value  # type: ignore[no-any-return]
-    moment = parse_datetime(value) if isinstance(value, str) else value
-    if not isinstance(moment, dt.datetime):
-        raise ValueError(f"not a DateTimeField value: {value!r}")
-    return moment if timezone.is_aware(moment) else timezone.make_aware(moment, zone)
+    return read_datetime(value, zone)
 
 
 @dataclass(slots=True)
