@@ -30,6 +30,7 @@ from kizuna.customers.models import (
     Identity,
     IdentityKind,
     TimelineEvent,
+    newest_first,
 )
 from kizuna.loyalty.models import PointEntry
 from kizuna.subscriptions.models import (
@@ -297,12 +298,13 @@ def customer_rows(customers: Sequence[Customer]) -> list[CustomerRow]:
         identities = sorted(customer.identities.all(), key=lambda i: i.pk)
         # The e-mail column shows the address mail goes to (IDENTITY_NEWEST_FIRST); a phone
         # has no one such number (SMS takes the newest mobile, a call any), so the first given.
-        newest_first = sorted(identities, key=lambda i: (i.observed_at, i.pk), reverse=True)
         rows.append(
             CustomerRow(
                 customer=customer,
                 phone=jp.format_phone(_first_value(identities, IdentityKind.PHONE)),
-                email=jp.nfkc(_first_value(newest_first, IdentityKind.EMAIL, as_typed=True)),
+                email=jp.nfkc(
+                    _first_value(newest_first(identities), IdentityKind.EMAIL, as_typed=True)
+                ),
                 last_ordered_at=last_orders.get(customer.pk),
             )
         )
@@ -367,9 +369,7 @@ class IdentityGroup:
 def identity_groups(customer: Customer) -> list[IdentityGroup]:
     """The customer's identities grouped by kind, kinds in their declared order, each group
     newest first: last observed first (Identity.observed_at), as messages pick them."""
-    identities = sorted(
-        customer.identities.all(), key=lambda i: (i.observed_at, i.pk), reverse=True
-    )
+    identities = newest_first(customer.identities.all())
     return [
         IdentityGroup(kind=kind, identities=group)
         for kind in IdentityKind
