@@ -38,6 +38,7 @@ from kizuna.core.models import AuditLog
 from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
     IDENTITY_NEWEST_FIRST,
+    SENT_TO_NEWEST_KINDS,
     Consent,
     ConsentChannel,
     ConsentEvent,
@@ -251,15 +252,11 @@ class SendToChange:
     after: str
 
 
-# The kinds one identity of which is where messages go (campaigns.consent_checks).
-_SENT_TO_KINDS = (IdentityKind.EMAIL, IdentityKind.LINE_USER)
-
-
 def _send_to_changes(survivor: Customer, absorbed: Customer) -> list[SendToChange]:
     """Where messages will go once both records' identities are one record's: the newest
     observed of each kind (IDENTITY_NEWEST_FIRST), which may be the absorbed record's."""
     changes = []
-    for kind in _SENT_TO_KINDS:
+    for kind in SENT_TO_NEWEST_KINDS:
         newest = Identity.objects.filter(kind=kind).order_by(*IDENTITY_NEWEST_FIRST)
         before = newest.filter(customer=survivor).first()
         after = newest.filter(customer__in=(survivor, absorbed)).first()

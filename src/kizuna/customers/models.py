@@ -198,6 +198,9 @@ class Identity(TimeStampedModel):
 
 # A customer's identities newest first: where messages go is the first of a kind.
 IDENTITY_NEWEST_FIRST = ("-observed_at", "-id")
+# Kinds a channel sends to one of: the newest (campaigns.consent_checks reads identities newest
+# first). Phone numbers are left out: SMS takes the newest mobile number, a call any number.
+SENT_TO_NEWEST_KINDS = (IdentityKind.EMAIL, IdentityKind.LINE_USER)
 
 
 def newest_first(identities: Iterable[Identity]) -> list[Identity]:

@@ -24,6 +24,7 @@ from kizuna.core import jp
 from kizuna.core.paging import Paginator
 from kizuna.customers.models import (
     REMOVABLE_IDENTITY_KINDS,
+    SENT_TO_NEWEST_KINDS,
     Consent,
     ConsentChannel,
     Customer,
@@ -342,11 +343,6 @@ def customer_profile(pk: int) -> Customer | None:
     )
 
 
-# Kinds a channel sends to one of: the newest (campaigns.consent_checks reads identities newest
-# first). Phone numbers are left out: SMS takes the newest mobile number, a call any number.
-_SENT_TO_NEWEST = frozenset({IdentityKind.EMAIL, IdentityKind.LINE_USER})
-
-
 @dataclass(frozen=True)
 class IdentityGroup:
     kind: IdentityKind
@@ -361,7 +357,7 @@ class IdentityGroup:
     def sent_to(self) -> Identity | None:
         """The one messages go to, when the customer has several of this kind: an operator
         who added a new address sees that it took over."""
-        if self.kind in _SENT_TO_NEWEST and len(self.identities) > 1:
+        if self.kind in SENT_TO_NEWEST_KINDS and len(self.identities) > 1:
             return self.identities[0]
         return None
 
