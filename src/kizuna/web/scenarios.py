@@ -57,6 +57,7 @@ from kizuna.campaigns.automation.services import (
     backlog_discard,
     current_members_on_activation,
     entrants_while_paused,
+    holdout_locked,
     offer_delete,
     offer_save,
     offer_uses,
@@ -265,6 +266,8 @@ def form_context(spec: dict[str, Any], *, scenario: Scenario | None) -> dict[str
         "exits": _options(list(ExitRule.choices), spec.get("exit_on") or []),
         "steps": steps,
         "has_templates": bool(templates),
+        # Shown before saving, not only as scenario_save's refusal after it.
+        "holdout_locked": holdout_locked(scenario),
     }
 
 

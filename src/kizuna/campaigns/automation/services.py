@@ -674,14 +674,20 @@ def scenario_save(
     return scenario
 
 
+def holdout_locked(scenario: Scenario | None) -> bool:
+    """Whether the scenario keeps its holdout % (but for 0%): it has enrolled anyone. Its lift
+    pools every entry, and entries drawn at 10% and at 50% mixed together compare two
+    different groups (the later period weighs more in one group than in the other). The edit
+    form shows the lock before saving; scenario_save refuses the change."""
+    return scenario is not None and Enrollment.objects.filter(scenario=scenario).exists()
+
+
 def _holdout_change_errors(scenario: Scenario, percent: Any) -> list[str]:
-    """A scenario that has enrolled anyone keeps its holdout %: its lift pools every entry, and
-    entries drawn at 10% and at 50% mixed together compare two different groups (the later
-    period weighs more in one group than in the other). Setting 0% (stop holding out, send to
+    """A locked holdout % (holdout_locked) is refused. Setting 0% (stop holding out, send to
     everyone) stays allowed: the lift page then says the comparison group stopped growing."""
     if not _whole(percent) or percent in (scenario.holdout_percent, 0):
         return []
-    if not Enrollment.objects.filter(scenario=scenario).exists():
+    if not holdout_locked(scenario):
         return []
     return [
         f"ホールドアウト: このシナリオには既にエントリーがあるため、割合は変えられません"
