@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
-from kizuna.customers.models import Customer, IdentityKind, TimelineEvent
+from kizuna.customers.models import Customer, Identity, IdentityKind, TimelineEvent
 from kizuna.customers.services import customer_update
 from tests.factories import add_identity, make_customer
 from tests.test_api_common import ApiClient, assert_error, full_access_client
@@ -208,7 +210,36 @@ def test_get_returns_the_customer_with_identities(api: ApiClient) -> None:
     add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp", "Hanako@Example.jp")
     body = api.get(f"/api/v1/customers/{customer.pk}").json()
     assert body["id"] == customer.pk
-    assert body["identities"] == [{"kind": "email", "value": "Hanako@Example.jp"}]
+    assert body["identities"] == [{"kind": "email", "value": "Hanako@Example.jp", "send_to": True}]
+
+
+def test_identities_name_the_one_messages_go_to_newest_observed_first(api: ApiClient) -> None:
+    # given: an old address imported from an old order after the current one was added, so
+    # mail goes to the one added first; of two LINE IDs the one added last is the newest
+    customer = make_customer()
+    current = add_identity(customer, IdentityKind.EMAIL, "hanako@example.jp")
+    imported = add_identity(customer, IdentityKind.EMAIL, "hanako@old.example.jp")
+    Identity.objects.filter(pk=imported.pk).update(
+        observed_at=current.observed_at - timedelta(days=30)
+    )
+    add_identity(customer, IdentityKind.LINE_USER, "U0001")
+    add_identity(customer, IdentityKind.LINE_USER, "U0002")
+    add_identity(customer, IdentityKind.PHONE, "+819012345678")
+    # when
+    got = api.get(f"/api/v1/customers/{customer.pk}").json()
+    found = api.get("/api/v1/customers", {"email": "hanako@old.example.jp"}).json()
+    # then: the same list read either way
+    assert (
+        found["results"][0]["identities"]
+        == got["identities"]
+        == [
+            {"kind": "email", "value": "hanako@example.jp", "send_to": True},
+            {"kind": "email", "value": "hanako@old.example.jp", "send_to": False},
+            {"kind": "line_user", "value": "U0002", "send_to": True},
+            {"kind": "line_user", "value": "U0001", "send_to": False},
+            {"kind": "phone", "value": "+819012345678", "send_to": False},
+        ]
+    )
 
 
 @pytest.mark.parametrize(

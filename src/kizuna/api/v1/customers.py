@@ -39,7 +39,13 @@ from kizuna.api.schemas import (
 from kizuna.api.v1.responses import customer_write_errors, read_errors, write_errors
 from kizuna.core import jp
 from kizuna.customers.merge import final_survivor_id
-from kizuna.customers.models import Customer, Identity, IdentityKind
+from kizuna.customers.models import (
+    SENT_TO_NEWEST_KINDS,
+    Customer,
+    Identity,
+    IdentityKind,
+    newest_first,
+)
 from kizuna.customers.selectors import record_version
 from kizuna.customers.services import (
     customer_create,
@@ -59,6 +65,13 @@ class IdentityOut(Schema):
         description="種類: email / phone / cart_member / line_user / pbx_caller / chat"
     )
     value: str = Field(description="値(入力どおりの表記)")
+    send_to: bool = Field(
+        description=(
+            f"メッセージの送信先か。{' / '.join(k.value for k in SENT_TO_NEWEST_KINDS)} では、"
+            "その種類のうち最後に確認された1件(メッセージはそこに送られます)が true、"
+            "ほかは false。ほかの種類は常に false"
+        )
+    )
 
 
 class CustomerOut(Schema):
@@ -78,7 +91,9 @@ class CustomerOut(Schema):
     acquisition_channel: str
     member_status: str
     registered_at: dt.datetime
-    identities: list[IdentityOut]
+    identities: list[IdentityOut] = Field(
+        description="識別子。種類ごとに、最後に確認されたものから並びます"
+    )
     merged_into: int | None = Field(
         description=(
             "この顧客が統合された先の顧客ID(統合が重なっているときは最終的な統合先)。"
@@ -102,7 +117,12 @@ class CustomerSearchOut(Schema):
 
 
 def customer_out(customer: Customer) -> dict[str, Any]:
-    identities = sorted(customer.identities.all(), key=lambda i: (i.kind, i.pk))
+    # Grouped by kind, each kind newest first (a stable sort keeps newest_first's order), so
+    # the first of a kind in SENT_TO_NEWEST_KINDS is the one messages go to.
+    identities = sorted(newest_first(customer.identities.all()), key=lambda i: i.kind)
+    first_of_kind: dict[str, Identity] = {}
+    for identity in identities:
+        first_of_kind.setdefault(identity.kind, identity)
     return {
         "id": customer.pk,
         "family_name": customer.family_name,
@@ -120,7 +140,14 @@ def customer_out(customer: Customer) -> dict[str, Any]:
         "acquisition_channel": customer.acquisition_channel,
         "member_status": customer.member_status,
         "registered_at": customer.registered_at,
-        "identities": [{"kind": i.kind, "value": i.display_value or i.value} for i in identities],
+        "identities": [
+            {
+                "kind": i.kind,
+                "value": i.display_value or i.value,
+                "send_to": i.kind in SENT_TO_NEWEST_KINDS and first_of_kind[i.kind] is i,
+            }
+            for i in identities
+        ],
         "merged_into": final_survivor_id(customer),
         "created_at": customer.created_at,
         "updated_at": customer.updated_at,
