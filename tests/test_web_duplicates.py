@@ -25,6 +25,7 @@ from kizuna.customers.models import (
     CustomerMerge,
     DuplicateCandidate,
     DuplicateStatus,
+    Identity,
     IdentityKind,
 )
 from kizuna.customers.resolution import customer_resolve
@@ -170,6 +171,32 @@ def test_a_pair_is_shown_side_by_side_with_what_staff_compare(
         assert text in html, text
     # the older record is proposed as the one to keep
     assert f'value="{older.pk}" checked' in html
+
+
+def test_each_record_lists_its_addresses_newest_first_marking_the_one_mail_goes_to(
+    client_for: ClientFor, candidate: DuplicateCandidate
+) -> None:
+    # given: the older record also got an address from an old order imported later, observed
+    # before the address it has, so mail still goes to the one it had first (not the last id)
+    older = candidate.customer_a
+    current = older.identities.get(kind=IdentityKind.EMAIL)
+    imported = add_identity(older, IdentityKind.EMAIL, "hanako@old.example.jp")
+    Identity.objects.filter(pk=imported.pk).update(
+        observed_at=current.observed_at - dt.timedelta(days=30)
+    )
+    # and the newer record was given a new address last
+    add_identity(candidate.customer_b, IdentityKind.EMAIL, "hanako@new.example.jp")
+    # when
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    # then: per record, the e-mails as listed
+    emails = [
+        [re.sub(r"<[^>]+>", "", line) for line in cell.split("<br>")]
+        for cell in re.findall(r"<dt>メール</dt><dd>(.*?)</dd>", html, re.S)
+    ]
+    assert emails == [
+        ["old1@example.jp 送信先", "hanako@old.example.jp"],
+        ["hanako@new.example.jp 送信先", "new1@example.jp"],
+    ]
 
 
 def test_open_candidates_come_newest_first_twenty_to_a_page(client_for: ClientFor) -> None:

@@ -27,7 +27,7 @@ from django.apps import apps
 from django.core.exceptions import ValidationError
 from django.core.paginator import Page
 from django.db import models, transaction
-from django.db.models import Count, Exists, Max, OuterRef, Prefetch, Subquery
+from django.db.models import Count, Exists, Max, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -53,6 +53,7 @@ from kizuna.customers.models import (
     Tag,
     TimelineKind,
 )
+from kizuna.customers.selectors import identity_groups
 from kizuna.customers.services import CONSENT_STATE_FIELDS, ERASE_ACTION, ERASED_NAME, is_erased
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
@@ -902,6 +903,9 @@ class CustomerCard:
     phones: list[Identity]
     emails: list[Identity]
     other_ids: list[Identity]
+    # Ids of the identities messages go to where there are several of a kind (as the 識別子
+    # card marks them: IdentityGroup.sent_to), so a reviewer sees which address is in use.
+    sent_to: frozenset[int]
     order_count: int
     last_ordered_at: dt.datetime | None
     points: int
@@ -1070,11 +1074,13 @@ def customer_cards(ids: Iterable[int]) -> dict[int, CustomerCard]:
             last_ordered_at=Max("orders__ordered_at"),
             points=Coalesce(Subquery(latest_balance), 0),
         )
-        .prefetch_related(Prefetch("identities", queryset=Identity.objects.order_by("kind", "id")))
+        .prefetch_related("identities")
     )
     cards = {}
     for customer in customers:
-        identities = list(customer.identities.all())
+        # Kinds in their declared order, each newest first, as the customer page lists them.
+        groups = identity_groups(customer)
+        identities = [identity for group in groups for identity in group.identities]
         cards[customer.pk] = CustomerCard(
             customer=customer,
             phones=_distinct_numbers(identities),
@@ -1084,6 +1090,7 @@ def customer_cards(ids: Iterable[int]) -> dict[int, CustomerCard]:
                 for i in identities
                 if i.kind not in (IdentityKind.PHONE, IdentityKind.PBX_CALLER, IdentityKind.EMAIL)
             ],
+            sent_to=frozenset(group.sent_to.pk for group in groups if group.sent_to),
             order_count=customer.order_count,
             last_ordered_at=customer.last_ordered_at,
             points=customer.points,
