@@ -3,6 +3,7 @@ is idempotent and all-or-nothing, with every problem named by its place in the f
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -13,18 +14,23 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
+from kizuna.campaigns.automation import scheduler
 from kizuna.campaigns.automation.models import (
+    Enrollment,
     MessageTemplate,
     Offer,
     Scenario,
     ScenarioStatus,
     Segment,
+    StepDispatch,
 )
 from kizuna.campaigns.automation.services import offer_save, scenario_pause, template_save
 from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
 from kizuna.core.models import AuditLog
 from tests.test_scenarios_kit import STAFF, jst, one, scenario, segment, step
+from tests.test_scenarios_resume_confirm import _buyers, _paused_after_running, _tick_after_resume
 
 pytestmark = pytest.mark.django_db
 
@@ -385,6 +391,10 @@ def test_the_command_speaks_japanese_when_it_refuses(tmp_path: Path) -> None:
         (["scenarios", "lod", "x.yml"], "action に 'lod' は指定できません"),
         (["scenarios", "load"], "必須の引数がありません: file"),
         (["scenarios", "run", "--now"], "--now には値を指定してください"),
+        (
+            ["scenarios", "load", "x.yml", "--pause-entrants", "yes"],
+            "--pause-entrants に 'yes' は指定できません",
+        ),
     ],
 )
 def test_a_mistyped_command_line_is_explained_in_japanese(
@@ -432,3 +442,85 @@ def test_an_impossible_date_in_a_file_is_told_by_the_command_not_a_traceback(
         call_command("scenarios", "load", str(path), stdout=StringIO())
     assert "5行目" in str(excinfo.value)
     assert "「2026-02-30」という日付はありません" in str(excinfo.value)
+
+
+def _file_resuming(tmp_path: Path, key: str) -> Path:
+    """The library exported, with the paused scenario `key` set to 稼働中 (and its description
+    edited, so the refusal is seen to write nothing else of it either)."""
+    document = yaml.safe_load(export_yaml())
+    entry = next(s for s in document["scenarios"] if s["key"] == key)
+    entry["status"] = "active"
+    entry["description"] = "再開します"
+    path = tmp_path / "scenarios.yml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_a_file_resuming_a_scenario_with_entrants_while_paused_asks_what_to_do(
+    tmp_path: Path,
+) -> None:
+    # given: a paused 「セグメントに入った」 scenario that 5 customers entered the segment of
+    # while it was stopped, and a file that sets it 稼働中
+    scenario = _paused_after_running()
+    _buyers(5)
+    path = _file_resuming(tmp_path, "coupon")
+    before = export_yaml()
+    audits = AuditLog.objects.count()
+    # when: the file is loaded without saying what happens to them
+    with pytest.raises(CommandError) as excinfo:
+        call_command("scenarios", "load", str(path), stdout=StringIO())
+    # then: refused, naming the scenario, how many, and how to choose; nothing changed
+    message = str(excinfo.value)
+    assert "何も変更していません" in message
+    assert "scenarios[1](key: coupon): シナリオ「購入者クーポン」を再開すると" in message
+    assert "5人" in message
+    assert "--pause-entrants send" in message
+    assert "--pause-entrants skip" in message
+    scenario.refresh_from_db()
+    assert scenario.status == ScenarioStatus.PAUSED
+    assert export_yaml() == before
+    assert AuditLog.objects.count() == audits
+
+
+def test_pause_entrants_send_resumes_and_enrolls_those_who_entered_while_paused(
+    tmp_path: Path,
+) -> None:
+    scenario = _paused_after_running()
+    _buyers(5)
+    path = _file_resuming(tmp_path, "coupon")
+    call_command("scenarios", "load", str(path), "--pause-entrants", "send", stdout=StringIO())
+    scenario.refresh_from_db()
+    assert scenario.status == ScenarioStatus.ACTIVE
+    _tick_after_resume()
+    # as 稼働させる's send: the 5 are enrolled at the next run (the baseline 3 are not) and
+    # the first step is queued for those not held out
+    enrolled = Enrollment.objects.filter(scenario=scenario)
+    assert enrolled.count() == 5
+    treated = enrolled.filter(holdout=False).count()
+    queued = StepDispatch.objects.filter(enrollment__scenario=scenario, status="queued")
+    assert queued.count() == treated > 0
+
+
+def test_pause_entrants_skip_resumes_with_them_as_members_already_there(tmp_path: Path) -> None:
+    scenario = _paused_after_running()
+    _buyers(5)
+    path = _file_resuming(tmp_path, "coupon")
+    call_command("scenarios", "load", str(path), "--pause-entrants", "skip", stdout=StringIO())
+    scenario.refresh_from_db()
+    assert scenario.status == ScenarioStatus.ACTIVE
+    _tick_after_resume()
+    assert Enrollment.objects.filter(scenario=scenario).count() == 0
+    # someone who enters after resuming is still enrolled
+    _buyers(1)
+    scheduler.tick(now=timezone.now() + dt.timedelta(hours=2))  # its next hourly check
+    assert Enrollment.objects.filter(scenario=scenario).count() == 1
+
+
+def test_a_file_resuming_a_scenario_nobody_entered_while_paused_needs_no_choice(
+    tmp_path: Path,
+) -> None:
+    scenario = _paused_after_running()
+    path = _file_resuming(tmp_path, "coupon")
+    call_command("scenarios", "load", str(path), stdout=StringIO())
+    scenario.refresh_from_db()
+    assert scenario.status == ScenarioStatus.ACTIVE

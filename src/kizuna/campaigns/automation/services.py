@@ -890,7 +890,12 @@ def scenario_unarchive(*, scenario: Scenario, acting_user: Any) -> Scenario:
 
 
 def scenario_set_status(
-    *, scenario: Scenario, status: str, acting_user: Any, new: bool = False
+    *,
+    scenario: Scenario,
+    status: str,
+    acting_user: Any,
+    new: bool = False,
+    skip_paused_entrants: bool = False,
 ) -> Scenario:
     """Move a scenario to `status` (a scenario file's `status:`) by the buttons of its page —
     稼働・停止・アーカイブ・元に戻す — with their rules, refusals (ScenarioError) and audit
@@ -898,12 +903,16 @@ def scenario_set_status(
     There is no button back to 下書き, nor from 下書き to 停止中, so a file is refused those too.
 
     `new`: the scenario was created from the file just now (as a draft); it arrives as the
-    file has it, copied from where it ran — 停止中 or アーカイブ — with an audit row of that."""
+    file has it, copied from where it ran — 停止中 or アーカイブ — with an audit row of that.
+
+    `skip_paused_entrants`: as 稼働させる's 「停止中に入った人は対象にせず再開する」 (scenario_activate)."""
     current = scenario.status
     if status == current:
         return scenario
     if status == ScenarioStatus.ACTIVE:
-        return scenario_activate(scenario=scenario, acting_user=acting_user)
+        return scenario_activate(
+            scenario=scenario, acting_user=acting_user, skip_paused_entrants=skip_paused_entrants
+        )
     if new and status in (ScenarioStatus.PAUSED, ScenarioStatus.ARCHIVED):
         action = "scenario.pause" if status == ScenarioStatus.PAUSED else "scenario.archive"
         return _set_status(scenario, ScenarioStatus(status), action, acting_user)

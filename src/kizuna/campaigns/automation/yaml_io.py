@@ -42,10 +42,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import yaml
 from django.db import transaction
+from django.utils import timezone
 
 from kizuna.campaigns.automation import segments as segment_rules
 from kizuna.campaigns.automation.models import (
@@ -58,6 +60,7 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.segments import name_key, name_taken
 from kizuna.campaigns.automation.services import (
     ScenarioError,
+    entrants_while_paused,
     offer_save,
     scenario_save,
     scenario_set_status,
@@ -68,6 +71,9 @@ from kizuna.core import yamlfile
 
 FORMAT_VERSION = 1
 SECTIONS = ("segments", "templates", "offers", "scenarios")
+# What to do, on resuming a paused 「セグメントに入った」 scenario, with those who entered its
+# segment while it was stopped: the choice of the 稼働させる confirmation's two buttons.
+PAUSE_ENTRANTS = ("send", "skip")
 
 
 class ScenarioFileError(ValueError):
@@ -230,8 +236,12 @@ def parse(text: str) -> dict[str, Any]:
     return document
 
 
-def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
-    """Load a scenario file; all or nothing. Raises ScenarioFileError listing every problem."""
+def load_yaml(text: str, *, acting_user: Any, pause_entrants: str | None = None) -> LoadReport:
+    """Load a scenario file; all or nothing. Raises ScenarioFileError listing every problem.
+
+    `pause_entrants` (PAUSE_ENTRANTS): for every paused 「セグメントに入った」 scenario the file
+    resumes, send to those who entered its segment while it was stopped too, or skip them.
+    Without it, a file resuming one that has any is refused, as 稼働させる asks first."""
     document = parse(text)
     report = LoadReport()
     errors: list[str] = []
@@ -240,7 +250,7 @@ def load_yaml(text: str, *, acting_user: Any) -> LoadReport:
             ("segments", _load_segment),
             ("templates", _load_template),
             ("offers", _load_offer),
-            ("scenarios", _load_scenario),
+            ("scenarios", partial(_load_scenario, pause_entrants=pause_entrants)),
         ):
             first: dict[str, int] = {}  # key -> index of the entry that used it first
             clashes = _name_clashes(section, document.get(section) or [])
@@ -409,9 +419,13 @@ def _load_offer(entry: Mapping[str, Any], actor: Any) -> str:
     return "created" if existing is None else "updated"
 
 
-def _move(scenario: Scenario, status: str, actor: Any, name: str, *, new: bool) -> Scenario:
+def _move(
+    scenario: Scenario, status: str, actor: Any, name: str, *, new: bool, skip: bool = False
+) -> Scenario:
     try:
-        return scenario_set_status(scenario=scenario, status=status, acting_user=actor, new=new)
+        return scenario_set_status(
+            scenario=scenario, status=status, acting_user=actor, new=new, skip_paused_entrants=skip
+        )
     except ScenarioError as exc:
         raise ScenarioError([f"シナリオ「{name}」: {m}" for m in exc.messages]) from exc
 
@@ -432,7 +446,7 @@ SCENARIO_FIELDS = (
 )
 
 
-def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
+def _load_scenario(entry: Mapping[str, Any], actor: Any, *, pause_entrants: str | None) -> str:
     _fields(entry, SCENARIO_FIELDS)
     _no_booleans(entry, ("holdout_percent", "first_use_days", "attribution_days"))
     steps = entry.get("steps")
@@ -468,5 +482,30 @@ def _load_scenario(entry: Mapping[str, Any], actor: Any) -> str:
         # 停止中 restores it; 稼働中 or 下書き straight from アーカイブ is refused by _move
         existing = _move(existing, status, actor, name, new=False)
     scenario = scenario_save(scenario=existing, spec=spec, acting_user=actor, check_name=False)
-    _move(scenario, status, actor, name, new=existing is None)
+    if existing is not None and existing.status == ScenarioStatus.PAUSED:
+        _ask_about_pause_entrants(scenario, status, name, pause_entrants)
+    skip = pause_entrants == "skip"
+    _move(scenario, status, actor, name, new=existing is None, skip=skip)
     return "created" if existing is None else "updated"
+
+
+def _ask_about_pause_entrants(
+    scenario: Scenario, status: str, name: str, pause_entrants: str | None
+) -> None:
+    """Refuse to resume a paused 「セグメントに入った」 scenario that anyone entered the segment
+    of while it was stopped, unless the loader chose what happens to them: its next check
+    would enroll them all at once, and whoever wrote `status: active` never said whether to.
+    The message names the key through its place in the file (load_yaml's prefix)."""
+    if status != ScenarioStatus.ACTIVE or pause_entrants is not None:
+        return
+    paused = entrants_while_paused(scenario, now=timezone.now())
+    if paused is None or paused.count == 0:
+        return
+    raise ScenarioError(
+        [
+            f"シナリオ「{name}」を再開すると、停止中にセグメント"
+            f"「{paused.segment}」に入った{paused.count:,}人が次回のスケジューラ実行で一度に"
+            "エントリーします。この人たちにも送るなら --pause-entrants send、送らずにこれ以降に"
+            "入った人から対象にするなら --pause-entrants skip を付けて読み込んでください"
+        ]
+    )

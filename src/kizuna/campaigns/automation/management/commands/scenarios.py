@@ -14,7 +14,12 @@ from django.utils import timezone
 
 from kizuna.campaigns.automation.clock import JST
 from kizuna.campaigns.automation.scheduler import tick
-from kizuna.campaigns.automation.yaml_io import ScenarioFileError, export_yaml, load_yaml
+from kizuna.campaigns.automation.yaml_io import (
+    PAUSE_ENTRANTS,
+    ScenarioFileError,
+    export_yaml,
+    load_yaml,
+)
 from kizuna.core.audit import Actor
 from kizuna.core.cli import JapaneseCommand, JapaneseCommandParser, read_named_file
 
@@ -48,6 +53,14 @@ class Command(JapaneseCommand):
         export.add_argument("file", help="書き出すファイル(- で標準出力)")
         load = sub.add_parser("load", help="YAMLファイルのシナリオを読み込みます(識別名で上書き)")
         load.add_argument("file", help="読み込むファイル(- で標準入力)")
+        load.add_argument(
+            "--pause-entrants",
+            choices=PAUSE_ENTRANTS,
+            default=None,
+            help="停止中の「セグメントに入った」シナリオを再開するとき、停止中にセグメントに入った"
+            "人にも送る(send)か、送らずにこれ以降に入った人から対象にする(skip)か。"
+            "そういう人がいるシナリオを再開するファイルでは必須",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -57,7 +70,8 @@ class Command(JapaneseCommand):
             self._export(options["file"])
         else:
             # call_command(stdin=…) passes its own (tests); from a terminal it is sys.stdin.
-            self._load(options["file"], options.get("stdin") or sys.stdin)
+            stdin = options.get("stdin") or sys.stdin
+            self._load(options["file"], stdin, options["pause_entrants"])
 
     def _run(self, now: str | None) -> None:
         report = tick(_moment(now) if now else None)
@@ -92,10 +106,12 @@ class Command(JapaneseCommand):
             raise CommandError(f"ファイルに書き込めません: {file}") from None
         self.stdout.write(f"書き出しました: {file}")
 
-    def _load(self, file: str, stdin: TextIO) -> None:
+    def _load(self, file: str, stdin: TextIO, pause_entrants: str | None) -> None:
         text = read_named_file(file, stdin)
         try:
-            report = load_yaml(text, acting_user=Actor.system("scenarios-load"))
+            report = load_yaml(
+                text, acting_user=Actor.system("scenarios-load"), pause_entrants=pause_entrants
+            )
         except ScenarioFileError as exc:
             raise CommandError("読み込めませんでした(何も変更していません):\n" + str(exc)) from exc
         self.stdout.write(self.style.SUCCESS(f"読み込みました: {report.summary()}"))
