@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
+from django.utils import timezone
 
 from kizuna.core.audit import Actor
 from kizuna.customers.models import Customer
 from kizuna.loyalty.models import PointEntry
-from kizuna.loyalty.services import points_earn
+from kizuna.loyalty.services import points_earn, points_expiry
 from tests.factories import make_customer, make_order
 from tests.test_api_common import ApiClient, assert_error, full_access_client
 
@@ -123,6 +126,52 @@ def test_a_wrong_amount_or_missing_reason_is_named_on_its_field_in_japanese(
     error = assert_error(api.post(url(customer), body), 422, "invalid_request")
     assert error["fields"] == fields
     assert not PointEntry.objects.exists()
+
+
+def test_an_adjust_that_adds_expires_on_the_given_date_or_like_earned_points(
+    api: ApiClient, customer: Customer
+) -> None:
+    day = timezone.localdate() + dt.timedelta(days=60)
+    chosen = api.post(
+        url(customer),
+        {"kind": "adjust", "amount": 30, "reason": "お詫び", "expires_on": day.isoformat()},
+    )
+    usual = api.post(url(customer), {"kind": "adjust", "amount": 20, "reason": "お詫び"})
+    assert chosen.status_code == usual.status_code == 201, (chosen.content, usual.content)
+    assert chosen.json()["entry"]["expires_on"] == day.isoformat()
+    assert usual.json()["entry"]["expires_on"] == points_expiry().isoformat()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (
+            {"kind": "adjust", "amount": 30, "reason": "お詫び", "expires_on": "TODAY"},
+            "invalid_data",
+            "有効期限は明日以降の日付を指定してください",
+        ),
+        (
+            {"kind": "adjust", "amount": -30, "reason": "訂正", "expires_on": "TOMORROW"},
+            "invalid_data",
+            "減算の調整には有効期限を指定できません",
+        ),
+        (
+            {"kind": "earn", "amount": 30, "expires_on": "TOMORROW"},
+            "invalid_request",
+            "有効期限は調整(adjust)でだけ指定できます",
+        ),
+    ],
+)
+def test_an_expiry_that_cannot_apply_is_refused_on_its_field(
+    api: ApiClient, customer: Customer, body: dict[str, object], status: str, message: str
+) -> None:
+    points_earn(customer=customer, amount=100, acting_user=SYSTEM, reason="購入")
+    today = timezone.localdate()
+    dates = {"TODAY": today, "TOMORROW": today + dt.timedelta(days=1)}
+    body = {**body, "expires_on": dates[str(body["expires_on"])].isoformat()}
+    error = assert_error(api.post(url(customer), body), 422, status)
+    assert error["fields"] == {"expires_on": message}
+    assert PointEntry.objects.filter(customer=customer).count() == 1
 
 
 def test_unknown_customer_is_404(api: ApiClient) -> None:

@@ -617,10 +617,13 @@ def _combined(*lot_lists: list[tuple[int, dt.date | None]]) -> list[tuple[int, d
 
 def _random_ledger(customer: Customer, rng: random.Random) -> None:
     """Earnings over the past two years (some already expired but not written off), spending,
-    write-offs and manual adjustments either way, in a random order."""
+    write-offs and manual adjustments either way (grants with and without an expiry), in a
+    random order."""
     today = timezone.localdate()
     for _ in range(rng.randint(0, 7)):
-        move = rng.choice(["earn", "earn", "earn", "redeem", "expire", "bonus", "correct"])
+        move = rng.choice(
+            ["earn", "earn", "earn", "redeem", "expire", "bonus", "legacy bonus", "correct"]
+        )
         balance = points_balance(customer)
         if move == "earn":
             days_ago = rng.randint(0, 700)
@@ -635,6 +638,9 @@ def _random_ledger(customer: Customer, rng: random.Random) -> None:
         elif move == "bonus":
             points_adjust(customer=customer, amount=rng.randint(1, 100), acting_user=IMPORT,
                           reason="お詫び")  # fmt: skip
+        elif move == "legacy bonus":  # granted before adjustments carried an expiry
+            points_adjust(customer=customer, amount=rng.randint(1, 100), acting_user=IMPORT,
+                          reason="お詫び", never_expires=True)  # fmt: skip
         elif move == "correct" and balance:
             points_adjust(customer=customer, amount=-rng.randint(1, balance), acting_user=IMPORT,
                           reason="訂正")  # fmt: skip

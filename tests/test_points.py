@@ -14,8 +14,9 @@ from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, TimelineKind
 from kizuna.loyalty.models import PointEntry, PointKind
-from kizuna.loyalty.selectors import points_balance
+from kizuna.loyalty.selectors import expiring_on, points_balance, remaining_lots
 from kizuna.loyalty.services import (
+    POINTS_VALID_DAYS,
     InsufficientPointsError,
     points_adjust,
     points_earn,
@@ -118,6 +119,61 @@ def test_invalid_amounts_are_refused() -> None:
 
 
 @pytest.mark.django_db
+def test_granted_goodwill_points_expire_like_earned_ones_by_default() -> None:
+    customer = make_customer()
+    earned = points_earn(customer=customer, amount=100, acting_user=SYSTEM, reason="購入")
+    granted = points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び")
+    valid_until = timezone.localdate() + dt.timedelta(days=POINTS_VALID_DAYS)
+    assert granted.expires_on == earned.expires_on == valid_until
+
+
+@pytest.mark.django_db
+def test_staff_may_choose_when_granted_points_expire() -> None:
+    customer = make_customer()
+    day = timezone.localdate() + dt.timedelta(days=30)
+    granted = points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び",
+                            expires_on=day)  # fmt: skip
+    assert granted.expires_on == day
+    assert points_lots(customer) == [(50, day)]
+
+
+@pytest.mark.django_db
+def test_an_expiry_of_today_or_earlier_or_on_a_deduction_is_refused() -> None:
+    customer = make_customer()
+    points_earn(customer=customer, amount=100, acting_user=SYSTEM, reason="購入")
+    today = timezone.localdate()
+    for day in (today, today - dt.timedelta(days=1)):
+        with pytest.raises(ValidationError) as refused:
+            points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び",
+                          expires_on=day)  # fmt: skip
+        assert refused.value.message_dict == {
+            "expires_on": ["有効期限は明日以降の日付を指定してください"]
+        }
+    with pytest.raises(ValidationError) as refused:
+        points_adjust(customer=customer, amount=-50, acting_user=SYSTEM, reason="訂正",
+                      expires_on=today + dt.timedelta(days=30))  # fmt: skip
+    assert refused.value.message_dict == {"expires_on": ["減算の調整には有効期限を指定できません"]}
+    assert points_balance(customer) == 100
+    assert PointEntry.objects.filter(customer=customer).count() == 1
+
+
+@pytest.mark.django_db
+def test_granted_points_with_an_expiry_are_written_off_on_that_date() -> None:
+    customer = make_customer()
+    day = timezone.localdate() + dt.timedelta(days=10)
+    points_adjust(customer=customer, amount=40, acting_user=SYSTEM, reason="お詫び",
+                  expires_on=day)  # fmt: skip
+    # the "points expiring on D" messages and the expiry run both see the lot
+    assert remaining_lots([customer.pk]) == {customer.pk: [(day, 40)]}
+    assert expiring_on([(customer.pk, day, None)]) == {(customer.pk, day): 40}
+    assert points_expiring(customer=customer, on=day) == 0
+    after = day + dt.timedelta(days=1)
+    assert points_expiring(customer=customer, on=after) == 40
+    assert expire_points.call(on=after.isoformat()) == 1
+    assert points_balance(customer) == 0
+
+
+@pytest.mark.django_db
 def test_expiry_writes_off_only_unspent_expired_points_oldest_first() -> None:
     customer = make_customer()
     now = timezone.now()
@@ -145,7 +201,8 @@ def test_unspent_lots_are_charged_soonest_expiry_first() -> None:
                 at=now - dt.timedelta(days=10))  # fmt: skip
     points_earn(customer=customer, amount=300, acting_user=SYSTEM, reason="古い購入",
                 at=now - dt.timedelta(days=100))  # fmt: skip
-    points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び")
+    points_adjust(customer=customer, amount=50, acting_user=SYSTEM, reason="お詫び",
+                  never_expires=True)  # fmt: skip
     points_redeem(customer=customer, amount=320, acting_user=SYSTEM, reason="利用")
     today = timezone.localdate()
     # 320 spent: all 300 of the soonest-expiring lot, then 20 of the next; the undated
@@ -178,7 +235,8 @@ def test_a_transfer_of_some_lots_takes_those_lots_and_leaves_the_rest() -> None:
     for days_left, points in ((100, 30), (200, 40)):
         points_earn(customer=customer, amount=points, acting_user=SYSTEM, reason="購入",
                     at=now - dt.timedelta(days=365 - days_left))  # fmt: skip
-    points_adjust(customer=customer, amount=25, acting_user=SYSTEM, reason="お詫び")
+    points_adjust(customer=customer, amount=25, acting_user=SYSTEM, reason="お詫び",
+                  never_expires=True)  # fmt: skip
     later = today + dt.timedelta(days=200)
     # when the later lot and the never-expiring points move
     moved = points_transfer(source=customer, target=other, lots=[(40, later), (25, None)],
@@ -201,7 +259,8 @@ def test_a_named_lot_already_spent_gives_what_it_has_and_the_rest_soonest_first(
     points_earn(customer=customer, amount=50, acting_user=SYSTEM, reason="購入",
                 at=now - dt.timedelta(days=300))  # fmt: skip
     points_earn(customer=customer, amount=50, acting_user=SYSTEM, reason="購入")
-    points_adjust(customer=customer, amount=10, acting_user=SYSTEM, reason="お詫び")
+    points_adjust(customer=customer, amount=10, acting_user=SYSTEM, reason="お詫び",
+                  never_expires=True)  # fmt: skip
     points_redeem(customer=customer, amount=45, acting_user=SYSTEM, reason="利用")  # the 50 soon
     soon = today + dt.timedelta(days=65)
     points_transfer(source=customer, target=other, lots=[(10, soon)], acting_user=SYSTEM,

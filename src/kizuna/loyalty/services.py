@@ -26,6 +26,12 @@ from kizuna.loyalty.models import PointEntry, PointKind
 POINTS_VALID_DAYS = 365
 
 
+def points_expiry(at: dt.datetime | None = None, valid_days: int = POINTS_VALID_DAYS) -> dt.date:
+    """The last day points granted at `at` (default: now) are valid: the shop's validity
+    period counted from that day in Japan."""
+    return timezone.localdate(at) + dt.timedelta(days=valid_days)
+
+
 class InsufficientPointsError(ValidationError):
     """A redemption or negative adjustment larger than the balance."""
 
@@ -118,7 +124,7 @@ def points_earn(
         reason=reason,
         at=at,
         order=order,
-        expires_on=timezone.localdate(at) + dt.timedelta(days=valid_days),
+        expires_on=points_expiry(at, valid_days),
     )
 
 
@@ -148,15 +154,36 @@ def points_redeem(
 
 
 @transaction.atomic
-def points_adjust(*, customer: Customer, amount: int, acting_user: Any, reason: str) -> PointEntry:
+def points_adjust(
+    *,
+    customer: Customer,
+    amount: int,
+    acting_user: Any,
+    reason: str,
+    expires_on: dt.date | None = None,
+    never_expires: bool = False,
+) -> PointEntry:
     """A manual correction by staff; a reason is required and the balance cannot go below zero.
-    An erased record takes only a negative one (writing off what it holds)."""
+    An erased record takes only a negative one (writing off what it holds).
+
+    Granted points expire like earned ones: on `expires_on` (after today) or, by default, after
+    the shop's validity period (`points_expiry`). A deduction takes no date: it is taken from
+    the lots the customer holds. `never_expires` writes an undated lot, as adjustments were
+    before they carried a date; ledgers holding such lots are what the lot rules still handle.
+    """
     if amount == 0:
         raise ValidationError("調整ポイントが0です")
     if not reason.strip():
         raise ValidationError("調整の理由を入力してください")
+    if amount < 0 and (expires_on is not None or never_expires):
+        raise ValidationError({"expires_on": "減算の調整には有効期限を指定できません"})
+    today = timezone.localdate()
+    if expires_on is not None and expires_on <= today:
+        raise ValidationError({"expires_on": "有効期限は明日以降の日付を指定してください"})
     if amount > 0:
         _lock_active(customer)
+        if expires_on is None and not never_expires:
+            expires_on = points_expiry()
     return _append(
         customer=customer,
         kind=PointKind.ADJUST,
@@ -164,6 +191,7 @@ def points_adjust(*, customer: Customer, amount: int, acting_user: Any, reason: 
         actor=Actor.of(acting_user),
         reason=reason,
         at=timezone.now(),
+        expires_on=expires_on,
     )
 
 
@@ -252,7 +280,8 @@ def points_expire_due(*, customer: Customer, on: dt.date, acting_user: Any) -> P
 
 def points_lots(customer: Customer) -> list[tuple[int, dt.date | None]]:
     """The customer's unspent points as (points, expiry) lots, one per expiry date, soonest
-    expiry first; points that never expire (manual adjustments) come last with expiry None.
+    expiry first; points that never expire (adjustments made before they carried a date) come
+    last with expiry None.
 
     Spending takes the soonest-expiring points the customer holds at that moment (see
     `_replay`); the lots add up to the balance.

@@ -5,7 +5,9 @@ kizuna.loyalty.services.points_adjust does it — the ledger entry, its audit ro
 timeline line, the reason required, the balance never below zero — and this page is its form.
 An operator may adjust at most KIZUNA_OPERATOR_POINTS_LIMIT points either way at a time (the
 shop's rule for what the contact center decides on the spot); an admin up to
-MAX_ADJUSTMENT. The form carries a one-time token, so a double click adjusts once.
+MAX_ADJUSTMENT. Granted points expire like earned ones: the form offers the usual expiry date
+and the operator may choose another. The form carries a one-time token, so a double click
+adjusts once.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from django.views.decorators.http import require_http_methods
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role, User
 from kizuna.loyalty.selectors import points_balance
-from kizuna.loyalty.services import points_adjust
+from kizuna.loyalty.services import points_adjust, points_expiry
 from kizuna.web.customer_forms import customer_or_404, survivor_redirect
 from kizuna.web.formtokens import issue_form_token, sent_before
 from kizuna.web.http import HtmxHttpRequest, errors_onto, posted
@@ -60,6 +62,16 @@ class AdjustForm(forms.Form):
             "max_length": f"理由は{REASON_MAX}文字以内で入力してください",
         },
     )
+    expires_on = forms.DateField(
+        label="有効期限",
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=(
+            "付与(プラス)のときだけ使います。初期値は購入で貯まるポイントと同じ有効期限で、"
+            "明日以降の日付に変えられます。空欄なら初期値になります。減算のときは使いません。"
+        ),
+        error_messages={"invalid": "有効期限は 2027-04-12 の形で入力してください"},
+    )
 
     def __init__(self, *args: object, limit: int, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -92,17 +104,22 @@ def points_adjust_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if moved := survivor_redirect(request, customer, "web:points_adjust"):
         return moved
     user = cast(User, request.user)
-    form = AdjustForm(posted(request), limit=adjustment_limit(user))
+    form = AdjustForm(
+        posted(request), limit=adjustment_limit(user), initial={"expires_on": points_expiry()}
+    )
     if sent_before(request, form, FORM_TOKENS_SESSION_KEY, STALE_FORM):
         messages.info(request, ALREADY_SENT)
         return redirect(reverse("web:customer_detail", args=[pk]) + "#points")
     if request.method == "POST" and form.is_valid():
+        amount = form.cleaned_data["amount"]
         try:
             entry = points_adjust(
                 customer=customer,
-                amount=form.cleaned_data["amount"],
+                amount=amount,
                 acting_user=user,
                 reason=form.cleaned_data["reason"].strip(),
+                # the date is prefilled, so a deduction posts one too: it does not apply there
+                expires_on=form.cleaned_data["expires_on"] if amount > 0 else None,
             )
         except ValidationError as exc:
             errors_onto(form, exc)

@@ -18,7 +18,7 @@ from kizuna.api.auth import ApiKeyAuth, key_actor
 from kizuna.api.errors import not_found
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.query import known_query
-from kizuna.api.schemas import Input, ObjectId, chars
+from kizuna.api.schemas import Date, Input, ObjectId, chars
 from kizuna.api.v1.customers import writable_customer
 from kizuna.api.v1.responses import customer_write_errors, read_errors
 from kizuna.commerce.models import Order
@@ -75,6 +75,14 @@ class PointsIn(Input):
     order_number: Annotated[str, chars(64)] | None = Field(
         default=None, description="関係する注文の番号(同じ注文への付与は1回だけ)"
     )
+    expires_on: Date | None = Field(
+        default=None,
+        description=(
+            "有効期限(YYYY-MM-DD、明日以降)。加算の調整(adjust でプラス)だけが指定でき、"
+            "省略すると付与(earn)と同じ有効期限になります。この日まで使えます"
+        ),
+        examples=["2027-03-31"],
+    )
 
     # Field validators, so each message is reported on its own field (fields.amount,
     # fields.reason); `kind` is declared before both, so it is in info.data once valid.
@@ -94,6 +102,16 @@ class PointsIn(Input):
         if info.data.get("kind") == "adjust" and not reason.strip():
             raise ValueError("調整するときは理由を指定してください")
         return reason
+
+    @field_validator("expires_on")
+    @classmethod
+    def only_an_adjust_takes_a_date(
+        cls, expires_on: dt.date | None, info: ValidationInfo
+    ) -> dt.date | None:
+        # earn has the shop's fixed validity period; redeem takes no date
+        if expires_on is not None and info.data.get("kind") in ("earn", "redeem"):
+            raise ValueError("有効期限は調整(adjust)でだけ指定できます")
+        return expires_on
 
 
 class PointsResultOut(Schema):
@@ -164,7 +182,8 @@ def change_points(
     同じ注文への付与は1回だけです(2回目は最初の付与を返します)。他の顧客に統合された
     顧客には書き込めず 409(customer_merged、統合先の ID は merged_into)になります。
     個人データを削除(匿名化)済みの顧客への付与・利用(と加算の調整)は 422(invalid_data)
-    です。"""
+    です。加算の調整は expires_on(明日以降)の日まで、省略すれば付与と同じ期間有効です。
+    過去の日付や減算への expires_on は 422(invalid_data、fields.expires_on)です。"""
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     with transaction.atomic():
         customer = writable_customer(customer_id)
@@ -198,7 +217,11 @@ def _change_points(customer: Customer, payload: PointsIn, actor: Any) -> Status[
         )
     else:
         entry = points_adjust(
-            customer=customer, amount=payload.amount, acting_user=actor, reason=payload.reason
+            customer=customer,
+            amount=payload.amount,
+            acting_user=actor,
+            reason=payload.reason,
+            expires_on=payload.expires_on,
         )
     return Status(
         201,
