@@ -255,7 +255,8 @@ def _replay(customer: Customer) -> _Lots:
 def points_expiring(*, customer: Customer, on: dt.date) -> int:
     """Points that have expired by `on` and are not yet written off: the unspent lots (see
     `points_lots`) whose expiry date is before `on`. A lot is any positive entry with an
-    expiry: an earning, or points carried over from a merged record with their original expiry.
+    expiry: an earning, a grant by staff, or points carried over from a merged record with their
+    original expiry.
     """
     lots = _replay(customer).remaining
     return sum(points for day, points in lots.items() if day is not None and day < on)
