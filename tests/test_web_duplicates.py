@@ -636,7 +636,9 @@ def test_the_merge_page_shows_what_moved(
         .get(reverse("duplicates:merge_detail", args=[merge.pk]))
         .content.decode()
     )
-    assert "統合中" in html
+    # a merge in effect reads as done (統合中 read as still running)
+    assert '<span class="badge member-member">統合済み</span>' in html
+    assert "統合中" not in html
     assert "注文 1件" in html
     assert "識別子 1件" in html
     assert "統合元に同意の記録はありません" in html
@@ -785,6 +787,28 @@ def test_a_pair_proposed_on_a_shared_email_shows_that_address(client_for: Client
     line = _match_line(html, "メール")
     assert "family@example.jp" in line
     assert f"顧客ID {holder.pk}" in line
+
+
+def test_a_phone_pair_whose_records_hold_other_numbers_does_not_call_them_all_matched(
+    client_for: ClientFor,
+) -> None:
+    # given: a pair proposed on a shared phone, where the second record also has a number of
+    # its own (only the reason is kept, so both numbers are listed)
+    holder = make_customer(given_name="一郎")
+    other = make_customer(given_name="次郎")
+    add_identity(holder, IdentityKind.PHONE, "09012345678")
+    add_identity(other, IdentityKind.PHONE, "09011112222")
+    DuplicateCandidate.objects.create(
+        customer_a=holder, customer_b=other, reason="同じ電話番号で別の顧客"
+    )
+    # when
+    html = client_for(Role.OPERATOR).get(reverse("duplicates:queue")).content.decode()
+    # then: the heading says one of them matched, not that both did
+    assert "一致した電話番号" not in html
+    found = re.search(r"電話番号\(このうち1件が一致\)</span>(.*?)</p>", html, re.S)
+    assert found
+    assert "090-1234-5678" in found.group(1)
+    assert "090-1111-2222" in found.group(1)
 
 
 def test_unknown_records_are_404(client_for: ClientFor) -> None:

@@ -930,6 +930,13 @@ class Match:
         value only when the two records no longer agree)."""
         return self.identity or len(self.values) > 1
 
+    @property
+    def one_of_several(self) -> bool:
+        """An identity match listing more than one value: the candidate keeps only its reason,
+        not which value matched, so every value of that kind on either record is listed (a
+        record's own other number among them) and the heading must not call them all matched."""
+        return self.identity and len({value for value, _ in self.values}) > 1
+
 
 # The candidate keeps only the sentence identity resolution (resolution.py) wrote, so what a
 # reason was matched on is read back from it: 「同じ{識別子の種類}で…」 for an identity,
