@@ -9,7 +9,9 @@ import pytest
 
 from kizuna.accounts.models import ApiScope
 from kizuna.commerce.models import Order, OrderStatus
+from kizuna.core.audit import Actor
 from kizuna.core.models import AuditLog
+from kizuna.customers.merge import customer_merge
 from kizuna.customers.models import Customer, IdentityKind, TimelineKind
 from tests.factories import add_identity, make_customer
 from tests.test_api_common import ApiClient, assert_error, full_access_client, make_key
@@ -339,3 +341,61 @@ def test_a_batch_resent_with_its_idempotency_key_is_replayed(api: ApiClient) -> 
     assert second.has_header("Idempotent-Replayed")
     assert second.content == first.content
     assert AuditLog.objects.filter(action="order.create").count() == 2
+
+
+# -- an order's customer cannot change ---------------------------------------------------------
+
+
+def test_an_order_sent_again_for_another_known_customer_is_409(api: ApiClient) -> None:
+    first = api.put(URL, order_body()).json()["customer_id"]
+    other = make_customer(family_name="佐藤")
+    add_identity(other, IdentityKind.EMAIL, "ichiro@example.jp")
+    body = order_body()
+    body["customer"]["identities"] = {"email": "ichiro@example.jp"}
+    # when
+    response = api.put(URL, body)
+    # then
+    error = assert_error(response, 409, "conflict")
+    assert error["message"] == (
+        f"この注文は別の顧客(顧客ID {first})に登録済みです。注文の顧客は変更できません"
+    )
+    assert "ichiro" not in response.content.decode()
+    assert Order.objects.get(number="1001").customer_id == first
+
+
+def test_an_order_sent_again_for_the_customer_it_was_merged_into_is_accepted(
+    api: ApiClient,
+) -> None:
+    absorbed = api.put(URL, order_body()).json()["customer_id"]
+    survivor = make_customer(family_name="山田")
+    add_identity(survivor, IdentityKind.EMAIL, "hanako.new@example.jp")
+    customer_merge(
+        survivor=survivor,
+        absorbed=Customer.objects.get(pk=absorbed),
+        acting_user=Actor(user_id=None, label="operator-1"),
+    )
+    body = order_body()
+    body["customer"]["identities"] = {"email": "hanako.new@example.jp"}
+    response = api.put(URL, body)
+    assert response.status_code == 200, response.content
+    assert response.json()["customer_id"] == survivor.pk
+
+
+def test_a_batch_refuses_only_the_order_sent_for_another_customer(api: ApiClient) -> None:
+    api.post(BATCH, {"orders": [batch_item("B-1"), batch_item("B-2")]})
+    owner = Order.objects.get(number="B-1").customer_id
+    api.post(BATCH, {"orders": [batch_item("B-9", email="ichiro@example.jp")]})
+    # when
+    orders = [batch_item("B-1", email="ichiro@example.jp"), batch_item("B-2", status="shipped")]
+    body = api.post(BATCH, {"orders": orders}).json()
+    # then
+    refused, shipped = body["results"]
+    assert refused["ok"] is False
+    assert refused["error"] == {
+        "code": "conflict",
+        "message": f"この注文は別の顧客(顧客ID {owner})に登録済みです。注文の顧客は変更できません",
+        "fields": {},
+    }
+    assert shipped["order"]["outcome"] == "updated"
+    assert (body["failed"], body["updated"]) == (1, 1)
+    assert Order.objects.get(number="B-1").customer_id == owner

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 from django.core.exceptions import ValidationError
+from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Path, Router, Schema
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from kizuna.accounts.models import ApiKey, ApiScope
 from kizuna.api.auth import ApiKeyAuth, key_actor
-from kizuna.api.errors import ErrorDetail, django_fields
+from kizuna.api.errors import ApiError, ErrorDetail, django_fields
 from kizuna.api.idempotency import OPENAPI_MARK, idempotent
 from kizuna.api.schemas import CustomerIn, Date, Input, Timestamp, Yen, chars
 from kizuna.api.v1.responses import write_errors
@@ -30,9 +31,12 @@ from kizuna.commerce.services import (
     UpsertOutcome,
     orders_upsert_many,
 )
+from kizuna.core import jp
 from kizuna.core.audit import Actor
-from kizuna.customers.models import Customer
-from kizuna.customers.resolution import ResolveRequest
+from kizuna.customers.merge import final_survivor_id
+from kizuna.customers.models import Customer, Identity
+from kizuna.customers.resolution import MATCH_ORDER, ResolveRequest
+from kizuna.customers.services import normalize_identity
 
 router = Router(tags=["注文"])
 
@@ -191,6 +195,68 @@ def ingest_orders(
     )
 
 
+def customer_conflicts(items: Sequence[tuple[str, OrderBody]]) -> list[ApiError | None]:
+    """For each item, the 409 to answer when it names a stored order whose identities belong
+    to another existing customer. The upsert keeps a stored order's customer and never
+    resolves its identities again, so such an order answered "unchanged" and the cart never
+    learnt that the change of customer was dropped. Customers are compared by their final
+    merge survivor: a customer merged since is the same customer. Identities nobody holds
+    yet (a new address) are not a conflict: they name no other customer."""
+    conflicts: list[ApiError | None] = [None] * len(items)
+    stored = dict(
+        Order.objects.filter(number__in={jp.normalize_identifier(n) for n, _ in items})
+        .values_list("number", "customer_id")
+        .iterator()
+    )
+    if not stored:
+        return conflicts
+    wanted: dict[int, list[tuple[str, str]]] = {}
+    for index, (number, body) in enumerate(items):
+        if jp.normalize_identifier(number) not in stored:
+            continue
+        try:
+            keys = {
+                kind: normalize_identity(kind, value)
+                for kind, value in body.customer.identities.as_kinds().items()
+                if value.strip()
+            }
+        except ValidationError:
+            continue  # an unreadable identity matches no one
+        # The kind that decides, as customer resolution matches: strongest first.
+        ordered = sorted(keys, key=lambda k: MATCH_ORDER.index(k) if k in MATCH_ORDER else 99)
+        wanted[index] = [(kind.value, keys[kind]) for kind in ordered]
+    pairs = {pair for strongest_first in wanted.values() for pair in strongest_first}
+    if not pairs:
+        return conflicts
+    lookup = Q()
+    for kind, value in pairs:
+        lookup |= Q(kind=kind, value=value)
+    owners = {
+        (kind, value): customer_id
+        for kind, value, customer_id in Identity.objects.filter(lookup).values_list(
+            "kind", "value", "customer_id"
+        )
+    }
+    customers = Customer.objects.only("pk", "merged_into_id").in_bulk(
+        {*owners.values(), *stored.values()}
+    )
+
+    def survivor(customer_id: int) -> int:
+        return final_survivor_id(customers[customer_id]) or customer_id
+
+    for index, strongest_first in wanted.items():
+        owner = next((owners[pair] for pair in strongest_first if pair in owners), None)
+        order_customer = survivor(stored[jp.normalize_identifier(items[index][0])])
+        if owner is not None and survivor(owner) != order_customer:
+            conflicts[index] = ApiError(
+                409,
+                "conflict",
+                f"この注文は別の顧客(顧客ID {order_customer})に登録済みです。"
+                "注文の顧客は変更できません",
+            )
+    return conflicts
+
+
 def ingest_order(
     *,
     number: str,
@@ -258,16 +324,25 @@ def upsert_orders_batch(request: HttpRequest, payload: OrderBatchIn) -> dict[str
 
     結果は注文ごとに送られた順で返します。内容の誤り(合計がマイナスなど)はその注文だけを
     取り込まず(`ok: false` と理由)、ほかの注文は取り込みます。項目の形式の誤り(必須項目の
-    欠落など)はリクエスト全体を 422 で断り、何も書き込みません。`Idempotency-Key` は
+    欠落など)はリクエスト全体を 422 で断り、何も書き込みません。登録済みの注文を別の顧客の
+    識別子で送った注文は、その注文だけを `conflict` で断ります。`Idempotency-Key` は
     バッチ全体に対して働きます。注文番号 `batch` は1件ずつの PUT では使えません(この
     バッチで送ってください)。
     """
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
     items = [(order.number, order) for order in payload.orders]
-    results = ingest_orders(items, actor=key_actor(api_key), source="api")
+    conflicts = customer_conflicts(items)
+    accepted = [item for item, conflict in zip(items, conflicts, strict=True) if conflict is None]
+    ingested = iter(ingest_orders(accepted, actor=key_actor(api_key), source="api"))
     out: list[dict[str, Any]] = []
     counts = dict.fromkeys(("created", "updated", "unchanged", "stale", "failed"), 0)
-    for (number, _), result in zip(items, results, strict=True):
+    for (number, _), conflict in zip(items, conflicts, strict=True):
+        if conflict is not None:
+            error = {"code": conflict.code, "message": conflict.message, "fields": {}}
+            out.append({"number": number, "ok": False, "order": None, "error": error})
+            counts["failed"] += 1
+            continue
+        result = next(ingested)
         if result.error is not None:
             message, fields = error_fields(result)
             error = {"code": "invalid_data", "message": message, "fields": fields}
@@ -302,8 +377,13 @@ def upsert_order(
     戻ることはありません。`updated_at` が保存済みより古い更新は無視されます(outcome: stale)。
     `updated_at` 付きの内容が保存済みの注文への `updated_at` のない更新は、状態を進めることと
     未入力の出荷日・お届け日だけを反映します(金額・明細は変えず、何も進まなければ stale)。
+    登録済みの注文の顧客は変えられません。識別子が別の登録済み顧客のものなら 409
+    (`conflict`)で断り、何も変えません(統合済みの顧客は統合先と同じ顧客とみなします)。
     """
     api_key: ApiKey = request.auth  # type: ignore[attr-defined]
+    (conflict,) = customer_conflicts([(number, payload)])
+    if conflict is not None:
+        raise conflict
     order, outcome, customer_created = ingest_order(
         number=number, body=payload, actor=key_actor(api_key), source="api"
     )
