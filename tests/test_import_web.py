@@ -375,6 +375,52 @@ def test_bad_rows_are_paginated(client_for: ClientFor) -> None:
 
 
 @pytest.mark.django_db
+def test_every_rejected_row_downloads_as_one_csv_excel_opens(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    # given a run with more rejected rows than one page shows
+    run = a_finished_run(users[Role.MARKETER])
+    ImportRowError.objects.bulk_create(
+        ImportRowError(
+            run=run, line=n + 2, column="個数", reason="数字ではありません", order_key=f"9{n:03d}"
+        )
+        for n in range(120)
+    )
+    ImportRowError.objects.create(
+        run=run, line=200, column="", reason="=HYPERLINK(x)", order_key=""
+    )
+    client = client_for(Role.MARKETER)
+    # when the report offers the download and it is taken
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    url = reverse("imports:errors_csv", args=[run.pk])
+    assert "エラー行をCSVでダウンロード" in page
+    assert f'href="{url}"' in page
+    response = client.get(url)
+    # then it is every row in file order, UTF-8 with a BOM, named after the run
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert f"import-{run.pk}-errors.csv" in response["Content-Disposition"]
+    body = b"".join(response.streaming_content).decode("utf-8")
+    assert body.startswith("\ufeff")
+    rows = list(csv.reader(io.StringIO(body[1:])))
+    assert rows[0] == ["行", "列", "理由", "注文番号"]
+    assert len(rows) == 1 + 121
+    assert rows[1] == ["2", "個数", "数字ではありません", "9000"]
+    assert rows[120] == ["121", "個数", "数字ではありません", "9119"]
+    # and a reason that looks like a formula stays text in Excel
+    assert rows[121][2] != "=HYPERLINK(x)"
+    assert rows[121][2].endswith("=HYPERLINK(x)")
+
+
+@pytest.mark.django_db
+def test_a_report_without_rejected_rows_offers_no_download(
+    client_for: ClientFor, users: dict[Role, User]
+) -> None:
+    run = a_finished_run(users[Role.MARKETER])
+    page = client_for(Role.MARKETER).get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "エラー行をCSVでダウンロード" not in page
+
+
+@pytest.mark.django_db
 def test_a_running_import_shows_progress_and_polls(
     client_for: ClientFor, users: dict[Role, User]
 ) -> None:

@@ -89,6 +89,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "imports:detail": MARKETING,
     "imports:status": MARKETING,
     "imports:errors": MARKETING,
+    "imports:errors_csv": MARKETING,
     "outbox:dashboard": CUSTOMER_SCREENS,
     "outbox:download_list": CUSTOMER_SCREENS,
     "outbox:close_list": CUSTOMER_SCREENS,
