@@ -156,3 +156,18 @@ def test_a_file_with_only_carriage_returns_says_how_to_fix_it() -> None:
         list(CsvTable(lines(iter([text]))))
     assert "CR" in excinfo.value.message
     assert "保存し直してください" in excinfo.value.message
+
+
+@pytest.mark.parametrize("encoding", ["auto", "utf-8", "cp932"])
+def test_an_excel_workbook_saved_under_a_csv_name_says_to_save_it_as_csv(encoding: str) -> None:
+    # given an .xlsx (a ZIP archive) renamed to .csv, with bytes no encoding reads
+    workbook = b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xa3\xff" + bytes(range(256))
+    # when it is read, whatever encoding was chosen
+    with pytest.raises(DecodeRefused) as refused:
+        "".join(StreamDecoder(io.BytesIO(workbook), encoding, chunk_size=2))
+    # then the refusal says what the file is and how to make a CSV of it
+    assert refused.value.message.startswith(
+        "Excelファイル(.xlsx)のようです。Excelで「CSV UTF-8」または「CSV」形式で保存し直してから"
+        "アップロードしてください"
+    )
+    assert "文字コード" not in refused.value.message

@@ -261,6 +261,20 @@ def test_an_undecodable_upload_is_refused_with_its_place(client_for: ClientFor) 
 
 
 @pytest.mark.django_db
+def test_an_excel_workbook_renamed_to_csv_is_refused_with_how_to_save_it(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(Role.MARKETER)
+    workbook = b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(128, 256)) * 4
+    post_import(client, upload("受注.csv", workbook), dry_run="")
+    run = ImportRun.objects.get()
+    assert run.status == ImportStatus.REFUSED
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    assert "Excelファイル(.xlsx)のようです。Excelで「CSV UTF-8」または「CSV」形式で" in page
+    assert "読めない文字" not in page
+
+
+@pytest.mark.django_db
 def test_a_refused_upload_does_not_say_every_row_was_fine(client_for: ClientFor) -> None:
     client = client_for(Role.MARKETER)
     # when a file with an unreadable byte is refused before any row is read

@@ -19,6 +19,14 @@ ENCODINGS = ("auto", "utf-8", "cp932")
 ENCODING_LABELS = {"auto": "自動判定", "utf-8": "UTF-8", "cp932": "Shift_JIS(CP932)"}
 CHUNK_SIZE = 1 << 16
 _BOM = codecs.BOM_UTF8
+# Every .xlsx is a ZIP archive, which starts with these bytes: an Excel workbook renamed to
+# .csv would otherwise be refused as an undecodable byte, which sends the user to the
+# encoding choice instead of to Excel's 「名前を付けて保存」.
+_ZIP_SIGNATURE = b"PK\x03\x04"
+XLSX_REFUSAL = (
+    "Excelファイル(.xlsx)のようです。Excelで「CSV UTF-8」または「CSV」形式で保存し直してから"
+    "アップロードしてください(何も取り込んでいません)。"
+)
 
 # CP932 maps its wave dash (0x8160) to U+FF5E FULLWIDTH TILDE, while UTF-8 files carry either
 # U+301C WAVE DASH or U+FF5E for the same character. NFKC, which the customer services apply to
@@ -83,7 +91,9 @@ class StreamDecoder:
             self._utf8 = codecs.getincrementaldecoder("utf-8")()
 
     def __iter__(self) -> Iterator[str]:
-        chunk = self._raw.read(max(self._chunk_size, len(_BOM)))
+        chunk = self._raw.read(max(self._chunk_size, len(_BOM), len(_ZIP_SIGNATURE)))
+        if chunk.startswith(_ZIP_SIGNATURE):
+            raise DecodeRefused(XLSX_REFUSAL)
         if chunk.startswith(_BOM) and self._requested == "cp932":
             # The BOM reads as CP932 too (as "・ｿ"), so such a file would otherwise be read
             # as garbage in its first header, or fail somewhere later.
