@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -30,6 +31,7 @@ from kizuna.campaigns.automation.models import (
 )
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import offer_save, scenario_save
+from kizuna.campaigns.automation.templating import MAX_RENDERED
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
 from tests.factories import add_identity, make_customer, make_order
@@ -421,6 +423,26 @@ def test_a_template_with_a_forbidden_tag_is_not_saved(client_for: Login) -> None
     assert response.status_code == 400
     assert "include" in response.content.decode()
     assert not MessageTemplate.objects.filter(key="bad").exists()
+
+
+def test_the_template_form_caps_bodies_at_what_a_message_may_render(client_for: Login) -> None:
+    # given: the longest bodies the form lets a browser send, posted as a browser posts them
+    # (URL-encoded: 9 bytes per Japanese character)
+    client = client_for(Role.MARKETER)
+    page = client.get(reverse("scenarios:template_create")).content.decode()
+    caps = re.findall(r'<textarea id="t-(?:text|html)"[^>]*maxlength="(\d+)"', page)
+    assert caps == [str(MAX_RENDERED)] * 2
+    body = {"name": "長文", "key": "long", "subject": "件名", "text": "あ" * MAX_RENDERED,
+            "html": "い" * MAX_RENDERED}  # fmt: skip
+    # when
+    response = client.post(
+        reverse("scenarios:template_create"),
+        urlencode(body),
+        content_type="application/x-www-form-urlencoded",
+    )
+    # then: read and saved, not refused as too large a request (a 400 losing what was typed)
+    assert response.status_code == 302
+    assert len(MessageTemplate.objects.get(key="long").text) == MAX_RENDERED
 
 
 WITH_TIME = '{{ name }} 様 最終購入: {{ last_order_date|date:"Y年n月j日 H:i" }}'

@@ -76,6 +76,7 @@ from kizuna.campaigns.automation.services import (
     template_uses,
 )
 from kizuna.campaigns.automation.templating import (
+    MAX_RENDERED,
     TemplateRenderError,
     compile_template,
     customer_contexts,
@@ -911,6 +912,10 @@ def _template_page(
         "values": _template_values(request, template),
         "errors": errors or [],
         "context_keys": TEMPLATE_VARIABLES,
+        # A body longer than any message may render is refused on save anyway; capped in the
+        # browser too, so a huge paste is cut there instead of overflowing Django's request
+        # size limit (a 400 page that loses everything typed).
+        "max_chars": MAX_RENDERED,
         "opened": opened if opened is not None else request.POST.get("opened", _version(template)),
         "uses": template_uses(template) if template is not None else [],
     }
