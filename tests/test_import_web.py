@@ -226,6 +226,37 @@ def test_a_dry_run_upload_runs_in_the_background_and_reports_without_writing(
 
 
 @pytest.mark.django_db
+def test_after_a_dry_run_the_form_opens_with_its_choices_and_says_why_the_file_is_asked_again(
+    client_for: ClientFor,
+) -> None:
+    client = client_for(Role.MARKETER)
+    # given a strict dry run of a Shift_JIS file
+    post_import(client, upload("eccube_orders_cp932.csv"), encoding="cp932", strict="on")
+    run = ImportRun.objects.get()
+    assert run.status == ImportStatus.DONE
+    # when its result is opened
+    page = client.get(reverse("imports:detail", args=[run.pk])).content.decode()
+    # then it says the file is gone and why, and offers the form with the same choices
+    assert "試行が終わった時点で削除しています" in page
+    again = reverse("imports:index") + f"?after={run.pk}"
+    assert f'href="{again}"' in page
+    form = client.get(again).content.decode()
+    assert re.search(r'<option value="cp932" selected>', form)
+    assert re.search(r'<input type="checkbox" name="strict"[^>]* checked', form)
+    assert not re.search(r'<input type="checkbox" name="dry_run"[^>]* checked', form)
+    # and the form sent with the file chosen again imports it for real
+    post_import(
+        client, upload("eccube_orders_cp932.csv"), encoding="cp932", strict="on", dry_run=""
+    )
+    real = ImportRun.objects.exclude(pk=run.pk).get()
+    assert (real.dry_run, real.strict, real.status) == (False, True, ImportStatus.DONE)
+    assert Order.objects.count() == 4
+    # a real import's result does not offer it
+    real_page = client.get(reverse("imports:detail", args=[real.pk])).content.decode()
+    assert "同じ選択で取り込み画面を開く" not in real_page
+
+
+@pytest.mark.django_db
 def test_a_real_upload_imports_orders(client_for: ClientFor) -> None:
     client = client_for(Role.ADMIN)
     post_import(client, upload("eccube_orders_cp932.csv"), dry_run="")

@@ -240,7 +240,27 @@ def import_index(request: HtmxHttpRequest) -> HttpResponse:
             record_form_token(token, {"run": run.pk}, variant=fingerprint)
             return redirect("imports:detail", pk=run.pk)
         return render(request, "web/imports/index.html", _page_context(request, form), status=400)
-    return render(request, "web/imports/index.html", _page_context(request, ImportForm()))
+    form = ImportForm(initial=_choices_of_dry_run(request.GET.get("after")))
+    return render(request, "web/imports/index.html", _page_context(request, form))
+
+
+def _choices_of_dry_run(run_id: str | None) -> dict[str, Any]:
+    """The form's choices as a finished dry run made them, with 試行 unticked: the upload
+    itself is deleted when a run ends (it holds customers' personal data), so after a dry run
+    only the file has to be chosen again."""
+    if not (run_id or "").isdigit():
+        return {}
+    run = ImportRun.objects.filter(pk=int(run_id or 0), dry_run=True).first()
+    if run is None:
+        return {}
+    return {
+        "kind": run.kind,
+        "file_format": run.file_format,
+        "encoding": run.encoding,
+        "consent_wording": run.consent_wording,
+        "strict": run.strict,
+        "dry_run": False,
+    }
 
 
 def _run_or_404(pk: int) -> ImportRun:
