@@ -4,6 +4,7 @@ by mistake (a draft scenario, an unused template or offer)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from collections.abc import Callable
@@ -264,6 +265,27 @@ def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
     assert welcome.status == ScenarioStatus.PAUSED
     html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
     assert "稼働させる" in html
+
+
+def test_the_step_timing_says_when_a_send_time_really_applies(client_for: Login) -> None:
+    # given: a marketing scenario with a same-day step at 10:00 and a late-evening step inside
+    # the default quiet hours (21:00-08:00)
+    shown = scenario(
+        "timed",
+        trigger={"kind": "first_purchase"},
+        steps=[
+            step("morning", send_time=dt.time(10)),
+            step("late", offset_days=3, send_time=dt.time(23, 30)),
+        ],
+        activated_at=jst(2026, 5, 1),
+    )
+    # when
+    html = client_for(Role.MARKETER).get(reverse("scenarios:detail", args=[shown.pk]))
+    page = html.content.decode()
+    # then: an entry after 10:00 is sent at once, not held to the next day; the 23:30 step
+    # says the worker sends it when the quiet hours end
+    assert "きっかけの当日 10:00(過ぎていればすぐ)" in page
+    assert "きっかけの日時の3日後 23:30※送信しない時間帯のため08:00以降に送信" in page
 
 
 def test_stopping_a_draft_says_nothing_was_running(client_for: Login) -> None:

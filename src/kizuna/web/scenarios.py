@@ -83,7 +83,7 @@ from kizuna.campaigns.automation.templating import (
     render_check,
     sample_context,
 )
-from kizuna.campaigns.models import Channel, Purpose
+from kizuna.campaigns.models import Channel, DeliverySettings, Purpose
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
 from kizuna.customers.selectors import customer_search
@@ -546,10 +546,12 @@ def scenario_detail(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         .values("step_id", "status")
         .annotate(n=Count("pk"))
     }
+    rules = DeliverySettings.load()
+    quiet = (rules.quiet_start, rules.quiet_end)
     step_rows = [
         {
             "step": step,
-            "timing": timing_label(step, scenario),
+            "timing": timing_label(step, scenario, quiet=quiet),
             "queued": dispatch_counts.get((step.pk, DispatchStatus.QUEUED), 0),
             "held_out": dispatch_counts.get((step.pk, DispatchStatus.HELD_OUT), 0),
             "skipped": dispatch_counts.get((step.pk, DispatchStatus.SKIPPED), 0),

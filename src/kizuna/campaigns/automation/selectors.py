@@ -11,6 +11,7 @@ customer index).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -27,7 +28,9 @@ from kizuna.campaigns.automation.models import (
     StepAnchor,
     StepDispatch,
 )
-from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus
+from kizuna.campaigns.automation.triggers import sending_purpose
+from kizuna.campaigns.models import Channel, OutboxMessage, OutboxStatus, Purpose
+from kizuna.campaigns.timing import in_quiet_hours
 from kizuna.customers.models import Customer
 
 RECENT_ENROLLMENTS = 10
@@ -56,8 +59,12 @@ def scenario_choices() -> list[tuple[int, str]]:
     ]
 
 
-def timing_label(step: ScenarioStep, scenario: Scenario) -> str:
-    """When a step runs, as a marketer would say it."""
+def timing_label(
+    step: ScenarioStep, scenario: Scenario, *, quiet: tuple[dt.time, dt.time] | None = None
+) -> str:
+    """When a step runs, as a marketer would say it. `quiet` (the delivery settings' quiet
+    hours, start and end) adds when a marketing step timed inside them really goes out: the
+    worker moves it to the end of the quiet hours."""
     anchor = StepAnchor(step.anchor).label
     if step.anchor == StepAnchor.FIRST_USE:
         anchor = f"使用開始日(お届けの{scenario.first_use_days}日後)"
@@ -66,9 +73,21 @@ def timing_label(step: ScenarioStep, scenario: Scenario) -> str:
     elif step.offset_days < 0:
         when = f"{anchor}の{-step.offset_days}日前"
     else:
-        when = f"{anchor}の当日" if step.anchor != StepAnchor.TRIGGER else "きっかけの直後"
+        when = f"{anchor}の当日"
+        if step.anchor == StepAnchor.TRIGGER:
+            when = "きっかけの直後" if step.send_time is None else "きっかけの当日"
     if step.send_time is not None:
         when += f" {step.send_time:%H:%M}"
+        if step.offset_days == 0:
+            # Due at that time of the anchor's day: an entry made later that day is already
+            # past it and goes at once (an entry at 12:27 is not held until tomorrow 10:00).
+            when += "(過ぎていればすぐ)"
+        if (
+            quiet is not None
+            and sending_purpose(scenario) == Purpose.MARKETING
+            and in_quiet_hours(step.send_time, start=quiet[0], end=quiet[1])
+        ):
+            when += f"※送信しない時間帯のため{quiet[1]:%H:%M}以降に送信"
     if step.repeat_monthly:
         when += f"(以後毎月同じ日に{step.repeat_monthly}回)"
     return when
