@@ -8,9 +8,14 @@ before it is read; the error handlers in kizuna.api.errors give the answer.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpRequest
+from django.utils.datastructures import MultiValueDict
 from ninja.parser import Parser
 from ninja.types import DictStrAny
+
+from kizuna.api.query import refuse_unknown
 
 MEDIA_TYPE = "application/json"
 
@@ -33,3 +38,11 @@ class JsonParser(Parser):
         if not is_json(request.META.get("CONTENT_TYPE", "")):
             raise UnsupportedMediaTypeError
         return super().parse_body(request)
+
+    def parse_querydict(
+        self, data: MultiValueDict[str, Any], list_fields: list[str], request: HttpRequest
+    ) -> DictStrAny:
+        # Read after authentication: a caller without a valid key learns nothing of the
+        # parameters (kizuna.api.query).
+        refuse_unknown(request, data.keys())
+        return super().parse_querydict(data, list_fields, request)
