@@ -53,9 +53,11 @@ def test_an_empty_outbox_says_so(client_for) -> None:  # type: ignore[no-untyped
     assert "まだメッセージはありません" in counts
     assert "見送り・失敗はありません" in page
     assert "リストはまだありません" in page
-    # only admins see the switch and the rules
+    # only admins see the switch and change the rules; others read them (the default rules)
     assert "送信を一時停止する" not in page
-    assert "配信ルール" not in page
+    assert 'action="/delivery/settings/"' not in page
+    assert "21:00〜08:00(日本時間" in page
+    assert "7日間に2通まで" in page
 
 
 def test_counts_and_skip_reasons_are_shown(client_for) -> None:  # type: ignore[no-untyped-def]
