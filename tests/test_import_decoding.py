@@ -171,3 +171,17 @@ def test_an_excel_workbook_saved_under_a_csv_name_says_to_save_it_as_csv(encodin
         "アップロードしてください"
     )
     assert "文字コード" not in refused.value.message
+
+
+def test_the_header_line_decides_the_delimiter() -> None:
+    # a header with tabs and no commas: a tab-separated file, its values may hold commas
+    tabbed = CsvTable(["注文番号\t金額\n", "1001\t1,980\n"])
+    assert (tabbed.header.names, [r.values for r in tabbed]) == (
+        ["注文番号", "金額"],
+        [["1001", "1,980"]],
+    )
+    # a header with commas stays a comma file, even when a value holds a tab
+    commas = CsvTable(["注文番号,商品名\n", "1001,a\tb\n"])
+    assert [r.values for r in commas] == [["1001", "a\tb"]]
+    # blank lines before the header do not decide it
+    assert CsvTable(["\n", "a\tb\n", "1\t2\n"]).header.names == ["a", "b"]

@@ -305,6 +305,51 @@ def test_an_excel_workbook_renamed_to_csv_is_refused_with_how_to_save_it(
     assert "読めない文字" not in page
 
 
+def without_place_and_time(summary: dict[str, object]) -> dict[str, object]:
+    return {key: value for key, value in summary.items() if key not in ("file", "seconds")}
+
+
+def tab_separated(name: str, encoding: str) -> bytes:
+    """A fixture as a spreadsheet's 「テキスト(タブ区切り)」 saves it."""
+    rows = list(csv.reader(io.StringIO((DATA / name).read_bytes().decode(encoding))))
+    out = io.StringIO()
+    csv.writer(out, delimiter="\t", lineterminator="\r\n").writerows(rows)
+    return out.getvalue().encode(encoding)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "encoding", "fields"),
+    [
+        ("eccube_orders_bad_rows.csv", "cp932", {}),
+        ("shopify_orders_bom.csv", "utf-8-sig", {}),
+        ("generic_orders.csv", "utf-8", {"file_format": "generic"}),
+    ],
+)
+def test_a_tab_separated_txt_reads_like_its_comma_separated_csv(
+    client_for: ClientFor, name: str, encoding: str, fields: dict[str, object]
+) -> None:
+    client = client_for(Role.MARKETER)
+
+    def dry_run(file: SimpleUploadedFile) -> ImportRun:
+        extra = dict(fields)
+        if "file_format" in extra:
+            extra["mapping"] = upload("generic_orders.yml")
+        post_import(client, file, **extra)
+        return ImportRun.objects.order_by("-pk")[0]
+
+    # given the same file saved with commas and with tabs
+    commas = dry_run(upload(name))
+    tabs = dry_run(upload("受注.txt", tab_separated(name, encoding)))
+    # then the tab file is read, row for row and error for error, like the comma file
+    assert commas.status != ImportStatus.REFUSED
+    assert (tabs.status, tabs.message) == (commas.status, commas.message)
+    assert without_place_and_time(tabs.summary) == without_place_and_time(commas.summary)
+    assert list(tabs.row_errors.values_list("line", "column", "reason")) == list(
+        commas.row_errors.values_list("line", "column", "reason")
+    )
+
+
 @pytest.mark.django_db
 def test_a_refused_upload_does_not_say_every_row_was_fine(client_for: ClientFor) -> None:
     client = client_for(Role.MARKETER)

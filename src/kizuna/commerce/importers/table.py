@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -88,9 +89,20 @@ class CsvTable:
     """
 
     def __init__(self, lines: Iterable[str]) -> None:
-        self._lines = iter(lines)
+        lines = iter(lines)
+        leading: list[str] = []  # up to the header line, which decides the delimiter
+        for text in lines:
+            leading.append(text)
+            if text.strip("\ufeff \t\r\n"):
+                break
+        header_line = leading[-1] if leading else ""
+        # A spreadsheet's 「テキスト(タブ区切り)」 saves a .txt with tabs: the header of such a
+        # file has tabs and no commas, while a comma file's header has commas (a header name
+        # with a tab in it is not something carts or Excel write).
+        self.delimiter = "\t" if "\t" in header_line and "," not in header_line else ","
+        self._lines = itertools.chain(leading, lines)
         self._last_text = "\n"  # the last physical line the reader took
-        self._reader = csv.reader(self._tracked(), strict=True)
+        self._reader = csv.reader(self._tracked(), strict=True, delimiter=self.delimiter)
         self._last_line = 0
         self._width = 0
         self._header_cells: list[str] = []  # none while the header itself is read
