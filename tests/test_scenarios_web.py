@@ -16,6 +16,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from kizuna.accounts.models import Role
 from kizuna.campaigns.automation.models import (
@@ -33,6 +34,7 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import offer_save, scenario_save
 from kizuna.campaigns.automation.templating import MAX_RENDERED
+from kizuna.campaigns.models import OutboxMessage, OutboxStatus
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
 from tests.factories import add_identity, make_customer, make_order
@@ -260,11 +262,69 @@ def test_the_scenario_page_shows_steps_lift_and_lets_a_marketer_pause(
     # (welcome holds nobody out, so its lift cannot be measured)
     for text in ("購入率(30日以内)", "90日LTV", "計測不可"):
         assert text in lift
-    client.post(reverse("scenarios:pause", args=[welcome.pk]))
+    # (the message queued above is still waiting: stopping asks about it)
+    client.post(reverse("scenarios:pause", args=[welcome.pk]), {"waiting": "keep"})
     welcome.refresh_from_db()
     assert welcome.status == ScenarioStatus.PAUSED
     html = client.get(reverse("scenarios:detail", args=[welcome.pk])).content.decode()
     assert "稼働させる" in html
+
+
+def _queued_welcome(welcome: Scenario, buyers: int) -> Any:
+    for _ in range(buyers):
+        make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    return OutboxMessage.objects.filter(scenario_id=welcome.pk)
+
+
+def test_stopping_a_scenario_with_queued_mail_can_cancel_it(
+    client_for: Login, welcome: Scenario
+) -> None:
+    queued = _queued_welcome(welcome, 4)
+    # one of them a worker is sending right now: it cannot be taken back
+    sending = queued.first()
+    assert sending is not None
+    queued.filter(pk=sending.pk).update(
+        status=OutboxStatus.CLAIMED,
+        claimed_by="worker-1",
+        lease_until=timezone.now() + dt.timedelta(minutes=5),
+    )
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:pause", args=[welcome.pk])
+    asked = client.post(url).content.decode()
+    welcome.refresh_from_db()
+    assert welcome.status == ScenarioStatus.ACTIVE  # asked first, nothing stopped yet
+    assert "停止して送信待ちの3件も取り消す" in asked
+    assert "停止する(送信待ちの3件は予定どおり送信)" in asked
+    assert "送信中のメッセージが 1 件" in asked
+    found = re.search(r'name="up_to_id" value="(\d+)"', asked)
+    assert found is not None
+    done = client.post(url, {"waiting": "cancel", "up_to_id": found[1]}, follow=True)
+    html = done.content.decode()
+    assert "停止しました。送信待ちの3件を取り消しました" in html
+    assert "送信中の1件はすでに送信が始まっているため取り消せません" in html
+    welcome.refresh_from_db()
+    assert welcome.status == ScenarioStatus.PAUSED
+    assert not queued.filter(status=OutboxStatus.PENDING).exists()
+    reasons = set(queued.filter(status=OutboxStatus.SKIPPED).values_list("reason", flat=True))
+    assert len(reasons) == 1
+    assert reasons.pop().startswith("シナリオ「シナリオ welcome」の停止により送信を取り消し(")
+    audit = AuditLog.objects.get(action="outbox.cancel")
+    assert audit.changes["count"] == [0, 3]
+    # resuming does not queue the cancelled ones again: each step is dispatched once
+    client.post(reverse("scenarios:activate", args=[welcome.pk]))
+    tick(timezone.now() + dt.timedelta(minutes=1))
+    assert not queued.filter(status=OutboxStatus.PENDING).exists()
+
+
+def test_stopping_can_let_queued_mail_go_as_planned(client_for: Login, welcome: Scenario) -> None:
+    queued = _queued_welcome(welcome, 2)
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:pause", args=[welcome.pk])
+    done = client.post(url, {"waiting": "keep"}, follow=True).content.decode()
+    assert "停止しました。送信待ちの2件は予定どおり送信されます" in done
+    assert queued.filter(status=OutboxStatus.PENDING).count() == 2
+    assert not AuditLog.objects.filter(action="outbox.cancel").exists()
 
 
 def test_the_step_timing_says_when_a_send_time_really_applies(client_for: Login) -> None:
@@ -684,7 +744,7 @@ def test_a_scenario_that_ran_keeps_its_history(client_for: Login, welcome: Scena
     assert "使わない場合は停止してください" in page
     assert url not in page
     # when: paused, and a delete is posted anyway (a page opened while it was a draft)
-    client.post(reverse("scenarios:pause", args=[welcome.pk]))
+    client.post(reverse("scenarios:pause", args=[welcome.pk]), {"waiting": "keep"})
     response = client.post(url, {"sure": "1"}, follow=True)
     # then: refused, saying so on its page; its history is all still there
     html = response.content.decode()

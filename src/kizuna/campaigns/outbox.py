@@ -280,6 +280,8 @@ class QueueFilter:
     statuses: tuple[str, ...] = WAITING
     channel: str = ""
     scenario_id: int | None = None
+    # Narrows scenario_id to these steps (the steps that use one template); empty: all steps.
+    step_keys: tuple[str, ...] = ()
     due_from: dt.datetime | None = None
     due_before: dt.datetime | None = None
 
@@ -294,6 +296,8 @@ class QueueFilter:
             rows = rows.filter(channel=self.channel)
         if self.scenario_id is not None:
             rows = rows.filter(scenario_id=self.scenario_id)
+        if self.step_keys:
+            rows = rows.filter(step_key__in=self.step_keys)
         if self.due_from is not None:
             rows = rows.filter(next_attempt_at__gte=self.due_from)
         if self.due_before is not None:
@@ -306,6 +310,7 @@ class QueueFilter:
             "statuses": list(self.statuses),
             "channel": self.channel or None,
             "scenario_id": self.scenario_id,
+            **({"step_keys": list(self.step_keys)} if self.step_keys else {}),
             "due_from": self.due_from.isoformat() if self.due_from else None,
             "due_before": self.due_before.isoformat() if self.due_before else None,
         }
@@ -389,11 +394,11 @@ def _retryable(now: dt.datetime) -> Q:
     return Q(status=OutboxStatus.FAILED)
 
 
-def _changes(action: str, acting: Actor, now: dt.datetime) -> dict[str, Any]:
+def _changes(action: str, acting: Actor, now: dt.datetime, cause: str) -> dict[str, Any]:
     if action == "cancel":
         return {
             "status": OutboxStatus.SKIPPED,
-            "reason": CANCEL_REASON.format(user=acting.label)[:200],
+            "reason": (cause + CANCEL_REASON.format(user=acting.label))[:200],
             "claimed_by": "",
             "lease_until": None,
             "cap_counted_at": None,
@@ -441,11 +446,12 @@ def _apply(
     message_ids: Collection[int] | None,
     queue: QueueFilter | None,
     up_to_id: int | None,
+    cause: str = "",
 ) -> int:
     acting = Actor.of(acting_user)
     now = timezone.now()
     allowed = ACTIONS[action]
-    values = _changes(action, acting, now)
+    values = _changes(action, acting, now, cause)
     done = 0
     if message_ids is not None and queue is None:
         ids = sorted({int(pk) for pk in message_ids})
@@ -482,7 +488,7 @@ def _apply(
             action=f"outbox.{action}",
             instance=DeliverySettings.load(),
             customer_id=None,
-            changes={"count": [0, done], **scope},
+            changes={"count": [0, done], **scope, **({"cause": [None, cause]} if cause else {})},
         )
     return done
 
@@ -493,6 +499,7 @@ def outbox_cancel(
     message_ids: Collection[int] | None = None,
     queue: QueueFilter | None = None,
     up_to_id: int | None = None,
+    cause: str = "",
 ) -> int:
     """取り消す: these waiting messages are never sent. Returns how many were cancelled.
 
@@ -501,10 +508,16 @@ def outbox_cancel(
     conditional UPDATE … WHERE status='pending' (or an expired claim), so a worker that
     claimed a row a moment earlier keeps it and sends it. Cancelled rows are `skipped` with
     the reason 送信を取り消し(<user>); one audit row `outbox.cancel` says who, how many and
-    which ones or which filter.
+    which ones or which filter. `cause` says why, when the cancel comes from elsewhere than
+    the queue page (シナリオ「…」の停止により): put before the reason and in the audit row.
     """
     return _apply(
-        "cancel", acting_user=acting_user, message_ids=message_ids, queue=queue, up_to_id=up_to_id
+        "cancel",
+        acting_user=acting_user,
+        message_ids=message_ids,
+        queue=queue,
+        up_to_id=up_to_id,
+        cause=cause,
     )
 
 

@@ -74,6 +74,7 @@ from kizuna.campaigns.automation.services import (
     template_delete,
     template_save,
     template_uses,
+    waiting_messages,
 )
 from kizuna.campaigns.automation.templating import (
     MAX_RENDERED,
@@ -84,6 +85,7 @@ from kizuna.campaigns.automation.templating import (
     sample_context,
 )
 from kizuna.campaigns.models import Channel, DeliverySettings, Purpose
+from kizuna.campaigns.outbox import QueueFilter, outbox_cancel, queue_newest_id
 from kizuna.campaigns.unsubscribe import fill_unsubscribe_url, unsubscribe_url
 from kizuna.customers.models import Customer
 from kizuna.customers.selectors import customer_search
@@ -781,18 +783,56 @@ def _activated_message(
 @allow_roles(*EDIT_ROLES)
 @require_POST
 def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Stop a scenario. Stopping does not take back what it already queued (送信待ち): when
+    there is any, a page first asks whether to cancel those too or let them go as planned —
+    a 停止しました after which hundreds of mails still go out is not what the marketer meant,
+    and the queue page that can cancel them is for admins only."""
     scenario = get_object_or_404(Scenario, pk=pk)
     was = scenario.status
+    queue = QueueFilter(scenario_id=scenario.pk)
+    choice = request.POST.get("waiting")
+    waiting = waiting_messages(queue) if was == ScenarioStatus.ACTIVE else None
+    if waiting is not None and waiting.pending and choice not in ("cancel", "keep"):
+        return render(
+            request,
+            "web/scenarios/pause_confirm.html",
+            {"scenario": scenario, "waiting": waiting},
+        )
     scenario = scenario_pause(scenario=scenario, acting_user=request.user)
-    if was != ScenarioStatus.ACTIVE:
+    if waiting is None:
         # A draft or an already stopped scenario: nothing was running, nothing changed.
         messages.info(
             request,
             f"このシナリオは{scenario.get_status_display()}のため、停止するものはありません。",
         )
+    elif choice == "cancel" and waiting.pending:
+        cause = f"シナリオ「{scenario.name}」の停止により"
+        messages.success(request, "停止しました。" + _cancel_waiting(request, queue, cause))
+    elif waiting.pending:
+        messages.success(
+            request, f"停止しました。送信待ちの{waiting.pending:,}件は予定どおり送信されます。"
+        )
     else:
         messages.success(request, "停止しました。新しいエントリーと送信は行われません。")
     return redirect("scenarios:detail", pk=pk)
+
+
+def _cancel_waiting(request: HtmxHttpRequest, queue: QueueFilter, cause: str) -> str:
+    """Cancel the waiting messages `queue` selects, up to the newest the confirmation counted,
+    and say how many: those a worker took meanwhile are sent, and the message says so."""
+    posted = int_or_text(request.POST.get("up_to_id", ""))
+    up_to_id = posted if isinstance(posted, int) else queue_newest_id()
+    done = outbox_cancel(
+        acting_user=request.user,
+        queue=queue,
+        up_to_id=up_to_id,
+        cause=cause,
+    )
+    left = waiting_messages(queue)
+    message = f"送信待ちの{done:,}件を取り消しました。"
+    if left.sending:
+        message += f"送信中の{left.sending:,}件はすでに送信が始まっているため取り消せません。"
+    return message
 
 
 @allow_roles(*EDIT_ROLES)

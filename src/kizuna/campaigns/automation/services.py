@@ -16,6 +16,7 @@ from django.db import models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from kizuna.campaigns import outbox
 from kizuna.campaigns.automation import triggers
 from kizuna.campaigns.automation.models import (
     Backlog,
@@ -47,7 +48,7 @@ from kizuna.campaigns.automation.templating import (
     prints_offer_unguarded,
     render_check,
 )
-from kizuna.campaigns.models import Channel, Purpose
+from kizuna.campaigns.models import Channel, OutboxStatus, Purpose
 from kizuna.core.audit import Actor, audit_record, audited_delete, diff
 from kizuna.core.limits import too_long
 
@@ -835,10 +836,32 @@ def entrants_while_paused(scenario: Scenario, *, now: dt.datetime) -> PausedEntr
     return PausedEntrants(segment=segment.name, count=newcomers.count())
 
 
+@dataclass(frozen=True)
+class WaitingMessages:
+    """A scenario's messages already in the outbox (送信待ち): pausing does not stop them."""
+
+    pending: int  # not yet taken by a worker: 取り消せる
+    sending: int  # held by a worker right now: being sent, cannot be recalled
+    up_to_id: int  # the newest message when counted: a cancel touches none queued since
+
+
+def waiting_messages(queue: outbox.QueueFilter) -> WaitingMessages:
+    """How many of the messages `queue` selects a cancel would stop now, and how many a worker
+    is sending (a cancel leaves those to it)."""
+    up_to_id = outbox.queue_newest_id()
+    pending = outbox.queue_count(queue, action="cancel", up_to_id=up_to_id)
+    sending = (
+        queue.rows(OutboxStatus.CLAIMED)
+        .filter(lease_until__gte=timezone.now(), pk__lte=up_to_id)
+        .count()
+    )
+    return WaitingMessages(pending=pending, sending=sending, up_to_id=up_to_id)
+
+
 @transaction.atomic
 def scenario_pause(*, scenario: Scenario, acting_user: Any) -> Scenario:
-    """Stop a scenario: nothing new is enrolled or sent until it is activated again (messages
-    already in the outbox are the delivery side's; pause sending there to stop them too)."""
+    """Stop a scenario: nothing new is enrolled or queued until it is activated again. Messages
+    already in the outbox (waiting_messages) are still sent unless cancelled (outbox.outbox_cancel)."""
     scenario = Scenario.objects.select_for_update().get(pk=scenario.pk)
     if scenario.status != ScenarioStatus.ACTIVE:
         return scenario
