@@ -5,23 +5,27 @@ segment no scenario uses."""
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from openpyxl import load_workbook
 
 from kizuna.accounts.models import Role
 from kizuna.campaigns.automation import segments as rules_engine
 from kizuna.campaigns.automation.models import Scenario, Segment
+from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import scenario_save
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import Customer, Identity, IdentityKind
 from tests.factories import make_customer
-from tests.test_scenarios_kit import STAFF, one, segment, step
+from tests.test_scenarios_kit import STAFF, one, scenario, segment, step
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HX-Request": "true"}
@@ -415,3 +419,55 @@ def test_only_marketers_and_admins_delete_segments(
     response = client_for(role).post(reverse("segments:delete", args=[tokyo.pk]), {"sure": "1"})
     assert response.status_code == 403
     assert Segment.objects.filter(pk=tokyo.pk).exists()
+
+
+def test_widening_a_segment_a_running_scenario_enters_on_asks_first(client_for: Login) -> None:
+    # given: a running 「セグメントに入った」 scenario on 東京都, evaluated once (its member
+    # recorded), and two customers in 大阪府
+    tokyo = segment("tokyo", one("prefecture", "in", ["13"]))
+    make_customer(prefecture=13)
+    osaka = [make_customer(prefecture=27), make_customer(prefecture=27)]
+    running = scenario(
+        "on-tokyo",
+        trigger={"kind": "segment_entered", "segment": "tokyo"},
+        activated_at=timezone.now() - dt.timedelta(minutes=5),
+    )
+    tick(timezone.now())
+    client = client_for(Role.MARKETER)
+    url = reverse("segments:edit", args=[tokyo.pk])
+    widened = form(key="tokyo", name="東京と大阪", **{"value-0.0": ["13", "27"]})
+    # when: the rules are widened to 大阪府 too
+    asked = client.post(url, widened)
+    # then: nothing saved yet; the page names the scenario and how many would enter at once
+    html = asked.content.decode()
+    assert asked.status_code == 200
+    assert f'シナリオ「<a href="{reverse("scenarios:detail", args=[running.pk])}">' in html
+    assert f"最大 {len(osaka)} 人" in html
+    tokyo.refresh_from_db()
+    assert tokyo.rules == one("prefecture", "in", ["13"])
+    # when: saved from the confirmation (it carries the form as posted)
+    posted = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', html))
+    assert posted["confirmed"] == "1"
+    saved = client.post(url, {**widened, "confirmed": "1"})
+    # then
+    assert saved.status_code == 302
+    tokyo.refresh_from_db()
+    assert tokyo.name == "東京と大阪"
+    assert tokyo.rules["rules"][0]["value"] == ["13", "27"]
+
+
+def test_a_change_nobody_enters_by_saves_at_once(client_for: Login) -> None:
+    tokyo = segment("tokyo", one("prefecture", "in", ["13"]))
+    make_customer(prefecture=13)
+    scenario(
+        "on-tokyo",
+        trigger={"kind": "segment_entered", "segment": "tokyo"},
+        activated_at=timezone.now() - dt.timedelta(minutes=5),
+    )
+    tick(timezone.now())
+    response = client_for(Role.MARKETER).post(
+        reverse("segments:edit", args=[tokyo.pk]), form(key="tokyo", name="東京都の方")
+    )
+    assert response.status_code == 302
+    tokyo.refresh_from_db()
+    assert tokyo.name == "東京都の方"

@@ -42,7 +42,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from kizuna.accounts.access import allow_roles
 from kizuna.accounts.models import Role
 from kizuna.campaigns.automation import segments as rules_engine
-from kizuna.campaigns.automation.models import Segment
+from kizuna.campaigns.automation.models import Scenario, ScenarioStatus, Segment, TriggerKind
 from kizuna.campaigns.automation.segments import (
     OPERATORS,
     Condition,
@@ -55,6 +55,7 @@ from kizuna.campaigns.automation.segments import (
     segment_uses,
     validate_rules,
 )
+from kizuna.campaigns.automation.triggers import segment_newcomers
 from kizuna.core.spreadsheet import XLSX_TYPE, safe_row, xlsx_bytes
 from kizuna.customers.models import Customer
 from kizuna.web.http import HtmxHttpRequest, confirmed_delete, int_or_text, wants_fragment
@@ -337,9 +338,46 @@ def segment_count(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return HttpResponse(f"{count:,}人")
 
 
+@dataclass(frozen=True)
+class _Entering:
+    scenario: Scenario
+    count: int
+
+
+def _entering_running_scenarios(segment: Segment, tree: dict[str, Any]) -> list[_Entering]:
+    """For each running 「セグメントに入った」 scenario on `segment`, how many customers the
+    rules `tree` would add to the segment (at most: its audience and who may enter narrow it
+    at the next run). Widening the rules is an entry for all of them at once, as activating
+    with current members is; [] when the rules are not valid (the save reports them)."""
+    if validate_rules(tree):
+        return []
+    # Not yet evaluated once: its first run records the members then (activation asked).
+    running = Scenario.objects.filter(
+        status=ScenarioStatus.ACTIVE,
+        trigger_kind=TriggerKind.SEGMENT_ENTERED,
+        trigger_params__segment=segment.key,
+        trigger_checked_at__isnull=False,
+    ).order_by("pk")
+    now = timezone.now()
+    found = [_Entering(s, segment_newcomers(s, tree, now=now).count()) for s in running]
+    return [entering for entering in found if entering.count]
+
+
 def _save(request: HtmxHttpRequest, segment: Segment | None) -> HttpResponse:
     tree = rules_from_post(request.POST)
     values = _values(request, segment)
+    if segment is not None and request.POST.get("confirmed") != "1":
+        entering = _entering_running_scenarios(segment, tree)
+        if entering:
+            # Everything posted goes back with the confirmation, so 保存する saves exactly it.
+            posted = [
+                (name, value)
+                for name, items in request.POST.lists()
+                if name not in ("csrfmiddlewaretoken", "confirmed")
+                for value in items
+            ]
+            context = {"segment": segment, "entering": entering, "posted": posted}
+            return render(request, "web/segments/save_confirm.html", context)
     try:
         saved = segment_save(
             segment=segment,
