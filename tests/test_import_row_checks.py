@@ -259,6 +259,25 @@ def test_the_command_names_a_bad_member_row_by_its_member_id(tmp_path: Path) -> 
     assert "注文" not in out
 
 
+def test_a_six_digit_postal_code_shows_its_value_and_the_likely_cause(tmp_path: Path) -> None:
+    # given member 102's postal code as Excel saves 0600001, and member 103's cut short
+    header, rows = _rows(MEMBERS, "cp932")
+    rows[1]["郵便番号"] = "600001"  # line 3
+    rows[2]["郵便番号"] = "0600"  # line 4
+    path = tmp_path / "会員.csv"
+    path.write_bytes(_csv_text(header, rows).encode("cp932"))
+    code, out, _ = kizuna_import("customers", str(path))
+    assert code == 1
+    # then the six digits are named with what probably happened, and nothing is padded
+    assert (
+        "  3行目 [郵便番号] 郵便番号は7桁の数字で入力してください"
+        "(「600001」:Excelで先頭の0が消えた可能性があります)(会員ID 102)"
+    ) in out
+    # and any other wrong postal code still says only the rule, without its value
+    line4 = next(line for line in out.splitlines() if line.startswith("  4行目"))
+    assert line4.endswith("[郵便番号] 郵便番号は7桁の数字で入力してください(会員ID 103)")
+
+
 def test_a_generic_member_row_is_named_by_its_member_id(tmp_path: Path) -> None:
     mapping = tmp_path / "customers.yml"
     mapping.write_text(

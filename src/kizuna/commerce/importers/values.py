@@ -150,10 +150,19 @@ def split_name(text: str, *, given_first: bool = False) -> tuple[str, str]:
     return (rest, first) if given_first else (first, rest)
 
 
+_SIX_DIGITS = re.compile(r"[0-9]{6}")
+
+
 def check_postal_code(text: str) -> str:
     try:
         return jp.normalize_postal_code(text)
     except jp.NormalisationError as exc:
+        digits = jp.nfkc(text).strip()
+        if _SIX_DIGITS.fullmatch(digits):
+            # Excel reads 0600001 as a number and saves it as 600001. Padding it back would be
+            # a guess (a typo loses a digit too), so the row is refused with the value the
+            # user needs to find it; a postal code alone names nobody.
+            raise CellError(f"{exc}(「{digits}」:Excelで先頭の0が消えた可能性があります)") from None
         raise CellError(str(exc)) from None
 
 
