@@ -244,6 +244,36 @@ def test_malformed_json_is_400_not_500(api: ApiClient) -> None:
     assert_error(response, 400, "malformed_request")
 
 
+def test_a_body_that_is_not_utf8_is_told_to_be_sent_as_utf8(api: ApiClient) -> None:
+    body = json.dumps(
+        {"identities": {"email": "taro@example.jp"}, "profile": {"family_name": "佐藤"}},
+        ensure_ascii=False,
+    )  # the client encodes it in the Content-Type's charset
+    response = api.client.post(
+        "/api/v1/customers",
+        body,
+        content_type="application/json; charset=shift_jis",
+        headers={"Authorization": f"Bearer {api.key}"},
+    )
+    error = assert_error(response, 400, "malformed_request")
+    assert "UTF-8" in error["message"]
+    assert "佐藤" not in response.content.decode()
+    assert not Customer.objects.exists()
+
+
+def test_malformed_json_is_told_what_the_api_reads(api: ApiClient) -> None:
+    response = api.post("/api/v1/customers", raw=b"{")
+    assert "UTF-8 の JSON" in assert_error(response, 400, "malformed_request")["message"]
+
+
+def test_a_route_with_a_trailing_slash_is_told_to_drop_it(api: ApiClient) -> None:
+    error = assert_error(api.get("/api/v1/customers/"), 404, "not_found")
+    assert error["message"] == "このURLのAPIはありません。URLの末尾の / を外してください"
+    # an address no route has, with or without the slash, is plainly not found
+    plain = assert_error(api.get("/api/v1/no-such-thing/"), 404, "not_found")
+    assert "末尾" not in plain["message"]
+
+
 NEW_CUSTOMER_JSON = json.dumps(
     {"identities": {"email": "taro@example.jp"}, "profile": {"family_name": "佐藤"}}
 ).encode()

@@ -23,7 +23,7 @@ from ninja.errors import HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from pydantic import Field
 
-from kizuna.api.parser import UnsupportedMediaTypeError
+from kizuna.api.parser import NotUtf8Error, UnsupportedMediaTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ class ApiError(HttpError):
 
 
 _STATUS_DEFAULTS: dict[int, tuple[str, str]] = {
-    400: ("malformed_request", "リクエスト本文をJSONとして読めません"),
+    400: (
+        "malformed_request",
+        "リクエスト本文をJSONとして読めません。本文は文字コード UTF-8 の JSON で送ってください",
+    ),
     401: ("unauthorized", "APIキーがないか、正しくないか、失効しています"),
     403: ("forbidden", "このAPIキーにはこの操作の権限がありません"),
     404: ("not_found", "指定されたものが見つかりません"),
@@ -279,6 +282,12 @@ def install_error_handlers(api: NinjaAPI) -> None:
             # ninja reports any failure to parse the body as 400 "cannot parse", with ours
             # as the cause (kizuna.api.parser)
             return error_response(415, *_STATUS_DEFAULTS[415])
+        if isinstance(exc.__cause__, NotUtf8Error):
+            message = (
+                "リクエスト本文を UTF-8 として読めません。JSON は文字コード UTF-8 で送ってください"
+                "(Shift_JIS などは使えません)"
+            )
+            return error_response(400, "malformed_request", message)
         if isinstance(exc, ApiError):
             return error_response(exc.status_code, exc.code, exc.message, exc.fields, exc.extra)
         code, message = _STATUS_DEFAULTS.get(

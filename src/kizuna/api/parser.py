@@ -3,7 +3,9 @@
 The API documents every request body as `application/json`. A body sent as `text/plain` (or a
 form, or with no Content-Type) was read as JSON all the same, so a client that got its
 headers wrong never learnt it. Such a body is now refused with 415 (`unsupported_media_type`)
-before it is read; the error handlers in kizuna.api.errors give the answer.
+before it is read, and a body whose bytes are not UTF-8 (JSON's encoding; a cart sending
+Shift_JIS) gets a 400 that says so rather than "not JSON"; the error handlers in
+kizuna.api.errors give the answers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ class UnsupportedMediaTypeError(Exception):
     """The body is not declared as JSON."""
 
 
+class NotUtf8Error(Exception):
+    """The body's bytes are not UTF-8 (a Shift_JIS body, whatever its charset says)."""
+
+
 def is_json(content_type: str) -> bool:
     """application/json, or a JSON-based type (application/…+json); parameters such as
     charset do not matter (JSON is UTF-8)."""
@@ -37,6 +43,10 @@ class JsonParser(Parser):
         # kizuna.api.errors answers 415 when it sees that cause.
         if not is_json(request.META.get("CONTENT_TYPE", "")):
             raise UnsupportedMediaTypeError
+        try:
+            request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise NotUtf8Error from None
         return super().parse_body(request)
 
     def parse_querydict(

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.urls import Resolver404, resolve
 
 from kizuna.api.errors import error_response, status_error
 
@@ -34,7 +35,10 @@ class ErrorBodyMiddleware:
                 return response
             # An address no API route has (a typo, a trailing slash), or a method the route
             # does not take: the API's own error shape, not the site's HTML page.
-            answer = error_response(response.status_code, *status_error(response.status_code))
+            code, message = status_error(response.status_code)
+            if response.status_code == 404 and (hint := _slash_hint(request.path_info)):
+                message = f"このURLのAPIはありません。{hint}"
+            answer = error_response(response.status_code, code, message)
             if "Allow" in response:
                 answer["Allow"] = response["Allow"]
             return answer
@@ -45,3 +49,16 @@ class ErrorBodyMiddleware:
         response.content = render_to_string("web/method_not_allowed.html", request=request)
         response["Content-Type"] = "text/html; charset=utf-8"
         return response
+
+
+def _slash_hint(path: str) -> str | None:
+    """What to change when the address is a route but for its trailing slash: the API's routes
+    end without one (`/api/v1/customers`), the browser's habit and many clients add it."""
+    other = path.removesuffix("/") if path.endswith("/") else path + "/"
+    try:
+        resolve(other)
+    except Resolver404:
+        return None
+    return (
+        "URLの末尾の / を外してください" if path.endswith("/") else "URLの末尾に / を付けてください"
+    )
