@@ -101,6 +101,9 @@ def test_the_page_offers_the_form_and_an_empty_history(client_for: ClientFor) ->
     assert "CSV取り込み" in page
     assert "まだ取り込みはありません" in page
     assert 'name="dry_run"' in page
+    # the consent wording field says, in a shop's words, what it is and when to leave it
+    assert "メール配信に同意したときに見た案内文" in page
+    assert "「import」のままでかまいません" in page
 
 
 @pytest.mark.django_db

@@ -106,7 +106,13 @@ class ImportForm(forms.Form):
         label="メール配信同意の文言バージョン",
         initial="import",
         max_length=32,
-        help_text="CSVの「メルマガ」「Accepts Marketing」から同意を記録するとき、証跡として残します。",
+        help_text=(
+            "お客様がメール配信に同意したときに見た案内文(ショップの会員登録・購入画面の"
+            "「メルマガを受け取る」の説明など)の版を示す名前です(例: 2024年4月改定版)。"
+            "CSVの「メルマガ」「Accepts Marketing」の列から配信同意を記録するとき、"
+            "各お客様の同意の記録に残り、顧客の画面の「文言バージョン」に表示されます。"
+            "案内文の版を管理していなければ「import」のままでかまいません。"
+        ),
         error_messages={
             "required": "文言バージョンを入力してください。",
             "max_length": "32文字以内で入力してください。",
