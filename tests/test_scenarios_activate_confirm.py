@@ -5,16 +5,20 @@ what happens, with and without the current members."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from kizuna.accounts.models import Role
-from kizuna.campaigns.automation.models import Scenario, ScenarioStatus
+from kizuna.campaigns.automation import scheduler
+from kizuna.campaigns.automation.models import Enrollment, Scenario, ScenarioStatus
 from kizuna.campaigns.automation.services import scenario_save
+from kizuna.customers.models import Customer, MemberStatus
 from tests.factories import make_customer, make_order
 from tests.test_scenarios_kit import STAFF, jst, one, segment, step
 
@@ -100,3 +104,22 @@ def test_other_scenarios_start_in_one_click_as_before(client_for: Login) -> None
     draft.refresh_from_db()
     assert draft.status == ScenarioStatus.ACTIVE
     assert "稼働を開始しました。これ以降のきっかけから対象になります。" in done.content.decode()
+
+
+def test_the_count_leaves_out_withdrawn_customers_who_are_never_enrolled(
+    client_for: Login,
+) -> None:
+    _buyers(5)
+    for withdrawn in Customer.objects.filter(orders__isnull=False).distinct()[:2]:
+        withdrawn.member_status = MemberStatus.WITHDRAWN
+        withdrawn.save(update_fields=["member_status"])
+    scenario = _segment_scenario(include_existing=True, holdout=0)
+    client = client_for(Role.MARKETER)
+    url = reverse("scenarios:activate", args=[scenario.pk])
+    html = client.post(url).content.decode()
+    # then: the count is who will enter, and the page says who is left out and why
+    assert "今セグメントに該当する 3 人がすぐに対象になります" in html
+    assert "うち退会などで対象外の 2 人を除く" in html
+    client.post(url, {"confirmed": "1"})
+    scheduler.tick(now=timezone.now() + dt.timedelta(minutes=1))
+    assert Enrollment.objects.filter(scenario=scenario).count() == 3

@@ -23,6 +23,7 @@ from kizuna.campaigns.automation.models import (
     StepDispatch,
 )
 from kizuna.campaigns.automation.services import scenario_activate, scenario_pause, scenario_save
+from kizuna.customers.models import Customer, MemberStatus
 from tests.factories import make_customer, make_order
 from tests.test_scenarios_kit import STAFF, jst, one, segment, step
 
@@ -130,3 +131,20 @@ def test_other_scenarios_resume_in_one_click_saying_what_happens_to_the_pause(
     html = done.content.decode()
     assert "稼働を再開しました。停止中に起きたきっかけは対象にならず" in html
     assert "確認待ちのメッセージ" in html
+
+
+def test_who_entered_while_paused_counts_only_those_who_can_enter(client_for: Login) -> None:
+    scenario = _paused_after_running()
+    _buyers(4)  # enter the segment while it is stopped; one of them then withdraws
+    withdrawn = Customer.objects.order_by("-pk").first()
+    assert withdrawn is not None
+    withdrawn.member_status = MemberStatus.WITHDRAWN
+    withdrawn.save(update_fields=["member_status"])
+    url = reverse("scenarios:activate", args=[scenario.pk])
+    client = client_for(Role.MARKETER)
+    html = client.post(url).content.decode()
+    assert "停止中にセグメントに入った 3 人がいます" in html
+    assert "うち退会などで対象外の 1 人を除く" in html
+    client.post(url, {"paused_entrants": "send"})
+    _tick_after_resume()
+    assert Enrollment.objects.filter(scenario=scenario).count() == 3

@@ -773,11 +773,13 @@ def scenario_activate(
 @dataclass(frozen=True)
 class CurrentMembers:
     """Who a 「セグメントに入った」 scenario with 稼働開始時点の該当者も対象にする enrolls on
-    its first check: everyone in the segment (and in its audience, if it has one) right now."""
+    its first check: everyone in the segment (and in its audience, if it has one) right now
+    who can enter at all (triggers.can_enter, the rule the scheduler enrolls by)."""
 
     segment: str  # its name
-    count: int
+    count: int  # those who can enter (triggers.can_enter)
     held_out: int  # about how many of them the holdout draw keeps back (not sent)
+    left_out: int  # in the segment (and audience) but never enrolled: withdrawn, merged away
 
     @property
     def treated(self) -> int:
@@ -787,7 +789,7 @@ class CurrentMembers:
 def current_members_on_activation(scenario: Scenario, *, now: dt.datetime) -> CurrentMembers | None:
     """The customers activating `scenario` would enroll at once, or None when activating only
     reaches what happens from now on. The count is the segment builder's live count
-    (segment_customers), narrowed to the scenario's audience."""
+    (segment_customers), narrowed to those the scenario may enroll (triggers.can_enter)."""
     if (
         scenario.trigger_kind != TriggerKind.SEGMENT_ENTERED
         or not scenario.trigger_params.get("include_existing")
@@ -798,12 +800,18 @@ def current_members_on_activation(scenario: Scenario, *, now: dt.datetime) -> Cu
     segment = Segment.objects.filter(key=scenario.trigger_params.get("segment")).first()
     if segment is None:
         return None
-    customers = segment_customers(segment.rules, now=now)
+    members = segment_customers(segment.rules, now=now)
+    count = triggers.can_enter(members, scenario, now=now).count()
+    customers = members
     if scenario.audience is not None:
         customers = customers.filter(compile_validated(scenario.audience.rules, now=now))
-    count = customers.count()
     percent = triggers.holdout_percent(scenario)
-    return CurrentMembers(segment=segment.name, count=count, held_out=round(count * percent / 100))
+    return CurrentMembers(
+        segment=segment.name,
+        count=count,
+        held_out=round(count * percent / 100),
+        left_out=customers.count() - count,
+    )
 
 
 def resumes_with_entrants(scenario: Scenario) -> bool:
@@ -819,21 +827,24 @@ def resumes_with_entrants(scenario: Scenario) -> bool:
 @dataclass(frozen=True)
 class PausedEntrants:
     segment: str  # its name
-    count: int
+    count: int  # those who can enter (triggers.can_enter)
+    left_out: int  # entered the segment but are never enrolled: withdrawn, merged away
 
 
 def entrants_while_paused(scenario: Scenario, *, now: dt.datetime) -> PausedEntrants | None:
     """Who resuming a paused 「セグメントに入った」 scenario enrolls at its next check: the
     segment's members not recorded as members of it (they entered while it was stopped), in
-    its audience if it has one. None for any other scenario. Counted with the query the
-    scheduler adds them with (triggers.segment_newcomers)."""
+    its audience if it has one, who can enter at all (triggers.can_enter). None for any other
+    scenario. Counted with the queries the scheduler adds and enrolls them with
+    (triggers.segment_newcomers, triggers.can_enter)."""
     if not resumes_with_entrants(scenario):
         return None
     segment = Segment.objects.get(key=scenario.trigger_params.get("segment"))
     newcomers = triggers.segment_newcomers(scenario, segment.rules, now=now)
+    count = triggers.can_enter(newcomers, scenario, now=now).count()
     if scenario.audience is not None:
         newcomers = newcomers.filter(compile_validated(scenario.audience.rules, now=now))
-    return PausedEntrants(segment=segment.name, count=newcomers.count())
+    return PausedEntrants(segment=segment.name, count=count, left_out=newcomers.count() - count)
 
 
 @dataclass(frozen=True)
