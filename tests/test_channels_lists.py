@@ -16,6 +16,7 @@ from openpyxl import load_workbook
 
 from kizuna.accounts.apikeys import api_key_create
 from kizuna.accounts.models import ApiScope, Role
+from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.delivery import DeliveryWorker
 from kizuna.campaigns.models import DeliveryList, OutboxMessage, OutboxStatus, SuppressionKind
 from kizuna.campaigns.services import delivery_list_close
@@ -25,6 +26,7 @@ from kizuna.core.models import AuditLog
 from kizuna.customers.models import AcquisitionChannel, ConsentChannel, Customer, IdentityKind
 from tests.delivery_support import STAFF, channel_shop, consenting_customer, mail
 from tests.factories import add_identity, make_customer, make_order
+from tests.test_scenarios_kit import jst, scenario, step
 
 pytestmark = pytest.mark.django_db
 DM = {"title": "春の感謝祭のご案内", "text": "いつもありがとうございます。"}
@@ -103,6 +105,42 @@ def test_postal_dm_lands_on_a_print_list_with_the_address_fields(client_for) -> 
     assert len(values) == 3
     # and each download is audited (names and addresses left the system)
     assert AuditLog.objects.filter(action="delivery_list.export").count() == 2
+
+
+def test_the_queue_says_a_postal_dm_is_on_a_list_not_sent(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given: a postal DM the worker put on the open print list (its row is finished: "sent")
+    customer = postal_customer(family_name="髙橋")
+    mail(customer, "dm-listed", channel="postal", content=DM)
+    DeliveryWorker().drain()
+    delivery_list = DeliveryList.objects.get()
+    # when: the queue's history is read
+    page = client_for(Role.MARKETER).get("/delivery/queue/", {"status": "sent"}).content.decode()
+    # then: it reads as added to that list (printed and mailed only once the list is handed
+    # over), not as 送信済
+    assert '<span class="badge outbox-sent">リストに追加済</span>' in page
+    assert f"リスト #{delivery_list.pk}" in page
+    assert '<span class="badge outbox-sent">送信済</span>' not in page
+
+
+def test_the_customer_page_says_a_scenarios_dm_is_on_a_list(client_for) -> None:  # type: ignore[no-untyped-def]
+    # given: a first-purchase scenario whose step is a postal DM, and a buyer who agreed to DM
+    scenario(
+        "dm-thanks",
+        trigger={"kind": "first_purchase"},
+        steps=[step("dm", channel="postal")],
+        activated_at=jst(2026, 5, 1),
+    )
+    customer = postal_customer(family_name="髙橋")
+    make_order(customer, ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    DeliveryWorker().drain()
+    delivery_list = DeliveryList.objects.get()
+    # when: an operator opens the customer
+    html = client_for(Role.OPERATOR).get(f"/customers/{customer.pk}/").content.decode()
+    # then: the step is on the print list, not said to be sent
+    card = html[html.index('id="scenarios"') :]
+    assert f"リストに追加済(郵送DM #{delivery_list.pk})" in card
+    assert "送信済(郵送DM)" not in card
 
 
 def test_closing_a_list_starts_a_new_one(client_for) -> None:  # type: ignore[no-untyped-def]

@@ -114,6 +114,9 @@ class EnrollmentRow:
 def _message_label(message: OutboxMessage) -> tuple[str, bool]:
     channel = Channel(message.sent_channel or message.channel).label
     if message.status == OutboxStatus.SENT:
+        if message.delivery_list_id is not None:
+            # Printed, packed or called once the list is handed over, not yet.
+            return f"リストに追加済({channel} #{message.delivery_list_id})", False
         return f"送信済({channel})", False
     if message.status in (OutboxStatus.SKIPPED, OutboxStatus.FAILED):
         return f"{message.get_status_display()}({channel}): {message.reason}", True
