@@ -150,3 +150,19 @@ def test_revoke_needs_post_and_a_known_id(client_for: Callable[[Role], Client]) 
     )
     response = admin.post("/settings/api-keys/", {"action": "revoke_key"}, follow=True)
     assert "対象が指定されていません。" in response.content.decode()
+
+
+def test_the_new_senders_page_says_exactly_how_to_sign(
+    client_for: Callable[[Role], Client],
+) -> None:
+    admin = client_for(Role.ADMIN)
+    response = post_form(
+        admin, "/settings/api-keys/webhooks/new/", {"name": "EC-CUBE本店", "slug": "eccube"}
+    )
+    html = response.content.decode()
+    assert "X-Kizuna-Signature: sha256=&lt;16進&gt;" in html
+    assert "小文字の16進" in html
+    assert "X-Kizuna-Timestamp: &lt;" in html
+    assert "5分を超えて" in html
+    assert "秘密鍵の文字列全体" in html and "<code>whsec_</code> も含めて" in html
+    assert 'href="/api/v1/docs"' in html

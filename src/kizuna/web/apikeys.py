@@ -92,6 +92,17 @@ def webhook_urls(request: HttpRequest, source: WebhookSource) -> dict[str, str]:
     }
 
 
+def signing_facts() -> dict[str, Any]:
+    """What the sender's page says about signing, from the values the check itself uses."""
+    return {
+        "timestamp_header": webhooks.TIMESTAMP_HEADER,
+        "signature_header": webhooks.SIGNATURE_HEADER,
+        "window_minutes": webhooks.TOLERANCE_SECONDS // 60,
+        "secret_prefix": webhooks.SECRET_PREFIX,
+        "docs_url": reverse("api-v1:openapi-view"),
+    }
+
+
 def _revoke(request: HttpRequest) -> None:
     action = request.POST.get("action")
     target = str(request.POST.get("id", ""))
@@ -187,6 +198,11 @@ def create_source(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            context = {"source": source, "secret": secret, "urls": webhook_urls(request, source)}
+            context = {
+                "source": source,
+                "secret": secret,
+                "urls": webhook_urls(request, source),
+                "signing": signing_facts(),
+            }
             return render(request, "web/apikeys/source_created.html", context)
     return _form_page(request, form, "source")
