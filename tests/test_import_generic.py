@@ -20,6 +20,7 @@ DATA = Path(__file__).parent / "data" / "ingest"
 CSV = DATA / "generic_orders.csv"
 MAPPING = DATA / "generic_orders.yml"
 DOCS_EXAMPLE = Path(__file__).parents[1] / "src/kizuna/web/static/web/examples/generic-orders.yml"
+CUSTOMERS_EXAMPLE = DOCS_EXAMPLE.with_name("generic-customers.yml")
 
 
 def run(path: Path = CSV, mapping: Path = MAPPING, **options: object) -> ImportResult:
@@ -256,3 +257,31 @@ def test_an_order_files_registration_date_ahead_is_the_rows_error(tmp_path: Path
     )
     assert _errors(result) == [(2, "会員登録日", "登録日が未来の日付です")]
     assert not Order.objects.exists()
+
+
+def test_the_customers_example_imports_a_member_file_with_its_headers(tmp_path: Path) -> None:
+    # given a member file with the headers the example offered on the import page names
+    mapping = load_mapping(CUSTOMERS_EXAMPLE, kind="customers")
+    headers = list(mapping.columns.values())
+    row = {
+        "会員ID": "M-77", "メールアドレス": "hanako@example.jp", "電話番号": "090-1234-5678",
+        "姓": "髙橋", "名": "花子", "セイ": "タカハシ", "メイ": "ハナコ", "会社名": "",
+        "郵便番号": "060-0001", "都道府県": "北海道", "住所1": "札幌市中央区北一条西", "住所2": "",
+        "生年月日": "1990/04/01", "性別": "女性", "登録日": "2024/05/01", "メルマガ希望": "はい",
+    }  # fmt: skip
+    assert sorted(row) == sorted(headers)
+    path = tmp_path / "会員.csv"
+    path.write_text(
+        ",".join(headers) + "\n" + ",".join(row[h] for h in headers) + "\n", encoding="utf-8"
+    )
+    # when it is imported with the example as its mapping
+    result = run_import(
+        path,
+        ImportOptions(kind="customers", format="generic", mapping=CUSTOMERS_EXAMPLE),
+    )
+    # then the member is there, with the example's form as the consent's evidence
+    assert (result.status, result.customers["created"]) == ("ok", 1)
+    hanako = Identity.objects.get(kind=IdentityKind.CART_MEMBER, value="M-77").customer
+    assert (hanako.family_name, hanako.postal_code) == ("髙橋", "0600001")
+    consent = hanako.consents.get(channel=ConsentChannel.EMAIL)
+    assert consent.source_form == "自社カート会員登録フォーム"

@@ -35,3 +35,4 @@ def test_the_import_page_offers_the_mapping_example_to_download(client_for: Clie
     client: Client = client_for(Role.MARKETER)
     page = client.get(reverse("imports:index")).content.decode()
     assert 'href="/static/web/examples/generic-orders.yml" download' in page
+    assert 'href="/static/web/examples/generic-customers.yml" download' in page
