@@ -127,6 +127,18 @@ def test_the_preview_counts_and_links_a_sample(client_for: Login) -> None:
     assert reverse("web:customer_detail", args=[inside.pk]) in html
 
 
+def test_a_new_form_shows_the_hint_not_an_error(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    page = client.get(reverse("segments:create")).content.decode()
+    assert "条件を選ぶと、該当する人数とお客様の例がここに表示されます" in page
+    assert "条件を確認してください" not in page
+    # adding a second empty condition before choosing anything still is not an error
+    empty = {"node": ["0", "0.0", "0.1"], "kind-0": "group", "op-0": "and",
+             "kind-0.0": "condition", "kind-0.1": "condition"}  # fmt: skip
+    preview = client.post(reverse("segments:preview"), empty, headers=HTMX).content.decode()
+    assert "条件を確認してください" not in preview
+
+
 def test_the_preview_explains_an_unfinished_condition(client_for: Login) -> None:
     data = form(**{"field-0.0": "age", "operator-0.0": "gte", "value-0.0": "三十"})
     html = (

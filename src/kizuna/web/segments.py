@@ -255,7 +255,19 @@ class Preview:
     description: str
 
 
-def preview_for(tree: dict[str, Any]) -> Preview:
+def _chosen(tree: dict[str, Any]) -> bool:
+    """Whether any condition of the tree has its field chosen: a new form's one empty
+    condition shows the hint, not an error about a choice nobody has made yet."""
+    return any(
+        _chosen(rule) if "rules" in rule else bool(rule.get("field"))
+        for rule in tree.get("rules") or []
+        if isinstance(rule, dict)
+    )
+
+
+def preview_for(tree: dict[str, Any]) -> Preview | None:
+    if not _chosen(tree):
+        return None
     errors = validate_rules(tree)
     if errors:
         return Preview(errors, None, [], "")
@@ -296,7 +308,7 @@ def _page(
         "uses": segment_uses(segment) if segment is not None else [],
         "values": values,
         "errors": errors or [],
-        "preview": preview_for(tree) if tree.get("rules") else None,
+        "preview": preview_for(tree),
         **builder_context(tree),
     }
     return render(request, "web/segments/form.html", context, status=status)
@@ -438,7 +450,7 @@ def segment_builder(request: HtmxHttpRequest) -> HttpResponse:
     if wants_fragment(request):
         context = {
             **builder_context(tree),
-            "preview": preview_for(tree) if tree.get("rules") else None,
+            "preview": preview_for(tree),
             "oob": True,
         }
         return render(request, "web/segments/_builder.html", context)
