@@ -32,11 +32,12 @@ from kizuna.campaigns.automation.models import (
     TickLog,
 )
 from kizuna.campaigns.automation.scheduler import tick
-from kizuna.campaigns.automation.services import offer_save, scenario_save
+from kizuna.campaigns.automation.services import ScenarioError, offer_save, scenario_save
 from kizuna.campaigns.automation.templating import MAX_RENDERED
 from kizuna.campaigns.models import OutboxMessage, OutboxStatus
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
+from kizuna.web.scenarios import spec_of
 from tests.factories import add_identity, make_customer, make_order
 from tests.test_scenarios_kit import (
     STAFF,
@@ -1002,3 +1003,21 @@ def test_a_segment_scenario_whose_baseline_was_taken_is_deleted_once_stopped(
     # then: gone, with its baseline
     assert not Scenario.objects.filter(pk=draft.pk).exists()
     assert not SegmentMember.objects.exists()
+
+
+def test_an_executed_steps_name_is_fixed_and_changing_it_is_called_a_rename(
+    client_for: Login, welcome: Scenario
+) -> None:
+    make_order(make_customer(), ordered_at=jst(2026, 5, 2, 9))
+    tick(jst(2026, 5, 2, 10))
+    form = client_for(Role.MARKETER).get(reverse("scenarios:edit", args=[welcome.pk]))
+    key_input = re.search(r'<input name="step-0-key"[^>]*>', form.content.decode())
+    assert key_input is not None
+    assert 'value="s1"' in key_input[0]
+    assert "readonly" in key_input[0]
+    # a form posted with the name changed anyway is told it was a rename, not a deletion
+    spec = spec_of(welcome)
+    spec["steps"][0]["key"] = "s1-new"
+    with pytest.raises(ScenarioError) as refused:
+        scenario_save(scenario=welcome, spec=spec, acting_user=STAFF)
+    assert refused.value.messages == ["実行済みのステップの識別名は変えられません(「s1」)"]

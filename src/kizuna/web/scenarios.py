@@ -57,6 +57,7 @@ from kizuna.campaigns.automation.services import (
     backlog_discard,
     current_members_on_activation,
     entrants_while_paused,
+    executed_step_keys,
     holdout_locked,
     offer_delete,
     offer_save,
@@ -245,12 +246,16 @@ def form_context(spec: dict[str, Any], *, scenario: Scenario | None) -> dict[str
     segments = list(Segment.objects.order_by("name").values_list("key", "name"))
     templates = list(MessageTemplate.objects.order_by("name").values_list("key", "name"))
     offers = list(Offer.objects.order_by("name").values_list("key", "name"))
+    # Their 識別名 is what their history points at: shown, not changeable (scenario_save
+    # refuses a change too, for a form posted without this).
+    executed = executed_step_keys(scenario)
     steps = []
     for index, step in enumerate(spec["steps"]):
         steps.append(
             {
                 "index": index,
                 "values": step,
+                "executed": step.get("key") in executed,
                 "anchors": _options(list(StepAnchor.choices), step.get("anchor")),
                 "channels": _options(list(Channel.choices), step.get("channel")),
                 "templates": _options(templates, step.get("template"), blank="選んでください"),

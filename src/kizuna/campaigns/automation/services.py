@@ -630,17 +630,7 @@ def scenario_save(
     """
     cleaned, errors = validate_scenario(spec, scenario=scenario, check_name=check_name)
     if scenario is not None:
-        kept = {s["key"] for s in cleaned["steps"]}
-        used = (
-            scenario.steps.exclude(key__in=kept)
-            .filter(dispatches__isnull=False)
-            .values_list("key", flat=True)
-            .distinct()
-        )
-        errors.extend(
-            f"ステップ「{key}」は実行済みのため削除できません(送信条件で止めるか、シナリオを停止してください)"
-            for key in used
-        )
+        errors.extend(_removed_step_errors(scenario, [s["key"] for s in cleaned["steps"]]))
         if scenario.status == ScenarioStatus.ACTIVE and not cleaned["steps"]:
             errors.append("稼働中のシナリオにはステップが1つ以上必要です")
         errors.extend(_holdout_change_errors(scenario, cleaned["holdout_percent"]))
@@ -673,6 +663,32 @@ def scenario_save(
         changes=diff(before, _scenario_values(scenario)),
     )
     return scenario
+
+
+def executed_step_keys(scenario: Scenario | None) -> set[str]:
+    """The keys of the scenario's steps that ran for someone: their history points at them."""
+    if scenario is None:
+        return set()
+    return set(
+        scenario.steps.filter(dispatches__isnull=False).values_list("key", flat=True).distinct()
+    )
+
+
+def _removed_step_errors(scenario: Scenario, keys: list[str]) -> list[str]:
+    """Why an executed step would be gone. One whose place holds a key the scenario does not
+    have was renamed, not deleted, and is told so: the marketer changed its 識別名."""
+    existing = list(scenario.steps.order_by("position", "pk").values_list("key", flat=True))
+    errors = []
+    for key in sorted(executed_step_keys(scenario) - set(keys), key=existing.index):
+        at = existing.index(key)
+        if at < len(keys) and keys[at] not in existing:
+            errors.append(f"実行済みのステップの識別名は変えられません(「{key}」)")
+        else:
+            errors.append(
+                f"ステップ「{key}」は実行済みのため削除できません"
+                "(送信条件で止めるか、シナリオを停止してください)"
+            )
+    return errors
 
 
 def holdout_locked(scenario: Scenario | None) -> bool:
