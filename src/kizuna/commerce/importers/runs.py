@@ -203,7 +203,9 @@ def _store_result(run: ImportRun, result: ImportResult) -> None:
             )
         run.rows_read = result.rows_read
         run.rows_rejected = result.rows_rejected
-        run.summary = result.counts()
+        # Why orders were left out (購入処理中…), most first: the page's 対象外 count alone
+        # leaves staff with fewer orders than the file has and no word why.
+        run.summary = {**result.counts(), "skip_reasons": result.skip_reasons.most_common()}
         _finish(run, status=status, message=result.message)
 
 
