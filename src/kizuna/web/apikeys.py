@@ -1,8 +1,11 @@
 """Settings → API keys and webhook senders: for admins only.
 
-A key's secret (and a webhook sender's signing secret) is shown once, on the page that answers
-the creation; only its hash (for keys) is kept, so it cannot be shown again. Revoking is a POST
-from the list after an explicit confirmation.
+A key's secret (and a webhook sender's signing secret) is shown once; only its hash (for keys)
+is kept, so it cannot be shown again. The creating POST does not answer with the secret: it
+keeps it in the session and redirects (POST/redirect/GET) to a page that shows it and takes it
+out of the session, so the browser's Back or reload never asks to send the form again, and a
+second look says the secret was shown already. Revoking is a POST from the list after an
+explicit confirmation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,18 @@ PER_PAGE = 50
 # shows a new secret sends the POST again, and must not make a second key or sender.
 FORM_TOKENS_SESSION_KEY = "apikeys_form_tokens"
 ALREADY_SENT = "このフォームはすでに送信済みです。キーの一覧を確かめてください。"
+# The secret just created, until its page shows it: {"kind": "key" | "source", "id", "secret"}.
+NEW_SECRET_SESSION_KEY = "apikeys_new_secret"  # noqa: S105 - a session key's name
+ALREADY_SHOWN = {
+    "key": (
+        "このキーはすでに表示しました。控えが残らないため、もう一度表示することはできません。"
+        "わからなくなった場合は、新しいキーを作って古いキーを失効させてください。"
+    ),
+    "source": (
+        "この秘密鍵はすでに表示しました。もう一度表示することはできません。"
+        "わからなくなった場合は、送信元を新しく追加して古い送信元を失効させてください。"
+    ),
+}
 STALE_FORM = (
     "この画面を開いてから時間が経ったため、受け付けませんでした。"
     "お手数ですが、もう一度入力して送信してください。"
@@ -175,9 +190,7 @@ def create_key(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            return render(
-                request, "web/apikeys/created.html", {"api_key": api_key, "secret": secret}
-            )
+            return _show_once(request, "key", api_key.pk, secret)
     return _form_page(request, form, "key")
 
 
@@ -198,11 +211,55 @@ def create_source(request: HttpRequest) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            context = {
-                "source": source,
-                "secret": secret,
-                "urls": webhook_urls(request, source),
-                "signing": signing_facts(),
-            }
-            return render(request, "web/apikeys/source_created.html", context)
+            return _show_once(request, "source", source.pk, secret)
     return _form_page(request, form, "source")
+
+
+def _show_once(request: HttpRequest, kind: str, pk: int, secret: str) -> HttpResponse:
+    request.session[NEW_SECRET_SESSION_KEY] = {"kind": kind, "id": pk, "secret": secret}
+    return redirect("apikeys:created" if kind == "key" else "apikeys:source_created")
+
+
+def _take_secret(request: HttpRequest, kind: str) -> tuple[int, str] | None:
+    """The secret created for this page, taken out of the session: shown once only."""
+    new = request.session.get(NEW_SECRET_SESSION_KEY)
+    if not isinstance(new, dict) or new.get("kind") != kind:
+        return None
+    del request.session[NEW_SECRET_SESSION_KEY]
+    return int(new["id"]), str(new["secret"])
+
+
+def _already_shown(request: HttpRequest, kind: str) -> HttpResponse:
+    title = "APIキーを作りました" if kind == "key" else "Webhook送信元を追加しました"
+    context = {"title": title, "message": ALREADY_SHOWN[kind]}
+    return render(request, "web/apikeys/shown.html", context)
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET"])
+def created_key(request: HttpRequest) -> HttpResponse:
+    taken = _take_secret(request, "key")
+    if taken is None:  # a reload, Back, or a bookmark
+        return _already_shown(request, "key")
+    pk, secret = taken
+    api_key = get_object_or_404(ApiKey, pk=pk)
+    return render(request, "web/apikeys/created.html", {"api_key": api_key, "secret": secret})
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET"])
+def created_source(request: HttpRequest) -> HttpResponse:
+    taken = _take_secret(request, "source")
+    if taken is None:
+        return _already_shown(request, "source")
+    pk, secret = taken
+    source = get_object_or_404(WebhookSource, pk=pk)
+    context = {
+        "source": source,
+        "secret": secret,
+        "urls": webhook_urls(request, source),
+        "signing": signing_facts(),
+    }
+    return render(request, "web/apikeys/source_created.html", context)
