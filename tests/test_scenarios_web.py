@@ -1021,3 +1021,40 @@ def test_an_executed_steps_name_is_fixed_and_changing_it_is_called_a_rename(
     with pytest.raises(ScenarioError) as refused:
         scenario_save(scenario=welcome, spec=spec, acting_user=STAFF)
     assert refused.value.messages == ["実行済みのステップの識別名は変えられません(「s1」)"]
+
+
+def test_saving_a_template_with_queued_mail_warns_and_can_cancel_it(
+    client_for: Login, welcome: Scenario
+) -> None:
+    queued = _queued_welcome(welcome, 3)
+    # one waiting message comes from another step (another template): not this template's
+    other = queued.first()
+    assert other is not None
+    queued.filter(pk=other.pk).update(step_key="another-step")
+    client = client_for(Role.MARKETER)
+    thanks = template()
+    url = reverse("scenarios:template_edit", args=[thanks.pk])
+    fields = {"key": thanks.key, "name": "お礼", "subject": "{{ name }} 様", "html": ""}
+    opened = _opened(client.get(url).content.decode())
+    saved = client.post(url, {**fields, "text": "新しい本文", "opened": opened}, follow=True)
+    html = saved.content.decode()
+    assert "テンプレート「お礼」を保存しました" in html
+    assert "送信待ちの2件は保存前の内容のまま送信されます" in html
+    link = re.search(r'href="([^"]*cancel-waiting[^"]*)"', html)
+    assert link is not None
+    confirm = client.get(link[1].replace("&amp;", "&")).content.decode()
+    assert "保存前の内容の送信待ちメッセージが 2 件あります" in confirm
+    up_to = re.search(r'name="up_to_id" value="(\d+)"', confirm)
+    assert up_to is not None
+    cancel_url = reverse("scenarios:template_cancel_waiting", args=[thanks.pk])
+    done = client.post(cancel_url, {"up_to_id": up_to[1]}, follow=True).content.decode()
+    assert "送信待ちの2件を取り消しました" in done
+    assert list(queued.filter(status=OutboxStatus.PENDING)) == [other]
+    reasons = set(queued.filter(status=OutboxStatus.SKIPPED).values_list("reason", flat=True))
+    assert len(reasons) == 1
+    assert reasons.pop().startswith("テンプレート「お礼」の変更により送信を取り消し(")
+    assert AuditLog.objects.get(action="outbox.cancel").changes["count"] == [0, 2]
+    # saved again: nothing of this template is waiting any more, so no warning
+    opened = _opened(done)
+    again = client.post(url, {**fields, "text": "三つ目", "opened": opened}, follow=True)
+    assert "保存前の内容のまま送信されます" not in again.content.decode()

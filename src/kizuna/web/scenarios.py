@@ -73,6 +73,7 @@ from kizuna.campaigns.automation.services import (
     scenario_save,
     scenario_unarchive,
     template_delete,
+    template_queues,
     template_save,
     template_uses,
     waiting_messages,
@@ -796,7 +797,7 @@ def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     was = scenario.status
     queue = QueueFilter(scenario_id=scenario.pk)
     choice = request.POST.get("waiting")
-    waiting = waiting_messages(queue) if was == ScenarioStatus.ACTIVE else None
+    waiting = waiting_messages([queue]) if was == ScenarioStatus.ACTIVE else None
     if waiting is not None and waiting.pending and choice not in ("cancel", "keep"):
         return render(
             request,
@@ -812,7 +813,7 @@ def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
         )
     elif choice == "cancel" and waiting.pending:
         cause = f"シナリオ「{scenario.name}」の停止により"
-        messages.success(request, "停止しました。" + _cancel_waiting(request, queue, cause))
+        messages.success(request, "停止しました。" + _cancel_waiting(request, [queue], cause))
     elif waiting.pending:
         messages.success(
             request, f"停止しました。送信待ちの{waiting.pending:,}件は予定どおり送信されます。"
@@ -822,18 +823,16 @@ def scenario_pause_view(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     return redirect("scenarios:detail", pk=pk)
 
 
-def _cancel_waiting(request: HtmxHttpRequest, queue: QueueFilter, cause: str) -> str:
-    """Cancel the waiting messages `queue` selects, up to the newest the confirmation counted,
+def _cancel_waiting(request: HtmxHttpRequest, queues: list[QueueFilter], cause: str) -> str:
+    """Cancel the waiting messages `queues` select, up to the newest the confirmation counted,
     and say how many: those a worker took meanwhile are sent, and the message says so."""
     posted = int_or_text(request.POST.get("up_to_id", ""))
     up_to_id = posted if isinstance(posted, int) else queue_newest_id()
-    done = outbox_cancel(
-        acting_user=request.user,
-        queue=queue,
-        up_to_id=up_to_id,
-        cause=cause,
+    done = sum(
+        outbox_cancel(acting_user=request.user, queue=queue, up_to_id=up_to_id, cause=cause)
+        for queue in queues
     )
-    left = waiting_messages(queue)
+    left = waiting_messages(queues, up_to_id=up_to_id)
     message = f"送信待ちの{done:,}件を取り消しました。"
     if left.sending:
         message += f"送信中の{left.sending:,}件はすでに送信が始まっているため取り消せません。"
@@ -1006,6 +1005,21 @@ def _save_template(request: HtmxHttpRequest, template: MessageTemplate | None) -
     except ScenarioError as exc:
         return _template_page(request, template, exc.messages)
     messages.success(request, f"テンプレート「{saved.name}」を保存しました。")
+    # Messages are rendered when queued: those waiting keep the text from before this save.
+    waiting = waiting_messages(template_queues(saved))
+    if waiting.pending:
+        url = reverse("scenarios:template_cancel_waiting", args=[saved.pk])
+        messages.warning(
+            request,
+            format_html(
+                '送信待ちの{}件は保存前の内容のまま送信されます。<a href="{}?up_to_id={}">'
+                "送信待ちの{}件を取り消す</a>",
+                f"{waiting.pending:,}",
+                url,
+                waiting.up_to_id,
+                f"{waiting.pending:,}",
+            ),
+        )
     return redirect("scenarios:template_edit", pk=saved.pk)
 
 
@@ -1026,6 +1040,26 @@ def template_edit(request: HtmxHttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         return _save_template(request, template)
     return _template_page(request, template)
+
+
+@allow_roles(*EDIT_ROLES)
+@never_cache
+@require_http_methods(["GET", "POST"])
+def template_cancel_waiting(request: HtmxHttpRequest, pk: int) -> HttpResponse:
+    """Cancel the waiting messages rendered from this template before it was saved (they keep
+    the old text): a page with their count first, then the cancel, audited with the cause.
+    `up_to_id` is the newest message when the template was saved, so nothing queued after
+    the save — already with the new text — is counted or cancelled."""
+    template = get_object_or_404(MessageTemplate, pk=pk)
+    queues = template_queues(template)
+    if request.method == "POST":
+        cause = f"テンプレート「{template.name}」の変更により"
+        messages.success(request, _cancel_waiting(request, queues, cause))
+        return redirect("scenarios:template_edit", pk=pk)
+    posted = int_or_text(request.GET.get("up_to_id", ""))
+    waiting = waiting_messages(queues, up_to_id=posted if isinstance(posted, int) else None)
+    context = {"template": template, "waiting": waiting}
+    return render(request, "web/scenarios/template_cancel_confirm.html", context)
 
 
 @allow_roles(*EDIT_ROLES)

@@ -33,6 +33,11 @@ urlpatterns = [
     path("templates/preview/", scenarios.template_preview, name="template_preview"),
     path("templates/<int:pk>/", scenarios.template_edit, name="template_edit"),
     path("templates/<int:pk>/delete/", scenarios.template_delete_view, name="template_delete"),
+    path(
+        "templates/<int:pk>/cancel-waiting/",
+        scenarios.template_cancel_waiting,
+        name="template_cancel_waiting",
+    ),
     path("offers/", scenarios.offer_list, name="offers"),
     path("offers/<int:pk>/delete/", scenarios.offer_delete_view, name="offer_delete"),
 ]

@@ -8,7 +8,7 @@ Japanese. Each write records an audit row (who, when, what changed).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -872,17 +872,32 @@ class WaitingMessages:
     up_to_id: int  # the newest message when counted: a cancel touches none queued since
 
 
-def waiting_messages(queue: outbox.QueueFilter) -> WaitingMessages:
-    """How many of the messages `queue` selects a cancel would stop now, and how many a worker
-    is sending (a cancel leaves those to it)."""
-    up_to_id = outbox.queue_newest_id()
-    pending = outbox.queue_count(queue, action="cancel", up_to_id=up_to_id)
-    sending = (
-        queue.rows(OutboxStatus.CLAIMED)
-        .filter(lease_until__gte=timezone.now(), pk__lte=up_to_id)
-        .count()
-    )
+def waiting_messages(
+    queues: Sequence[outbox.QueueFilter], *, up_to_id: int | None = None
+) -> WaitingMessages:
+    """How many of the messages `queues` select (up to the message `up_to_id`, by default the
+    newest now) a cancel would stop, and how many a worker is sending (a cancel leaves those)."""
+    if up_to_id is None:
+        up_to_id = outbox.queue_newest_id()
+    now = timezone.now()
+    pending = sending = 0
+    for queue in queues:
+        pending += outbox.queue_count(queue, action="cancel", up_to_id=up_to_id)
+        claimed = queue.rows(OutboxStatus.CLAIMED)
+        sending += claimed.filter(lease_until__gte=now, pk__lte=up_to_id).count()
     return WaitingMessages(pending=pending, sending=sending, up_to_id=up_to_id)
+
+
+def template_queues(template: MessageTemplate) -> list[outbox.QueueFilter]:
+    """The outbox filters selecting messages rendered from `template`: a message names its
+    scenario and step key, one filter per scenario with its steps that use the template."""
+    keys: dict[int, list[str]] = {}
+    for scenario_id, key in template.steps.values_list("scenario_id", "key"):
+        keys.setdefault(scenario_id, []).append(key)
+    return [
+        outbox.QueueFilter(scenario_id=scenario_id, step_keys=tuple(sorted(step_keys)))
+        for scenario_id, step_keys in sorted(keys.items())
+    ]
 
 
 @transaction.atomic
