@@ -343,6 +343,9 @@ class _Round:
         self.relined: list[int] = []  # stored orders whose lines are replaced
         self.new_shipments: list[Shipment] = []
         self.changed_shipments: list[Shipment] = []
+        # Shipments whose shipped or delivered date a later input corrected, by their order's
+        # customer: their timeline rows move with them.
+        self.redated: dict[int, tuple[int, Shipment]] = {}
         self.new_reversals: list[OrderReversal] = []
         # Built once the rows they refer to have ids: (customer, kind, title, at, ref).
         self.timeline: list[tuple[Customer, TimelineKind, str, dt.datetime, Any]] = []
@@ -361,8 +364,12 @@ class _Round:
                 result.order = self._create(number, item.data, customers[id(item)])
                 result.outcome = UpsertOutcome.CREATED
             else:
+                try:
+                    result.outcome = self._update(order, item.data, stored)
+                except ValidationError as exc:  # nothing of it was recorded for writing
+                    result.error = exc
+                    continue
                 result.order = order
-                result.outcome = self._update(order, item.data, stored)
         self._write()
 
     def _customers(self, new: list[tuple[OrderItem, OrderResult]]) -> dict[int, Customer]:
@@ -405,7 +412,7 @@ class _Round:
             )
         )
         self.audit.append(("order.create", order, {}))
-        self._fulfil(order, data, shipment=None, reversal_kinds=set())
+        self._fulfil(order, data, shipment=None, reversal_kinds=set(), changes={})
         return order
 
     def _update(self, order: Order, data: OrderInput, stored: _Stored) -> UpsertOutcome:
@@ -417,6 +424,7 @@ class _Round:
             if data.source_updated_at < order.source_updated_at:
                 return UpsertOutcome.STALE
         new_fields = _order_fields(data)
+        new_fields["ordered_at"] = _same_moment(order.ordered_at, data.ordered_at)
         changes = diff({name: getattr(order, name) for name in new_fields}, new_fields)
         lines_changed = sorted(stored.lines.get(order.pk, [])) != _input_signature(data)
         status = _effective_status(order.status, data.status)
@@ -432,6 +440,7 @@ class _Round:
             data,
             shipment=stored.shipments.get(order.pk),
             reversal_kinds=stored.reversals.get(order.pk, set()),
+            changes=changes,
         )
         if not changes and not lines_changed and not fulfilment_changed:
             if data.source_updated_at is not None:
@@ -462,6 +471,7 @@ class _Round:
             data,
             shipment=stored.shipments.get(order.pk),
             reversal_kinds=stored.reversals.get(order.pk, set()),
+            changes=changes,
             forward_only=True,
         )
         if not changes and not fulfilment_changed:
@@ -481,14 +491,23 @@ class _Round:
         *,
         shipment: Shipment | None,
         reversal_kinds: set[str],
+        changes: dict[str, list[Any]],
         forward_only: bool = False,
     ) -> bool:
-        """Record shipping, delivery and cancellation facts not yet known. Facts only
-        accumulate: a later input that lacks a date does not erase it.
+        """Record shipping, delivery and cancellation facts. Facts only accumulate: a later
+        input that lacks a date (a status-only event, an export made before the parcel
+        arrived) does not erase it, and a shipment once recorded stays the one shipment, its
+        scenarios triggered once. A later input that gives another date corrects it in place
+        (the shop mistyped the shipping date), recorded in `changes` for the audit row, and its
+        timeline row moves with it.
 
         `forward_only` (an undated input, see _move_forward): only dates not yet known are
         added, the tracking number stays, and a cancellation or return is recorded only when
-        the order's status is now that (a status that could not move forward records none)."""
+        the order's status is now that (a status that could not move forward records none).
+        Raises ValidationError, before recording anything, for dates that would put the
+        delivery before the shipping."""
+        if shipment is not None:
+            _check_shipment_dates(shipment, data, forward_only=forward_only)
         changed = False
         customer = order.customer
         if data.shipped_on and shipment is None:
@@ -517,6 +536,17 @@ class _Round:
                 shipment.delivered_on = data.delivered_on
                 self._delivered(order, shipment, data.delivered_on)
                 changed = True
+            if not forward_only:
+                given = {
+                    name: getattr(data, name) for name in _SHIPMENT_DATES if getattr(data, name)
+                }
+                corrected = diff({name: getattr(shipment, name) for name in given}, given)
+                for name in corrected:
+                    setattr(shipment, name, given[name])
+                if corrected:
+                    changes.update(corrected)
+                    self.redated[shipment.pk] = (order.customer_id, shipment)
+                    changed = True
             if (
                 not forward_only
                 and data.tracking_number
@@ -579,7 +609,10 @@ class _Round:
             OrderLine.objects.filter(order_id__in=self.relined).delete()
         insert_rows(OrderLine, _LINE_COLUMNS, self._lines(), now=now)
         insert_instances(self.new_shipments)
-        update_fields(self.changed_shipments, ["delivered_on", "tracking_number", "carrier"])
+        update_fields(
+            self.changed_shipments, ["shipped_on", "delivered_on", "tracking_number", "carrier"]
+        )
+        self._move_timeline()
         insert_instances(self.new_reversals)
         insert_rows(
             TimelineEvent,
@@ -610,6 +643,26 @@ class _Round:
             now=now,
         )
 
+    def _move_timeline(self) -> None:
+        """The 出荷 and お届け timeline rows of the redated shipments, to their new dates (the
+        timeline never disagrees with the data). Read by customer, as the timeline is indexed."""
+        if not self.redated:
+            return
+        events = list(
+            TimelineEvent.objects.filter(
+                customer_id__in={customer_id for customer_id, _ in self.redated.values()},
+                kind__in=_TIMELINE_DATES,
+                ref_entity=Shipment._meta.label,
+                ref_id__in=self.redated,
+            ).only("pk", "kind", "ref_id", "occurred_at")
+        )
+        for event in events:
+            assert event.ref_id is not None  # noqa: S101 - the filter names a shipment
+            _, shipment = self.redated[event.ref_id]
+            day = getattr(shipment, _TIMELINE_DATES[TimelineKind(event.kind)])
+            event.occurred_at = _start_of(day)
+        update_fields(events, ["occurred_at"])
+
     def _lines(self) -> list[tuple[Any, ...]]:
         """The new lines as plain rows in _LINE_COLUMNS order."""
         products = _products_ensure(
@@ -629,6 +682,9 @@ class _Round:
         ]
 
 
+_SHIPMENT_DATES = ("shipped_on", "delivered_on")
+# The timeline rows a shipment has, and the date each is on.
+_TIMELINE_DATES = {TimelineKind.SHIPMENT: "shipped_on", TimelineKind.DELIVERY: "delivered_on"}
 _LINE_COLUMNS = ("order_id", "product_id", "product_name", "unit_price", "quantity", "amount")
 _ORDER_FIELDS = (
     "ordered_at",
@@ -724,6 +780,36 @@ def _products_ensure(lines: list[LineInput]) -> dict[str, Product]:
         )
         products.update((p.code, p) for p in Product.objects.filter(code__in=missing))
     return products
+
+
+def _same_moment(stored: dt.datetime, given: dt.datetime) -> dt.datetime:
+    """`given`, or `stored` when `given` is the stored moment written without its seconds: an
+    export re-saved in Excel reads 2026/5/1 10:23 for 10:23:45, and the shop changed nothing."""
+    if given.second == given.microsecond == 0 and stored.replace(second=0, microsecond=0) == given:
+        return stored
+    return given
+
+
+def _check_shipment_dates(shipment: Shipment, data: OrderInput, *, forward_only: bool) -> None:
+    """Refuse an input whose dates, with those recorded, would put the delivery before the
+    shipping: a corrected shipping date after the recorded delivery, or a delivery before the
+    recorded shipping. The input alone was checked (validate_order_input)."""
+    shipped = data.shipped_on if data.shipped_on and not forward_only else shipment.shipped_on
+    delivered = shipment.delivered_on
+    if data.delivered_on and (delivered is None or not forward_only):
+        delivered = data.delivered_on
+    if delivered is None or delivered >= shipped:
+        return
+    if delivered == shipment.delivered_on:
+        raise ValidationError(
+            {
+                "shipped_on": f"出荷日が、記録済みのお届け日({delivered:%Y-%m-%d})より後です。"
+                "お届け日も直してください"
+            }
+        )
+    raise ValidationError(
+        {"delivered_on": f"お届け日が、記録済みの出荷日({shipped:%Y-%m-%d})より前です"}
+    )
 
 
 def _start_of(day: dt.date) -> dt.datetime:

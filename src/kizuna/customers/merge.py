@@ -54,7 +54,13 @@ from kizuna.customers.models import (
     TimelineKind,
 )
 from kizuna.customers.selectors import identity_groups
-from kizuna.customers.services import CONSENT_STATE_FIELDS, ERASE_ACTION, ERASED_NAME, is_erased
+from kizuna.customers.services import (
+    ADDRESS_FIELDS,
+    CONSENT_STATE_FIELDS,
+    ERASE_ACTION,
+    ERASED_NAME,
+    is_erased,
+)
 from kizuna.customers.timeline import timeline_add
 from kizuna.loyalty.models import PointEntry, PointKind
 from kizuna.loyalty.selectors import points_balance
@@ -103,9 +109,6 @@ def moved_models() -> list[type[models.Model]]:
 
 # Profile fields filled one by one when the survivor's is blank.
 _FILL_FIELDS = ("given_name", "family_kana", "given_kana", "company", "birthday", "gender", "notes")
-# An address is filled as a whole or not at all: a postal code from one address and a street
-# from another would send parcels nowhere.
-_ADDRESS_FIELDS = ("postal_code", "prefecture", "address1", "address2")
 # SQLite caps the number of parameters in one statement; updates by id go in slices.
 _ID_CHUNK = 500
 
@@ -286,8 +289,9 @@ def _fills(survivor: Customer, absorbed: Customer) -> list[FieldFill]:
         for name in _FILL_FIELDS
         if _is_blank(name, getattr(survivor, name)) and not _is_blank(name, getattr(absorbed, name))
     ]
-    if all(_is_blank(name, getattr(survivor, name)) for name in _ADDRESS_FIELDS):
-        names += [name for name in _ADDRESS_FIELDS if not _is_blank(name, getattr(absorbed, name))]
+    # An address is filled as a whole or not at all (ADDRESS_FIELDS).
+    if all(_is_blank(name, getattr(survivor, name)) for name in ADDRESS_FIELDS):
+        names += [name for name in ADDRESS_FIELDS if not _is_blank(name, getattr(absorbed, name))]
     return [
         FieldFill(
             name=name,

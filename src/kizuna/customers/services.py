@@ -80,6 +80,17 @@ CONSENT_STATE_FIELDS = (
 )
 
 
+# A postal address is one block: a street with another address's building or postal code sends
+# parcels nowhere (merge.py fills it whole, `ProfileChange.whole_address` replaces it whole).
+ADDRESS_FIELDS = ("postal_code", "prefecture", "address1", "address2")
+_NO_ADDRESS: dict[str, Any] = {
+    "postal_code": "",
+    "prefecture": None,
+    "address1": "",
+    "address2": "",
+}
+
+
 # The readings, as their refusal names them: operators and carts call them フリガナ(セイ/メイ).
 READING_LABELS = {"family_kana": "フリガナ(セイ)", "given_kana": "フリガナ(メイ)"}
 
@@ -230,10 +241,17 @@ def refuse_if_erased(customer: Customer) -> None:
 
 @dataclass(frozen=True)
 class ProfileChange:
-    """Profile fields to change on one customer: a request to `customers_update_many`."""
+    """Profile fields to change on one customer: a request to `customers_update_many`.
+
+    `whole_address`: the source states the customer's whole address whenever it gives one (a
+    cart's member export). When the address parts in `changes` differ from the stored ones,
+    the customer has moved, and the parts `changes` lacks (a column the file does not have)
+    are emptied: they belonged to the old address. Otherwise, as for a form or a PATCH, fields
+    not in `changes` stay as they are."""
 
     customer: Customer
     changes: Mapping[str, Any]
+    whole_address: bool = False
 
 
 @dataclass(frozen=True)
@@ -285,7 +303,12 @@ def customers_update_many(
         if customer is None:
             raise Customer.DoesNotExist(f"顧客 {change.customer.pk} は存在しません")
         try:
-            changed = _apply_profile(customer, change.changes, erased=customer.pk in erased)
+            changed = _apply_profile(
+                customer,
+                change.changes,
+                erased=customer.pk in erased,
+                whole_address=change.whole_address,
+            )
         except ValidationError as exc:
             results.append(exc)
             continue
@@ -324,13 +347,17 @@ def customers_update_many(
 
 
 def _apply_profile(
-    customer: Customer, changes: Mapping[str, Any], *, erased: bool
+    customer: Customer, changes: Mapping[str, Any], *, erased: bool, whole_address: bool
 ) -> dict[str, list[Any]]:
     """Set the cleaned changes on `customer` and validate it; returns what changed. A refused
-    change leaves `customer` as it was, for the next change of the same customer."""
+    change leaves `customer` as it was, for the next change of the same customer.
+    `whole_address`: see ProfileChange."""
     cleaned = _clean_profile(changes)
     if erased:
         raise ValidationError(_ERASED_REFUSAL)
+    given = [name for name in ADDRESS_FIELDS if name in cleaned]
+    if whole_address and any(cleaned[name] != getattr(customer, name) for name in given):
+        cleaned = {**_NO_ADDRESS, **cleaned}
     old = {name: getattr(customer, name) for name in cleaned}
     changed = diff(old, cleaned)
     if not changed:

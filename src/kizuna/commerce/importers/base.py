@@ -199,17 +199,22 @@ def customer_cells(
         ("family_kana", family_kana),
         ("given_kana", given_kana),
         ("company", cells.text(cols.get("company"))),
-        ("address1", cells.text(cols.get("address1"))),
-        ("address2", cells.text(cols.get("address2"))),
     ):
         if value:
             profile[name] = value
-    postal = cells.read(cols.get("postal_code"), values.check_postal_code, "")
-    if postal:
-        profile["postal_code"] = postal
-    code = cells.read(cols.get("prefecture"), prefecture, 0)
-    if code:
-        profile["prefecture"] = code
+    address = {
+        "postal_code": cells.read(cols.get("postal_code"), values.check_postal_code, ""),
+        "prefecture": cells.read(cols.get("prefecture"), prefecture, 0) or None,
+        "address1": cells.text(cols.get("address1")),
+        "address2": cells.text(cols.get("address2")),
+    }
+    # The address is one block: a row that gives one gives all of it, its empty cells included
+    # (an empty 住所2 is no building, not "keep the old one", which belongs to the old street).
+    # A row without any address says nothing about it.
+    if any(address.values()):
+        profile.update(
+            (name, value) for name, value in address.items() if cols.get(name) is not None
+        )
     birthday = cells.read(cols.get("birthday"), values.parse_date, None)
     if birthday is not None and not EARLIEST_BIRTHDAY <= birthday <= timezone.localdate():
         # The customer service refuses it too, but only when writing: checked here, it is

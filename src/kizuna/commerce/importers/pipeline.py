@@ -665,9 +665,12 @@ class Importer:
         updates = customers_update_many(
             [
                 # The registration date is when the record began; a later file does not move it.
+                # A member's address in the file is the whole of it (a column the file lacks
+                # included): a move there empties what belonged to the old address.
                 ProfileChange(
                     customer,
                     {k: v for k, v in parsed[index].profile.items() if k != "registered_at"},
+                    whole_address=True,
                 )
                 for index, customer in matched.items()
             ],
