@@ -81,6 +81,7 @@ EXPECTED: dict[str, frozenset[Role] | None] = {
     "apikeys:create_source": ADMIN_ONLY,
     "apikeys:created": ADMIN_ONLY,
     "apikeys:source_created": ADMIN_ONLY,
+    "apikeys:rotate_source": ADMIN_ONLY,
     "duplicates:queue": CUSTOMER_SCREENS,
     "duplicates:merge": CUSTOMER_SCREENS,
     "duplicates:dismiss": CUSTOMER_SCREENS,

@@ -76,16 +76,23 @@ class WebhookSignatureAuth(AuthBase):
         source = webhooks.webhook_source_for(slug) if slug else None
         if source is None:
             raise ApiError(401, "unknown_source", "この送信元は登録されていないか、失効しています")
-        try:
-            webhooks.verify_signature(
-                secret=source.secret,
-                timestamp=request.headers.get(webhooks.TIMESTAMP_HEADER),
-                signature=request.headers.get(webhooks.SIGNATURE_HEADER),
-                body=request.body,
-                now=None,
-            )
-        except webhooks.SignatureError as exc:
-            raise ApiError(401, "invalid_signature", str(exc)) from None
+        error: webhooks.SignatureError | None = None
+        for secret in webhooks.accepted_secrets(source):
+            try:
+                webhooks.verify_signature(
+                    secret=secret,
+                    timestamp=request.headers.get(webhooks.TIMESTAMP_HEADER),
+                    signature=request.headers.get(webhooks.SIGNATURE_HEADER),
+                    body=request.body,
+                    now=None,
+                )
+            except webhooks.SignatureError as exc:
+                error = exc
+            else:
+                error = None
+                break
+        if error is not None:
+            raise ApiError(401, "invalid_signature", str(error))
         webhooks.webhook_source_touch(source)
         return source
 

@@ -139,12 +139,16 @@ class WebhookSource(TimeStampedModel):
     """A system that posts webhooks to Kizuna (the cart), with the secret it signs them with.
 
     The secret is kept as is, because checking an HMAC needs it; it is shown to the admin once,
-    when the source is created, for pasting into the cart's settings.
+    when the source is created or its secret reissued, for pasting into the cart's settings.
     """
 
     name = models.CharField("名前", max_length=100)
     slug = models.SlugField("識別名(URLに入ります)", max_length=50, unique=True)
     secret = models.CharField(max_length=100, editable=False)
+    # After 秘密鍵を再発行, the replaced secret still verifies until previous_secret_until, so
+    # the cart can be switched over without losing the deliveries signed in between.
+    previous_secret = models.CharField(max_length=100, editable=False, blank=True, default="")
+    previous_secret_until = models.DateTimeField("旧秘密鍵の受付期限", null=True, blank=True)
     created_by = models.ForeignKey(
         "accounts.User", on_delete=models.SET_NULL, null=True, related_name="+"
     )

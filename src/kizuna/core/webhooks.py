@@ -35,6 +35,8 @@ TIMESTAMP_HEADER = "X-Kizuna-Timestamp"
 SIGNATURE_HEADER = "X-Kizuna-Signature"
 SIGNATURE_PREFIX = "sha256="
 TOLERANCE_SECONDS = 300
+# How long a replaced secret still verifies after 秘密鍵を再発行: a day to paste the new one.
+ROTATION_GRACE = dt.timedelta(hours=24)
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a label in front of generated secrets
 # Receiving time is for the settings page only; writing it on every delivery would make all
 # deliveries from one source queue on that row's lock.
@@ -132,6 +134,38 @@ def webhook_source_revoke(*, source: WebhookSource, acting_user: Any) -> Webhook
         changes={"revoked_at": [None, source.revoked_at.isoformat()]},
     )
     return source
+
+
+@transaction.atomic
+def webhook_source_rotate(*, source: WebhookSource, acting_user: Any) -> tuple[WebhookSource, str]:
+    """A new signing secret; the current one keeps verifying for ROTATION_GRACE. Returns the
+    source and the new secret (shown once). Audited without either secret."""
+    source = WebhookSource.objects.select_for_update().get(pk=source.pk)
+    if source.revoked_at is not None:
+        raise ValidationError("失効した送信元の秘密鍵は再発行できません")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    source.previous_secret = source.secret
+    source.previous_secret_until = timezone.now() + ROTATION_GRACE
+    source.secret = secret
+    source.save(update_fields=["secret", "previous_secret", "previous_secret_until", "updated_at"])
+    audit_record(
+        actor=Actor.of(acting_user),
+        action="webhook_source.rotate",
+        instance=source,
+        customer_id=None,
+        changes={"previous_secret_until": [None, source.previous_secret_until.isoformat()]},
+    )
+    return source, secret
+
+
+def accepted_secrets(source: WebhookSource, *, now: dt.datetime | None = None) -> list[str]:
+    """The secrets a delivery from this source may be signed with: the current one, and the
+    one it replaced while its grace period lasts."""
+    current = now or timezone.now()
+    until = source.previous_secret_until
+    if source.previous_secret and until is not None and current < until:
+        return [source.secret, source.previous_secret]
+    return [source.secret]
 
 
 def webhook_event_claim(

@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -155,6 +156,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "sources": source_page,
         "source_rows": [{"source": s, "urls": webhook_urls(request, s)} for s in source_page],
         "api_docs_url": reverse("api-v1:openapi-view"),
+        "now": timezone.now(),  # whether a replaced secret is still accepted
     }
     return render(request, "web/apikeys/index.html", context)
 
@@ -261,5 +263,25 @@ def created_source(request: HttpRequest) -> HttpResponse:
         "secret": secret,
         "urls": webhook_urls(request, source),
         "signing": signing_facts(),
+        "now": timezone.now(),
     }
     return render(request, "web/apikeys/source_created.html", context)
+
+
+@allow_roles()
+@never_cache
+@require_http_methods(["GET", "POST"])
+def rotate_source(request: HttpRequest, pk: int) -> HttpResponse:
+    """秘密鍵を再発行: a confirmation page, then the new secret shown once; the old secret is
+    still accepted for a day so the cart can be switched without losing deliveries."""
+    source = get_object_or_404(WebhookSource, pk=pk, revoked_at__isnull=True)
+    if request.method == "POST":
+        try:
+            source, secret = webhooks.webhook_source_rotate(source=source, acting_user=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("apikeys:index")
+        return _show_once(request, "source", source.pk, secret)
+    grace_hours = int(webhooks.ROTATION_GRACE.total_seconds() // 3600)
+    context = {"source": source, "grace_hours": grace_hours}
+    return render(request, "web/apikeys/rotate_confirm.html", context)

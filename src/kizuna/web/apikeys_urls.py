@@ -9,4 +9,5 @@ urlpatterns = [
     path("new/done/", apikeys.created_key, name="created"),
     path("webhooks/new/", apikeys.create_source, name="create_source"),
     path("webhooks/new/done/", apikeys.created_source, name="source_created"),
+    path("webhooks/<int:pk>/rotate/", apikeys.rotate_source, name="rotate_source"),
 ]
