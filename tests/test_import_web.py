@@ -271,6 +271,7 @@ def test_a_real_upload_imports_orders(client_for: ClientFor) -> None:
     # and the one order left out (1004, an unfinished checkout) is counted with its reason
     assert "対象外 1件" in page
     assert "購入処理中(決済が完了していない注文)のため取り込みません: 1件" in page
+    assert 'のため取り込みません: 1件(注文番号 <span class="mono">1004</span>)' in page
 
 
 @pytest.mark.django_db

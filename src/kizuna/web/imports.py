@@ -302,7 +302,19 @@ def _progress_context(run: ImportRun) -> dict[str, Any]:
         "format_label": FORMAT_LABELS.get(file_format, file_format),
         "encoding_label": ENCODING_LABELS.get(encoding, encoding),
         "mode_label": _mode_label(run),
+        "skipped": _skipped_by_reason(run.summary),
     }
+
+
+def _skipped_by_reason(summary: dict[str, Any]) -> list[tuple[str, int, list[str]]]:
+    """対象外 as the result lists it: each reason, its count and the order numbers kept for it
+    (the importer keeps the first ones only)."""
+    orders: dict[str, list[str]] = {}
+    for skipped in summary.get("skipped_orders", []):
+        orders.setdefault(skipped["reason"], []).append(skipped["order"])
+    return [
+        (reason, count, orders.get(reason, [])) for reason, count in summary.get("skip_reasons", [])
+    ]
 
 
 def _errors_context(run: ImportRun, page: str | None) -> dict[str, Any]:

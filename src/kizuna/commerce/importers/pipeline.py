@@ -154,6 +154,9 @@ class ErrorLog:
         self._file.close()
 
 
+SKIPPED_ORDERS_LISTED = 100
+
+
 @dataclass
 class ImportResult:
     kind: str
@@ -170,6 +173,9 @@ class ImportResult:
     orders: Counter[str] = field(default_factory=Counter)
     # Orders left out on purpose (対象外), by the reason the format gives (購入処理中…).
     skip_reasons: Counter[str] = field(default_factory=Counter)
+    # The first of them by order number and reason, for the report to name (not all: a file
+    # of abandoned checkouts could leave out most of a million orders).
+    skipped_orders: list[tuple[str, str]] = field(default_factory=list)
     customers: Counter[str] = field(default_factory=Counter)
     consents_granted: int = 0
     refused: bool = False
@@ -210,6 +216,9 @@ class ImportResult:
         if self.kind == "orders":
             keys = ("created", "updated", "unchanged", "stale", "skipped", "rejected")
             data["orders"] = {k: self.orders[k] for k in keys}
+            data["skipped_orders"] = [
+                {"order": key, "reason": reason} for key, reason in self.skipped_orders
+            ]
         if self.refused_line is not None:
             data["refused_at"] = {
                 "line": self.refused_line,
@@ -730,6 +739,8 @@ class Importer:
         self.result.rows_skipped += len(unit.lines)
         self.result.orders["skipped"] += 1
         self.result.skip_reasons[skipped.reason] += 1
+        if len(self.result.skipped_orders) < SKIPPED_ORDERS_LISTED:
+            self.result.skipped_orders.append((unit.key, skipped.reason))
 
     def _reject(self, unit: _Unit, errors: list[RowError]) -> None:
         result = self.result
