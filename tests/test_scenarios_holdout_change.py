@@ -162,3 +162,49 @@ def test_the_locked_form_saves_other_changes_and_keeps_the_holdout(
     saved.refresh_from_db()
     assert saved.name == "トライアル購入者フォロー2"
     assert saved.holdout_percent == int(holdout)
+
+
+def test_an_enrolled_scenario_keeps_its_kind_of_trigger(client_for: Login) -> None:
+    # given: a first-purchase scenario someone entered
+    client = client_for(Role.MARKETER)
+    saved = _saved(client, enrolled=True)
+    url = reverse("scenarios:edit", args=[saved.pk])
+    page = client.get(url).content.decode()
+    # then: the form shows the trigger locked, sending the current kind, with the reason
+    trigger = re.search(r'<label for="scenario-trigger">.*?</div>', page, re.S)
+    assert trigger is not None
+    assert '<select id="scenario-trigger" disabled' in trigger[0]
+    assert '<input type="hidden" name="trigger_kind" value="first_purchase">' in trigger[0]
+    assert "きっかけの種類は変えられません" in trigger[0]
+    # when: another kind is posted anyway (an old form, a second tab)
+    opened = re.search(r'name="opened" value="([^"]*)"', page)
+    assert opened is not None
+    response = client.post(
+        url, scenario_form(trigger_kind="delivery", **{"param-product_kind": ""}, opened=opened[1])
+    )
+    # then: refused with the reason, nothing changed
+    assert response.status_code == 400
+    assert "きっかけの種類は変えられません(初回購入→お届け)" in response.content.decode()
+    saved.refresh_from_db()
+    assert saved.trigger_kind == "first_purchase"
+    # and the locked form saves with its other changes
+    kept = client.post(url, scenario_form(name="トライアル購入者フォロー(改)", opened=opened[1]))
+    assert kept.status_code == 302
+    saved.refresh_from_db()
+    assert (saved.name, saved.trigger_kind) == ("トライアル購入者フォロー(改)", "first_purchase")
+
+
+def test_a_scenario_nobody_entered_may_change_its_trigger(client_for: Login) -> None:
+    client = client_for(Role.MARKETER)
+    saved = _saved(client, enrolled=False)
+    url = reverse("scenarios:edit", args=[saved.pk])
+    page = client.get(url).content.decode()
+    assert '<select id="scenario-trigger" name="trigger_kind"' in page
+    opened = re.search(r'name="opened" value="([^"]*)"', page)
+    assert opened is not None
+    response = client.post(
+        url, scenario_form(trigger_kind="delivery", **{"param-product_kind": ""}, opened=opened[1])
+    )
+    assert response.status_code == 302, re.findall(r"<li>(.*?)</li>", response.content.decode())
+    saved.refresh_from_db()
+    assert saved.trigger_kind == "delivery"

@@ -634,6 +634,7 @@ def scenario_save(
         if scenario.status == ScenarioStatus.ACTIVE and not cleaned["steps"]:
             errors.append("稼働中のシナリオにはステップが1つ以上必要です")
         errors.extend(_holdout_change_errors(scenario, cleaned["holdout_percent"]))
+        errors.extend(_trigger_change_errors(scenario, cleaned["trigger_kind"]))
     if errors:
         raise ScenarioError(errors)
     actor = Actor.of(acting_user)
@@ -712,6 +713,21 @@ def _holdout_change_errors(scenario: Scenario, percent: Any) -> list[str]:
         "計測するため、途中で割合を変えると2つの割合の期間が混ざり、比較が偏ります。"
         "割合を変えるには新しいシナリオを作ってください(このシナリオは停止できます)。"
         "ホールドアウトをやめて全員に送る場合は0%にできます"
+    ]
+
+
+def _trigger_change_errors(scenario: Scenario, kind: Any) -> list[str]:
+    """A scenario that enrolled anyone (holdout_locked) keeps its kind of trigger: its lift
+    compares customers who entered for one reason, and a first purchase pooled with a segment
+    entry is no longer one campaign. Its settings (the hours, the segment…) may change."""
+    if kind in (scenario.trigger_kind, None, "") or not holdout_locked(scenario):
+        return []
+    before, after = (TriggerKind(k).label if k in TriggerKind.values else str(k)
+                     for k in (scenario.trigger_kind, kind))  # fmt: skip
+    return [
+        f"きっかけ: このシナリオには既にエントリーがあるため、きっかけの種類は変えられません"
+        f"({before}→{after})。効果は同じきっかけで入ったお客様どうしで比べて計測するためです。"
+        "別のきっかけで送るには新しいシナリオを作ってください(このシナリオは停止できます)"
     ]
 
 
