@@ -34,7 +34,8 @@ from kizuna.campaigns.automation.models import (
 from kizuna.campaigns.automation.scheduler import tick
 from kizuna.campaigns.automation.services import ScenarioError, offer_save, scenario_save
 from kizuna.campaigns.automation.templating import MAX_RENDERED
-from kizuna.campaigns.models import OutboxMessage, OutboxStatus
+from kizuna.campaigns.models import OutboxMessage, OutboxStatus, Purpose
+from kizuna.campaigns.outbox import outbox_enqueue
 from kizuna.core.models import AuditLog
 from kizuna.customers.models import IdentityKind
 from kizuna.web.scenarios import spec_of
@@ -1058,3 +1059,41 @@ def test_saving_a_template_with_queued_mail_warns_and_can_cancel_it(
     opened = _opened(done)
     again = client.post(url, {**fields, "text": "三つ目", "opened": opened}, follow=True)
     assert "保存前の内容のまま送信されます" not in again.content.decode()
+
+
+def test_changing_a_step_with_queued_mail_says_those_keep_the_old_step(client_for: Login) -> None:
+    # given: a scenario with two messages of its step waiting in the queue
+    client = client_for(Role.MARKETER)
+    client.post(reverse("scenarios:create"), scenario_form())
+    saved = Scenario.objects.get(key="trial-follow")
+    for n in range(2):
+        outbox_enqueue(
+            customer=make_customer(),
+            channel="email",
+            purpose=Purpose.MARKETING,
+            dedupe_key=f"waiting-{n}",
+            content={"subject": "件名", "text": "本文"},
+            send_after=jst(2026, 5, 3, 10),
+            scenario_id=saved.pk,
+            step_key="arrived",
+        )
+    url = reverse("scenarios:edit", args=[saved.pk])
+    # when: only the name changes, nothing is said about them
+    renamed = client.post(
+        url, scenario_form(name="フォロー", opened=_opened(client.get(url).content.decode())),
+        follow=True,
+    )  # fmt: skip
+    assert "送信待ち" not in renamed.content.decode()
+    # when: the step's send time changes
+    retimed = client.post(
+        url,
+        scenario_form(
+            name="フォロー", opened=_opened(client.get(url).content.decode()),
+            **{"step-0-send_time": "12:00"},
+        ),
+        follow=True,
+    )  # fmt: skip
+    # then: the page says the two waiting keep the step as it was, and how to stop them
+    html = retimed.content.decode()
+    assert "変更したステップ(arrived)の送信待ち2件は、変更前のタイミングと内容のまま" in html
+    assert "送らない場合は、「停止する」で送信待ちの取り消しを選んでください" in html

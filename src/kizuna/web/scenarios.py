@@ -621,16 +621,39 @@ def _save_scenario(request: HtmxHttpRequest, scenario: Scenario | None) -> HttpR
         return _form_page(
             request, spec, scenario=scenario, errors=[conflict], status=409, opened=opened
         )
+    before = _step_plans(scenario)
     try:
         saved = scenario_save(scenario=scenario, spec=spec, acting_user=request.user)
     except ScenarioError as exc:
         return _form_page(request, spec, scenario=scenario, errors=exc.messages, status=400)
     messages.success(request, f"シナリオ「{saved.name}」を保存しました。")
+    # Messages are timed and rendered when queued: those waiting keep the step as it was.
+    after = _step_plans(saved)
+    changed = sorted(key for key, plan in before.items() if after.get(key, plan) != plan)
+    if changed:
+        queue = QueueFilter(scenario_id=saved.pk, step_keys=tuple(changed))
+        waiting = waiting_messages([queue])
+        if waiting.pending:
+            messages.warning(
+                request,
+                f"変更したステップ({'・'.join(changed)})の送信待ち{waiting.pending:,}件は、"
+                "変更前のタイミングと内容のまま送信されます。送らない場合は、「停止する」で"
+                "送信待ちの取り消しを選んでください。",
+            )
     if saved.holdout_percent == 0 and saved.purpose == Purpose.MARKETING:
         # Allowed (a shop may want everyone to get it), but the lift is then unmeasurable.
         messages.warning(request, NO_HOLDOUT_WARNING)
     # (取引連絡 with a holdout is refused by validate_scenario: the holdout would never get it.)
     return redirect("scenarios:detail", pk=saved.pk)
+
+
+def _step_plans(scenario: Scenario | None) -> dict[str, tuple[Any, ...]]:
+    """Each step's timing, channel and template by key: what a queued message was made from."""
+    if scenario is None:
+        return {}
+    fields = ("anchor", "offset_days", "send_time", "repeat_monthly", "channel", "template_id",
+              "offer_id")  # fmt: skip
+    return {key: tuple(plan) for key, *plan in scenario.steps.values_list("key", *fields)}
 
 
 @allow_roles(*VIEW_ROLES)
