@@ -37,8 +37,8 @@ from kizuna.analytics.tasks import (
     unschedule_nightly,
 )
 from kizuna.core.paging import Paginator
+from kizuna.core.spreadsheet import csv_lines
 from kizuna.web.http import HtmxHttpRequest, int_or_text, posted
-from kizuna.web.segments import _csv_lines
 from kizuna.web.templatetags.kizuna import jdatetime
 
 READ_ROLES = (Role.MARKETER, Role.ANALYST)
@@ -301,7 +301,7 @@ def segment_export(request: HtmxHttpRequest, kind: str, code: str) -> StreamingH
         raise Http404("このセグメントの顧客別データはありません")
     rows = segment_export_rows(run=run, kind=kind, code=code, acting_user=request.user)
     stamp = timezone.localtime().strftime("%Y%m%d-%H%M")
-    response = StreamingHttpResponse(_csv_lines(rows), content_type="text/csv; charset=utf-8")
+    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = (
         f'attachment; filename="analytics-{kind}-{code}-{run.as_of:%Y%m%d}-{stamp}.csv"'
     )

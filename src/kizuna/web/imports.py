@@ -38,6 +38,7 @@ from kizuna.commerce.importers.runs import (
 )
 from kizuna.commerce.models import ImportKind, ImportRun
 from kizuna.core import yamlfile
+from kizuna.core.spreadsheet import csv_lines
 from kizuna.web.formtokens import (
     claim_form_token,
     issue_form_token,
@@ -45,7 +46,6 @@ from kizuna.web.formtokens import (
     record_form_token,
 )
 from kizuna.web.http import HtmxHttpRequest, wants_fragment
-from kizuna.web.segments import _csv_lines
 
 # Imports write customer data in bulk: marketers and admins (admins are always allowed).
 IMPORT_ROLES = (Role.MARKETER,)
@@ -381,7 +381,7 @@ def import_errors_csv(request: HtmxHttpRequest, pk: int) -> StreamingHttpRespons
         for error in run.row_errors.order_by("line", "id").iterator(chunk_size=2000)
     )
     response = StreamingHttpResponse(
-        _csv_lines(itertools.chain([header], rows)), content_type="text/csv; charset=utf-8"
+        csv_lines(itertools.chain([header], rows)), content_type="text/csv; charset=utf-8"
     )
     response["Content-Disposition"] = f'attachment; filename="import-{run.pk}-errors.csv"'
     return response

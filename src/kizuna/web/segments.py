@@ -20,7 +20,6 @@ page of one that is used lists the scenarios that use it, and where, instead.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +55,7 @@ from kizuna.campaigns.automation.segments import (
     validate_rules,
 )
 from kizuna.campaigns.automation.triggers import segment_newcomers
-from kizuna.core.spreadsheet import XLSX_TYPE, safe_row, xlsx_bytes
+from kizuna.core.spreadsheet import XLSX_TYPE, csv_lines, xlsx_bytes
 from kizuna.customers.models import Customer
 from kizuna.web.http import HtmxHttpRequest, confirmed_delete, int_or_text, wants_fragment
 
@@ -470,21 +469,6 @@ def segment_preview(request: HtmxHttpRequest) -> HttpResponse:
     return render(request, "web/segments/_preview.html", {"preview": preview_for(tree)})
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for csv.writer into a stream."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_lines(rows: Iterator[list[str]]) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    # A BOM, so Excel on a Japanese PC opens the file as UTF-8 rather than Shift_JIS.
-    yield "\ufeff"
-    for row in rows:
-        yield writer.writerow(safe_row(row))
-
-
 @allow_roles(*SEGMENT_ROLES)
 @never_cache
 @require_POST
@@ -510,7 +494,7 @@ def segment_export(request: HtmxHttpRequest, pk: int) -> HttpResponse | Streamin
         response = HttpResponse(data, content_type=XLSX_TYPE)
     else:
         response = StreamingHttpResponse(
-            _csv_lines(_prepend(header, rows)), content_type="text/csv; charset=utf-8"
+            csv_lines(_prepend(header, rows)), content_type="text/csv; charset=utf-8"
         )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
